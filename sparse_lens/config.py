@@ -1,0 +1,227 @@
+"""Architecture config of a weight-sparse transformer (Gao et al. 2025, ``paper.md`` §1).
+
+``SparseTransformerConfig`` subclasses TransformerLens' ``TransformerLensConfig`` so every TL tool
+that reads ``model.cfg`` (``n_layers``, ``d_model``, ``normalization_type`` ...) finds what it
+expects. It is immutable after construction: TL's dataclass is not frozen, so a frozen subclass
+cannot be declared with ``@dataclass(frozen=True)``; instead ``__setattr__`` refuses writes once
+``__post_init__`` is done. Use ``dataclasses.replace`` (or ``cfg.replace(...)``) for variants.
+
+The runtime switches TL flips through ``model.set_use_*`` (``use_attn_result``,
+``use_split_qkv_input``, ``use_attn_in``, ``use_hook_mlp_in``) are config fields too; the model
+swaps in a replaced config when they change.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import torch
+from transformer_lens.config import TransformerLensConfig
+
+ActSite = Literal[
+    "attn_in",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_out",
+    "mlp_in",
+    "mlp_neuron",
+    "mlp_out",
+    "resid_post_attn",
+    "resid_post_mlp",
+]
+ACT_SITES: tuple[ActSite, ...] = get_args(ActSite)
+PAPER_ACT_SITES: tuple[ActSite, ...] = (
+    "attn_in",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_out",
+    "mlp_in",
+    "mlp_neuron",
+    "mlp_out",
+)
+PositionalEmbedding = Literal["none", "learned"]
+ActFn = Literal["gelu", "relu"]
+CONFIG_VERSION = 1
+
+_RUNTIME_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
+
+
+@dataclass(kw_only=True)
+class SparseTransformerConfig(TransformerLensConfig):
+    """Architecture of a ``HookedSparseTransformer``.
+
+    Field names follow TransformerLens (``d_model, n_heads, d_head, d_mlp, n_layers, d_vocab,
+    n_ctx``). The paper-specific knobs:
+
+    | field | meaning | paper |
+    |---|---|---|
+    | ``attn_sinks`` | per-head learnable sink logit with zero value | some models |
+    | ``use_bigram_table`` | dense ``d_vocab x d_vocab`` table added to logits | yes |
+    | ``positional_embedding`` | ``"none"`` or ``"learned"`` absolute positions | none |
+    | ``use_bias`` | biases on every linear map except the unembedding | yes |
+    | ``afrac`` | fraction of entries AbsTopK keeps at each active site | 0.25 |
+    | ``act_sparse_sites`` | the sites where AbsTopK runs (``ACT_SITES``) | the 8 paper sites |
+    | ``weight_density`` | target nonzero fraction of block matrices | pfrac/ef^2 |
+    | ``embed_density`` | target nonzero fraction of W_E, W_U, W_pos and biases | pfrac/ef |
+    | ``min_nonzero_per_neuron`` | nonzeros kept per neuron / q,k,v,o channel | 4 |
+
+    A dense model is ``afrac=1.0`` (or no sites) and both densities 1.0; it runs the same code.
+    """
+
+    d_model: int
+    d_head: int
+    n_layers: int
+    n_ctx: int
+    n_heads: int
+    d_mlp: int
+    d_vocab: int
+    normalization_type: str = "RMS"
+    act_fn: str = "gelu"
+    eps: float = 1e-6
+    device: str | None = "cpu"
+    dtype: torch.dtype = torch.float32
+    default_prepend_bos: bool = True
+    positional_embedding_type: str = "none"
+    model_name: str = "sparse"
+    use_attn_in: bool = False
+    use_hook_mlp_in: bool = False
+    attn_sinks: bool = True
+    use_bigram_table: bool = True
+    positional_embedding: str = "none"  # PositionalEmbedding; validated in __post_init__
+    use_bias: bool = True
+    afrac: float = 0.25
+    act_sparse_sites: tuple[str, ...] = field(default=PAPER_ACT_SITES)  # ActSite values
+    weight_density: float = 1.0
+    embed_density: float = 1.0
+    min_nonzero_per_neuron: int = 4
+    init_std: float = 0.02
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_frozen", False)
+        for name in ("d_model", "d_head", "n_layers", "n_ctx", "n_heads", "d_mlp", "d_vocab"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.normalization_type != "RMS":
+            raise ValueError(f"normalization_type must be 'RMS', got {self.normalization_type!r}")
+        if self.act_fn not in get_args(ActFn):
+            raise ValueError(f"act_fn must be one of {get_args(ActFn)}, got {self.act_fn!r}")
+        if self.positional_embedding not in get_args(PositionalEmbedding):
+            raise ValueError(
+                "positional_embedding must be one of "
+                f"{get_args(PositionalEmbedding)}, got {self.positional_embedding!r}"
+            )
+        if not 0.0 < self.afrac <= 1.0:
+            raise ValueError(f"afrac must be in (0, 1], got {self.afrac!r}")
+        sites = tuple(self.act_sparse_sites)
+        unknown = [s for s in sites if s not in ACT_SITES]
+        if unknown:
+            raise ValueError(f"act_sparse_sites has unknown sites {unknown}; known: {ACT_SITES}")
+        if len(set(sites)) != len(sites):
+            raise ValueError(f"act_sparse_sites has duplicates: {sites}")
+        object.__setattr__(self, "act_sparse_sites", sites)
+        for name in ("weight_density", "embed_density"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        if self.min_nonzero_per_neuron < 0:
+            raise ValueError(
+                f"min_nonzero_per_neuron must be >= 0, got {self.min_nonzero_per_neuron!r}"
+            )
+        if self.eps <= 0:
+            raise ValueError(f"eps must be > 0, got {self.eps!r}")
+        if self.init_std <= 0:
+            raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
+        if self.use_split_qkv_input and self.use_attn_in:
+            raise ValueError("use_split_qkv_input and use_attn_in are mutually exclusive")
+        # TL reads positional_embedding_type; keep it consistent with our own field.
+        pos_type = "standard" if self.positional_embedding == "learned" else "none"
+        object.__setattr__(self, "positional_embedding_type", pos_type)
+        object.__setattr__(self, "uses_rms_norm", True)
+        object.__setattr__(self, "final_rms", True)
+        object.__setattr__(self, "_frozen", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise dataclasses.FrozenInstanceError(
+                f"SparseTransformerConfig is immutable; use cfg.replace({name}=...)"
+            )
+        object.__setattr__(self, name, value)
+
+    def replace(self, **changes: Any) -> "SparseTransformerConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # Derived quantities -------------------------------------------------------------------------
+    def act_sparse(self, site: ActSite) -> bool:
+        """Whether AbsTopK runs at ``site``."""
+        return self.afrac < 1.0 and site in self.act_sparse_sites
+
+    def act_k(self, dim: int) -> int:
+        """Entries AbsTopK keeps out of ``dim`` (at least 1)."""
+        return max(1, int(self.afrac * dim))
+
+    @property
+    def is_weight_sparse(self) -> bool:
+        return self.weight_density < 1.0 or self.embed_density < 1.0
+
+    # Serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with a ``config_version`` field."""
+        out: dict[str, Any] = {"config_version": CONFIG_VERSION}
+        for f in dataclasses.fields(self):
+            if f.name in _RUNTIME_FLAGS or f.name in ("device",):
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, torch.dtype):
+                value = str(value).removeprefix("torch.")
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SparseTransformerConfig":
+        """Inverse of ``to_dict``; unknown or missing keys raise ``ValueError``."""
+        d = _migrate(dict(d))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config has unknown keys {unknown}")
+        if "dtype" in d:
+            name = d["dtype"]
+            dtype = getattr(torch, str(name), None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"config dtype {name!r} is not a torch dtype")
+            d["dtype"] = dtype
+        if "act_sparse_sites" in d:
+            d["act_sparse_sites"] = tuple(d["act_sparse_sites"])
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ValueError(f"config is incomplete or malformed: {e}") from e
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "SparseTransformerConfig":
+        """A 2-layer toy for tests: sinks, bigram table, AbsTopK at all 8 paper sites."""
+        base: dict[str, Any] = dict(
+            d_model=16, d_head=4, n_heads=4, n_layers=2, d_mlp=32, d_vocab=64, n_ctx=16
+        )
+        base.update(overrides)
+        return cls(**base)
+
+
+def _migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older serialised config up to ``CONFIG_VERSION``."""
+    version = d.pop("config_version", None)
+    if version is None:
+        raise ValueError("config has no 'config_version' field")
+    if not isinstance(version, int) or version > CONFIG_VERSION or version < 1:
+        raise ValueError(
+            f"config_version {version!r} is not supported (this sparse_lens reads up to "
+            f"{CONFIG_VERSION})"
+        )
+    return d

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from sparse_lens.sparsity import (
+    abs_topk,
+    abs_topk_mask,
+    naive_topk_weight_mask,
+    param_role,
+    project_weights_,
+    topk_weight_mask,
+)
+from tests.helpers import build_model
+
+
+def test_abs_topk_keeps_largest_magnitudes_per_row():
+    x = torch.tensor([[1.0, -5.0, 3.0, 0.1], [-0.2, 0.3, -0.4, 0.5]])
+    out = abs_topk(x, 2)
+    assert torch.equal(out, torch.tensor([[0.0, -5.0, 3.0, 0.0], [0.0, 0.0, -0.4, 0.5]]))
+    assert torch.equal(abs_topk(x, 4), x)
+    assert abs_topk_mask(x, 1).sum(-1).tolist() == [1, 1]
+
+
+def test_abs_topk_gradient_flows_only_to_kept_entries():
+    x = torch.tensor([1.0, -5.0, 3.0, 0.1], requires_grad=True)
+    abs_topk(x, 2).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "shape,fan_dim", [((8, 32, 4), 1), ((8, 4, 32), 2), ((32, 64), 0), ((64, 32), 1)]
+)
+def test_topk_weight_mask_exact_k_and_min_per_neuron(shape, fan_dim):
+    w = torch.randn(shape)
+    numel = w.numel()
+    n_neurons = numel // shape[fan_dim]
+    k = 4 * n_neurons + 10
+    mask = topk_weight_mask(w, k, fan_dim=fan_dim, min_per_neuron=4)
+    assert int(mask.sum()) == k
+    assert int(mask.sum(dim=fan_dim).min()) >= 4
+
+
+def test_topk_weight_mask_without_minimum_matches_torch_topk():
+    w = torch.randn(64, 48)
+    assert torch.equal(topk_weight_mask(w, 300), naive_topk_weight_mask(w, 300))
+
+
+def test_topk_weight_mask_rejects_budget_below_minimum():
+    with pytest.raises(ValueError, match="per neuron"):
+        topk_weight_mask(torch.randn(32, 64), 10, fan_dim=0, min_per_neuron=4)
+
+
+def test_param_role_covers_every_parameter():
+    model = build_model(positional_embedding="learned")
+    roles = {name: param_role(name) for name, _ in model.named_parameters()}
+    assert roles["blocks.0.attn.W_Q"] == "matrix"
+    assert roles["blocks.1.mlp.W_out"] == "matrix"
+    assert roles["embed.W_E"] == "embed"
+    assert roles["pos_embed.W_pos"] == "embed"
+    assert roles["unembed.W_U"] == "unembed"
+    assert roles["blocks.0.attn.b_O"] == "bias"
+    assert roles["bigram.W_bigram"] == "dense"
+    assert roles["blocks.0.attn.sinks"] == "dense"
+    assert roles["ln_final.w"] == "dense"
+    with pytest.raises(ValueError, match="no sparsity role"):
+        param_role("blocks.0.attn.mystery")
+
+
+def test_project_weights_exact_k_and_dense_untouched():
+    model = build_model(d_model=32, d_mlp=64, n_heads=4, d_head=8)
+    dense_before = {n: p.clone() for n, p in model.named_parameters() if param_role(n) == "dense"}
+    kept = project_weights_(model, weight_density=0.25, embed_density=0.5, min_per_neuron=4)
+    params = dict(model.named_parameters())
+    for name, k in kept.items():
+        assert int((params[name] != 0).sum()) == k, name
+    assert int((params["blocks.0.mlp.W_in"] != 0).sum(0).min()) >= 4
+    assert int((params["blocks.0.mlp.W_out"] != 0).sum(1).min()) >= 4
+    assert int((params["blocks.0.attn.W_Q"] != 0).sum(1).min()) >= 4
+    assert int((params["blocks.0.attn.W_O"] != 0).sum(2).min()) >= 4
+    assert params["embed.W_E"].count_nonzero() == int(0.5 * params["embed.W_E"].numel())
+    for name, before in dense_before.items():
+        assert torch.equal(params[name], before), name
