@@ -1,0 +1,136 @@
+"""The ``sparse-lens`` command line.
+
+``sparse-lens train --preset NAME --out DIR [--corpus PATH] [--steps N] [--resume] [--dense]``
+trains a model; run it under ``torchrun --nproc_per_node N -m sparse_lens.train ...`` for DDP.
+Errors in the input (a corpus path that does not exist, an empty corpus, an unknown preset, an
+unwritable output folder) are reported before any training starts, with exit status 2.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_CACHE = Path("~/.cache/sparse_lens")
+
+
+class CLIError(Exception):
+    """An input problem to report as ``error: ...`` with exit status 2."""
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from sparse_lens.presets import PRESETS
+
+    p = sub.add_parser("train", help="train a weight-sparse (or dense) model")
+    p.add_argument("--preset", required=True, help=f"one of {sorted(PRESETS)}")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument(
+        "--corpus", default=None, help="folder of .py/.txt files or a .jsonl (default: the stdlib)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    p.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--dense", action="store_true", help="dense baseline: weight density 1")
+    p.add_argument("--no-abstopk", action="store_true", help="turn off activation sparsity")
+    p.add_argument("--seed", type=int, default=0, help="seed for init and data order")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from sparse_lens.data import prepare_data
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.presets import get_preset
+    from sparse_lens.train import DistInfo, train
+
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dist_info = DistInfo(rank=int(os.environ.get("RANK", "0")), world_size=world)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if args.device.startswith("cuda") else "gloo")
+    device = args.device
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    cache_dir = args.cache_dir.expanduser()
+    try:
+        out = args.out.expanduser()
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"--out {str(out)!r} exists and is not a folder")
+        if dist_info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if not os.access(out, os.W_OK):
+                raise CLIError(f"--out {str(out)!r} is not writable")
+            corpus, tokenizer, data = prepare_data(args.corpus, cache_dir)
+        dist_info.barrier()
+        if not dist_info.is_main:
+            corpus, tokenizer, data = prepare_data(args.corpus, cache_dir)
+        mcfg, tcfg = preset.build(
+            tokenizer.vocab_size,
+            dense=args.dense,
+            no_abstopk=args.no_abstopk,
+            seed=args.seed,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+        )
+    except (FileNotFoundError, ValueError, PermissionError) as e:
+        raise CLIError(str(e)) from e
+    model = HookedSparseTransformer(mcfg, tokenizer=tokenizer).to(device)
+    metadata = {"preset": preset.name, "corpus": corpus.metadata()}
+    metadata["tokenizer"] = {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id}
+    try:
+        train(
+            model,
+            data,
+            tcfg,
+            out,
+            metadata=metadata,
+            resume=args.resume,
+            dist_info=dist_info,
+            progress=not args.quiet,
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    if dist_info.is_main:
+        sys.stdout.write(f"model written to {out / 'final'}\n")
+    del torch
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparse-lens", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    return parser
+
+
+COMMANDS = {"train": cmd_train}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except CLIError as e:
+        sys.stderr.write(f"sparse-lens {args.command}: error: {e}\n")
+        return 2
+
+
+def entry() -> None:
+    sys.exit(main())

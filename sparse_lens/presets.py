@@ -1,0 +1,127 @@
+"""Named model + training settings for ``sparse-lens train --preset NAME``.
+
+| preset | what for | model | tokens |
+|---|---|---|---|
+| ``tiny`` | CI smoke run, seconds | 2 layers, d_model 32 | 20 steps x 8 x 32 |
+| ``demo`` | the demo's model, about 5 minutes on 2 CPU cores | 4 layers, d_model 128 | see below |
+| ``paper`` | the paper's configuration, for GPUs | 8 layers, d_model 1024 (ef 4), d_head 16, n_ctx 256 | 512 x 256 per step |
+
+Densities follow the paper's parameterisation with ``pfrac`` and expansion factor ``ef``:
+block matrices ``pfrac/ef^2``, embeddings, unembedding and biases ``pfrac/ef``.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from sparse_lens.config import PAPER_ACT_SITES, SparseTransformerConfig
+from sparse_lens.train import TrainConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    name: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+    description: str
+
+    def build(
+        self,
+        d_vocab: int,
+        *,
+        dense: bool = False,
+        no_abstopk: bool = False,
+        seed: int = 0,
+        **train_overrides: Any,
+    ) -> tuple[SparseTransformerConfig, TrainConfig]:
+        model_kw = dict(self.model) | {"d_vocab": d_vocab, "seed": seed}
+        if dense:
+            model_kw |= {"weight_density": 1.0, "embed_density": 1.0}
+        if no_abstopk:
+            model_kw |= {"afrac": 1.0}
+        train_kw = dict(self.train) | {"seed": seed}
+        train_kw |= {k: v for k, v in train_overrides.items() if v is not None}
+        return SparseTransformerConfig(**model_kw), TrainConfig(**train_kw)
+
+
+def _ef(pfrac: float, ef: float) -> dict[str, float]:
+    return {"weight_density": min(1.0, pfrac / ef**2), "embed_density": min(1.0, pfrac / ef)}
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny",
+        description="CI smoke run: 2 layers, d_model 32, 20 steps",
+        model=dict(
+            n_layers=2,
+            d_model=32,
+            n_heads=2,
+            d_head=16,
+            d_mlp=128,
+            n_ctx=32,
+            weight_density=0.25,
+            embed_density=0.5,
+            act_sparse_sites=PAPER_ACT_SITES,
+        ),
+        train=dict(
+            steps=20,
+            batch_size=8,
+            lr=1e-2,
+            eval_every=10,
+            checkpoint_every=10,
+            log_every=5,
+            val_windows=8,
+        ),
+    ),
+    "demo": Preset(
+        name="demo",
+        description="the demo model: 4 layers, d_model 128, ~5 min on 2 CPU cores",
+        model=dict(
+            n_layers=4,
+            d_model=128,
+            n_heads=8,
+            d_head=16,
+            d_mlp=512,
+            n_ctx=128,
+            attn_sinks=True,
+            **_ef(pfrac=0.5, ef=2.0),
+        ),
+        train=dict(
+            steps=1200,
+            batch_size=32,
+            lr=1.28e-2,
+            eval_every=100,
+            checkpoint_every=200,
+            log_every=20,
+            val_windows=64,
+        ),
+    ),
+    "paper": Preset(
+        name="paper",
+        description="the paper's configuration (ef=4, pfrac=1/4); meant for GPUs",
+        model=dict(
+            n_layers=8,
+            d_model=1024,
+            n_heads=64,
+            d_head=16,
+            d_mlp=4096,
+            n_ctx=256,
+            attn_sinks=False,
+            **_ef(pfrac=0.25, ef=4.0),
+        ),
+        train=dict(
+            steps=244_140,
+            batch_size=512,
+            lr=1.28e-2,
+            eval_every=500,
+            checkpoint_every=2000,
+            log_every=50,
+            val_windows=256,
+        ),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]
