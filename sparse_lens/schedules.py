@@ -41,7 +41,7 @@ def block_density(progress: float, weight_density: float) -> float:
 
 
 def embed_density_at(
-    progress: float, weight_density: float, embed_density: float, mode: EmbedAnneal = "linear"
+    progress: float, weight_density: float, embed_density: float, mode: str = "linear"
 ) -> float:
     """Nonzero fraction of embeddings, unembedding and biases at anneal ``progress``."""
     if mode == "linear":
