@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up, then run the main job: train the demo model on the standard library.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+sparse-lens train --preset demo --out runs/demo "$@"
