@@ -13,9 +13,7 @@ from transformer_lens.hook_points import HookPoint
 from hooks._shape import flat
 
 
-def node_mask(
-    mask: Float[Tensor, " channels"], baseline: Float[Tensor, "..."] | float = 0.0
-):  # noqa: ANN201 - returns a TL hook
+def node_mask(mask: Float[Tensor, " channels"], baseline: Float[Tensor, "..."] | float = 0.0):  # noqa: ANN201 - returns a TL hook
     """Hook keeping channels where ``mask`` is 1 and replacing the rest by ``baseline``.
 
     Args:
@@ -40,9 +38,7 @@ def zero_ablate(indices: Int[Tensor, " k"] | list[int], n_channels: int):  # noq
     return node_mask(mask, 0.0)
 
 
-def mean_ablate(
-    mean: Float[Tensor, " channels"], indices: Int[Tensor, " k"] | list[int]
-):  # noqa: ANN201
+def mean_ablate(mean: Float[Tensor, " channels"], indices: Int[Tensor, " k"] | list[int]):  # noqa: ANN201
     """Hook setting the given channels to ``mean`` (a per-channel constant)."""
     mask = torch.ones(mean.shape[-1], dtype=mean.dtype)
     mask[torch.as_tensor(indices, dtype=torch.long)] = 0.0
@@ -59,7 +55,9 @@ def resample_ablate(
     def hook(act: Tensor, hook: HookPoint) -> Tensor:
         x = flat(act, mask.shape[-1])
         if source.shape != x.shape:
-            raise ValueError(f"resample source {tuple(source.shape)} != activation {tuple(x.shape)}")
+            raise ValueError(
+                f"resample source {tuple(source.shape)} != activation {tuple(x.shape)}"
+            )
         return (x * mask + source * (1 - mask)).reshape(act.shape)
 
     return hook

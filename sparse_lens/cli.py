@@ -110,15 +110,66 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tasks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="task loss and accuracy of a model on the task suite")
+    p.add_argument("model_dir", type=Path, help="a model folder (e.g. RUN/final)")
+    p.add_argument(
+        "--task", action="append", default=None, help="task name (repeatable); default all"
+    )
+    p.add_argument("--custom", type=Path, default=None, help="a JSONL custom task to add")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+    p.add_argument("--n", type=int, default=200, help="examples per task")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    import json
+
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.tasks import TASK_NAMES, evaluate_task, get_task, load_custom_task, task_batch
+
+    try:
+        model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
+        if model.tokenizer is None:
+            raise CLIError(f"{args.model_dir} has no tokenizer.json")
+        tasks = [get_task(n) for n in (args.task or TASK_NAMES)]
+        if args.custom is not None:
+            tasks.append(load_custom_task(args.custom, model.tokenizer))
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    rows = {}
+    for task in tasks:
+        try:
+            batch = task_batch(
+                task, model.tokenizer, model.cfg.n_ctx, args.split, args.n, args.seed
+            )
+        except ValueError as e:
+            raise CLIError(str(e)) from e
+        rows[task.name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
+    if args.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    sys.stdout.write(f"{'task':30s} {'loss':>8s} {'acc':>6s} {'n':>5s}\n")
+    for name, r in rows.items():
+        sys.stdout.write(f"{name:30s} {r['loss']:8.3f} {r['accuracy']:6.2f} {r['n']:5d}\n")
+    if len(rows) > 1:
+        mean_loss = sum(r["loss"] for r in rows.values()) / len(rows)
+        mean_acc = sum(r["accuracy"] for r in rows.values()) / len(rows)
+        sys.stdout.write(f"{'mean':30s} {mean_loss:8.3f} {mean_acc:6.2f}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparse-lens", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_tasks(sub)
     return parser
 
 
-COMMANDS = {"train": cmd_train}
+COMMANDS = {"train": cmd_train, "tasks": cmd_tasks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

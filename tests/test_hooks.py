@@ -11,7 +11,9 @@ def test_node_mask_all_ones_is_identity_and_zero_mask_gives_baseline():
     tokens = random_tokens()
     clean = model(tokens)
     ones = node_mask(torch.ones(32))
-    torch.testing.assert_close(model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.mlp.hook_post", ones)]), clean)
+    torch.testing.assert_close(
+        model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.mlp.hook_post", ones)]), clean
+    )
     seen = {}
     model.run_with_hooks(
         tokens,
@@ -61,7 +63,9 @@ def test_mean_and_resample_ablation():
     )
     assert torch.equal(got["r"][..., 2], other[..., 2])
     with pytest.raises(ValueError, match="resample source"):
-        model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.mlp.hook_post", resample_ablate(other[:1], [2]))])
+        model.run_with_hooks(
+            tokens, fwd_hooks=[("blocks.1.mlp.hook_post", resample_ablate(other[:1], [2]))]
+        )
     assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
 
 
@@ -70,11 +74,16 @@ def test_patching_clean_into_corrupt_restores_clean_logits():
     clean, corrupt = random_tokens(seed=1), random_tokens(seed=2)
     clean_logits, cache = model.run_with_cache(clean)
     # Patching the final residual stream everywhere gives clean logits up to the bigram table.
-    patched = model.run_with_hooks(corrupt, fwd_hooks=[("blocks.1.hook_resid_post", patch_from(cache["resid_post", 1]))])
+    patched = model.run_with_hooks(
+        corrupt, fwd_hooks=[("blocks.1.hook_resid_post", patch_from(cache["resid_post", 1]))]
+    )
     bigram_delta = model.bigram.W_bigram[clean] - model.bigram.W_bigram[corrupt]
     torch.testing.assert_close(patched + bigram_delta, clean_logits, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="patch source"):
-        model.run_with_hooks(corrupt, fwd_hooks=[("blocks.1.hook_resid_post", patch_from(cache["resid_post", 1][:1]))])
+        model.run_with_hooks(
+            corrupt,
+            fwd_hooks=[("blocks.1.hook_resid_post", patch_from(cache["resid_post", 1][:1]))],
+        )
 
 
 def test_force_mask_freezes_abstopk_write_channels():

@@ -1,0 +1,124 @@
+"""Benchmark: cost of a sparse training step relative to a dense one, and of the top-k projection.
+
+Side by side in one process, interleaved so machine noise hits both alike, it times
+
+* a dense step (weight density 1, no AbsTopK) and a sparse step (paper densities ef=4,
+  pfrac=1/4: block matrices 1/64, embeddings and biases 1/16; AbsTopK at the 8 paper sites;
+  projection included) of the same shape at two widths;
+* the projection alone: ``torch.topk`` per matrix (naive) versus ``topk_weight_mask``.
+
+It writes a JSON of medians and ratios (the target: sparse/dense <= 1.25 at d_model 1024).
+
+    python benchmarks/train_step.py --out benchmarks/results/train_step.json
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
+from sparse_lens.sparsity import (
+    NEURON_FAN_DIM,
+    density_for,
+    n_keep,
+    naive_topk_weight_mask,
+    param_role,
+    topk_weight_mask,
+)
+from sparse_lens.train import TrainConfig, make_optimizer, train_step
+
+
+def build(d_model: int, sparse: bool, n_layers: int, n_ctx: int) -> HookedSparseTransformer:
+    cfg = SparseTransformerConfig(
+        d_model=d_model,
+        d_head=16,
+        n_heads=d_model // 16,
+        d_mlp=4 * d_model,
+        n_layers=n_layers,
+        n_ctx=n_ctx,
+        d_vocab=2048,
+        seed=0,
+        afrac=0.25 if sparse else 1.0,
+        weight_density=1 / 64 if sparse else 1.0,
+        embed_density=1 / 16 if sparse else 1.0,
+    )
+    return HookedSparseTransformer(cfg)
+
+
+def time_steps(d_model: int, n_steps: int, batch: int, n_ctx: int, n_layers: int) -> dict:
+    tcfg = TrainConfig(steps=10**6, batch_size=batch, anneal_start=0.0, anneal_end=0.0)
+    runs = {}
+    for sparse in (False, True):
+        model = build(d_model, sparse, n_layers, n_ctx)
+        runs[sparse] = (model, make_optimizer(model, tcfg))
+    tokens = torch.randint(0, 2048, (batch, n_ctx), generator=torch.Generator().manual_seed(0))
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(n_steps + 2):
+        for sparse in (False, True):
+            model, opt = runs[sparse]
+            t0 = time.perf_counter()
+            train_step(model, model, opt, tokens, 10**5, tcfg)
+            if i >= 2:  # warm-up
+                times[sparse].append(time.perf_counter() - t0)
+    dense, sparse = statistics.median(times[False]), statistics.median(times[True])
+    return {"dense_step_s": dense, "sparse_step_s": sparse, "sparse_over_dense": sparse / dense}
+
+
+def time_projection(d_model: int, repeats: int) -> dict:
+    model = build(d_model, True, 1, 64)
+    naive, ours = [], []
+    for _ in range(repeats):
+        for impl, out in ((naive_topk_weight_mask, naive), (topk_weight_mask, ours)):
+            t0 = time.perf_counter()
+            for name, p in model.named_parameters():
+                role = param_role(name)
+                density = density_for(role, 1 / 64, 1 / 16)
+                if density >= 1:
+                    continue
+                k = n_keep(p.numel(), density)
+                if impl is naive_topk_weight_mask:
+                    impl(p, k)
+                else:
+                    fan = NEURON_FAN_DIM.get(name.rsplit(".", 1)[-1]) if role == "matrix" else None
+                    impl(p, k, fan_dim=fan, min_per_neuron=4)
+            out.append(time.perf_counter() - t0)
+    n, o = statistics.median(naive), statistics.median(ours)
+    return {"naive_topk_s": n, "ours_s": o, "ours_over_naive": o / n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step.json"))
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--n-ctx", type=int, default=64)
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
+    args = parser.parse_args()
+    result = {
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "shape": {"batch": args.batch, "n_ctx": args.n_ctx, "n_layers": args.n_layers},
+        "steps": {
+            str(w): time_steps(w, args.steps, args.batch, args.n_ctx, args.n_layers)
+            for w in args.widths
+        },
+        "projection": {str(w): time_projection(w, 5) for w in args.widths},
+    }
+    widest = str(max(args.widths))
+    result["target"] = {
+        "sparse_over_dense_at_widest": result["steps"][widest]["sparse_over_dense"],
+        "max": 1.25,
+        "met": result["steps"][widest]["sparse_over_dense"] <= 1.25,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

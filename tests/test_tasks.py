@@ -1,0 +1,159 @@
+import json
+import os
+
+import pytest
+import torch
+
+from sparse_lens.corpus import load_corpus
+from sparse_lens.tasks import (
+    SPLITS,
+    TASK_NAMES,
+    TaskBatch,
+    TaskExample,
+    binary_task_loss,
+    evaluate_task,
+    get_task,
+    load_custom_task,
+    task_batch,
+    task_metrics,
+    tokenize_examples,
+)
+from sparse_lens.tokenizer import cached_tokenizer
+
+PAPER_TASKS = [
+    "single_double_quote",
+    "final_kwarg",
+    "set_or_string",
+    "set_or_string_fixedvarname",
+    "class_init",
+    "with_as",
+    "bracket_brace",
+    "with_open",
+    "bracket_counting",
+    "for_while",
+    "else_elif",
+    "fstring_brace",
+    "if_ternary",
+    "var_swap",
+    "indent_for",
+    "lambda_func",
+    "if_equals",
+    "enumerate_range",
+    "var_if",
+    "while_return_true",
+]
+
+
+@pytest.fixture(scope="session")
+def project_tokenizer(tmp_path_factory):
+    """The project tokenizer: the 2048-token BPE trained on the standard library."""
+    corpus = load_corpus()
+    texts = [t for _, t in corpus.documents("train")]
+    return cached_tokenizer(texts, corpus.fingerprint, tmp_path_factory.mktemp("tok"))
+
+
+def test_all_twenty_paper_tasks_exist():
+    assert list(TASK_NAMES) == PAPER_TASKS
+
+
+@pytest.mark.parametrize("name", PAPER_TASKS)
+def test_task_pairs_are_minimal_single_token_and_deterministic(name, project_tokenizer):
+    task = get_task(name)
+    pairs = task.pairs("test", 30, seed=0)
+    assert pairs == task.pairs("test", 30, seed=0)
+    assert pairs != task.pairs("test", 30, seed=1)
+    assert len({p.a for p in pairs}) > 20  # varied contexts, not one string
+    for p in pairs:
+        assert p.a_target != p.b_target and p.a != p.b
+        # minimal: apart from a common prefix and suffix, the contexts differ in a few characters
+        pre = len(os.path.commonprefix([p.a, p.b]))
+        suf = len(os.path.commonprefix([p.a[pre:][::-1], p.b[pre:][::-1]]))
+        assert max(len(p.a), len(p.b)) - pre - suf <= 32, (p.a, p.b)
+    batch = task_batch(task, project_tokenizer, 256, "test", 60)
+    assert len(batch) >= 40, f"{batch.n_dropped} dropped"
+    for c, w in zip(batch.correct.tolist(), batch.incorrect.tolist(), strict=True):
+        assert c != w
+        assert len(project_tokenizer.encode(project_tokenizer.decode([c]))) == 1
+    # each kept context continues with its candidate at a natural token boundary
+    for ctx, c, last, row in zip(
+        batch.contexts, batch.correct, batch.last, batch.tokens, strict=True
+    ):
+        assert project_tokenizer.encode(ctx + project_tokenizer.decode([int(c)]))[-1] == int(c)
+        assert row[0] == project_tokenizer.eot_id and int(last) == len(
+            project_tokenizer.encode(ctx)
+        )
+
+
+@pytest.mark.parametrize("name", ["single_double_quote", "bracket_counting", "var_swap"])
+def test_splits_do_not_overlap(name):
+    task = get_task(name)
+    sets = {s: {(p.a, p.b) for p in task.pairs(s, 40, seed=0)} for s in SPLITS}
+    assert sets["train"].isdisjoint(sets["test"])
+    assert sets["train"].isdisjoint(sets["val"])
+    assert sets["val"].isdisjoint(sets["test"])
+    other_seed = {(p.a, p.b) for p in task.pairs("train", 40, seed=7)}
+    assert other_seed.isdisjoint(sets["test"])
+
+
+def test_unknown_task_name():
+    with pytest.raises(ValueError, match="did you mean"):
+        get_task("single_double_quotes")
+
+
+class FakeModel:
+    """Returns fixed logits: every position gets the same row."""
+
+    def __init__(self, row):
+        self.row = row
+        self.W_E = torch.zeros(1)
+
+    def run_with_hooks(self, tokens, fwd_hooks=()):
+        return self.row.expand(tokens.shape[0], tokens.shape[1], -1).clone()
+
+
+def test_loss_matches_hand_computation():
+    batch = TaskBatch(
+        tokens=torch.zeros(2, 3, dtype=torch.long),
+        last=torch.tensor([2, 1]),
+        correct=torch.tensor([0, 1]),
+        incorrect=torch.tensor([1, 0]),
+        contexts=["a", "b"],
+    )
+    row = torch.tensor([2.0, 0.0, 5.0])
+    # sequence 1: correct logit 2 vs 0 -> -log(e^2/(e^2+1)); sequence 2: correct 0 vs 2
+    l1 = -torch.log(torch.tensor(2.0).exp() / (torch.tensor(2.0).exp() + 1))
+    l2 = -torch.log(1 / (torch.tensor(2.0).exp() + 1))
+    out = evaluate_task(FakeModel(row), batch)
+    assert out["loss"] == pytest.approx(float((l1 + l2) / 2), rel=1e-6)
+    assert out["accuracy"] == 0.5
+    m = task_metrics(row.expand(2, 3, 3), batch)
+    assert m["loss"] == pytest.approx(out["loss"])
+    assert binary_task_loss(torch.tensor([[0.0, 0.0]])).item() == pytest.approx(0.6931, rel=1e-3)
+
+
+def test_custom_tasks_validate_and_name_the_line(tmp_path, tokenizer):
+    good = tmp_path / "mine.jsonl"
+    recs = [{"context": f'print("x{i}', "correct": '")', "incorrect": "')"} for i in range(50)]
+    good.write_text("\n".join(json.dumps(r) for r in recs))
+    task = load_custom_task(good, tokenizer)
+    assert task.name == "mine" and len(task.fixed) == 50
+    test = task.examples("test", 100)
+    train = task.examples("train", 100)
+    assert test and train and not {e.context for e in test} & {e.context for e in train}
+    batch = tokenize_examples(test, tokenizer, 32, require_boundary=False)
+    assert len(batch) == len(test)
+    for bad, msg in [
+        ({"context": "x", "correct": "a", "incorrect": "a"}, "equal"),
+        ({"context": "x", "correct": "hello world again", "incorrect": "')"}, "not one"),
+        ({"context": "x", "correct": '")'}, "string fields"),
+    ]:
+        path = tmp_path / "bad.jsonl"
+        path.write_text(json.dumps(recs[0]) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(ValueError, match=rf"bad.jsonl:2: .*{msg}"):
+            load_custom_task(path, tokenizer)
+
+
+def test_tokenize_drops_pairs_a_tokenizer_cannot_express(tokenizer):
+    exs = [TaskExample("x = ", "zzzqqq", "'"), TaskExample("y = ", "'", "zzzqqq")]
+    with pytest.raises(ValueError, match="no example survives"):
+        tokenize_examples(exs, tokenizer, 16, task="t")
