@@ -29,6 +29,26 @@ def _site_topk(cfg: SparseTransformerConfig, site: ActSite, x: Tensor) -> Tensor
     return abs_topk(x, cfg.act_k(x.shape[-1]))
 
 
+class ChannelOverride(nn.Module):
+    """Keeps channels where ``keep`` is 1 and writes ``fill`` elsewhere (a baked-in node mask).
+
+    Channels are the last dimension, or the last two flattened (``[... head_index d_head]``).
+    """
+
+    def __init__(self, size: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("keep", torch.ones(size, dtype=dtype))
+        self.register_buffer("fill", torch.zeros(size, dtype=dtype))
+
+    def forward(self, x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
+        flat = x if x.shape[-1] == self.keep.shape[0] else x.flatten(-2)
+        return (flat * self.keep + self.fill * (1 - self.keep)).reshape(x.shape)
+
+
+def _override(cfg: SparseTransformerConfig, size: int) -> nn.Module:
+    return ChannelOverride(size, cfg.dtype) if cfg.circuit_overrides else nn.Identity()
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with a gain ``w`` and TL's hooks: ``hook_scale`` (the RMS) and ``hook_normalized``
     (``x / scale``, before the gain), so ``ActivationCache.apply_ln_to_stack`` works."""
@@ -116,6 +136,10 @@ class Attention(nn.Module):
         if cfg.attn_sinks:
             self.sinks = nn.Parameter(torch.zeros(h, dtype=cfg.dtype))
         self.register_buffer("IGNORE", torch.tensor(-math.inf, dtype=cfg.dtype), persistent=False)
+        self.override_in = _override(cfg, d)
+        self.override_q = _override(cfg, h * e)
+        self.override_k = _override(cfg, h * e)
+        self.override_v = _override(cfg, h * e)
         self.hook_q_input = HookPoint()  # [batch pos head_index d_model], split-QKV mode only
         self.hook_k_input = HookPoint()
         self.hook_v_input = HookPoint()
@@ -132,7 +156,7 @@ class Attention(nn.Module):
         self.hook_out_mask = HookPoint()  # [batch pos d_model] 0/1, attn_out AbsTopK only
 
     def _read(self, x: Tensor, ln: RMSNorm) -> Tensor:
-        return _site_topk(self.cfg, "attn_in", ln(x))
+        return self.override_in(_site_topk(self.cfg, "attn_in", ln(x)))
 
     def _project(self, x: Tensor, W: Tensor, b: Tensor, site: ActSite) -> Tensor:
         if x.ndim == 3:
@@ -158,9 +182,9 @@ class Attention(nn.Module):
                 q_x = k_x = v_x = self._read(self.hook_attn_in(rep.clone()), ln)
         else:
             q_x = k_x = v_x = self.hook_in(self._read(resid_pre, ln))
-        q = self.hook_q(self._project(q_x, self.W_Q, self.b_Q, "attn_q"))
-        k = self.hook_k(self._project(k_x, self.W_K, self.b_K, "attn_k"))
-        v = self.hook_v(self._project(v_x, self.W_V, self.b_V, "attn_v"))
+        q = self.hook_q(self.override_q(self._project(q_x, self.W_Q, self.b_Q, "attn_q")))
+        k = self.hook_k(self.override_k(self._project(k_x, self.W_K, self.b_K, "attn_k")))
+        v = self.hook_v(self.override_v(self._project(v_x, self.W_V, self.b_V, "attn_v")))
 
         pos = q.shape[1]
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
@@ -205,6 +229,8 @@ class MLP(nn.Module):
         else:
             self.register_buffer("b_in", torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
             self.register_buffer("b_out", torch.zeros(cfg.d_model, dtype=cfg.dtype))
+        self.override_in = _override(cfg, cfg.d_model)
+        self.override_post = _override(cfg, cfg.d_mlp)
         self.hook_in = HookPoint()  # [batch pos d_model] normalised input after mlp_in AbsTopK
         self.hook_pre = HookPoint()  # [batch pos d_mlp]
         self.hook_post = HookPoint()  # [batch pos d_mlp] after the mlp_neuron AbsTopK
@@ -214,10 +240,10 @@ class MLP(nn.Module):
         self, resid_mid: Float[Tensor, "batch pos d_model"], ln: RMSNorm
     ) -> Float[Tensor, "batch pos d_model"]:
         cfg = self.cfg
-        x = self.hook_in(_site_topk(cfg, "mlp_in", ln(resid_mid)))
+        x = self.hook_in(self.override_in(_site_topk(cfg, "mlp_in", ln(resid_mid))))
         pre = self.hook_pre(x @ self.W_in + self.b_in)
         act = F.gelu(pre) if cfg.act_fn == "gelu" else F.relu(pre)
-        post = self.hook_post(_site_topk(cfg, "mlp_neuron", act))
+        post = self.hook_post(self.override_post(_site_topk(cfg, "mlp_neuron", act)))
         out = post @ self.W_out + self.b_out
         if not cfg.act_sparse("mlp_out"):
             return out
@@ -240,6 +266,8 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(cfg)
         self.ln2 = RMSNorm(cfg, cfg.d_model)
         self.mlp = MLP(cfg)
+        self.override_attn_out = _override(cfg, cfg.d_model)
+        self.override_mlp_out = _override(cfg, cfg.d_model)
         self.hook_resid_pre = HookPoint()  # [batch pos d_model]
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
@@ -250,8 +278,8 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         cfg = self.cfg
         resid_pre = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.attn(resid_pre, self.ln1))
+        attn_out = self.hook_attn_out(self.override_attn_out(self.attn(resid_pre, self.ln1)))
         resid_mid = self.hook_resid_mid(_site_topk(cfg, "resid_post_attn", resid_pre + attn_out))
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid
-        mlp_out = self.hook_mlp_out(self.mlp(mlp_in, self.ln2))
+        mlp_out = self.hook_mlp_out(self.override_mlp_out(self.mlp(mlp_in, self.ln2)))
         return self.hook_resid_post(_site_topk(cfg, "resid_post_mlp", resid_mid + mlp_out))

@@ -66,6 +66,10 @@ class SparseTransformerConfig(TransformerLensConfig):
     | ``weight_density`` | target nonzero fraction of block matrices | pfrac/ef^2 |
     | ``embed_density`` | target nonzero fraction of W_E, W_U, W_pos and biases | pfrac/ef |
     | ``min_nonzero_per_neuron`` | nonzeros kept per neuron / q,k,v,o channel | 4 |
+    | ``circuit_overrides`` | per-channel keep/fill buffers at every node location | - |
+
+    ``circuit_overrides`` is set by ``Circuit.to_model()``: removed nodes are replaced by their
+    ablation value inside the forward pass, exactly where the pruning hooks act.
 
     A dense model is ``afrac=1.0`` (or no sites) and both densities 1.0; it runs the same code.
     """
@@ -98,6 +102,7 @@ class SparseTransformerConfig(TransformerLensConfig):
     min_nonzero_per_neuron: int = 4
     init_std: float = 0.02
     seed: int | None = None
+    circuit_overrides: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_frozen", False)

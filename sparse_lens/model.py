@@ -37,6 +37,7 @@ from transformer_lens.hook_points import HookPoint
 from sparse_lens.cache import SparseActivationCache
 from sparse_lens.components import (
     BigramTable,
+    ChannelOverride,
     Embed,
     PosEmbed,
     RMSNorm,
@@ -96,6 +97,8 @@ class HookedSparseTransformer(HookedRootModule):
             self.pos_embed = PosEmbed(cfg)
             self.hook_pos_embed = HookPoint()
         self.blocks = nn.ModuleList([TransformerBlock(cfg, i) for i in range(cfg.n_layers)])
+        if cfg.circuit_overrides:
+            self.override_final = ChannelOverride(cfg.d_model, cfg.dtype)
         self.ln_final = RMSNorm(cfg, cfg.d_model)
         self.unembed = Unembed(cfg)
         if cfg.use_bigram_table:
@@ -217,6 +220,8 @@ class HookedSparseTransformer(HookedRootModule):
             resid = resid + self.hook_pos_embed(self.pos_embed(tokens))
         for block in self.blocks:
             resid = block(resid)
+        if self.cfg.circuit_overrides:
+            resid = self.override_final(resid)
         logits = self.unembed(self.ln_final(resid))
         if self.cfg.use_bigram_table:
             logits = logits + self.bigram(tokens)

@@ -286,3 +286,20 @@ def evaluate_task(
         "accuracy": float(torch.cat(correct).float().mean()),
         "n": len(batch),
     }
+
+
+def concat_batches(a: TaskBatch, b: TaskBatch, pad_id: int) -> TaskBatch:
+    """``a`` then ``b`` as one batch, right-padded with ``pad_id`` to the wider one."""
+    width = max(a.tokens.shape[1], b.tokens.shape[1])
+
+    def pad(t: Tensor) -> Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad_id)
+
+    return TaskBatch(
+        tokens=torch.cat([pad(a.tokens), pad(b.tokens)]),
+        last=torch.cat([a.last, b.last]),
+        correct=torch.cat([a.correct, b.correct]),
+        incorrect=torch.cat([a.incorrect, b.incorrect]),
+        contexts=a.contexts + b.contexts,
+        n_dropped=a.n_dropped + b.n_dropped,
+    )

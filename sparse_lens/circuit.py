@@ -1,0 +1,233 @@
+"""``Circuit``: the kept nodes of a pruned model, its edges, and ways to run it.
+
+Edges follow ``nodes.py``: a nonzero weight between two kept nodes of the same block
+(``attn_in -> q/k/v``, ``v -> attn_out``, ``mlp_in -> neuron``, ``neuron -> mlp_out``);
+embeddings, unembeddings, biases, residual identity paths and q-k pairings are not counted.
+
+``circuit.fwd_hooks(model)`` runs the model as the circuit through ``run_with_hooks``;
+``circuit.to_model(model)`` returns a standalone ``HookedSparseTransformer`` with the ablation
+baked in: removed residual reads and neurons are folded into the next biases (their outgoing
+weights zeroed), and every removed node is overwritten by its ablation value by the model's
+``ChannelOverride`` buffers, placed exactly where the pruning hooks act, so AbsTopK downstream
+of a removed q/k/v or residual-write channel sees the same values as under the hooks.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hooks import node_mask
+from sparse_lens.io import atomic_write_json, read_json
+from sparse_lens.model import HookedSparseTransformer
+from sparse_lens.nodes import Location, node_label, node_locations
+
+CIRCUIT_VERSION = 1
+
+
+def _by_hook(cfg: Any) -> dict[str, Location]:
+    return {loc.hook: loc for loc in node_locations(cfg)}
+
+
+@torch.no_grad()
+def circuit_edges(
+    model: HookedSparseTransformer, nodes: dict[str, list[int]]
+) -> list[tuple[str, str, float]]:
+    """``(source label, destination label, weight)`` of every edge between kept nodes."""
+    cfg = model.cfg
+    locs = _by_hook(cfg)
+    edges: list[tuple[str, str, float]] = []
+
+    def add(src_hook: str, dst_hook: str, weight: Tensor) -> None:
+        # weight: [src channels, dst channels]
+        src, dst = nodes.get(src_hook, []), nodes.get(dst_hook, [])
+        if not src or not dst:
+            return
+        sub = weight[src][:, dst]
+        for i, j in sub.nonzero().tolist():
+            edges.append(
+                (
+                    node_label(locs[src_hook], src[i], cfg),
+                    node_label(locs[dst_hook], dst[j], cfg),
+                    float(sub[i, j]),
+                )
+            )
+
+    hd = cfg.n_heads * cfg.d_head
+    for layer, block in enumerate(model.blocks):
+        b = f"blocks.{layer}"
+        for kind, W in (("q", block.attn.W_Q), ("k", block.attn.W_K), ("v", block.attn.W_V)):
+            # [n_heads d_model d_head] -> [d_model n_heads*d_head]
+            add(f"{b}.attn.hook_in", f"{b}.attn.hook_{kind}", W.permute(1, 0, 2).reshape(-1, hd))
+        add(f"{b}.attn.hook_v", f"{b}.hook_attn_out", block.attn.W_O.reshape(hd, -1))
+        add(f"{b}.mlp.hook_in", f"{b}.mlp.hook_post", block.mlp.W_in)
+        add(f"{b}.mlp.hook_post", f"{b}.hook_mlp_out", block.mlp.W_out)
+    return edges
+
+
+@dataclass
+class Circuit:
+    """A pruned circuit for one task on one model."""
+
+    task: str
+    target_loss: float
+    ablation: str
+    freeze_norms: bool
+    nodes: dict[str, list[int]]
+    sizes: dict[str, int]
+    baselines: dict[str, list[float]]
+    edges: list[tuple[str, str, float]]
+    loss: float
+    full_loss: float
+    model_fingerprint: str
+    calibrated_loss: float | None = None
+    calibration: dict[str, float] | None = None
+    test_loss: float | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_nodes(self) -> int:
+        return sum(len(v) for v in self.nodes.values())
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.edges)
+
+    def node_labels(self, cfg: Any) -> list[str]:
+        locs = _by_hook(cfg)
+        return [node_label(locs[h], i, cfg) for h, idx in self.nodes.items() for i in idx]
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "circuit_version": CIRCUIT_VERSION,
+            "n_nodes": self.n_nodes,
+            "n_edges": self.n_edges,
+        } | asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Circuit":
+        d = read_json(Path(path), "circuit")
+        if d.get("circuit_version") != CIRCUIT_VERSION:
+            raise ValueError(
+                f"{path}: circuit_version {d.get('circuit_version')!r} is not supported"
+            )
+        d = {k: v for k, v in d.items() if k not in ("circuit_version", "n_nodes", "n_edges")}
+        try:
+            d["edges"] = [(str(s), str(t), float(w)) for s, t, w in d["edges"]]
+            d["curve"] = [(int(k), float(v)) for k, v in d.get("curve", [])]
+            return cls(**d)
+        except (TypeError, KeyError, ValueError) as e:
+            raise ValueError(f"{path}: malformed circuit file: {e}") from e
+
+    # -- running -------------------------------------------------------------------------------
+    def _check_model(self, model: HookedSparseTransformer) -> None:
+        from sparse_lens.prune import model_fingerprint
+
+        got = model_fingerprint(model)
+        if got != self.model_fingerprint:
+            raise ValueError(
+                f"circuit was extracted from model {self.model_fingerprint}, not this one ({got})"
+            )
+
+    def masks(self) -> dict[str, Tensor]:
+        out = {}
+        for hook, size in self.sizes.items():
+            m = torch.zeros(size)
+            m[torch.tensor(self.nodes.get(hook, []), dtype=torch.long)] = 1.0
+            out[hook] = m
+        return out
+
+    def fwd_hooks(
+        self, model: HookedSparseTransformer, tokens: Tensor | None = None
+    ) -> list[tuple[str, Any]]:
+        """Hooks running ``model`` as this circuit. ``tokens`` is needed with frozen norms."""
+        from sparse_lens.prune import norm_scale_hooks
+
+        self._check_model(model)
+        if self.ablation == "resample":
+            raise ValueError("a resample-ablated circuit needs resample sources; use the Pruner")
+        hooks: list[tuple[str, Any]] = []
+        if self.freeze_norms:
+            if tokens is None:
+                raise ValueError("this circuit freezes norm scales: pass the tokens it will run on")
+            hooks += norm_scale_hooks(model, tokens)
+        for hook, mask in self.masks().items():
+            hooks.append((hook, node_mask(mask, torch.tensor(self.baselines[hook]))))
+        return hooks
+
+    @torch.no_grad()
+    def to_model(self, model: HookedSparseTransformer) -> HookedSparseTransformer:
+        """A standalone model computing this circuit (see the module docstring)."""
+        self._check_model(model)
+        if self.ablation == "resample" or self.freeze_norms:
+            raise ValueError(
+                "only mean- or zero-ablated circuits without frozen norms bake into weights"
+            )
+        new = HookedSparseTransformer(model.cfg.replace(circuit_overrides=True), model.tokenizer)
+        missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any("override" not in k for k in missing):
+            raise RuntimeError(
+                f"weight transfer failed: missing {missing}, unexpected {unexpected}"
+            )
+        locs = _by_hook(model.cfg)
+        for hook, mask in self.masks().items():
+            loc, fill = locs[hook], torch.tensor(self.baselines[hook])
+            target = self._override_module(new, loc)
+            target.keep.copy_(mask)
+            target.fill.copy_(fill)
+            removed = (mask == 0).nonzero().squeeze(-1)
+            if len(removed) == 0:
+                continue
+            block = new.blocks[loc.layer]
+            if loc.kind == "attn_in":
+                for W, b in (
+                    (block.attn.W_Q, block.attn.b_Q),
+                    (block.attn.W_K, block.attn.b_K),
+                    (block.attn.W_V, block.attn.b_V),
+                ):
+                    b += torch.einsum("i,hie->he", fill[removed], W[:, removed, :])
+                    W[:, removed, :] = 0
+            elif loc.kind == "mlp_in":
+                block.mlp.b_in += fill[removed] @ block.mlp.W_in[removed]
+                block.mlp.W_in[removed] = 0
+            elif loc.kind == "neuron":
+                block.mlp.b_out += fill[removed] @ block.mlp.W_out[removed]
+                block.mlp.W_out[removed] = 0
+        return new.eval()
+
+    @staticmethod
+    def _override_module(model: HookedSparseTransformer, loc: Location) -> Any:
+        block = model.blocks[loc.layer]
+        return {
+            "attn_in": lambda: block.attn.override_in,
+            "q": lambda: block.attn.override_q,
+            "k": lambda: block.attn.override_k,
+            "v": lambda: block.attn.override_v,
+            "attn_out": lambda: block.override_attn_out,
+            "mlp_in": lambda: block.mlp.override_in,
+            "neuron": lambda: block.mlp.override_post,
+            "mlp_out": lambda: block.override_mlp_out,
+            "final": lambda: model.override_final,
+        }[loc.kind]()
+
+    def summary(self) -> str:
+        cal = f", calibrated {self.calibrated_loss:.3f}" if self.calibrated_loss is not None else ""
+        return (
+            f"{self.task}: {self.n_nodes} nodes, {self.n_edges} edges, loss {self.loss:.3f}{cal} "
+            f"(target {self.target_loss}, full model {self.full_loss:.3f}, {self.ablation} ablation)"
+        )
+
+
+def dumps(circuit: Circuit) -> str:
+    return json.dumps(circuit.to_dict(), indent=2)

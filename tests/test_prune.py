@@ -1,0 +1,319 @@
+"""Pruning: STE, clamping, bisection, ablations, circuits, and a planted ground-truth circuit."""
+
+import json
+
+import pytest
+import torch
+
+from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
+from sparse_lens.circuit import Circuit, circuit_edges
+from sparse_lens.nodes import node_locations
+from sparse_lens.prune import (
+    PruneConfig,
+    Pruner,
+    ablation_means,
+    heaviside_ste,
+    make_ablation,
+    model_fingerprint,
+)
+from sparse_lens.tasks import TaskBatch, concat_batches
+
+A, B, ANS_A, ANS_B, BOS = 1, 2, 3, 4, 0
+FILLERS = list(range(5, 16))
+
+
+def planted_model() -> HookedSparseTransformer:
+    """One layer; head 0 copies the quote type of the marker token (A or B) to the last position.
+
+    Residual channels: 0 = quote type (+1 A, -1 B, random sign on fillers), 1 = "is a marker",
+    2 = the head's output read by the unembedding; 3-7 are distractors used by head 1 and the MLP.
+    """
+    cfg = SparseTransformerConfig(
+        d_model=8,
+        d_head=4,
+        n_heads=2,
+        n_layers=1,
+        d_mlp=8,
+        d_vocab=16,
+        n_ctx=12,
+        afrac=1.0,
+        attn_sinks=False,
+        use_bigram_table=False,
+        seed=0,
+    )
+    model = HookedSparseTransformer(cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.ln_final.w.fill_(1)
+        model.blocks[0].ln1.w.fill_(1)
+        model.blocks[0].ln2.w.fill_(1)
+        W_E = model.embed.W_E
+        W_E[A, :2] = torch.tensor([1.0, 1.0])
+        W_E[B, :2] = torch.tensor([-1.0, 1.0])
+        W_E[BOS, 3] = 1.0
+        for t in FILLERS:
+            W_E[t, 0] = 1.0 if torch.rand(1, generator=g) < 0.5 else -1.0
+            W_E[t, 3:] = torch.randn(5, generator=g)
+        attn = model.blocks[0].attn
+        attn.b_Q[0, 0] = 3.0  # constant query
+        attn.W_K[0, 1, 0] = 1.0  # key: the marker channel (not saturated, so gradients flow)
+        attn.W_V[0, 0, 0] = 1.0  # value: the quote-type channel
+        attn.W_O[0, 0, 2] = 1.0  # write to channel 2
+        # distractor head 1 and MLP on channels 3-7
+        attn.W_Q[1, 3:, :] = torch.randn(5, 4, generator=g)
+        attn.W_K[1, 3:, :] = torch.randn(5, 4, generator=g)
+        attn.W_V[1, 3:, :] = torch.randn(5, 4, generator=g)
+        attn.W_O[1, :, 4:] = torch.randn(4, 4, generator=g) * 0.5
+        mlp = model.blocks[0].mlp
+        mlp.W_in[3:, :] = torch.randn(5, 8, generator=g)
+        mlp.W_out[:, 5:] = torch.randn(8, 3, generator=g) * 0.5
+        model.unembed.W_U[2, ANS_A] = 3.0
+        model.unembed.W_U[2, ANS_B] = -3.0
+        model.unembed.W_U[3:, 5:] = torch.randn(5, 11, generator=g)
+    return model.eval()
+
+
+def planted_batch(n_pairs: int, seed: int) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    rows, correct, incorrect = [], [], []
+    for _ in range(n_pairs):
+        fill = torch.tensor(FILLERS)[torch.randint(0, len(FILLERS), (9,), generator=g)]
+        for marker, right, wrong in ((A, ANS_A, ANS_B), (B, ANS_B, ANS_A)):
+            rows.append(torch.cat([torch.tensor([BOS, marker]), fill]))
+            correct.append(right)
+            incorrect.append(wrong)
+    tokens = torch.stack(rows)
+    return TaskBatch(
+        tokens=tokens,
+        last=torch.full((len(rows),), tokens.shape[1] - 1),
+        correct=torch.tensor(correct),
+        incorrect=torch.tensor(incorrect),
+        contexts=[str(r.tolist()) for r in rows],
+    )
+
+
+def pretrain_windows(n: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(9)
+    vocab = torch.tensor([A, B, *FILLERS])
+    return vocab[torch.randint(0, len(vocab), (n, 12), generator=g)]
+
+
+PLANTED = {
+    "blocks.0.attn.hook_in": [0, 1],
+    "blocks.0.attn.hook_k": [0],
+    "blocks.0.attn.hook_v": [0],
+    "blocks.0.hook_attn_out": [2],
+    "blocks.0.hook_resid_post": [2],
+}
+
+
+def test_planted_model_solves_its_task():
+    model = planted_model()
+    batch = planted_batch(16, 0)
+    logits = model(batch.tokens)[:, -1]
+    assert (logits[:, ANS_A] - logits[:, ANS_B]).sign().tolist() == [1.0, -1.0] * 16
+
+
+@pytest.fixture(scope="module")
+def planted_result():
+    model = planted_model()
+    train, val = planted_batch(64, 1), planted_batch(32, 2)
+    ablation = make_ablation("mean", model, pretrain_windows())
+    pcfg = PruneConfig(steps=150, lr=0.01, k_coef=1e-3, batch_pairs=16, calibrate=True)
+    return model, Pruner(model, train, val, ablation, pcfg).run()
+
+
+def test_pruning_recovers_the_planted_circuit(planted_result):
+    model, result = planted_result
+    kept = {h: idx for h, idx in result.kept.items() if idx}
+    for hook, idx in PLANTED.items():
+        assert set(idx) <= set(kept.get(hook, [])), (hook, kept)
+    n_planted = sum(len(v) for v in PLANTED.values())
+    assert n_planted <= result.k <= n_planted + 2, kept
+    edges = {(s, d) for s, d, _ in circuit_edges(model, result.kept)}
+    planted_edges = {
+        ("0.attn.attn_in.1", "0.attn.k.h0.c0"),
+        ("0.attn.attn_in.0", "0.attn.v.h0.c0"),
+        ("0.attn.v.h0.c0", "0.attn.attn_out.2"),
+    }
+    assert planted_edges <= edges
+    assert len(edges) <= len(planted_edges) + 2
+    assert result.loss <= 0.15
+
+
+def test_bisection_finds_the_smallest_passing_k(planted_result):
+    model, result = planted_result
+    curve = dict(result.curve)
+    assert curve[result.k] <= 0.15
+    failing = [k for k, loss in curve.items() if loss > 0.15]
+    assert (
+        failing
+        and max(failing) == result.k - 1
+        or result.k - 1 not in curve
+        or curve[result.k - 1] > 0.15
+    )
+
+
+def test_bisection_on_a_monotone_curve():
+    model = planted_model()
+    pruner = Pruner(
+        model,
+        planted_batch(4, 1),
+        planted_batch(4, 2),
+        make_ablation("zero", model, pretrain_windows()),
+        PruneConfig(),
+    )
+    losses = {k: 1.0 / (1 + k) for k in range(pruner.n_nodes + 1)}  # monotone decreasing
+    pruner.loss_of = lambda masks, batch=None: losses[int(sum(m.sum() for m in masks.values()))]
+    taus = {loc.hook: torch.randn(loc.size) for loc in pruner.locs}
+    for target in (0.5, 0.1, 0.02):
+        pruner.pcfg = PruneConfig(target_loss=target)
+        k, loss, _ = pruner.bisect(taus)
+        assert losses[k] <= target < losses[k - 1]
+
+
+def test_heaviside_ste_forward_and_surrogate_gradient():
+    tau = torch.tensor([-0.5, 0.0, 0.3], requires_grad=True)
+    out = heaviside_ste(tau, 2.0)
+    assert out.tolist() == [0.0, 1.0, 1.0]
+    out.sum().backward()
+    s = torch.sigmoid(tau.detach() / 2.0)
+    torch.testing.assert_close(tau.grad, s * (1 - s) / 2.0)
+
+
+def test_taus_are_clamped(planted_result):
+    _, result = planted_result
+    for t in result.taus.values():
+        assert t.min() >= -1.0 and t.max() <= 1.0
+
+
+def test_ablation_kinds():
+    model = planted_model()
+    windows = pretrain_windows()
+    means = ablation_means(model, windows)
+    _, cache = model.run_with_cache(windows)
+    torch.testing.assert_close(means["blocks.0.mlp.hook_post"], cache["post", 0].mean(dim=(0, 1)))
+    torch.testing.assert_close(
+        means["blocks.0.attn.hook_v"], cache["v", 0].flatten(-2).mean(dim=(0, 1))
+    )
+    zero = make_ablation("zero", model, windows)
+    assert all(float(v.abs().sum()) == 0 for v in zero.values.values())
+    batch = concat_batches(planted_batch(4, 1), planted_batch(4, 2), BOS)
+    res = make_ablation("resample", model, windows, batch)
+    assert res.values["blocks.0.hook_attn_out"].shape == (16, 11, 8)
+    with pytest.raises(ValueError, match="ablation must be"):
+        make_ablation("bogus", model, windows)
+    with pytest.raises(ValueError, match="ablation"):
+        PruneConfig(ablation="bogus")
+
+
+def test_means_are_cached(tmp_path):
+    model = planted_model()
+    first = ablation_means(model, pretrain_windows(), tmp_path)
+    assert len(list(tmp_path.glob("means-*.safetensors"))) == 1
+    again = ablation_means(model, pretrain_windows(), tmp_path)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_resample_and_frozen_norm_pruning_run():
+    model = planted_model()
+    train, val = planted_batch(16, 1), planted_batch(8, 2)
+    abl = make_ablation("resample", model, pretrain_windows(), concat_batches(train, val, BOS))
+    result = Pruner(
+        model, train, val, abl, PruneConfig(steps=20, lr=0.03, ablation="resample", target_loss=0.5)
+    ).run()
+    assert result.k > 0
+    mean = make_ablation("mean", model, pretrain_windows())
+    frozen = Pruner(
+        model, train, val, mean, PruneConfig(steps=20, lr=0.03, freeze_norms=True, target_loss=0.5)
+    ).run()
+    assert frozen.k > 0
+
+
+def _circuit(model, result) -> Circuit:
+    ablation = make_ablation("mean", model, pretrain_windows())
+    return Circuit(
+        task="planted",
+        target_loss=0.15,
+        ablation="mean",
+        freeze_norms=False,
+        nodes=result.kept,
+        sizes={loc.hook: loc.size for loc in node_locations(model.cfg)},
+        baselines={h: v.tolist() for h, v in ablation.values.items()},
+        edges=circuit_edges(model, result.kept),
+        loss=result.loss,
+        full_loss=result.full_loss,
+        model_fingerprint=model_fingerprint(model),
+        curve=result.curve,
+    )
+
+
+def test_circuit_json_round_trip_hooks_and_to_model(planted_result, tmp_path):
+    model, result = planted_result
+    circuit = _circuit(model, result)
+    path = circuit.save(tmp_path / "c.json")
+    loaded = Circuit.load(path)
+    assert loaded == circuit
+    assert json.loads(path.read_text())["n_edges"] == circuit.n_edges
+    batch = planted_batch(8, 3)
+    hooked = model.run_with_hooks(batch.tokens, fwd_hooks=loaded.fwd_hooks(model))
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+    standalone = loaded.to_model(model)
+    torch.testing.assert_close(standalone(batch.tokens), hooked, atol=1e-5, rtol=1e-5)
+    standalone.save_pretrained(tmp_path / "m")
+    reloaded = HookedSparseTransformer.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(reloaded(batch.tokens), hooked, atol=1e-5, rtol=1e-5)
+    # a different model is refused
+    other = planted_model()
+    with torch.no_grad():
+        other.unembed.W_U[2, ANS_A] = 4.0
+    with pytest.raises(ValueError, match="extracted from model"):
+        loaded.fwd_hooks(other)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="circuit_version"):
+        Circuit.load(tmp_path / "bad.json")
+
+
+def test_to_model_matches_hooks_under_abstopk():
+    """With AbsTopK at every site, folding alone would not be exact; overrides make it so."""
+    from tests.helpers import build_model, random_tokens
+
+    model = build_model()
+    g = torch.Generator().manual_seed(0)
+    locs = node_locations(model.cfg)
+    kept = {
+        loc.hook: sorted(torch.randperm(loc.size, generator=g)[: loc.size // 2].tolist())
+        for loc in locs
+    }
+    abl = make_ablation("mean", model, random_tokens(8, 12, seed=3))
+    circuit = Circuit(
+        task="t",
+        target_loss=0.15,
+        ablation="mean",
+        freeze_norms=False,
+        nodes=kept,
+        sizes={loc.hook: loc.size for loc in locs},
+        baselines={h: v.tolist() for h, v in abl.values.items()},
+        edges=circuit_edges(model, kept),
+        loss=0.0,
+        full_loss=0.0,
+        model_fingerprint=model_fingerprint(model),
+    )
+    tokens = random_tokens(3, 9, seed=4)
+    hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model))
+    torch.testing.assert_close(circuit.to_model(model)(tokens), hooked, atol=1e-5, rtol=1e-5)
+
+
+def test_full_model_that_cannot_reach_target_is_an_error():
+    model = planted_model()
+    pruner = Pruner(
+        model,
+        planted_batch(4, 1),
+        planted_batch(4, 2),
+        make_ablation("mean", model, pretrain_windows()),
+        PruneConfig(target_loss=1e-9, steps=2),
+    )
+    with pytest.raises(ValueError, match="even keeping every node"):
+        pruner.run()
