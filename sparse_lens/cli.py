@@ -160,16 +160,146 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a model to the minimal circuit for a task")
+    p.add_argument("model_dir", type=Path, help="a model folder (e.g. RUN/final)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--task", help="task name")
+    group.add_argument("--all-tasks", action="store_true", help="every task the model solves")
+    p.add_argument(
+        "--out", type=Path, required=True, help="circuit JSON (a folder with --all-tasks)"
+    )
+    p.add_argument(
+        "--target-loss", type=float, default=0.15, help="task loss the circuit must reach"
+    )
+    p.add_argument(
+        "--ablation",
+        default="mean",
+        choices=["mean", "zero", "resample"],
+        help="ablation of removed nodes",
+    )
+    p.add_argument(
+        "--freeze-norms", action="store_true", help="freeze RMSNorm scales at the full model's"
+    )
+    p.add_argument("--steps", type=int, default=150, help="mask-training steps per search run")
+    p.add_argument("--no-search", action="store_true", help="no hyperparameter search (one run)")
+    p.add_argument("--faithfulness", action="store_true", help="add the faithfulness report")
+    p.add_argument(
+        "--corpus", default=None, help="pretraining corpus for ablation means (default: stdlib)"
+    )
+    p.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token/means cache"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    import json
+    import math
+    import time
+
+    import torch
+
+    from sparse_lens.data import prepare_data, tokenizer_hash
+    from sparse_lens.faithfulness import faithfulness_report
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.prune import PruneConfig, make_ablation, prune_task
+    from sparse_lens.tasks import TASK_NAMES, evaluate_task, get_task, task_batch
+
+    cache_dir = args.cache_dir.expanduser()
+    try:
+        pcfg = PruneConfig(
+            target_loss=args.target_loss,
+            ablation=args.ablation,
+            freeze_norms=args.freeze_norms,
+            steps=args.steps,
+            seed=args.seed,
+        )
+        tasks = [get_task(args.task)] if args.task else [get_task(n) for n in TASK_NAMES]
+        model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
+        if model.tokenizer is None:
+            raise CLIError(f"{args.model_dir} has no tokenizer.json")
+        _, corpus_tok, data = prepare_data(args.corpus, cache_dir)
+        if tokenizer_hash(corpus_tok) != tokenizer_hash(model.tokenizer):
+            raise CLIError("the model's tokenizer differs from the corpus tokenizer; pass --corpus")
+        if args.all_tasks:
+            args.out.mkdir(parents=True, exist_ok=True)
+        elif args.out.parent and not args.out.parent.exists():
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileNotFoundError, ValueError, PermissionError) as e:
+        raise CLIError(str(e)) from e
+    windows = data.sample(64, model.cfg.n_ctx, torch.Generator().manual_seed(args.seed))
+    summary = {}
+    for task in tasks:
+        if args.all_tasks:
+            full = evaluate_task(
+                model, task_batch(task, model.tokenizer, model.cfg.n_ctx, "val", 128)
+            )
+            if full["loss"] > args.target_loss:
+                summary[task.name] = {"skipped": f"full model loss {full['loss']:.3f} > target"}
+                continue
+        start = time.perf_counter()
+        try:
+            circuit = prune_task(
+                model,
+                task,
+                windows,
+                pcfg,
+                search=not args.no_search,
+                cache_dir=cache_dir,
+                progress=not args.quiet,
+            )
+        except ValueError as e:
+            if args.all_tasks:
+                summary[task.name] = {"skipped": str(e)}
+                continue
+            raise CLIError(str(e)) from e
+        circuit.extra["prune_seconds"] = time.perf_counter() - start
+        if args.faithfulness:
+            abl = make_ablation(pcfg.ablation, model, windows, cache_dir=cache_dir)
+            circuit.extra["faithfulness"] = faithfulness_report(
+                model, circuit, task, abl, pcfg, windows
+            )
+        path = args.out / f"{task.name}.json" if args.all_tasks else args.out
+        circuit.save(path)
+        summary[task.name] = {
+            "nodes": circuit.n_nodes,
+            "edges": circuit.n_edges,
+            "loss": circuit.loss,
+            "test_loss": circuit.test_loss,
+            "calibrated_loss": circuit.calibrated_loss,
+            "seconds": circuit.extra["prune_seconds"],
+            "file": str(path),
+        }
+        sys.stdout.write(circuit.summary() + f" -> {path}\n")
+    if args.all_tasks:
+        edges = [r["edges"] for r in summary.values() if "edges" in r]
+        geo = math.exp(sum(math.log(max(e, 1)) for e in edges) / len(edges)) if edges else None
+        table = {"tasks": summary, "geometric_mean_edges": geo, "n_circuits": len(edges)}
+        (args.out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
+        sys.stdout.write(f"{'task':30s} {'nodes':>6s} {'edges':>7s} {'loss':>7s}\n")
+        for name, r in summary.items():
+            if "edges" in r:
+                sys.stdout.write(f"{name:30s} {r['nodes']:6d} {r['edges']:7d} {r['loss']:7.3f}\n")
+            else:
+                sys.stdout.write(f"{name:30s} skipped: {r['skipped']}\n")
+        if geo is not None:
+            sys.stdout.write(f"geometric mean of edges over {len(edges)} circuits: {geo:.1f}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparse-lens", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_tasks(sub)
+    _add_prune(sub)
     return parser
 
 
-COMMANDS = {"train": cmd_train, "tasks": cmd_tasks}
+COMMANDS = {"train": cmd_train, "tasks": cmd_tasks, "prune": cmd_prune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

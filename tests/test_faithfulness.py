@@ -1,0 +1,75 @@
+from sparse_lens.circuit import Circuit, circuit_edges
+from sparse_lens.faithfulness import (
+    interchange,
+    learned_mask_size,
+    necessity,
+    node_agreement,
+    nonsense_task,
+)
+from sparse_lens.nodes import node_locations
+from sparse_lens.prune import PruneConfig, make_ablation, model_fingerprint
+from sparse_lens.tasks import get_task
+from tests.test_prune import PLANTED, planted_batch, planted_model, pretrain_windows
+
+
+def planted_circuit(model):
+    abl = make_ablation("mean", model, pretrain_windows())
+    nodes = {loc.hook: PLANTED.get(loc.hook, []) for loc in node_locations(model.cfg)}
+    return Circuit(
+        task="planted",
+        target_loss=0.15,
+        ablation="mean",
+        freeze_norms=False,
+        nodes=nodes,
+        sizes={loc.hook: loc.size for loc in node_locations(model.cfg)},
+        baselines={h: v.tolist() for h, v in abl.values.items()},
+        edges=circuit_edges(model, nodes),
+        loss=0.0,
+        full_loss=0.0,
+        model_fingerprint=model_fingerprint(model),
+    ), abl
+
+
+def test_necessity_sufficiency_and_interchange_on_the_planted_circuit():
+    model = planted_model()
+    circuit, _ = planted_circuit(model)
+    batch = planted_batch(32, 5)
+    assert necessity(model, circuit, batch) > 0.6  # removing the circuit breaks the task
+    inter = interchange(model, circuit, batch)
+    assert set(inter) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
+    assert max(inter.values()) < 0.15  # full-model values in circuit nodes keep the task solved
+    agree = node_agreement(model, circuit, batch)
+    assert len(agree["per_node"]) == 6
+    # q/k/v and reads agree exactly; the final residual channel is rescaled but correlated
+    assert agree["min"] > 0.9, agree
+
+
+def test_random_init_control_fails_and_real_model_succeeds():
+    model = planted_model()
+    train, val = planted_batch(32, 1), planted_batch(16, 2)
+    pcfg = PruneConfig(steps=150, lr=0.01, k_coef=1e-3, batch_pairs=16)
+    real = learned_mask_size(
+        model, train, val, make_ablation("mean", model, pretrain_windows()), pcfg
+    )
+    assert (
+        real["reached_target"] and real["nodes"] <= 10
+    )  # 6 planted (+ stragglers before bisection)
+    from sparse_lens import HookedSparseTransformer
+
+    random_model = HookedSparseTransformer(model.cfg.replace(seed=99)).eval()
+    rand = learned_mask_size(
+        random_model, train, val, make_ablation("mean", random_model, pretrain_windows()), pcfg
+    )
+    assert not rand["reached_target"]
+
+
+def test_nonsense_task_flips_answers_per_pair(tokenizer):
+    task = get_task("single_double_quote")
+    ns = nonsense_task(task, n=40, seed=0)
+    exs = ns.examples("train", 200)
+    assert exs and ns.name == "single_double_quote_nonsense"
+    original = {
+        e.context: e.correct for s in ("train", "val", "test") for e in task.examples(s, 40)
+    }
+    flipped = sum(original[e.context] != e.correct for e in exs)
+    assert 0 < flipped < len(exs)
