@@ -200,8 +200,12 @@ class Attention(nn.Module):
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
 
         sparse_out = cfg.act_sparse("attn_out")
-        if not cfg.use_attn_result and not sparse_out:
-            return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+        if not cfg.use_attn_result:
+            out = torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+            if not sparse_out:
+                return out
+            mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model)).to(out.dtype))
+            return out * mask
         per_head = torch.einsum("bqhe,hed->bqhd", z, self.W_O)
         mask = None
         if sparse_out:

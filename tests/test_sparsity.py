@@ -79,3 +79,15 @@ def test_project_weights_exact_k_and_dense_untouched():
     assert params["embed.W_E"].count_nonzero() == int(0.5 * params["embed.W_E"].numel())
     for name, before in dense_before.items():
         assert torch.equal(params[name], before), name
+
+
+@pytest.mark.parametrize("k", [1, 50, 4096, 65536, 300_000])
+def test_fast_threshold_is_exact(k):
+    from sparse_lens.sparsity import _kth_largest_threshold
+
+    scores = torch.randn(1024, 1024).abs().reshape(-1)
+    assert float(_kth_largest_threshold(scores, k)) == float(
+        scores.kthvalue(scores.numel() - k + 1).values
+    )
+    skewed = torch.cat([torch.full((900_000,), 5.0), torch.rand(200_000)])  # estimate overshoots
+    assert float(_kth_largest_threshold(skewed, 1000)) == 5.0
