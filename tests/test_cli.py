@@ -1,0 +1,114 @@
+"""End to end through the command line: train the tiny preset, evaluate tasks, prune."""
+
+import json
+
+import pytest
+
+from sparse_lens.circuit import Circuit
+from sparse_lens.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    cache = root / "cache"
+    code = main(
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--out",
+            str(root / "run"),
+            "--cache-dir",
+            str(cache),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return root, cache
+
+
+def test_tasks_table_and_json(tiny_run, capsys):
+    root, _ = tiny_run
+    assert (
+        main(
+            [
+                "tasks",
+                str(root / "run" / "final"),
+                "--task",
+                "single_double_quote",
+                "--n",
+                "20",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"single_double_quote"} and 0 <= out["single_double_quote"]["accuracy"] <= 1
+    assert main(["tasks", str(root / "run" / "final"), "--n", "10"]) == 0
+    table = capsys.readouterr().out
+    assert "bracket_counting" in table and "mean" in table
+
+
+def test_tasks_errors(tiny_run, capsys):
+    root, _ = tiny_run
+    assert main(["tasks", str(root / "run" / "final"), "--task", "nope"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert main(["tasks", str(root / "missing")]) == 2
+
+
+def test_prune_cli_writes_a_loadable_circuit(tiny_run, capsys):
+    root, cache = tiny_run
+    out = root / "quote.json"
+    args = [
+        "prune",
+        str(root / "run" / "final"),
+        "--task",
+        "single_double_quote",
+        "--out",
+        str(out),
+        "--target-loss",
+        "5.0",
+        "--steps",
+        "3",
+        "--no-search",
+        "--cache-dir",
+        str(cache),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    circuit = Circuit.load(out)
+    assert circuit.task == "single_double_quote" and circuit.target_loss == 5.0
+    assert "prune_seconds" in circuit.extra
+
+
+def test_prune_cli_errors(tiny_run, capsys):
+    root, cache = tiny_run
+    base = [
+        "prune",
+        str(root / "run" / "final"),
+        "--out",
+        str(root / "x.json"),
+        "--cache-dir",
+        str(cache),
+        "--quiet",
+    ]
+    assert main([*base, "--task", "no_such_task"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                *base,
+                "--task",
+                "bracket_counting",
+                "--target-loss",
+                "0.01",
+                "--steps",
+                "2",
+                "--no-search",
+            ]
+        )
+        == 2
+    )
+    assert "above the target" in capsys.readouterr().err
