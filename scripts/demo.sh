@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-sparse-lens train --preset demo --out runs/demo "$@"
+sparse-lens demo --out runs/demo "$@"

@@ -289,6 +289,83 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job: train the demo model, evaluate tasks, prune")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    p.add_argument("--quick", action="store_true", help="a one-minute smoke version (tiny preset)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+DEMO_TASKS = ("single_double_quote", "bracket_counting")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train (or resume) the demo model, table its task losses, prune the demo tasks it solves."""
+    import json
+    import time
+
+    out = args.out.expanduser()
+    quiet = ["--quiet"] if args.quiet else []
+    cache = ["--cache-dir", str(args.cache_dir)]
+    timings = {}
+    start = time.perf_counter()
+    run = out / "run"
+    resume = ["--resume"] if (run / "run.json").exists() else []
+    preset = "tiny" if args.quick else "demo"
+    if not (run / "final" / "config.json").exists():
+        code = main(["train", "--preset", preset, "--out", str(run), *cache, *quiet, *resume])
+        if code:
+            return code
+    timings["train_s"] = time.perf_counter() - start
+    model_dir = run / "final"
+    tasks_json = out / "tasks.json"
+    t0 = time.perf_counter()
+    n = "20" if args.quick else "200"
+    with open(tasks_json, "w") as f:
+        saved, sys.stdout = sys.stdout, f
+        try:
+            code = main(["tasks", str(model_dir), "--n", n, "--json"])
+        finally:
+            sys.stdout = saved
+    if code:
+        return code
+    timings["tasks_s"] = time.perf_counter() - t0
+    task_table = json.loads(tasks_json.read_text())
+    circuits = {}
+    for name in DEMO_TASKS:
+        if task_table[name]["loss"] > 0.15 and not args.quick:
+            circuits[name] = {
+                "skipped": f"full model task loss {task_table[name]['loss']:.3f} > 0.15"
+            }
+            continue
+        t0 = time.perf_counter()
+        target = (
+            ["--target-loss", "5.0", "--steps", "3", "--no-search"]
+            if args.quick
+            else ["--faithfulness"]
+        )
+        path = out / "circuits" / f"{name}.json"
+        code = main(
+            ["prune", str(model_dir), "--task", name, "--out", str(path), *target, *cache, *quiet]
+        )
+        circuits[name] = (
+            {"file": str(path), "seconds": time.perf_counter() - t0}
+            if code == 0
+            else {"failed": code}
+        )
+    timings["total_s"] = time.perf_counter() - start
+    summary = {
+        "model": str(model_dir),
+        "tasks": task_table,
+        "circuits": circuits,
+        "timings": timings,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    sys.stdout.write(f"demo written to {out} (summary.json, tasks.json, circuits/, run/)\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparse-lens", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -296,10 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_tasks(sub)
     _add_prune(sub)
+    _add_demo(sub)
     return parser
 
 
-COMMANDS = {"train": cmd_train, "tasks": cmd_tasks, "prune": cmd_prune}
+COMMANDS = {"train": cmd_train, "tasks": cmd_tasks, "prune": cmd_prune, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
