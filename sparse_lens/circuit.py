@@ -90,6 +90,41 @@ class Circuit:
     hparams: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_nodes(
+        cls,
+        model: HookedSparseTransformer,
+        nodes: dict[str, list[int]],
+        baselines: dict[str, Tensor],
+        *,
+        task: str,
+        ablation: str = "mean",
+        freeze_norms: bool = False,
+        target_loss: float = 0.15,
+        loss: float = float("nan"),
+        full_loss: float = float("nan"),
+        **fields: Any,
+    ) -> "Circuit":
+        """A circuit keeping ``nodes`` (hook -> channels) of ``model``; edges are computed."""
+        from sparse_lens.prune import model_fingerprint
+
+        locs = node_locations(model.cfg)
+        nodes = {loc.hook: sorted(nodes.get(loc.hook, [])) for loc in locs}
+        return cls(
+            task=task,
+            target_loss=target_loss,
+            ablation=ablation,
+            freeze_norms=freeze_norms,
+            nodes=nodes,
+            sizes={loc.hook: loc.size for loc in locs},
+            baselines={h: v.tolist() for h, v in baselines.items() if v.ndim == 1},
+            edges=circuit_edges(model, nodes),
+            loss=loss,
+            full_loss=full_loss,
+            model_fingerprint=model_fingerprint(model),
+            **fields,
+        )
+
     @property
     def n_nodes(self) -> int:
         return sum(len(v) for v in self.nodes.values())

@@ -448,7 +448,7 @@ def prune_task(
         ValueError: the model has no tokenizer or lacks the task's tokens, or even the full model
             (every node kept) does not reach the target loss.
     """
-    from sparse_lens.circuit import Circuit, circuit_edges
+    from sparse_lens.circuit import Circuit
     from sparse_lens.tasks import concat_batches, task_batch
 
     tok = model.tokenizer
@@ -475,29 +475,23 @@ def prune_task(
             best = (cfg, result)
     assert best is not None
     cfg, result = best
-    pruner = Pruner(model, train, val, ablation, cfg)
-    masks = {
-        h: torch.tensor([1.0 if i in set(result.kept[h]) else 0.0 for i in range(loc.size)])
-        for h, loc in ((loc.hook, loc) for loc in pruner.locs)
-    }
+    locs = node_locations(model.cfg)
+    masks = {loc.hook: torch.zeros(loc.size) for loc in locs}
+    for hook, kept in result.kept.items():
+        masks[hook][kept] = 1.0
     test_loss = None
     if pcfg.ablation != "resample":
         test_loss = Pruner(model, test, test, ablation, cfg).loss_of(masks, test)
-    baselines = (
-        {} if pcfg.ablation == "resample" else {h: v.tolist() for h, v in ablation.values.items()}
-    )
-    return Circuit(
+    return Circuit.from_nodes(
+        model,
+        result.kept,
+        {} if pcfg.ablation == "resample" else ablation.values,
         task=task.name,
-        target_loss=pcfg.target_loss,
         ablation=pcfg.ablation,
         freeze_norms=pcfg.freeze_norms,
-        nodes=result.kept,
-        sizes={loc.hook: loc.size for loc in pruner.locs},
-        baselines=baselines,
-        edges=circuit_edges(model, result.kept),
+        target_loss=pcfg.target_loss,
         loss=result.loss,
         full_loss=result.full_loss,
-        model_fingerprint=model_fingerprint(model),
         calibrated_loss=result.calibrated_loss,
         calibration=result.calibration,
         test_loss=test_loss,
@@ -510,6 +504,6 @@ def prune_task(
             "n_train": len(train),
             "n_val": len(val),
             "n_test": len(test),
-            "total_nodes": pruner.n_nodes,
+            "total_nodes": sum(loc.size for loc in locs),
         },
     )

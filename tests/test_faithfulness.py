@@ -1,4 +1,4 @@
-from sparse_lens.circuit import Circuit, circuit_edges
+from sparse_lens.circuit import Circuit
 from sparse_lens.faithfulness import (
     interchange,
     learned_mask_size,
@@ -6,28 +6,14 @@ from sparse_lens.faithfulness import (
     node_agreement,
     nonsense_task,
 )
-from sparse_lens.nodes import node_locations
-from sparse_lens.prune import PruneConfig, make_ablation, model_fingerprint
+from sparse_lens.prune import PruneConfig, make_ablation
 from sparse_lens.tasks import get_task
 from tests.test_prune import PLANTED, planted_batch, planted_model, pretrain_windows
 
 
 def planted_circuit(model):
     abl = make_ablation("mean", model, pretrain_windows())
-    nodes = {loc.hook: PLANTED.get(loc.hook, []) for loc in node_locations(model.cfg)}
-    return Circuit(
-        task="planted",
-        target_loss=0.15,
-        ablation="mean",
-        freeze_norms=False,
-        nodes=nodes,
-        sizes={loc.hook: loc.size for loc in node_locations(model.cfg)},
-        baselines={h: v.tolist() for h, v in abl.values.items()},
-        edges=circuit_edges(model, nodes),
-        loss=0.0,
-        full_loss=0.0,
-        model_fingerprint=model_fingerprint(model),
-    ), abl
+    return Circuit.from_nodes(model, PLANTED, abl.values, task="planted"), abl
 
 
 def test_necessity_sufficiency_and_interchange_on_the_planted_circuit():

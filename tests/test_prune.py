@@ -14,7 +14,6 @@ from sparse_lens.prune import (
     ablation_means,
     heaviside_ste,
     make_ablation,
-    model_fingerprint,
 )
 from sparse_lens.tasks import TaskBatch, concat_batches
 
@@ -234,18 +233,13 @@ def test_resample_and_frozen_norm_pruning_run():
 
 def _circuit(model, result) -> Circuit:
     ablation = make_ablation("mean", model, pretrain_windows())
-    return Circuit(
+    return Circuit.from_nodes(
+        model,
+        result.kept,
+        ablation.values,
         task="planted",
-        target_loss=0.15,
-        ablation="mean",
-        freeze_norms=False,
-        nodes=result.kept,
-        sizes={loc.hook: loc.size for loc in node_locations(model.cfg)},
-        baselines={h: v.tolist() for h, v in ablation.values.items()},
-        edges=circuit_edges(model, result.kept),
         loss=result.loss,
         full_loss=result.full_loss,
-        model_fingerprint=model_fingerprint(model),
         curve=result.curve,
     )
 
@@ -288,19 +282,7 @@ def test_to_model_matches_hooks_under_abstopk():
         for loc in locs
     }
     abl = make_ablation("mean", model, random_tokens(8, 12, seed=3))
-    circuit = Circuit(
-        task="t",
-        target_loss=0.15,
-        ablation="mean",
-        freeze_norms=False,
-        nodes=kept,
-        sizes={loc.hook: loc.size for loc in locs},
-        baselines={h: v.tolist() for h, v in abl.values.items()},
-        edges=circuit_edges(model, kept),
-        loss=0.0,
-        full_loss=0.0,
-        model_fingerprint=model_fingerprint(model),
-    )
+    circuit = Circuit.from_nodes(model, kept, abl.values, task="t")
     tokens = random_tokens(3, 9, seed=4)
     hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model))
     torch.testing.assert_close(circuit.to_model(model)(tokens), hooked, atol=1e-5, rtol=1e-5)
