@@ -73,16 +73,19 @@ def node_agreement(
         b = store[h].reshape(*store[h].shape[:2], -1)[valid]
         assert a.shape[-1] == size
         for i in circuit.nodes[h]:
-            x, y = a[:, i], b[:, i]
-            if x.std() < 1e-8 or y.std() < 1e-8:
+            x, y = a[:, i].double(), b[:, i].double()
+            dx, dy = x - x.mean(), y - y.mean()
+            denom = float(dx.norm() * dy.norm())
+            if denom < 1e-12:  # a constant activation: agreement means equal values
                 corr = 1.0 if torch.allclose(x, y, atol=1e-6) else 0.0
             else:
-                corr = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+                corr = float((dx * dy).sum()) / denom
             per_node[f"{h}[{i}]"] = corr
     values = list(per_node.values())
     return {
         "mean": sum(values) / max(len(values), 1),
         "min": min(values) if values else None,
+        "fraction_below_0.5": sum(v < 0.5 for v in values) / max(len(values), 1),
         "per_node": per_node,
     }
 
