@@ -24,7 +24,6 @@ Init scheme (OpenAI's ``gpt.py``):
 import difflib
 import logging
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -461,9 +460,6 @@ class HookedSparseTransformer(HookedRootModule):
         from sparse_lens.checkpoint import load_pretrained
 
         return load_pretrained(directory, device=device)
-
-    def n_params(self, names: Sequence[str] | None = None) -> int:
-        return sum(p.numel() for n, p in self.named_parameters() if names is None or n in names)
 
 
 __all__ = ["HookedSparseTransformer", "lm_cross_entropy"]

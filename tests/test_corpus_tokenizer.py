@@ -97,3 +97,10 @@ def test_token_data_windows(folder, tmp_path, tokenizer):
     assert int(data.train.max()) < tokenizer.vocab_size
     with pytest.raises(ValueError, match="fewer than n_ctx"):
         data.check_fits(10**7)
+
+
+def test_hf_tokenizer_view_matches(tokenizer):
+    hf = tokenizer.to_hf()
+    text = "x = (\"a\", 'b')\n"
+    assert hf(text)["input_ids"] == tokenizer.encode(text)
+    assert hf.eos_token_id == tokenizer.eot_id
