@@ -340,8 +340,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     chosen = {n: 0.15 for n in DEMO_TASKS if task_table[n]["loss"] <= 0.15}
     chosen |= {n: 0.15 for n, r in task_table.items() if r["loss"] <= 0.15}
     if not chosen:
+        from sparse_lens.model import HookedSparseTransformer
+        from sparse_lens.tasks import evaluate_task, get_task, task_batch
+
         best = min(task_table, key=lambda n: task_table[n]["loss"])
-        chosen = {best: 5.0 if args.quick else round(1.25 * task_table[best]["loss"], 3)}
+        model = HookedSparseTransformer.from_pretrained(model_dir).eval()
+        val = task_batch(get_task(best), model.tokenizer, model.cfg.n_ctx, "val", 128)
+        worst = max(task_table[best]["loss"], evaluate_task(model, val)["loss"])
+        chosen = {best: 5.0 if args.quick else round(1.25 * worst, 3)}
     circuits = {}
     for name in DEMO_TASKS:
         if name not in chosen:

@@ -240,7 +240,6 @@ class Pruner:
         val: TaskBatch,
         ablation: Ablation,
         pcfg: PruneConfig,
-        pretrain_windows: Tensor | None = None,
     ) -> None:
         self.model = model.eval()
         self.train = train
@@ -249,7 +248,6 @@ class Pruner:
         self.pcfg = pcfg
         self.locs: list[Location] = node_locations(model.cfg)
         self.n_nodes = sum(loc.size for loc in self.locs)
-        self.pretrain_windows = pretrain_windows
 
     # -- evaluation ------------------------------------------------------------------------
     def _hooks(self, masks: dict[str, Tensor], batch: TaskBatch, idx: Tensor | None) -> list:
@@ -400,6 +398,11 @@ class Pruner:
 
     def run(self, progress: bool = False) -> PruneResult:
         full = self.loss_of({loc.hook: torch.ones(loc.size) for loc in self.locs})
+        if full > self.pcfg.target_loss:  # fail before spending time on masks
+            raise ValueError(
+                f"even keeping every node the task loss is {full:.3f}, above the target "
+                f"{self.pcfg.target_loss}; the model cannot reach the target under this ablation"
+            )
         taus, losses = self.learn_masks(progress)
         k, loss, curve = self.bisect(taus)
         masks = self.masks_from_ranking(taus, k)
@@ -469,7 +472,7 @@ def prune_task(
     best: tuple[PruneConfig, PruneResult] | None = None
     tried = []
     for cfg in search_grid(pcfg) if search else [pcfg]:
-        result = Pruner(model, train, val, ablation, cfg, pretrain_windows).run(progress)
+        result = Pruner(model, train, val, ablation, cfg).run(progress)
         tried.append({"k_coef": cfg.k_coef, "lr": cfg.lr, "k": result.k, "loss": result.loss})
         if best is None or (result.k, result.loss) < (best[1].k, best[1].loss):
             best = (cfg, result)
