@@ -132,6 +132,14 @@ def topk_weight_mask(
         return torch.ones_like(w, dtype=torch.bool)
     scores = w.detach().abs()
     if fan_dim is not None and min_per_neuron > 0:
+        # Fast path: if the plain top-k already gives every neuron its minimum, each neuron's
+        # top entries are inside it, so it equals the guaranteed mask (exactly).
+        # Tried only where a neuron expects >= 4x its minimum, so it rarely fails.
+        per = min(min_per_neuron, w.shape[fan_dim])
+        if k * w.shape[fan_dim] >= 4 * per * numel:
+            plain = _topk_flat_mask(scores.reshape(-1), k).reshape(w.shape)
+            if int(plain.sum(dim=fan_dim, dtype=torch.int32).min()) >= per:
+                return plain
         fan = w.shape[fan_dim]
         per = min(min_per_neuron, fan)
         n_neurons = numel // fan
@@ -142,15 +150,18 @@ def topk_weight_mask(
             )
         idx = scores.topk(per, dim=fan_dim, sorted=False).indices
         scores = scores.scatter(fan_dim, idx, math.inf)
-    flat = scores.reshape(-1)
+    return _topk_flat_mask(scores.reshape(-1), k).reshape(w.shape)
+
+
+def _topk_flat_mask(flat: Float[Tensor, " n"], k: int) -> Bool[Tensor, " n"]:
+    """Exactly ``k`` largest entries of ``flat``; ties at the threshold go to the lowest index."""
     threshold = _kth_largest_threshold(flat, k)
     mask = flat > threshold
     n_above = int(mask.count_nonzero())
     if n_above < k:
-        # Fill the rest from entries equal to the threshold, lowest index first (deterministic).
         ties = (flat == threshold).nonzero().squeeze(-1)[: k - n_above]
         mask[ties] = True
-    return mask.reshape(w.shape)
+    return mask
 
 
 def naive_topk_weight_mask(w: Float[Tensor, "..."], k: int) -> Bool[Tensor, "..."]:

@@ -91,3 +91,13 @@ def test_fast_threshold_is_exact(k):
     )
     skewed = torch.cat([torch.full((900_000,), 5.0), torch.rand(200_000)])  # estimate overshoots
     assert float(_kth_largest_threshold(skewed, 1000)) == 5.0
+
+
+def test_fast_path_equals_guaranteed_path():
+    """Dense enough that plain top-k satisfies the minimum: both definitions agree."""
+    w = torch.randn(256, 512)
+    k = w.numel() // 4
+    mask = topk_weight_mask(w, k, fan_dim=0, min_per_neuron=4)
+    scores = w.abs().scatter(0, w.abs().topk(4, dim=0).indices, float("inf"))
+    reference = naive_topk_weight_mask(scores, k)
+    assert torch.equal(mask, reference)
