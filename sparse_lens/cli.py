@@ -207,7 +207,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from sparse_lens.faithfulness import faithfulness_report
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.prune import PruneConfig, make_ablation, prune_task
-    from sparse_lens.tasks import TASK_NAMES, evaluate_task, get_task, task_batch
+    from sparse_lens.tasks import TASK_NAMES, get_task
 
     cache_dir = args.cache_dir.expanduser()
     try:
@@ -234,13 +234,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
     windows = data.sample(64, model.cfg.n_ctx, torch.Generator().manual_seed(args.seed))
     summary = {}
     for task in tasks:
-        if args.all_tasks:
-            full = evaluate_task(
-                model, task_batch(task, model.tokenizer, model.cfg.n_ctx, "val", 128)
-            )
-            if full["loss"] > args.target_loss:
-                summary[task.name] = {"skipped": f"full model loss {full['loss']:.3f} > target"}
-                continue
         start = time.perf_counter()
         try:
             circuit = prune_task(

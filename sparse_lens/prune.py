@@ -343,10 +343,26 @@ class Pruner:
         return {h: t.detach().clone() for h, t in taus.items()}, losses
 
     # -- discretisation ----------------------------------------------------------------------
-    def bisect(self, taus: dict[str, Tensor]) -> tuple[int, float, list[tuple[int, float]]]:
-        """Smallest k (nodes ranked by tau) with validation loss <= target, by bisection."""
+    def full_loss(self) -> float:
+        """Validation loss with every node kept; raises if it misses the target."""
+        full = self.loss_of({loc.hook: torch.ones(loc.size) for loc in self.locs})
+        if full > self.pcfg.target_loss:
+            raise ValueError(
+                f"even keeping every node the task loss is {full:.3f}, above the target "
+                f"{self.pcfg.target_loss}; the model cannot reach the target under this ablation"
+            )
+        return full
+
+    def bisect(
+        self, taus: dict[str, Tensor], full_loss: float | None = None
+    ) -> tuple[int, float, list[tuple[int, float]]]:
+        """Smallest k (nodes ranked by tau) with validation loss <= target, by bisection.
+
+        ``full_loss`` is the loss with every node kept, if already known (``full_loss()``).
+        """
         target = self.pcfg.target_loss
-        curve: list[tuple[int, float]] = []
+        hi_loss = self.full_loss() if full_loss is None else full_loss
+        curve: list[tuple[int, float]] = [(self.n_nodes, hi_loss)]
 
         def loss_at(k: int) -> float:
             value = self.loss_of(self.masks_from_ranking(taus, k))
@@ -354,12 +370,6 @@ class Pruner:
             return value
 
         lo, hi = 0, self.n_nodes
-        hi_loss = loss_at(hi)
-        if hi_loss > target:
-            raise ValueError(
-                f"even keeping every node the task loss is {hi_loss:.3f}, above the target "
-                f"{target}; the model cannot reach the target under this ablation"
-            )
         if loss_at(lo) <= target:
             return 0, curve[-1][1], sorted(curve)
         best_loss = hi_loss
@@ -397,14 +407,9 @@ class Pruner:
         return {"scale": float(scale.detach()), "shift": float(shift.detach())}, val_loss
 
     def run(self, progress: bool = False) -> PruneResult:
-        full = self.loss_of({loc.hook: torch.ones(loc.size) for loc in self.locs})
-        if full > self.pcfg.target_loss:  # fail before spending time on masks
-            raise ValueError(
-                f"even keeping every node the task loss is {full:.3f}, above the target "
-                f"{self.pcfg.target_loss}; the model cannot reach the target under this ablation"
-            )
+        full = self.full_loss()  # fails before any time is spent on masks
         taus, losses = self.learn_masks(progress)
-        k, loss, curve = self.bisect(taus)
+        k, loss, curve = self.bisect(taus, full)
         masks = self.masks_from_ranking(taus, k)
         kept = {h: m.nonzero().squeeze(-1).tolist() for h, m in masks.items()}
         result = PruneResult(taus, kept, k, loss, full, curve, losses)
@@ -478,14 +483,7 @@ def prune_task(
             best = (cfg, result)
     assert best is not None
     cfg, result = best
-    locs = node_locations(model.cfg)
-    masks = {loc.hook: torch.zeros(loc.size) for loc in locs}
-    for hook, kept in result.kept.items():
-        masks[hook][kept] = 1.0
-    test_loss = None
-    if pcfg.ablation != "resample":
-        test_loss = Pruner(model, test, test, ablation, cfg).loss_of(masks, test)
-    return Circuit.from_nodes(
+    circuit = Circuit.from_nodes(
         model,
         result.kept,
         {} if pcfg.ablation == "resample" else ablation.values,
@@ -497,7 +495,6 @@ def prune_task(
         full_loss=result.full_loss,
         calibrated_loss=result.calibrated_loss,
         calibration=result.calibration,
-        test_loss=test_loss,
         curve=result.curve,
         hparams={
             "chosen": {"k_coef": cfg.k_coef, "lr": cfg.lr, "steps": cfg.steps},
@@ -507,6 +504,9 @@ def prune_task(
             "n_train": len(train),
             "n_val": len(val),
             "n_test": len(test),
-            "total_nodes": sum(loc.size for loc in locs),
+            "total_nodes": sum(loc.size for loc in node_locations(model.cfg)),
         },
     )
+    if pcfg.ablation != "resample":
+        circuit.test_loss = Pruner(model, test, test, ablation, cfg).loss_of(circuit.masks(), test)
+    return circuit

@@ -449,9 +449,9 @@ def train(
     bar.close()
     if end == tcfg.steps and dist_info.is_main:
         model.eval()
-        model.save_pretrained(run_dir / "final")
         if not math.isfinite(evaluate(model, val[:4])):
             raise FloatingPointError("training diverged: the final model's loss is not finite")
+        model.save_pretrained(run_dir / "final")
     dist_info.barrier()
     return model
 
