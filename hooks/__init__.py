@@ -6,8 +6,17 @@ Node indices address the last dimension of the hooked activation (for ``hook_q/k
 flattened ``head_index * d_head + channel``).
 """
 
+from hooks._shape import flat
 from hooks.ablation import mean_ablate, node_mask, resample_ablate, zero_ablate
 from hooks.patching import patch_from
 from hooks.sparsity import force_mask
 
-__all__ = ["force_mask", "mean_ablate", "node_mask", "patch_from", "resample_ablate", "zero_ablate"]
+__all__ = [
+    "flat",
+    "force_mask",
+    "mean_ablate",
+    "node_mask",
+    "patch_from",
+    "resample_ablate",
+    "zero_ablate",
+]

@@ -10,7 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DEFAULT_CACHE = Path("~/.cache/sparse_lens")
@@ -251,6 +251,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 continue
             raise CLIError(str(e)) from e
         circuit.extra["prune_seconds"] = time.perf_counter() - start
+        circuit.extra["model_dir"] = str(args.model_dir.resolve())
         if args.faithfulness:
             abl = make_ablation(pcfg.ablation, model, windows, cache_dir=cache_dir)
             circuit.extra["faithfulness"] = faithfulness_report(
@@ -284,111 +285,33 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job: train the demo model, evaluate tasks, prune")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    p.add_argument("--quick", action="store_true", help="a one-minute smoke version (tiny preset)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+Adder = Callable[[argparse._SubParsersAction], None]
+Command = Callable[[argparse.Namespace], int]
+ADDERS: tuple[Adder, ...] = (_add_train, _add_tasks, _add_prune)
+COMMANDS: dict[str, Command] = {"train": cmd_train, "tasks": cmd_tasks, "prune": cmd_prune}
 
 
-DEMO_TASKS = ("single_double_quote", "bracket_counting")
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Train (or resume) the demo model, table its task losses, prune the demo tasks it solves."""
-    import json
-    import time
-
-    out = args.out.expanduser()
-    quiet = ["--quiet"] if args.quiet else []
-    cache = ["--cache-dir", str(args.cache_dir)]
-    timings = {}
-    start = time.perf_counter()
-    run = out / "run"
-    resume = ["--resume"] if (run / "run.json").exists() else []
-    preset = "tiny" if args.quick else "demo"
-    if not (run / "final" / "config.json").exists():
-        code = main(["train", "--preset", preset, "--out", str(run), *cache, *quiet, *resume])
-        if code:
-            return code
-    timings["train_s"] = time.perf_counter() - start
-    model_dir = run / "final"
-    tasks_json = out / "tasks.json"
-    t0 = time.perf_counter()
-    n = "20" if args.quick else "200"
-    with open(tasks_json, "w") as f:
-        saved, sys.stdout = sys.stdout, f
-        try:
-            code = main(["tasks", str(model_dir), "--n", n, "--json"])
-        finally:
-            sys.stdout = saved
-    if code:
-        return code
-    timings["tasks_s"] = time.perf_counter() - t0
-    task_table = json.loads(tasks_json.read_text())
-    # The demo tasks and every task the model solves at the paper's target are pruned to 0.15.
-    # If none qualifies, the best-solved task is pruned to a relaxed target (1.2x its full-model
-    # loss) so the demo always shows a circuit; summary.json says which target was used.
-    chosen = {n: 0.15 for n in DEMO_TASKS if task_table[n]["loss"] <= 0.15}
-    chosen |= {n: 0.15 for n, r in task_table.items() if r["loss"] <= 0.15}
-    if not chosen:
-        from sparse_lens.model import HookedSparseTransformer
-        from sparse_lens.tasks import evaluate_task, get_task, task_batch
-
-        best = min(task_table, key=lambda n: task_table[n]["loss"])
-        model = HookedSparseTransformer.from_pretrained(model_dir).eval()
-        val = task_batch(get_task(best), model.tokenizer, model.cfg.n_ctx, "val", 128)
-        worst = max(task_table[best]["loss"], evaluate_task(model, val)["loss"])
-        chosen = {best: 5.0 if args.quick else round(1.25 * worst, 3)}
-    circuits = {}
-    for name in DEMO_TASKS:
-        if name not in chosen:
-            circuits[name] = {
-                "skipped": f"full model task loss {task_table[name]['loss']:.3f} > 0.15"
-            }
-    for name, target in chosen.items():
-        t0 = time.perf_counter()
-        path = out / "circuits" / f"{name}.json"
-        opts = ["--target-loss", str(target)]
-        opts += ["--steps", "3", "--no-search"] if args.quick else ["--faithfulness"]
-        code = main(
-            ["prune", str(model_dir), "--task", name, "--out", str(path), *opts, *cache, *quiet]
-        )
-        circuits[name] = {"target_loss": target, "seconds": time.perf_counter() - t0}
-        circuits[name] |= {"file": str(path)} if code == 0 else {"failed": code}
-    timings["total_s"] = time.perf_counter() - start
-    summary = {
-        "model": str(model_dir),
-        "tasks": task_table,
-        "circuits": circuits,
-        "timings": timings,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    sys.stdout.write(f"demo written to {out} (summary.json, tasks.json, circuits/, run/)\n")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(adders: Sequence[Adder] = ADDERS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparse-lens", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
-    _add_tasks(sub)
-    _add_prune(sub)
-    _add_demo(sub)
+    for add in adders:
+        add(sub)
     return parser
 
 
-COMMANDS = {"train": cmd_train, "tasks": cmd_tasks, "prune": cmd_prune, "demo": cmd_demo}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(
+    argv: Sequence[str] | None = None,
+    adders: Sequence[Adder] = ADDERS,
+    commands: dict[str, Command] = COMMANDS,
+) -> int:
+    """Run one command. ``analyses.cli`` (the installed ``sparse-lens``) adds ``report``, ``demo``
+    and the bridge commands on top of these, which cannot import ``analyses`` themselves."""
+    parser = build_parser(adders)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except CLIError as e:
         sys.stderr.write(f"sparse-lens {args.command}: error: {e}\n")
         return 2

@@ -20,6 +20,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with tmp_path.open("rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)

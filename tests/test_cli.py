@@ -112,26 +112,3 @@ def test_prune_cli_errors(tiny_run, capsys):
         == 2
     )
     assert "above the target" in capsys.readouterr().err
-
-
-def test_demo_quick(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert (
-        main(
-            [
-                "demo",
-                "--quick",
-                "--out",
-                str(out),
-                "--cache-dir",
-                str(tmp_path / "cache"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["tasks"]) >= {"single_double_quote", "bracket_counting"}
-    files = [c["file"] for c in summary["circuits"].values() if "file" in c]
-    assert files and all(Circuit.load(f).n_nodes >= 0 for f in files)
-    assert "demo written to" in capsys.readouterr().out

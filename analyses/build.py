@@ -1,0 +1,157 @@
+"""``build_report``: find a run's model, metrics, task table and circuits and write the pages.
+
+``source`` is a demo folder (``run/``, ``circuits/``, ``tasks.json``), a training run folder
+(``final/``, ``metrics.jsonl``) or one circuit JSON (its model from ``model_dir`` or the path
+recorded at pruning time). Writes ``index.html`` and ``circuits/{task}.html`` + ``.dot``.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from analyses.circuit_graph import circuit_dot
+from analyses.report import ReportConfig, circuit_page, index_page, read_metrics, write_text
+from sparse_lens.circuit import Circuit
+from sparse_lens.data import prepare_data, tokenizer_hash
+from sparse_lens.io import read_json
+from sparse_lens.model import HookedSparseTransformer
+from sparse_lens.tasks import TASK_NAMES, evaluate_task, get_task, task_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportSources:
+    """What a report is built from (paths that were found; ``None`` where absent)."""
+
+    model_dir: Path
+    circuits: list[Path]
+    run_dir: Path | None = None
+    task_table: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def find_sources(source: Path, model_dir: Path | None = None) -> ReportSources:
+    """Locate the model, circuits, run folder and task table of ``source`` (see module doc)."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    if source.is_file():
+        circuit = read_json(source, "circuit")
+        recorded = circuit.get("extra", {}).get("model_dir")
+        model = model_dir or (Path(recorded) if recorded else None)
+        if model is None:
+            raise ValueError(f"{source}: no model folder recorded in the circuit; pass --model")
+        return ReportSources(model_dir=Path(model), circuits=[source])
+    run = next((d for d in (source, source / "run") if (d / "run.json").is_file()), None)
+    candidates = [model_dir] if model_dir else []
+    candidates += [source / "final", source / "run" / "final", source]
+    model = next((Path(d) for d in candidates if (Path(d) / "config.json").is_file()), None)
+    if model is None:
+        raise FileNotFoundError(
+            f"no model in {source} (looked for final/config.json, run/final/config.json); "
+            "pass --model"
+        )
+    circuits = (
+        sorted((source / "circuits").glob("*.json")) if (source / "circuits").is_dir() else []
+    )
+    circuits += [p for p in sorted(source.glob("*.json")) if _is_circuit(p)]
+    tasks = source / "tasks.json"
+    return ReportSources(
+        model_dir=model,
+        circuits=circuits,
+        run_dir=run,
+        task_table=tasks if tasks.is_file() else None,
+    )
+
+
+def _is_circuit(path: Path) -> bool:
+    try:
+        return "circuit_version" in json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def build_report(
+    source: Path,
+    out: Path,
+    *,
+    model_dir: Path | None = None,
+    corpus: str | None = None,
+    cache_dir: Path,
+    rcfg: ReportConfig | None = None,
+    task_n: int = 100,
+    title: str | None = None,
+    progress: bool = False,
+) -> Path:
+    """Write the report of ``source`` into ``out``; returns the index page's path."""
+    rcfg = rcfg or ReportConfig()
+    src = find_sources(source, model_dir)
+    model = HookedSparseTransformer.from_pretrained(src.model_dir).eval()
+    if model.tokenizer is None:
+        raise ValueError(f"{src.model_dir} has no tokenizer.json")
+    circuits = [Circuit.load(p) for p in src.circuits]
+    run_info = read_json(src.run_dir / "run.json", "run") if src.run_dir else None
+    if (
+        corpus is None
+        and run_info
+        and run_info.get("corpus", {}).get("source")
+        not in (
+            None,
+            "stdlib",
+        )
+    ):
+        corpus = run_info["corpus"]["source"]
+    _, corpus_tok, data = prepare_data(corpus, cache_dir)
+    if tokenizer_hash(corpus_tok) != tokenizer_hash(model.tokenizer):
+        raise ValueError("the model's tokenizer differs from the corpus tokenizer; pass --corpus")
+    windows = data.val_windows(rcfg.n_windows, model.cfg.n_ctx)
+    metrics = None
+    if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
+        metrics = read_metrics(src.run_dir / "metrics.jsonl")
+    if src.task_table:
+        task_table = json.loads(src.task_table.read_text())
+    else:
+        task_table = _task_table(model, task_n, rcfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    links = []
+    for circuit in circuits:
+        task = get_task(circuit.task)
+        dot = f"{circuit.task}.dot"
+        write_text(out / "circuits" / dot, circuit_dot(circuit, model.cfg))
+        html, data = circuit_page(
+            model,
+            circuit,
+            task,
+            windows,
+            rcfg,
+            dot_name=dot,
+            back_link="../index.html",
+            progress=progress,
+        )
+        write_text(out / "circuits" / f"{circuit.task}.html", html)
+        write_text(out / "circuits" / f"{circuit.task}.report.json", json.dumps(data, indent=2))
+        links.append((circuit, f"circuits/{circuit.task}.html"))
+        log.info("circuit page: %s", out / "circuits" / f"{circuit.task}.html")
+    index = index_page(
+        title=title or f"sparse_lens report: {src.model_dir}",
+        run_info=run_info,
+        metrics=metrics,
+        task_table=task_table,
+        circuits=links,
+        notes=src.notes,
+    )
+    return write_text(out / "index.html", index)
+
+
+@torch.no_grad()
+def _task_table(model: HookedSparseTransformer, n: int, seed: int) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for name in TASK_NAMES:
+        batch = task_batch(get_task(name), model.tokenizer, model.cfg.n_ctx, "test", n, seed)
+        rows[name] = evaluate_task(model, batch)
+    return rows

@@ -1,0 +1,105 @@
+"""The installed ``sparse-lens`` command's analysis commands: ``report`` and ``demo --quick``."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from analyses.cli import choose_tasks, main, relaxed_target
+from sparse_lens.circuit import Circuit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    out = tmp / "demo"
+    args = ["demo", "--quick", "--out", str(out), "--cache-dir", str(tmp / "cache"), "--quiet"]
+    assert main(args) == 0
+    return out, tmp / "cache"
+
+
+def test_demo_quick_writes_everything(demo, capsys):
+    out, _ = demo
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["tasks"]) >= {"single_double_quote", "bracket_counting"}
+    files = [c["file"] for c in summary["circuits"].values() if "file" in c]
+    assert files and all(Circuit.load(f).n_nodes >= 0 for f in files)
+    index = out / "report" / "index.html"
+    assert summary["report"] == str(index) and index.is_file()
+    html = index.read_text()
+    assert 'href="circuits/single_double_quote.html"' in html and "<polyline" in html
+    page = out / "report" / "circuits" / "single_double_quote.html"
+    assert page.is_file() and (page.with_suffix(".dot")).is_file()
+    assert {"train_s", "tasks_s", "report_s", "total_s"} <= set(summary["timings"])
+
+
+def test_demo_resumes_without_retraining(demo):
+    out, cache = demo
+    weights = out / "run" / "final" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert main(["demo", "--quick", "--out", str(out), "--cache-dir", str(cache), "--quiet"]) == 0
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_report_from_a_circuit_file(demo, tmp_path, capsys):
+    out, cache = demo
+    circuit = out / "circuits" / "single_double_quote.json"
+    args = ["report", str(circuit), "--out", str(tmp_path / "r"), "--cache-dir", str(cache)]
+    assert main([*args, "--quiet", "--node-panels", "2", "--windows", "2"]) == 0
+    assert (tmp_path / "r" / "circuits" / "single_double_quote.html").is_file()
+    assert "report written to" in capsys.readouterr().out
+
+
+def test_report_errors(demo, tmp_path, capsys):
+    out, cache = demo
+    base = ["--out", str(tmp_path / "r"), "--cache-dir", str(cache), "--quiet"]
+    assert main(["report", str(tmp_path / "missing"), *base]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), *base]) == 2
+    assert "no model in" in capsys.readouterr().err
+    data = json.loads((out / "circuits" / "single_double_quote.json").read_text())
+    del data["extra"]["model_dir"]
+    orphan = tmp_path / "orphan.json"
+    orphan.write_text(json.dumps(data))
+    assert main(["report", str(orphan), *base]) == 2
+    assert "pass --model" in capsys.readouterr().err
+    assert main(["report", str(orphan), *base, "--node-panels", "-1"]) == 2
+    assert "max_node_panels" in capsys.readouterr().err
+
+
+def test_choose_tasks():
+    table = {
+        "single_double_quote": {"loss": 0.5, "accuracy": 0.7},
+        "bracket_counting": {"loss": 0.69, "accuracy": 0.5},
+        "else_elif": {"loss": 0.1, "accuracy": 0.97},
+    }
+    worst = {"single_double_quote": 0.52, "bracket_counting": 0.7, "else_elif": 0.12}
+    assert choose_tasks(table, worst) == {
+        "else_elif": 0.15,
+        "single_double_quote": relaxed_target(0.52),
+    }
+    assert relaxed_target(0.52) == pytest.approx((0.52 + 0.6931) / 2, abs=1e-3)
+    assert relaxed_target(0.2) == 0.25
+    table["else_elif"] = {"loss": 0.3, "accuracy": 0.6}
+    table["single_double_quote"]["accuracy"] = 0.6
+    assert choose_tasks(table, worst | {"else_elif": 0.3}) == {"else_elif": relaxed_target(0.3)}
+
+
+def _imports(package: str) -> set[tuple[str, str]]:
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {(str(path.relative_to(ROOT)), a.name.split(".")[0]) for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add((str(path.relative_to(ROOT)), node.module.split(".")[0]))
+    return found
+
+
+def test_layers_point_one_way():
+    """analyses -> sparse_lens -> hooks: no module imports a layer above its own."""
+    assert {f for f, m in _imports("sparse_lens") if m == "analyses"} == set()
+    assert {f for f, m in _imports("hooks") if m in ("analyses", "sparse_lens")} == set()

@@ -1,0 +1,267 @@
+"""Circuit reports: graph, panels, plots, offline-ness, and a headless-Chromium rendering test."""
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from analyses.circuit_graph import circuit_dot, layout, residual_paths
+from analyses.circuit_nodes import attribution_effects, circuit_node_refs, knockout_effects
+from analyses.html import circuitsvis_bundle
+from analyses.report import ReportConfig, circuit_page, index_page, training_plots
+from analyses.svg import Series, bar_chart, line_plot
+from hooks import node_mask
+from sparse_lens import HookedSparseTransformer
+from sparse_lens.circuit import Circuit
+from sparse_lens.nodes import node_locations
+from sparse_lens.prune import ablation_means
+from sparse_lens.tasks import binary_logits, binary_task_loss, get_task, task_batch
+from tests.helpers import build_cfg, tiny_tokenizer
+
+TASK = "single_double_quote"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tok = tiny_tokenizer()
+    model = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size, n_ctx=64), tokenizer=tok)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("sinks") or name.rsplit(".", 1)[-1].startswith("b_"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    model.eval()
+    windows = torch.randint(0, tok.vocab_size, (8, 64), generator=gen)
+    nodes = {loc.hook: list(range(0, loc.size, 3)) for loc in node_locations(model.cfg)}
+    total = sum(loc.size for loc in node_locations(model.cfg))
+    circuit = Circuit.from_nodes(
+        model,
+        nodes,
+        ablation_means(model, windows),
+        task=TASK,
+        target_loss=0.7,
+        loss=0.69,
+        full_loss=0.68,
+        curve=[(0, 0.9), (20, 0.75), (40, 0.69), (total, 0.68)],
+        extra={"faithfulness": {"sufficiency_loss": 0.69, "necessity_loss": 1.3}},
+    )
+    rcfg = ReportConfig(n_examples=8, n_windows=8, max_node_panels=3, n_exact_knockouts=6)
+    html, data = circuit_page(model, circuit, get_task(TASK), windows, rcfg, dot_name="c.dot")
+    return model, circuit, html, data
+
+
+def test_graph_has_every_node_and_edge(setup):
+    _, circuit, html, _ = setup
+    labels = re.findall(r'<g class="node" data-label="([^"]+)"', html)
+    assert sorted(labels) == sorted(circuit.node_labels(setup[0].cfg))
+    weights = re.findall(r'<line class="edge" data-src', html)
+    assert len(weights) == circuit.n_edges > 0
+
+
+def test_layout_rows_heads_and_residual_paths(setup):
+    model, circuit, _, _ = setup
+    nodes, names = layout(circuit, model.cfg)
+    assert names[0] == "L0 attn_in" and names[-1] == "final resid"
+    assert all(a.y > b.y for a in nodes for b in nodes if a.row < b.row)  # bottom-up
+    qkv = [n for n in nodes if n.kind in ("q", "k", "v") and n.layer == 0]
+    assert [n.head for n in qkv] == sorted(n.head for n in qkv)  # grouped by head
+    paths = residual_paths(nodes)
+    assert paths and all(w.channel == r.channel and r.row > w.row for w, r in paths)
+
+
+def test_dot_export(setup):
+    model, circuit, _, _ = setup
+    dot = circuit_dot(circuit, model.cfg)
+    assert dot.startswith("digraph single_double_quote {") and dot.rstrip().endswith("}")
+    solid = [line for line in dot.splitlines() if "->" in line and "dashed" not in line]
+    assert len(solid) == circuit.n_edges
+    for label in circuit.node_labels(model.cfg):
+        assert f'"{label}" [fillcolor=' in dot
+
+
+def test_one_bundle_and_every_panel(setup):
+    _, _, html, data = setup
+    assert html.count(circuitsvis_bundle()[:200]) == 1
+    renders = re.findall(
+        r"CircuitsVis\.render\(\s*\"(circuits-vis-[^\"]+)\",\s*CircuitsVis\.(\w+)", html
+    )
+    assert len(renders) == data["n_panels"] > 0
+    kinds = {k for _, k in renders}
+    assert kinds == {"AttentionHeads", "TopkSamples", "ColoredTokens"}
+    for panel_id, _ in renders:
+        assert f'<div id="{panel_id}" class="cv-panel"' in html
+    assert html.count('class="node-panel"') == 3
+
+
+def test_page_sections_and_numbers(setup):
+    _, circuit, html, data = setup
+    for anchor in ("graph", "curve", "faithfulness", "heads", "nodes"):
+        assert f'id="{anchor}"' in html
+    assert 'href="c.dot"' in html
+    assert "necessity loss" in html and "sufficiency loss" in html
+    assert set(data["attribution_effects"]) == set(circuit.node_labels(setup[0].cfg))
+    assert len(data["knockout_effects"]) == 6
+    assert all(0 <= h["sink_mass_last"] <= 1 for h in data["heads"])
+
+
+class _ResourceFinder(HTMLParser):
+    """Every network resource an HTML document would load."""
+
+    ATTRS = {"src", "href", "data", "poster", "srcset", "action", "background", "formaction"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self._in_script = tag == "script"
+        for key, value in attrs:
+            if key in self.ATTRS and value and re.match(r"\s*(https?:)?//", value):
+                self.found.append(f"<{tag} {key}={value}>")
+            if key == "style" and value and re.search(r"url\(\s*['\"]?(https?:)?//", value):
+                self.found.append(f"<{tag} style={value}>")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        pattern = (
+            r"(import\s*(\(|[^;]*?from)\s*['\"](https?:)?//|fetch\(\s*['\"]https?:"
+            r"|url\(\s*['\"]?https?:|@import\s+['\"]?https?:)"
+        )
+        for m in re.finditer(pattern, data):
+            self.found.append(data[max(0, m.start() - 40) : m.end() + 60])
+
+
+def network_loads(html: str) -> list[str]:
+    finder = _ResourceFinder()
+    finder.feed(html)
+    return finder.found
+
+
+def test_no_network_resource_loads(setup):
+    _, _, html, _ = setup
+    assert network_loads(html) == []
+
+
+def test_resource_check_catches_cdn_pages():
+    import circuitsvis.tokens
+
+    cdn = circuitsvis.tokens.colored_tokens(tokens=["a"], values=[1.0]).cdn_src
+    assert network_loads(cdn)  # the CDN version imports from unpkg.com
+    assert network_loads('<link rel="stylesheet" href="https://x.org/a.css">')
+    assert network_loads('<img src="//x.org/a.png">')
+
+
+def test_attribution_is_the_derivative_of_the_masked_loss(setup):
+    model, circuit, _, _ = setup
+    batch = task_batch(get_task(TASK), model.tokenizer, 64, "test", 8)
+    attr = attribution_effects(model, circuit, batch)
+    ref = max(circuit_node_refs(circuit, model.cfg), key=lambda r: abs(attr[r.label]))
+    base, exact = knockout_effects(model, circuit, batch, [ref.label])
+    assert set(exact) == {ref.label}
+
+    @torch.no_grad()
+    def loss_at(m: float) -> float:  # the node's mask set to m, the circuit's otherwise
+        masks = circuit.masks()
+        masks[ref.hook][ref.channel] = m
+        hooks = [(h, node_mask(v, torch.tensor(circuit.baselines[h]))) for h, v in masks.items()]
+        logits = model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
+        return float(binary_task_loss(binary_logits(logits, batch)).mean())
+
+    assert loss_at(1.0) == pytest.approx(base, abs=1e-6)
+    assert loss_at(0.0) - base == pytest.approx(exact[ref.label], abs=1e-6)
+    eps = 1e-3
+    derivative = (loss_at(1 + eps) - loss_at(1 - eps)) / (2 * eps)  # dL/dm = -attribution
+    assert derivative == pytest.approx(-attr[ref.label], rel=0.05, abs=1e-4)
+
+
+def test_plots():
+    svg = line_plot(
+        [Series(name="a", points=[(1, 1.0), (10, 0.1), (100, 0.01)])],
+        title="t",
+        xlabel="x",
+        ylabel="y",
+        xlog=True,
+        ylog=True,
+        hlines=[(0.05, "target")],
+    )
+    assert svg.startswith("<svg") and "<polyline" in svg and "target" in svg
+    assert "no data" in line_plot(
+        [Series(name="a", points=[(0, 0.0)])], title="t", xlabel="x", ylabel="y", xlog=True
+    )
+    bars = bar_chart([("a", 0.5), ("b", math.nan)], title="t", xlabel="x", reference=(0.69, "c"))
+    assert bars.count("<rect") == 2
+    records = [
+        {"step": 1, "train_loss": 5.0, "lr": 0.1, "l0_total": 100},
+        {"step": 2, "train_loss": 4.0, "val_loss": 4.5, "lr": 0.05, "l0_total": 50},
+    ]
+    assert training_plots(records).count("<svg") == 3
+
+
+def test_index_page_links_circuits(setup):
+    _, circuit, _, _ = setup
+    html = index_page(
+        title="r",
+        run_info={"model_config": {"n_layers": 2}, "preset": "tiny", "corpus": {}},
+        metrics=[{"step": 1, "train_loss": 5.0, "lr": 0.1, "l0_total": 10}],
+        task_table={TASK: {"loss": 0.6, "accuracy": 0.7, "n": 8}},
+        circuits=[(circuit, "circuits/x.html")],
+    )
+    assert 'href="circuits/x.html"' in html and "CircuitsVis" not in html
+    assert network_loads(html) == []
+
+
+def _chromium() -> str | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and os.environ.get("SPARSE_LENS_REQUIRE_BROWSER"):
+        pytest.fail("SPARSE_LENS_REQUIRE_BROWSER is set but chromium is not installed")
+    return found
+
+
+def test_browser_renders_the_report_offline(setup, tmp_path):
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium not installed (scripts/test.sh installs it)")
+    _, circuit, html, data = setup
+    page = tmp_path / "circuit.html"
+    page.write_text(html)
+    offline = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--proxy-server=127.0.0.1:9",  # network off: every http(s) load fails
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=15000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [chromium, *offline, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    labels = re.findall(r'<g class="node" data-label="([^"]+)"', dom)
+    assert len(labels) == circuit.n_nodes
+    panels = re.findall(r'<div id="circuits-vis-[^"]+" class="cv-panel"[^>]*>(.{0,80})', dom)
+    assert len(panels) == data["n_panels"]
+    assert all(p and not p.startswith("</div>") for p in panels), "a circuitsvis panel is empty"
+    assert "Head Selector" in dom  # rendered by AttentionHeads
+    artefacts = Path(os.environ.get("SPARSE_LENS_ARTIFACTS", "test-artifacts"))
+    artefacts.mkdir(parents=True, exist_ok=True)
+    shot = artefacts / "circuit_report.png"
+    subprocess.run(
+        [chromium, *offline, "--window-size=1300,2400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 10_000
