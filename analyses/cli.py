@@ -15,6 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sparse_lens import cli as base
+from sparse_lens.bridge_cli import (
+    add_fit_bridges,
+    add_train_bridged,
+    cmd_fit_bridges,
+    cmd_train_bridged,
+)
 from sparse_lens.cli import DEFAULT_CACHE, CLIError
 
 
@@ -168,8 +174,82 @@ def _task_table(model_dir: Path, n: int) -> tuple[dict[str, dict[str, float]], d
     return table, worst
 
 
-ADDERS = (*base.ADDERS, _add_report, _add_demo)
-COMMANDS = base.COMMANDS | {"report": cmd_report, "demo": cmd_demo}
+def _add_bridge_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bridge-report", help="steering, patching and sinks side by side through bridges"
+    )
+    p.add_argument("--sparse", type=Path, required=True, help="sparse model folder")
+    p.add_argument("--dense", type=Path, required=True, help="dense model folder")
+    p.add_argument("--bridges", type=Path, required=True, help="bridges folder")
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--circuit", type=Path, default=None, help="pick the steered node from it")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--n", type=int, default=64, help="task examples")
+    p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+
+
+def cmd_bridge_report(args: argparse.Namespace) -> int:
+    from analyses.bridge_report import bridge_analyses, bridge_page
+    from analyses.report import write_text
+    from sparse_lens.bridges import Bridges
+    from sparse_lens.circuit import Circuit
+    from sparse_lens.data import prepare_data
+    from sparse_lens.dense import load_dense
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.tasks import get_task
+
+    try:
+        task = get_task(args.task)
+        sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
+        dense = load_dense(args.dense)
+        bridges = Bridges.load(args.bridges)
+        circuit = Circuit.load(args.circuit) if args.circuit else None
+        _, _, data = prepare_data(args.corpus, args.cache_dir.expanduser())
+        windows = data.val_windows(16, sparse.cfg.n_ctx)
+        result = bridge_analyses(dense, sparse, bridges, task, windows, circuit=circuit, n=args.n)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise CLIError(str(e).strip("'\"")) from e
+    page = write_text(
+        args.out / f"bridge_{task.name}.html", bridge_page(dense, sparse, result, task)
+    )
+    s = result["steering"]
+    summary = {
+        "bridges": result["bridges"],
+        "steering": {
+            "node": s.node,
+            "site": s.site,
+            "strengths": s.strengths,
+            "p_target": s.p_target,
+            "p_target_random": s.p_target_random,
+            "p_presented": s.p_presented,
+            "n_pairs": s.n_pairs,
+        },
+    }
+    write_text(args.out / f"bridge_{task.name}.json", json.dumps(summary, indent=2))
+    sys.stdout.write(
+        f"steering {s.node}: P(target) {s.p_target[0]:.3g} -> {s.p_target[-1]:.3g} "
+        f"(random control {s.p_target_random[0]:.3g} -> {s.p_target_random[-1]:.3g}); "
+        f"page written to {page}\n"
+    )
+    return 0
+
+
+ADDERS = (
+    *base.ADDERS,
+    add_fit_bridges,
+    add_train_bridged,
+    _add_report,
+    _add_demo,
+    _add_bridge_report,
+)
+COMMANDS = base.COMMANDS | {
+    "fit-bridges": cmd_fit_bridges,
+    "train-bridged": cmd_train_bridged,
+    "report": cmd_report,
+    "demo": cmd_demo,
+    "bridge-report": cmd_bridge_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -176,3 +176,50 @@ def bar_chart(
         f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle">{esc(xlabel)}</text></svg>'
     )
     return "".join(out)
+
+
+def heatmap(
+    values: Sequence[Sequence[float]],
+    *,
+    title: str,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    cell: int = 18,
+    symmetric: bool = True,
+) -> str:
+    """A heatmap (blue positive, red negative when ``symmetric``; white to blue otherwise)."""
+    flat = [v for row in values for v in row if math.isfinite(v)]
+    vmax = max([abs(v) for v in flat] + [1e-9])
+    left, top = 70, 30
+    width = left + cell * len(col_labels) + 20
+    height = top + cell * len(row_labels) + 70
+    out = [
+        f'<svg width="{width}" height="{height}" class="plot heatmap" role="img" '
+        f'aria-label="{esc(title)}" style="font:10px sans-serif">',
+        f'<text x="{left}" y="16" style="font-weight:bold">{esc(title)} (max |v| {vmax:.3g})</text>',
+    ]
+    for i, row in enumerate(values):
+        y = top + i * cell
+        out.append(
+            f'<text x="{left - 4}" y="{y + cell * 0.7:.1f}" text-anchor="end">{esc(row_labels[i])}</text>'
+        )
+        for j, v in enumerate(row):
+            t = max(-1.0, min(1.0, v / vmax)) if math.isfinite(v) else 0.0
+            if symmetric:
+                colour = f"rgb({255 - int(200 * max(t, 0))},{255 - int(200 * abs(t))},{255 - int(200 * max(-t, 0))})"
+            else:
+                colour = f"rgb({255 - int(200 * abs(t))},{255 - int(150 * abs(t))},255)"
+            out.append(
+                f'<rect x="{left + j * cell}" y="{y}" width="{cell}" height="{cell}" '
+                f'fill="{colour}"><title>{esc(row_labels[i])}, {esc(col_labels[j])}: '
+                f"{v:.4g}</title></rect>"
+            )
+    for j, label in enumerate(col_labels):
+        x = left + j * cell + cell / 2
+        y = top + cell * len(row_labels) + 6
+        out.append(
+            f'<text transform="translate({x:.1f} {y}) rotate(60)" text-anchor="start">'
+            f"{esc(label)}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)

@@ -19,6 +19,7 @@ __all__ = [
     "SparseTransformerConfig",
     "abs_topk",
     "from_circuit_sparsity",
+    "load_dense",
     "project_weights_",
 ]
 
@@ -28,3 +29,10 @@ def from_circuit_sparsity(*args, **kwargs):  # noqa: ANN002, ANN003
     from sparse_lens.circuit_sparsity import from_circuit_sparsity as convert
 
     return convert(*args, **kwargs)
+
+
+def load_dense(*args, **kwargs):  # noqa: ANN002, ANN003
+    """See ``sparse_lens.dense.load_dense``: a locally trained GPT-2 as a ``TransformerBridge``."""
+    from sparse_lens.dense import load_dense as load
+
+    return load(*args, **kwargs)

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CACHE = Path("~/.cache/sparse_lens")
 
@@ -35,6 +36,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--dense", action="store_true", help="dense baseline: weight density 1")
     p.add_argument("--no-abstopk", action="store_true", help="turn off activation sparsity")
+    p.add_argument(
+        "--dense-hf",
+        action="store_true",
+        help="train a standard HF GPT-2 of the preset's shape instead (load with load_dense)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for init and data order")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
@@ -85,8 +91,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
-    model = HookedSparseTransformer(mcfg, tokenizer=tokenizer).to(device)
     metadata = {"preset": preset.name, "corpus": corpus.metadata()}
+    if args.dense_hf:
+        return _train_dense_hf(args, mcfg, tcfg, data, tokenizer, out, metadata, world)
+    model = HookedSparseTransformer(mcfg, tokenizer=tokenizer).to(device)
     metadata["tokenizer"] = {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id}
     try:
         train(
@@ -107,6 +115,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     if dist_info.is_main:
         sys.stdout.write(f"model written to {out / 'final'}\n")
     del torch
+    return 0
+
+
+def _train_dense_hf(
+    args: argparse.Namespace,
+    mcfg: Any,
+    tcfg: Any,
+    data: Any,
+    tokenizer: Any,
+    out: Path,
+    metadata: dict,
+    world: int,
+) -> int:
+    """``train --dense-hf``: the dense GPT-2 with the preset's depth, width, heads and context."""
+    from sparse_lens.dense import DenseConfig, train_dense_hf
+
+    if world > 1:
+        raise CLIError("--dense-hf trains on one process; run it without torchrun")
+    if args.resume or args.dense or args.no_abstopk:
+        raise CLIError("--dense-hf does not combine with --resume, --dense or --no-abstopk")
+    try:
+        dcfg = DenseConfig(
+            n_layers=mcfg.n_layers,
+            d_model=mcfg.d_model,
+            n_heads=mcfg.n_heads,
+            n_ctx=mcfg.n_ctx,
+            steps=tcfg.steps,
+            batch_size=tcfg.batch_size,
+            lr=args.lr or 3e-3,
+            seed=args.seed,
+        )
+        train_dense_hf(dcfg, data, tokenizer, out, metadata=metadata, progress=not args.quiet)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    sys.stdout.write(f"dense GPT-2 written to {out} (load with sparse_lens.load_dense)\n")
     return 0
 
 

@@ -10,6 +10,7 @@ last 10% of the training shard serves as validation and the training windows avo
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -19,6 +20,17 @@ from torch import Tensor
 from sparse_lens.corpus import Corpus, Split
 from sparse_lens.io import atomic_write
 from sparse_lens.tokenizer import Tokenizer
+
+
+@runtime_checkable
+class WindowSource(Protocol):
+    """What training loops draw from: ``TokenData`` or a test fake."""
+
+    def sample(
+        self, batch_size: int, n_ctx: int, generator: torch.Generator
+    ) -> Int[Tensor, "batch pos"]: ...
+
+    def val_windows(self, n_windows: int, n_ctx: int) -> Int[Tensor, "batch pos"]: ...
 
 
 def tokenizer_hash(tokenizer: Tokenizer) -> str:

@@ -193,15 +193,18 @@ def train_step(
     tokens: Int[Tensor, "batch pos"],
     step: int,
     tcfg: TrainConfig,
+    loss_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> StepStats:
     """One optimisation step (see the module docstring for the order).
 
     ``model`` is what runs the forward (``core`` itself or a DDP wrapper of it); ``core`` is the
-    ``HookedSparseTransformer`` whose parameters are projected and decayed.
+    ``HookedSparseTransformer`` whose parameters are projected and decayed. ``loss_fn(tokens)``
+    replaces the next-token loss (bridged training adds its bridge losses there; parameters
+    outside ``core`` get their gradients from the same backward pass and are the caller's).
     """
     mcfg = core.cfg
     optimizer.zero_grad(set_to_none=True)
-    loss = model(tokens, return_type="loss")
+    loss = loss_fn(tokens) if loss_fn is not None else model(tokens, return_type="loss")
     loss.backward()
     normalize_grad_rms_(list(core.parameters()), tcfg.grad_rms_eps)
     lr = lr_at(step, tcfg, mcfg)

@@ -103,3 +103,72 @@ def test_layers_point_one_way():
     """analyses -> sparse_lens -> hooks: no module imports a layer above its own."""
     assert {f for f, m in _imports("sparse_lens") if m == "analyses"} == set()
     assert {f for f, m in _imports("hooks") if m in ("analyses", "sparse_lens")} == set()
+
+
+def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
+    out, cache = demo
+    c = ["--cache-dir", str(cache)]
+    dense = tmp_path / "dense"
+    assert (
+        main(["train", "--preset", "tiny", "--dense-hf", "--out", str(dense), *c, "--quiet"]) == 0
+    )
+    assert (dense / "model.safetensors").is_file() and (dense / "tokenizer.json").is_file()
+    sparse = out / "run" / "final"
+    fit = [
+        "fit-bridges",
+        "--sparse",
+        str(sparse),
+        "--dense",
+        str(dense),
+        "--out",
+        str(tmp_path / "b"),
+    ]
+    assert main([*fit, "--steps", "2", "--batch-size", "2", *c, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "blocks.1.hook_resid_mid" in printed and "bridges written to" in printed
+    result = json.loads((tmp_path / "b" / "bridge_eval.json").read_text())
+    assert set(result["per_site"]) == {
+        f"blocks.{i}.hook_resid_{k}" for i in range(2) for k in ("pre", "mid")
+    }
+    report = [
+        "bridge-report",
+        "--sparse",
+        str(sparse),
+        "--dense",
+        str(dense),
+        "--bridges",
+        str(tmp_path / "b" / "bridges"),
+        "--task",
+        "single_double_quote",
+        "--out",
+        str(tmp_path / "page"),
+        "--n",
+        "16",
+        *c,
+    ]
+    assert main(report) == 0
+    page = (tmp_path / "page" / "bridge_single_double_quote.html").read_text()
+    assert page.count("CircuitsVis.render(") == 2 and "Steering the dense model" in page
+    summary = json.loads((tmp_path / "page" / "bridge_single_double_quote.json").read_text())
+    assert len(summary["steering"]["p_target"]) == 11
+    # errors: unknown task, missing bridges, a dense model of another depth
+    assert main([*report[:-4], "--task", "nope", "--out", str(tmp_path / "p2"), *c]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    bad = [x if x != str(tmp_path / "b" / "bridges") else str(tmp_path / "nothing") for x in report]
+    assert main(bad) == 2
+    assert "missing" in capsys.readouterr().err
+    deep = tmp_path / "deep"
+    args = ["train", "--preset", "tiny", "--dense-hf", "--out", str(deep), *c, "--quiet"]
+    assert main(args) == 0
+    import shutil
+
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(deep)
+    hf.transformer.h = hf.transformer.h[:1]
+    hf.config.n_layer = 1
+    shutil.rmtree(deep / "model.safetensors", ignore_errors=True)
+    hf.save_pretrained(deep)
+    fit[fit.index(str(dense))] = str(deep)
+    assert main([*fit, "--steps", "1", *c, "--quiet"]) == 2
+    assert "depths differ" in capsys.readouterr().err

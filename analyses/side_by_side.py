@@ -1,0 +1,134 @@
+"""The same analysis on the sparse model and the dense model, over the same task pairs.
+
+* ``patching_pair``: TL activation patching (``transformer_lens.patching``) of the residual
+  stream (``[layer, pos]``) and of head outputs (``[layer, head]``): the corrupted run is a
+  pair's other context, the metric the clean-normalised logit difference (1 = clean, 0 =
+  corrupted).
+* ``sink_profile``: per head, the attention mass going to "nothing" on the corpus and on the
+  task, and the task-loss change when that sink is removed. The sparse model's sink is its
+  learned sink logit; a dense GPT-2 has none and parks attention on the first token, which is
+  treated as its sink (removing it = zeroing the first column and renormalising). A head whose
+  sink mass at the answer position tracks the answer (``|corr(sink, label)|``) uses its sink as a
+  threshold, as the paper's bracket-counting head does.
+"""
+
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import patching
+
+from analyses.steering import equal_length_pairs
+from sparse_lens.tasks import TaskBatch, binary_logits, binary_task_loss
+
+
+def _pair_tokens(batch: TaskBatch) -> tuple[Tensor, Tensor, Tensor, TaskBatch, TaskBatch]:
+    pairs = equal_length_pairs(batch)
+    if not pairs:
+        raise ValueError("no minimal pair has two contexts of the same length")
+    a = [p[0] for p in pairs]
+    b = [p[1] for p in pairs]
+    clean, corrupt = batch.subset(a), batch.subset(b)
+    width = max(clean.tokens.shape[1], corrupt.tokens.shape[1])
+    return clean.tokens[:, :width], corrupt.tokens[:, :width], clean.last, clean, corrupt
+
+
+def _logit_diff(logits: Tensor, batch: TaskBatch) -> Tensor:
+    two = binary_logits(logits, batch)
+    return (two[:, 0] - two[:, 1]).mean()
+
+
+@torch.no_grad()
+def patching_pair(model: Any, batch: TaskBatch) -> dict[str, Any]:
+    """Residual and head-output patching of ``model`` on the task's equal-length pairs."""
+    clean_tokens, corrupt_tokens, _, clean, _ = _pair_tokens(batch)
+    clean_logits, clean_cache = model.run_with_cache(clean_tokens)
+    corrupt_logits = model(corrupt_tokens)
+    clean_ld = float(_logit_diff(clean_logits, clean))
+    corrupt_ld = float(_logit_diff(corrupt_logits, clean))
+    span = clean_ld - corrupt_ld if abs(clean_ld - corrupt_ld) > 1e-6 else 1.0
+
+    def metric(logits: Tensor) -> Tensor:
+        return (_logit_diff(logits, clean) - corrupt_ld) / span
+
+    resid = patching.get_act_patch_resid_pre(model, corrupt_tokens, clean_cache, metric)
+    heads = patching.get_act_patch_attn_head_out_all_pos(model, corrupt_tokens, clean_cache, metric)
+    return {
+        "resid_pre": resid.cpu(),
+        "head_out": heads.cpu(),
+        "clean_logit_diff": clean_ld,
+        "corrupt_logit_diff": corrupt_ld,
+        "n_pairs": len(clean),
+        "tokens": clean_tokens[0].tolist(),
+    }
+
+
+def _sink_probs(model: Any, tokens: Tensor, learned: bool) -> list[Tensor]:
+    """Per layer ``[batch head pos]`` sink probability."""
+    n = model.cfg.n_layers
+    name = "hook_sink_prob" if learned else "hook_pattern"
+    _, cache = model.run_with_cache(tokens, names_filter=lambda s: s.endswith(f"attn.{name}"))
+    out = []
+    for layer in range(n):
+        act = cache[f"blocks.{layer}.attn.{name}"]
+        out.append(act if learned else act[..., 0])
+    return out
+
+
+def _task_loss(model: Any, batch: TaskBatch, hooks: list) -> float:
+    logits = model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
+    return float(binary_task_loss(binary_logits(logits, batch)).mean())
+
+
+@torch.no_grad()
+def sink_profile(
+    model: Any, batch: TaskBatch, corpus: Int[Tensor, "batch pos"], learned: bool
+) -> dict[str, Any]:
+    """Sink mass per head on the corpus and the task, removal effect, threshold score."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    corpus_mass = torch.stack([p.mean(dim=(0, 2)) for p in _sink_probs(model, corpus, learned)])
+    task = _sink_probs(model, batch.tokens, learned)
+    rows = torch.arange(len(batch))
+    at_answer = torch.stack([p[rows, :, batch.last] for p in task])  # [layer batch head]
+    label = (batch.correct == batch.correct[0]).float()
+    threshold = torch.zeros(n_layers, n_heads)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            x = at_answer[layer, :, head]
+            if x.std() > 1e-6 and label.std() > 0:
+                threshold[layer, head] = torch.corrcoef(torch.stack([x, label]))[0, 1].abs()
+    base = _task_loss(model, batch, [])
+    removal = torch.zeros(n_layers, n_heads)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            hooks = _remove_sink_hooks(model, layer, head, learned)
+            removal[layer, head] = _task_loss(model, batch, hooks) - base
+    return {
+        "corpus_sink_mass": corpus_mass,
+        "task_sink_mass": at_answer.mean(dim=1),
+        "removal_effect": removal,
+        "threshold_score": threshold,
+        "task_loss": base,
+    }
+
+
+def _remove_sink_hooks(model: Any, layer: int, head: int, learned: bool) -> list:
+    if learned:
+        # the pattern rows sum to 1 - sink mass; renormalising them removes the sink for the head
+        def hook(pattern: Tensor, hook: Any) -> Tensor:
+            out = pattern.clone()
+            rows = out[:, head]
+            out[:, head] = rows / rows.sum(dim=-1, keepdim=True).clamp_min(1e-9)
+            return out
+
+    else:
+
+        def hook(pattern: Tensor, hook: Any) -> Tensor:
+            out = pattern.clone()
+            rows = out[:, head].clone()
+            rows[..., 1:, 0] = 0.0  # the first query can only attend to itself
+            out[:, head] = rows / rows.sum(dim=-1, keepdim=True).clamp_min(1e-9)
+            return out
+
+    return [(f"blocks.{layer}.attn.hook_pattern", hook)]

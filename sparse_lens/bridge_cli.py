@@ -1,0 +1,152 @@
+"""``sparse-lens fit-bridges`` and ``sparse-lens train-bridged`` (registered by ``analyses.cli``).
+
+``fit-bridges --sparse MODEL --dense DIR --out DIR``: bridges for an already trained sparse model.
+``train-bridged --dense DIR --preset NAME --out DIR``: the sparse model and its bridges trained
+together. Both write ``bridges/`` (``Bridges.save``), ``bridge_metrics.jsonl`` and
+``bridge_eval.json`` (per-site NMSE and hybrid KL on validation windows); ``train-bridged``
+also writes the sparse model to ``final/``.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sparse_lens.cli import DEFAULT_CACHE, CLIError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dense", type=Path, required=True, help="dense model folder (--dense-hf)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--steps", type=int, default=None, help="training steps")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
+    p.add_argument("--bridge-lr", type=float, default=3e-3, help="Adam learning rate of bridges")
+    p.add_argument("--afrac", type=float, default=0.25, help="encoder AbsTopK fraction")
+    p.add_argument("--no-hybrid", action="store_true", help="NMSE only (skip the KL passes)")
+    p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_fit_bridges(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit-bridges", help="fit bridges between a trained sparse and dense model")
+    p.add_argument("--sparse", type=Path, required=True, help="sparse model folder (RUN/final)")
+    _common(p)
+
+
+def add_train_bridged(sub: argparse._SubParsersAction) -> None:
+    from sparse_lens.presets import PRESETS
+
+    p = sub.add_parser("train-bridged", help="train a sparse model jointly with its bridges")
+    p.add_argument("--preset", required=True, help=f"one of {sorted(PRESETS)}")
+    _common(p)
+
+
+def _load(args: argparse.Namespace) -> tuple:
+    from sparse_lens.data import prepare_data
+    from sparse_lens.dense import load_dense
+
+    try:
+        dense = load_dense(args.dense)
+        _, tokenizer, data = prepare_data(args.corpus, args.cache_dir.expanduser())
+        args.out.mkdir(parents=True, exist_ok=True)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise CLIError(str(e)) from e
+    return dense, tokenizer, data
+
+
+def _finish(args: argparse.Namespace, dense, sparse, bridges, data, records: list) -> None:  # noqa: ANN001
+    from sparse_lens.bridge_train import evaluate_bridges
+    from sparse_lens.io import atomic_write_json
+
+    bridges.save(args.out / "bridges")
+    (args.out / "bridge_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    windows = data.val_windows(16, sparse.cfg.n_ctx)
+    result = evaluate_bridges(dense, sparse, bridges, windows)
+    atomic_write_json(args.out / "bridge_eval.json", result)
+    sys.stdout.write(
+        f"{'site':28s} {'nmse d2s':>9s} {'nmse s2d':>9s} {'KL d2s':>8s} {'KL s2d':>8s}\n"
+    )
+    for site, v in result["per_site"].items():
+        sys.stdout.write(
+            f"{site:28s} {v['nmse_d2s']:9.3f} {v['nmse_s2d']:9.3f} {v['kl_d2s']:8.3f} "
+            f"{v['kl_s2d']:8.3f}\n"
+        )
+    sys.stdout.write(
+        f"sparse CE {result['ce']:.3f}, dense CE {result['dense_ce']:.3f}; "
+        f"bridges written to {args.out / 'bridges'}\n"
+    )
+
+
+def cmd_fit_bridges(args: argparse.Namespace) -> int:
+    from sparse_lens.bridge_train import fit_bridges
+    from sparse_lens.bridges import BridgeConfig, Bridges, check_pair
+    from sparse_lens.model import HookedSparseTransformer
+
+    dense, _, data = _load(args)
+    try:
+        sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
+        check_pair(dense, sparse)
+        bcfg = BridgeConfig(
+            d_dense=dense.cfg.d_model,
+            d_sparse=sparse.cfg.d_model,
+            n_layers=sparse.cfg.n_layers,
+            afrac=args.afrac,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    bridges = Bridges(bcfg)
+    records = fit_bridges(
+        dense,
+        sparse,
+        bridges,
+        data,
+        steps=args.steps or 200,
+        batch_size=args.batch_size or 8,
+        lr=args.bridge_lr,
+        hybrid=not args.no_hybrid,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    _finish(args, dense, sparse, bridges, data, records)
+    return 0
+
+
+def cmd_train_bridged(args: argparse.Namespace) -> int:
+    from sparse_lens.bridge_train import train_bridged
+    from sparse_lens.bridges import BridgeConfig, Bridges, check_pair
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.presets import get_preset
+
+    dense, tokenizer, data = _load(args)
+    try:
+        preset = get_preset(args.preset)
+        mcfg, tcfg = preset.build(
+            tokenizer.vocab_size, seed=args.seed, steps=args.steps, batch_size=args.batch_size
+        )
+        sparse = HookedSparseTransformer(mcfg, tokenizer=tokenizer)
+        check_pair(dense, sparse)
+        bridges = Bridges(
+            BridgeConfig(
+                d_dense=dense.cfg.d_model,
+                d_sparse=mcfg.d_model,
+                n_layers=mcfg.n_layers,
+                afrac=args.afrac,
+            )
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    records = train_bridged(
+        dense,
+        sparse,
+        bridges,
+        data,
+        tcfg,
+        bridge_lr=args.bridge_lr,
+        hybrid=not args.no_hybrid,
+        progress=not args.quiet,
+    )
+    sparse.save_pretrained(args.out / "final")
+    _finish(args, dense, sparse, bridges, data, records)
+    return 0

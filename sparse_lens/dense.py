@@ -1,0 +1,184 @@
+"""The dense comparison model: a standard HF ``GPT2LMHeadModel`` trained locally, loaded as a
+TransformerLens ``TransformerBridge`` (offline, no hub access).
+
+``train_dense_hf`` trains it on the same token data and tokenizer as the sparse model, with the
+same depth and context; AdamW (β=(0.9, 0.95), weight decay 0.1), linear warmup then linear decay.
+The folder holds ``config.json`` + ``model.safetensors`` (``save_pretrained``), the tokenizer
+(``tokenizer.json`` + its HF files), ``metrics.jsonl`` and ``dense.json``; it is written before
+any wrapping (``TransformerBridge`` modifies the wrapped model in place, ``transformerlens.md``
+§2.1). ``load_dense`` reloads the tokenizer from disk (an in-memory tokenizer fails in
+``boot_transformers``) and wraps the model with compatibility mode on, so hook names match the
+sparse model's (``blocks.{l}.hook_resid_pre``, ``hook_resid_mid``, ``attn.hook_pattern`` ...).
+"""
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from sparse_lens.data import WindowSource
+from sparse_lens.io import atomic_write_json, read_json
+from sparse_lens.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+DENSE_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenseConfig:
+    """Shape and training of the dense GPT-2."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_ctx: int
+    steps: int
+    batch_size: int
+    lr: float = 3e-3
+    warmup_frac: float = 0.05
+    weight_decay: float = 0.1
+    eval_every: int = 100
+    val_windows: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "d_model", "n_heads", "n_ctx", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def gpt2_config(cfg: DenseConfig, tokenizer: Tokenizer) -> Any:
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=tokenizer.vocab_size,
+        n_positions=cfg.n_ctx,
+        n_embd=cfg.d_model,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        bos_token_id=tokenizer.eot_id,
+        eos_token_id=tokenizer.eot_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+
+
+def _lr(step: int, cfg: DenseConfig) -> float:
+    warm = max(1, round(cfg.warmup_frac * cfg.steps))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
+
+
+@torch.no_grad()
+def _val_loss(model: Any, windows: torch.Tensor, batch_size: int = 16) -> float:
+    total = 0.0
+    for i in range(0, len(windows), batch_size):
+        batch = windows[i : i + batch_size]
+        total += float(model(batch, labels=batch).loss) * len(batch)
+    return total / len(windows)
+
+
+def train_dense_hf(
+    cfg: DenseConfig,
+    data: WindowSource,
+    tokenizer: Tokenizer,
+    out: Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train a GPT-2 on ``data`` and save it (with the tokenizer) in ``out``."""
+    from transformers import GPT2LMHeadModel
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    val = data.val_windows(cfg.val_windows, cfg.n_ctx)
+    metrics = []
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="dense", disable=not progress)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg)
+        tokens = data.sample(cfg.batch_size, cfg.n_ctx, gen)
+        loss = model(tokens, labels=tokens).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        record: dict[str, Any] = {"step": step + 1, "train_loss": float(loss.detach())}
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            model.eval()
+            record["val_loss"] = _val_loss(model, val)
+            model.train()
+        metrics.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+    model.eval()
+    if not math.isfinite(metrics[-1]["train_loss"]):
+        raise ValueError("dense training diverged (non-finite loss); lower --lr")
+    model.save_pretrained(out)  # safetensors + config.json, before any TransformerBridge wrap
+    tokenizer.to_hf().save_pretrained(out)
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    info = {
+        "dense_version": DENSE_VERSION,
+        "config": asdict(cfg),
+        "val_loss": metrics[-1]["val_loss"],
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id},
+    }
+    atomic_write_json(out / "dense.json", info | (metadata or {}))
+    return out
+
+
+def load_dense(path: str | Path, *, compatibility_mode: bool = True) -> Any:
+    """The dense model in ``path`` as a ``TransformerBridge``, built offline."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"dense model folder {str(path)!r} has no config.json")
+    if not (path / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"dense model folder {str(path)!r} has no tokenizer.json")
+    read_json(path / "config.json", "dense model config")
+    # local files only; the built model and a tokenizer reloaded from disk are handed over, so
+    # boot_transformers needs neither the hub's config nor its tokenizer
+    hf = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    bridge = TransformerBridge.boot_transformers(str(path), hf_model=hf.eval(), tokenizer=tok)
+    if compatibility_mode:
+        bridge.enable_compatibility_mode()
+    for p in bridge.parameters():  # frozen: bridges and the sparse model learn, it does not
+        p.requires_grad_(False)
+    return bridge.eval()
+
+
+def dense_tokenizer_matches(dense: Any, tokenizer: Tokenizer) -> None:
+    """Raise ``ValueError`` unless the dense model's tokenizer has the sparse model's vocabulary."""
+    theirs = dense.tokenizer.get_vocab()
+    ours = tokenizer.to_hf().get_vocab()
+    if theirs != ours:
+        diff = len(set(theirs.items()) ^ set(ours.items()))
+        raise ValueError(
+            f"the dense and sparse models use different tokenizers "
+            f"(vocab sizes {len(theirs)} vs {len(ours)}, {diff} differing entries)"
+        )

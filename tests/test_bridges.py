@@ -1,0 +1,258 @@
+"""Dense GPT-2 as a TransformerBridge, bridges, their losses, hybrid passes, steering."""
+
+import pytest
+import torch
+from transformer_lens.model_bridge import TransformerBridge
+
+from analyses.side_by_side import patching_pair, sink_profile
+from analyses.steering import equal_length_pairs, pick_read_node, steering_curve
+from sparse_lens import HookedSparseTransformer
+from sparse_lens.bridges import (
+    BridgeConfig,
+    Bridges,
+    bridge_losses,
+    bridge_sites,
+    check_pair,
+    hybrid_forward,
+    kl_div,
+    nmse,
+)
+from sparse_lens.dense import DenseConfig, load_dense, train_dense_hf
+from sparse_lens.tasks import binary_logits, binary_task_loss, get_task, task_batch
+from sparse_lens.tokenizer import Tokenizer, train_bpe
+from tests.helpers import build_cfg, tiny_tokenizer
+
+D = 16
+
+
+class _Data:
+    """A fake ``TokenData``: random windows from a fixed token stream."""
+
+    def __init__(self, vocab: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.stream = torch.randint(0, vocab, (4000,), generator=g)
+
+    def sample(self, batch_size: int, n_ctx: int, generator: torch.Generator) -> torch.Tensor:
+        starts = torch.randint(0, len(self.stream) - n_ctx, (batch_size,), generator=generator)
+        return torch.stack([self.stream[s : s + n_ctx] for s in starts.tolist()])
+
+    def val_windows(self, n: int, n_ctx: int) -> torch.Tensor:
+        return torch.stack([self.stream[i * n_ctx : (i + 1) * n_ctx] for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def dense(tok, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dense")
+    cfg = DenseConfig(
+        n_layers=2, d_model=D, n_heads=4, n_ctx=16, steps=3, batch_size=2, eval_every=3
+    )
+    train_dense_hf(cfg, _Data(tok.vocab_size), tok, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sparse(tok):
+    return HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size), tokenizer=tok).eval()
+
+
+def test_dense_is_a_real_transformer_bridge_built_offline(dense, tok, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = load_dense(dense)
+    assert isinstance(model, TransformerBridge)
+    assert (model.cfg.n_layers, model.cfg.d_model, model.cfg.d_vocab) == (2, D, tok.vocab_size)
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(dense).eval()
+    x = torch.randint(0, tok.vocab_size, (2, 8))
+    # compatibility mode centres the unembedding: logits move by a constant per position
+    with torch.no_grad():
+        ours, theirs = model(x).log_softmax(-1), hf(x).logits.log_softmax(-1)
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    _, cache = model.run_with_cache(x)
+    assert all(s in cache for s in bridge_sites(2))
+    assert (dense / "dense.json").is_file() and (dense / "model.safetensors").is_file()
+
+
+def test_load_dense_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_dense(tmp_path)
+
+
+def test_bridge_shapes_and_abstopk():
+    cfg = BridgeConfig(d_dense=12, d_sparse=D, n_layers=2, afrac=0.25)
+    b = Bridges(cfg)
+    h = torch.randn(3, 5, 12)
+    z = b.encode("blocks.1.hook_resid_mid", h)
+    assert z.shape == (3, 5, D)
+    assert ((z != 0).sum(-1) <= cfg.k).all() and cfg.k == 4
+    assert b.decode("blocks.0.hook_resid_pre", z).shape == (3, 5, 12)
+    with pytest.raises(KeyError, match="unknown bridge site"):
+        b.encode("blocks.9.hook_resid_pre", h)
+    with pytest.raises(ValueError, match="afrac"):
+        BridgeConfig(d_dense=1, d_sparse=1, n_layers=1, afrac=0.0)
+
+
+def test_nmse_and_kl_by_hand():
+    t = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    p = torch.tensor([[1.0, 3.0], [3.0, 5.0]])
+    # |p - t|^2 = 2; |t - mean|^2 = (1 + 4) * 2 = 10
+    assert float(nmse(p, t)) == pytest.approx(0.2)
+    a = torch.tensor([[0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0]])
+    pa = torch.softmax(a, -1)
+    expected = float((pa * (pa.log() - torch.log_softmax(b, -1))).sum())
+    assert float(kl_div(a, b)) == pytest.approx(expected)
+    assert float(kl_div(a, a)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_identity_bridges_make_hybrids_equal_the_plain_models(dense, sparse, tok):
+    dmodel = load_dense(dense)
+    b = Bridges.identity(BridgeConfig(d_dense=D, d_sparse=D, n_layers=2, afrac=1.0))
+    x = torch.randint(0, tok.vocab_size, (2, 8))
+    with torch.no_grad():
+        for site in b.sites:
+            logits, cache = hybrid_forward(dmodel, dmodel, b, x, site, "d2s")
+            assert torch.allclose(logits, dmodel(x), atol=1e-5)
+            assert f"dense.{site}" in cache.cache_dict
+            logits, _ = hybrid_forward(sparse, sparse, b, x, site, "s2d")
+            assert torch.allclose(logits, sparse(x), atol=1e-5)
+
+
+def test_loss_terms_against_hand_computation(dense, sparse, tok):
+    dmodel = load_dense(dense)
+    torch.manual_seed(0)
+    b = Bridges(BridgeConfig(d_dense=D, d_sparse=D, n_layers=2))
+    x = torch.randint(0, tok.vocab_size, (2, 8))
+    out = bridge_losses(dmodel, sparse, b, x)
+    with torch.no_grad():
+        _, dc = dmodel.run_with_cache(x)
+        s_logits, sc = sparse.run_with_cache(x)
+        d_logits = dmodel(x)
+        site = "blocks.1.hook_resid_pre"
+        enc = b.encode(site, dc[site])
+        assert out["per_site"][site]["nmse_d2s"] == pytest.approx(
+            float(nmse(enc, sc[site])), rel=1e-5
+        )
+        dec = b.decode(site, sc[site])
+        assert out["per_site"][site]["nmse_s2d"] == pytest.approx(
+            float(nmse(dec, dc[site])), rel=1e-5
+        )
+        hyb = sparse.run_with_hooks(x, fwd_hooks=[(site, lambda a, hook: enc)])
+        assert out["per_site"][site]["kl_d2s"] == pytest.approx(
+            float(kl_div(d_logits, hyb)), rel=1e-4
+        )
+        ce = float(sparse(x, return_type="loss"))
+    v = {k: float(out[k].detach()) for k in ("ce", "nmse", "kl_d2s", "kl_s2d", "total")}
+    assert v["ce"] == pytest.approx(ce, rel=1e-5)
+    per = out["per_site"]
+    assert v["kl_s2d"] == pytest.approx(sum(p["kl_s2d"] for p in per.values()), rel=1e-5)
+    assert v["total"] == pytest.approx(v["ce"] + v["nmse"] + v["kl_d2s"] + v["kl_s2d"], rel=1e-5)
+    out["total"].backward()
+    assert all(p.grad is not None for p in b.parameters())
+
+
+def test_mismatched_pairs_are_refused(dense, tok):
+    dmodel = load_dense(dense)
+    other = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size + 1))
+    with pytest.raises(ValueError, match="vocabularies differ"):
+        check_pair(dmodel, other)
+    deeper = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size, n_layers=3))
+    with pytest.raises(ValueError, match="depths differ"):
+        check_pair(dmodel, deeper)
+    texts = [f"alpha_{i} = beta({i * 7}) or gamma[{i % 13}]\n" for i in range(600)]
+    other_tok = train_bpe(texts, vocab_size=tok.vocab_size)
+    stranger = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size), tokenizer=other_tok)
+    with pytest.raises(ValueError, match="different tokenizers"):
+        check_pair(dmodel, stranger)
+    b = Bridges(BridgeConfig(d_dense=8, d_sparse=D, n_layers=2))
+    same = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size), tokenizer=tok)
+    with pytest.raises(ValueError, match="bridges are 8->16"):
+        check_pair(dmodel, same, b)
+
+
+def test_bridges_save_load(tmp_path):
+    b = Bridges(BridgeConfig(d_dense=8, d_sparse=D, n_layers=1))
+    b.save(tmp_path / "b")
+    c = Bridges.load(tmp_path / "b")
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(b.state_dict().values(), c.state_dict().values(), strict=True)
+    )
+    (tmp_path / "b" / "bridges.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError):
+        Bridges.load(tmp_path / "b")
+
+
+@pytest.fixture(scope="module")
+def quote_batch(tok):
+    return task_batch(get_task("single_double_quote"), tok, 16, "test", 16)
+
+
+def test_steering_with_zero_strength_changes_nothing(dense, sparse, quote_batch, tok):
+    dmodel = load_dense(dense)
+    torch.manual_seed(1)
+    b = Bridges(BridgeConfig(d_dense=D, d_sparse=D, n_layers=2))
+    hook = "blocks.1.attn.hook_in"
+    windows = torch.randint(0, tok.vocab_size, (4, 16))
+    res = steering_curve(dmodel, sparse, b, quote_batch, hook, 3, windows, strengths=[0.0, 1.0])
+    pairs = equal_length_pairs(quote_batch)
+    a = torch.tensor([p[0] for p in pairs])
+    bb = torch.tensor([p[1] for p in pairs])
+    with torch.no_grad():
+        logits = dmodel(quote_batch.tokens[a])
+    probs = logits[torch.arange(len(a)), quote_batch.last[a]].softmax(-1)
+    plain = float(probs[torch.arange(len(a)), quote_batch.correct[bb]].mean())
+    assert res.p_target[0] == pytest.approx(plain, rel=1e-5)
+    assert res.p_target_random[0] == pytest.approx(plain, rel=1e-5)
+    assert res.n_pairs == len(pairs) > 0 and res.site == "blocks.1.hook_resid_pre"
+    with pytest.raises(ValueError, match="residual-read"):
+        steering_curve(dmodel, sparse, b, quote_batch, "blocks.1.mlp.hook_post", 0, windows)
+
+
+def test_pick_read_node_finds_the_separating_channel(sparse, quote_batch):
+    hook, channel, score = pick_read_node(
+        sparse,
+        quote_batch,
+        {"blocks.0.attn.hook_in": list(range(D)), "blocks.0.hook_attn_out": [1]},
+    )
+    assert hook == "blocks.0.attn.hook_in" and 0 <= channel < D and score >= 0
+    with pytest.raises(ValueError, match="no residual-read"):
+        pick_read_node(sparse, quote_batch, {"blocks.0.hook_attn_out": [1]})
+
+
+def test_side_by_side_patching_and_sinks(dense, sparse, quote_batch, tok):
+    dmodel = load_dense(dense)
+    windows = torch.randint(0, tok.vocab_size, (4, 16))
+    for model, learned in ((sparse, True), (dmodel, False)):
+        res = patching_pair(model, quote_batch)
+        assert res["resid_pre"].shape[0] == 2 and res["head_out"].shape == (2, 4)
+        # at layer 0 the residual is the embedding: where every pair's tokens agree, patching
+        # it changes nothing (metric 0 = the corrupted run)
+        pairs = equal_length_pairs(quote_batch)
+        a = quote_batch.tokens[[p[0] for p in pairs]]
+        b = quote_batch.tokens[[p[1] for p in pairs]]
+        width = res["resid_pre"].shape[1]
+        same = (a[:, :width] == b[:, :width]).all(dim=0)
+        assert same.any() and not same.all()
+        assert torch.allclose(res["resid_pre"][0, same], torch.zeros(int(same.sum())), atol=1e-4)
+        prof = sink_profile(model, quote_batch, windows, learned=learned)
+        for key in ("corpus_sink_mass", "task_sink_mass", "removal_effect", "threshold_score"):
+            assert prof[key].shape == (2, 4)
+        assert ((prof["corpus_sink_mass"] >= 0) & (prof["corpus_sink_mass"] <= 1)).all()
+    # removing a learned sink equals setting its logit to -inf
+    block = sparse.blocks[1].attn
+    saved = block.sinks.data.clone()
+    base = sink_profile(sparse, quote_batch, windows, learned=True)
+    try:
+        block.sinks.data[2] = -torch.inf
+        with torch.no_grad():
+            logits = sparse(quote_batch.tokens)
+        loss = float(binary_task_loss(binary_logits(logits, quote_batch)).mean())
+    finally:
+        block.sinks.data.copy_(saved)
+    assert base["removal_effect"][1, 2] == pytest.approx(loss - base["task_loss"], abs=1e-5)
