@@ -7,8 +7,8 @@ from typing import Any
 import circuitsvis.attention
 import torch
 
-from analyses.html import Page, esc, table
-from analyses.side_by_side import patching_pair, sink_profile
+from analyses.html import Page, table
+from analyses.side_by_side import corresponding_heads, patching_pair, sink_profile
 from analyses.steering import SteeringResult, pick_read_node, steering_curve
 from analyses.svg import Series, heatmap, line_plot
 from sparse_lens.bridge_train import evaluate_bridges
@@ -51,6 +51,7 @@ def bridge_analyses(
             "sparse": sink_profile(sparse, batch, windows, learned=bool(sparse.cfg.attn_sinks)),
             "dense": sink_profile(dense, batch, windows, learned=False),
         },
+        "corresponding": corresponding_heads(sparse, dense, batch),
         "batch": batch,
     }
 
@@ -202,17 +203,26 @@ def bridge_page(
         page.add('<div style="display:flex;gap:24px;flex-wrap:wrap">' + "".join(cells) + "</div>")
 
     page.h2("Corresponding heads", "heads")
+    page.p(
+        "Each sparse head shown next to the dense head whose attention pattern on the task "
+        "contexts is most similar (cosine similarity of the patterns).",
+        "note",
+    )
     example = pairs[0][0]
     n = int(batch.last[example]) + 1
     tokens = [tok.decode([t]) for t in batch.tokens[example, :n].tolist()]
-    for name, model in (("sparse", sparse), ("dense", dense)):
-        score = data["sinks"][name]["threshold_score"]
-        flat = score.flatten().argsort(descending=True)[:max_heads].tolist()
-        heads = [(i // score.shape[1], i % score.shape[1]) for i in flat]
-        _, cache = model.run_with_cache(batch.tokens[example : example + 1, :n])
-        attn = torch.stack([cache[f"blocks.{i}.attn.hook_pattern"][0, h] for i, h in heads])
-        names = [f"{name} L{i}H{h} (thr {float(score[i, h]):.2f})" for i, h in heads]
-        page.add(f"<h3>{esc(name)}: heads with the highest threshold score</h3>")
+    one = batch.tokens[example : example + 1, :n]
+    _, s_cache = sparse.run_with_cache(one)
+    _, d_cache = dense.run_with_cache(one)
+    for (sl, sh), (dl, dh), sim in data["corresponding"][:max_heads]:
+        attn = torch.stack(
+            [
+                s_cache[f"blocks.{sl}.attn.hook_pattern"][0, sh],
+                d_cache[f"blocks.{dl}.attn.hook_pattern"][0, dh],
+            ]
+        )
+        names = [f"sparse L{sl}H{sh}", f"dense L{dl}H{dh}"]
+        page.add(f"<h3>sparse L{sl}H{sh} ↔ dense L{dl}H{dh} (similarity {sim:.2f})</h3>")
         page.add(
             page.circuitsvis(
                 circuitsvis.attention.attention_heads,

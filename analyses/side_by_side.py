@@ -132,3 +132,39 @@ def _remove_sink_hooks(model: Any, layer: int, head: int, learned: bool) -> list
             return out
 
     return [(f"blocks.{layer}.attn.hook_pattern", hook)]
+
+
+@torch.no_grad()
+def corresponding_heads(
+    sparse: Any, dense: Any, batch: TaskBatch, top: int = 4
+) -> list[tuple[tuple[int, int], tuple[int, int], float]]:
+    """Pairs of heads that attend alike: for the ``top`` sparse heads with the best match, the
+    dense head whose attention pattern on the task contexts is most similar (cosine of the
+    whole pattern over real positions, averaged over examples):
+    ``[(sparse (layer, head), dense (layer, head), similarity)]``."""
+
+    def patterns(model: Any) -> Tensor:
+        names = {f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)}
+        _, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n in names)
+        # [layer*head, batch, query, key]
+        return torch.cat(
+            [
+                cache[f"blocks.{i}.attn.hook_pattern"].transpose(0, 1)
+                for i in range(model.cfg.n_layers)
+            ]
+        )
+
+    ps, pd = patterns(sparse), patterns(dense)
+    valid = torch.arange(batch.tokens.shape[1])[None, :] <= batch.last[:, None]  # [batch query]
+    ps = ps * valid[None, :, :, None] * valid[None, :, None, :]
+    pd = pd * valid[None, :, :, None] * valid[None, :, None, :]
+    a = torch.nn.functional.normalize(ps.flatten(2), dim=-1)  # rows: [heads, batch, q*k]
+    b = torch.nn.functional.normalize(pd.flatten(2), dim=-1)
+    sim = torch.einsum("hbx,gbx->hg", a, b) / len(batch)  # [sparse heads, dense heads]
+    n_s, n_d = sparse.cfg.n_heads, dense.cfg.n_heads
+    order = sim.max(dim=1).values.argsort(descending=True)[:top].tolist()
+    out = []
+    for i in order:
+        j = int(sim[i].argmax())
+        out.append(((i // n_s, i % n_s), (j // n_d, j % n_d), float(sim[i, j])))
+    return out

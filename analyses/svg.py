@@ -191,7 +191,7 @@ def heatmap(
     flat = [v for row in values for v in row if math.isfinite(v)]
     vmax = max([abs(v) for v in flat] + [1e-9])
     left, top = 70, 30
-    width = left + cell * len(col_labels) + 20
+    width = max(left + cell * len(col_labels) + 20, left + 6 * (len(title) + 16))
     height = top + cell * len(row_labels) + 70
     out = [
         f'<svg width="{width}" height="{height}" class="plot heatmap" role="img" '

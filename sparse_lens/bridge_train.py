@@ -38,15 +38,25 @@ def fit_bridges(
     batch_size: int,
     lr: float = 3e-3,
     hybrid: bool = True,
+    init_windows: int = 32,
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Fit ``bridges`` between two frozen models; returns per-step loss records."""
+    """Fit ``bridges`` between two frozen models; returns per-step loss records. With
+    ``init_windows`` > 0 the bridges start from the least-squares fit on that many windows."""
     check_pair(dense, sparse, bridges)
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
-    opt = torch.optim.Adam(bridges.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
+    if init_windows > 0:
+        from sparse_lens.bridges import run_sites
+
+        tokens = data.sample(init_windows, sparse.cfg.n_ctx, gen)
+        with torch.no_grad():
+            _, d_resid = run_sites(dense, tokens, bridges.sites)
+            _, s_resid = run_sites(sparse, tokens, bridges.sites)
+        bridges.init_least_squares(d_resid, s_resid)
+    opt = torch.optim.Adam(bridges.parameters(), lr=lr)
     frozen = [p for p in sparse.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)

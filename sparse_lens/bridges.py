@@ -107,6 +107,32 @@ class Bridges(nn.Module):
             lin.bias.zero_()
         return out
 
+    @torch.no_grad()
+    def init_least_squares(
+        self,
+        dense_resid: dict[str, Tensor],
+        sparse_resid: dict[str, Tensor],
+        ridge: float = 1e-3,
+    ) -> None:
+        """Set every encoder and decoder to the ridge-regression fit of one residual onto the
+        other (``[... d]`` activations per site): the best linear bridges before AbsTopK, from
+        which gradient training of the KL terms starts (used by ``fit_bridges``)."""
+        for site in self.sites:
+            x = dense_resid[site].reshape(-1, self.cfg.d_dense).double()
+            y = sparse_resid[site].reshape(-1, self.cfg.d_sparse).double()
+            for lin, a, b in (
+                (self.encoders[self.index(site)], x, y),
+                (self.decoders[self.index(site)], y, x),
+            ):
+                ma, mb = a.mean(0), b.mean(0)
+                ac, bc = a - ma, b - mb
+                gram = ac.T @ ac + ridge * ac.pow(2).sum() / len(ac) * torch.eye(
+                    a.shape[1], dtype=a.dtype
+                )
+                w = torch.linalg.solve(gram, ac.T @ bc)  # [in out]
+                lin.weight.copy_(w.T.float())
+                lin.bias.copy_((mb - ma @ w).float())
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

@@ -148,7 +148,8 @@ def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
     ]
     assert main(report) == 0
     page = (tmp_path / "page" / "bridge_single_double_quote.html").read_text()
-    assert page.count("CircuitsVis.render(") == 2 and "Steering the dense model" in page
+    assert page.count("CircuitsVis.render(") == 4 and "Steering the dense model" in page
+    assert page.count("↔ dense L") == 4
     summary = json.loads((tmp_path / "page" / "bridge_single_double_quote.json").read_text())
     assert len(summary["steering"]["p_target"]) == 11
     # errors: unknown task, missing bridges, a dense model of another depth
@@ -157,6 +158,23 @@ def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
     bad = [x if x != str(tmp_path / "b" / "bridges") else str(tmp_path / "nothing") for x in report]
     assert main(bad) == 2
     assert "missing" in capsys.readouterr().err
+    joint = [
+        "train-bridged",
+        "--dense",
+        str(dense),
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "j"),
+    ]
+    assert main([*joint, "--steps", "2", "--batch-size", "2", *c, "--quiet"]) == 0
+    from sparse_lens import HookedSparseTransformer
+
+    trained = HookedSparseTransformer.from_pretrained(tmp_path / "j" / "final")
+    assert trained.cfg.n_layers == 2 and (tmp_path / "j" / "bridges" / "bridges.json").is_file()
+    records = (tmp_path / "j" / "bridge_metrics.jsonl").read_text().splitlines()
+    assert len(records) == 2 and "kl_s2d" in json.loads(records[0])
+    capsys.readouterr()
     deep = tmp_path / "deep"
     args = ["train", "--preset", "tiny", "--dense-hf", "--out", str(deep), *c, "--quiet"]
     assert main(args) == 0

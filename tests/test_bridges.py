@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformer_lens.model_bridge import TransformerBridge
 
-from analyses.side_by_side import patching_pair, sink_profile
+from analyses.side_by_side import corresponding_heads, patching_pair, sink_profile
 from analyses.steering import equal_length_pairs, pick_read_node, steering_curve
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.bridges import (
@@ -256,3 +256,51 @@ def test_side_by_side_patching_and_sinks(dense, sparse, quote_batch, tok):
     finally:
         block.sinks.data.copy_(saved)
     assert base["removal_effect"][1, 2] == pytest.approx(loss - base["task_loss"], abs=1e-5)
+
+
+def test_fit_and_joint_training_update_the_right_parameters(dense, tok):
+    from sparse_lens.bridge_train import fit_bridges, train_bridged
+    from sparse_lens.train import TrainConfig
+
+    dmodel = load_dense(dense)
+    data = _Data(tok.vocab_size)
+    sparse = HookedSparseTransformer(
+        build_cfg(d_vocab=tok.vocab_size, weight_density=0.5), tokenizer=tok
+    )
+    b = Bridges(BridgeConfig(d_dense=D, d_sparse=D, n_layers=2))
+    before_s = {k: v.clone() for k, v in sparse.state_dict().items()}
+    before_b = [p.clone() for p in b.parameters()]
+    recs = fit_bridges(dmodel, sparse, b, data, steps=2, batch_size=2, progress=False)
+    assert len(recs) == 2 and all(r["nmse"] > 0 for r in recs)
+    assert all(torch.equal(v, sparse.state_dict()[k]) for k, v in before_s.items())
+    assert any(not torch.equal(p, q) for p, q in zip(before_b, b.parameters(), strict=True))
+    assert all(p.requires_grad for p in sparse.parameters())  # unfrozen afterwards
+    tcfg = TrainConfig(steps=3, batch_size=2, anneal_end=0.5, eval_every=3, log_every=1)
+    recs = train_bridged(dmodel, sparse, b, data, tcfg, progress=False)
+    assert len(recs) == 3
+    assert not torch.equal(before_s["blocks.0.attn.W_Q"], sparse.blocks[0].attn.W_Q)
+    density = float((sparse.blocks[0].mlp.W_in != 0).float().mean())
+    assert density == pytest.approx(0.5, abs=0.02)  # the sparse recipe's projection still holds
+    assert all(p.grad is None or p.requires_grad is False for p in dmodel.parameters())
+
+
+def test_least_squares_init_recovers_a_linear_map():
+    torch.manual_seed(0)
+    b = Bridges(BridgeConfig(d_dense=6, d_sparse=5, n_layers=1, afrac=1.0))
+    x = torch.randn(400, 6)
+    true = torch.randn(6, 5)
+    y = x @ true + 0.5
+    resid_d = {s: x for s in b.sites}
+    resid_s = {s: y for s in b.sites}
+    b.init_least_squares(resid_d, resid_s, ridge=1e-9)
+    site = b.sites[0]
+    with torch.no_grad():
+        assert torch.allclose(b.encode(site, x), y, atol=1e-3)
+        # 5 dims cannot carry 6: the decoder keeps the best 5-dim linear reconstruction
+        assert 0.05 < float(nmse(b.decode(site, y), x)) < 0.4
+
+
+def test_corresponding_heads_of_a_model_and_itself(sparse, quote_batch):
+    pairs = corresponding_heads(sparse, sparse, quote_batch, top=4)
+    assert len(pairs) == 4
+    assert all(s == d and sim == pytest.approx(1.0, abs=1e-5) for s, d, sim in pairs)
