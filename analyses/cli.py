@@ -104,6 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run = out / "run"
     resume = ["--resume"] if (run / "run.json").exists() else []
     preset = "tiny" if args.quick else "demo"
+    _check_reused_run(run, preset)
     if not (run / "final" / "config.json").exists():
         code = main(["train", "--preset", preset, "--out", str(run), *cache, *quiet, *resume])
         if code:
@@ -153,6 +154,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"({timings['total_s']:.0f} s)\n"
     )
     return 0
+
+
+def _check_reused_run(run: Path, preset_name: str) -> None:
+    """Refuse to reuse a run trained with other settings than the preset's (e.g. an older
+    ``demo`` preset), instead of silently reporting on a different model."""
+    from sparse_lens.io import read_json
+    from sparse_lens.presets import get_preset
+
+    config = run / "final" / "config.json"
+    info = run / "run.json"
+    source = config if config.is_file() else info if info.is_file() else None
+    if source is None:
+        return
+    try:
+        saved = read_json(source, "model config")
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    saved = saved.get("model_config", saved)
+    for key, want in get_preset(preset_name).model.items():
+        got = saved.get(key)
+        if isinstance(want, tuple | list):
+            want, got = list(want), list(got or [])
+        if got != want:
+            raise CLIError(
+                f"{run} was trained with {key}={got!r}, the {preset_name!r} preset has "
+                f"{want!r}; pass another --out (or delete {run}) to train anew"
+            )
 
 
 def _task_table(model_dir: Path, n: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:

@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "demo": Preset(
         name="demo",
-        description="the demo model: 4 layers, d_model 128, ~5.5 min on 2 CPU cores",
+        description="the demo model: 4 layers, d_model 128, ~5 min on 2 CPU cores",
         model=dict(
             n_layers=4,
             d_model=128,

@@ -44,6 +44,21 @@ def test_demo_resumes_without_retraining(demo):
     assert weights.stat().st_mtime_ns == before
 
 
+def test_demo_refuses_a_run_of_another_preset(demo, tmp_path, capsys):
+    out, cache = demo
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(out / "run", other / "run")
+    config = other / "run" / "final" / "config.json"
+    data = json.loads(config.read_text())
+    data["d_model"] = 48
+    config.write_text(json.dumps(data))
+    args = ["demo", "--quick", "--out", str(other), "--cache-dir", str(cache), "--quiet"]
+    assert main(args) == 2
+    assert "trained with d_model=48" in capsys.readouterr().err
+
+
 def test_report_from_a_circuit_file(demo, tmp_path, capsys):
     out, cache = demo
     circuit = out / "circuits" / "single_double_quote.json"
