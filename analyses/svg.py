@@ -95,21 +95,20 @@ def line_plot(
         f'<text transform="translate(12 {top + ph / 2}) rotate(-90)" '
         f'text-anchor="middle">{esc(ylabel)}</text>'
     )
-    for v, label in hlines:
-        if ylog and v <= 0:
+    refs = [(v, label, True) for v, label in hlines] + [(v, label, False) for v, label in vlines]
+    for v, label, horizontal in refs:
+        if (ylog if horizontal else xlog) and v <= 0:
             continue
-        y = py(tx(v, ylog))
+        if horizontal:
+            y = py(tx(v, ylog))
+            xy = f'x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}"'
+            at = f'x="{left + pw + 4}" y="{y + 4:.1f}"'
+        else:
+            x = px(tx(v, xlog))
+            xy = f'x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}"'
+            at = f'x="{x + 3:.1f}" y="{top + 10}"'
         out.append(
-            f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#555" '
-            f'stroke-dasharray="4 3"/><text x="{left + pw + 4}" y="{y + 4:.1f}">{esc(label)}</text>'
-        )
-    for v, label in vlines:
-        if xlog and v <= 0:
-            continue
-        x = px(tx(v, xlog))
-        out.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#555" '
-            f'stroke-dasharray="4 3"/><text x="{x + 3:.1f}" y="{top + 10}">{esc(label)}</text>'
+            f'<line {xy} stroke="#555" stroke-dasharray="4 3"/><text {at}>{esc(label)}</text>'
         )
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
