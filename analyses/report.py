@@ -430,10 +430,14 @@ def index_page(
                 "n_ctx",
                 "d_vocab",
                 "weight_density",
+                "embed_density",
                 "afrac",
+                "act_sparse_sites",
+                "attn_sinks",
             )
             if k in cfg
         ]
+        facts = [[k, ", ".join(v) if isinstance(v, list) else v] for k, v in facts]
         facts += [["preset", run_info.get("preset", "-")]]
         corpus = run_info.get("corpus", {})
         facts += [["corpus", f"{corpus.get('source', '-')} ({corpus.get('fingerprint', '-')})"]]
