@@ -9,6 +9,7 @@ for reading, not counted as edges.
 """
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ KIND_COLOUR = {
     "mlp_out": "#17becf",
 }
 READS, WRITES = ("attn_in", "mlp_in", "final"), ("attn_out", "mlp_out")
-DX, DY, LEFT, PAD = 16, 70, 120, 30
+DX, DY, LEFT, PAD, MAX_WIDTH = 16, 70, 120, 30, 2000
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,10 @@ def layout(circuit: Circuit, cfg: Any) -> tuple[list[GraphNode], list[str]]:
         for c in circuit.nodes.get(loc.hook, []):
             rows.setdefault(_row_key(loc.kind, loc.layer), []).append((loc, c))
     keys = sorted(rows)
-    width = max((len(v) + len({c // cfg.d_head for _, c in v}) for v in rows.values()), default=1)
+    slots = {k: len(v) + len({c // cfg.d_head for _, c in v}) for k, v in rows.items()}
+    # spacing: DX, squeezed for wide circuits so the widest row spans at most MAX_WIDTH pixels
+    dx = min(DX, MAX_WIDTH / max(slots.values(), default=1))
+    width = max(slots.values(), default=1)
     names, out = [], []
     for r, key in enumerate(keys):
         members = rows[key]
@@ -75,13 +79,13 @@ def layout(circuit: Circuit, cfg: Any) -> tuple[list[GraphNode], list[str]]:
         heads = [c // cfg.d_head if loc.kind in ("q", "k", "v") else None for loc, c in members]
         gaps = [0] + [int(heads[i] != heads[i - 1]) for i in range(1, len(members))]
         n_gaps = sum(gaps) if heads[0] is not None else 0
-        offset = LEFT + (width + 1 - len(members) - n_gaps) * DX / 2
+        offset = LEFT + (width + 1 - len(members) - n_gaps) * dx / 2
         y = float(PAD + (len(keys) - 1 - r) * DY + 20)
         shift = 0
         for i, (loc, c) in enumerate(members):
             head = heads[i]
             shift += gaps[i] if head is not None else 0
-            x = offset + (i + shift) * DX + DX / 2
+            x = offset + (i + shift) * dx + dx / 2
             out.append(
                 GraphNode(node_label(loc, c, cfg), loc.hook, loc.kind, loc.layer, c, r, x, y, head)
             )
@@ -110,12 +114,15 @@ def circuit_svg(
         return '<p class="note">the circuit keeps no nodes</p>'
     pos = {n.label: n for n in nodes}
     width = int(max(n.x for n in nodes) + DX + 40)
+    dense_rows = max(Counter(n.row for n in nodes).values()) * DX > MAX_WIDTH
+    radius_scale = 0.6 if dense_rows else 1.0
     height = int(PAD * 2 + len(names) * DY)
     wmax = max((abs(w) for _, _, w in circuit.edges), default=1.0) or 1.0
     emax = max((abs(i.get("effect", 0.0)) for i in node_info.values()), default=0.0)
     out = [
-        f'<svg width="{width}" height="{height}" class="circuit-graph" role="img" '
-        f'aria-label="circuit graph of {esc(circuit.task)}" style="font:10px sans-serif">'
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'style="max-width:100%;height:auto;font:10px sans-serif" class="circuit-graph" '
+        f'role="img" aria-label="circuit graph of {esc(circuit.task)}">'
     ]
     for r, name in enumerate(names):
         y = PAD + (len(names) - 1 - r) * DY + 20
@@ -156,7 +163,7 @@ def circuit_svg(
     for n in nodes:
         info = node_info.get(n.label, {})
         eff = abs(info.get("effect", 0.0))
-        radius = 3.0 + (4.0 * math.sqrt(eff / emax) if emax > 0 else 0.0)
+        radius = radius_scale * (3.0 + (4.0 * math.sqrt(eff / emax) if emax > 0 else 0.0))
         facts = "".join(f"\n{k}: {v:.4g}" for k, v in info.items())
         out.append(
             f'<g class="node" data-label="{esc(n.label)}"><circle cx="{n.x:.1f}" cy="{n.y:.1f}" '
