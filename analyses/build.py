@@ -9,17 +9,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from analyses.circuit_graph import circuit_dot
-from analyses.report import ReportConfig, circuit_page, index_page, read_metrics, write_text
+from analyses.report import ReportConfig, circuit_page, index_page, read_metrics
 from sparse_lens.circuit import Circuit
 from sparse_lens.data import prepare_data, tokenizer_hash
-from sparse_lens.io import read_json
+from sparse_lens.io import atomic_write_text, read_json
 from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.tasks import TASK_NAMES, evaluate_task, get_task, task_batch
+from sparse_lens.tasks import TASK_NAMES, get_task, task_table
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +111,15 @@ def build_report(
     if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
         metrics = read_metrics(src.run_dir / "metrics.jsonl")
     if src.task_table:
-        task_table = json.loads(src.task_table.read_text())
+        table = json.loads(src.task_table.read_text())
     else:
-        task_table = _task_table(model, task_n, rcfg.seed)
+        table = task_table(model, [get_task(n) for n in TASK_NAMES], "test", task_n, rcfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     links = []
     for circuit in circuits:
         task = get_task(circuit.task)
         dot = f"{circuit.task}.dot"
-        write_text(out / "circuits" / dot, circuit_dot(circuit, model.cfg))
+        atomic_write_text(out / "circuits" / dot, circuit_dot(circuit, model.cfg))
         html, data = circuit_page(
             model,
             circuit,
@@ -133,25 +130,19 @@ def build_report(
             back_link="../index.html",
             progress=progress,
         )
-        write_text(out / "circuits" / f"{circuit.task}.html", html)
-        write_text(out / "circuits" / f"{circuit.task}.report.json", json.dumps(data, indent=2))
+        atomic_write_text(out / "circuits" / f"{circuit.task}.html", html)
+        atomic_write_text(
+            out / "circuits" / f"{circuit.task}.report.json", json.dumps(data, indent=2)
+        )
         links.append((circuit, f"circuits/{circuit.task}.html"))
         log.info("circuit page: %s", out / "circuits" / f"{circuit.task}.html")
     index = index_page(
         title=title or f"sparse_lens report: {src.model_dir}",
         run_info=run_info,
         metrics=metrics,
-        task_table=task_table,
+        task_table=table,
         circuits=links,
         notes=src.notes,
     )
-    return write_text(out / "index.html", index)
-
-
-@torch.no_grad()
-def _task_table(model: HookedSparseTransformer, n: int, seed: int) -> dict[str, dict[str, Any]]:
-    rows = {}
-    for name in TASK_NAMES:
-        batch = task_batch(get_task(name), model.tokenizer, model.cfg.n_ctx, "test", n, seed)
-        rows[name] = evaluate_task(model, batch)
-    return rows
+    atomic_write_text(out / "index.html", index)
+    return out / "index.html"

@@ -22,7 +22,7 @@ from hooks import flat, node_mask
 from sparse_lens.circuit import Circuit
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.nodes import Location, node_label, node_locations
-from sparse_lens.tasks import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.tasks import TaskBatch, binary_logits, binary_task_loss, task_loss
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,6 @@ def circuit_node_refs(circuit: Circuit, cfg: Any) -> list[NodeRef]:
         for h, chans in circuit.nodes.items()
         for c in chans
     ]
-
-
-@torch.no_grad()
-def _loss(model: HookedSparseTransformer, batch: TaskBatch, hooks: list) -> float:
-    logits = model.run_with_hooks(batch.tokens.to(model.W_E.device), fwd_hooks=hooks)
-    return float(binary_task_loss(binary_logits(logits, batch)).mean())
 
 
 def attribution_effects(
@@ -98,7 +92,7 @@ def knockout_effects(
     base_hooks = circuit.fwd_hooks(model, batch.tokens)
     masks = circuit.masks()
     index = {name: i for i, (name, _) in enumerate(base_hooks) if name in masks}
-    base = _loss(model, batch, base_hooks)
+    base = task_loss(model, batch, base_hooks)
     effects = {}
     wanted = None if labels is None else set(labels)
     for ref in circuit_node_refs(circuit, model.cfg):
@@ -109,7 +103,7 @@ def knockout_effects(
         hooks = list(base_hooks)
         baseline = torch.tensor(circuit.baselines[ref.hook])
         hooks[index[ref.hook]] = (ref.hook, node_mask(mask, baseline))
-        effects[ref.label] = _loss(model, batch, hooks) - base
+        effects[ref.label] = task_loss(model, batch, hooks) - base
     return base, effects
 
 

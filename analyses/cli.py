@@ -186,19 +186,16 @@ def _check_reused_run(run: Path, preset_name: str) -> None:
 def _task_table(model_dir: Path, n: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Test-split task table, and per task the worse of its test and validation losses."""
     from sparse_lens.model import HookedSparseTransformer
-    from sparse_lens.tasks import TASK_NAMES, evaluate_task, get_task, task_batch
+    from sparse_lens.tasks import TASK_NAMES, get_task, task_table
 
     try:
         model = HookedSparseTransformer.from_pretrained(model_dir).eval()
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
-    table, worst = {}, {}
-    for name in TASK_NAMES:
-        task = get_task(name)
-        test = task_batch(task, model.tokenizer, model.cfg.n_ctx, "test", n)
-        val = task_batch(task, model.tokenizer, model.cfg.n_ctx, "val", max(n // 2, 16))
-        table[name] = evaluate_task(model, test) | {"dropped": test.n_dropped}
-        worst[name] = max(table[name]["loss"], evaluate_task(model, val)["loss"])
+    tasks = [get_task(name) for name in TASK_NAMES]
+    table = task_table(model, tasks, "test", n)
+    val = task_table(model, tasks, "val", max(n // 2, 16))
+    worst = {name: max(table[name]["loss"], val[name]["loss"]) for name in table}
     return table, worst
 
 
@@ -219,11 +216,11 @@ def _add_bridge_report(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bridge_report(args: argparse.Namespace) -> int:
     from analyses.bridge_report import bridge_analyses, bridge_page
-    from analyses.report import write_text
     from sparse_lens.bridges import Bridges
     from sparse_lens.circuit import Circuit
     from sparse_lens.data import prepare_data
     from sparse_lens.dense import load_dense
+    from sparse_lens.io import atomic_write_text
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.tasks import get_task
 
@@ -238,9 +235,8 @@ def cmd_bridge_report(args: argparse.Namespace) -> int:
         result = bridge_analyses(dense, sparse, bridges, task, windows, circuit=circuit, n=args.n)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CLIError(str(e).strip("'\"")) from e
-    page = write_text(
-        args.out / f"bridge_{task.name}.html", bridge_page(dense, sparse, result, task)
-    )
+    page = args.out / f"bridge_{task.name}.html"
+    atomic_write_text(page, bridge_page(dense, sparse, result, task))
     s = result["steering"]
     summary = {
         "bridges": result["bridges"],
@@ -254,7 +250,7 @@ def cmd_bridge_report(args: argparse.Namespace) -> int:
             "n_pairs": s.n_pairs,
         },
     }
-    write_text(args.out / f"bridge_{task.name}.json", json.dumps(summary, indent=2))
+    atomic_write_text(args.out / f"bridge_{task.name}.json", json.dumps(summary, indent=2))
     sys.stdout.write(
         f"steering {s.node}: P(target) {s.p_target[0]:.3g} -> {s.p_target[-1]:.3g} "
         f"(random control {s.p_target_random[0]:.3g} -> {s.p_target_random[-1]:.3g}); "

@@ -33,7 +33,6 @@ from analyses.circuit_nodes import (
 from analyses.html import Page, RawHTML, esc, table
 from analyses.svg import Series, bar_chart, line_plot
 from sparse_lens.circuit import Circuit
-from sparse_lens.io import atomic_write
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.tasks import Task, TaskBatch, task_batch
 
@@ -483,9 +482,3 @@ def index_page(
             )
         )
     return page.render()
-
-
-def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
-    return path

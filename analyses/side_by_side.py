@@ -20,7 +20,7 @@ from torch import Tensor
 from transformer_lens import patching
 
 from analyses.steering import equal_length_pairs
-from sparse_lens.tasks import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.tasks import TaskBatch, binary_logits, task_loss
 
 
 def _pair_tokens(batch: TaskBatch) -> tuple[Tensor, Tensor, Tensor, TaskBatch, TaskBatch]:
@@ -76,11 +76,6 @@ def _sink_probs(model: Any, tokens: Tensor, learned: bool) -> list[Tensor]:
     return out
 
 
-def _task_loss(model: Any, batch: TaskBatch, hooks: list) -> float:
-    logits = model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
-    return float(binary_task_loss(binary_logits(logits, batch)).mean())
-
-
 @torch.no_grad()
 def sink_profile(
     model: Any, batch: TaskBatch, corpus: Int[Tensor, "batch pos"], learned: bool
@@ -98,12 +93,12 @@ def sink_profile(
             x = at_answer[layer, :, head]
             if x.std() > 1e-6 and label.std() > 0:
                 threshold[layer, head] = torch.corrcoef(torch.stack([x, label]))[0, 1].abs()
-    base = _task_loss(model, batch, [])
+    base = task_loss(model, batch, [])
     removal = torch.zeros(n_layers, n_heads)
     for layer in range(n_layers):
         for head in range(n_heads):
             hooks = _remove_sink_hooks(model, layer, head, learned)
-            removal[layer, head] = _task_loss(model, batch, hooks) - base
+            removal[layer, head] = task_loss(model, batch, hooks) - base
     return {
         "corpus_sink_mass": corpus_mass,
         "task_sink_mass": at_answer.mean(dim=1),

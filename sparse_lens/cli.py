@@ -170,7 +170,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     import json
 
     from sparse_lens.model import HookedSparseTransformer
-    from sparse_lens.tasks import TASK_NAMES, evaluate_task, get_task, load_custom_task, task_batch
+    from sparse_lens.tasks import TASK_NAMES, get_task, load_custom_task, task_table
 
     try:
         model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
@@ -181,15 +181,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             tasks.append(load_custom_task(args.custom, model.tokenizer))
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
-    rows = {}
-    for task in tasks:
-        try:
-            batch = task_batch(
-                task, model.tokenizer, model.cfg.n_ctx, args.split, args.n, args.seed
-            )
-        except ValueError as e:
-            raise CLIError(str(e)) from e
-        rows[task.name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
+    try:
+        rows = task_table(model, tasks, args.split, args.n, args.seed)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0

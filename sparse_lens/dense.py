@@ -170,15 +170,3 @@ def load_dense(path: str | Path, *, compatibility_mode: bool = True) -> Any:
     for p in bridge.parameters():  # frozen: bridges and the sparse model learn, it does not
         p.requires_grad_(False)
     return bridge.eval()
-
-
-def dense_tokenizer_matches(dense: Any, tokenizer: Tokenizer) -> None:
-    """Raise ``ValueError`` unless the dense model's tokenizer has the sparse model's vocabulary."""
-    theirs = dense.tokenizer.get_vocab()
-    ours = tokenizer.to_hf().get_vocab()
-    if theirs != ours:
-        diff = len(set(theirs.items()) ^ set(ours.items()))
-        raise ValueError(
-            f"the dense and sparse models use different tokenizers "
-            f"(vocab sizes {len(theirs)} vs {len(ours)}, {diff} differing entries)"
-        )

@@ -27,16 +27,9 @@ from sparse_lens.tasks import (
     Task,
     TaskBatch,
     TaskExample,
-    binary_logits,
-    binary_task_loss,
     task_batch,
+    task_loss,
 )
-
-
-def _loss(model: HookedSparseTransformer, batch: TaskBatch, hooks: list) -> float:
-    with torch.no_grad():
-        logits = model.run_with_hooks(batch.tokens.to(model.W_E.device), fwd_hooks=hooks)
-    return float(binary_task_loss(binary_logits(logits, batch)).mean())
 
 
 def necessity(model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch) -> float:
@@ -45,7 +38,7 @@ def necessity(model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch
         (h, node_mask(1 - m, torch.tensor(circuit.baselines[h])))
         for h, m in circuit.masks().items()
     ]
-    return _loss(model, batch, hooks)
+    return task_loss(model, batch, hooks)
 
 
 def node_agreement(
@@ -120,7 +113,7 @@ def interchange(
                 return flat.reshape(act.shape)
 
             patches.append((h, patch))
-        out[str(frac)] = _loss(model, batch, circuit.fwd_hooks(model, batch.tokens) + patches)
+        out[str(frac)] = task_loss(model, batch, circuit.fwd_hooks(model, batch.tokens) + patches)
     return out
 
 
@@ -177,10 +170,10 @@ def faithfulness_report(
     if tok is None:
         raise ValueError("the faithfulness report needs a model with a tokenizer")
     test = task_batch(task, tok, model.cfg.n_ctx, "test", n, pcfg.seed)
-    full = _loss(model, test, [])
+    full = task_loss(model, test, [])
     report: dict[str, Any] = {
         "full_model_loss": full,
-        "sufficiency_loss": _loss(model, test, circuit.fwd_hooks(model, test.tokens)),
+        "sufficiency_loss": task_loss(model, test, circuit.fwd_hooks(model, test.tokens)),
         "necessity_loss": necessity(model, circuit, test),
         "node_agreement": node_agreement(model, circuit, test),
         "interchange": interchange(model, circuit, test),

@@ -269,6 +269,26 @@ def task_metrics(logits: Float[Tensor, "batch pos d_vocab"], batch: TaskBatch) -
 
 
 @torch.no_grad()
+def task_loss(model: Any, batch: TaskBatch, fwd_hooks: list | None = None) -> float:
+    """Mean task loss of ``model`` under ``fwd_hooks`` on the whole ``batch`` in one forward
+    pass (hooks tied to the batch, e.g. frozen norm scales, need exactly that batch)."""
+    device = next(model.parameters()).device
+    logits = model.run_with_hooks(batch.tokens.to(device), fwd_hooks=fwd_hooks or [])
+    return float(binary_task_loss(binary_logits(logits, batch)).mean())
+
+
+def task_table(
+    model: Any, tasks: Sequence[Task], split: str = "test", n: int = 200, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Loss, accuracy, n and dropped examples of ``model`` on each task's ``split``."""
+    rows = {}
+    for task in tasks:
+        batch = task_batch(task, model.tokenizer, model.cfg.n_ctx, split, n, seed)
+        rows[task.name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
+    return rows
+
+
+@torch.no_grad()
 def evaluate_task(
     model: Any, batch: TaskBatch, fwd_hooks: list | None = None, batch_size: int = 64
 ) -> dict[str, float]:
