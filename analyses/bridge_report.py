@@ -38,7 +38,7 @@ def bridge_analyses(
         for k in ("attn", "mlp")
     }
     if circuit is not None:
-        circuit._check_model(sparse)
+        circuit.check_model(sparse)
         reads = {h: circuit.nodes.get(h, []) for h in reads}
     hook, channel, score = pick_read_node(sparse, batch, reads)
     steer = steering_curve(dense, sparse, bridges, batch, hook, channel, windows, seed=seed)

@@ -19,28 +19,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooks import flat, node_mask
-from sparse_lens.circuit import Circuit
+from sparse_lens.circuit import Circuit, NodeRef
 from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.nodes import Location, node_label, node_locations
+from sparse_lens.nodes import node_locations
 from sparse_lens.tasks import TaskBatch, binary_logits, binary_task_loss, task_loss
-
-
-@dataclass(frozen=True)
-class NodeRef:
-    """A node: its label, hook and channel."""
-
-    label: str
-    hook: str
-    channel: int
-
-
-def circuit_node_refs(circuit: Circuit, cfg: Any) -> list[NodeRef]:
-    locs: dict[str, Location] = {loc.hook: loc for loc in node_locations(cfg)}
-    return [
-        NodeRef(node_label(locs[h], c, cfg), h, c)
-        for h, chans in circuit.nodes.items()
-        for c in chans
-    ]
 
 
 def attribution_effects(
@@ -65,9 +47,9 @@ def attribution_effects(
     sizes = {loc.hook: loc.size for loc in node_locations(model.cfg)}
     valid = (torch.arange(batch.tokens.shape[1])[None, :] <= batch.last[:, None]).float()
     out = {}
-    refs = {r.hook: [] for r in circuit_node_refs(circuit, model.cfg)}
-    for r in circuit_node_refs(circuit, model.cfg):
-        refs[r.hook].append(r)
+    refs: dict[str, list[NodeRef]] = {}
+    for r in circuit.node_refs(model.cfg):
+        refs.setdefault(r.hook, []).append(r)
     for name, grad in zip(names, grads, strict=True):
         if name not in refs:
             continue
@@ -95,7 +77,7 @@ def knockout_effects(
     base = task_loss(model, batch, base_hooks)
     effects = {}
     wanted = None if labels is None else set(labels)
-    for ref in circuit_node_refs(circuit, model.cfg):
+    for ref in circuit.node_refs(model.cfg):
         if wanted is not None and ref.label not in wanted:
             continue
         mask = masks[ref.hook].clone()
@@ -190,8 +172,4 @@ def circuit_patterns(
 
 def circuit_heads(circuit: Circuit, cfg: Any) -> list[tuple[int, int]]:
     """``(layer, head)`` of every head with at least one kept q, k or v channel."""
-    heads = set()
-    for loc in node_locations(cfg):
-        if loc.kind in ("q", "k", "v"):
-            heads |= {(loc.layer, c // cfg.d_head) for c in circuit.nodes.get(loc.hook, [])}
-    return sorted(heads)
+    return sorted({(r.layer, r.head) for r in circuit.node_refs(cfg) if r.head is not None})

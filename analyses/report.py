@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from analyses.circuit_graph import GRAPH_SCRIPT, KIND_COLOUR, circuit_svg
 from analyses.circuit_nodes import (
     attribution_effects,
-    circuit_node_refs,
     circuit_patterns,
     knockout_effects,
     node_values,
@@ -154,7 +153,7 @@ def circuit_page(
     page.add(table(["", ""], _summary_rows(circuit, task)))
 
     attribution = attribution_effects(model, circuit, batch)
-    refs = circuit_node_refs(circuit, model.cfg)
+    refs = circuit.node_refs(model.cfg)
     by_estimate = sorted(refs, key=lambda r: -abs(attribution[r.label]))
     exact = [r.label for r in by_estimate[: rcfg.n_exact_knockouts]]
     loss, knockouts = knockout_effects(model, circuit, batch, exact)
@@ -258,11 +257,9 @@ def _heads_section(
         "the attention a query gives to the sink (nothing); rows of a pattern sum to 1 minus it.</p>"
     )
     weight = {h: 0.0 for h in patterns}
-    for label, e in effects.items():
-        parts = label.split(".")  # e.g. 1.attn.v.h3.c2
-        if len(parts) == 5 and parts[2] in ("q", "k", "v"):
-            key = (int(parts[0]), int(parts[3][1:]))
-            weight[key] = weight.get(key, 0.0) + abs(e)
+    for r in circuit.node_refs(model.cfg):
+        if r.head is not None:
+            weight[(r.layer, r.head)] += abs(effects[r.label])
     chosen = sorted(sorted(patterns, key=lambda h: -weight[h])[: rcfg.max_heads])
     if len(chosen) < len(patterns):
         page.p(

@@ -68,6 +68,18 @@ def circuit_edges(
     return edges
 
 
+@dataclass(frozen=True, kw_only=True)
+class NodeRef:
+    """One kept node: its label, hook and channel, location kind, layer and (q/k/v) head."""
+
+    label: str
+    hook: str
+    channel: int
+    kind: str
+    layer: int
+    head: int | None
+
+
 @dataclass
 class Circuit:
     """A pruned circuit for one task on one model."""
@@ -133,9 +145,24 @@ class Circuit:
     def n_edges(self) -> int:
         return len(self.edges)
 
-    def node_labels(self, cfg: Any) -> list[str]:
+    def node_refs(self, cfg: Any) -> list["NodeRef"]:
+        """Every kept node, in the order of ``nodes``."""
         locs = _by_hook(cfg)
-        return [node_label(locs[h], i, cfg) for h, idx in self.nodes.items() for i in idx]
+        return [
+            NodeRef(
+                label=node_label(locs[h], c, cfg),
+                hook=h,
+                channel=c,
+                kind=locs[h].kind,
+                layer=locs[h].layer,
+                head=c // cfg.d_head if locs[h].kind in ("q", "k", "v") else None,
+            )
+            for h, chans in self.nodes.items()
+            for c in chans
+        ]
+
+    def node_labels(self, cfg: Any) -> list[str]:
+        return [r.label for r in self.node_refs(cfg)]
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -166,7 +193,8 @@ class Circuit:
             raise ValueError(f"{path}: malformed circuit file: {e}") from e
 
     # -- running -------------------------------------------------------------------------------
-    def _check_model(self, model: HookedSparseTransformer) -> None:
+    def check_model(self, model: HookedSparseTransformer) -> None:
+        """Raise ``ValueError`` unless ``model`` is the model this circuit was extracted from."""
         from sparse_lens.prune import model_fingerprint
 
         got = model_fingerprint(model)
@@ -189,7 +217,7 @@ class Circuit:
         """Hooks running ``model`` as this circuit. ``tokens`` is needed with frozen norms."""
         from sparse_lens.prune import norm_scale_hooks
 
-        self._check_model(model)
+        self.check_model(model)
         if self.ablation == "resample":
             raise ValueError("a resample-ablated circuit needs resample sources; use the Pruner")
         hooks: list[tuple[str, Any]] = []
@@ -204,7 +232,7 @@ class Circuit:
     @torch.no_grad()
     def to_model(self, model: HookedSparseTransformer) -> HookedSparseTransformer:
         """A standalone model computing this circuit (see the module docstring)."""
-        self._check_model(model)
+        self.check_model(model)
         if self.ablation == "resample" or self.freeze_norms:
             raise ValueError(
                 "only mean- or zero-ablated circuits without frozen norms bake into weights"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from analyses.circuit_graph import circuit_dot, layout, residual_paths
-from analyses.circuit_nodes import attribution_effects, circuit_node_refs, knockout_effects
+from analyses.circuit_nodes import attribution_effects, knockout_effects
 from analyses.html import circuitsvis_bundle
 from analyses.report import ReportConfig, circuit_page, index_page, training_plots
 from analyses.svg import Series, bar_chart, line_plot
@@ -164,7 +164,7 @@ def test_attribution_is_the_derivative_of_the_masked_loss(setup):
     model, circuit, _, _ = setup
     batch = task_batch(get_task(TASK), model.tokenizer, 64, "test", 8)
     attr = attribution_effects(model, circuit, batch)
-    ref = max(circuit_node_refs(circuit, model.cfg), key=lambda r: abs(attr[r.label]))
+    ref = max(circuit.node_refs(model.cfg), key=lambda r: abs(attr[r.label]))
     base, exact = knockout_effects(model, circuit, batch, [ref.label])
     assert set(exact) == {ref.label}
 
