@@ -31,6 +31,7 @@ from analyses.circuit_nodes import (
 )
 from analyses.html import Page, RawHTML, esc, table
 from analyses.svg import Series, bar_chart, line_plot
+from sparse_lens.checks import require_min
 from sparse_lens.circuit import Circuit
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.tasks import Task, TaskBatch, task_batch
@@ -51,11 +52,10 @@ class ReportConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_examples", "n_windows", "n_contexts", "max_heads", "n_exact_knockouts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_node_panels < 0:
-            raise ValueError(f"max_node_panels must be >= 0, got {self.max_node_panels}")
+        require_min(
+            self, ("n_examples", "n_windows", "n_contexts", "max_heads", "n_exact_knockouts"), 1
+        )
+        require_min(self, ("max_node_panels",), 0)
 
 
 def _class_examples(batch: TaskBatch) -> list[int]:

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformer_lens.ActivationCache import ActivationCache
 
+from sparse_lens.checks import require_min
 from sparse_lens.io import atomic_write, atomic_write_json, read_json
 from sparse_lens.sparsity import abs_topk
 
@@ -56,14 +57,10 @@ class BridgeConfig:
     ce_coef: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("d_dense", "d_sparse", "n_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_min(self, ("d_dense", "d_sparse", "n_layers"), 1)
         if not 0.0 < self.afrac <= 1.0:
             raise ValueError(f"afrac must be in (0, 1], got {self.afrac}")
-        for name in ("nmse_coef", "kl_d2s_coef", "kl_s2d_coef", "ce_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        require_min(self, ("nmse_coef", "kl_d2s_coef", "kl_s2d_coef", "ce_coef"), 0)
 
     @property
     def k(self) -> int:

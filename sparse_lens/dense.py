@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from sparse_lens.checks import require_min
 from sparse_lens.data import WindowSource
 from sparse_lens.io import atomic_write_json, read_json
 from sparse_lens.tokenizer import Tokenizer
@@ -47,13 +48,10 @@ class DenseConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads", "n_ctx", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_min(self, ("n_layers", "d_model", "n_heads", "n_ctx", "steps", "batch_size"), 1)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        require_min(self, ("lr",), 0, strict=True)
 
 
 def gpt2_config(cfg: DenseConfig, tokenizer: Tokenizer) -> Any:

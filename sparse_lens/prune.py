@@ -31,6 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooks import node_mask
+from sparse_lens.checks import require_min
 from sparse_lens.io import atomic_write
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.nodes import Location, node_locations
@@ -66,12 +67,8 @@ class PruneConfig:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
         if not self.target_loss > 0:
             raise ValueError(f"target_loss must be > 0, got {self.target_loss!r}")
-        for name in ("steps", "batch_pairs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("k_coef", "lr", "heaviside_temp"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        require_min(self, ("steps", "batch_pairs"), 1)
+        require_min(self, ("k_coef", "lr", "heaviside_temp"), 0, strict=True)
 
 
 class _HeavisideSTE(torch.autograd.Function):

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from sparse_lens.checkpoint import load_pretrained
+from sparse_lens.checks import require_min
 from sparse_lens.config import SparseTransformerConfig
 from sparse_lens.data import TokenData
 from sparse_lens.io import atomic_write, atomic_write_json, read_json
@@ -94,11 +95,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        require_min(self, ("steps", "batch_size", "eval_every", "log_every", "checkpoint_every"), 1)
+        require_min(self, ("lr",), 0, strict=True)
         for name in ("warmup_frac", "anneal_start", "anneal_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
