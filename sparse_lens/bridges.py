@@ -239,15 +239,11 @@ def hybrid_forward(
     cross = bridges.encode if direction == "d2s" else bridges.decode
     _, first_cache = first.run_with_cache(tokens)
     moved = cross(site, first_cache[site])
-    store: dict[str, Tensor] = {}
-    with torch.no_grad():  # the hook names the finishing model caches (some are gated off)
-        names = list(second.run_with_cache(tokens)[1].keys())
-
-    hooks = [(site, _replacer(moved))] + [(n, _saver(store, n)) for n in names]
-    logits = second.run_with_hooks(tokens, fwd_hooks=hooks)
+    with second.hooks(fwd_hooks=[(site, _replacer(moved))]):  # removed on exit, errors too
+        logits, second_cache = second.run_with_cache(tokens)
     first_name, second_name = ("dense", "sparse") if direction == "d2s" else ("sparse", "dense")
     merged = {f"{first_name}.{k}": v for k, v in first_cache.items()}
-    merged |= {f"{second_name}.{k}": v.detach() for k, v in store.items()}
+    merged |= {f"{second_name}.{k}": v for k, v in second_cache.items()}
     return logits, ActivationCache(merged, second)
 
 

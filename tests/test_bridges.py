@@ -143,6 +143,11 @@ def test_loss_terms_against_hand_computation(dense, sparse, tok):
             float(nmse(dec, dc[site])), rel=1e-5
         )
         hyb = sparse.run_with_hooks(x, fwd_hooks=[(site, lambda a, hook: enc)])
+        logits, cache = hybrid_forward(dmodel, sparse, b, x, site, "d2s")
+        torch.testing.assert_close(logits, hyb)
+        torch.testing.assert_close(cache[f"sparse.{site}"], enc)
+        torch.testing.assert_close(cache[f"dense.{site}"], dc[site])
+        assert torch.equal(sparse(x), s_logits)  # the replacement hook is gone again
         assert out["per_site"][site]["kl_d2s"] == pytest.approx(
             float(kl_div(d_logits, hyb)), rel=1e-4
         )
