@@ -9,7 +9,7 @@ import torch
 
 from analyses.html import Page, table
 from analyses.side_by_side import corresponding_heads, patching_pair, sink_profile
-from analyses.steering import SteeringResult, pick_read_node, steering_curve
+from analyses.steering import SteeringResult, paired_batches, pick_read_node, steering_curve
 from analyses.svg import Series, heatmap, line_plot
 from sparse_lens.bridge_train import evaluate_bridges
 from sparse_lens.bridges import Bridges, check_pair
@@ -124,9 +124,9 @@ def bridge_page(
     page.h2("Steering through the bridge", "steering")
     s: SteeringResult = data["steering"]
     batch = data["batch"]
-    pairs = [(i, i + 1) for i in range(0, len(batch) - 1, 2)]
-    target = repr(tok.decode([int(batch.correct[pairs[0][1]])]))
-    presented = repr(tok.decode([int(batch.correct[pairs[0][0]])]))
+    shown, counterfactual = paired_batches(batch)  # the pairs the steering curve is over
+    target = repr(tok.decode([int(counterfactual.correct[0])]))
+    presented = repr(tok.decode([int(shown.correct[0])]))
     page.p(
         f"Node {s.node} (separation score {data['steering_node_score']:.2f}) steered from the "
         f"presented context toward its counterfactual over {s.n_pairs} pairs; the control adds a "
@@ -208,10 +208,9 @@ def bridge_page(
         "contexts is most similar (cosine similarity of the patterns).",
         "note",
     )
-    example = pairs[0][0]
-    n = int(batch.last[example]) + 1
-    tokens = [tok.decode([t]) for t in batch.tokens[example, :n].tolist()]
-    one = batch.tokens[example : example + 1, :n]
+    n = int(shown.last[0]) + 1
+    tokens = [tok.decode([t]) for t in shown.tokens[0, :n].tolist()]
+    one = shown.tokens[:1, :n]
     _, s_cache = sparse.run_with_cache(one)
     _, d_cache = dense.run_with_cache(one)
     for (sl, sh), (dl, dh), sim in data["corresponding"][:max_heads]:

@@ -19,19 +19,8 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import patching
 
-from analyses.steering import equal_length_pairs
+from analyses.steering import paired_batches
 from sparse_lens.tasks import TaskBatch, binary_logits, task_loss
-
-
-def _pair_tokens(batch: TaskBatch) -> tuple[Tensor, Tensor, Tensor, TaskBatch, TaskBatch]:
-    pairs = equal_length_pairs(batch)
-    if not pairs:
-        raise ValueError("no minimal pair has two contexts of the same length")
-    a = [p[0] for p in pairs]
-    b = [p[1] for p in pairs]
-    clean, corrupt = batch.subset(a), batch.subset(b)
-    width = max(clean.tokens.shape[1], corrupt.tokens.shape[1])
-    return clean.tokens[:, :width], corrupt.tokens[:, :width], clean.last, clean, corrupt
 
 
 def _logit_diff(logits: Tensor, batch: TaskBatch) -> Tensor:
@@ -42,7 +31,8 @@ def _logit_diff(logits: Tensor, batch: TaskBatch) -> Tensor:
 @torch.no_grad()
 def patching_pair(model: Any, batch: TaskBatch) -> dict[str, Any]:
     """Residual and head-output patching of ``model`` on the task's equal-length pairs."""
-    clean_tokens, corrupt_tokens, _, clean, _ = _pair_tokens(batch)
+    clean, corrupt = paired_batches(batch)
+    clean_tokens, corrupt_tokens = clean.tokens, corrupt.tokens
     clean_logits, clean_cache = model.run_with_cache(clean_tokens)
     corrupt_logits = model(corrupt_tokens)
     clean_ld = float(_logit_diff(clean_logits, clean))

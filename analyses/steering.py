@@ -60,6 +60,15 @@ def equal_length_pairs(batch: TaskBatch) -> list[tuple[int, int]]:
     ]
 
 
+def paired_batches(batch: TaskBatch) -> tuple[TaskBatch, TaskBatch]:
+    """The ``a`` (presented) and ``b`` (counterfactual) sides of the equal-length pairs, as two
+    aligned batches of the same width."""
+    pairs = equal_length_pairs(batch)
+    if not pairs:
+        raise ValueError("no minimal pair has two contexts of the same length")
+    return batch.subset([a for a, _ in pairs]), batch.subset([b for _, b in pairs])
+
+
 @torch.no_grad()
 def mean_rms(model: HookedSparseTransformer, site: str, tokens: Int[Tensor, "batch pos"]) -> float:
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == site)
@@ -80,38 +89,29 @@ def steering_curve(
 ) -> SteeringResult:
     """P(counterfactual answer) of the dense model against steering strength (module doc)."""
     strengths = strengths if strengths is not None else [i / 10 for i in range(11)]
-    site, _, norm = node_site(hook)
+    site, layer, norm = node_site(hook)
     if not 0 <= channel < sparse.cfg.d_model:
         raise ValueError(f"channel {channel} out of range for d_model {sparse.cfg.d_model}")
-    pairs = equal_length_pairs(batch)
-    if not pairs:
-        raise ValueError("no minimal pair has two contexts of the same length")
-    a_idx = torch.tensor([a for a, _ in pairs])
-    b_idx = torch.tensor([b for _, b in pairs])
-    width = int(batch.last[a_idx].max()) + 1
-    tok_a, tok_b = batch.tokens[a_idx, :width], batch.tokens[b_idx, :width]
-    _, ca = sparse.run_with_cache(tok_a, names_filter=lambda n: n == hook)
-    _, cb = sparse.run_with_cache(tok_b, names_filter=lambda n: n == hook)
+    a, b = paired_batches(batch)
+    _, ca = sparse.run_with_cache(a.tokens, names_filter=lambda n: n == hook)
+    _, cb = sparse.run_with_cache(b.tokens, names_filter=lambda n: n == hook)
     delta_post = cb[hook][..., channel] - ca[hook][..., channel]  # [pairs pos]
-    weight = float(getattr(sparse.blocks[int(hook.split(".")[1])], norm).w[channel])
+    weight = float(getattr(sparse.blocks[layer], norm).w[channel])
     delta_pre = delta_post * mean_rms(sparse, site, reference) / weight
     column = bridges.decoders[bridges.index(site)].weight[:, channel]  # [d_dense]
     perturb = delta_pre[..., None] * column  # [pairs pos d_dense]
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(perturb.shape[-1], generator=gen)
     random = perturb.norm(dim=-1, keepdim=True) * rand / rand.norm()
-    last = batch.last[a_idx]
-    target = batch.correct[b_idx]
-    presented = batch.correct[a_idx]
+    rows = torch.arange(len(a))
 
     def probs(add: Tensor, s: float) -> tuple[float, float]:
         def hook_fn(act: Tensor, hook: Any) -> Tensor:
             return act + s * add.to(act.dtype)
 
-        logits = dense.run_with_hooks(tok_a, fwd_hooks=[(site, hook_fn)])
-        p = logits[torch.arange(len(pairs)), last].float().softmax(dim=-1)
-        rows = torch.arange(len(pairs))
-        return float(p[rows, target].mean()), float(p[rows, presented].mean())
+        logits = dense.run_with_hooks(a.tokens, fwd_hooks=[(site, hook_fn)])
+        p = logits[rows, a.last].float().softmax(dim=-1)
+        return float(p[rows, b.correct].mean()), float(p[rows, a.correct].mean())
 
     curve = [probs(perturb, s) for s in strengths]
     control = [probs(random, s)[0] for s in strengths]
@@ -122,7 +122,7 @@ def steering_curve(
         p_target=[c[0] for c in curve],
         p_target_random=control,
         p_presented=[c[1] for c in curve],
-        n_pairs=len(pairs),
+        n_pairs=len(a),
         extra={"mean_abs_delta_post": float(delta_post.abs().mean())},
     )
 
@@ -136,21 +136,16 @@ def pick_read_node(
     """The residual-read node (among ``candidates``: hook -> channels) whose value at the answer
     position best separates the two contexts of each pair: ``(hook, channel, score)`` with score
     ``|mean(b - a)| / std(b - a)``."""
-    pairs = equal_length_pairs(batch)
-    if not pairs:
-        raise ValueError("no minimal pair has two contexts of the same length")
+    a, b = paired_batches(batch)
     hooks = [h for h in candidates if candidates[h] and h.endswith(("attn.hook_in", "mlp.hook_in"))]
     if not hooks:
         raise ValueError("the circuit keeps no residual-read (attn_in/mlp_in) node")
-    _, cache = sparse.run_with_cache(batch.tokens, names_filter=lambda n: n in hooks)
-    a = torch.tensor([p[0] for p in pairs])
-    b = torch.tensor([p[1] for p in pairs])
+    _, ca = sparse.run_with_cache(a.tokens, names_filter=lambda n: n in hooks)
+    _, cb = sparse.run_with_cache(b.tokens, names_filter=lambda n: n in hooks)
+    rows = torch.arange(len(a))
     best = ("", -1, -1.0)
     for h in hooks:
-        x = cache[h]
-        da = x[a, batch.last[a]]
-        db = x[b, batch.last[b]]
-        diff = (db - da)[:, candidates[h]]
+        diff = (cb[h][rows, b.last] - ca[h][rows, a.last])[:, candidates[h]]
         score = diff.mean(0).abs() / (diff.std(0) + 1e-6)
         i = int(score.argmax())
         if float(score[i]) > best[2]:
