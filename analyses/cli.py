@@ -158,29 +158,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _check_reused_run(run: Path, preset_name: str) -> None:
     """Refuse to reuse a run trained with other settings than the preset's (e.g. an older
-    ``demo`` preset), instead of silently reporting on a different model."""
+    ``demo`` preset: model shape, densities, steps, idiom share ...), instead of silently
+    reporting on a different model."""
     from sparse_lens.io import read_json
     from sparse_lens.presets import get_preset
 
+    preset = get_preset(preset_name)
     config = run / "final" / "config.json"
     info = run / "run.json"
-    source = config if config.is_file() else info if info.is_file() else None
-    if source is None:
-        return
+    checks: list[tuple[dict, dict]] = []
     try:
-        saved = read_json(source, "model config")
+        if config.is_file():
+            checks.append((read_json(config, "model config"), preset.model))
+        if info.is_file():
+            saved = read_json(info, "run")
+            checks.append((saved.get("model_config", {}), preset.model))
+            checks.append((saved.get("train_config", {}), preset.train))
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
-    saved = saved.get("model_config", saved)
-    for key, want in get_preset(preset_name).model.items():
-        got = saved.get(key)
-        if isinstance(want, tuple | list):
-            want, got = list(want), list(got or [])
-        if got != want:
-            raise CLIError(
-                f"{run} was trained with {key}={got!r}, the {preset_name!r} preset has "
-                f"{want!r}; pass another --out (or delete {run}) to train anew"
-            )
+    for saved, wanted in checks:
+        for key, want in wanted.items():
+            got = saved.get(key, 0.0 if key == "idiom_frac" else None)
+            if isinstance(want, tuple | list):
+                want, got = list(want), list(got or [])
+            if got != want:
+                raise CLIError(
+                    f"{run} was trained with {key}={got!r}, the {preset_name!r} preset has "
+                    f"{want!r}; pass another --out (or delete {run}) to train anew"
+                )
 
 
 def _task_table(model_dir: Path, n: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:

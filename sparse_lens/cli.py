@@ -33,6 +33,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     p.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
     p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument(
+        "--idiom-frac",
+        type=float,
+        default=None,
+        help="share of each batch from the synthetic idiom stream (see sparse_lens.idioms)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--dense", action="store_true", help="dense baseline: weight density 1")
     p.add_argument("--no-abstopk", action="store_true", help="turn off activation sparsity")
@@ -51,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from sparse_lens.data import prepare_data
+    from sparse_lens.data import prepare_data, with_idioms
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.presets import get_preset
     from sparse_lens.train import DistInfo, train
@@ -88,7 +94,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,
+            idiom_frac=args.idiom_frac,
         )
+        data = with_idioms(data, tokenizer, tcfg.idiom_frac, cache_dir)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
     metadata = {"preset": preset.name, "corpus": corpus.metadata()}

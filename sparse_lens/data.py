@@ -5,6 +5,9 @@ into one shard, ``tokens-{corpus fingerprint}-{tokenizer hash}-{split}.bin``. Tr
 random contiguous windows of ``n_ctx`` tokens with an explicit ``torch.Generator``; validation
 uses a fixed set of evenly spaced windows. If the validation split is empty (tiny corpora), the
 last 10% of the training shard serves as validation and the training windows avoid it.
+
+``MixedData`` adds the synthetic idiom stream (:mod:`sparse_lens.idioms`) to a ``TokenData``: a
+fixed share of every training batch comes from it; validation stays the corpus' own.
 """
 
 import hashlib
@@ -54,6 +57,23 @@ def build_shard(corpus: Corpus, tokenizer: Tokenizer, split: Split, cache_dir: P
     return path
 
 
+def build_idiom_shard(tokenizer: Tokenizer, n_docs: int, seed: int, cache_dir: Path) -> Path:
+    """Tokenise ``n_docs`` idiom snippets (seed ``seed``) into a cached ``uint16`` shard."""
+    from sparse_lens.idioms import IDIOMS_VERSION, idiom_documents
+
+    name = f"idioms-v{IDIOMS_VERSION}-{seed}-{n_docs}-{tokenizer_hash(tokenizer)}.bin"
+    path = Path(cache_dir) / name
+    if path.is_file():
+        return path
+    ids: list[int] = []
+    for doc in tokenizer.encode_batch(idiom_documents(n_docs, seed)):
+        ids.append(tokenizer.eot_id)
+        ids.extend(doc)
+    array = np.asarray(ids, dtype=np.uint16)
+    atomic_write(path, lambda p: array.tofile(p))
+    return path
+
+
 def _load(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         return np.zeros(0, dtype=np.uint16)
@@ -88,10 +108,7 @@ class TokenData:
         self, batch_size: int, n_ctx: int, generator: torch.Generator
     ) -> Int[Tensor, "batch pos"]:
         """``batch_size`` random training windows of ``n_ctx`` tokens."""
-        starts = torch.randint(0, len(self.train) - n_ctx + 1, (batch_size,), generator=generator)
-        return torch.from_numpy(
-            np.stack([self.train[s : s + n_ctx] for s in starts.tolist()]).astype(np.int64)
-        )
+        return _windows(self.train, batch_size, n_ctx, generator)
 
     def val_windows(self, n_windows: int, n_ctx: int) -> Int[Tensor, "batch pos"]:
         """A fixed set of up to ``n_windows`` evenly spaced validation windows."""
@@ -107,6 +124,76 @@ class TokenData:
             "val_tokens": len(self.val),
             "val_from_train_tail": self.val_from_train_tail,
         }
+
+
+def _windows(
+    tokens: np.ndarray, batch_size: int, n_ctx: int, generator: torch.Generator
+) -> Int[Tensor, "batch pos"]:
+    starts = torch.randint(0, len(tokens) - n_ctx + 1, (batch_size,), generator=generator)
+    return torch.from_numpy(
+        np.stack([tokens[s : s + n_ctx] for s in starts.tolist()]).astype(np.int64)
+    )
+
+
+@dataclass
+class MixedData:
+    """Corpus windows plus a share ``idiom_frac`` of idiom windows in every training batch.
+
+    Each batch holds ``round(idiom_frac * batch_size)`` idiom windows at positions drawn from the
+    same generator, so the mix is reproducible, resumable and spread over DDP ranks.
+    """
+
+    base: TokenData
+    idioms: np.ndarray
+    idiom_frac: float
+    idiom_info: dict[str, object]
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.idiom_frac < 1.0:
+            raise ValueError(f"idiom_frac must be in (0, 1), got {self.idiom_frac!r}")
+
+    def check_fits(self, n_ctx: int) -> None:
+        self.base.check_fits(n_ctx)
+        if len(self.idioms) < n_ctx + 1:
+            raise ValueError(f"the idiom stream has {len(self.idioms)} tokens, fewer than n_ctx+1")
+
+    def sample(
+        self, batch_size: int, n_ctx: int, generator: torch.Generator
+    ) -> Int[Tensor, "batch pos"]:
+        n_idiom = round(self.idiom_frac * batch_size)
+        batch = self.base.sample(batch_size, n_ctx, generator)
+        if n_idiom:
+            rows = torch.randperm(batch_size, generator=generator)[:n_idiom]
+            batch[rows] = _windows(self.idioms, n_idiom, n_ctx, generator)
+        return batch
+
+    def val_windows(self, n_windows: int, n_ctx: int) -> Int[Tensor, "batch pos"]:
+        return self.base.val_windows(n_windows, n_ctx)
+
+    def metadata(self) -> dict[str, object]:
+        return self.base.metadata() | {
+            "idiom_frac": self.idiom_frac,
+            "idioms": self.idiom_info | {"tokens": len(self.idioms)},
+        }
+
+
+def with_idioms(
+    data: TokenData,
+    tokenizer: Tokenizer,
+    idiom_frac: float,
+    cache_dir: Path,
+    *,
+    n_docs: int = 20_000,
+    seed: int = 1234,
+) -> "TokenData | MixedData":
+    """``data`` itself when ``idiom_frac`` is 0, else ``data`` mixed with the idiom stream."""
+    if idiom_frac == 0:
+        return data
+    from sparse_lens.idioms import IDIOMS_VERSION
+
+    path = build_idiom_shard(tokenizer, n_docs, seed, cache_dir)
+    info = {"version": IDIOMS_VERSION, "n_docs": n_docs, "seed": seed}
+    return MixedData(base=data, idioms=_load(path), idiom_frac=idiom_frac, idiom_info=info)
 
 
 def prepare_data(

@@ -3,8 +3,22 @@
 | preset | what for | model | tokens |
 |---|---|---|---|
 | ``tiny`` | CI smoke run, seconds | 2 layers, d_model 32 | 20 steps x 8 x 32 |
-| ``demo`` | the demo's model, about 5 minutes on 2 CPU cores | 4 layers, d_model 128, AbsTopK on MLP neurons | 1000 x 16 x 128 |
+| ``demo`` | the demo's model, about 5 minutes on 2 CPU cores | 4 layers, d_model 128, AbsTopK on MLP neurons | 1000 x 16 x 128, 35% idioms |
 | ``paper`` | the paper's configuration, for GPUs | 8 layers, d_model 1024 (ef 4), d_head 16, n_ctx 256 | 512 x 256 per step |
+
+The ``demo`` preset draws 35% of every batch from the synthetic idiom stream
+(:mod:`sparse_lens.idioms`, the offline stand-in for the paper's simple-idiom component): the
+standard library alone holds too few nested list literals to learn bracket counting in 2M tokens.
+Measured on the same budget (``sparse-lens tasks``, 200 test examples; val loss, then
+``bracket_counting`` and ``single_double_quote`` loss (accuracy)):
+
+| idioms | val loss | bracket_counting | single_double_quote |
+|---|---|---|---|
+| none | 3.836 | 1.72 (50%) | 0.273 (94%) |
+| 25% of an earlier, less list-heavy stream | 3.889 | 0.75 (50%; pair AUC 0.81) | 0.249 (94%) |
+| 35% (this preset) | 3.927 | 0.44 (79%; pair AUC 0.98) | 0.176 (95%) |
+
+Validation loss is the standard library's only, so the mix costs ~0.09 nats there.
 
 Densities follow the paper's parameterisation with ``pfrac`` and expansion factor ``ef``:
 block matrices ``pfrac/ef^2``, embeddings, unembedding and biases ``pfrac/ef``.
@@ -97,6 +111,7 @@ PRESETS: dict[str, Preset] = {
             checkpoint_every=200,
             log_every=20,
             val_windows=64,
+            idiom_frac=0.35,
         ),
     ),
     "paper": Preset(

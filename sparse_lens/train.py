@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from sparse_lens.checkpoint import load_pretrained
 from sparse_lens.checks import require_min
 from sparse_lens.config import SparseTransformerConfig
-from sparse_lens.data import TokenData
+from sparse_lens.data import MixedData, TokenData
 from sparse_lens.io import atomic_write, atomic_write_json, read_json
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.schedules import (
@@ -93,6 +93,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     seed: int = 0
+    # share of each batch drawn from the synthetic idiom stream (sparse_lens.idioms); 0 = corpus only
+    idiom_frac: float = 0.0
 
     def __post_init__(self) -> None:
         require_min(self, ("steps", "batch_size", "eval_every", "log_every", "checkpoint_every"), 1)
@@ -106,6 +108,8 @@ class TrainConfig:
             )
         if self.embed_anneal not in ("linear", "paper_bug"):
             raise ValueError(f"embed_anneal must be linear or paper_bug, got {self.embed_anneal!r}")
+        if not 0.0 <= self.idiom_frac < 1.0:
+            raise ValueError(f"idiom_frac must be in [0, 1), got {self.idiom_frac!r}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
 
@@ -309,7 +313,7 @@ class DistInfo:
 
 def train(
     model: HookedSparseTransformer,
-    data: TokenData,
+    data: TokenData | MixedData,
     tcfg: TrainConfig,
     run_dir: Path,
     *,
@@ -324,7 +328,8 @@ def train(
 
     Args:
         model: a freshly initialised model (its config holds the target densities).
-        data: token data; ``batch_size`` windows of ``model.cfg.n_ctx`` are drawn per step.
+        data: token data; ``batch_size`` windows of ``model.cfg.n_ctx`` are drawn per step. Its
+            idiom share must be ``tcfg.idiom_frac`` (``data.with_idioms`` builds it).
         tcfg: optimisation settings.
         run_dir: the run folder.
         metadata: extra facts for ``run.json`` (corpus, tokenizer ...).
@@ -344,6 +349,12 @@ def train(
     if tcfg.batch_size % dist_info.world_size:
         raise ValueError(
             f"batch_size {tcfg.batch_size} is not divisible by world size {dist_info.world_size}"
+        )
+    data_idiom_frac = data.idiom_frac if isinstance(data, MixedData) else 0.0
+    if data_idiom_frac != tcfg.idiom_frac:
+        raise ValueError(
+            f"the data mixes in idioms at {data_idiom_frac}, the train config says "
+            f"idiom_frac={tcfg.idiom_frac}; build the data with data.with_idioms"
         )
     data.check_fits(mcfg.n_ctx)
     check_sparsity_budget(model)

@@ -57,6 +57,15 @@ def test_demo_refuses_a_run_of_another_preset(demo, tmp_path, capsys):
     args = ["demo", "--quick", "--out", str(other), "--cache-dir", str(cache), "--quiet"]
     assert main(args) == 2
     assert "trained with d_model=48" in capsys.readouterr().err
+    # the training settings count too (e.g. a run from before the idiom mix)
+    shutil.rmtree(other)
+    shutil.copytree(out / "run", other / "run")
+    info = other / "run" / "run.json"
+    data = json.loads(info.read_text())
+    data["train_config"]["steps"] = 7
+    info.write_text(json.dumps(data))
+    assert main(args) == 2
+    assert "trained with steps=7" in capsys.readouterr().err
 
 
 def test_report_from_a_circuit_file(demo, tmp_path, capsys):

@@ -8,20 +8,9 @@ import torch
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.cli import main as cli_main
-from sparse_lens.corpus import load_corpus, stdlib_root
-from sparse_lens.data import TokenData
+from sparse_lens.corpus import stdlib_root
 from sparse_lens.sparsity import param_role
 from sparse_lens.train import TrainConfig, densities_at, normalize_grad_rms_, train, train_step
-from tests.helpers import TEXTS
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, tokenizer):
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(30):
-        (root / f"m{i}.py").write_text(TEXTS[i % 5] * (3 + i % 4))
-    corpus = load_corpus(root, val_frac=0.2)
-    return TokenData.build(corpus, tokenizer, tmp_path_factory.mktemp("cache"))
 
 
 def make_model(tokenizer, **kw):

@@ -1,0 +1,145 @@
+import ast
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_lens import idioms, task_suite
+from sparse_lens.cli import main as cli_main
+from sparse_lens.corpus import stdlib_root
+from sparse_lens.data import MixedData, TokenData, build_idiom_shard, with_idioms
+from sparse_lens.train import TrainConfig, train
+from tests.test_train import TCFG, make_model
+
+IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+
+
+def _identifiers(strings):
+    return {w for s in strings for w in IDENT.findall(s)}
+
+
+def test_idiom_pools_share_no_identifier_with_the_task_suite():
+    """No name, word or call in the idiom stream occurs anywhere in the task generators, so the
+    task prompts never appear verbatim in training and the tasks test new names."""
+    src = Path(task_suite.__file__).read_text()
+    suite = _identifiers(
+        n.value
+        for n in ast.walk(ast.parse(src))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    )
+    pools = (idioms.NAMES, idioms.ELEMS, idioms.FUNCNAMES, idioms.CALLNAMES, idioms.TEXT)
+    assert _identifiers(x for pool in pools for x in pool).isdisjoint(suite)
+    keywords = {"def", "return", "self", "n"}
+    docs = idioms.idiom_documents(300, seed=0)
+    used = _identifiers(re.sub(r"\d+", " ", d) for d in docs) - keywords
+    assert used.isdisjoint(suite - keywords), used & suite
+
+
+def test_idiom_documents_are_valid_python_deterministic_and_varied():
+    docs = idioms.idiom_documents(400, seed=3)
+    for d in docs:
+        ast.parse(d)
+    assert docs == idioms.idiom_documents(400, seed=3)
+    assert docs != idioms.idiom_documents(400, seed=4)
+    text = "".join(docs)
+    for needle in ("[[", "]]", "[[[", "]]]", '("', "('", '")', "')", "{", "def ", "\n    ["):
+        assert needle in text, needle
+    depth_two = sum(d.count(" = [[") for d in docs)
+    flat = len(re.findall(r" = \[[^\[]", text))
+    assert depth_two > 50 and flat > 50
+    with pytest.raises(ValueError, match="n_docs"):
+        idioms.idiom_documents(0, seed=0)
+
+
+def _fake_base(n=5000):
+    train_tokens = np.arange(n, dtype=np.uint16) % 100
+    return TokenData(train=train_tokens, val=np.arange(600, dtype=np.uint16) % 100)
+
+
+def test_mixed_data_puts_the_idiom_share_in_every_batch():
+    base = _fake_base()
+    mix = MixedData(
+        base=base,
+        idioms=(np.arange(3000) % 50 + 500).astype(np.uint16),
+        idiom_frac=0.25,
+        idiom_info={"seed": 0},
+    )
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        batch = mix.sample(16, 8, gen)
+        from_idioms = (batch >= 500).all(1)
+        assert int(from_idioms.sum()) == 4
+        assert bool(((batch < 100).all(1) | from_idioms).all())
+    a = mix.sample(16, 8, torch.Generator().manual_seed(1))
+    b = mix.sample(16, 8, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert torch.equal(mix.val_windows(4, 8), base.val_windows(4, 8))
+    assert mix.metadata()["idiom_frac"] == 0.25 and mix.metadata()["idioms"]["tokens"] == 3000
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="idiom_frac"):
+            MixedData(base=base, idioms=mix.idioms, idiom_frac=bad, idiom_info={})
+    short = MixedData(base=base, idioms=mix.idioms[:5], idiom_frac=0.5, idiom_info={})
+    with pytest.raises(ValueError, match="idiom stream"):
+        short.check_fits(8)
+
+
+def test_idiom_shard_is_cached_and_mix_off_returns_the_data(tokenizer, tmp_path):
+    path = build_idiom_shard(tokenizer, 50, 7, tmp_path)
+    ids = np.fromfile(path, dtype=np.uint16)
+    assert int((ids == tokenizer.eot_id).sum()) == 50
+    assert tokenizer.decode(ids.tolist()).replace("<|endoftext|>", "") == "".join(
+        idioms.idiom_documents(50, 7)
+    )
+    mtime = path.stat().st_mtime_ns
+    assert build_idiom_shard(tokenizer, 50, 7, tmp_path) == path
+    assert path.stat().st_mtime_ns == mtime
+    base = _fake_base()
+    assert with_idioms(base, tokenizer, 0.0, tmp_path) is base
+    mixed = with_idioms(base, tokenizer, 0.5, tmp_path, n_docs=50, seed=7)
+    assert isinstance(mixed, MixedData) and len(mixed.idioms) == len(ids)
+
+
+def test_train_refuses_data_that_does_not_match_idiom_frac(data, tokenizer, tmp_path):
+    mixed = with_idioms(data, tokenizer, 0.25, tmp_path / "cache", n_docs=200)
+    with pytest.raises(ValueError, match="idiom_frac"):
+        train(make_model(tokenizer), mixed, TCFG, tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="idiom_frac"):
+        train(
+            make_model(tokenizer),
+            data,
+            dataclasses.replace(TCFG, idiom_frac=0.25),
+            tmp_path / "b",
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="idiom_frac"):
+        TrainConfig(steps=1, batch_size=1, idiom_frac=1.0)
+
+
+def test_mixed_training_resumes_exactly(data, tokenizer, tmp_path):
+    tcfg = dataclasses.replace(TCFG, idiom_frac=0.25)
+    mixed = with_idioms(data, tokenizer, 0.25, tmp_path / "cache", n_docs=200)
+    ref = train(make_model(tokenizer), mixed, tcfg, tmp_path / "ref", progress=False)
+    train(make_model(tokenizer), mixed, tcfg, tmp_path / "cut", halt_after=6, progress=False)
+    resumed = train(
+        make_model(tokenizer), mixed, tcfg, tmp_path / "cut", resume=True, progress=False
+    )
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    run = json.loads((tmp_path / "ref" / "run.json").read_text())
+    assert run["train_config"]["idiom_frac"] == 0.25
+    assert run["data"]["idioms"]["n_docs"] == 200
+
+
+def test_cli_idiom_frac_is_recorded_and_checked(tmp_path, capsys):
+    corpus = stdlib_root() / "asyncio"  # big enough for a 2048-token BPE
+    common = ["train", "--preset", "tiny", "--corpus", str(corpus), "--quiet", "--steps", "2"]
+    common += ["--cache-dir", str(tmp_path / "cache")]
+    assert cli_main([*common, "--out", str(tmp_path / "bad"), "--idiom-frac", "1.5"]) == 2
+    assert "idiom_frac" in capsys.readouterr().err
+    assert cli_main([*common, "--out", str(tmp_path / "run"), "--idiom-frac", "0.25"]) == 0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["train_config"]["idiom_frac"] == 0.25 and run["data"]["idiom_frac"] == 0.25
