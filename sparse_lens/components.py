@@ -204,13 +204,13 @@ class Attention(nn.Module):
             out = torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
             if not sparse_out:
                 return out
-            mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model)).to(out.dtype))
+            mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
             return out * mask
         per_head = torch.einsum("bqhe,hed->bqhd", z, self.W_O)
         mask = None
         if sparse_out:
             pre = per_head.sum(dim=2) + self.b_O
-            mask = self.hook_out_mask(abs_topk_mask(pre, cfg.act_k(cfg.d_model)).to(pre.dtype))
+            mask = self.hook_out_mask(abs_topk_mask(pre, cfg.act_k(cfg.d_model), pre.dtype))
             per_head = per_head * mask.unsqueeze(2)
         if cfg.use_attn_result:
             per_head = self.hook_result(per_head)
@@ -251,7 +251,7 @@ class MLP(nn.Module):
         out = post @ self.W_out + self.b_out
         if not cfg.act_sparse("mlp_out"):
             return out
-        mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model)).to(out.dtype))
+        mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
         return out * mask
 
 

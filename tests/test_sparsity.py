@@ -82,15 +82,26 @@ def test_project_weights_exact_k_and_dense_untouched():
 
 
 @pytest.mark.parametrize("k", [1, 50, 4096, 65536, 300_000])
-def test_fast_threshold_is_exact(k):
-    from sparse_lens.sparsity import _kth_largest_threshold
+def test_fast_flat_topk_is_exact(k):
+    from sparse_lens.sparsity import _topk_flat_indices
 
     scores = torch.randn(1024, 1024).abs().reshape(-1)
-    assert float(_kth_largest_threshold(scores, k)) == float(
-        scores.kthvalue(scores.numel() - k + 1).values
-    )
+    idx = _topk_flat_indices(scores, k)
+    assert torch.equal(idx, scores.topk(k).indices.sort().values)
     skewed = torch.cat([torch.full((900_000,), 5.0), torch.rand(200_000)])  # estimate overshoots
-    assert float(_kth_largest_threshold(skewed, 1000)) == 5.0
+    assert torch.equal(_topk_flat_indices(skewed, 1000), torch.arange(1000))
+    ties = torch.cat([torch.rand(600_000), torch.full((10,), 2.0), torch.full((10,), 3.0)])
+    expected = torch.cat([torch.arange(600_000, 600_005), torch.arange(600_010, 600_020)])
+    assert torch.equal(_topk_flat_indices(ties, 15), expected)  # all 3.0s, the first five 2.0s
+
+
+def test_project_weights_keeps_values_and_matches_the_mask():
+    model = build_model(d_model=32, d_mlp=64, n_heads=4, d_head=8)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    project_weights_(model, weight_density=0.25, embed_density=0.5, min_per_neuron=4)
+    w, w0 = model.blocks[0].mlp.W_in, before["blocks.0.mlp.W_in"]
+    mask = topk_weight_mask(w0, int(0.25 * w0.numel()), fan_dim=0, min_per_neuron=4)
+    assert torch.equal(w, w0 * mask)
 
 
 def test_fast_path_equals_guaranteed_path():
