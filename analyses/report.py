@@ -437,6 +437,12 @@ def index_page(
         facts += [["preset", run_info.get("preset", "-")]]
         corpus = run_info.get("corpus", {})
         facts += [["corpus", f"{corpus.get('source', '-')} ({corpus.get('fingerprint', '-')})"]]
+        tcfg = run_info.get("train_config", {})
+        if tcfg:
+            tokens = tcfg["steps"] * tcfg["batch_size"] * cfg.get("n_ctx", 0)
+            facts += [["training", f"{tcfg['steps']} steps x {tcfg['batch_size']} windows"]]
+            facts += [["tokens", f"{tokens:,}"]]
+            facts += [["idiom share", f"{tcfg.get('idiom_frac', 0.0):.0%} of each batch"]]
         page.h2("Model", "model")
         page.add(table(["", ""], facts))
     if metrics is not None:

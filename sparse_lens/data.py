@@ -45,16 +45,19 @@ def build_shard(corpus: Corpus, tokenizer: Tokenizer, split: Split, cache_dir: P
     if tokenizer.vocab_size > 2**16:
         raise ValueError(f"vocab of {tokenizer.vocab_size} does not fit uint16 shards")
     path = Path(cache_dir) / f"tokens-{corpus.fingerprint}-{tokenizer_hash(tokenizer)}-{split}.bin"
-    if path.is_file():
-        return path
-    texts = [t for _, t in corpus.documents(split)]
+    if not path.is_file():
+        _write_shard(path, [t for _, t in corpus.documents(split)], tokenizer)
+    return path
+
+
+def _write_shard(path: Path, texts: list[str], tokenizer: Tokenizer) -> None:
+    """``<|endoftext|>`` + tokens of each text, concatenated, written atomically as uint16."""
     ids: list[int] = []
     for doc in tokenizer.encode_batch(texts):
         ids.append(tokenizer.eot_id)
         ids.extend(doc)
     array = np.asarray(ids, dtype=np.uint16)
     atomic_write(path, lambda p: array.tofile(p))
-    return path
 
 
 def build_idiom_shard(tokenizer: Tokenizer, n_docs: int, seed: int, cache_dir: Path) -> Path:
@@ -63,14 +66,8 @@ def build_idiom_shard(tokenizer: Tokenizer, n_docs: int, seed: int, cache_dir: P
 
     name = f"idioms-v{IDIOMS_VERSION}-{seed}-{n_docs}-{tokenizer_hash(tokenizer)}.bin"
     path = Path(cache_dir) / name
-    if path.is_file():
-        return path
-    ids: list[int] = []
-    for doc in tokenizer.encode_batch(idiom_documents(n_docs, seed)):
-        ids.append(tokenizer.eot_id)
-        ids.extend(doc)
-    array = np.asarray(ids, dtype=np.uint16)
-    atomic_write(path, lambda p: array.tofile(p))
+    if not path.is_file():
+        _write_shard(path, idiom_documents(n_docs, seed), tokenizer)
     return path
 
 

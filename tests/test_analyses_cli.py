@@ -31,6 +31,7 @@ def test_demo_quick_writes_everything(demo, capsys):
     assert summary["report"] == str(index) and index.is_file()
     html = index.read_text()
     assert 'href="circuits/single_double_quote.html"' in html and "<polyline" in html
+    assert "20 steps x 8 windows" in html and "0% of each batch" in html  # the tiny preset
     page = out / "report" / "circuits" / "single_double_quote.html"
     assert page.is_file() and (page.with_suffix(".dot")).is_file()
     assert {"train_s", "tasks_s", "report_s", "total_s"} <= set(summary["timings"])
