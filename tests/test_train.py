@@ -175,7 +175,8 @@ def _run_cli(args, env_extra=None, nproc=None):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("idiom_frac", ["0", "0.25"])
+def test_ddp_two_processes_match_one_process(tmp_path, idiom_frac):
     corpus = stdlib_root() / "asyncio"  # big enough for a 2048-token BPE
     common = [
         "--preset",
@@ -187,6 +188,8 @@ def test_ddp_two_processes_match_one_process(tmp_path):
         "--quiet",
         "--cache-dir",
         str(tmp_path / "cache"),
+        "--idiom-frac",
+        idiom_frac,
     ]
     single = _run_cli([*common, "--out", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr
