@@ -71,7 +71,7 @@ class Embed(nn.Module):
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model, dtype=cfg.dtype))
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return self.W_E[tokens]
+        return F.embedding(tokens, self.W_E)
 
 
 class PosEmbed(nn.Module):
@@ -105,7 +105,7 @@ class BigramTable(nn.Module):
         self.hook_logits = HookPoint()  # [batch pos d_vocab]
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return self.hook_logits(self.W_bigram[tokens])
+        return self.hook_logits(F.embedding(tokens, self.W_bigram))
 
 
 class Attention(nn.Module):

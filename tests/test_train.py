@@ -204,3 +204,23 @@ def test_ddp_two_processes_match_one_process(tmp_path, idiom_frac):
         if param_role(name) == "matrix":
             # identical sparsity pattern up to a handful of near-ties at the top-k boundary
             assert ((a != 0) != (b != 0)).float().mean() < 0.01, name
+
+
+def test_gradients_are_deterministic_with_repeated_tokens():
+    """Embedding and bigram lookups of repeated tokens accumulate their gradients in a fixed
+    order (indexing with ``W[tokens]`` accumulated them in a thread-dependent order on CPU, so
+    two runs of the demo preset drifted apart from the first step)."""
+    from tests.helpers import build_model
+
+    model = build_model(
+        d_model=128, n_heads=4, d_head=16, d_mlp=128, n_layers=1, d_vocab=512, n_ctx=128
+    )
+    tokens = torch.randint(0, 8, (32, 128), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for _ in range(4):
+        model.zero_grad(set_to_none=True)
+        model(tokens, return_type="loss").backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in ("embed.W_E", "bigram.W_bigram"):
+        for other in grads[1:]:
+            assert torch.equal(grads[0][name], other[name]), name
