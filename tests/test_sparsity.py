@@ -20,6 +20,24 @@ def test_abs_topk_keeps_largest_magnitudes_per_row():
     assert abs_topk_mask(x, 1).sum(-1).tolist() == [1, 1]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_abs_topk_mask_selects_the_largest_magnitudes(dtype):
+    """The selection runs on the magnitudes' bit patterns as integers: same as ranking floats."""
+    x = torch.randn(64, 256, generator=torch.Generator().manual_seed(0)).to(dtype)
+    x[:4] = 0.0  # rows of ties: any k of them
+    x[4, :10] = float("inf")
+    mask = abs_topk_mask(x, 32)
+    assert mask.dtype == torch.bool and bool((mask.sum(-1) == 32).all())
+    kept = torch.where(mask, x.abs().float(), float("inf")).amin(-1)
+    dropped = torch.where(mask, -1.0, x.abs().float()).amax(-1)
+    assert bool((kept >= dropped).all())  # every kept magnitude >= every dropped one
+    assert bool(mask[4, :10].all())
+    ref = x.abs().float().topk(32, dim=-1).values.sort(-1).values
+    got = torch.where(mask, x.abs().float(), 0.0).sort(-1).values[:, -32:]
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert abs_topk_mask(x, 32, torch.float32).dtype == torch.float32
+
+
 def test_abs_topk_gradient_flows_only_to_kept_entries():
     x = torch.tensor([1.0, -5.0, 3.0, 0.1], requires_grad=True)
     abs_topk(x, 2).sum().backward()
