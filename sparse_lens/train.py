@@ -356,6 +356,11 @@ def train(
             f"the data mixes in idioms at {data_idiom_frac}, the train config says "
             f"idiom_frac={tcfg.idiom_frac}; build the data with data.with_idioms"
         )
+    if tcfg.idiom_frac > 0 and round(tcfg.idiom_frac * tcfg.batch_size) == 0:
+        raise ValueError(
+            f"idiom_frac={tcfg.idiom_frac} of batch_size {tcfg.batch_size} rounds to no idiom "
+            "window a batch; raise one of them"
+        )
     data.check_fits(mcfg.n_ctx)
     check_sparsity_budget(model)
     if dist_info.is_main:

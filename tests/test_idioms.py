@@ -117,6 +117,15 @@ def test_train_refuses_data_that_does_not_match_idiom_frac(data, tokenizer, tmp_
         )
     with pytest.raises(ValueError, match="idiom_frac"):
         TrainConfig(steps=1, batch_size=1, idiom_frac=1.0)
+    tiny_share = with_idioms(data, tokenizer, 0.1, tmp_path / "cache", n_docs=200)
+    with pytest.raises(ValueError, match="rounds to no idiom window"):
+        train(
+            make_model(tokenizer),
+            tiny_share,
+            dataclasses.replace(TCFG, idiom_frac=0.1),
+            tmp_path / "c",
+            progress=False,
+        )
 
 
 def test_mixed_training_resumes_exactly(data, tokenizer, tmp_path):
