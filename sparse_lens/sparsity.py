@@ -2,9 +2,8 @@
 
 * ``abs_topk`` keeps the k largest-magnitude entries of the last dimension (AbsTopK).
 * ``topk_weight_indices`` (``topk_weight_mask``) picks the k largest-magnitude entries of a
-  whole weight tensor, after
-  first guaranteeing ``min_per_neuron`` entries along each neuron's fan-in or fan-out (the
-  paper's "j = 4" rule). ``project_weights_`` applies it in place to every sparse parameter.
+  whole weight tensor, after first guaranteeing ``min_per_neuron`` entries along each neuron's
+  fan-in or fan-out (the paper's "j = 4" rule). ``project_weights_`` applies it in place to every sparse parameter.
 * ``param_role`` classifies parameters by name; every other function keys off it.
 
 Everything here is a function of tensors; the ``nn.Module``s only call these.
@@ -163,7 +162,13 @@ def topk_weight_mask(
     min_per_neuron: int = 0,
 ) -> Bool[Tensor, "..."]:
     """Boolean mask of the entries ``topk_weight_indices`` keeps (same arguments)."""
-    idx = topk_weight_indices(w, k, fan_dim=fan_dim, min_per_neuron=min_per_neuron)
+    return _flat_index_mask(
+        w, topk_weight_indices(w, k, fan_dim=fan_dim, min_per_neuron=min_per_neuron)
+    )
+
+
+def _flat_index_mask(w: Tensor, idx: Int[Tensor, " k"]) -> Bool[Tensor, "..."]:
+    """Boolean mask shaped like ``w``, true at the flat indices ``idx``."""
     mask = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
     mask[idx] = True
     return mask.reshape(w.shape)
@@ -203,10 +208,7 @@ def _topk_flat_indices(flat: Float[Tensor, " n"], k: int) -> Int[Tensor, " k"]:
 
 def naive_topk_weight_mask(w: Float[Tensor, "..."], k: int) -> Bool[Tensor, "..."]:
     """Reference: the same mask as ``topk_weight_mask`` without minimums, via ``torch.topk``."""
-    idx = w.detach().abs().reshape(-1).topk(k, sorted=False).indices
-    mask = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
-    mask[idx] = True
-    return mask.reshape(w.shape)
+    return _flat_index_mask(w, w.detach().abs().reshape(-1).topk(k, sorted=False).indices)
 
 
 @torch.no_grad()
