@@ -215,3 +215,20 @@ def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
     fit[fit.index(str(dense))] = str(deep)
     assert main([*fit, "--steps", "1", *c, "--quiet"]) == 2
     assert "depths differ" in capsys.readouterr().err
+
+
+def test_demo_reads_a_missing_training_setting_as_its_default(tmp_path):
+    """A run.json from before idiom_frac existed trained with its default (0): refused."""
+    from analyses.cli import _check_reused_run
+    from sparse_lens.cli import CLIError
+    from sparse_lens.presets import get_preset
+
+    preset = get_preset("demo")
+    model = dict(preset.model) | {"act_sparse_sites": list(preset.model["act_sparse_sites"])}
+    train = {k: v for k, v in preset.train.items() if k != "idiom_frac"}
+    (tmp_path / "run.json").write_text(json.dumps({"model_config": model, "train_config": train}))
+    with pytest.raises(CLIError, match="trained with idiom_frac=0.0"):
+        _check_reused_run(tmp_path, "demo")
+    train["idiom_frac"] = preset.train["idiom_frac"]
+    (tmp_path / "run.json").write_text(json.dumps({"model_config": model, "train_config": train}))
+    _check_reused_run(tmp_path, "demo")
