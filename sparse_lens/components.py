@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from sparse_lens.config import ActSite, SparseTransformerConfig
+from sparse_lens.sparse_matmul import CSRWeight, csr_matmul, usable
 from sparse_lens.sparsity import abs_topk, abs_topk_mask
 
 
@@ -91,9 +92,11 @@ class Unembed(nn.Module):
         super().__init__()
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab, dtype=cfg.dtype))
         self.register_buffer("b_U", torch.zeros(cfg.d_vocab, dtype=cfg.dtype))
+        self.csr_weights: dict[str, CSRWeight] = {}  # sparse_matmul.refresh_csr_weights
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return x @ self.W_U + self.b_U
+        csr = usable(self.csr_weights, "W_U", self.W_U, x)
+        return (x @ self.W_U if csr is None else csr_matmul(x, self.W_U, csr)) + self.b_U
 
 
 class BigramTable(nn.Module):
@@ -136,6 +139,7 @@ class Attention(nn.Module):
         if cfg.attn_sinks:
             self.sinks = nn.Parameter(torch.zeros(h, dtype=cfg.dtype))
         self.register_buffer("IGNORE", torch.tensor(-math.inf, dtype=cfg.dtype), persistent=False)
+        self.csr_weights: dict[str, CSRWeight] = {}  # sparse_matmul.refresh_csr_weights
         self.override_in = _override(cfg, d)
         self.override_q = _override(cfg, h * e)
         self.override_k = _override(cfg, h * e)
@@ -158,8 +162,12 @@ class Attention(nn.Module):
     def _read(self, x: Tensor, ln: RMSNorm) -> Tensor:
         return self.override_in(_site_topk(self.cfg, "attn_in", ln(x)))
 
-    def _project(self, x: Tensor, W: Tensor, b: Tensor, site: ActSite) -> Tensor:
-        if x.ndim == 3:
+    def _project(self, x: Tensor, name: str, b: Tensor, site: ActSite) -> Tensor:
+        W = getattr(self, name)
+        csr = usable(self.csr_weights, name, W, x) if x.ndim == 3 else None
+        if csr is not None:
+            out = csr_matmul(x, W, csr).unflatten(-1, W.shape[::2]) + b
+        elif x.ndim == 3:
             out = torch.einsum("bpd,hde->bphe", x, W) + b
         else:  # per-head inputs [batch pos head_index d_model]
             out = torch.einsum("bphd,hde->bphe", x, W) + b
@@ -182,9 +190,9 @@ class Attention(nn.Module):
                 q_x = k_x = v_x = self._read(self.hook_attn_in(rep.clone()), ln)
         else:
             q_x = k_x = v_x = self.hook_in(self._read(resid_pre, ln))
-        q = self.hook_q(self.override_q(self._project(q_x, self.W_Q, self.b_Q, "attn_q")))
-        k = self.hook_k(self.override_k(self._project(k_x, self.W_K, self.b_K, "attn_k")))
-        v = self.hook_v(self.override_v(self._project(v_x, self.W_V, self.b_V, "attn_v")))
+        q = self.hook_q(self.override_q(self._project(q_x, "W_Q", self.b_Q, "attn_q")))
+        k = self.hook_k(self.override_k(self._project(k_x, "W_K", self.b_K, "attn_k")))
+        v = self.hook_v(self.override_v(self._project(v_x, "W_V", self.b_V, "attn_v")))
 
         pos = q.shape[1]
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
@@ -201,7 +209,11 @@ class Attention(nn.Module):
 
         sparse_out = cfg.act_sparse("attn_out")
         if not cfg.use_attn_result:
-            out = torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+            csr = usable(self.csr_weights, "W_O", self.W_O, z.flatten(-2))
+            if csr is None:
+                out = torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+            else:
+                out = csr_matmul(z.flatten(-2), self.W_O, csr) + self.b_O
             if not sparse_out:
                 return out
             mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
@@ -233,6 +245,7 @@ class MLP(nn.Module):
         else:
             self.register_buffer("b_in", torch.zeros(cfg.d_mlp, dtype=cfg.dtype))
             self.register_buffer("b_out", torch.zeros(cfg.d_model, dtype=cfg.dtype))
+        self.csr_weights: dict[str, CSRWeight] = {}  # sparse_matmul.refresh_csr_weights
         self.override_in = _override(cfg, cfg.d_model)
         self.override_post = _override(cfg, cfg.d_mlp)
         self.hook_in = HookPoint()  # [batch pos d_model] normalised input after mlp_in AbsTopK
@@ -240,15 +253,20 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch pos d_mlp] after the mlp_neuron AbsTopK
         self.hook_out_mask = HookPoint()  # [batch pos d_model] 0/1, mlp_out AbsTopK only
 
+    def _mul(self, x: Tensor, name: str) -> Tensor:
+        W = getattr(self, name)
+        csr = usable(self.csr_weights, name, W, x)
+        return x @ W if csr is None else csr_matmul(x, W, csr)
+
     def forward(
         self, resid_mid: Float[Tensor, "batch pos d_model"], ln: RMSNorm
     ) -> Float[Tensor, "batch pos d_model"]:
         cfg = self.cfg
         x = self.hook_in(self.override_in(_site_topk(cfg, "mlp_in", ln(resid_mid))))
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        pre = self.hook_pre(self._mul(x, "W_in") + self.b_in)
         act = F.gelu(pre) if cfg.act_fn == "gelu" else F.relu(pre)
         post = self.hook_post(self.override_post(_site_topk(cfg, "mlp_neuron", act)))
-        out = post @ self.W_out + self.b_out
+        out = self._mul(post, "W_out") + self.b_out
         if not cfg.act_sparse("mlp_out"):
             return out
         mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
