@@ -7,7 +7,6 @@
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -168,25 +167,20 @@ def _check_reused_run(run: Path, preset_name: str) -> None:
     preset = get_preset(preset_name)
     config = run / "final" / "config.json"
     info = run / "run.json"
-    # A training setting missing from an older run.json had its field's default (idiom_frac 0).
-    train_defaults = {
-        f.name: f.default
-        for f in dataclasses.fields(TrainConfig)
-        if f.default is not dataclasses.MISSING
-    }
-    checks: list[tuple[dict, dict, dict]] = []
+    checks: list[tuple[dict, dict]] = []
     try:
         if config.is_file():
-            checks.append((read_json(config, "model config"), preset.model, {}))
+            checks.append((read_json(config, "model config"), preset.model))
         if info.is_file():
             saved = read_json(info, "run")
-            checks.append((saved.get("model_config", {}), preset.model, {}))
-            checks.append((saved.get("train_config", {}), preset.train, train_defaults))
+            checks.append((saved.get("model_config", {}), preset.model))
+            # a setting missing from an older run.json had its default (e.g. idiom_frac 0)
+            checks.append((TrainConfig.with_defaults(saved.get("train_config", {})), preset.train))
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
-    for saved, wanted, defaults in checks:
+    for saved, wanted in checks:
         for key, want in wanted.items():
-            got = saved.get(key, defaults.get(key))
+            got = saved.get(key)
             if isinstance(want, tuple | list):
                 want, got = list(want), list(got or [])
             if got != want:

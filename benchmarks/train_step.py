@@ -4,8 +4,9 @@ Side by side in one process, interleaved so machine noise hits both alike, it ti
 
 * a dense step (weight density 1, no AbsTopK) and a sparse step (paper densities ef=4,
   pfrac=1/4: block matrices 1/64, embeddings and biases 1/16; AbsTopK at the 8 paper sites;
-  projection included) of the same shape at two widths, and the sparse step with AbsTopK on MLP
-  neurons only (the ``demo`` preset's sites);
+  projection included) of the same shape at two widths, the sparse step with AbsTopK on MLP
+  neurons only (the ``demo`` preset's sites), and the sparse step with every product dense
+  (``sparse_matmul_max_density=0``: what the sparse kernels of ``sparse_matmul.py`` save);
 * the same three at d_model 1024 with the paper's context (n_ctx 256): the projection's cost is
   per step, the forward/backward's per token, so the ratio falls as a step carries more tokens;
 * the projection alone: ``torch.topk`` per matrix (naive) versus ``topk_weight_indices``.
@@ -20,6 +21,7 @@ import json
 import platform
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,7 +37,7 @@ from sparse_lens.sparsity import (
 )
 from sparse_lens.train import TrainConfig, make_optimizer, train_step
 
-VARIANTS = ("dense", "sparse", "sparse_mlp_only")
+VARIANTS = ("dense", "sparse", "sparse_mlp_only", "sparse_dense_kernels")
 
 
 def build(
@@ -64,23 +66,20 @@ def time_steps(d_model: int, n_steps: int, batch: int, n_ctx: int, n_layers: int
     runs = {}
     for v in VARIANTS:
         model = build(d_model, v != "dense", n_layers, n_ctx, mlp_only=v == "sparse_mlp_only")
-        runs[v] = (model, make_optimizer(model, tcfg))
+        vcfg = replace(tcfg, sparse_matmul_max_density=0.0) if v.endswith("kernels") else tcfg
+        runs[v] = (model, make_optimizer(model, vcfg), vcfg)
     tokens = torch.randint(0, 2048, (batch, n_ctx), generator=torch.Generator().manual_seed(0))
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for i in range(n_steps + 2):
         for v in VARIANTS:
-            model, opt = runs[v]
+            model, opt, vcfg = runs[v]
             t0 = time.perf_counter()
-            train_step(model, model, opt, tokens, 10**5, tcfg)
+            train_step(model, model, opt, tokens, 10**5, vcfg)
             if i >= 2:  # warm-up
                 times[v].append(time.perf_counter() - t0)
     med = {v: statistics.median(t) for v, t in times.items()}
-    return {
-        "dense_step_s": med["dense"],
-        "sparse_step_s": med["sparse"],
-        "sparse_mlp_only_step_s": med["sparse_mlp_only"],
-        "sparse_over_dense": med["sparse"] / med["dense"],
-        "sparse_mlp_only_over_dense": med["sparse_mlp_only"] / med["dense"],
+    return {f"{v}_step_s": med[v] for v in VARIANTS} | {
+        f"{v}_over_dense": med[v] / med["dense"] for v in VARIANTS[1:]
     }
 
 
@@ -145,6 +144,9 @@ def main() -> None:
         ],
         "max": 1.25,
         "met": result["steps"][widest]["sparse_over_dense"] <= 1.25,
+        "sparse_dense_kernels_over_dense_at_widest": result["steps"][widest][
+            "sparse_dense_kernels_over_dense"
+        ],
     }
     if args.paper_n_ctx:
         paper = result["steps_paper_n_ctx"]

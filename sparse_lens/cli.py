@@ -43,6 +43,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dense", action="store_true", help="dense baseline: weight density 1")
     p.add_argument("--no-abstopk", action="store_true", help="turn off activation sparsity")
     p.add_argument(
+        "--dense-kernels",
+        action="store_true",
+        help="multiply by projected weights densely too (default: CSR kernels on CPU for large, "
+        "sparse matrices; see sparse_lens.sparse_matmul)",
+    )
+    p.add_argument(
         "--dense-hf",
         action="store_true",
         help="train a standard HF GPT-2 of the preset's shape instead (load with load_dense)",
@@ -95,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             idiom_frac=args.idiom_frac,
+            sparse_matmul_max_density=0.0 if args.dense_kernels else None,
         )
         data = with_idioms(data, tokenizer, tcfg.idiom_frac, cache_dir)
     except (FileNotFoundError, ValueError, PermissionError) as e:

@@ -15,6 +15,12 @@ Choices (``paper.md`` §2.9): biases *are* sparsified, at the embedding density,
 (the script skips them); there are no positional embeddings unless the model config asks (the
 script trains a ``wpe`` from zero by accident); annealing runs from 1% to 50% of training.
 
+Speed, not maths: before each forward, matrices of at least ``sparse_matmul_min_numel`` entries
+whose density is at most ``sparse_matmul_max_density`` get CSR copies, and their forward and
+input-gradient products run as sparse kernels on CPU (``sparse_matmul.py``; the weight gradient
+stays dense). Results equal the dense products up to float summation order; runs stay
+bit-reproducible. ``sparse_matmul_max_density=0`` keeps every product dense.
+
 A run folder holds ``run.json`` (configs, corpus and data metadata), ``metrics.jsonl``,
 ``checkpoints/step-NNNNNN/`` (model folder + ``trainer.pt``, written file by file atomically, with
 ``checkpoints/latest.json`` switched last), and ``final/``, loadable with
@@ -57,6 +63,11 @@ from sparse_lens.schedules import (
     embed_density_at,
     sharkfin_lr,
 )
+from sparse_lens.sparse_matmul import (
+    DEFAULT_MAX_DENSITY,
+    DEFAULT_MIN_NUMEL,
+    refresh_csr_weights,
+)
 from sparse_lens.sparsity import (
     NEURON_FAN_DIM,
     density_for,
@@ -95,6 +106,9 @@ class TrainConfig:
     seed: int = 0
     # share of each batch drawn from the synthetic idiom stream (sparse_lens.idioms); 0 = corpus only
     idiom_frac: float = 0.0
+    # sparse kernels for projected matrices this sparse and this large (sparse_matmul.py); 0 = off
+    sparse_matmul_max_density: float = DEFAULT_MAX_DENSITY
+    sparse_matmul_min_numel: int = DEFAULT_MIN_NUMEL
 
     def __post_init__(self) -> None:
         require_min(self, ("steps", "batch_size", "eval_every", "log_every", "checkpoint_every"), 1)
@@ -108,6 +122,12 @@ class TrainConfig:
             )
         if self.embed_anneal not in ("linear", "paper_bug"):
             raise ValueError(f"embed_anneal must be linear or paper_bug, got {self.embed_anneal!r}")
+        if not 0.0 <= self.sparse_matmul_max_density <= 1.0:
+            raise ValueError(
+                "sparse_matmul_max_density must be in [0, 1], "
+                f"got {self.sparse_matmul_max_density!r}"
+            )
+        require_min(self, ("sparse_matmul_min_numel",), 0)
         if not 0.0 <= self.idiom_frac < 1.0:
             raise ValueError(f"idiom_frac must be in [0, 1), got {self.idiom_frac!r}")
         if self.keep_checkpoints < 1:
@@ -115,6 +135,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def with_defaults(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A stored ``to_dict()`` with the settings it lacks (written by an older version, before
+        the setting existed) read as their field defaults."""
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
+        return defaults | saved
 
 
 @dataclass(frozen=True)
@@ -205,6 +236,9 @@ def train_step(
     outside ``core`` get their gradients from the same backward pass and are the caller's).
     """
     mcfg = core.cfg
+    max_density = tcfg.sparse_matmul_max_density
+    if max_density > 0 and min(mcfg.weight_density, mcfg.embed_density) <= max_density:
+        refresh_csr_weights(core, max_density=max_density, min_numel=tcfg.sparse_matmul_min_numel)
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(tokens) if loss_fn is not None else model(tokens, return_type="loss")
     loss.backward()
@@ -380,6 +414,7 @@ def train(
         )
     if resume and existing.exists():
         old = read_json(existing, "run")
+        old["train_config"] = TrainConfig.with_defaults(old.get("train_config", {}))
         for key in ("model_config", "train_config"):
             if old.get(key) != run_info[key]:
                 raise ValueError(f"cannot resume {run_dir}: its {key} differs from this one")

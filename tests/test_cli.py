@@ -22,10 +22,18 @@ def tiny_run(tmp_path_factory):
             "--cache-dir",
             str(cache),
             "--quiet",
+            "--dense-kernels",
         ]
     )
     assert code == 0
     return root, cache
+
+
+def test_train_records_its_settings(tiny_run):
+    root, _ = tiny_run
+    run = json.loads((root / "run" / "run.json").read_text())
+    assert run["train_config"]["sparse_matmul_max_density"] == 0.0  # --dense-kernels
+    assert run["preset"] == "tiny"
 
 
 def test_tasks_table_and_json(tiny_run, capsys):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -74,18 +75,30 @@ def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_seeded_runs_are_bit_reproducible_and_resume_is_exact(data, tokenizer, tmp_path):
-    ref = train(make_model(tokenizer), data, TCFG, tmp_path / "ref", progress=False)
-    again = train(make_model(tokenizer), data, TCFG, tmp_path / "again", progress=False)
+# with sparse kernels for the 1/4-density matrices once the anneal gets there (sparse_matmul.py)
+TCFG_CSR = dataclasses.replace(TCFG, sparse_matmul_max_density=0.3, sparse_matmul_min_numel=0)
+
+
+@pytest.mark.parametrize("tcfg", [TCFG, TCFG_CSR], ids=["dense-kernels", "sparse-kernels"])
+def test_seeded_runs_are_bit_reproducible_and_resume_is_exact(data, tokenizer, tmp_path, tcfg):
+    ref = train(make_model(tokenizer), data, tcfg, tmp_path / "ref", progress=False)
+    again = train(make_model(tokenizer), data, tcfg, tmp_path / "again", progress=False)
     for k, v in _weights(ref).items():
         assert torch.equal(v, again.state_dict()[k]), k
+    used_csr = any(getattr(m, "csr_weights", None) for m in ref.modules())
+    assert used_csr == (tcfg is TCFG_CSR)
     # Interrupted after 6 steps (last checkpoint at 4), then resumed.
-    train(make_model(tokenizer), data, TCFG, tmp_path / "cut", halt_after=6, progress=False)
+    train(make_model(tokenizer), data, tcfg, tmp_path / "cut", halt_after=6, progress=False)
     assert not (tmp_path / "cut" / "final").exists()
     with pytest.raises(ValueError, match="already holds a run"):
-        train(make_model(tokenizer), data, TCFG, tmp_path / "cut", progress=False)
+        train(make_model(tokenizer), data, tcfg, tmp_path / "cut", progress=False)
+    if tcfg is TCFG:  # a run.json from before the sparse-kernel settings reads them as defaults
+        info = json.loads((tmp_path / "cut" / "run.json").read_text())
+        for key in ("sparse_matmul_max_density", "sparse_matmul_min_numel"):
+            del info["train_config"][key]
+        (tmp_path / "cut" / "run.json").write_text(json.dumps(info))
     resumed = train(
-        make_model(tokenizer), data, TCFG, tmp_path / "cut", resume=True, progress=False
+        make_model(tokenizer), data, tcfg, tmp_path / "cut", resume=True, progress=False
     )
     for k, v in _weights(ref).items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -99,7 +112,7 @@ def test_seeded_runs_are_bit_reproducible_and_resume_is_exact(data, tokenizer, t
         train(
             make_model(tokenizer, d_mlp=32),
             data,
-            TCFG,
+            tcfg,
             tmp_path / "cut",
             resume=True,
             progress=False,
