@@ -7,7 +7,7 @@ Side by side in one process, interleaved so machine noise hits both alike, it ti
   projection included) of the same shape at two widths, the sparse step with AbsTopK on MLP
   neurons only (the ``demo`` preset's sites), and the sparse step with every product dense
   (``sparse_matmul_max_density=0``: what the sparse kernels of ``sparse_matmul.py`` save);
-* the same three at d_model 1024 with the paper's context (n_ctx 256): the projection's cost is
+* the same four at d_model 1024 with the paper's context (n_ctx 256): the projection's cost is
   per step, the forward/backward's per token, so the ratio falls as a step carries more tokens;
 * the projection alone: ``torch.topk`` per matrix (naive) versus ``topk_weight_indices``.
 
