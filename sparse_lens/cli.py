@@ -148,8 +148,8 @@ def _train_dense_hf(
 
     if world > 1:
         raise CLIError("--dense-hf trains on one process; run it without torchrun")
-    if args.resume or args.dense or args.no_abstopk:
-        raise CLIError("--dense-hf does not combine with --resume, --dense or --no-abstopk")
+    if args.dense or args.no_abstopk:
+        raise CLIError("--dense-hf does not combine with --dense or --no-abstopk")
     try:
         dcfg = DenseConfig(
             n_layers=mcfg.n_layers,
@@ -161,7 +161,15 @@ def _train_dense_hf(
             lr=args.lr or 3e-3,
             seed=args.seed,
         )
-        train_dense_hf(dcfg, data, tokenizer, out, metadata=metadata, progress=not args.quiet)
+        train_dense_hf(
+            dcfg,
+            data,
+            tokenizer,
+            out,
+            metadata=metadata,
+            progress=not args.quiet,
+            resume=args.resume,
+        )
     except ValueError as e:
         raise CLIError(str(e)) from e
     sys.stdout.write(f"dense GPT-2 written to {out} (load with sparse_lens.load_dense)\n")

@@ -6,7 +6,10 @@ same depth and context; AdamW (β=(0.9, 0.95), weight decay 0.1), linear warmup 
 The folder holds ``config.json`` + ``model.safetensors`` (``save_pretrained``), the tokenizer
 (``tokenizer.json`` + its HF files), ``metrics.jsonl`` and ``dense.json``; it is written before
 any wrapping (``TransformerBridge`` modifies the wrapped model in place, ``transformerlens.md``
-§2.1). ``load_dense`` reloads the tokenizer from disk (an in-memory tokenizer fails in
+§2.1). Every ``checkpoint_every`` steps the whole training state (weights, AdamW moments, data
+generator, metrics) is written atomically to ``checkpoint/dense_trainer.pt``; ``resume=True``
+continues a killed run from it and reaches the same weights as an uninterrupted run.
+``load_dense`` reloads the tokenizer from disk (an in-memory tokenizer fails in
 ``boot_transformers``) and wraps the model with compatibility mode on, so hook names match the
 sparse model's (``blocks.{l}.hook_resid_pre``, ``hook_resid_mid``, ``attn.hook_pattern`` ...).
 """
@@ -14,6 +17,7 @@ sparse model's (``blocks.{l}.hook_resid_pre``, ``hook_resid_mid``, ``attn.hook_p
 import json
 import logging
 import math
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +27,12 @@ from tqdm.auto import tqdm
 
 from sparse_lens.checks import require_min
 from sparse_lens.data import WindowSource
-from sparse_lens.io import atomic_write_json, read_json
+from sparse_lens.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 from sparse_lens.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 DENSE_VERSION = 1
+TRAINER_STATE = Path("checkpoint") / "dense_trainer.pt"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,10 +50,15 @@ class DenseConfig:
     weight_decay: float = 0.1
     eval_every: int = 100
     val_windows: int = 64
+    checkpoint_every: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require_min(self, ("n_layers", "d_model", "n_heads", "n_ctx", "steps", "batch_size"), 1)
+        require_min(
+            self,
+            ("n_layers", "d_model", "n_heads", "n_ctx", "steps", "batch_size", "checkpoint_every"),
+            1,
+        )
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         require_min(self, ("lr",), 0, strict=True)
@@ -95,11 +105,28 @@ def train_dense_hf(
     *,
     metadata: dict[str, Any] | None = None,
     progress: bool = True,
+    resume: bool = False,
+    halt_after: int | None = None,
 ) -> Path:
-    """Train a GPT-2 on ``data`` and save it (with the tokenizer) in ``out``."""
+    """Train a GPT-2 on ``data`` and save it (with the tokenizer) in ``out``.
+
+    ``resume`` continues the run in ``out`` from its checkpoint (or returns at once if it is
+    finished); ``halt_after`` stops after that many steps of this call as if killed (to test
+    resuming). A folder that already holds a run is refused without ``resume``.
+    """
     from transformers import GPT2LMHeadModel
 
     out = Path(out)
+    state_path = out / TRAINER_STATE
+    if (out / "dense.json").exists() or state_path.exists():
+        if not resume:
+            raise ValueError(
+                f"{out} already holds a dense run; pass resume=True (--resume) or pick a new folder"
+            )
+        if (out / "dense.json").exists():
+            _check_same_config(read_json(out / "dense.json", "dense run").get("config"), cfg, out)
+            log.info("%s is finished; nothing to resume", out)
+            return out
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
@@ -111,10 +138,25 @@ def train_dense_hf(
         betas=(0.9, 0.95),
     )
     gen = torch.Generator().manual_seed(cfg.seed)
+    metrics: list[dict[str, Any]] = []
+    start = 0
+    if resume and state_path.exists():
+        try:
+            state = torch.load(state_path, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises several kinds for a bad file
+            raise ValueError(f"dense checkpoint {str(state_path)!r} is corrupt: {e}") from e
+        _check_same_config(state["config"], cfg, out)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        start, metrics = int(state["step"]), list(state["metrics"])
+        log.info("resuming %s from step %d", out, start)
     val = data.val_windows(cfg.val_windows, cfg.n_ctx)
-    metrics = []
+    end = cfg.steps if halt_after is None else min(cfg.steps, start + halt_after)
     model.train()
-    bar = tqdm(range(cfg.steps), desc="dense", disable=not progress)
+    bar = tqdm(
+        range(start, end), initial=start, total=cfg.steps, desc="dense", disable=not progress
+    )
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg)
@@ -131,20 +173,39 @@ def train_dense_hf(
             model.train()
         metrics.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            state = {
+                "config": asdict(cfg),
+                "step": step + 1,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "generator": gen.get_state(),
+                "metrics": metrics,
+            }
+            atomic_write(state_path, lambda p, state=state: torch.save(state, p))
+    bar.close()
+    if end < cfg.steps:
+        return out
     model.eval()
     if not math.isfinite(metrics[-1]["train_loss"]):
         raise ValueError("dense training diverged (non-finite loss); lower --lr")
     model.save_pretrained(out)  # safetensors + config.json, before any TransformerBridge wrap
     tokenizer.to_hf().save_pretrained(out)
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in metrics))
     info = {
         "dense_version": DENSE_VERSION,
         "config": asdict(cfg),
         "val_loss": metrics[-1]["val_loss"],
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id},
     }
-    atomic_write_json(out / "dense.json", info | (metadata or {}))
+    atomic_write_json(out / "dense.json", info | (metadata or {}))  # written last: "finished"
+    shutil.rmtree(out / TRAINER_STATE.parent, ignore_errors=True)
     return out
+
+
+def _check_same_config(saved: Any, cfg: DenseConfig, out: Path) -> None:
+    if saved != asdict(cfg):
+        raise ValueError(f"cannot resume {out}: its dense config differs from this one")
 
 
 def load_dense(path: str | Path, *, compatibility_mode: bool = True) -> Any:

@@ -1,5 +1,8 @@
 """Dense GPT-2 as a TransformerBridge, bridges, their losses, hybrid passes, steering."""
 
+import json
+from dataclasses import replace
+
 import pytest
 import torch
 from transformer_lens.model_bridge import TransformerBridge
@@ -53,6 +56,39 @@ def dense(tok, tmp_path_factory):
     )
     train_dense_hf(cfg, _Data(tok.vocab_size), tok, out, progress=False)
     return out
+
+
+def test_dense_training_resumes_to_the_same_weights(tok, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = DenseConfig(
+        n_layers=1, d_model=D, n_heads=4, n_ctx=16, steps=6, batch_size=2, checkpoint_every=2
+    )
+    data = _Data(tok.vocab_size)
+    train_dense_hf(cfg, data, tok, tmp_path / "ref", progress=False)
+    train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False, halt_after=5)
+    assert not (tmp_path / "cut" / "dense.json").exists()  # killed after step 5, saved at 4
+    with pytest.raises(ValueError, match="already holds a dense run"):
+        train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False)
+    with pytest.raises(ValueError, match="dense config differs"):
+        train_dense_hf(replace(cfg, lr=1e-3), data, tok, tmp_path / "cut", resume=True)
+    train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False, resume=True)
+    ref = load_file(tmp_path / "ref" / "model.safetensors")
+    cut = load_file(tmp_path / "cut" / "model.safetensors")
+    assert ref.keys() == cut.keys()
+    for name, w in ref.items():
+        assert torch.equal(w, cut[name]), name
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    assert not (tmp_path / "cut" / "checkpoint").exists()
+    # finished: resume is a no-op, a plain call is refused
+    train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False, resume=True)
+    with pytest.raises(ValueError, match="already holds a dense run"):
+        train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False)
+    train_dense_hf(cfg, data, tok, tmp_path / "bad", progress=False, halt_after=3)
+    (tmp_path / "bad" / "checkpoint" / "dense_trainer.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is corrupt"):
+        train_dense_hf(cfg, data, tok, tmp_path / "bad", progress=False, resume=True)
 
 
 @pytest.fixture(scope="module")
