@@ -2,17 +2,22 @@
 
 ``fit-bridges --sparse MODEL --dense DIR --out DIR``: bridges for an already trained sparse model.
 ``train-bridged --dense DIR --preset NAME --out DIR``: the sparse model and its bridges trained
-together. Both write ``bridges/`` (``Bridges.save``), ``bridge_metrics.jsonl`` and
-``bridge_eval.json`` (per-site NMSE and hybrid KL on validation windows); ``train-bridged``
-also writes the sparse model to ``final/``.
+together, on the preset's data (its idiom share included). Both write ``bridges/``
+(``Bridges.save``), ``bridge_metrics.jsonl`` and ``bridge_eval.json`` (per-site NMSE and hybrid KL
+on validation windows; written last, it marks the run finished); ``train-bridged`` also writes the
+sparse model to ``final/``. While a run is unfinished its whole state sits in
+``checkpoint/trainer.pt`` (every ``--checkpoint-every`` steps); ``--resume`` continues it.
 """
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 from sparse_lens.cli import DEFAULT_CACHE, CLIError
+
+CHECKPOINT = Path("checkpoint") / "trainer.pt"  # the loop's state while a run is unfinished
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -26,6 +31,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
     p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=50, help="steps between checkpoints of the run"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -43,6 +52,28 @@ def add_train_bridged(sub: argparse._SubParsersAction) -> None:
     _common(p)
 
 
+def _finished(args: argparse.Namespace) -> bool:
+    """Whether ``--out`` holds a finished run: refused without ``--resume``, nothing to do
+    with it."""
+    done = (args.out / "bridge_eval.json").exists()
+    if done and not args.resume:
+        raise CLIError(f"{args.out} already holds a run; pass --resume or pick a new folder")
+    if done:
+        sys.stdout.write(f"{args.out} holds a finished run; nothing to resume\n")
+    return done
+
+
+def _checkpointing(args: argparse.Namespace):  # noqa: ANN202
+    from sparse_lens.bridge_train import Checkpointing
+
+    try:
+        return Checkpointing(
+            path=args.out / CHECKPOINT, every=args.checkpoint_every, resume=args.resume
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+
+
 def _load(args: argparse.Namespace) -> tuple:
     from sparse_lens.data import prepare_data
     from sparse_lens.dense import load_dense
@@ -58,13 +89,16 @@ def _load(args: argparse.Namespace) -> tuple:
 
 def _finish(args: argparse.Namespace, dense, sparse, bridges, data, records: list) -> None:  # noqa: ANN001
     from sparse_lens.bridge_train import evaluate_bridges
-    from sparse_lens.io import atomic_write_json
+    from sparse_lens.io import atomic_write_json, atomic_write_text
 
     bridges.save(args.out / "bridges")
-    (args.out / "bridge_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(
+        args.out / "bridge_metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records)
+    )
     windows = data.val_windows(16, sparse.cfg.n_ctx)
     result = evaluate_bridges(dense, sparse, bridges, windows)
-    atomic_write_json(args.out / "bridge_eval.json", result)
+    atomic_write_json(args.out / "bridge_eval.json", result)  # written last: "finished"
+    shutil.rmtree((args.out / CHECKPOINT).parent, ignore_errors=True)
     sys.stdout.write(
         f"{'site':28s} {'nmse d2s':>9s} {'nmse s2d':>9s} {'KL d2s':>8s} {'KL s2d':>8s}\n"
     )
@@ -84,6 +118,8 @@ def cmd_fit_bridges(args: argparse.Namespace) -> int:
     from sparse_lens.bridges import BridgeConfig, Bridges, check_pair
     from sparse_lens.model import HookedSparseTransformer
 
+    if _finished(args):
+        return 0
     dense, _, data = _load(args)
     try:
         sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
@@ -97,18 +133,22 @@ def cmd_fit_bridges(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
     bridges = Bridges(bcfg)
-    records = fit_bridges(
-        dense,
-        sparse,
-        bridges,
-        data,
-        steps=args.steps or 200,
-        batch_size=args.batch_size or 8,
-        lr=args.bridge_lr,
-        hybrid=not args.no_hybrid,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
+    try:
+        records = fit_bridges(
+            dense,
+            sparse,
+            bridges,
+            data,
+            steps=args.steps or 200,
+            batch_size=args.batch_size or 8,
+            lr=args.bridge_lr,
+            hybrid=not args.no_hybrid,
+            seed=args.seed,
+            progress=not args.quiet,
+            checkpoint=_checkpointing(args),
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from e
     _finish(args, dense, sparse, bridges, data, records)
     return 0
 
@@ -116,15 +156,20 @@ def cmd_fit_bridges(args: argparse.Namespace) -> int:
 def cmd_train_bridged(args: argparse.Namespace) -> int:
     from sparse_lens.bridge_train import train_bridged
     from sparse_lens.bridges import BridgeConfig, Bridges, check_pair
+    from sparse_lens.data import with_idioms
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.presets import get_preset
 
+    if _finished(args):
+        return 0
     dense, tokenizer, data = _load(args)
     try:
         preset = get_preset(args.preset)
         mcfg, tcfg = preset.build(
             tokenizer.vocab_size, seed=args.seed, steps=args.steps, batch_size=args.batch_size
         )
+        # the preset's training data: its share of generated idioms too (sparse_lens.idioms)
+        data = with_idioms(data, tokenizer, tcfg.idiom_frac, args.cache_dir.expanduser())
         sparse = HookedSparseTransformer(mcfg, tokenizer=tokenizer)
         check_pair(dense, sparse)
         bridges = Bridges(
@@ -137,16 +182,20 @@ def cmd_train_bridged(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise CLIError(str(e)) from e
-    records = train_bridged(
-        dense,
-        sparse,
-        bridges,
-        data,
-        tcfg,
-        bridge_lr=args.bridge_lr,
-        hybrid=not args.no_hybrid,
-        progress=not args.quiet,
-    )
+    try:
+        records = train_bridged(
+            dense,
+            sparse,
+            bridges,
+            data,
+            tcfg,
+            bridge_lr=args.bridge_lr,
+            hybrid=not args.no_hybrid,
+            progress=not args.quiet,
+            checkpoint=_checkpointing(args),
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from e
     sparse.save_pretrained(args.out / "final")
     _finish(args, dense, sparse, bridges, data, records)
     return 0

@@ -6,10 +6,14 @@
   (``train.train_step``: unit-RMS gradient, sharkfin LR, top-k projection, decoupled decay), its
   loss being CE plus the bridge terms; the bridges take an Adam step on the same backward pass.
 
-Both log per-step losses as dicts and write nothing themselves; the CLI saves the results.
+Both log per-step losses as dicts; the CLI saves the results. Given a ``Checkpointing``, each
+saves its whole state (models, optimizers, data generator, records) every ``every`` steps in one
+file and resumes from it to the same result as an uninterrupted run.
 """
 
 import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +21,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sparse_lens.bridges import Bridges, bridge_losses, check_pair
+from sparse_lens.checks import require_min
 from sparse_lens.model import HookedSparseTransformer
+from sparse_lens.resume import check_resumable, load_loop_state, save_loop_state
 from sparse_lens.train import TrainConfig, make_optimizer, train_step
 
 log = logging.getLogger(__name__)
@@ -26,6 +32,67 @@ log = logging.getLogger(__name__)
 def _record(step: int, out: dict[str, Any]) -> dict[str, Any]:
     rec = {k: float(out[k].detach()) for k in ("total", "ce", "nmse", "kl_d2s", "kl_s2d")}
     return {"step": step} | rec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpointing:
+    """Where a bridge loop keeps its whole state (``resume.py``), how often, and whether to
+    continue from it. ``halt_after`` stops after that many steps of this call as if killed."""
+
+    path: Path
+    every: int = 50
+    resume: bool = False
+    halt_after: int | None = None
+
+    def __post_init__(self) -> None:
+        require_min(self, ("every",), 1)
+
+
+def _restore(
+    ckpt: Checkpointing | None, settings: dict[str, Any], modules: dict[str, Any]
+) -> tuple[int, list[dict[str, Any]], torch.Generator | None]:
+    """Load ``modules``' states (models, optimizers) from ``ckpt`` if resuming from one; returns
+    the step reached, the records so far, and the saved data generator (``None`` if fresh)."""
+    if ckpt is None:
+        return 0, [], None
+    check_resumable(ckpt.path, False, ckpt.resume, str(ckpt.path.parent))
+    state = load_loop_state(ckpt.path, settings) if ckpt.resume else None
+    if state is None:
+        return 0, [], None
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    gen = torch.Generator()
+    gen.set_state(state["generator"])
+    log.info("resuming from %s at step %d", ckpt.path, state["step"])
+    return int(state["step"]), list(state["records"]), gen
+
+
+def _save(
+    ckpt: Checkpointing | None,
+    settings: dict[str, Any],
+    step: int,
+    steps: int,
+    modules: dict[str, Any],
+    gen: torch.Generator,
+    records: list[dict[str, Any]],
+) -> None:
+    if ckpt is None or step % ckpt.every or step == steps:
+        return
+    states = {name: m.state_dict() for name, m in modules.items()}
+    save_loop_state(
+        ckpt.path,
+        settings=settings,
+        step=step,
+        generator=gen.get_state(),
+        records=records,
+        **states,
+    )
+
+
+def _end(ckpt: Checkpointing | None, start: int, steps: int) -> int:
+    if ckpt is None or ckpt.halt_after is None:
+        return steps
+    return min(steps, start + ckpt.halt_after)
 
 
 def fit_bridges(
@@ -41,28 +108,50 @@ def fit_bridges(
     init_windows: int = 32,
     seed: int = 0,
     progress: bool = True,
+    checkpoint: Checkpointing | None = None,
 ) -> list[dict[str, Any]]:
     """Fit ``bridges`` between two frozen models; returns per-step loss records. With
-    ``init_windows`` > 0 the bridges start from the least-squares fit on that many windows."""
+    ``init_windows`` > 0 the bridges start from the least-squares fit on that many windows.
+    With ``checkpoint`` the loop's state is saved every ``checkpoint.every`` steps and a resumed
+    run reaches the same bridges as an uninterrupted one."""
     check_pair(dense, sparse, bridges)
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
-    if init_windows > 0:
-        from sparse_lens.bridges import run_sites
-
-        tokens = data.sample(init_windows, sparse.cfg.n_ctx, gen)
-        with torch.no_grad():
-            _, d_resid = run_sites(dense, tokens, bridges.sites)
-            _, s_resid = run_sites(sparse, tokens, bridges.sites)
-        bridges.init_least_squares(d_resid, s_resid)
     opt = torch.optim.Adam(bridges.parameters(), lr=lr)
+    settings = {
+        "loop": "fit_bridges",
+        "bridges": asdict(bridges.cfg),
+        "sparse": sparse.cfg.to_dict(),
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "hybrid": hybrid,
+        "init_windows": init_windows,
+        "seed": seed,
+    }
+    modules = {"bridges": bridges, "optimizer": opt}
+    start, records, gen = _restore(checkpoint, settings, modules)
+    if gen is None:
+        gen = torch.Generator().manual_seed(seed)
+        if init_windows > 0:
+            from sparse_lens.bridges import run_sites
+
+            tokens = data.sample(init_windows, sparse.cfg.n_ctx, gen)
+            with torch.no_grad():
+                _, d_resid = run_sites(dense, tokens, bridges.sites)
+                _, s_resid = run_sites(sparse, tokens, bridges.sites)
+            bridges.init_least_squares(d_resid, s_resid)
     frozen = [p for p in sparse.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
-    records = []
     try:
-        bar = tqdm(range(steps), desc="bridges", disable=not progress)
+        bar = tqdm(
+            range(start, _end(checkpoint, start, steps)),
+            initial=start,
+            total=steps,
+            desc="bridges",
+            disable=not progress,
+        )
         for step in bar:
             for group in opt.param_groups:
                 group["lr"] = lr * min(1.0, (step + 1) / max(1, steps // 20)) * (1 - step / steps)
@@ -73,6 +162,7 @@ def fit_bridges(
             loss.backward()
             opt.step()
             records.append(_record(step + 1, out))
+            _save(checkpoint, settings, step + 1, steps, modules, gen, records)
             bar.set_postfix(
                 nmse=f"{float(out['nmse'].detach()):.3f}", kl=f"{float(out['kl_d2s'].detach()):.3f}"
             )
@@ -92,14 +182,25 @@ def train_bridged(
     bridge_lr: float = 3e-3,
     hybrid: bool = True,
     progress: bool = True,
+    checkpoint: Checkpointing | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``sparse`` with its recipe and ``bridges`` jointly; returns per-step records."""
+    """Train ``sparse`` with its recipe and ``bridges`` jointly; returns per-step records (resumable
+    with ``checkpoint``, as ``fit_bridges``)."""
     check_pair(dense, sparse, bridges)
     torch.manual_seed(tcfg.seed)
     opt = make_optimizer(sparse, tcfg)
     bopt = torch.optim.Adam(bridges.parameters(), lr=bridge_lr)
-    gen = torch.Generator().manual_seed(tcfg.seed)
-    records: list[dict[str, Any]] = []
+    settings = {
+        "loop": "train_bridged",
+        "bridges": asdict(bridges.cfg),
+        "sparse": sparse.cfg.to_dict(),
+        "train": tcfg.to_dict(),
+        "bridge_lr": bridge_lr,
+        "hybrid": hybrid,
+    }
+    modules = {"sparse": sparse, "bridges": bridges, "optimizer": opt, "bridge_optimizer": bopt}
+    start, records, gen = _restore(checkpoint, settings, modules)
+    gen = gen if gen is not None else torch.Generator().manual_seed(tcfg.seed)
     last: dict[str, Any] = {}
 
     def loss_fn(tokens: Tensor) -> Tensor:
@@ -109,7 +210,13 @@ def train_bridged(
         return out["total"]
 
     sparse.train()
-    bar = tqdm(range(tcfg.steps), desc="train-bridged", disable=not progress)
+    bar = tqdm(
+        range(start, _end(checkpoint, start, tcfg.steps)),
+        initial=start,
+        total=tcfg.steps,
+        desc="train-bridged",
+        disable=not progress,
+    )
     for step in bar:
         tokens = data.sample(tcfg.batch_size, sparse.cfg.n_ctx, gen)
         bopt.zero_grad(set_to_none=True)
@@ -118,6 +225,7 @@ def train_bridged(
             group["lr"] = bridge_lr * stats.lr / tcfg.lr
         bopt.step()
         records.append(_record(step + 1, last) | {"lr": stats.lr})
+        _save(checkpoint, settings, step + 1, tcfg.steps, modules, gen, records)
         bar.set_postfix(
             ce=f"{float(last['ce'].detach()):.3f}", nmse=f"{float(last['nmse'].detach()):.3f}"
         )

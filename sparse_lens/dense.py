@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from sparse_lens.checks import require_min
 from sparse_lens.data import WindowSource
-from sparse_lens.io import atomic_write, atomic_write_json, atomic_write_text, read_json
+from sparse_lens.io import atomic_write_json, atomic_write_text, read_json
+from sparse_lens.resume import check_resumable, load_loop_state, save_loop_state
 from sparse_lens.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -118,15 +119,14 @@ def train_dense_hf(
 
     out = Path(out)
     state_path = out / TRAINER_STATE
-    if (out / "dense.json").exists() or state_path.exists():
-        if not resume:
-            raise ValueError(
-                f"{out} already holds a dense run; pass resume=True (--resume) or pick a new folder"
-            )
-        if (out / "dense.json").exists():
-            _check_same_config(read_json(out / "dense.json", "dense run").get("config"), cfg, out)
-            log.info("%s is finished; nothing to resume", out)
-            return out
+    settings = asdict(cfg)
+    finished = (out / "dense.json").exists()
+    check_resumable(state_path, finished, resume, str(out))
+    if finished:
+        if read_json(out / "dense.json", "dense run").get("config") != settings:
+            raise ValueError(f"cannot resume {out}: its run had other settings")
+        log.info("%s is finished; nothing to resume", out)
+        return out
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
@@ -140,12 +140,8 @@ def train_dense_hf(
     gen = torch.Generator().manual_seed(cfg.seed)
     metrics: list[dict[str, Any]] = []
     start = 0
-    if resume and state_path.exists():
-        try:
-            state = torch.load(state_path, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises several kinds for a bad file
-            raise ValueError(f"dense checkpoint {str(state_path)!r} is corrupt: {e}") from e
-        _check_same_config(state["config"], cfg, out)
+    state = load_loop_state(state_path, settings) if resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -174,15 +170,15 @@ def train_dense_hf(
         metrics.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            state = {
-                "config": asdict(cfg),
-                "step": step + 1,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
-                "metrics": metrics,
-            }
-            atomic_write(state_path, lambda p, state=state: torch.save(state, p))
+            save_loop_state(
+                state_path,
+                settings=settings,
+                step=step + 1,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                generator=gen.get_state(),
+                metrics=metrics,
+            )
     bar.close()
     if end < cfg.steps:
         return out
@@ -201,11 +197,6 @@ def train_dense_hf(
     atomic_write_json(out / "dense.json", info | (metadata or {}))  # written last: "finished"
     shutil.rmtree(out / TRAINER_STATE.parent, ignore_errors=True)
     return out
-
-
-def _check_same_config(saved: Any, cfg: DenseConfig, out: Path) -> None:
-    if saved != asdict(cfg):
-        raise ValueError(f"cannot resume {out}: its dense config differs from this one")
 
 
 def load_dense(path: str | Path, *, compatibility_mode: bool = True) -> Any:

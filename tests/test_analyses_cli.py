@@ -152,6 +152,14 @@ def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "blocks.1.hook_resid_mid" in printed and "bridges written to" in printed
     result = json.loads((tmp_path / "b" / "bridge_eval.json").read_text())
+    assert not (tmp_path / "b" / "checkpoint").exists()
+    assert main([*fit, "--steps", "2", *c, "--quiet"]) == 2  # a finished run is kept
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*fit, "--steps", "2", *c, "--quiet", "--resume"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    bad_every = [*fit[:-1], str(tmp_path / "b2"), "--checkpoint-every", "0", *c, "--quiet"]
+    assert main(bad_every) == 2
+    assert "every must be >= 1" in capsys.readouterr().err
     assert set(result["per_site"]) == {
         f"blocks.{i}.hook_resid_{k}" for i in range(2) for k in ("pre", "mid")
     }
@@ -213,6 +221,7 @@ def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
     shutil.rmtree(deep / "model.safetensors", ignore_errors=True)
     hf.save_pretrained(deep)
     fit[fit.index(str(dense))] = str(deep)
+    fit[fit.index(str(tmp_path / "b"))] = str(tmp_path / "b-deep")
     assert main([*fit, "--steps", "1", *c, "--quiet"]) == 2
     assert "depths differ" in capsys.readouterr().err
 

@@ -68,9 +68,9 @@ def test_dense_training_resumes_to_the_same_weights(tok, tmp_path):
     train_dense_hf(cfg, data, tok, tmp_path / "ref", progress=False)
     train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False, halt_after=5)
     assert not (tmp_path / "cut" / "dense.json").exists()  # killed after step 5, saved at 4
-    with pytest.raises(ValueError, match="already holds a dense run"):
+    with pytest.raises(ValueError, match="already holds a run"):
         train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False)
-    with pytest.raises(ValueError, match="dense config differs"):
+    with pytest.raises(ValueError, match="other settings"):
         train_dense_hf(replace(cfg, lr=1e-3), data, tok, tmp_path / "cut", resume=True)
     train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False, resume=True)
     ref = load_file(tmp_path / "ref" / "model.safetensors")
@@ -83,7 +83,7 @@ def test_dense_training_resumes_to_the_same_weights(tok, tmp_path):
     assert not (tmp_path / "cut" / "checkpoint").exists()
     # finished: resume is a no-op, a plain call is refused
     train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False, resume=True)
-    with pytest.raises(ValueError, match="already holds a dense run"):
+    with pytest.raises(ValueError, match="already holds a run"):
         train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False)
     train_dense_hf(cfg, data, tok, tmp_path / "bad", progress=False, halt_after=3)
     (tmp_path / "bad" / "checkpoint" / "dense_trainer.pt").write_bytes(b"not a checkpoint")
@@ -323,6 +323,51 @@ def test_fit_and_joint_training_update_the_right_parameters(dense, tok):
     density = float((sparse.blocks[0].mlp.W_in != 0).float().mean())
     assert density == pytest.approx(0.5, abs=0.02)  # the sparse recipe's projection still holds
     assert all(p.grad is None or p.requires_grad is False for p in dmodel.parameters())
+
+
+def _fresh_pair(tok):
+    sparse = HookedSparseTransformer(
+        build_cfg(d_vocab=tok.vocab_size, weight_density=0.5), tokenizer=tok
+    )
+    torch.manual_seed(3)
+    return sparse, Bridges(BridgeConfig(d_dense=D, d_sparse=D, n_layers=2))
+
+
+@pytest.mark.parametrize("loop", ["fit", "joint"])
+def test_bridge_loops_resume_to_the_same_result(dense, tok, tmp_path, loop):
+    from sparse_lens.bridge_train import Checkpointing, fit_bridges, train_bridged
+    from sparse_lens.train import TrainConfig
+
+    dmodel = load_dense(dense)
+    data = _Data(tok.vocab_size)
+    tcfg = TrainConfig(steps=5, batch_size=2, anneal_end=0.5)
+
+    def run(ckpt):
+        sparse, bridges = _fresh_pair(tok)
+        if loop == "fit":
+            kw = dict(steps=5, batch_size=2, init_windows=4, progress=False, checkpoint=ckpt)
+            recs = fit_bridges(dmodel, sparse, bridges, data, **kw)
+        else:
+            recs = train_bridged(
+                dmodel, sparse, bridges, data, tcfg, progress=False, checkpoint=ckpt
+            )
+        return sparse, bridges, recs
+
+    ref_sparse, ref_bridges, ref_recs = run(None)
+    path = tmp_path / "checkpoint" / "trainer.pt"
+    _, _, cut = run(Checkpointing(path=path, every=2, halt_after=3))  # killed after 3, saved at 2
+    assert len(cut) == 3 and path.exists()
+    with pytest.raises(ValueError, match="already holds a run"):
+        run(Checkpointing(path=path, every=2))
+    sparse, bridges, recs = run(Checkpointing(path=path, every=2, resume=True))
+    assert recs == ref_recs and [r["step"] for r in recs] == [1, 2, 3, 4, 5]
+    for a, b in ((ref_bridges, bridges), (ref_sparse, sparse)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y), name
+    if loop == "joint":  # other settings: refused
+        tcfg = TrainConfig(steps=6, batch_size=2, anneal_end=0.5)
+        with pytest.raises(ValueError, match="other settings"):
+            run(Checkpointing(path=path, every=2, resume=True))
 
 
 def test_least_squares_init_recovers_a_linear_map():
