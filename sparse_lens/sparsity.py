@@ -191,7 +191,8 @@ def _topk_flat_indices(flat: Float[Tensor, " n"], k: int) -> Int[Tensor, " k"]:
         expected = k * len(sample) / n
         above = min(len(sample) - 1, int(expected + 4 * math.sqrt(expected)) + 32)
         estimate = sample.kthvalue(len(sample) - above).values
-        candidates = (flat >= estimate).nonzero().squeeze(-1)
+        # A mostly-zero tensor (projected before) estimates 0: gather its positives only.
+        candidates = (flat > 0 if estimate <= 0 else flat >= estimate).nonzero().squeeze(-1)
         if candidates.numel() < k:
             candidates = None
     if candidates is None:

@@ -111,6 +111,14 @@ def test_fast_flat_topk_is_exact(k):
     ties = torch.cat([torch.rand(600_000), torch.full((10,), 2.0), torch.full((10,), 3.0)])
     expected = torch.cat([torch.arange(600_000, 600_005), torch.arange(600_010, 600_020)])
     assert torch.equal(_topk_flat_indices(ties, 15), expected)  # all 3.0s, the first five 2.0s
+    # mostly zeros (a tensor projected before), with ties: exact whether or not its positives
+    # fill k (ties, zeros included, go to the lowest index)
+    sparse = torch.zeros(1_000_000)
+    sparse[torch.randperm(1_000_000, generator=torch.Generator().manual_seed(0))[:5000]] = 1.0
+    sparse[::7919] += torch.rand(len(sparse[::7919]), generator=torch.Generator().manual_seed(1))
+    for k in (100, 5000, 6000):
+        reference = torch.argsort(-sparse, stable=True)[:k].sort().values
+        assert torch.equal(_topk_flat_indices(sparse, k), reference), k
 
 
 def test_project_weights_keeps_values_and_matches_the_mask():
