@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from sparse_lens.config import ActSite, SparseTransformerConfig
-from sparse_lens.sparse_matmul import CSRWeight, csr_matmul, usable
+from sparse_lens.sparse_matmul import CSRWeight, csr_matmul, matmul, usable
 from sparse_lens.sparsity import abs_topk, abs_topk_mask
 
 
@@ -95,8 +95,7 @@ class Unembed(nn.Module):
         self.csr_weights: dict[str, CSRWeight] = {}  # sparse_matmul.refresh_csr_weights
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        csr = usable(self.csr_weights, "W_U", self.W_U, x)
-        return (x @ self.W_U if csr is None else csr_matmul(x, self.W_U, csr)) + self.b_U
+        return matmul(x, self.W_U, self.csr_weights, "W_U") + self.b_U
 
 
 class BigramTable(nn.Module):
@@ -209,11 +208,12 @@ class Attention(nn.Module):
 
         sparse_out = cfg.act_sparse("attn_out")
         if not cfg.use_attn_result:
-            csr = usable(self.csr_weights, "W_O", self.W_O, z.flatten(-2))
+            z_flat = z.flatten(-2)  # [batch pos (head_index d_head)]
+            csr = usable(self.csr_weights, "W_O", self.W_O, z_flat)
             if csr is None:
                 out = torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
             else:
-                out = csr_matmul(z.flatten(-2), self.W_O, csr) + self.b_O
+                out = csr_matmul(z_flat, self.W_O, csr) + self.b_O
             if not sparse_out:
                 return out
             mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
@@ -253,20 +253,15 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch pos d_mlp] after the mlp_neuron AbsTopK
         self.hook_out_mask = HookPoint()  # [batch pos d_model] 0/1, mlp_out AbsTopK only
 
-    def _mul(self, x: Tensor, name: str) -> Tensor:
-        W = getattr(self, name)
-        csr = usable(self.csr_weights, name, W, x)
-        return x @ W if csr is None else csr_matmul(x, W, csr)
-
     def forward(
         self, resid_mid: Float[Tensor, "batch pos d_model"], ln: RMSNorm
     ) -> Float[Tensor, "batch pos d_model"]:
         cfg = self.cfg
         x = self.hook_in(self.override_in(_site_topk(cfg, "mlp_in", ln(resid_mid))))
-        pre = self.hook_pre(self._mul(x, "W_in") + self.b_in)
+        pre = self.hook_pre(matmul(x, self.W_in, self.csr_weights, "W_in") + self.b_in)
         act = F.gelu(pre) if cfg.act_fn == "gelu" else F.relu(pre)
         post = self.hook_post(self.override_post(_site_topk(cfg, "mlp_neuron", act)))
-        out = self._mul(post, "W_out") + self.b_out
+        out = matmul(post, self.W_out, self.csr_weights, "W_out") + self.b_out
         if not cfg.act_sparse("mlp_out"):
             return out
         mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))

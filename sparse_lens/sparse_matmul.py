@@ -146,6 +146,18 @@ def usable(store: dict[str, CSRWeight], name: str, W: Tensor, x: Tensor) -> CSRW
     return csr if csr is not None and csr.matches(W, x) else None
 
 
+def matmul(
+    x: Float[Tensor, "... d_in"],
+    W: Float[Tensor, "d_in d_out"],
+    store: dict[str, CSRWeight],
+    name: str,
+) -> Float[Tensor, "... d_out"]:
+    """``x @ W`` for an ``in_out`` weight: through its CSR copy ``store[name]`` while that still
+    matches ``W``, else dense."""
+    csr = usable(store, name, W, x)
+    return x @ W if csr is None else csr_matmul(x, W, csr)
+
+
 @torch.no_grad()
 def refresh_csr_weights(
     model: nn.Module,
