@@ -3,7 +3,8 @@
 * ``abs_topk`` keeps the k largest-magnitude entries of the last dimension (AbsTopK).
 * ``topk_weight_indices`` (``topk_weight_mask``) picks the k largest-magnitude entries of a
   whole weight tensor, after first guaranteeing ``min_per_neuron`` entries along each neuron's
-  fan-in or fan-out (the paper's "j = 4" rule). ``project_weights_`` applies it in place to every sparse parameter.
+  fan-in or fan-out (the paper's "j = 4" rule). ``project_weights_`` applies it in place to
+  every sparse parameter.
 * ``param_role`` classifies parameters by name; every other function keys off it.
 
 Everything here is a function of tensors; the ``nn.Module``s only call these.
