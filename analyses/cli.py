@@ -22,6 +22,7 @@ from sparse_lens.bridge_cli import (
     cmd_train_bridged,
 )
 from sparse_lens.cli import DEFAULT_CACHE, CLIError
+from sparse_lens.oai_cli import add_import_oai, cmd_import_oai
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -273,6 +274,7 @@ ADDERS = (
     _add_report,
     _add_demo,
     _add_bridge_report,
+    add_import_oai,
 )
 COMMANDS = base.COMMANDS | {
     "fit-bridges": cmd_fit_bridges,
@@ -280,6 +282,7 @@ COMMANDS = base.COMMANDS | {
     "report": cmd_report,
     "demo": cmd_demo,
     "bridge-report": cmd_bridge_report,
+    "import-oai": cmd_import_oai,
 }
 
 

@@ -2,7 +2,8 @@
 
 ``from_circuit_sparsity(state_dict, config)`` takes the ``final_model.pt`` state dict and the
 ``beeg_config.json`` dict (``GPTConfig`` fields) and returns a ``HookedSparseTransformer`` with
-the same logits. Nothing is downloaded: the caller loads both from disk.
+the same logits. Nothing is downloaded: the caller loads both from disk (``oai_import.py`` and
+``sparse-lens import-oai`` do, with the tokenizer files).
 
 Name table (OpenAI ``nn.Linear`` weights are ``[out, in]``; TL layout is ``[in, out]``):
 
@@ -34,12 +35,59 @@ from torch import Tensor
 from sparse_lens.config import ACT_SITES, SparseTransformerConfig
 from sparse_lens.model import HookedSparseTransformer
 
+# Every field of OpenAI's ``GPTConfig`` (``beeg_config.json`` is its ``asdict``), plus the two
+# older keys their loader still accepts (``n_mlp``, renamed ``d_mlp``; ``use_tied_aux_matrix``,
+# which must be false).
+GPT_CONFIG_FIELDS = frozenset(
+    [
+        "block_size",
+        "vocab_size",
+        "n_layer",
+        "n_head",
+        "d_head",
+        "d_model",
+        "dropout",
+        "bias",
+        "ln_bias",
+        "rms_norm",
+        "residual_activation_type",
+        "activation_type",
+        "afrac",
+        "afrac_loctypes",
+        "debug_nans",
+        "tied_unembed",
+        "tokenizer_name",
+        "grad_checkpointing",
+        "d_mlp",
+        "enable_bigram_table",
+        "learnable_bigram_table",
+        "d_pos_emb",
+        "dropout_cat_pos_emb",
+        "sinusoidal_cat_pos_emb",
+        "enable_sparse_kernels",
+        "flash",
+        "sink",
+        "n_mlp",
+        "use_tied_aux_matrix",
+    ]
+)
+
 
 def config_from_circuit_sparsity(
     config: dict[str, Any], wpe_nonzero: bool
 ) -> SparseTransformerConfig:
-    """Translate a ``GPTConfig`` dict into a ``SparseTransformerConfig``."""
+    """Translate a ``GPTConfig`` dict into a ``SparseTransformerConfig``.
+
+    Raises:
+        ValueError: a key ``GPTConfig`` does not have, a missing size, or a variant this port
+            does not support (each named).
+    """
     c = dict(config)
+    unknown = sorted(set(c) - GPT_CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"circuit_sparsity config has keys GPTConfig does not know: {unknown}")
+    if c.pop("use_tied_aux_matrix", False):
+        raise ValueError("use_tied_aux_matrix=True models are not supported")
     if "n_mlp" in c:  # older configs, as OpenAI's own loader renames
         c["d_mlp"] = c.pop("n_mlp")
     for key in ("n_layer", "n_head", "d_model", "vocab_size", "block_size"):
@@ -60,12 +108,20 @@ def config_from_circuit_sparsity(
     unknown = [s for s in sites if s not in ACT_SITES]
     if unknown:
         raise ValueError(f"circuit_sparsity afrac_loctypes has unknown sites {unknown}")
+    d_head = int(c.get("d_head") or d_model // n_heads)
+    d_mlp = int(c.get("d_mlp") or 4 * d_model)
+    if afrac is not None:  # OpenAI keeps int(afrac * width) entries, zero if that rounds to 0
+        widths = {"attn_q": n_heads * d_head, "attn_k": n_heads * d_head}
+        widths |= {"attn_v": n_heads * d_head, "mlp_neuron": d_mlp}
+        empty = [s for s in sites if int(float(afrac) * widths.get(s, d_model)) == 0]
+        if empty:
+            raise ValueError(f"afrac={afrac} keeps no entries at {empty}; not supported")
     return SparseTransformerConfig(
         d_model=d_model,
         n_heads=n_heads,
-        d_head=int(c.get("d_head") or d_model // n_heads),
+        d_head=d_head,
         n_layers=int(c["n_layer"]),
-        d_mlp=int(c.get("d_mlp") or 4 * d_model),
+        d_mlp=d_mlp,
         d_vocab=int(c["vocab_size"]),
         n_ctx=int(c["block_size"]),
         act_fn=c.get("activation_type", "gelu"),
@@ -132,7 +188,8 @@ def from_circuit_sparsity(
     if cfg.use_bigram_table:
         new["bigram.W_bigram"] = _take(sd, "bigram_table")
     sd.pop("bigram_table", None)
-    leftovers = sorted(k for k in sd if not k.endswith("attn.bias"))  # causal-mask buffers
+    masks = {f"transformer.h.{i}.attn.bias" for i in range(cfg.n_layers)}  # causal-mask buffers
+    leftovers = sorted(k for k in sd if k not in masks)
     if leftovers:
         raise ValueError(f"circuit_sparsity state dict has unconverted tensors {leftovers[:8]}")
     model = HookedSparseTransformer(cfg)
@@ -143,7 +200,8 @@ def from_circuit_sparsity(
             raise ValueError(
                 f"{name}: shape {tuple(tensor.shape)} does not fit the config ({want})"
             )
-    missing = sorted(set(expected) - set(new) - {"unembed.b_U"})
+    params = {name for name, _ in model.named_parameters()}  # buffers (bias=False zeros) stay
+    missing = sorted(params - set(new) - {"unembed.b_U"})
     if missing:
         raise ValueError(f"circuit_sparsity import left {missing} unset")
     model.load_state_dict(new, strict=False)

@@ -323,3 +323,27 @@ def concat_batches(a: TaskBatch, b: TaskBatch, pad_id: int) -> TaskBatch:
         contexts=a.contexts + b.contexts,
         n_dropped=a.n_dropped + b.n_dropped,
     )
+
+
+def non_single_candidates(
+    tokenizer: Tokenizer, tasks: Sequence[Task], draws: int = 400, seed: int = 0
+) -> dict[str, list[str]]:
+    """Task name -> the candidate tokens that are not single tokens of ``tokenizer``.
+
+    The paper's tasks compare two single-token continuations (``paper.md`` §4); a tokenizer
+    other than the one they were written for (e.g. OpenAI's tinypython_2k) may split some.
+    Candidates come from ``draws`` generated pairs per task (all splits) or a custom task's
+    examples; tasks whose candidates are all single tokens are left out.
+    """
+    out: dict[str, list[str]] = {}
+    for task in tasks:
+        if task.generator is not None:
+            rng = random.Random(f"{task.name}:candidates:{seed}")
+            pairs = [task.generator(rng) for _ in range(draws)]
+            cands = {c for p in pairs for c in (p.a_target, p.b_target)}
+        else:
+            cands = {c for e in task.fixed for c in (e.correct, e.incorrect)}
+        bad = sorted(c for c in cands if len(tokenizer.encode(c)) != 1)
+        if bad:
+            out[task.name] = bad
+    return out

@@ -1,0 +1,246 @@
+"""Builders of files in the layout OpenAI publishes for circuit_sparsity, written from its format
+(``paper.md`` §1, §2.1, §7) in plain Python/torch, without sparse_lens code.
+
+* ``write_gpt2_bpe``: a GPT-2 "data gym" pair ``vocab.bpe`` + ``encoder.json``, with merges
+  learned by a naive pair-counting BPE; ``reference_encode`` is tiktoken's rank-merge algorithm.
+* ``gpt_config`` / ``gpt_state_dict``: ``beeg_config.json`` (``asdict(GPTConfig)``, every field)
+  and ``final_model.pt`` (``GPT.state_dict()`` key names and shapes).
+* ``reference_forward``: the forward pass of the paper's model written out from its description.
+"""
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import regex
+import torch
+import torch.nn.functional as F
+
+PATTERN = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+EOT = "<|endoftext|>"
+
+
+def byte_spelling() -> tuple[list[int], dict[int, str]]:
+    """GPT-2's byte order (printable first) and byte -> character table."""
+    order = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    spell = {b: chr(b) for b in order}
+    n = 0
+    for b in range(256):
+        if b not in spell:
+            order.append(b)
+            spell[b] = chr(256 + n)
+            n += 1
+    return order, spell
+
+
+def learn_merges(texts: list[str], n_merges: int) -> list[tuple[bytes, bytes]]:
+    words = Counter(
+        tuple(bytes([b]) for b in piece.encode())
+        for t in texts
+        for piece in regex.findall(PATTERN, t)
+    )
+    merges = []
+    for _ in range(n_merges):
+        pairs: Counter = Counter()
+        for w, c in words.items():
+            for a, b in zip(w, w[1:], strict=False):
+                pairs[(a, b)] += c
+        if not pairs:
+            break
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        merges.append(best)
+        new: Counter = Counter()
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new[tuple(out)] += c
+        words = new
+    return merges
+
+
+def write_gpt2_bpe(
+    directory: Path, texts: list[str], n_merges: int, eot_in_encoder: bool = True
+) -> dict[bytes, int]:
+    """Write the pair; returns the ranks (token bytes -> id) tiktoken would derive."""
+    order, spell = byte_spelling()
+    ranks = {bytes([b]): i for i, b in enumerate(order)}
+    merges = learn_merges(texts, n_merges)
+    for a, b in merges:
+        ranks[a + b] = len(ranks)
+
+    def s(tok: bytes) -> str:
+        return "".join(spell[b] for b in tok)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["#version: 0.2"] + [f"{s(a)} {s(b)}" for a, b in merges]
+    (directory / "vocab.bpe").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    encoder = {s(t): i for t, i in ranks.items()}
+    if eot_in_encoder:
+        encoder[EOT] = len(ranks)
+    (directory / "encoder.json").write_text(json.dumps(encoder), encoding="utf-8")
+    return ranks
+
+
+def reference_encode(text: str, ranks: dict[bytes, int]) -> list[int]:
+    """tiktoken's byte-pair merge: repeatedly join the adjacent pair of lowest rank."""
+    out = []
+    for piece in regex.findall(PATTERN, text):
+        parts = [bytes([b]) for b in piece.encode()]
+        while len(parts) > 1:
+            cands = [
+                (ranks.get(a + b, math.inf), i)
+                for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))
+            ]
+            rank, i = min(cands)
+            if rank == math.inf:
+                break
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        out += [ranks[p] for p in parts]
+    return out
+
+
+# ------------------------------------------------------------------------- model files
+def gpt_config(**overrides: Any) -> dict[str, Any]:
+    """Every field of OpenAI's ``GPTConfig``, as ``asdict`` writes it to ``beeg_config.json``."""
+    cfg = dict(
+        block_size=16,
+        vocab_size=40,
+        n_layer=2,
+        n_head=3,
+        d_head=4,
+        d_model=12,
+        dropout=0.0,
+        bias=True,
+        ln_bias=True,
+        rms_norm=True,
+        residual_activation_type="identity",
+        activation_type="gelu",
+        afrac=0.25,
+        afrac_loctypes="attn_in,attn_out,mlp_in,mlp_out,mlp_neuron,attn_v,attn_k,attn_q",
+        debug_nans=False,
+        tied_unembed=False,
+        tokenizer_name="tinypython_2k",
+        grad_checkpointing=True,
+        d_mlp=24,
+        enable_bigram_table=True,
+        learnable_bigram_table=True,
+        d_pos_emb=None,
+        dropout_cat_pos_emb=False,
+        sinusoidal_cat_pos_emb=False,
+        enable_sparse_kernels=False,
+        flash=True,
+        sink=True,
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def gpt_state_dict(
+    cfg: dict[str, Any], seed: int = 0, wpe: bool = False
+) -> dict[str, torch.Tensor]:
+    """Random weights under ``GPT(cfg).state_dict()``'s names, shapes and entries."""
+    g = torch.Generator().manual_seed(seed)
+    d, h, e, m, v = cfg["d_model"], cfg["n_head"], cfg["d_head"], cfg["d_mlp"], cfg["vocab_size"]
+    T = cfg["block_size"]
+
+    def r(*shape: int, s: float = 0.3) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * s
+
+    sd = {
+        "transformer.wte.weight": r(v, d),
+        "transformer.wpe.weight": r(T, d) if wpe else torch.zeros(T, d),
+    }
+    for i in range(cfg["n_layer"]):
+        p = f"transformer.h.{i}."
+        sd[p + "ln_1.weight"] = 1 + r(d, s=0.1)
+        sd[p + "attn.c_attn.weight"] = r(3 * h * e, d)
+        if cfg["bias"]:
+            sd[p + "attn.c_attn.bias"] = r(3 * h * e, s=0.1)
+        sd[p + "attn.c_proj.weight"] = r(d, h * e)
+        if cfg["bias"]:
+            sd[p + "attn.c_proj.bias"] = r(d, s=0.1)
+        if cfg["flash"] and cfg["sink"]:
+            sd[p + "attn.attn_imp.sink_logit"] = r(h, s=1.0)
+        if not cfg["flash"]:
+            sd[p + "attn.bias"] = torch.ones(T, T).tril().view(1, 1, T, T)
+        sd[p + "ln_2.weight"] = 1 + r(d, s=0.1)
+        sd[p + "mlp.c_fc.weight"] = r(m, d)
+        if cfg["bias"]:
+            sd[p + "mlp.c_fc.bias"] = r(m, s=0.1)
+        sd[p + "mlp.c_proj.weight"] = r(d, m)
+        if cfg["bias"]:
+            sd[p + "mlp.c_proj.bias"] = r(d, s=0.1)
+    sd["transformer.ln_f.weight"] = 1 + r(d, s=0.1)
+    sd["lm_head.weight"] = sd["transformer.wte.weight"] if cfg["tied_unembed"] else r(v, d)
+    sd["final_logits_bias"] = torch.zeros(v)
+    if cfg["enable_bigram_table"]:
+        sd["bigram_table"] = torch.rand(v, v, generator=g) * 0.5
+    return sd
+
+
+def write_oai_folder(directory: Path, cfg: dict[str, Any], sd: dict[str, torch.Tensor]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "beeg_config.json").write_text(json.dumps(cfg, indent=2))
+    torch.save(sd, directory / "final_model.pt")
+    return directory
+
+
+def reference_forward(
+    sd: dict[str, torch.Tensor], cfg: dict[str, Any], idx: torch.Tensor
+) -> torch.Tensor:
+    """Logits ``[batch pos vocab]`` of the paper's model (App. A; Fig. 12), from the weights in
+    OpenAI's ``[out, in]`` layout: pre-norm RMSNorm blocks, AbsTopK (k = int(afrac * width)) at
+    the configured locations, causal attention with an optional per-head sink logit in the
+    softmax denominator, GELU MLP, untied unembedding plus the bigram table row of each token."""
+    h, e = cfg["n_head"], cfg["d_head"]
+    sites = cfg["afrac_loctypes"].split(",") if cfg["afrac"] is not None else []
+    B, T = idx.shape
+
+    def topk(x: torch.Tensor, site: str) -> torch.Tensor:
+        if site not in sites:
+            return x
+        k = int(cfg["afrac"] * x.shape[-1])
+        keep = x.abs().topk(k, dim=-1).indices
+        return torch.zeros_like(x).scatter(-1, keep, x.gather(-1, keep))
+
+    def rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        eps = torch.finfo(torch.float32).eps
+        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+    def lin(x: torch.Tensor, name: str) -> torch.Tensor:
+        y = x @ sd[name + ".weight"].T
+        return y + sd[name + ".bias"] if cfg["bias"] else y
+
+    x = sd["transformer.wte.weight"][idx] + sd["transformer.wpe.weight"][:T]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    for i in range(cfg["n_layer"]):
+        p = f"transformer.h.{i}."
+        a = topk(rms(x, sd[p + "ln_1.weight"]), "attn_in")
+        q, k, v = lin(a, p + "attn.c_attn").split(h * e, dim=-1)
+        q, k, v = topk(q, "attn_q"), topk(k, "attn_k"), topk(v, "attn_v")
+        q, k, v = (t.reshape(B, T, h, e).permute(0, 2, 1, 3) for t in (q, k, v))
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(e)
+        scores = scores.masked_fill(~causal, -math.inf)
+        if cfg["sink"]:
+            sink = sd[p + "attn.attn_imp.sink_logit"].view(1, h, 1, 1).expand(B, h, T, 1)
+            probs = torch.cat([sink, scores], dim=-1).softmax(-1)[..., 1:]  # zero-value slot
+        else:
+            probs = scores.softmax(-1)
+        z = (probs @ v).permute(0, 2, 1, 3).reshape(B, T, h * e)
+        x = x + topk(lin(z, p + "attn.c_proj"), "attn_out")
+        mi = topk(rms(x, sd[p + "ln_2.weight"]), "mlp_in")
+        act = F.gelu(lin(mi, p + "mlp.c_fc"))
+        x = x + topk(lin(topk(act, "mlp_neuron"), p + "mlp.c_proj"), "mlp_out")
+    logits = rms(x, sd["transformer.ln_f.weight"]) @ sd["lm_head.weight"].T
+    logits = logits + sd["final_logits_bias"]
+    if cfg["enable_bigram_table"]:
+        logits = logits + sd["bigram_table"][idx]
+    return logits
