@@ -22,7 +22,12 @@ from sparse_lens.bridge_cli import (
     cmd_train_bridged,
 )
 from sparse_lens.cli import DEFAULT_CACHE, CLIError
-from sparse_lens.oai_cli import add_import_oai, cmd_import_oai
+from sparse_lens.oai_cli import (
+    add_import_oai,
+    add_import_oai_circuit,
+    cmd_import_oai,
+    cmd_import_oai_circuit,
+)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -275,6 +280,7 @@ ADDERS = (
     _add_demo,
     _add_bridge_report,
     add_import_oai,
+    add_import_oai_circuit,
 )
 COMMANDS = base.COMMANDS | {
     "fit-bridges": cmd_fit_bridges,
@@ -283,6 +289,7 @@ COMMANDS = base.COMMANDS | {
     "demo": cmd_demo,
     "bridge-report": cmd_bridge_report,
     "import-oai": cmd_import_oai,
+    "import-oai-circuit": cmd_import_oai_circuit,
 }
 
 

@@ -30,6 +30,7 @@ from sparse_lens.tasks import (
     task_batch,
     task_loss,
 )
+from sparse_lens.tokenizer import Tokenizer
 
 
 def necessity(model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch) -> float:
@@ -138,14 +139,24 @@ def learned_mask_size(
     }
 
 
-def nonsense_task(task: Task, n: int = 256, seed: int = 0) -> Task:
-    """The task's contexts with answers assigned by a coin flip per pair (a nonsense rule)."""
+def nonsense_task(
+    task: Task, n: int = 256, seed: int = 0, tokenizer: Tokenizer | None = None
+) -> Task:
+    """The task's contexts with answers assigned by a coin flip per pair (a nonsense rule).
+
+    With ``tokenizer``, pairs whose candidates are not single tokens of it are left out (as the
+    task itself drops them), so the control runs on any vocabulary (e.g. an imported model's).
+    """
     rng = random.Random(f"nonsense:{seed}")
     examples: list[TaskExample] = []
     for split in ("train", "val", "test"):
         exs = task.examples(split, n, seed)
         for i in range(0, len(exs) - 1, 2):
             pair = exs[i : i + 2]
+            if tokenizer is not None and not all(
+                tokenizer.is_single_token(c) for e in pair for c in (e.correct, e.incorrect)
+            ):
+                continue
             if rng.random() < 0.5:
                 pair = [TaskExample(e.context, e.incorrect, e.correct) for e in pair]
             examples += pair
@@ -191,7 +202,7 @@ def faithfulness_report(
             "zero" if ablation.kind == "zero" else "mean", random_model, pretrain_windows
         )
         report["random_init_control"] = learned_mask_size(random_model, train, val, rand_abl, pcfg)
-        ns = nonsense_task(task, n, pcfg.seed)
+        ns = nonsense_task(task, n, pcfg.seed, tok)
         ns_train = task_batch(ns, tok, model.cfg.n_ctx, "train", n, pcfg.seed)
         ns_val = task_batch(ns, tok, model.cfg.n_ctx, "val", n, pcfg.seed)
         report["nonsense_task_control"] = learned_mask_size(model, ns_train, ns_val, ablation, pcfg)

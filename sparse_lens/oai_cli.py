@@ -5,6 +5,11 @@ tinypython tokenizer files (``vocab.bpe`` + ``encoder.json``; default: in ``SRC`
 ordinary sparse_lens model folder (``model.safetensors`` + ``config.json`` + ``tokenizer.json``).
 It then lists the task-suite candidates that are not single tokens of that vocabulary (those
 tasks drop such examples). ``--out`` must be new or empty: nothing is overwritten.
+
+``sparse-lens import-oai-circuit VIZ_DATA --model DIR --task NAME --out FILE [--faithfulness]``
+turns a circuit OpenAI published (``viz_data.pt``) into a circuit JSON of the imported model,
+with mean-ablation values over pretraining windows (``--corpus``, default the standard library,
+tokenised with the model's tokenizer) and optionally our faithfulness report.
 """
 
 import argparse
@@ -55,4 +60,56 @@ def cmd_import_oai(args: argparse.Namespace) -> int:
             sys.stdout.write(f"task {name}: candidates not single tokens: {cands}\n")
     else:
         sys.stdout.write("every task candidate is a single token of this vocabulary\n")
+    return 0
+
+
+def add_import_oai_circuit(sub: argparse._SubParsersAction) -> None:
+    from sparse_lens.cli import DEFAULT_CACHE
+
+    p = sub.add_parser(
+        "import-oai-circuit", help="import an OpenAI viz_data.pt circuit as a circuit JSON"
+    )
+    p.add_argument("viz_data", type=Path, help="OpenAI's viz_data.pt")
+    p.add_argument("--model", type=Path, required=True, help="the imported model's folder")
+    p.add_argument("--task", required=True, help="our task name (e.g. single_double_quote)")
+    p.add_argument("--out", type=Path, required=True, help="circuit JSON to write")
+    p.add_argument("--corpus", default=None, help="pretraining text for mean ablation (stdlib)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="token/means cache")
+    p.add_argument("--faithfulness", action="store_true", help="add the faithfulness report")
+    p.add_argument("--n", type=int, default=128, help="task examples for the report")
+    p.add_argument("--steps", type=int, default=200, help="mask steps of the report's controls")
+
+
+def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
+    from sparse_lens.corpus import load_corpus
+    from sparse_lens.data import TokenData
+    from sparse_lens.faithfulness import faithfulness_report
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.oai_circuit import circuit_from_viz_data, load_viz_data
+    from sparse_lens.prune import PruneConfig, ablation_means, make_ablation
+    from sparse_lens.tasks import get_task
+
+    cache = args.cache_dir.expanduser()
+    try:
+        task = get_task(args.task)
+        model = HookedSparseTransformer.from_pretrained(args.model).eval()
+        if model.tokenizer is None:
+            raise CLIError(f"{args.model} has no tokenizer.json")
+        viz = load_viz_data(args.viz_data)
+        data = TokenData.build(load_corpus(args.corpus), model.tokenizer, cache)
+        n_ctx = min(model.cfg.n_ctx, 256)
+        data.check_fits(n_ctx)
+        windows = data.val_windows(64, n_ctx)
+        means = ablation_means(model, windows, cache)
+        circuit = circuit_from_viz_data(viz, model, means, task=task.name)
+        if args.faithfulness:
+            abl = make_ablation("mean", model, windows, cache_dir=cache)
+            circuit.extra["faithfulness"] = faithfulness_report(
+                model, circuit, task, abl, PruneConfig(steps=args.steps), windows, n=args.n
+            )
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    circuit.extra["model_dir"] = str(args.model.resolve())
+    circuit.save(args.out)
+    sys.stdout.write(circuit.summary() + f" -> {args.out}\n")
     return 0
