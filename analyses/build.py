@@ -13,7 +13,7 @@ from pathlib import Path
 from analyses.circuit_graph import circuit_dot
 from analyses.report import ReportConfig, circuit_page, index_page, read_metrics
 from sparse_lens.circuit import Circuit
-from sparse_lens.data import prepare_data, tokenizer_hash
+from sparse_lens.data import model_token_data
 from sparse_lens.io import atomic_write_text, read_json
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.tasks import TASK_NAMES, get_task, task_table
@@ -103,9 +103,7 @@ def build_report(
         )
     ):
         corpus = run_info["corpus"]["source"]
-    _, corpus_tok, data = prepare_data(corpus, cache_dir)
-    if tokenizer_hash(corpus_tok) != tokenizer_hash(model.tokenizer):
-        raise ValueError("the model's tokenizer differs from the corpus tokenizer; pass --corpus")
+    data = model_token_data(model, corpus, cache_dir)
     windows = data.val_windows(rcfg.n_windows, model.cfg.n_ctx)
     metrics = None
     if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
@@ -113,7 +111,12 @@ def build_report(
     if src.task_table:
         table = json.loads(src.task_table.read_text())
     else:
-        table = task_table(model, [get_task(n) for n in TASK_NAMES], "test", task_n, rcfg.seed)
+        table = {}
+        for name in TASK_NAMES:  # an imported model's tokenizer may not express every task
+            try:
+                table |= task_table(model, [get_task(name)], "test", task_n, rcfg.seed)
+            except ValueError as e:
+                log.warning("task table: %s", e)
     out.mkdir(parents=True, exist_ok=True)
     links = []
     for circuit in circuits:

@@ -264,7 +264,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     import torch
 
-    from sparse_lens.data import prepare_data, tokenizer_hash
+    from sparse_lens.data import model_token_data
     from sparse_lens.faithfulness import faithfulness_report
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.prune import PruneConfig, make_ablation, prune_task
@@ -283,9 +283,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
         if model.tokenizer is None:
             raise CLIError(f"{args.model_dir} has no tokenizer.json")
-        _, corpus_tok, data = prepare_data(args.corpus, cache_dir)
-        if tokenizer_hash(corpus_tok) != tokenizer_hash(model.tokenizer):
-            raise CLIError("the model's tokenizer differs from the corpus tokenizer; pass --corpus")
+        data = model_token_data(model, args.corpus, cache_dir)
         if args.all_tasks:
             args.out.mkdir(parents=True, exist_ok=True)
         elif args.out.parent and not args.out.parent.exists():

@@ -13,7 +13,7 @@ fixed share of every training batch comes from it; validation stays the corpus' 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -208,3 +208,24 @@ def prepare_data(
     texts = [t for _, t in corpus.documents("train")]
     tokenizer = cached_tokenizer(texts, corpus.fingerprint, cache_dir, vocab_size)
     return corpus, tokenizer, TokenData.build(corpus, tokenizer, cache_dir)
+
+
+def model_token_data(model: Any, corpus_path: str | Path | None, cache_dir: Path) -> TokenData:
+    """Token data for analysing ``model`` (mean ablation, top contexts) on ``corpus_path``.
+
+    A model trained here must come with the corpus it was trained on (same cached tokenizer). A
+    model imported from OpenAI's release (``cfg.model_name == "circuit_sparsity"``) was trained
+    on data that is not released: the corpus is tokenised with the model's own tokenizer as a
+    stand-in pretraining distribution.
+
+    Raises:
+        ValueError: a model of ours whose tokenizer is not the corpus's.
+    """
+    from sparse_lens.corpus import load_corpus
+
+    if getattr(model.cfg, "model_name", None) == "circuit_sparsity":
+        return TokenData.build(load_corpus(corpus_path, val_frac=0.02), model.tokenizer, cache_dir)
+    _, corpus_tok, data = prepare_data(corpus_path, cache_dir)
+    if tokenizer_hash(corpus_tok) != tokenizer_hash(model.tokenizer):
+        raise ValueError("the model's tokenizer differs from the corpus tokenizer; pass --corpus")
+    return data

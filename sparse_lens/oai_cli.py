@@ -81,8 +81,7 @@ def add_import_oai_circuit(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
-    from sparse_lens.corpus import load_corpus
-    from sparse_lens.data import TokenData
+    from sparse_lens.data import model_token_data
     from sparse_lens.faithfulness import faithfulness_report
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.oai_circuit import circuit_from_viz_data, load_viz_data
@@ -96,7 +95,7 @@ def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
         if model.tokenizer is None:
             raise CLIError(f"{args.model} has no tokenizer.json")
         viz = load_viz_data(args.viz_data)
-        data = TokenData.build(load_corpus(args.corpus), model.tokenizer, cache)
+        data = model_token_data(model, args.corpus, cache)
         n_ctx = min(model.cfg.n_ctx, 256)
         data.check_fits(n_ctx)
         windows = data.val_windows(64, n_ctx)

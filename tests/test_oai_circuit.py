@@ -131,3 +131,19 @@ def test_viz_code_payload_is_refused(imported, tmp_path, capsys, monkeypatch):
     code, out = _run(root, corpus, tmp_path / "viz_data.pt", tmp_path / "c.json", capsys)
     assert code == 2 and "refusing to load" in out.err
     assert not (tmp_path / "PWNED_BY_VIZ").exists()
+
+
+def test_prune_and_report_accept_the_imported_model(imported, tmp_path, capsys):
+    root, _, corpus = imported
+    model, cache = str(root / "model"), ["--cache-dir", str(root / "cache")]
+    prune = ["prune", model, "--task", "var_swap", "--out", str(tmp_path / "p.json")]
+    prune += ["--steps", "3", "--no-search", "--target-loss", "5", "--corpus", str(corpus)]
+    assert main([*prune, *cache, "--quiet"]) == 0, capsys.readouterr().err
+    torch.save(_viz(KEPT), tmp_path / "viz_data.pt")
+    viz_path, out_path = tmp_path / "viz_data.pt", tmp_path / "c.json"
+    code, out = _run(root, corpus, viz_path, out_path, capsys, task="var_swap")
+    assert code == 0, out.err
+    report = ["report", str(tmp_path / "c.json"), "--model", model, "--out", str(tmp_path / "r")]
+    report += ["--corpus", str(corpus), "--node-panels", "2", "--windows", "4", "--examples", "8"]
+    assert main([*report, *cache, "--quiet"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "r" / "index.html").is_file()
