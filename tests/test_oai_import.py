@@ -165,3 +165,12 @@ def test_out_folder_and_tokenizer_are_checked(tok_dir, tmp_path, capsys):
         main(["import-oai", str(src), "--out", str(tmp_path / "m"), "--tokenizer", str(small)]) == 2
     )
     assert "vocab_size" in capsys.readouterr().err
+
+
+def test_tokenizer_files_inside_src_are_found(tok_dir, tmp_path):
+    cfg, sd, _ = _sd_cfg("sinks_bigram")
+    src = write_oai_folder(tmp_path / "oai", cfg, sd)
+    for name in ("vocab.bpe", "encoder.json"):
+        (src / name).write_bytes((tok_dir / name).read_bytes())
+    assert main(["import-oai", str(src), "--out", str(tmp_path / "m")]) == 0
+    assert HookedSparseTransformer.from_pretrained(tmp_path / "m").tokenizer.vocab_size == VOCAB
