@@ -8,10 +8,9 @@ temporary copy; the notebooks in git have none (checked).
 import os
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "tutorials").glob("*.ipynb"))
