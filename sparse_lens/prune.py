@@ -19,7 +19,7 @@ All interventions are TL hooks from ``hooks/`` run through ``run_with_hooks``.
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hooks import node_mask
+from hooks import flat, node_mask
 from sparse_lens.checks import require_min
 from sparse_lens.io import atomic_write
 from sparse_lens.model import HookedSparseTransformer
@@ -44,7 +44,14 @@ ABLATIONS = ("mean", "zero", "resample")
 
 @dataclass(frozen=True, kw_only=True)
 class PruneConfig:
-    """Pruning settings; defaults are the paper's CARBS centres (Table 2) where it gives them."""
+    """Pruning settings; defaults are the paper's CARBS centres (Table 2) where it gives them.
+
+    ``epochs > 0`` trains for that many passes over the fixed training pairs (shuffled each
+    epoch, ``batch_pairs`` per step) instead of ``steps`` random draws, as the paper does;
+    ``tie_qk`` shares one mask parameter between each query channel and the key channel of the
+    same head and index (the paper's hindsight suggestion, §3). The learning rate warms up
+    linearly over ``warmup_frac`` of the steps, then decays linearly to 0.
+    """
 
     target_loss: float = 0.15
     ablation: str = "mean"
@@ -58,7 +65,9 @@ class PruneConfig:
     init_noise_scale: float = 1e-2
     init_noise_bias: float = 0.1
     steps: int = 200
+    epochs: int = 0
     batch_pairs: int = 32
+    tie_qk: bool = False
     calibrate: bool = True
     seed: int = 0
 
@@ -68,6 +77,9 @@ class PruneConfig:
         if not self.target_loss > 0:
             raise ValueError(f"target_loss must be > 0, got {self.target_loss!r}")
         require_min(self, ("steps", "batch_pairs"), 1)
+        require_min(self, ("epochs",), 0)
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
         require_min(self, ("k_coef", "lr", "heaviside_temp"), 0, strict=True)
 
 
@@ -212,6 +224,39 @@ def mask_hooks(
     ]
 
 
+class MaskHolder:
+    """Node-mask hooks installed once, reading masks and ablation values set per step.
+
+    Each hook returns ``lerp(baseline, x, m) = baseline + m * (x - baseline)`` (the same value
+    as ``hooks.node_mask``, one fused op), so training does not rebuild hooks every step.
+    """
+
+    def __init__(self, locs: list[Location], ablation: Ablation) -> None:
+        self.locs = locs
+        self.ablation = ablation
+        self.masks: dict[str, Tensor] = {}
+        self.baselines: dict[str, Tensor] = {}
+
+    def set(self, masks: dict[str, Tensor], batch_idx: Tensor | None, width: int) -> None:
+        self.masks = dict(masks)
+        self.baselines = {
+            loc.hook: self.ablation.for_batch(loc.hook, batch_idx, width) for loc in self.locs
+        }
+
+    def hooks(self) -> list[tuple[str, Callable]]:
+        def make(name: str, size: int) -> Callable:
+            def hook(act: Tensor, hook: Any) -> Tensor:
+                if not self.masks:  # cleared: the full model
+                    return act
+                x = flat(act, size)
+                base = self.baselines[name].to(x.dtype)
+                return torch.lerp(base.expand_as(x), x, self.masks[name]).reshape(act.shape)
+
+            return hook
+
+        return [(loc.hook, make(loc.hook, loc.size)) for loc in self.locs]
+
+
 @dataclass
 class PruneResult:
     """Learned ``tau`` per location, the bisected circuit and its curve."""
@@ -288,56 +333,123 @@ class Pruner:
         return out
 
     # -- training --------------------------------------------------------------------------
-    def learn_masks(self, progress: bool = False) -> tuple[dict[str, Tensor], list[float]]:
+    def init_taus(self, generator: torch.Generator) -> dict[str, Tensor]:
+        """Initial ``tau`` per location: ``bias + scale * N(0, 1)`` clamped to [-1, 1]."""
+        p = self.pcfg
+        return {
+            loc.hook: (
+                p.init_noise_bias + p.init_noise_scale * torch.randn(loc.size, generator=generator)
+            ).clamp(-1, 1)
+            for loc in self.locs
+            if not (p.tie_qk and loc.kind == "k")
+        }
+
+    def masks_of(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Straight-through 0/1 masks per location (a tied key location uses its query's)."""
+        masks = {h: heaviside_ste(t, self.pcfg.heaviside_temp) for h, t in taus.items()}
+        if self.pcfg.tie_qk:
+            for loc in self.locs:
+                if loc.kind == "k":
+                    masks[loc.hook] = masks[loc.hook.replace("hook_k", "hook_q")]
+        return {loc.hook: masks[loc.hook] for loc in self.locs}
+
+    def n_steps(self) -> int:
+        """Optimiser steps: ``steps``, or ``epochs`` passes over the training pairs."""
+        p = self.pcfg
+        if p.epochs == 0:
+            return p.steps
+        n_pairs = len(self.train) // 2
+        return p.epochs * math.ceil(n_pairs / min(p.batch_pairs, n_pairs))
+
+    def _pair_batches(self, generator: torch.Generator) -> Iterator[Tensor]:
+        """Row indices of each step's pairs: random draws, or shuffled epochs."""
+        p = self.pcfg
+        n_pairs = len(self.train) // 2
+        size = min(p.batch_pairs, n_pairs)
+        for _ in range(p.steps if p.epochs == 0 else 0):
+            pairs = torch.randint(0, n_pairs, (size,), generator=generator)
+            yield torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
+        for _ in range(p.epochs):
+            order = torch.randperm(n_pairs, generator=generator)
+            for i in range(0, n_pairs, size):
+                pairs = order[i : i + size]
+                yield torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
+
+    def _lr_at(self, step: int, n_steps: int) -> float:
+        p = self.pcfg
+        warm = max(1, int(p.warmup_frac * n_steps))
+        return p.lr * min((step + 1) / warm, max(0.0, (n_steps - step) / max(n_steps - warm, 1)))
+
+    def learn_masks(
+        self, progress: bool = False, report: Callable[[int, int, float], None] | None = None
+    ) -> tuple[dict[str, Tensor], list[float]]:
+        """Train ``tau`` (paper §3.2). The node-mask hooks are installed once for the whole run
+        and read the current step's masks from a shared holder.
+
+        ``report(checkpoint, n_kept, task_loss)`` is called at 10 evenly spaced checkpoints
+        (0-9) with the learned mask's size and the mean training task loss since the last one;
+        it may raise to stop training (an Optuna pruner does).
+        """
         p = self.pcfg
         g = torch.Generator().manual_seed(p.seed)
-        taus = {
-            loc.hook: torch.nn.Parameter(
-                (p.init_noise_bias + p.init_noise_scale * torch.randn(loc.size, generator=g)).clamp(
-                    -1, 1
-                )
-            )
-            for loc in self.locs
-        }
+        taus = {h: torch.nn.Parameter(t) for h, t in self.init_taus(g).items()}
         opt = torch.optim.AdamW(
             list(taus.values()), lr=p.lr, betas=(0.9, p.beta2), weight_decay=p.weight_decay
         )
-        n_pairs = len(self.train) // 2
-        warm = max(1, int(p.warmup_frac * p.steps))
-        losses = []
+        n_steps = self.n_steps()
+        marks = {((i + 1) * n_steps) // 10 - 1: i for i in range(10)}
+        losses: list[float] = []
+        live = MaskHolder(self.locs, self.ablation)
         requires = [q.requires_grad for q in self.model.parameters()]
         for q in self.model.parameters():
             q.requires_grad_(False)
         try:
-            for step in tqdm(range(p.steps), disable=not progress, desc="prune", unit="step"):
-                lr = p.lr * min(
-                    (step + 1) / warm, max(0.0, (p.steps - step) / max(p.steps - warm, 1))
-                )
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                pairs = torch.randint(0, n_pairs, (min(p.batch_pairs, n_pairs),), generator=g)
-                idx = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
-                sub = self.train.subset(idx)
-                masks = {h: heaviside_ste(t, p.heaviside_temp) for h, t in taus.items()}
-                resample_idx = idx if self.ablation.kind == "resample" else None
-                logits = self.model.run_with_hooks(
-                    sub.tokens.to(self.model.W_E.device),
-                    fwd_hooks=self._hooks(masks, sub, resample_idx),
-                )
-                task = binary_task_loss(binary_logits(logits, sub)).mean()
-                n_kept = torch.stack([m.sum() for m in masks.values()]).sum()
-                loss = task + p.k_coef * n_kept
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    for t in taus.values():
-                        t.clamp_(-1.0, 1.0)
-                losses.append(float(task.detach()))
+            with self.model.hooks(fwd_hooks=live.hooks()):
+                batches = self._pair_batches(g)
+                for step, idx in enumerate(
+                    tqdm(batches, total=n_steps, disable=not progress, desc="prune", unit="step")
+                ):
+                    for group in opt.param_groups:
+                        group["lr"] = self._lr_at(step, n_steps)
+                    masks = self.masks_of(taus)
+                    task = self.train_loss(live, masks, self.train.subset(idx), idx)
+                    loss = task + p.k_coef * torch.cat(list(masks.values())).sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    with torch.no_grad():
+                        for t in taus.values():
+                            t.clamp_(-1.0, 1.0)
+                    losses.append(float(task.detach()))
+                    if report is not None and step in marks:
+                        since = losses[-max(1, n_steps // 10) :]
+                        kept = int(sum(int((t >= 0).sum()) for t in self.masks_of(taus).values()))
+                        report(marks[step], kept, sum(since) / len(since))
         finally:
             for q, r in zip(self.model.parameters(), requires, strict=True):
                 q.requires_grad_(r)
-        return {h: t.detach().clone() for h, t in taus.items()}, losses
+        return self.full_taus({h: t.detach().clone() for h, t in taus.items()}), losses
+
+    def full_taus(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``taus`` with a tied key location given its query location's values."""
+        return {
+            loc.hook: taus.get(loc.hook, taus.get(loc.hook.replace("hook_k", "hook_q")))
+            for loc in self.locs
+        }
+
+    def train_loss(
+        self, live: "MaskHolder", masks: dict[str, Tensor], sub: TaskBatch, idx: Tensor
+    ) -> Tensor:
+        """Mean task loss of one training batch under ``masks``, with ``live``'s hooks already
+        installed on the model (one mask-training forward pass)."""
+        norm_hooks = []
+        if self.pcfg.freeze_norms:  # the full model's scales: masks off while they are read
+            live.masks = {}
+            norm_hooks = norm_scale_hooks(self.model, sub.tokens.to(self.model.W_E.device))
+        live.set(masks, idx if self.ablation.kind == "resample" else None, sub.tokens.shape[1])
+        with self.model.hooks(fwd_hooks=norm_hooks):
+            logits = self.model(sub.tokens.to(self.model.W_E.device))
+        return binary_task_loss(binary_logits(logits, sub)).mean()
 
     # -- discretisation ----------------------------------------------------------------------
     def full_loss(self) -> float:
