@@ -299,17 +299,29 @@ class Pruner:
         return hooks + mask_hooks(masks, self.ablation, idx, batch.tokens.shape[1])
 
     def logits(
-        self, masks: dict[str, Tensor], batch: TaskBatch, idx: Tensor | None = None
+        self,
+        masks: dict[str, Tensor],
+        batch: TaskBatch,
+        idx: Tensor | None = None,
+        extra_hooks: list | None = None,
     ) -> Tensor:
         return self.model.run_with_hooks(
-            batch.tokens.to(self.model.W_E.device), fwd_hooks=self._hooks(masks, batch, idx)
+            batch.tokens.to(self.model.W_E.device),
+            fwd_hooks=self._hooks(masks, batch, idx) + (extra_hooks or []),
         )
 
     @torch.no_grad()
-    def loss_of(self, masks: dict[str, Tensor], batch: TaskBatch | None = None) -> float:
+    def loss_of(
+        self,
+        masks: dict[str, Tensor],
+        batch: TaskBatch | None = None,
+        extra_hooks: list | None = None,
+    ) -> float:
+        """Mean task loss under ``masks`` (validation pairs by default); ``extra_hooks`` run
+        after the mask hooks (e.g. ``edges.edge_hooks``)."""
         batch = self.val if batch is None else batch
-        two = binary_logits(self.logits(masks, batch, self._resample_idx(batch)), batch)
-        return float(binary_task_loss(two).mean())
+        logits = self.logits(masks, batch, self._resample_idx(batch), extra_hooks)
+        return float(binary_task_loss(binary_logits(logits, batch)).mean())
 
     def _resample_idx(self, batch: TaskBatch) -> Tensor | None:
         if self.ablation.kind != "resample":
