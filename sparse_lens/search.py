@@ -116,12 +116,14 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
         )
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=scfg.heartbeat_s,
-        grace_period=scfg.grace_s,
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-    )
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=scfg.heartbeat_s,
+            grace_period=scfg.grace_s,
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+        )
 
 
 def trial_config(trial: optuna.Trial, base: PruneConfig, scfg: SearchConfig) -> PruneConfig:
