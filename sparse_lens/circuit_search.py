@@ -22,6 +22,7 @@ from torch import Tensor
 from sparse_lens.circuit import circuit_edges
 from sparse_lens.cleanup import Stage, circuit_loss, remove_edges, remove_nodes
 from sparse_lens.edges import Edge
+from sparse_lens.nodes import node_label
 from sparse_lens.prune import MaskHolder, PruneConfig, Pruner, search_grid
 from sparse_lens.search import SearchConfig, run_search
 from sparse_lens.tasks import TaskBatch
@@ -51,11 +52,30 @@ def _kept_of(pruner: Pruner, taus: dict[str, Tensor], k: int) -> dict[str, list[
     return {h: m.nonzero().squeeze(-1).tolist() for h, m in masks.items()}
 
 
-def _stage(pruner: Pruner, name: str, kept: dict, removed: list[Edge], evals: int = 0) -> Stage:
+def _stage(
+    pruner: Pruner,
+    name: str,
+    kept: dict,
+    removed: list[Edge],
+    evals: int = 0,
+    test: Pruner | None = None,
+) -> Stage:
     n_edges = len(circuit_edges(pruner.model, kept)) - len(removed)
     return Stage(
-        name, sum(map(len, kept.values())), n_edges, circuit_loss(pruner, kept, removed), evals
+        name,
+        sum(map(len, kept.values())),
+        n_edges,
+        circuit_loss(pruner, kept, removed),
+        evals,
+        None if test is None else circuit_loss(test, kept, removed),
     )
+
+
+def edge_labels(pruner: Pruner, removed: list[Edge]) -> list[tuple[str, str]]:
+    """``(source label, destination label)`` of edges given by hook and channel."""
+    locs = {loc.hook: loc for loc in pruner.locs}
+    cfg = pruner.model.cfg
+    return [(node_label(locs[s], i, cfg), node_label(locs[t], j, cfg)) for s, i, t, j in removed]
 
 
 def _run_grid(pruner: Pruner, method: SearchMethod, progress: bool) -> tuple[Found, dict]:
@@ -122,9 +142,11 @@ def find_circuit(
     *,
     study_name: str = "sparse_lens",
     max_evals: int = 4000,
+    test: TaskBatch | None = None,
     progress: bool = False,
 ) -> Found:
     """Search, bisect and clean up (module docstring); ``pruner.pcfg`` is the base config.
+    With ``test`` pairs (mean or zero ablation), every stage also reports its test loss.
 
     Raises:
         ValueError: an unknown method, the full model misses the target, or no search trial
@@ -139,14 +161,17 @@ def find_circuit(
     found.search = info
     base = pruner.pcfg
     pruner.pcfg = found.cfg
+    tp = None
+    if test is not None and pruner.ablation.kind != "resample":
+        tp = Pruner(pruner.model, test, test, pruner.ablation, found.cfg)
     try:
-        found.stages = [_stage(pruner, "bisection", found.kept, [])]
+        found.stages = [_stage(pruner, "bisection", found.kept, [], test=tp)]
         if "nodes" in cleanup:
             found.kept, evals = remove_nodes(pruner, found.kept, found.score, max_evals)
-            found.stages.append(_stage(pruner, "nodes", found.kept, [], evals))
+            found.stages.append(_stage(pruner, "nodes", found.kept, [], evals, tp))
         if "edges" in cleanup:
             found.removed_edges, evals = remove_edges(pruner, found.kept, max_evals)
-            found.stages.append(_stage(pruner, "edges", found.kept, found.removed_edges, evals))
+            found.stages.append(_stage(pruner, "edges", found.kept, found.removed_edges, evals, tp))
     finally:
         pruner.pcfg = base
     found.loss = found.stages[-1].val_loss

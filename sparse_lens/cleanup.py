@@ -65,6 +65,7 @@ class Stage:
     edges: int
     val_loss: float
     evals: int = 0
+    test_loss: float | None = None
 
 
 def _masks(pruner: Pruner, kept: dict[str, list[int]]) -> dict[str, Tensor]:

@@ -16,6 +16,7 @@
 All interventions are TL hooks from ``hooks/`` run through ``run_with_hooks``.
 """
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -503,14 +504,17 @@ class Pruner:
                 lo = mid
         return hi, best_loss, sorted(curve)
 
-    def calibrate(self, masks: dict[str, Tensor]) -> tuple[dict[str, float], float]:
+    def calibrate(
+        self, masks: dict[str, Tensor], extra_hooks: list | None = None
+    ) -> tuple[dict[str, float], float]:
         """Fit ``logits * scale + shift`` with 16 LBFGS steps on the training pairs."""
         with torch.no_grad():
             two_train = binary_logits(
-                self.logits(masks, self.train, self._resample_idx(self.train)), self.train
+                self.logits(masks, self.train, self._resample_idx(self.train), extra_hooks),
+                self.train,
             )
             two_val = binary_logits(
-                self.logits(masks, self.val, self._resample_idx(self.val)), self.val
+                self.logits(masks, self.val, self._resample_idx(self.val), extra_hooks), self.val
             )
         scale = torch.ones((), requires_grad=True)
         shift = torch.zeros((), requires_grad=True)
@@ -545,8 +549,6 @@ def search_grid(pcfg: PruneConfig) -> list[PruneConfig]:
     """The hyperparameter search: ``k_coef`` x {1/3, 1, 3} at the base LR, and 3 x LR at the
     base ``k_coef`` (4 runs). The paper re-tunes 8 hyperparameters with 256+ CARBS runs; on
     two CPU cores this small grid is what fits the 2-minute budget per task."""
-    import dataclasses
-
     return [
         pcfg,
         dataclasses.replace(pcfg, k_coef=pcfg.k_coef / 3),
@@ -564,25 +566,37 @@ def prune_task(
     n_train: int = 256,
     n_val: int = 128,
     n_test: int = 128,
-    search: bool = True,
+    search: bool | str = True,
+    search_cfg: Any = None,
+    cleanup: tuple[str, ...] = (),
+    seeds: int = 1,
+    attribution: bool = False,
     cache_dir: Path | None = None,
     progress: bool = False,
 ) -> Any:
     """Prune ``model`` to the smallest circuit reaching ``pcfg.target_loss`` on ``task``.
 
-    Masks are trained on the task's train split, bisected on its validation split, and the
-    resulting circuit's loss is also reported on the test split.
+    Masks are trained on the task's train split, bisected (and cleaned up) on its validation
+    split, and the circuit's loss is also reported on the test split. ``search``: ``"optuna"``
+    (with ``search_cfg``, a ``search.SearchConfig``), ``"grid"`` (or True), ``"none"`` (or
+    False); ``cleanup``: stages of ``cleanup.py``; ``seeds > 1`` repeats the chosen settings
+    with further pruning seeds and records core, union and Jaccard (``extra["seeds"]``);
+    ``attribution`` adds the attribution-ranked baseline (``extra["attribution"]``).
 
     Raises:
         ValueError: the model has no tokenizer or lacks the task's tokens, or even the full model
             (every node kept) does not reach the target loss.
     """
     from sparse_lens.circuit import Circuit
+    from sparse_lens.circuit_search import edge_labels, find_circuit
     from sparse_lens.tasks import concat_batches, task_batch
 
     tok = model.tokenizer
     if tok is None:
         raise ValueError("pruning needs a model with a tokenizer")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds!r}")
+    method = {True: "grid", False: "none"}.get(search, search)  # type: ignore[arg-type]
     n_ctx = model.cfg.n_ctx
     train = task_batch(task, tok, n_ctx, "train", n_train, pcfg.seed)
     val = task_batch(task, tok, n_ctx, "val", n_val, pcfg.seed)
@@ -595,39 +609,99 @@ def prune_task(
         cache_dir,
         pcfg.seed,
     )
-    best: tuple[PruneConfig, PruneResult] | None = None
-    tried = []
-    for cfg in search_grid(pcfg) if search else [pcfg]:
-        result = Pruner(model, train, val, ablation, cfg).run(progress)
-        tried.append({"k_coef": cfg.k_coef, "lr": cfg.lr, "k": result.k, "loss": result.loss})
-        if best is None or (result.k, result.loss) < (best[1].k, best[1].loss):
-            best = (cfg, result)
-    assert best is not None
-    cfg, result = best
+    pruner = Pruner(model, train, val, ablation, pcfg)
+    study = (
+        f"{task.name}-{model_fingerprint(model)}-target{pcfg.target_loss}-{pcfg.ablation}"
+        f"{'-frozen' if pcfg.freeze_norms else ''}-seed{pcfg.seed}-n{n_train}"
+    )
+    found = find_circuit(
+        pruner, method, search_cfg, cleanup, study_name=study, test=test, progress=progress
+    )
+    cfg = found.cfg
+    removed = edge_labels(pruner, found.removed_edges)
     circuit = Circuit.from_nodes(
         model,
-        result.kept,
+        found.kept,
         {} if pcfg.ablation == "resample" else ablation.values,
         task=task.name,
         ablation=pcfg.ablation,
         freeze_norms=pcfg.freeze_norms,
         target_loss=pcfg.target_loss,
-        loss=result.loss,
-        full_loss=result.full_loss,
-        calibrated_loss=result.calibrated_loss,
-        calibration=result.calibration,
-        curve=result.curve,
-        hparams={
-            "chosen": {"k_coef": cfg.k_coef, "lr": cfg.lr, "steps": cfg.steps},
-            "search": tried,
-        },
+        loss=found.loss,
+        full_loss=found.full_loss,
+        curve=found.curve,
+        removed_edges=removed,
+        hparams={"chosen": _chosen(cfg), "search": found.search},
         extra={
             "n_train": len(train),
             "n_val": len(val),
             "n_test": len(test),
-            "total_nodes": sum(loc.size for loc in node_locations(model.cfg)),
+            "total_nodes": pruner.n_nodes,
+            "bisected_nodes": found.bisected_k,
+            "stages": [dataclasses.asdict(st) for st in found.stages],
         },
     )
-    if pcfg.ablation != "resample":
-        circuit.test_loss = Pruner(model, test, test, ablation, cfg).loss_of(circuit.masks(), test)
+    pruner.pcfg = cfg
+    if pcfg.calibrate:
+        from sparse_lens.edges import edge_hooks
+
+        hooks = edge_hooks(model, found.removed_edges, ablation.values) if removed else None
+        circuit.calibration, circuit.calibrated_loss = pruner.calibrate(circuit.masks(), hooks)
+    circuit.test_loss = found.stages[-1].test_loss
+    if seeds > 1:
+        circuit.extra["seeds"] = _other_seeds(pruner, cfg, found, seeds, cleanup)
+    if attribution:
+        from sparse_lens.circuit_search import attribution_baseline
+
+        base = attribution_baseline(pruner)
+        base["learned_over_attribution_nodes"] = circuit.n_nodes / max(base["nodes"], 1)
+        base["learned_over_attribution_edges"] = circuit.n_edges / max(base["edges"], 1)
+        circuit.extra["attribution"] = base
+    pruner.pcfg = pcfg
     return circuit
+
+
+def _chosen(cfg: PruneConfig) -> dict[str, Any]:
+    names = ("k_coef", "lr", "weight_decay", "beta2", "warmup_frac", "heaviside_temp")
+    names += ("init_noise_scale", "init_noise_bias", "steps", "epochs", "batch_pairs", "tie_qk")
+    return {n: getattr(cfg, n) for n in names}
+
+
+def _other_seeds(
+    pruner: Pruner, cfg: PruneConfig, found: Any, seeds: int, cleanup: tuple[str, ...]
+) -> dict[str, Any]:
+    """Circuits of the chosen settings with pruning seeds ``seed + 1 .. seed + seeds - 1``."""
+    from sparse_lens.circuit import circuit_edges
+    from sparse_lens.circuit_search import find_circuit, seed_summary
+    from sparse_lens.nodes import node_label
+
+    locs = {loc.hook: loc for loc in pruner.locs}
+    cfg_model = pruner.model.cfg
+
+    def labels(kept: dict[str, list[int]]) -> set[str]:
+        return {node_label(locs[h], c, cfg_model) for h, chans in kept.items() for c in chans}
+
+    sets = {cfg.seed: labels(found.kept)}
+    per_seed = [
+        {
+            "seed": cfg.seed,
+            "nodes": found.stages[-1].nodes,
+            "edges": found.stages[-1].edges,
+            "loss": found.loss,
+        }
+    ]
+    for extra in range(1, seeds):
+        pruner.pcfg = dataclasses.replace(cfg, seed=cfg.seed + extra)
+        other = find_circuit(pruner, "none", None, cleanup)
+        sets[cfg.seed + extra] = labels(other.kept)
+        n_edges = len(circuit_edges(pruner.model, other.kept)) - len(other.removed_edges)
+        per_seed.append(
+            {
+                "seed": cfg.seed + extra,
+                "nodes": len(sets[cfg.seed + extra]),
+                "edges": n_edges,
+                "loss": other.loss,
+            }
+        )
+    pruner.pcfg = cfg
+    return seed_summary(sets) | {"per_seed": per_seed}

@@ -120,3 +120,50 @@ def test_prune_cli_errors(tiny_run, capsys):
         == 2
     )
     assert "above the target" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prune_cli_optuna_search_cleanup_and_seeds(tiny_run):
+    root, cache = tiny_run
+    out = root / "optuna" / "quote.json"
+    args = [
+        "prune",
+        str(root / "run" / "final"),
+        "--task",
+        "single_double_quote",
+        "--out",
+        str(out),
+        "--target-loss",
+        "5.0",
+        "--search",
+        "optuna",
+        "--trials",
+        "3",
+        "--budget-minutes",
+        "2",
+        "--epochs",
+        "1,2",
+        "--seeds",
+        "2",
+        "--cleanup",
+        "nodes,edges",
+        "--cache-dir",
+        str(cache),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    circuit = Circuit.load(out)
+    search = circuit.hparams["search"]
+    assert search["method"] == "optuna" and search["complete"] + search["pruned"] == 3
+    assert [s["stage"] for s in circuit.extra["stages"]] == ["bisection", "nodes", "edges"]
+    last = circuit.extra["stages"][-1]
+    assert last["nodes"] == circuit.n_nodes and last["edges"] == circuit.n_edges
+    assert circuit.test_loss == last["test_loss"]
+    seeds = circuit.extra["seeds"]
+    assert seeds["seeds"] == [0, 1] and set(seeds["core"]) <= set(seeds["union"])
+    assert seeds["sizes"]["0"] == circuit.n_nodes
+    assert circuit.extra["attribution"]["nodes"] >= 0
+    assert out.with_suffix(".optuna.db").is_file()
+    assert main(args) == 0  # the study is complete: resumed, no new trials
+    assert Circuit.load(out).hparams["search"]["trials"] == search["trials"]
+    assert main([*args[:-5], "--cleanup", "wires", "--cache-dir", str(cache)]) == 2
