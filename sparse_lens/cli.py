@@ -294,6 +294,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     import math
     import time
 
+    import optuna
     import torch
 
     from sparse_lens.cleanup import parse_stages
@@ -303,6 +304,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from sparse_lens.prune import PruneConfig, make_ablation, prune_task
     from sparse_lens.tasks import TASK_NAMES, get_task
 
+    if not args.verbose:  # one line per trial is noise next to the progress bar
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     cache_dir = args.cache_dir.expanduser()
     method = "none" if args.no_search else args.search
     try:
