@@ -147,12 +147,16 @@ def test_prune_cli_optuna_search_cleanup_and_seeds(tiny_run):
         "2",
         "--cleanup",
         "nodes,edges",
+        "--faithfulness",
         "--cache-dir",
         str(cache),
         "--quiet",
     ]
     assert main(args) == 0
     circuit = Circuit.load(out)
+    faith = circuit.extra["faithfulness"]  # on the cleaned circuit, controls included
+    assert {"random_init_control", "nonsense_task_control"} <= set(faith)
+    assert abs(faith["sufficiency_loss"] - circuit.test_loss) < 1e-4
     search = circuit.hparams["search"]
     assert search["method"] == "optuna" and search["complete"] + search["pruned"] == 3
     assert [s["stage"] for s in circuit.extra["stages"]] == ["bisection", "nodes", "edges"]
@@ -166,4 +170,4 @@ def test_prune_cli_optuna_search_cleanup_and_seeds(tiny_run):
     assert out.with_suffix(".optuna.db").is_file()
     assert main(args) == 0  # the study is complete: resumed, no new trials
     assert Circuit.load(out).hparams["search"]["trials"] == search["trials"]
-    assert main([*args[:-5], "--cleanup", "wires", "--cache-dir", str(cache)]) == 2
+    assert main([*args[:-6], "--cleanup", "wires", "--cache-dir", str(cache)]) == 2
