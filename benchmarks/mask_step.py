@@ -4,7 +4,9 @@ A mask-training step (``Pruner.train_loss`` under the node-mask hooks that ``lea
 installs once, every node location masked with its mean-ablation value, then backward to the
 mask parameters) and a plain step (the model's own forward and backward to its weights, same
 batch, same task loss) are timed interleaved in one process so machine noise hits both alike.
-It writes one JSON of medians and the ratio (goal: mask / plain <= 1.5).
+It writes one JSON of medians and the ratio (goal: mask / plain <= 1.5), and for comparison
+the step as it was before (``rebuilt``: fresh ``node_mask`` hooks through ``run_with_hooks``
+every step).
 
     python benchmarks/mask_step.py --out benchmarks/results/mask_step.json
     python benchmarks/mask_step.py --quick            # tiny model, a few repeats (smoke test)
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.prune import MaskHolder, PruneConfig, Pruner, make_ablation
+from sparse_lens.prune import MaskHolder, PruneConfig, Pruner, make_ablation, mask_hooks
 from sparse_lens.tasks import TaskBatch, binary_logits, binary_task_loss
 
 
@@ -72,6 +74,16 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
         for t in taus.values():
             t.grad = None
 
+    def rebuilt_step() -> None:  # before: fresh hooks through run_with_hooks every step
+        for q in model.parameters():
+            q.requires_grad_(False)
+        masks = pruner.masks_of(taus)
+        logits = model.run_with_hooks(batch.tokens, fwd_hooks=mask_hooks(masks, ablation))
+        loss = binary_task_loss(binary_logits(logits, batch)).mean()
+        (loss + 1e-4 * torch.cat(list(masks.values())).sum()).backward()
+        for t in taus.values():
+            t.grad = None
+
     def plain_step() -> None:
         for q in model.parameters():
             q.requires_grad_(True)
@@ -79,7 +91,7 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    mask_step(), plain_step()  # warm-up
+    mask_step(), rebuilt_step(), plain_step()  # warm-up
     if profile:
         prof = cProfile.Profile()
         prof.enable()
@@ -87,13 +99,14 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
             mask_step()
         prof.disable()
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(20)
-    times: dict[str, list[float]] = {"mask": [], "plain": []}
+    times: dict[str, list[float]] = {"mask": [], "rebuilt": [], "plain": []}
     for _ in range(repeats):
-        for name, fn in (("mask", mask_step), ("plain", plain_step)):
+        for name, fn in (("mask", mask_step), ("rebuilt", rebuilt_step), ("plain", plain_step)):
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
     mask, plain = statistics.median(times["mask"]), statistics.median(times["plain"])
+    rebuilt = statistics.median(times["rebuilt"])
     cfg = model.cfg
     return {
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
@@ -108,7 +121,9 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
         },
         "mask_step_s": mask,
         "plain_step_s": plain,
+        "rebuilt_hooks_step_s": rebuilt,
         "mask_over_plain": mask / plain,
+        "rebuilt_hooks_over_plain": rebuilt / plain,
     }
 
 

@@ -271,6 +271,9 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
         default="nodes,edges",
         help="clean-up after bisection: nodes, edges, nodes,edges (default) or none",
     )
+    p.add_argument(
+        "--cleanup-evals", type=int, default=2000, help="validation evaluations per clean-up stage"
+    )
     p.add_argument("--seeds", type=int, default=1, help="prune with N seeds: core, union, Jaccard")
     p.add_argument("--tie-qk", action="store_true", help="one mask per query/key channel pair")
     p.add_argument(
@@ -319,8 +322,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         )
         cleanup = parse_stages(args.cleanup)
         scfg = _search_config(args)
-        if args.seeds < 1:
-            raise CLIError(f"--seeds must be >= 1, got {args.seeds}")
+        if args.seeds < 1 or args.cleanup_evals < 1:
+            raise CLIError(
+                f"--seeds and --cleanup-evals must be >= 1, got {args.seeds}, {args.cleanup_evals}"
+            )
         tasks = [get_task(args.task)] if args.task else [get_task(n) for n in TASK_NAMES]
         model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
         if model.tokenizer is None:
@@ -349,6 +354,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 cleanup=cleanup,
                 seeds=args.seeds,
                 attribution=True,
+                cleanup_evals=args.cleanup_evals,
                 cache_dir=cache_dir,
                 progress=not args.quiet,
             )

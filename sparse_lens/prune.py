@@ -571,6 +571,7 @@ def prune_task(
     cleanup: tuple[str, ...] = (),
     seeds: int = 1,
     attribution: bool = False,
+    cleanup_evals: int = 2000,
     cache_dir: Path | None = None,
     progress: bool = False,
 ) -> Any:
@@ -581,7 +582,8 @@ def prune_task(
     (with ``search_cfg``, a ``search.SearchConfig``), ``"grid"`` (or True), ``"none"`` (or
     False); ``cleanup``: stages of ``cleanup.py``; ``seeds > 1`` repeats the chosen settings
     with further pruning seeds and records core, union and Jaccard (``extra["seeds"]``);
-    ``attribution`` adds the attribution-ranked baseline (``extra["attribution"]``).
+    ``attribution`` adds the attribution-ranked baseline (``extra["attribution"]``);
+    ``cleanup_evals`` caps the validation evaluations of each clean-up stage.
 
     Raises:
         ValueError: the model has no tokenizer or lacks the task's tokens, or even the full model
@@ -615,7 +617,14 @@ def prune_task(
         f"{'-frozen' if pcfg.freeze_norms else ''}-seed{pcfg.seed}-n{n_train}"
     )
     found = find_circuit(
-        pruner, method, search_cfg, cleanup, study_name=study, test=test, progress=progress
+        pruner,
+        method,
+        search_cfg,
+        cleanup,
+        study_name=study,
+        max_evals=cleanup_evals,
+        test=test,
+        progress=progress,
     )
     cfg = found.cfg
     removed = edge_labels(pruner, found.removed_edges)
@@ -649,7 +658,7 @@ def prune_task(
         circuit.calibration, circuit.calibrated_loss = pruner.calibrate(circuit.masks(), hooks)
     circuit.test_loss = found.stages[-1].test_loss
     if seeds > 1:
-        circuit.extra["seeds"] = _other_seeds(pruner, cfg, found, seeds, cleanup)
+        circuit.extra["seeds"] = _other_seeds(pruner, cfg, found, seeds, cleanup, cleanup_evals)
     if attribution:
         from sparse_lens.circuit_search import attribution_baseline
 
@@ -668,7 +677,12 @@ def _chosen(cfg: PruneConfig) -> dict[str, Any]:
 
 
 def _other_seeds(
-    pruner: Pruner, cfg: PruneConfig, found: Any, seeds: int, cleanup: tuple[str, ...]
+    pruner: Pruner,
+    cfg: PruneConfig,
+    found: Any,
+    seeds: int,
+    cleanup: tuple[str, ...],
+    max_evals: int,
 ) -> dict[str, Any]:
     """Circuits of the chosen settings with pruning seeds ``seed + 1 .. seed + seeds - 1``."""
     from sparse_lens.circuit import circuit_edges
@@ -692,7 +706,7 @@ def _other_seeds(
     ]
     for extra in range(1, seeds):
         pruner.pcfg = dataclasses.replace(cfg, seed=cfg.seed + extra)
-        other = find_circuit(pruner, "none", None, cleanup)
+        other = find_circuit(pruner, "none", None, cleanup, max_evals=max_evals)
         sets[cfg.seed + extra] = labels(other.kept)
         n_edges = len(circuit_edges(pruner.model, other.kept)) - len(other.removed_edges)
         per_seed.append(
