@@ -171,3 +171,29 @@ def test_prune_cli_optuna_search_cleanup_and_seeds(tiny_run):
     assert main(args) == 0  # the study is complete: resumed, no new trials
     assert Circuit.load(out).hparams["search"]["trials"] == search["trials"]
     assert main([*args[:-6], "--cleanup", "wires", "--cache-dir", str(cache)]) == 2
+
+
+@pytest.mark.slow
+def test_circuit_search_benchmark_quick(tiny_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, cache = tiny_run
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cs.json"
+    cmd = [sys.executable, "benchmarks/circuit_search.py", "--quick", "--out", str(out)]
+    cmd += ["--model", str(root / "run" / "final"), "--cache-dir", str(cache)]
+    env = os.environ | {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    row = result["tasks"]["single_double_quote"]
+    assert (
+        row["search"]["search"]["method"] == "optuna" and row["grid"]["search"]["method"] == "grid"
+    )
+    assert [s["stage"] for s in row["search"]["stages"]] == ["bisection", "nodes", "edges"]
+    summary = result["summary"]
+    assert summary["grid_over_search_edges"] == pytest.approx(
+        summary["grid_geomean_edges"] / summary["search_geomean_edges"]
+    )
