@@ -98,7 +98,7 @@ def _run_grid(pruner: Pruner, method: SearchMethod, progress: bool) -> tuple[Fou
 def _run_optuna(
     pruner: Pruner, scfg: SearchConfig, study_name: str, progress: bool
 ) -> tuple[Found, dict]:
-    study = run_search(pruner.model, pruner, scfg, study_name=study_name, progress=progress)
+    study = run_search(pruner, scfg, study_name=study_name, progress=progress)
     try:
         best = study.best_trial
     except ValueError as e:
@@ -107,9 +107,8 @@ def _run_optuna(
     if attrs["loss"] > pruner.pcfg.target_loss:
         raise ValueError(f"no trial of study {study.study_name!r} reached the target loss")
     cfg = _best_config(pruner.pcfg, best.params)
-    score = {
-        loc.hook: torch.full((loc.size,), -2.0) for loc in pruner.locs
-    }  # unkept nodes rank last
+    # the clean-up's importance: the kept nodes' learned tau (tau is in [-1, 1])
+    score = {loc.hook: torch.full((loc.size,), -2.0) for loc in pruner.locs}
     for h, vals in attrs["kept_taus"].items():
         score[h][torch.tensor(attrs["kept"][h])] = torch.tensor(vals)
     kept = {loc.hook: list(attrs["kept"].get(loc.hook, [])) for loc in pruner.locs}

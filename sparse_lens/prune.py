@@ -13,7 +13,10 @@
   the final logits with 16 LBFGS steps and is reported separately (a shift added to all logits
   cancels in the two-way softmax, so in effect it fits a temperature).
 
-All interventions are TL hooks from ``hooks/`` run through ``run_with_hooks``.
+All interventions are TL hooks: evaluation runs ``hooks/``'s ``node_mask`` through
+``run_with_hooks``; mask training installs its hooks once per run (``MaskHolder``) and updates
+the masks they read each step. The search over these settings, the clean-up after bisection,
+seeds and the attribution baseline are in ``circuit_search.py``.
 """
 
 import dataclasses

@@ -40,7 +40,6 @@ import optuna
 from tqdm.auto import tqdm
 
 from sparse_lens.circuit import circuit_edges
-from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.prune import PruneConfig, Pruner
 
 logger = logging.getLogger(__name__)
@@ -191,7 +190,6 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
 
 
 def run_search(
-    model: HookedSparseTransformer,
     pruner: Pruner,
     scfg: SearchConfig,
     *,

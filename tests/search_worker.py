@@ -33,7 +33,7 @@ def search_config(storage: str, trials: int) -> SearchConfig:
 def main(argv: list[str]) -> None:
     storage, trials = argv[0], int(argv[1])
     pruner = planted_pruner()
-    study = run_search(pruner.model, pruner, search_config(storage, trials), study_name="planted")
+    study = run_search(pruner, search_config(storage, trials), study_name="planted")
     best = study.best_trial
     sys.stdout.write(
         json.dumps({"number": best.number, "value": best.value, "params": best.params})

@@ -147,7 +147,7 @@ def test_killed_search_resumes_to_the_same_best_trial(tmp_path):
     trials = 6
     whole = f"sqlite:///{tmp_path}/whole.db"
     pruner = planted_pruner()
-    ref = run_search(pruner.model, pruner, search_config(whole, trials), study_name="planted")
+    ref = run_search(pruner, search_config(whole, trials), study_name="planted")
     killed = f"sqlite:///{tmp_path}/killed.db"
     proc = _worker(killed, trials)
     deadline = time.monotonic() + 300
@@ -159,7 +159,7 @@ def test_killed_search_resumes_to_the_same_best_trial(tmp_path):
     n_before = _finished(killed)
     assert 2 <= n_before < trials
     time.sleep(3)  # past the heartbeat grace period: the killed trial is stale
-    resumed = run_search(pruner.model, pruner, search_config(killed, trials), study_name="planted")
+    resumed = run_search(pruner, search_config(killed, trials), study_name="planted")
     assert _finished(killed) == trials
     assert resumed.best_value == ref.best_value
     assert resumed.best_params == ref.best_params
