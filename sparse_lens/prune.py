@@ -592,29 +592,14 @@ def prune_task(
         ValueError: the model has no tokenizer or lacks the task's tokens, or even the full model
             (every node kept) does not reach the target loss.
     """
-    from sparse_lens.circuit import Circuit
-    from sparse_lens.circuit_search import edge_labels, find_circuit
-    from sparse_lens.tasks import concat_batches, task_batch
+    from sparse_lens.circuit_search import find_circuit
 
-    tok = model.tokenizer
-    if tok is None:
-        raise ValueError("pruning needs a model with a tokenizer")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds!r}")
     method = {True: "grid", False: "none"}.get(search, search)  # type: ignore[arg-type]
-    n_ctx = model.cfg.n_ctx
-    train = task_batch(task, tok, n_ctx, "train", n_train, pcfg.seed)
-    val = task_batch(task, tok, n_ctx, "val", n_val, pcfg.seed)
-    test = task_batch(task, tok, n_ctx, "test", n_test, pcfg.seed)
-    ablation = make_ablation(
-        pcfg.ablation,
-        model,
-        pretrain_windows,
-        concat_batches(train, val, tok.eot_id),
-        cache_dir,
-        pcfg.seed,
+    pruner, test = _task_pruner(
+        model, task, pretrain_windows, pcfg, (n_train, n_val, n_test), cache_dir
     )
-    pruner = Pruner(model, train, val, ablation, pcfg)
     study = (
         f"{task.name}-{model_fingerprint(model)}-target{pcfg.target_loss}-{pcfg.ablation}"
         f"{'-frozen' if pcfg.freeze_norms else ''}-seed{pcfg.seed}-n{n_train}"
@@ -629,47 +614,89 @@ def prune_task(
         test=test,
         progress=progress,
     )
-    cfg = found.cfg
-    removed = edge_labels(pruner, found.removed_edges)
-    circuit = Circuit.from_nodes(
+    pruner.pcfg = found.cfg
+    try:
+        circuit = _circuit_of(pruner, found, task.name, len(test))
+        if seeds > 1:
+            circuit.extra["seeds"] = _other_seeds(
+                pruner, found.cfg, found, seeds, cleanup, cleanup_evals
+            )
+        if attribution:
+            from sparse_lens.circuit_search import attribution_baseline
+
+            base = attribution_baseline(pruner)
+            base["learned_over_attribution_nodes"] = circuit.n_nodes / max(base["nodes"], 1)
+            base["learned_over_attribution_edges"] = circuit.n_edges / max(base["edges"], 1)
+            circuit.extra["attribution"] = base
+    finally:
+        pruner.pcfg = pcfg
+    return circuit
+
+
+def _task_pruner(
+    model: HookedSparseTransformer,
+    task: Any,
+    pretrain_windows: Tensor,
+    pcfg: PruneConfig,
+    sizes: tuple[int, int, int],
+    cache_dir: Path | None,
+) -> tuple[Pruner, TaskBatch]:
+    """A pruner on the task's train and val splits, and its test split."""
+    from sparse_lens.tasks import concat_batches, task_batch
+
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("pruning needs a model with a tokenizer")
+    n_ctx = model.cfg.n_ctx
+    train, val, test = (
+        task_batch(task, tok, n_ctx, split, n, pcfg.seed)
+        for split, n in zip(("train", "val", "test"), sizes, strict=True)
+    )
+    ablation = make_ablation(
+        pcfg.ablation,
         model,
+        pretrain_windows,
+        concat_batches(train, val, tok.eot_id),
+        cache_dir,
+        pcfg.seed,
+    )
+    return Pruner(model, train, val, ablation, pcfg), test
+
+
+def _circuit_of(pruner: Pruner, found: Any, task_name: str, n_test: int) -> Any:
+    """The ``Circuit`` of ``find_circuit``'s result, calibrated if the config asks."""
+    from sparse_lens.circuit import Circuit
+    from sparse_lens.circuit_search import edge_labels
+    from sparse_lens.edges import edge_hooks
+
+    cfg, ablation = pruner.pcfg, pruner.ablation
+    circuit = Circuit.from_nodes(
+        pruner.model,
         found.kept,
-        {} if pcfg.ablation == "resample" else ablation.values,
-        task=task.name,
-        ablation=pcfg.ablation,
-        freeze_norms=pcfg.freeze_norms,
-        target_loss=pcfg.target_loss,
+        {} if cfg.ablation == "resample" else ablation.values,
+        task=task_name,
+        ablation=cfg.ablation,
+        freeze_norms=cfg.freeze_norms,
+        target_loss=cfg.target_loss,
         loss=found.loss,
         full_loss=found.full_loss,
         curve=found.curve,
-        removed_edges=removed,
+        removed_edges=edge_labels(pruner, found.removed_edges),
         hparams={"chosen": _chosen(cfg), "search": found.search},
         extra={
-            "n_train": len(train),
-            "n_val": len(val),
-            "n_test": len(test),
+            "n_train": len(pruner.train),
+            "n_val": len(pruner.val),
+            "n_test": n_test,
             "total_nodes": pruner.n_nodes,
             "bisected_nodes": found.bisected_k,
             "stages": [dataclasses.asdict(st) for st in found.stages],
         },
     )
-    pruner.pcfg = cfg
-    if pcfg.calibrate:
-        from sparse_lens.edges import edge_hooks
-
-        hooks = edge_hooks(model, found.removed_edges, ablation.values) if removed else None
-        circuit.calibration, circuit.calibrated_loss = pruner.calibrate(circuit.masks(), hooks)
     circuit.test_loss = found.stages[-1].test_loss
-    if seeds > 1:
-        circuit.extra["seeds"] = _other_seeds(pruner, cfg, found, seeds, cleanup, cleanup_evals)
-    if attribution:
-        from sparse_lens.circuit_search import attribution_baseline
-
-        base = attribution_baseline(pruner)
-        base["learned_over_attribution_nodes"] = circuit.n_nodes / max(base["nodes"], 1)
-        base["learned_over_attribution_edges"] = circuit.n_edges / max(base["edges"], 1)
-        circuit.extra["attribution"] = base
-    pruner.pcfg = pcfg
+    if cfg.calibrate:
+        removed = found.removed_edges
+        hooks = edge_hooks(pruner.model, removed, ablation.values) if removed else None
+        circuit.calibration, circuit.calibrated_loss = pruner.calibrate(circuit.masks(), hooks)
     return circuit
 
 
