@@ -337,7 +337,8 @@ class Pruner:
         return torch.arange(offset, offset + len(batch))
 
     def masks_from_ranking(self, taus: dict[str, Tensor], k: int) -> dict[str, Tensor]:
-        """Binary masks keeping the ``k`` nodes with the largest ``tau``."""
+        """Binary masks keeping the ``k`` nodes with the largest ``tau`` (with ``tie_qk``, a
+        query channel and its key channel are kept together if either is, so a few more)."""
         flat = torch.cat([taus[loc.hook] for loc in self.locs])
         keep = torch.zeros_like(flat)
         if k > 0:
@@ -346,6 +347,11 @@ class Pruner:
         for loc in self.locs:
             out[loc.hook] = keep[i : i + loc.size]
             i += loc.size
+        if self.pcfg.tie_qk:
+            for loc in self.locs:
+                if loc.kind == "k":
+                    q = loc.hook.replace("hook_k", "hook_q")
+                    out[q] = out[loc.hook] = torch.maximum(out[q], out[loc.hook])
         return out
 
     # -- training --------------------------------------------------------------------------

@@ -371,5 +371,8 @@ def test_epochs_and_tied_qk_masks():
     taus, losses = pruner.learn_masks()
     assert len(losses) == 9
     assert torch.equal(taus["blocks.0.attn.hook_k"], taus["blocks.0.attn.hook_q"])
+    for k in (1, 3, 7):
+        masks = pruner.masks_from_ranking(taus, k)
+        assert torch.equal(masks["blocks.0.attn.hook_k"], masks["blocks.0.attn.hook_q"])
     with pytest.raises(ValueError, match="warmup_frac"):
         PruneConfig(warmup_frac=1.5)
