@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from tqdm.auto import tqdm
 
 from sparse_lens.circuit import circuit_edges
@@ -130,14 +131,19 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
         )
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=scfg.heartbeat_s,
-            grace_period=scfg.grace_s,
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-        )
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=scfg.heartbeat_s,
+                grace_period=scfg.grace_s,
+                engine_kwargs={"connect_args": {"timeout": 60}}
+                if url.startswith("sqlite")
+                else None,
+            )
+    except (ImportError, OSError, sqlalchemy.exc.SQLAlchemyError) as e:
+        raise ValueError(f"cannot open the Optuna storage {url!r}: {e}") from e
 
 
 def trial_config(trial: optuna.Trial, base: PruneConfig, scfg: SearchConfig) -> PruneConfig:

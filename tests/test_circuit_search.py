@@ -117,6 +117,8 @@ def test_storage_strings(tmp_path):
     assert isinstance(open_storage(f"sqlite:///{tmp_path}/s.db", scfg), optuna.storages.RDBStorage)
     with pytest.raises(ValueError, match="storage must be"):
         open_storage("my.db", scfg)
+    with pytest.raises(ValueError, match="cannot open the Optuna storage"):
+        open_storage("nosuchdialect://x/y", scfg)
     with pytest.raises(ValueError, match="epochs"):
         SearchConfig(epochs=(5, 2))
 
