@@ -109,6 +109,54 @@ def curve_plot(circuit: Circuit) -> str:
     )
 
 
+def search_section(circuit: Circuit) -> str:
+    """How the circuit was found: the search, nodes and edges after bisection and each
+    clean-up stage (validation and test loss), the attribution baseline, and the seeds' core,
+    union and Jaccard similarity."""
+    parts = []
+    search = circuit.hparams.get("search") or {}
+    if search:
+        keys = ("method", "trials", "complete", "pruned", "best_trial", "study")
+        parts.append(table(["search", "value"], [[k, search[k]] for k in keys if k in search]))
+    stages = circuit.extra.get("stages") or []
+    if stages:
+        rows = [
+            [st["stage"], st["nodes"], st["edges"], st["val_loss"], st.get("test_loss", "-")]
+            for st in stages
+        ]
+        parts.append(table(["after", "nodes", "edges", "val loss", "test loss"], rows))
+    attr = circuit.extra.get("attribution")
+    if attr:
+        parts.append(
+            table(
+                ["attribution-ranked baseline", "value"],
+                [
+                    ["nodes / edges", f"{attr['nodes']} / {attr['edges']}"],
+                    ["loss (val)", attr["loss"]],
+                    ["learned / attribution nodes", attr["learned_over_attribution_nodes"]],
+                    ["learned / attribution edges", attr["learned_over_attribution_edges"]],
+                ],
+            )
+        )
+    seeds = circuit.extra.get("seeds")
+    if seeds:
+        rows = [[f"seed {r['seed']}", r["nodes"], r["edges"], r["loss"]] for r in seeds["per_seed"]]
+        parts.append(table(["circuit", "nodes", "edges", "val loss"], rows))
+        parts.append(
+            table(
+                ["seeds", "value"],
+                [
+                    ["core (nodes in every circuit)", seeds["n_core"]],
+                    ["union", seeds["n_union"]],
+                    ["mean pairwise Jaccard", seeds["mean_jaccard"]],
+                    *[[f"Jaccard {k}", v] for k, v in seeds["jaccard"].items()],
+                    ["core nodes", ", ".join(seeds["core"]) or "-"],
+                ],
+            )
+        )
+    return "".join(parts) or '<p class="note">No search record in this circuit file.</p>'
+
+
 def _faithfulness(report: dict[str, Any]) -> str:
     rows: list[list[Any]] = []
     for key in ("full_model_loss", "sufficiency_loss", "necessity_loss", "n_nodes"):
@@ -180,6 +228,9 @@ def circuit_page(
 
     page.h2("Task loss vs circuit size", "curve")
     page.add(curve_plot(circuit))
+
+    page.h2("Search, clean-up, seeds", "search")
+    page.add(search_section(circuit))
 
     page.h2("Faithfulness", "faithfulness")
     if "faithfulness" in circuit.extra:

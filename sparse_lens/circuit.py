@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from hooks import node_mask
+from sparse_lens.edges import Edge, edge_hooks, fold_removed_edges
 from sparse_lens.io import atomic_write_json, read_json
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.nodes import Location, node_label, node_locations
@@ -101,6 +102,7 @@ class Circuit:
     curve: list[tuple[int, float]] = field(default_factory=list)
     hparams: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    removed_edges: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_nodes(
@@ -115,13 +117,17 @@ class Circuit:
         target_loss: float = 0.15,
         loss: float = float("nan"),
         full_loss: float = float("nan"),
+        removed_edges: list[tuple[str, str]] | None = None,
         **fields: Any,
     ) -> "Circuit":
-        """A circuit keeping ``nodes`` (hook -> channels) of ``model``; edges are computed."""
+        """A circuit keeping ``nodes`` (hook -> channels) of ``model``; edges are computed, less
+        ``removed_edges`` (``(source label, destination label)`` pairs, see ``edges.py``)."""
         from sparse_lens.prune import model_fingerprint
 
         locs = node_locations(model.cfg)
         nodes = {loc.hook: sorted(nodes.get(loc.hook, [])) for loc in locs}
+        gone = {tuple(e) for e in removed_edges or []}
+        edges = [e for e in circuit_edges(model, nodes) if (e[0], e[1]) not in gone]
         return cls(
             task=task,
             target_loss=target_loss,
@@ -130,7 +136,8 @@ class Circuit:
             nodes=nodes,
             sizes={loc.hook: loc.size for loc in locs},
             baselines={h: v.tolist() for h, v in baselines.items() if v.ndim == 1},
-            edges=circuit_edges(model, nodes),
+            edges=edges,
+            removed_edges=sorted(gone),
             loss=loss,
             full_loss=full_loss,
             model_fingerprint=model_fingerprint(model),
@@ -188,6 +195,7 @@ class Circuit:
         try:
             d["edges"] = [(str(s), str(t), float(w)) for s, t, w in d["edges"]]
             d["curve"] = [(int(k), float(v)) for k, v in d.get("curve", [])]
+            d["removed_edges"] = [(str(s), str(t)) for s, t in d.get("removed_edges", [])]
             return cls(**d)
         except (TypeError, KeyError, ValueError) as e:
             raise ValueError(f"{path}: malformed circuit file: {e}") from e
@@ -227,7 +235,21 @@ class Circuit:
             hooks += norm_scale_hooks(model, tokens)
         for hook, mask in self.masks().items():
             hooks.append((hook, node_mask(mask, torch.tensor(self.baselines[hook]))))
-        return hooks
+        return hooks + edge_hooks(model, self.removed_edge_refs(model.cfg), self._fills())
+
+    def _fills(self) -> dict[str, Tensor]:
+        return {h: torch.tensor(v) for h, v in self.baselines.items()}
+
+    def removed_edge_refs(self, cfg: Any) -> list[Edge]:
+        """``removed_edges`` as ``(source hook, channel, destination hook, channel)``."""
+        refs = {r.label: r for r in self.node_refs(cfg)}
+        try:
+            return [
+                (refs[s].hook, refs[s].channel, refs[t].hook, refs[t].channel)
+                for s, t in self.removed_edges
+            ]
+        except KeyError as e:
+            raise ValueError(f"removed edge names a node the circuit does not keep: {e}") from e
 
     @torch.no_grad()
     def to_model(self, model: HookedSparseTransformer) -> HookedSparseTransformer:
@@ -267,6 +289,7 @@ class Circuit:
             elif loc.kind == "neuron":
                 block.mlp.b_out += fill[removed] @ block.mlp.W_out[removed]
                 block.mlp.W_out[removed] = 0
+        fold_removed_edges(new, self.removed_edge_refs(model.cfg), self._fills())
         return new.eval()
 
     @staticmethod

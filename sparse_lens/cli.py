@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CACHE = Path("~/.cache/sparse_lens")
+logger = logging.getLogger("sparse_lens.cli")
 
 
 class CLIError(Exception):
@@ -243,9 +244,42 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
         "--freeze-norms", action="store_true", help="freeze RMSNorm scales at the full model's"
     )
     p.add_argument(
-        "--steps", type=int, default=80, help="mask-training steps per search run (4 runs)"
+        "--search",
+        default="optuna",
+        choices=["optuna", "grid", "none"],
+        help="optuna: TPE over the paper's 8 pruning hyperparameters and epochs (default); "
+        "grid: 4 runs of --steps; none: one run of --steps",
     )
-    p.add_argument("--no-search", action="store_true", help="no hyperparameter search (one run)")
+    p.add_argument("--trials", type=int, default=24, help="optuna: finished trials per task")
+    p.add_argument(
+        "--budget-minutes", type=float, default=5.0, help="optuna: wall-clock limit per task"
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="optuna storage: sqlite:///FILE, postgresql://..., or journal:PATH (several "
+        "processes may share one study); default: an SQLite file beside --out, so a killed "
+        "search resumes",
+    )
+    p.add_argument(
+        "--epochs",
+        default="8,64",
+        help="optuna: LOW,HIGH epochs over the task's training pairs (log-uniform)",
+    )
+    p.add_argument(
+        "--cleanup",
+        default="nodes,edges",
+        help="clean-up after bisection: nodes, edges, nodes,edges (default) or none",
+    )
+    p.add_argument(
+        "--cleanup-evals", type=int, default=2000, help="validation evaluations per clean-up stage"
+    )
+    p.add_argument("--seeds", type=int, default=1, help="prune with N seeds: core, union, Jaccard")
+    p.add_argument("--tie-qk", action="store_true", help="one mask per query/key channel pair")
+    p.add_argument(
+        "--steps", type=int, default=80, help="mask-training steps per run (grid and none)"
+    )
+    p.add_argument("--no-search", action="store_true", help="same as --search none")
     p.add_argument("--faithfulness", action="store_true", help="add the faithfulness report")
     p.add_argument(
         "--corpus", default=None, help="pretraining corpus for ablation means (default: stdlib)"
@@ -258,27 +292,40 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
     import math
     import time
 
+    import optuna
     import torch
 
+    from sparse_lens.cleanup import parse_stages
     from sparse_lens.data import model_token_data
     from sparse_lens.faithfulness import faithfulness_report
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.prune import PruneConfig, make_ablation, prune_task
     from sparse_lens.tasks import TASK_NAMES, get_task
 
+    if not args.verbose:  # one line per trial is noise next to the progress bar
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     cache_dir = args.cache_dir.expanduser()
+    method = "none" if args.no_search else args.search
     try:
         pcfg = PruneConfig(
             target_loss=args.target_loss,
             ablation=args.ablation,
             freeze_norms=args.freeze_norms,
             steps=args.steps,
+            tie_qk=args.tie_qk,
             seed=args.seed,
         )
+        cleanup = parse_stages(args.cleanup)
+        scfg = _search_config(args)
+        if args.seeds < 1 or args.cleanup_evals < 1:
+            raise CLIError(
+                f"--seeds and --cleanup-evals must be >= 1, got {args.seeds}, {args.cleanup_evals}"
+            )
         tasks = [get_task(args.task)] if args.task else [get_task(n) for n in TASK_NAMES]
         model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
         if model.tokenizer is None:
@@ -300,7 +347,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 task,
                 windows,
                 pcfg,
-                search=not args.no_search,
+                search=method,
+                search_cfg=scfg,
+                cleanup=cleanup,
+                seeds=args.seeds,
+                attribution=True,
+                cleanup_evals=args.cleanup_evals,
                 cache_dir=cache_dir,
                 progress=not args.quiet,
             )
@@ -313,11 +365,31 @@ def cmd_prune(args: argparse.Namespace) -> int:
         circuit.extra["model_dir"] = str(args.model_dir.resolve())
         if args.faithfulness:
             abl = make_ablation(pcfg.ablation, model, windows, cache_dir=cache_dir)
+            chosen = dataclasses.replace(pcfg, **circuit.hparams["chosen"])
             circuit.extra["faithfulness"] = faithfulness_report(
-                model, circuit, task, abl, pcfg, windows
+                model, circuit, task, abl, chosen, windows
             )
         path = args.out / f"{task.name}.json" if args.all_tasks else args.out
         circuit.save(path)
+        for stage in circuit.extra.get("stages", []):
+            logger.info(
+                "%s: after %s %d nodes, %d edges, val loss %.3f, test loss %s",
+                task.name,
+                stage["stage"],
+                stage["nodes"],
+                stage["edges"],
+                stage["val_loss"],
+                "-" if stage["test_loss"] is None else f"{stage['test_loss']:.3f}",
+            )
+        if "attribution" in circuit.extra:
+            a = circuit.extra["attribution"]
+            logger.info(
+                "%s: attribution baseline %d nodes / %d edges; learned / attribution nodes %.3f",
+                task.name,
+                a["nodes"],
+                a["edges"],
+                a["learned_over_attribution_nodes"],
+            )
         summary[task.name] = {
             "nodes": circuit.n_nodes,
             "edges": circuit.n_edges,
@@ -342,6 +414,28 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if geo is not None:
             sys.stdout.write(f"geometric mean of edges over {len(edges)} circuits: {geo:.1f}\n")
     return 0
+
+
+def _search_config(args: argparse.Namespace) -> Any:
+    """The Optuna settings of ``prune``; the default storage is an SQLite file beside --out."""
+    from sparse_lens.search import SearchConfig
+
+    try:
+        low, high = (int(x) for x in args.epochs.split(","))
+    except ValueError as e:
+        raise CLIError(f"--epochs must be LOW,HIGH integers, got {args.epochs!r}") from e
+    storage = args.storage
+    if storage is None:
+        out = args.out.expanduser().resolve()
+        db = out / "optuna.db" if args.all_tasks else out.with_suffix(".optuna.db")
+        storage = f"sqlite:///{db}"
+    return SearchConfig(
+        trials=args.trials,
+        budget_minutes=float(args.budget_minutes),
+        epochs=(low, high),
+        seed=args.seed,
+        storage=storage,
+    )
 
 
 Adder = Callable[[argparse._SubParsersAction], None]

@@ -3,7 +3,9 @@
 Every activation passes through a ``HookPoint``; a hook sees the value that actually flows on,
 i.e. *after* AbsTopK at that site. Where AbsTopK sits on a residual write (``attn_out``,
 ``mlp_out``) its 0/1 mask is exposed at ``hook_out_mask``, so decompositions into heads and
-neurons can reuse the frozen forward mask and stay exact (``cache.py``).
+neurons can reuse the frozen forward mask and stay exact (``cache.py``). The products that
+AbsTopK follows are also hooked before it (``attn.hook_{q,k,v}_pre``, ``attn.hook_out_pre``,
+``mlp.hook_out_pre``; ``mlp.hook_pre`` as in TL), where ``edges.py`` ablates single weights.
 
 Shapes use TL's names: ``W_Q [n_heads d_model d_head]``, ``W_O [n_heads d_head d_model]``,
 ``W_in [d_model d_mlp]``, ``W_out [d_mlp d_model]``, ``W_E [d_vocab d_model]``,
@@ -148,6 +150,9 @@ class Attention(nn.Module):
         self.hook_v_input = HookPoint()
         self.hook_attn_in = HookPoint()  # [batch pos head_index d_model], use_attn_in only
         self.hook_in = HookPoint()  # [batch pos d_model] normalised input after attn_in AbsTopK
+        self.hook_q_pre = HookPoint()  # [batch pos head_index d_head] before attn_q AbsTopK
+        self.hook_k_pre = HookPoint()
+        self.hook_v_pre = HookPoint()
         self.hook_q = HookPoint()  # [batch pos head_index d_head]
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
@@ -157,11 +162,12 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch pos head_index d_head]
         self.hook_result = HookPoint()  # [batch pos head_index d_model], use_attn_result only
         self.hook_out_mask = HookPoint()  # [batch pos d_model] 0/1, attn_out AbsTopK only
+        self.hook_out_pre = HookPoint()  # [batch pos d_model] z @ W_O + b_O, before AbsTopK
 
     def _read(self, x: Tensor, ln: RMSNorm) -> Tensor:
         return self.override_in(_site_topk(self.cfg, "attn_in", ln(x)))
 
-    def _project(self, x: Tensor, name: str, b: Tensor, site: ActSite) -> Tensor:
+    def _project(self, x: Tensor, name: str, b: Tensor, site: ActSite, pre: HookPoint) -> Tensor:
         W = getattr(self, name)
         csr = usable(self.csr_weights, name, W, x) if x.ndim == 3 else None
         if csr is not None:
@@ -170,6 +176,7 @@ class Attention(nn.Module):
             out = torch.einsum("bpd,hde->bphe", x, W) + b
         else:  # per-head inputs [batch pos head_index d_model]
             out = torch.einsum("bphd,hde->bphe", x, W) + b
+        out = pre(out)
         if not self.cfg.act_sparse(site):
             return out
         batch, pos, h, e = out.shape
@@ -189,9 +196,15 @@ class Attention(nn.Module):
                 q_x = k_x = v_x = self._read(self.hook_attn_in(rep.clone()), ln)
         else:
             q_x = k_x = v_x = self.hook_in(self._read(resid_pre, ln))
-        q = self.hook_q(self.override_q(self._project(q_x, "W_Q", self.b_Q, "attn_q")))
-        k = self.hook_k(self.override_k(self._project(k_x, "W_K", self.b_K, "attn_k")))
-        v = self.hook_v(self.override_v(self._project(v_x, "W_V", self.b_V, "attn_v")))
+        q = self.hook_q(
+            self.override_q(self._project(q_x, "W_Q", self.b_Q, "attn_q", self.hook_q_pre))
+        )
+        k = self.hook_k(
+            self.override_k(self._project(k_x, "W_K", self.b_K, "attn_k", self.hook_k_pre))
+        )
+        v = self.hook_v(
+            self.override_v(self._project(v_x, "W_V", self.b_V, "attn_v", self.hook_v_pre))
+        )
 
         pos = q.shape[1]
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
@@ -214,6 +227,7 @@ class Attention(nn.Module):
                 out = torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
             else:
                 out = csr_matmul(z_flat, self.W_O, csr) + self.b_O
+            out = self.hook_out_pre(out)
             if not sparse_out:
                 return out
             mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
@@ -252,6 +266,7 @@ class MLP(nn.Module):
         self.hook_pre = HookPoint()  # [batch pos d_mlp]
         self.hook_post = HookPoint()  # [batch pos d_mlp] after the mlp_neuron AbsTopK
         self.hook_out_mask = HookPoint()  # [batch pos d_model] 0/1, mlp_out AbsTopK only
+        self.hook_out_pre = HookPoint()  # [batch pos d_model] post @ W_out + b_out, before AbsTopK
 
     def forward(
         self, resid_mid: Float[Tensor, "batch pos d_model"], ln: RMSNorm
@@ -261,7 +276,7 @@ class MLP(nn.Module):
         pre = self.hook_pre(matmul(x, self.W_in, self.csr_weights, "W_in") + self.b_in)
         act = F.gelu(pre) if cfg.act_fn == "gelu" else F.relu(pre)
         post = self.hook_post(self.override_post(_site_topk(cfg, "mlp_neuron", act)))
-        out = matmul(post, self.W_out, self.csr_weights, "W_out") + self.b_out
+        out = self.hook_out_pre(matmul(post, self.W_out, self.csr_weights, "W_out") + self.b_out)
         if not cfg.act_sparse("mlp_out"):
             return out
         mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))

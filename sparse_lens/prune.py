@@ -13,13 +13,17 @@
   the final logits with 16 LBFGS steps and is reported separately (a shift added to all logits
   cancels in the two-way softmax, so in effect it fits a temperature).
 
-All interventions are TL hooks from ``hooks/`` run through ``run_with_hooks``.
+All interventions are TL hooks: evaluation runs ``hooks/``'s ``node_mask`` through
+``run_with_hooks``; mask training installs its hooks once per run (``MaskHolder``) and updates
+the masks they read each step. The search over these settings, the clean-up after bisection,
+seeds and the attribution baseline are in ``circuit_search.py``.
 """
 
+import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hooks import node_mask
+from hooks import flat, node_mask
 from sparse_lens.checks import require_min
 from sparse_lens.io import atomic_write
 from sparse_lens.model import HookedSparseTransformer
@@ -44,7 +48,14 @@ ABLATIONS = ("mean", "zero", "resample")
 
 @dataclass(frozen=True, kw_only=True)
 class PruneConfig:
-    """Pruning settings; defaults are the paper's CARBS centres (Table 2) where it gives them."""
+    """Pruning settings; defaults are the paper's CARBS centres (Table 2) where it gives them.
+
+    ``epochs > 0`` trains for that many passes over the fixed training pairs (shuffled each
+    epoch, ``batch_pairs`` per step) instead of ``steps`` random draws, as the paper does;
+    ``tie_qk`` shares one mask parameter between each query channel and the key channel of the
+    same head and index (the paper's hindsight suggestion, §3). The learning rate warms up
+    linearly over ``warmup_frac`` of the steps, then decays linearly to 0.
+    """
 
     target_loss: float = 0.15
     ablation: str = "mean"
@@ -58,7 +69,9 @@ class PruneConfig:
     init_noise_scale: float = 1e-2
     init_noise_bias: float = 0.1
     steps: int = 200
+    epochs: int = 0
     batch_pairs: int = 32
+    tie_qk: bool = False
     calibrate: bool = True
     seed: int = 0
 
@@ -68,6 +81,9 @@ class PruneConfig:
         if not self.target_loss > 0:
             raise ValueError(f"target_loss must be > 0, got {self.target_loss!r}")
         require_min(self, ("steps", "batch_pairs"), 1)
+        require_min(self, ("epochs",), 0)
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
         require_min(self, ("k_coef", "lr", "heaviside_temp"), 0, strict=True)
 
 
@@ -212,6 +228,39 @@ def mask_hooks(
     ]
 
 
+class MaskHolder:
+    """Node-mask hooks installed once, reading masks and ablation values set per step.
+
+    Each hook returns ``lerp(baseline, x, m) = baseline + m * (x - baseline)`` (the same value
+    as ``hooks.node_mask``, one fused op), so training does not rebuild hooks every step.
+    """
+
+    def __init__(self, locs: list[Location], ablation: Ablation) -> None:
+        self.locs = locs
+        self.ablation = ablation
+        self.masks: dict[str, Tensor] = {}
+        self.baselines: dict[str, Tensor] = {}
+
+    def set(self, masks: dict[str, Tensor], batch_idx: Tensor | None, width: int) -> None:
+        self.masks = dict(masks)
+        self.baselines = {
+            loc.hook: self.ablation.for_batch(loc.hook, batch_idx, width) for loc in self.locs
+        }
+
+    def hooks(self) -> list[tuple[str, Callable]]:
+        def make(name: str, size: int) -> Callable:
+            def hook(act: Tensor, hook: Any) -> Tensor:
+                if not self.masks:  # cleared: the full model
+                    return act
+                x = flat(act, size)
+                base = self.baselines[name].to(x.dtype)
+                return torch.lerp(base.expand_as(x), x, self.masks[name]).reshape(act.shape)
+
+            return hook
+
+        return [(loc.hook, make(loc.hook, loc.size)) for loc in self.locs]
+
+
 @dataclass
 class PruneResult:
     """Learned ``tau`` per location, the bisected circuit and its curve."""
@@ -254,17 +303,29 @@ class Pruner:
         return hooks + mask_hooks(masks, self.ablation, idx, batch.tokens.shape[1])
 
     def logits(
-        self, masks: dict[str, Tensor], batch: TaskBatch, idx: Tensor | None = None
+        self,
+        masks: dict[str, Tensor],
+        batch: TaskBatch,
+        idx: Tensor | None = None,
+        extra_hooks: list | None = None,
     ) -> Tensor:
         return self.model.run_with_hooks(
-            batch.tokens.to(self.model.W_E.device), fwd_hooks=self._hooks(masks, batch, idx)
+            batch.tokens.to(self.model.W_E.device),
+            fwd_hooks=self._hooks(masks, batch, idx) + (extra_hooks or []),
         )
 
     @torch.no_grad()
-    def loss_of(self, masks: dict[str, Tensor], batch: TaskBatch | None = None) -> float:
+    def loss_of(
+        self,
+        masks: dict[str, Tensor],
+        batch: TaskBatch | None = None,
+        extra_hooks: list | None = None,
+    ) -> float:
+        """Mean task loss under ``masks`` (validation pairs by default); ``extra_hooks`` run
+        after the mask hooks (e.g. ``edges.edge_hooks``)."""
         batch = self.val if batch is None else batch
-        two = binary_logits(self.logits(masks, batch, self._resample_idx(batch)), batch)
-        return float(binary_task_loss(two).mean())
+        logits = self.logits(masks, batch, self._resample_idx(batch), extra_hooks)
+        return float(binary_task_loss(binary_logits(logits, batch)).mean())
 
     def _resample_idx(self, batch: TaskBatch) -> Tensor | None:
         if self.ablation.kind != "resample":
@@ -276,7 +337,8 @@ class Pruner:
         return torch.arange(offset, offset + len(batch))
 
     def masks_from_ranking(self, taus: dict[str, Tensor], k: int) -> dict[str, Tensor]:
-        """Binary masks keeping the ``k`` nodes with the largest ``tau``."""
+        """Binary masks keeping the ``k`` nodes with the largest ``tau`` (with ``tie_qk``, a
+        query channel and its key channel are kept together if either is, so a few more)."""
         flat = torch.cat([taus[loc.hook] for loc in self.locs])
         keep = torch.zeros_like(flat)
         if k > 0:
@@ -285,59 +347,131 @@ class Pruner:
         for loc in self.locs:
             out[loc.hook] = keep[i : i + loc.size]
             i += loc.size
+        if self.pcfg.tie_qk:
+            for loc in self.locs:
+                if loc.kind == "k":
+                    q = loc.hook.replace("hook_k", "hook_q")
+                    out[q] = out[loc.hook] = torch.maximum(out[q], out[loc.hook])
         return out
 
     # -- training --------------------------------------------------------------------------
-    def learn_masks(self, progress: bool = False) -> tuple[dict[str, Tensor], list[float]]:
+    def init_taus(self, generator: torch.Generator) -> dict[str, Tensor]:
+        """Initial ``tau`` per location: ``bias + scale * N(0, 1)`` clamped to [-1, 1]."""
+        p = self.pcfg
+        return {
+            loc.hook: (
+                p.init_noise_bias + p.init_noise_scale * torch.randn(loc.size, generator=generator)
+            ).clamp(-1, 1)
+            for loc in self.locs
+            if not (p.tie_qk and loc.kind == "k")
+        }
+
+    def masks_of(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Straight-through 0/1 masks per location (a tied key location uses its query's)."""
+        masks = {h: heaviside_ste(t, self.pcfg.heaviside_temp) for h, t in taus.items()}
+        if self.pcfg.tie_qk:
+            for loc in self.locs:
+                if loc.kind == "k":
+                    masks[loc.hook] = masks[loc.hook.replace("hook_k", "hook_q")]
+        return {loc.hook: masks[loc.hook] for loc in self.locs}
+
+    def n_steps(self) -> int:
+        """Optimiser steps: ``steps``, or ``epochs`` passes over the training pairs."""
+        p = self.pcfg
+        if p.epochs == 0:
+            return p.steps
+        n_pairs = len(self.train) // 2
+        return p.epochs * math.ceil(n_pairs / min(p.batch_pairs, n_pairs))
+
+    def _pair_batches(self, generator: torch.Generator) -> Iterator[Tensor]:
+        """Row indices of each step's pairs: random draws, or shuffled epochs."""
+        p = self.pcfg
+        n_pairs = len(self.train) // 2
+        size = min(p.batch_pairs, n_pairs)
+        for _ in range(p.steps if p.epochs == 0 else 0):
+            pairs = torch.randint(0, n_pairs, (size,), generator=generator)
+            yield torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
+        for _ in range(p.epochs):
+            order = torch.randperm(n_pairs, generator=generator)
+            for i in range(0, n_pairs, size):
+                pairs = order[i : i + size]
+                yield torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
+
+    def _lr_at(self, step: int, n_steps: int) -> float:
+        p = self.pcfg
+        warm = max(1, int(p.warmup_frac * n_steps))
+        return p.lr * min((step + 1) / warm, max(0.0, (n_steps - step) / max(n_steps - warm, 1)))
+
+    def learn_masks(
+        self, progress: bool = False, report: Callable[[int, int, float], None] | None = None
+    ) -> tuple[dict[str, Tensor], list[float]]:
+        """Train ``tau`` (paper §3.2). The node-mask hooks are installed once for the whole run
+        and read the current step's masks from a shared holder.
+
+        ``report(checkpoint, n_kept, task_loss)`` is called at 10 evenly spaced checkpoints
+        (0-9) with the learned mask's size and the mean training task loss since the last one;
+        it may raise to stop training (an Optuna pruner does).
+        """
         p = self.pcfg
         g = torch.Generator().manual_seed(p.seed)
-        taus = {
-            loc.hook: torch.nn.Parameter(
-                (p.init_noise_bias + p.init_noise_scale * torch.randn(loc.size, generator=g)).clamp(
-                    -1, 1
-                )
-            )
-            for loc in self.locs
-        }
+        taus = {h: torch.nn.Parameter(t) for h, t in self.init_taus(g).items()}
         opt = torch.optim.AdamW(
             list(taus.values()), lr=p.lr, betas=(0.9, p.beta2), weight_decay=p.weight_decay
         )
-        n_pairs = len(self.train) // 2
-        warm = max(1, int(p.warmup_frac * p.steps))
-        losses = []
+        n_steps = self.n_steps()
+        marks = {((i + 1) * n_steps) // 10 - 1: i for i in range(10)}
+        losses: list[float] = []
+        live = MaskHolder(self.locs, self.ablation)
         requires = [q.requires_grad for q in self.model.parameters()]
         for q in self.model.parameters():
             q.requires_grad_(False)
         try:
-            for step in tqdm(range(p.steps), disable=not progress, desc="prune", unit="step"):
-                lr = p.lr * min(
-                    (step + 1) / warm, max(0.0, (p.steps - step) / max(p.steps - warm, 1))
-                )
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                pairs = torch.randint(0, n_pairs, (min(p.batch_pairs, n_pairs),), generator=g)
-                idx = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
-                sub = self.train.subset(idx)
-                masks = {h: heaviside_ste(t, p.heaviside_temp) for h, t in taus.items()}
-                resample_idx = idx if self.ablation.kind == "resample" else None
-                logits = self.model.run_with_hooks(
-                    sub.tokens.to(self.model.W_E.device),
-                    fwd_hooks=self._hooks(masks, sub, resample_idx),
-                )
-                task = binary_task_loss(binary_logits(logits, sub)).mean()
-                n_kept = torch.stack([m.sum() for m in masks.values()]).sum()
-                loss = task + p.k_coef * n_kept
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    for t in taus.values():
-                        t.clamp_(-1.0, 1.0)
-                losses.append(float(task.detach()))
+            with self.model.hooks(fwd_hooks=live.hooks()):
+                batches = self._pair_batches(g)
+                for step, idx in enumerate(
+                    tqdm(batches, total=n_steps, disable=not progress, desc="prune", unit="step")
+                ):
+                    for group in opt.param_groups:
+                        group["lr"] = self._lr_at(step, n_steps)
+                    masks = self.masks_of(taus)
+                    task = self.train_loss(live, masks, self.train.subset(idx), idx)
+                    loss = task + p.k_coef * torch.cat(list(masks.values())).sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    with torch.no_grad():
+                        for t in taus.values():
+                            t.clamp_(-1.0, 1.0)
+                    losses.append(float(task.detach()))
+                    if report is not None and step in marks:
+                        since = losses[-max(1, n_steps // 10) :]
+                        kept = int(sum(int((t >= 0).sum()) for t in self.masks_of(taus).values()))
+                        report(marks[step], kept, sum(since) / len(since))
         finally:
             for q, r in zip(self.model.parameters(), requires, strict=True):
                 q.requires_grad_(r)
-        return {h: t.detach().clone() for h, t in taus.items()}, losses
+        return self.full_taus({h: t.detach().clone() for h, t in taus.items()}), losses
+
+    def full_taus(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``taus`` with a tied key location given its query location's values."""
+        return {
+            loc.hook: taus.get(loc.hook, taus.get(loc.hook.replace("hook_k", "hook_q")))
+            for loc in self.locs
+        }
+
+    def train_loss(
+        self, live: "MaskHolder", masks: dict[str, Tensor], sub: TaskBatch, idx: Tensor
+    ) -> Tensor:
+        """Mean task loss of one training batch under ``masks``, with ``live``'s hooks already
+        installed on the model (one mask-training forward pass)."""
+        norm_hooks = []
+        if self.pcfg.freeze_norms:  # the full model's scales: masks off while they are read
+            live.masks = {}
+            norm_hooks = norm_scale_hooks(self.model, sub.tokens.to(self.model.W_E.device))
+        live.set(masks, idx if self.ablation.kind == "resample" else None, sub.tokens.shape[1])
+        with self.model.hooks(fwd_hooks=norm_hooks):
+            logits = self.model(sub.tokens.to(self.model.W_E.device))
+        return binary_task_loss(binary_logits(logits, sub)).mean()
 
     # -- discretisation ----------------------------------------------------------------------
     def full_loss(self) -> float:
@@ -379,14 +513,17 @@ class Pruner:
                 lo = mid
         return hi, best_loss, sorted(curve)
 
-    def calibrate(self, masks: dict[str, Tensor]) -> tuple[dict[str, float], float]:
+    def calibrate(
+        self, masks: dict[str, Tensor], extra_hooks: list | None = None
+    ) -> tuple[dict[str, float], float]:
         """Fit ``logits * scale + shift`` with 16 LBFGS steps on the training pairs."""
         with torch.no_grad():
             two_train = binary_logits(
-                self.logits(masks, self.train, self._resample_idx(self.train)), self.train
+                self.logits(masks, self.train, self._resample_idx(self.train), extra_hooks),
+                self.train,
             )
             two_val = binary_logits(
-                self.logits(masks, self.val, self._resample_idx(self.val)), self.val
+                self.logits(masks, self.val, self._resample_idx(self.val), extra_hooks), self.val
             )
         scale = torch.ones((), requires_grad=True)
         shift = torch.zeros((), requires_grad=True)
@@ -421,8 +558,6 @@ def search_grid(pcfg: PruneConfig) -> list[PruneConfig]:
     """The hyperparameter search: ``k_coef`` x {1/3, 1, 3} at the base LR, and 3 x LR at the
     base ``k_coef`` (4 runs). The paper re-tunes 8 hyperparameters with 256+ CARBS runs; on
     two CPU cores this small grid is what fits the 2-minute budget per task."""
-    import dataclasses
-
     return [
         pcfg,
         dataclasses.replace(pcfg, k_coef=pcfg.k_coef / 3),
@@ -440,29 +575,89 @@ def prune_task(
     n_train: int = 256,
     n_val: int = 128,
     n_test: int = 128,
-    search: bool = True,
+    search: bool | str = True,
+    search_cfg: Any = None,
+    cleanup: tuple[str, ...] = (),
+    seeds: int = 1,
+    attribution: bool = False,
+    cleanup_evals: int = 2000,
     cache_dir: Path | None = None,
     progress: bool = False,
 ) -> Any:
     """Prune ``model`` to the smallest circuit reaching ``pcfg.target_loss`` on ``task``.
 
-    Masks are trained on the task's train split, bisected on its validation split, and the
-    resulting circuit's loss is also reported on the test split.
+    Masks are trained on the task's train split, bisected (and cleaned up) on its validation
+    split, and the circuit's loss is also reported on the test split. ``search``: ``"optuna"``
+    (with ``search_cfg``, a ``search.SearchConfig``), ``"grid"`` (or True), ``"none"`` (or
+    False); ``cleanup``: stages of ``cleanup.py``; ``seeds > 1`` repeats the chosen settings
+    with further pruning seeds and records core, union and Jaccard (``extra["seeds"]``);
+    ``attribution`` adds the attribution-ranked baseline (``extra["attribution"]``);
+    ``cleanup_evals`` caps the validation evaluations of each clean-up stage.
 
     Raises:
         ValueError: the model has no tokenizer or lacks the task's tokens, or even the full model
             (every node kept) does not reach the target loss.
     """
-    from sparse_lens.circuit import Circuit
+    from sparse_lens.circuit_search import find_circuit
+
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds!r}")
+    method = {True: "grid", False: "none"}.get(search, search)  # type: ignore[arg-type]
+    pruner, test = _task_pruner(
+        model, task, pretrain_windows, pcfg, (n_train, n_val, n_test), cache_dir
+    )
+    study = (
+        f"{task.name}-{model_fingerprint(model)}-target{pcfg.target_loss}-{pcfg.ablation}"
+        f"{'-frozen' if pcfg.freeze_norms else ''}-seed{pcfg.seed}-n{n_train}"
+    )
+    found = find_circuit(
+        pruner,
+        method,
+        search_cfg,
+        cleanup,
+        study_name=study,
+        max_evals=cleanup_evals,
+        test=test,
+        progress=progress,
+    )
+    pruner.pcfg = found.cfg
+    try:
+        circuit = _circuit_of(pruner, found, task.name, len(test))
+        if seeds > 1:
+            circuit.extra["seeds"] = _other_seeds(
+                pruner, found.cfg, found, seeds, cleanup, cleanup_evals
+            )
+        if attribution:
+            from sparse_lens.circuit_search import attribution_baseline
+
+            base = attribution_baseline(pruner)
+            base["learned_over_attribution_nodes"] = circuit.n_nodes / max(base["nodes"], 1)
+            base["learned_over_attribution_edges"] = circuit.n_edges / max(base["edges"], 1)
+            circuit.extra["attribution"] = base
+    finally:
+        pruner.pcfg = pcfg
+    return circuit
+
+
+def _task_pruner(
+    model: HookedSparseTransformer,
+    task: Any,
+    pretrain_windows: Tensor,
+    pcfg: PruneConfig,
+    sizes: tuple[int, int, int],
+    cache_dir: Path | None,
+) -> tuple[Pruner, TaskBatch]:
+    """A pruner on the task's train and val splits, and its test split."""
     from sparse_lens.tasks import concat_batches, task_batch
 
     tok = model.tokenizer
     if tok is None:
         raise ValueError("pruning needs a model with a tokenizer")
     n_ctx = model.cfg.n_ctx
-    train = task_batch(task, tok, n_ctx, "train", n_train, pcfg.seed)
-    val = task_batch(task, tok, n_ctx, "val", n_val, pcfg.seed)
-    test = task_batch(task, tok, n_ctx, "test", n_test, pcfg.seed)
+    train, val, test = (
+        task_batch(task, tok, n_ctx, split, n, pcfg.seed)
+        for split, n in zip(("train", "val", "test"), sizes, strict=True)
+    )
     ablation = make_ablation(
         pcfg.ablation,
         model,
@@ -471,39 +666,92 @@ def prune_task(
         cache_dir,
         pcfg.seed,
     )
-    best: tuple[PruneConfig, PruneResult] | None = None
-    tried = []
-    for cfg in search_grid(pcfg) if search else [pcfg]:
-        result = Pruner(model, train, val, ablation, cfg).run(progress)
-        tried.append({"k_coef": cfg.k_coef, "lr": cfg.lr, "k": result.k, "loss": result.loss})
-        if best is None or (result.k, result.loss) < (best[1].k, best[1].loss):
-            best = (cfg, result)
-    assert best is not None
-    cfg, result = best
+    return Pruner(model, train, val, ablation, pcfg), test
+
+
+def _circuit_of(pruner: Pruner, found: Any, task_name: str, n_test: int) -> Any:
+    """The ``Circuit`` of ``find_circuit``'s result, calibrated if the config asks."""
+    from sparse_lens.circuit import Circuit
+    from sparse_lens.circuit_search import edge_labels
+    from sparse_lens.edges import edge_hooks
+
+    cfg, ablation = pruner.pcfg, pruner.ablation
     circuit = Circuit.from_nodes(
-        model,
-        result.kept,
-        {} if pcfg.ablation == "resample" else ablation.values,
-        task=task.name,
-        ablation=pcfg.ablation,
-        freeze_norms=pcfg.freeze_norms,
-        target_loss=pcfg.target_loss,
-        loss=result.loss,
-        full_loss=result.full_loss,
-        calibrated_loss=result.calibrated_loss,
-        calibration=result.calibration,
-        curve=result.curve,
-        hparams={
-            "chosen": {"k_coef": cfg.k_coef, "lr": cfg.lr, "steps": cfg.steps},
-            "search": tried,
-        },
+        pruner.model,
+        found.kept,
+        {} if cfg.ablation == "resample" else ablation.values,
+        task=task_name,
+        ablation=cfg.ablation,
+        freeze_norms=cfg.freeze_norms,
+        target_loss=cfg.target_loss,
+        loss=found.loss,
+        full_loss=found.full_loss,
+        curve=found.curve,
+        removed_edges=edge_labels(pruner, found.removed_edges),
+        hparams={"chosen": _chosen(cfg), "search": found.search},
         extra={
-            "n_train": len(train),
-            "n_val": len(val),
-            "n_test": len(test),
-            "total_nodes": sum(loc.size for loc in node_locations(model.cfg)),
+            "n_train": len(pruner.train),
+            "n_val": len(pruner.val),
+            "n_test": n_test,
+            "total_nodes": pruner.n_nodes,
+            "bisected_nodes": found.bisected_k,
+            "stages": [dataclasses.asdict(st) for st in found.stages],
         },
     )
-    if pcfg.ablation != "resample":
-        circuit.test_loss = Pruner(model, test, test, ablation, cfg).loss_of(circuit.masks(), test)
+    circuit.test_loss = found.stages[-1].test_loss
+    if cfg.calibrate:
+        removed = found.removed_edges
+        hooks = edge_hooks(pruner.model, removed, ablation.values) if removed else None
+        circuit.calibration, circuit.calibrated_loss = pruner.calibrate(circuit.masks(), hooks)
     return circuit
+
+
+def _chosen(cfg: PruneConfig) -> dict[str, Any]:
+    names = ("k_coef", "lr", "weight_decay", "beta2", "warmup_frac", "heaviside_temp")
+    names += ("init_noise_scale", "init_noise_bias", "steps", "epochs", "batch_pairs", "tie_qk")
+    return {n: getattr(cfg, n) for n in names}
+
+
+def _other_seeds(
+    pruner: Pruner,
+    cfg: PruneConfig,
+    found: Any,
+    seeds: int,
+    cleanup: tuple[str, ...],
+    max_evals: int,
+) -> dict[str, Any]:
+    """Circuits of the chosen settings with pruning seeds ``seed + 1 .. seed + seeds - 1``."""
+    from sparse_lens.circuit import circuit_edges
+    from sparse_lens.circuit_search import find_circuit, seed_summary
+    from sparse_lens.nodes import node_label
+
+    locs = {loc.hook: loc for loc in pruner.locs}
+    cfg_model = pruner.model.cfg
+
+    def labels(kept: dict[str, list[int]]) -> set[str]:
+        return {node_label(locs[h], c, cfg_model) for h, chans in kept.items() for c in chans}
+
+    sets = {cfg.seed: labels(found.kept)}
+    per_seed = [
+        {
+            "seed": cfg.seed,
+            "nodes": found.stages[-1].nodes,
+            "edges": found.stages[-1].edges,
+            "loss": found.loss,
+        }
+    ]
+    for extra in range(1, seeds):
+        pruner.pcfg = dataclasses.replace(cfg, seed=cfg.seed + extra)
+        other = find_circuit(pruner, "none", None, cleanup, max_evals=max_evals)
+        sets[cfg.seed + extra] = labels(other.kept)
+        n_edges = len(circuit_edges(pruner.model, other.kept)) - len(other.removed_edges)
+        per_seed.append(
+            {
+                "seed": cfg.seed + extra,
+                "nodes": len(sets[cfg.seed + extra]),
+                "edges": n_edges,
+                "loss": other.loss,
+            }
+        )
+    pruner.pcfg = cfg
+    return seed_summary(sets) | {"per_seed": per_seed}

@@ -34,6 +34,10 @@ def test_demo_quick_writes_everything(demo, capsys):
     assert "20 steps x 8 windows" in html and "0% of each batch" in html  # the tiny preset
     page = out / "report" / "circuits" / "single_double_quote.html"
     assert page.is_file() and (page.with_suffix(".dot")).is_file()
+    text = page.read_text()  # the clean-up stages of the search section
+    assert "Search, clean-up, seeds" in text and "attribution-ranked baseline" in text
+    for stage in ("bisection", "nodes", "edges"):
+        assert f"<td>{stage}</td>" in text
     assert {"train_s", "tasks_s", "report_s", "total_s"} <= set(summary["timings"])
 
 

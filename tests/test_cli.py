@@ -120,3 +120,80 @@ def test_prune_cli_errors(tiny_run, capsys):
         == 2
     )
     assert "above the target" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prune_cli_optuna_search_cleanup_and_seeds(tiny_run):
+    root, cache = tiny_run
+    out = root / "optuna" / "quote.json"
+    args = [
+        "prune",
+        str(root / "run" / "final"),
+        "--task",
+        "single_double_quote",
+        "--out",
+        str(out),
+        "--target-loss",
+        "5.0",
+        "--search",
+        "optuna",
+        "--trials",
+        "3",
+        "--budget-minutes",
+        "2",
+        "--epochs",
+        "1,2",
+        "--seeds",
+        "2",
+        "--cleanup",
+        "nodes,edges",
+        "--faithfulness",
+        "--cache-dir",
+        str(cache),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    circuit = Circuit.load(out)
+    faith = circuit.extra["faithfulness"]  # on the cleaned circuit, controls included
+    assert {"random_init_control", "nonsense_task_control"} <= set(faith)
+    assert abs(faith["sufficiency_loss"] - circuit.test_loss) < 1e-4
+    search = circuit.hparams["search"]
+    assert search["method"] == "optuna" and search["complete"] + search["pruned"] == 3
+    assert [s["stage"] for s in circuit.extra["stages"]] == ["bisection", "nodes", "edges"]
+    last = circuit.extra["stages"][-1]
+    assert last["nodes"] == circuit.n_nodes and last["edges"] == circuit.n_edges
+    assert circuit.test_loss == last["test_loss"]
+    seeds = circuit.extra["seeds"]
+    assert seeds["seeds"] == [0, 1] and set(seeds["core"]) <= set(seeds["union"])
+    assert seeds["sizes"]["0"] == circuit.n_nodes
+    assert circuit.extra["attribution"]["nodes"] >= 0
+    assert out.with_suffix(".optuna.db").is_file()
+    assert main(args) == 0  # the study is complete: resumed, no new trials
+    assert Circuit.load(out).hparams["search"]["trials"] == search["trials"]
+    assert main([*args[:-6], "--cleanup", "wires", "--cache-dir", str(cache)]) == 2
+
+
+@pytest.mark.slow
+def test_circuit_search_benchmark_quick(tiny_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, cache = tiny_run
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cs.json"
+    cmd = [sys.executable, "benchmarks/circuit_search.py", "--quick", "--out", str(out)]
+    cmd += ["--model", str(root / "run" / "final"), "--cache-dir", str(cache)]
+    env = os.environ | {"PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    row = result["tasks"]["single_double_quote"]
+    assert (
+        row["search"]["search"]["method"] == "optuna" and row["grid"]["search"]["method"] == "grid"
+    )
+    assert [s["stage"] for s in row["search"]["stages"]] == ["bisection", "nodes", "edges"]
+    summary = result["summary"]
+    assert summary["grid_over_search_edges"] == pytest.approx(
+        summary["grid_geomean_edges"] / summary["search_geomean_edges"]
+    )

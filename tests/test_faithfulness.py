@@ -59,3 +59,31 @@ def test_nonsense_task_flips_answers_per_pair(tokenizer):
     }
     flipped = sum(original[e.context] != e.correct for e in exs)
     assert 0 < flipped < len(exs)
+
+
+def test_checks_on_a_cleaned_circuit_honour_its_removed_edges():
+    """A spurious edge removed by the clean-up: sufficiency through ``fwd_hooks`` equals the
+    clean-up's own loss, and the checks run on the cleaned circuit."""
+    import torch
+
+    from sparse_lens.cleanup import circuit_loss
+    from sparse_lens.prune import Pruner
+    from sparse_lens.tasks import task_loss
+
+    model = planted_model()
+    with torch.no_grad():
+        model.blocks[0].attn.W_V[0, 1, 0] = 0.5  # marker channel -> value: a removable edge
+    circuit, abl = planted_circuit(model)
+    batch = planted_batch(32, 5)
+    edge = ("0.attn.attn_in.1", "0.attn.v.h0.c0")
+    assert edge in {(s, t) for s, t, _ in circuit.edges}
+    cleaned = Circuit.from_nodes(model, PLANTED, abl.values, task="planted", removed_edges=[edge])
+    assert cleaned.n_edges == circuit.n_edges - 1
+    pruner = Pruner(model, batch, batch, abl, PruneConfig())
+    removed = [("blocks.0.attn.hook_in", 1, "blocks.0.attn.hook_v", 0)]
+    suff = task_loss(model, batch, cleaned.fwd_hooks(model))
+    assert abs(suff - circuit_loss(pruner, PLANTED, removed)) < 1e-6
+    assert abs(suff - task_loss(model, batch, circuit.fwd_hooks(model))) > 1e-4
+    assert necessity(model, cleaned, batch) > 0.6
+    assert max(interchange(model, cleaned, batch).values()) < 0.15
+    assert len(node_agreement(model, cleaned, batch)["per_node"]) == 6

@@ -299,3 +299,80 @@ def test_full_model_that_cannot_reach_target_is_an_error():
     )
     with pytest.raises(ValueError, match="even keeping every node"):
         pruner.run()
+
+
+PLANTED_EDGES = {
+    ("0.attn.attn_in.1", "0.attn.k.h0.c0"),
+    ("0.attn.attn_in.0", "0.attn.v.h0.c0"),
+    ("0.attn.v.h0.c0", "0.attn.attn_out.2"),
+}
+
+
+def test_optuna_search_and_cleanup_recover_exactly_the_planted_circuit():
+    """Through the Optuna path, the node clean-up and the edge clean-up: a spurious small
+    weight between two planted nodes (attn_in.0 -> k.h0.c0) is an edge the clean-up drops."""
+    from sparse_lens.circuit_search import find_circuit
+    from sparse_lens.search import SearchConfig
+
+    model = planted_model()
+    with torch.no_grad():
+        model.blocks[0].attn.W_K[0, 0, 0] = 0.01
+    ablation = make_ablation("mean", model, pretrain_windows())
+    pcfg = PruneConfig(batch_pairs=16, calibrate=False)
+    pruner = Pruner(model, planted_batch(64, 1), planted_batch(32, 2), ablation, pcfg)
+    scfg = SearchConfig(trials=6, epochs=(8, 24), n_startup_trials=3)
+    found = find_circuit(pruner, "optuna", scfg, ("nodes", "edges"))
+    assert {h: v for h, v in found.kept.items() if v} == PLANTED
+    spurious = ("blocks.0.attn.hook_in", 0, "blocks.0.attn.hook_k", 0)
+    assert found.removed_edges == [spurious]
+    circuit = Circuit.from_nodes(
+        model,
+        found.kept,
+        ablation.values,
+        task="planted",
+        removed_edges=[("0.attn.attn_in.0", "0.attn.k.h0.c0")],
+    )
+    assert {(s, d) for s, d, _ in circuit.edges} == PLANTED_EDGES
+    assert [s.stage for s in found.stages] == ["bisection", "nodes", "edges"]
+    assert found.stages[-1].edges == 3 and found.stages[-1].nodes == 6
+    assert all(s.val_loss <= 0.15 for s in found.stages)
+    assert found.search["complete"] + found.search["pruned"] == 6
+
+
+def test_training_hooks_equal_node_mask_hooks():
+    """The once-installed training hooks compute what ``mask_hooks`` (``node_mask``) does."""
+    from sparse_lens.prune import MaskHolder, mask_hooks
+
+    model = planted_model()
+    batch = planted_batch(4, 3)
+    ablation = make_ablation("mean", model, pretrain_windows())
+    pruner = Pruner(model, batch, batch, ablation, PruneConfig())
+    g = torch.Generator().manual_seed(0)
+    masks = {loc.hook: (torch.rand(loc.size, generator=g) > 0.5).float() for loc in pruner.locs}
+    live = MaskHolder(pruner.locs, ablation)
+    live.set(masks, None, batch.tokens.shape[1])
+    with model.hooks(fwd_hooks=live.hooks()):
+        ours = model(batch.tokens)
+    ref = model.run_with_hooks(batch.tokens, fwd_hooks=mask_hooks(masks, ablation))
+    torch.testing.assert_close(ours, ref)
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+def test_epochs_and_tied_qk_masks():
+    model = planted_model()
+    train, val = planted_batch(10, 1), planted_batch(4, 2)
+    ablation = make_ablation("mean", model, pretrain_windows())
+    pcfg = PruneConfig(epochs=3, batch_pairs=4, tie_qk=True, steps=1000)
+    pruner = Pruner(model, train, val, ablation, pcfg)
+    assert pruner.n_steps() == 3 * 3  # ceil(10 / 4) steps per epoch; steps is ignored
+    rows = list(pruner._pair_batches(torch.Generator().manual_seed(0)))
+    first_epoch = torch.cat(rows[:3])
+    assert sorted(first_epoch.tolist()) == list(range(20))  # every pair once per epoch
+    taus, losses = pruner.learn_masks()
+    assert len(losses) == 9
+    assert torch.equal(taus["blocks.0.attn.hook_k"], taus["blocks.0.attn.hook_q"])
+    for k in (1, 3, 7):
+        masks = pruner.masks_from_ranking(taus, k)
+        assert torch.equal(masks["blocks.0.attn.hook_k"], masks["blocks.0.attn.hook_q"])
+    with pytest.raises(ValueError, match="warmup_frac"):
+        PruneConfig(warmup_frac=1.5)

@@ -1,0 +1,187 @@
+"""Optuna search, clean-up, removed edges, seeds and the attribution baseline."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from sparse_lens.circuit import Circuit, circuit_edges
+from sparse_lens.circuit_search import attribution_baseline, attribution_scores, seed_summary
+from sparse_lens.cleanup import greedy_remove, parse_stages
+from sparse_lens.nodes import node_locations
+from sparse_lens.prune import make_ablation
+from sparse_lens.search import SearchConfig, open_storage, run_search
+from tests.helpers import build_model, random_tokens
+from tests.search_worker import planted_pruner, search_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_removed_edges_hooks_match_to_model_under_abstopk():
+    model = build_model()
+    g = torch.Generator().manual_seed(0)
+    kept = {
+        loc.hook: sorted(torch.randperm(loc.size, generator=g)[: loc.size // 2].tolist())
+        for loc in node_locations(model.cfg)
+    }
+    abl = make_ablation("mean", model, random_tokens(8, 12, seed=3))
+    full = Circuit.from_nodes(model, kept, abl.values, task="t")
+    kinds = {}
+    for s, t, _ in full.edges:  # two edges of every kind (q/k/v, W_O, W_in, W_out)
+        kinds.setdefault((s.split(".")[1:3], t.split(".")[1:3]).__repr__(), []).append((s, t))
+    removed = [e for group in kinds.values() for e in group[:2]]
+    assert len(kinds) >= 5
+    circuit = Circuit.from_nodes(model, kept, abl.values, task="t", removed_edges=removed)
+    assert circuit.n_edges == full.n_edges - len(removed)
+    tokens = random_tokens(3, 9, seed=4)
+    hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model))
+    torch.testing.assert_close(circuit.to_model(model)(tokens), hooked, atol=1e-5, rtol=1e-5)
+    before = model.run_with_hooks(tokens, fwd_hooks=full.fwd_hooks(model))
+    assert not torch.allclose(before, hooked, atol=1e-4)  # the removal did something
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+def test_removed_edges_round_trip_and_bad_edge(tmp_path):
+    model = build_model()
+    kept = {loc.hook: list(range(loc.size)) for loc in node_locations(model.cfg)}
+    abl = make_ablation("zero", model, random_tokens(4, 8))
+    edge = circuit_edges(model, kept)[0][:2]
+    circuit = Circuit.from_nodes(
+        model, kept, abl.values, task="t", loss=0.1, full_loss=0.05, removed_edges=[edge]
+    )
+    loaded = Circuit.load(circuit.save(tmp_path / "c.json"))
+    assert loaded.removed_edges == [edge] and loaded == circuit
+    loaded.removed_edges = [("0.attn.attn_in.0", "nonsense")]
+    with pytest.raises(ValueError, match="removed edge"):
+        loaded.fwd_hooks(model)
+
+
+def test_greedy_remove_keeps_every_accepted_state_passing():
+    needed = {3, 7, 8}
+    calls = []
+
+    def passes(gone):
+        calls.append(list(gone))
+        return not needed & set(gone)
+
+    removed, evals = greedy_remove(list(range(20)), passes, max_evals=1000)
+    assert sorted(removed) == sorted(set(range(20)) - needed)
+    assert evals == len(calls) < 20  # blocks: fewer evaluations than candidates
+    _, capped = greedy_remove(list(range(20)), passes, max_evals=3)
+    assert capped == 3
+
+
+def test_parse_stages():
+    assert parse_stages("nodes,edges") == ("nodes", "edges")
+    assert parse_stages("none") == () and parse_stages("edges") == ("edges",)
+    with pytest.raises(ValueError, match="unknown clean-up"):
+        parse_stages("nodes,wires")
+    with pytest.raises(ValueError, match="order"):
+        parse_stages("edges,nodes")
+
+
+def test_seed_summary():
+    s = seed_summary({0: {"a", "b", "c"}, 1: {"a", "b"}, 2: {"a", "d"}})
+    assert s["core"] == ["a"] and s["n_union"] == 4
+    assert s["sizes"] == {"0": 3, "1": 2, "2": 2}
+    assert s["jaccard"]["0-1"] == pytest.approx(2 / 3)
+    assert s["jaccard"]["1-2"] == pytest.approx(1 / 3)
+
+
+def test_attribution_scores_are_the_first_order_ablation_effect():
+    pruner = planted_pruner()
+    scores = attribution_scores(pruner, pruner.val)
+    top = max(((float(v.max()), h) for h, v in scores.items()))[1]
+    assert top in {
+        "blocks.0.attn.hook_in",
+        "blocks.0.attn.hook_v",
+        "blocks.0.hook_attn_out",
+        "blocks.0.hook_resid_post",
+    }
+    base = attribution_baseline(pruner)
+    assert base["loss"] <= pruner.pcfg.target_loss and base["nodes"] >= 5
+
+
+def test_storage_strings(tmp_path):
+    scfg = SearchConfig()
+    assert open_storage(None, scfg) is None
+    assert isinstance(
+        open_storage(f"journal:{tmp_path}/j.log", scfg), optuna.storages.JournalStorage
+    )
+    assert isinstance(open_storage(f"sqlite:///{tmp_path}/s.db", scfg), optuna.storages.RDBStorage)
+    with pytest.raises(ValueError, match="storage must be"):
+        open_storage("my.db", scfg)
+    with pytest.raises(ValueError, match="cannot open the Optuna storage"):
+        open_storage("nosuchdialect://x/y", scfg)
+    with pytest.raises(ValueError, match="epochs"):
+        SearchConfig(epochs=(5, 2))
+
+
+def _worker(storage: str, trials: int) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.search_worker", storage, str(trials)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _finished(storage: str) -> int:
+    try:
+        study = optuna.load_study(study_name="planted", storage=storage)
+    except KeyError:
+        return 0
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in states for t in study.trials)
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_to_the_same_best_trial(tmp_path):
+    trials = 6
+    whole = f"sqlite:///{tmp_path}/whole.db"
+    pruner = planted_pruner()
+    ref = run_search(pruner, search_config(whole, trials), study_name="planted")
+    killed = f"sqlite:///{tmp_path}/killed.db"
+    proc = _worker(killed, trials)
+    deadline = time.monotonic() + 300
+    while _finished(killed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.3)  # into the next trial
+    proc.kill()
+    proc.communicate()
+    n_before = _finished(killed)
+    assert 2 <= n_before < trials
+    time.sleep(3)  # past the heartbeat grace period: the killed trial is stale
+    resumed = run_search(pruner, search_config(killed, trials), study_name="planted")
+    assert _finished(killed) == trials
+    assert resumed.best_value == ref.best_value
+    assert resumed.best_params == ref.best_params
+    done = [t for t in resumed.trials if t.state.is_finished() and t.state.name != "FAIL"]
+    assert [t.params for t in done] == [t.params for t in ref.trials]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_processes_share_one_study(tmp_path, kind):
+    storage = f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:{tmp_path}/j.log"
+    open_storage(storage, SearchConfig())  # create the database before both workers race
+    optuna.create_study(
+        study_name="planted", storage=open_storage(storage, SearchConfig()), direction="minimize"
+    )
+    procs = [_worker(storage, 8) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    study = optuna.load_study(study_name="planted", storage=open_storage(storage, SearchConfig()))
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in finished) >= 8
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert outs[0]["value"] == outs[1]["value"] == study.best_value
