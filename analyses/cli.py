@@ -3,7 +3,8 @@
 ``analyses -> sparse_lens -> hooks``).
 
 ``sparse-lens report RUN_DIR|CIRCUIT_JSON --out DIR`` writes the offline HTML report;
-``sparse-lens demo [--out DIR] [--quick]`` is the project's main job.
+``sparse-lens demo [--out DIR] [--quick]`` is the project's main job;
+``sparse-lens sweep`` the capability-interpretability frontier (``analyses/sweep_cli.py``).
 """
 
 import argparse
@@ -14,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from analyses.sweep_cli import add_sweep, cmd_sweep
 from sparse_lens import cli as base
 from sparse_lens.bridge_cli import (
     add_fit_bridges,
@@ -273,6 +275,7 @@ ADDERS = (
     _add_report,
     _add_demo,
     _add_bridge_report,
+    add_sweep,
 )
 COMMANDS = base.COMMANDS | {
     "fit-bridges": cmd_fit_bridges,
@@ -280,6 +283,7 @@ COMMANDS = base.COMMANDS | {
     "report": cmd_report,
     "demo": cmd_demo,
     "bridge-report": cmd_bridge_report,
+    "sweep": cmd_sweep,
 }
 
 
