@@ -108,7 +108,7 @@ def test_densities_meet_the_budget_and_infeasible_points_are_skipped():
         densities_for_l0(numels, 20_000, embed_ratio=2.0)
     scfg = SweepConfig(preset="tiny", widths=(32,), l0s=(5_000, 20_000, 10**7))
     points, skipped = grid(scfg, d_vocab=300)
-    assert [p.name for p in points] == ["w32-l0_20000-af0.25", "w32-dense"]
+    assert [p.name for p in points] == ["w32-dense", "w32-l0_20000-af0.25"]
     assert "min_nonzero_per_neuron" in skipped["w32-l0_5000-af0.25"]
     assert "exceeds" in skipped["w32-l0_10000000-af0.25"]
     with pytest.raises(ValueError, match="not a multiple of d_head"):
