@@ -55,7 +55,9 @@ def embed(fig: Figure, name: str, png_dir: Path | None = None) -> str:
     return svg.replace("<svg ", f'<svg class="figure" data-name="{esc(name)}" ', 1)
 
 
-def _finite(points: Sequence[tuple[float, float]], xlog: bool, ylog: bool) -> list:
+def _finite(
+    points: Sequence[tuple[int | float, int | float]], xlog: bool, ylog: bool
+) -> list[tuple[int | float, int | float]]:
     return [
         (x, y)
         for x, y in points
@@ -112,7 +114,7 @@ def bar_chart(
     reference line; non-finite values get no bar. ``None`` when ``rows`` is empty."""
     if not rows:
         return None
-    fig = new_figure(6.5, 0.8 + 0.22 * len(rows))
+    fig = new_figure(6.5, 1.4 + 0.22 * len(rows))
     ax = fig.add_subplot()
     values = [v if math.isfinite(v) else 0.0 for _, v in rows]
     bars = ax.barh(range(len(rows)), values, color=PALETTE[0])

@@ -148,3 +148,18 @@ def test_sweep_config_rejects_bad_values():
     with pytest.raises(ValueError, match="widths"):
         SweepConfig(preset="tiny", widths=(0,), l0s=(1,))
     assert SweepConfig.from_dict(SweepConfig(preset="tiny", widths=(32,), l0s=(1,)).to_dict())
+
+
+@pytest.mark.slow
+def test_point_as_a_two_process_ddp_job(sweep, tmp_path):
+    """``--tasks-per-point 2``: one local submitit job of two processes trains the point
+    data-parallel (``world_size`` 2 in its run.json) and rank 0 prunes."""
+    _, common = sweep
+    common = [*common[:-1], str(tmp_path / "ddp")]
+    args = [*ARGS, *common, "--executor", "local", "--tasks-per-point", "2", "--no-dense"]
+    args[args.index("--widths") + 1] = "32"
+    args[args.index("--l0") + 1] = "40000"
+    assert main(args) == 0
+    point = tmp_path / "ddp" / "points" / "w32-l0_40000-af0.25"
+    assert json.loads((point / "run" / "run.json").read_text())["world_size"] == 2
+    assert json.loads((point / "point.json").read_text())["solved"] == ["single_double_quote"]
