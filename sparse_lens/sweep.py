@@ -256,8 +256,12 @@ def deal(points: list[PointSpec], jobs: int) -> list[list[PointSpec]]:
 # -- one point ---------------------------------------------------------------------------------
 
 
-def find_circuit(model: Any, task: Any, windows: torch.Tensor, scfg: SweepConfig, cache: Path):
-    """The circuit of ``task`` at ``scfg.target_loss``: the one call that picks the search.
+def find_circuit(
+    model: Any, task: Any, windows: torch.Tensor, scfg: SweepConfig, cache: Path
+) -> Circuit:
+    """The circuit of ``task`` at ``scfg.target_loss``: the one call that picks the circuit
+    search (now ``prune.prune_task`` with its small grid; a better search replaces this body).
+    ``windows`` [batch, n_ctx] are pretraining windows for the ablation means.
 
     Raises:
         ValueError: the search finds no circuit (e.g. the full model misses the target).
