@@ -620,8 +620,7 @@ def run_sweep(
             jobs.append(executor.submit(run_points, group, scfg, out, cache_dir, launch.threads))
     for group, job in zip(groups, jobs, strict=True):
         try:
-            results = job.result()
-            status |= results[0] if isinstance(results, list) else results
+            status |= job.results()[0]  # one result per task; rank 0's has the statuses
         except Exception as e:  # a job that crashed: its points stay unfinished, resumable
             logger.error("sweep job %s failed: %s", job.job_id, e)
             status |= {p.name: f"failed: job {job.job_id}: {str(e)[-300:]}" for p in group}
