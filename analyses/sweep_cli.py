@@ -66,7 +66,8 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from sparse_lens.sweep import Launch, SweepConfig
+    from sparse_lens.sweep import SweepConfig
+    from sparse_lens.sweep_jobs import Launch
 
     scfg = SweepConfig(
         preset=args.preset,
@@ -100,7 +101,8 @@ def _config(args: argparse.Namespace):
 
 
 def _dry_run(scfg, cache_dir: Path) -> int:
-    from sparse_lens.sweep import Prepared, grid, point_configs, sparse_numels
+    from sparse_lens.sweep import grid, point_configs, sparse_numels
+    from sparse_lens.sweep_point import Prepared
 
     prepared = Prepared.load(scfg, cache_dir)
     points, skipped = grid(scfg, prepared.tokenizer.vocab_size)
@@ -121,7 +123,7 @@ def _dry_run(scfg, cache_dir: Path) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from analyses.frontier import write_frontier
-    from sparse_lens.sweep import run_sweep
+    from sparse_lens.sweep_jobs import run_sweep
     from sparse_lens.sweep_table import collect, match_dense, write_table
 
     cache_dir = args.cache_dir.expanduser()
