@@ -163,3 +163,11 @@ def test_point_as_a_two_process_ddp_job(sweep, tmp_path):
     point = tmp_path / "ddp" / "points" / "w32-l0_40000-af0.25"
     assert json.loads((point / "run" / "run.json").read_text())["world_size"] == 2
     assert json.loads((point / "point.json").read_text())["solved"] == ["single_double_quote"]
+
+
+def test_sweep_cli_reports_bad_input(tmp_path, capsys):
+    base = ["sweep", "--widths", "32", "--l0", "1000", "--out", str(tmp_path / "s")]
+    assert main([*base, "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert main([*base, "--preset", "tiny", "--jobs", "0"]) == 2
+    assert "jobs must be >= 1, got 0" in capsys.readouterr().err
