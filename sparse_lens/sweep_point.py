@@ -2,6 +2,7 @@
 ones through ``find_circuit``, and write ``point.json`` (the point's row of the sweep table)."""
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -38,11 +39,13 @@ def find_circuit(
 
 
 def _spec_record(spec: PointSpec, mcfg: Any, tcfg: Any) -> dict[str, Any]:
-    return {
+    """The point's settings as they read back from ``spec.json`` (tuples as lists)."""
+    record = {
         "point": dataclasses.asdict(spec),
         "model_config": mcfg.to_dict(),
         "train_config": tcfg.to_dict(),
     }
+    return json.loads(json.dumps(record))
 
 
 def _check_spec(pdir: Path, record: dict[str, Any]) -> None:
@@ -205,6 +208,4 @@ def point_row(
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
