@@ -8,9 +8,9 @@ import circuitsvis.attention
 import torch
 
 from analyses.html import Page, table
+from analyses.plots import Series, chart_html, embed, heatmap, line_chart
 from analyses.side_by_side import corresponding_heads, patching_pair, sink_profile
 from analyses.steering import SteeringResult, paired_batches, pick_read_node, steering_curve
-from analyses.svg import Series, heatmap, line_plot
 from sparse_lens.bridge_train import evaluate_bridges
 from sparse_lens.bridges import Bridges, check_pair
 from sparse_lens.circuit import Circuit
@@ -57,7 +57,8 @@ def bridge_analyses(
 
 
 def steering_plot(s: SteeringResult, target: str, presented: str) -> str:
-    return line_plot(
+    title = f"Steering the dense model with {s.node} via {s.site}"
+    fig = line_chart(
         [
             Series(
                 name=f"P({target}) steered", points=list(zip(s.strengths, s.p_target, strict=True))
@@ -70,11 +71,12 @@ def steering_plot(s: SteeringResult, target: str, presented: str) -> str:
                 name=f"P({presented})", points=list(zip(s.strengths, s.p_presented, strict=True))
             ),
         ],
-        title=f"Steering the dense model with {s.node} via {s.site}",
+        title=title,
         xlabel="steering strength s",
         ylabel="probability (log)",
         ylog=True,
     )
+    return chart_html(fig, "steering", title)
 
 
 def _grid(t: torch.Tensor) -> list[list[float]]:
@@ -160,14 +162,13 @@ def bridge_page(
                 if kind == "resid_pre"
                 else [f"H{h}" for h in range(len(grid[0]))]
             )
-            cells.append(
-                heatmap(
-                    grid,
-                    title=f"{name}: {title}",
-                    row_labels=[f"L{i}" for i in range(len(grid))],
-                    col_labels=labels,
-                )
+            fig = heatmap(
+                grid,
+                title=f"{name}: {title}",
+                row_labels=[f"L{i}" for i in range(len(grid))],
+                col_labels=labels,
             )
+            cells.append(embed(fig, f"patching-{kind}-{name}"))
         page.add('<div style="display:flex;gap:24px;flex-wrap:wrap">' + "".join(cells) + "</div>")
     page.p(
         "Metric: logit difference (answer − alternative) of the clean context, normalised so 1 is "
@@ -191,15 +192,14 @@ def bridge_page(
         cells = []
         for name in ("sparse", "dense"):
             grid = _grid(data["sinks"][name][key])
-            cells.append(
-                heatmap(
-                    grid,
-                    title=f"{name}: {title}",
-                    row_labels=[f"L{i}" for i in range(len(grid))],
-                    col_labels=[f"H{h}" for h in range(len(grid[0]))],
-                    symmetric=sym,
-                )
+            fig = heatmap(
+                grid,
+                title=f"{name}: {title}",
+                row_labels=[f"L{i}" for i in range(len(grid))],
+                col_labels=[f"H{h}" for h in range(len(grid[0]))],
+                symmetric=sym,
             )
+            cells.append(embed(fig, f"sinks-{key}-{name}"))
         page.add('<div style="display:flex;gap:24px;flex-wrap:wrap">' + "".join(cells) + "</div>")
 
     page.h2("Corresponding heads", "heads")

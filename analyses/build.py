@@ -146,6 +146,7 @@ def build_report(
         task_table=table,
         circuits=links,
         notes=src.notes,
+        png_dir=out / "figures",
     )
     atomic_write_text(out / "index.html", index)
     return out / "index.html"

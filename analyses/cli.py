@@ -3,7 +3,8 @@
 ``analyses -> sparse_lens -> hooks``).
 
 ``sparse-lens report RUN_DIR|CIRCUIT_JSON --out DIR`` writes the offline HTML report;
-``sparse-lens demo [--out DIR] [--quick]`` is the project's main job.
+``sparse-lens demo [--out DIR] [--quick]`` is the project's main job;
+``sparse-lens sweep`` the capability-interpretability frontier (``analyses/sweep_cli.py``).
 """
 
 import argparse
@@ -14,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from analyses.sweep_cli import add_sweep, cmd_sweep
 from sparse_lens import cli as base
 from sparse_lens.bridge_cli import (
     add_fit_bridges,
@@ -284,6 +286,7 @@ ADDERS = (
     _add_bridge_report,
     add_import_oai,
     add_import_oai_circuit,
+    add_sweep,
 )
 COMMANDS = base.COMMANDS | {
     "fit-bridges": cmd_fit_bridges,
@@ -293,6 +296,7 @@ COMMANDS = base.COMMANDS | {
     "bridge-report": cmd_bridge_report,
     "import-oai": cmd_import_oai,
     "import-oai-circuit": cmd_import_oai_circuit,
+    "sweep": cmd_sweep,
 }
 
 

@@ -30,7 +30,7 @@ from analyses.circuit_nodes import (
     top_contexts,
 )
 from analyses.html import Page, RawHTML, esc, table
-from analyses.svg import Series, bar_chart, line_plot
+from analyses.plots import Series, bar_chart, chart_html, line_chart
 from sparse_lens.checks import require_min
 from sparse_lens.circuit import Circuit
 from sparse_lens.model import HookedSparseTransformer
@@ -94,12 +94,13 @@ def _summary_rows(circuit: Circuit, task: Task) -> list[list[Any]]:
     return rows
 
 
-def curve_plot(circuit: Circuit) -> str:
+def curve_plot(circuit: Circuit, png_dir: Path | None = None) -> str:
     """Task loss of the top-k nodes (by learned mask) against k, from the bisection."""
     pts = [(float(k), v) for k, v in circuit.curve if k > 0]
-    return line_plot(
+    title = f"{circuit.task}: task loss vs circuit size"
+    fig = line_chart(
         [Series(name="bisection", points=sorted(pts), markers=True)],
-        title=f"{circuit.task}: task loss vs circuit size",
+        title=title,
         xlabel="nodes kept (log)",
         ylabel="task loss (log)",
         xlog=True,
@@ -107,6 +108,7 @@ def curve_plot(circuit: Circuit) -> str:
         hlines=[(circuit.target_loss, "target"), (circuit.full_loss, "full model")],
         vlines=[(float(circuit.n_nodes), f"{circuit.n_nodes} nodes")],
     )
+    return chart_html(fig, f"curve-{circuit.task}", title, png_dir)
 
 
 def search_section(circuit: Circuit) -> str:
@@ -406,15 +408,15 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def training_plots(records: list[dict[str, Any]]) -> str:
-    """Loss, L0 and learning-rate curves of a run."""
+def training_plots(records: list[dict[str, Any]], png_dir: Path | None = None) -> str:
+    """Loss, L0 and learning-rate curves of a run (PNGs into ``png_dir`` when given)."""
     if not records:
         return '<p class="note">no metrics recorded</p>'
 
     def pts(key: str) -> list[tuple[float, float]]:
         return [(float(r["step"]), float(r[key])) for r in records if key in r]
 
-    loss = line_plot(
+    loss = line_chart(
         [
             Series(name="train", points=pts("train_loss")),
             Series(name="val", points=pts("val_loss")),
@@ -423,27 +425,33 @@ def training_plots(records: list[dict[str, Any]]) -> str:
         xlabel="step",
         ylabel="cross-entropy (nats)",
     )
-    l0 = line_plot(
+    l0 = line_chart(
         [Series(name="L0 total", points=pts("l0_total"))],
         title="Nonzero parameters",
         xlabel="step",
         ylabel="L0",
         ylog=True,
     )
-    lr = line_plot(
+    lr = line_chart(
         [Series(name="lr", points=pts("lr"))], title="Learning rate", xlabel="step", ylabel="lr"
     )
-    return loss + l0 + lr
+    return (
+        chart_html(loss, "training-loss", "Loss", png_dir)
+        + chart_html(l0, "training-l0", "Nonzero parameters", png_dir)
+        + chart_html(lr, "training-lr", "Learning rate", png_dir)
+    )
 
 
-def task_section(task_table: dict[str, dict[str, Any]]) -> str:
+def task_section(task_table: dict[str, dict[str, Any]], png_dir: Path | None = None) -> str:
     rows = sorted(task_table.items(), key=lambda kv: kv[1]["loss"])
-    chart = bar_chart(
+    title = "Task loss of the full model (test split)"
+    fig = bar_chart(
         [(name, r["loss"]) for name, r in rows],
-        title="Task loss of the full model (test split)",
+        title=title,
         xlabel="binary cross-entropy (ln 2 = chance)",
         reference=(math.log(2), "chance"),
     )
+    chart = chart_html(fig, "task-loss", title, png_dir)
     body = table(
         ["task", "loss", "accuracy", "n"],
         [[name, r["loss"], r["accuracy"], r.get("n", "-")] for name, r in rows],
@@ -459,8 +467,10 @@ def index_page(
     task_table: dict[str, dict[str, Any]] | None,
     circuits: list[tuple[Circuit, str]],
     notes: list[str] = (),
+    png_dir: Path | None = None,
 ) -> str:
-    """The summary page: run facts, training curves, task table, circuits (with page links)."""
+    """The summary page: run facts, training curves, task table, circuits (with page links);
+    every chart is inline SVG, and a PNG in ``png_dir`` when given."""
     page = Page(title=title)
     for note in notes:
         page.p(note, "note")
@@ -498,10 +508,10 @@ def index_page(
         page.add(table(["", ""], facts))
     if metrics is not None:
         page.h2("Training", "training")
-        page.add(training_plots(metrics))
+        page.add(training_plots(metrics, png_dir))
     if task_table:
         page.h2("Tasks", "tasks")
-        page.add(task_section(task_table))
+        page.add(task_section(task_table, png_dir))
     page.h2("Circuits", "circuits")
     if not circuits:
         page.p("No circuits.", "note")
@@ -525,14 +535,13 @@ def index_page(
             Series(name=c.task, points=sorted((float(k), v) for k, v in c.curve if k > 0))
             for c, _ in circuits
         ]
-        page.add(
-            line_plot(
-                series,
-                title="Task loss vs circuit size",
-                xlabel="nodes kept (log)",
-                ylabel="task loss (log)",
-                xlog=True,
-                ylog=True,
-            )
+        fig = line_chart(
+            series,
+            title="Task loss vs circuit size",
+            xlabel="nodes kept (log)",
+            ylabel="task loss (log)",
+            xlog=True,
+            ylog=True,
         )
+        page.add(chart_html(fig, "circuit-sizes", "Task loss vs circuit size", png_dir))
     return page.render()

@@ -29,7 +29,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True, help=f"one of {sorted(PRESETS)}")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument(
-        "--corpus", default=None, help="folder of .py/.txt files or a .jsonl (default: the stdlib)"
+        "--corpus",
+        default=None,
+        help="folder of .py/.txt files, a .jsonl, or site-packages (default: the stdlib)",
     )
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     p.add_argument("--batch-size", type=int, default=None, help="override the global batch size")

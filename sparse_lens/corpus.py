@@ -1,8 +1,13 @@
-"""Training text: the running interpreter's standard library by default, or a user folder / JSONL.
+"""Training text: the running interpreter's standard library by default, its installed packages,
+or a user folder / JSONL.
 
 ``sparse_lens`` ships no data. The default corpus is every ``.py`` file under
-``sysconfig.get_paths()["stdlib"]`` (site-packages excluded). A user corpus is a folder of
-``.py``/``.txt`` files or a JSONL file of ``{"text": ...}`` records.
+``sysconfig.get_paths()["stdlib"]`` (site-packages excluded). ``"site-packages"`` (the
+``SITE_PACKAGES`` name) is every ``.py`` file of the running interpreter's installed packages
+(``sysconfig.get_paths()["purelib"]`` and ``["platlib"]``), minus this project's own packages
+(``OWN_PACKAGES``: the task suite's source must not be training text). A user corpus is a folder
+of ``.py``/``.txt`` files or a JSONL file of ``{"text": ...}`` records; a folder that is itself
+called ``site-packages`` is passed as ``./site-packages``.
 
 Documents are split into train/validation by a hash of their name (path relative to the corpus
 root, or ``line:N`` for JSONL), so the split does not depend on file order or machine. The corpus
@@ -20,11 +25,24 @@ from typing import Literal
 Split = Literal["train", "val"]
 TEXT_SUFFIXES = (".py", ".txt")
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+SITE_PACKAGES = "site-packages"
+OWN_PACKAGES = frozenset({"sparse_lens", "analyses", "hooks", "tests"})
 
 
 def stdlib_root() -> Path:
     """The standard library folder of the running interpreter."""
     return Path(sysconfig.get_paths()["stdlib"])
+
+
+def site_packages_roots() -> list[Path]:
+    """The installed-packages folders of the running interpreter (purelib, then platlib)."""
+    paths = sysconfig.get_paths()
+    roots = []
+    for key in ("purelib", "platlib"):
+        root = Path(paths[key])
+        if root.is_dir() and root not in roots:
+            roots.append(root)
+    return roots
 
 
 def split_of(name: str, val_frac: float) -> Split:
@@ -66,13 +84,15 @@ class Corpus:
         }
 
 
-def _read_folder(root: Path) -> list[tuple[str, str]]:
+def _read_folder(
+    root: Path, suffixes: tuple[str, ...] = TEXT_SUFFIXES, skip_top: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
     docs = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if not path.is_file() or path.suffix not in TEXT_SUFFIXES:
+        if not path.is_file() or path.suffix not in suffixes:
             continue
-        if _SKIP_DIRS.intersection(rel.parts):
+        if _SKIP_DIRS.intersection(rel.parts) or rel.parts[0] in skip_top:
             continue
         try:
             text = path.read_text(encoding="utf-8")
@@ -100,8 +120,19 @@ def _read_jsonl(path: Path) -> list[tuple[str, str]]:
     return docs
 
 
+def _read_site_packages() -> list[tuple[str, str]]:
+    """``.py`` files of the installed packages; names are paths relative to their folder (the
+    first folder's document wins a name that occurs twice)."""
+    docs: dict[str, str] = {}
+    for root in site_packages_roots():
+        for name, text in _read_folder(root, (".py",), OWN_PACKAGES):
+            docs.setdefault(name, text)
+    return sorted(docs.items())
+
+
 def load_corpus(path: str | Path | None = None, *, val_frac: float = 0.02) -> Corpus:
-    """Load the corpus at ``path`` (default: the standard library).
+    """Load the corpus at ``path`` (default: the standard library; ``"site-packages"``: the
+    installed packages, see the module docstring).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -110,10 +141,17 @@ def load_corpus(path: str | Path | None = None, *, val_frac: float = 0.02) -> Co
     """
     if not 0.0 < val_frac < 1.0:
         raise ValueError(f"val_frac must be in (0, 1), got {val_frac!r}")
+    site = isinstance(path, str) and path == SITE_PACKAGES
     root = stdlib_root() if path is None else Path(path).expanduser()
-    if not root.exists():
+    if site:
+        roots = site_packages_roots()
+        if not roots:
+            raise FileNotFoundError("the running interpreter has no site-packages folder")
+        root = roots[0]
+        docs = _read_site_packages()
+    elif not root.exists():
         raise FileNotFoundError(f"corpus path {str(root)!r} does not exist")
-    if root.is_dir():
+    elif root.is_dir():
         docs = _read_folder(root)
     elif root.suffix == ".jsonl":
         docs = _read_jsonl(root)
@@ -129,7 +167,7 @@ def load_corpus(path: str | Path | None = None, *, val_frac: float = 0.02) -> Co
         h.update(b"\0")
     names, texts = zip(*docs, strict=True)
     corpus = Corpus(
-        source="stdlib" if path is None else str(root),
+        source="stdlib" if path is None else SITE_PACKAGES if site else str(root),
         names=tuple(names),
         texts=tuple(texts),
         val_frac=val_frac,

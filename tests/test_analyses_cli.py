@@ -30,7 +30,9 @@ def test_demo_quick_writes_everything(demo, capsys):
     index = out / "report" / "index.html"
     assert summary["report"] == str(index) and index.is_file()
     html = index.read_text()
-    assert 'href="circuits/single_double_quote.html"' in html and "<polyline" in html
+    assert 'href="circuits/single_double_quote.html"' in html
+    assert html.count('<svg class="figure"') == 5  # loss, L0, lr, task loss, circuit sizes
+    assert (out / "report" / "figures" / "training-loss.png").is_file()
     assert "20 steps x 8 windows" in html and "0% of each batch" in html  # the tiny preset
     page = out / "report" / "circuits" / "single_double_quote.html"
     assert page.is_file() and (page.with_suffix(".dot")).is_file()

@@ -1,7 +1,10 @@
 import json
+import sysconfig
+from pathlib import Path
 
 import pytest
 
+from sparse_lens import corpus as corpus_mod
 from sparse_lens.corpus import load_corpus, split_of, stdlib_root
 from sparse_lens.data import TokenData
 from sparse_lens.tokenizer import EOT, REQUIRED_TOKENS, Tokenizer, cached_tokenizer, train_bpe
@@ -104,3 +107,32 @@ def test_hf_tokenizer_view_matches(tokenizer):
     text = "x = (\"a\", 'b')\n"
     assert hf(text)["input_ids"] == tokenizer.encode(text)
     assert hf.eos_token_id == tokenizer.eot_id
+
+
+def test_site_packages_corpus(tmp_path, monkeypatch):
+    """``--corpus site-packages``: the .py files of the installed packages, this project's own
+    packages (the task suite's source) left out, split by name like every corpus."""
+    assert Path(sysconfig.get_paths()["purelib"]) in corpus_mod.site_packages_roots()
+    pure, plat = tmp_path / "pure", tmp_path / "plat"
+    files = {
+        pure / "pkg_a" / "core.py": "def f(x):\n    return x\n",
+        pure / "pkg_a" / "__pycache__" / "core.py": "cached = 1\n",
+        pure / "pkg_a" / "notes.txt": "not python\n",
+        pure / "sparse_lens" / "task_suite.py": "TASKS = 1\n",
+        pure / "hooks" / "x.py": "y = 2\n",
+        plat / "pkg_b" / "ext.py": "import os\n",
+        plat / "pkg_a" / "core.py": "shadowed = 1\n",
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setattr(corpus_mod, "site_packages_roots", lambda: [pure, plat])
+    c = load_corpus("site-packages", val_frac=0.5)
+    assert c.source == "site-packages"
+    assert c.names == ("pkg_a/core.py", "pkg_b/ext.py")
+    assert c.texts[0] == "def f(x):\n    return x\n"  # the first folder wins a shared name
+    assert c.split_names("val") == [n for n in c.names if split_of(n, 0.5) == "val"]
+    assert load_corpus("site-packages", val_frac=0.5).fingerprint == c.fingerprint
+    monkeypatch.setattr(corpus_mod, "site_packages_roots", lambda: [])
+    with pytest.raises(FileNotFoundError, match="site-packages"):
+        load_corpus("site-packages")

@@ -14,8 +14,8 @@ import torch
 from analyses.circuit_graph import circuit_dot, layout, residual_paths
 from analyses.circuit_nodes import attribution_effects, knockout_effects
 from analyses.html import circuitsvis_bundle
+from analyses.plots import Series, bar_chart, embed, heatmap, line_chart
 from analyses.report import ReportConfig, circuit_page, index_page, training_plots
-from analyses.svg import Series, bar_chart, line_plot
 from hooks import node_mask
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.circuit import Circuit
@@ -183,8 +183,8 @@ def test_attribution_is_the_derivative_of_the_masked_loss(setup):
     assert derivative == pytest.approx(-attr[ref.label], rel=0.05, abs=1e-4)
 
 
-def test_plots():
-    svg = line_plot(
+def test_plots(tmp_path):
+    fig = line_chart(
         [Series(name="a", points=[(1, 1.0), (10, 0.1), (100, 0.01)])],
         title="t",
         xlabel="x",
@@ -193,17 +193,37 @@ def test_plots():
         ylog=True,
         hlines=[(0.05, "target")],
     )
-    assert svg.startswith("<svg") and "<polyline" in svg and "target" in svg
-    assert "no data" in line_plot(
-        [Series(name="a", points=[(0, 0.0)])], title="t", xlabel="x", ylabel="y", xlog=True
+    svg = embed(fig, "one", png_dir=tmp_path)
+    assert svg.startswith('<svg class="figure" data-name="one"') and svg.rstrip().endswith("</svg>")
+    assert ">target<" in svg and "<?xml" not in svg  # text stays text; no prolog inline
+    assert (tmp_path / "one.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # clip-path ids are salted by the figure's name: two figures on a page never collide
+    other = embed(line_chart([Series(name="a", points=[(1, 1.0)])], title="t", xlabel="x",
+                             ylabel="y"), "two")  # fmt: skip
+    ids = lambda text: set(re.findall(r'<clipPath id="([^"]+)"', text))  # noqa: E731
+    assert ids(svg) and ids(other) and not ids(svg) & ids(other)
+    assert (
+        line_chart(
+            [Series(name="a", points=[(0, 0.0)])], title="t", xlabel="x", ylabel="y", xlog=True
+        )
+        is None
     )
-    bars = bar_chart([("a", 0.5), ("b", math.nan)], title="t", xlabel="x", reference=(0.69, "c"))
-    assert bars.count("<rect") == 2
+    bars = embed(
+        bar_chart([("a", 0.5), ("b", math.nan)], title="t", xlabel="x", reference=(0.69, "c")), "b"
+    )
+    assert ">a<" in bars and ">nan<" in bars and ">c<" in bars
+    assert bar_chart([], title="t", xlabel="x") is None
+    assert "<svg" in embed(
+        heatmap([[1.0, -2.0]], title="h", row_labels=["r"], col_labels=["a", "b"]), "h"
+    )
+    with pytest.raises(ValueError, match="plain file stem"):
+        embed(fig, "../x")
     records = [
         {"step": 1, "train_loss": 5.0, "lr": 0.1, "l0_total": 100},
         {"step": 2, "train_loss": 4.0, "val_loss": 4.5, "lr": 0.05, "l0_total": 50},
     ]
-    assert training_plots(records).count("<svg") == 3
+    assert training_plots(records, tmp_path).count('<svg class="figure"') == 3
+    assert (tmp_path / "training-l0.png").is_file()
 
 
 def test_index_page_links_circuits(setup):
@@ -265,3 +285,96 @@ def test_browser_renders_the_report_offline(setup, tmp_path):
         check=True,
     )
     assert shot.stat().st_size > 10_000
+
+
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var out = Array.prototype.map.call(document.querySelectorAll('svg.figure'), function (s) {
+    var b = s.getBBox();
+    return s.dataset.name + ':' + Math.round(b.width) + 'x' + Math.round(b.height) + ':' +
+      s.querySelectorAll('text').length;
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'probe';
+  pre.textContent = out.join(';');
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _sweep_rows():
+    from sparse_lens.sweep_table import match_dense
+
+    def row(name, kind, width, l0, loss, edges):
+        circuits = {t: {"edges": e, "nodes": e // 2, "loss": 0.1} for t, e in edges.items()}
+        return {
+            "name": name, "kind": kind, "d_model": width, "l0": l0, "afrac": 0.25,
+            "l0_total": l0 or 10**6, "val_loss": loss, "target_loss": 0.15,
+            "solved": sorted(edges), "circuits": circuits, "n_circuits": len(edges),
+            "geo_mean_edges": math.exp(sum(math.log(e) for e in edges.values()) / len(edges)),
+        }  # fmt: skip
+
+    return match_dense([
+        row("w64-l0_1000", "sparse", 64, 1000, 4.2, {"a": 30, "b": 50}),
+        row("w64-l0_2000", "sparse", 64, 2000, 4.0, {"a": 60, "b": 90}),
+        row("w128-l0_1000", "sparse", 128, 1000, 4.1, {"a": 20, "b": 40}),
+        row("w128-l0_2000", "sparse", 128, 2000, 3.9, {"a": 45, "b": 70}),
+        row("w64-dense", "dense", 64, None, 4.05, {"a": 900, "b": 2000}),
+        row("w128-dense", "dense", 128, None, 3.85, {"a": 1500, "b": 3000}),
+    ])  # fmt: skip
+
+
+def test_browser_renders_the_figures(setup, tmp_path):
+    """Every matplotlib figure of the index page and of the sweep's page is laid out as SVG
+    (non-empty box, text as text) by a real browser, offline."""
+    from analyses.frontier import frontier_page
+    from sparse_lens.sweep import SweepConfig
+
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium not installed (scripts/test.sh installs it)")
+    _, circuit, _, _ = setup
+    metrics = [
+        {"step": s, "train_loss": 6.0 - s / 10, "val_loss": 6.1 - s / 10, "lr": 0.01, "l0_total": 900 - s}
+        for s in range(1, 20)
+    ]  # fmt: skip
+    index = index_page(
+        title="r",
+        run_info=None,
+        metrics=metrics,
+        task_table={
+            TASK: {"loss": 0.6, "accuracy": 0.7, "n": 8},
+            "b": {"loss": 0.2, "accuracy": 0.9},
+        },
+        circuits=[(circuit, "circuits/x.html")],
+    )
+    scfg = SweepConfig(preset="tiny", widths=(64, 128), l0s=(1000, 2000))
+    rows = _sweep_rows()
+    frontier = frontier_page(scfg, rows, {r["name"]: "done" for r in rows}, tmp_path / "png")
+    assert network_loads(index) == [] and network_loads(frontier) == []
+    offline = ["--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=10000",
+               f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    expected = {
+        "index": {"training-loss", "training-l0", "training-lr", "task-loss", "circuit-sizes"},
+        "frontier": {"frontier", "sparse_vs_dense", "edge_ratio"},
+    }
+    for name, html in (("index", index), ("frontier", frontier)):
+        page = tmp_path / f"{name}.html"
+        page.write_text(html.replace("</body>", PROBE + "</body>"))
+        dom = subprocess.run(
+            [chromium, *offline, "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+        probe = re.search(r'<pre id="probe">([^<]*)</pre>', dom)
+        assert probe, f"{name}: the probe script did not run"
+        figures = {}
+        for item in probe.group(1).split(";"):
+            fig, size, n_text = item.split(":")
+            width, height = map(int, size.split("x"))
+            figures[fig] = (width, height, int(n_text))
+        assert set(figures) == expected[name]
+        assert all(w > 100 and h > 100 and n > 3 for w, h, n in figures.values()), figures
+    assert {p.name for p in (tmp_path / "png").iterdir()} == {
+        "frontier.png", "sparse_vs_dense.png", "edge_ratio.png",
+    }  # fmt: skip

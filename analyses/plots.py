@@ -1,0 +1,160 @@
+"""Charts with matplotlib: inline SVG for the offline HTML pages, a PNG beside it on request.
+
+Figures are ``matplotlib.figure.Figure`` objects made without ``pyplot`` (no global figure
+registry, no backend switch): ``savefig`` renders SVG with matplotlib's SVG backend and PNG with
+Agg. ``embed`` returns the ``<svg>`` element alone (no XML prolog), with text kept as text and
+ids salted by the figure's name, so several figures on one page never share a clip-path id.
+"""
+
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from analyses.html import esc
+from sparse_lens.io import atomic_write
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Series:
+    """One line of a plot: ``points`` are ``(x, y)``; ``markers`` draws dots instead of a line."""
+
+    name: str
+    points: Sequence[tuple[int | float, int | float]]
+    markers: bool = False
+
+
+def new_figure(width: float = 6.0, height: float = 3.4) -> Figure:
+    """A figure of ``width`` x ``height`` inches (not registered with pyplot)."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def embed(fig: Figure, name: str, png_dir: Path | None = None) -> str:
+    """The figure as an inline ``<svg class="figure">`` (and ``png_dir/name.png`` if given).
+
+    Raises:
+        ValueError: ``name`` is not a plain file stem (letters, digits, ``-``, ``_``, ``.``).
+    """
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ValueError(f"figure name must be a plain file stem, got {name!r}")
+    rc = {"svg.fonttype": "none", "svg.hashsalt": name}
+    with matplotlib.rc_context(rc):
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+        if png_dir is not None:
+            atomic_write(png_dir / f"{name}.png", lambda p: fig.savefig(p, format="png", dpi=150))
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]
+    return svg.replace("<svg ", f'<svg class="figure" data-name="{esc(name)}" ', 1)
+
+
+def _finite(
+    points: Sequence[tuple[int | float, int | float]], xlog: bool, ylog: bool
+) -> list[tuple[int | float, int | float]]:
+    return [
+        (x, y)
+        for x, y in points
+        if math.isfinite(x) and math.isfinite(y) and (not xlog or x > 0) and (not ylog or y > 0)
+    ]
+
+
+def line_chart(
+    series: Sequence[Series],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xlog: bool = False,
+    ylog: bool = False,
+    hlines: Sequence[tuple[float, str]] = (),
+    vlines: Sequence[tuple[float, str]] = (),
+) -> Figure | None:
+    """Lines (or dots) of ``series`` with labelled dashed reference lines; ``None`` when no
+    point can be drawn (non-finite, or not positive on a log axis)."""
+    drawn = [(s, _finite(s.points, xlog, ylog)) for s in series]
+    if not any(pts for _, pts in drawn):
+        return None
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for i, (s, pts) in enumerate(drawn):
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        style = {"linestyle": "none", "marker": "o", "markersize": 4} if s.markers else {}
+        ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)], label=s.name, **style)
+    for v, label in hlines:
+        if not ylog or v > 0:
+            ax.axhline(v, color="#555", linestyle="--", linewidth=1)
+            ax.annotate(label, (1, v), xycoords=("axes fraction", "data"), fontsize=8)
+    for v, label in vlines:
+        if not xlog or v > 0:
+            ax.axvline(v, color="#555", linestyle="--", linewidth=1)
+            ax.annotate(label, (v, 1), xycoords=("data", "axes fraction"), fontsize=8)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set_xscale("log" if xlog else "linear")
+    ax.set_yscale("log" if ylog else "linear")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return fig
+
+
+def bar_chart(
+    rows: Sequence[tuple[str, float]],
+    *,
+    title: str,
+    xlabel: str,
+    reference: tuple[float, str] | None = None,
+) -> Figure | None:
+    """Horizontal bars, one per ``(label, value)`` (top to bottom), with an optional dashed
+    reference line; non-finite values get no bar. ``None`` when ``rows`` is empty."""
+    if not rows:
+        return None
+    fig = new_figure(6.5, 1.4 + 0.22 * len(rows))
+    ax = fig.add_subplot()
+    values = [v if math.isfinite(v) else 0.0 for _, v in rows]
+    bars = ax.barh(range(len(rows)), values, color=PALETTE[0])
+    ax.bar_label(bars, labels=[f"{v:.3g}" for _, v in rows], fontsize=7, padding=2)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    if reference is not None:
+        ax.axvline(reference[0], color=PALETTE[1], linestyle="--", linewidth=1)
+        ax.annotate(reference[1], (reference[0], 0), xycoords=("data", "axes fraction"),
+                    color=PALETTE[1], fontsize=8)  # fmt: skip
+    ax.set(title=title, xlabel=xlabel)
+    return fig
+
+
+def heatmap(
+    values: Sequence[Sequence[float]],
+    *,
+    title: str,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    symmetric: bool = True,
+) -> Figure:
+    """A heatmap with a colour bar: red-blue around 0 when ``symmetric``, white to blue else."""
+    flat = [abs(v) for row in values for v in row if math.isfinite(v)]
+    vmax = max(flat + [1e-9])
+    fig = new_figure(1.5 + 0.25 * len(col_labels), 1.2 + 0.25 * len(row_labels))
+    ax = fig.add_subplot()
+    if symmetric:
+        image = ax.imshow(values, cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+    else:
+        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=60, fontsize=7, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+def chart_html(fig: Figure | None, name: str, title: str, png_dir: Path | None = None) -> str:
+    """``embed(fig)``, or a note that ``title`` has no data when ``fig`` is ``None``."""
+    if fig is None:
+        return f'<p class="note">{esc(title)}: no data</p>'
+    return embed(fig, name, png_dir)

@@ -1,0 +1,173 @@
+"""``sparse-lens sweep`` end to end on the tiny preset (2 widths x 2 budgets + 2 dense baselines,
+a few steps, tiny pruning) through submitit's local executor, then a killed point resumed."""
+
+import csv
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from analyses.cli import main
+from sparse_lens.corpus import stdlib_root
+from sparse_lens.sweep import PointSpec, SweepConfig, deal, densities_for_l0, grid, l0_at
+from sparse_lens.sweep_table import match_dense, overall_ratio
+
+ARGS = [
+    "sweep", "--preset", "tiny", "--widths", "32,64", "--l0", "40000,80000", "--steps", "4",
+    "--checkpoint-every", "2", "--target-loss", "2.0", "--task", "single_double_quote",
+    "--task-n", "16", "--prune-steps", "2", "--prune-examples", "16", "--no-search",
+    "--threads", "1",
+]  # fmt: skip
+NAMES = {
+    "w32-dense", "w64-dense", "w32-l0_40000-af0.25", "w32-l0_80000-af0.25",
+    "w64-l0_40000-af0.25", "w64-l0_80000-af0.25",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    for path in sorted(stdlib_root().glob("*.py"))[:60]:
+        shutil.copy(path, corpus / path.name)
+    common = ["--corpus", str(corpus), "--cache-dir", str(tmp / "cache"), "--out", str(tmp / "sw")]
+    assert main([*ARGS, *common, "--executor", "local", "--jobs", "2"]) == 0
+    return tmp / "sw", common
+
+
+def test_sweep_writes_table_csv_and_figures(sweep):
+    out, _ = sweep
+    table = json.loads((out / "table.json").read_text())
+    rows = {r["name"]: r for r in table["rows"]}
+    assert set(rows) == NAMES
+    for r in rows.values():
+        assert math.isfinite(r["val_loss"]) and r["steps"] == 4
+        if r["kind"] == "sparse":
+            assert r["l0"] <= r["l0_total"] <= 1.01 * r["l0"]  # the budget, plus per-neuron minima
+            assert r["matched_dense"] in {"w32-dense", "w64-dense"}
+        else:
+            assert r["weight_density"] == 1.0 and r["afrac"] == 1.0
+        assert r["solved"] == ["single_double_quote"]  # every loss is below the target of 2
+    assert len(list((out / "submitit").glob("*_result.pkl"))) == 2  # two local jobs ran
+    with (out / "table.csv").open() as f:
+        assert {r["name"] for r in csv.DictReader(f)} == NAMES
+    with (out / "circuits.csv").open() as f:
+        circuits = list(csv.DictReader(f))
+    assert {c["point"] for c in circuits} == NAMES
+    page = (out / "frontier.html").read_text()
+    assert page.count('<svg class="figure"') == 3 and "no data" not in page
+    assert {p.name for p in (out / "figures").glob("*.png")} == {
+        "frontier.png", "sparse_vs_dense.png", "edge_ratio.png",
+    }  # fmt: skip
+
+
+def test_killed_sweep_resumes(sweep, capsys):
+    """A point killed after its step-2 checkpoint resumes there and ends with the same weights;
+    finished points are not touched."""
+    out, common = sweep
+    point = out / "points" / "w32-l0_40000-af0.25"
+    final = load_file(point / "run" / "final" / "model.safetensors")
+    others = {
+        p: p.stat().st_mtime_ns for p in (out / "points").glob("*/point.json") if p.parent != point
+    }
+    for name in ("point.json", "tasks.json", "timings.json"):
+        (point / name).unlink()
+    shutil.rmtree(point / "circuits")
+    shutil.rmtree(point / "run" / "final")
+    shutil.rmtree(point / "run" / "checkpoints" / "step-0000004")
+    latest = {"step": 2, "dir": "step-0000002"}
+    (point / "run" / "checkpoints" / "latest.json").write_text(json.dumps(latest))
+    assert main([*ARGS, *common, "--executor", "debug"]) == 0
+    assert "w32-l0_40000-af0.25: done\n" in capsys.readouterr().out
+    again = load_file(point / "run" / "final" / "model.safetensors")
+    assert all(torch.equal(v, again[k]) for k, v in final.items())
+    assert json.loads((point / "timings.json").read_text())["resumed"] == 1.0
+    lines = (point / "run" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines]
+    assert steps == sorted(set(steps)) and steps[-1] == 4
+    assert {p: p.stat().st_mtime_ns for p in others} == others
+
+
+def test_sweep_refuses_other_settings(sweep, capsys):
+    out, common = sweep
+    args = [*ARGS, *common, "--executor", "debug"]
+    args[args.index("--steps") + 1] = "5"
+    assert main(args) == 2
+    assert "other settings (steps)" in capsys.readouterr().err
+
+
+def test_densities_meet_the_budget_and_infeasible_points_are_skipped():
+    numels = [("matrix", 10_000), ("matrix", 4_000), ("embed", 2_000), ("bias", 100)]
+    w, e = densities_for_l0(numels, 3_000, embed_ratio=2.0)
+    assert e == pytest.approx(2 * w) and 3_000 <= l0_at(numels, w, e) <= 3_000 + len(numels)
+    with pytest.raises(ValueError, match="exceeds"):
+        densities_for_l0(numels, 20_000, embed_ratio=2.0)
+    scfg = SweepConfig(preset="tiny", widths=(32,), l0s=(5_000, 20_000, 10**7))
+    points, skipped = grid(scfg, d_vocab=300)
+    assert [p.name for p in points] == ["w32-dense", "w32-l0_20000-af0.25"]
+    assert "min_nonzero_per_neuron" in skipped["w32-l0_5000-af0.25"]
+    assert "exceeds" in skipped["w32-l0_10000000-af0.25"]
+    with pytest.raises(ValueError, match="not a multiple of d_head"):
+        grid(SweepConfig(preset="tiny", widths=(40,), l0s=(1,)), d_vocab=300)
+
+
+def test_deal_balances_points_over_jobs():
+    pts = [PointSpec(name=str(i), kind="dense", d_model=8, afrac=1.0, weight_density=1.0,
+                     embed_density=1.0) for i in range(5)]  # fmt: skip
+    assert [[p.name for p in g] for g in deal(pts, 2)] == [["0", "2", "4"], ["1", "3"]]
+    assert len(deal(pts, 9)) == 5
+    with pytest.raises(ValueError, match="jobs"):
+        deal(pts, 0)
+
+
+def test_dense_match_and_edge_ratio():
+    def row(name, kind, loss, edges):
+        circuits = {t: {"edges": e} for t, e in edges.items()}
+        return {"name": name, "kind": kind, "val_loss": loss, "circuits": circuits}
+
+    rows = match_dense([
+        row("s", "sparse", 3.0, {"a": 10, "b": 100, "c": 5}),
+        row("d1", "dense", 3.1, {"a": 160, "b": 400}),
+        row("d2", "dense", 3.5, {"a": 1, "b": 1, "c": 1}),
+    ])  # fmt: skip
+    s = rows[0]
+    assert s["matched_dense"] == "d1" and s["loss_gap"] == pytest.approx(0.1)
+    assert s["n_common_tasks"] == 2 and s["edge_ratio"] == pytest.approx(math.sqrt(16 * 4))
+    assert rows[1]["edge_ratio"] is None and overall_ratio(rows) == pytest.approx(8.0)
+
+
+def test_sweep_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown preset"):
+        SweepConfig(preset="nope", widths=(32,), l0s=(1,))
+    with pytest.raises(ValueError, match="afracs"):
+        SweepConfig(preset="tiny", widths=(32,), l0s=(1,), afracs=(0.0,))
+    with pytest.raises(ValueError, match="widths"):
+        SweepConfig(preset="tiny", widths=(0,), l0s=(1,))
+    assert SweepConfig.from_dict(SweepConfig(preset="tiny", widths=(32,), l0s=(1,)).to_dict())
+
+
+@pytest.mark.slow
+def test_point_as_a_two_process_ddp_job(sweep, tmp_path):
+    """``--tasks-per-point 2``: one local submitit job of two processes trains the point
+    data-parallel (``world_size`` 2 in its run.json) and rank 0 prunes."""
+    _, common = sweep
+    common = [*common[:-1], str(tmp_path / "ddp")]
+    args = [*ARGS, *common, "--executor", "local", "--tasks-per-point", "2", "--no-dense"]
+    args[args.index("--widths") + 1] = "32"
+    args[args.index("--l0") + 1] = "40000"
+    assert main(args) == 0
+    point = tmp_path / "ddp" / "points" / "w32-l0_40000-af0.25"
+    assert json.loads((point / "run" / "run.json").read_text())["world_size"] == 2
+    assert json.loads((point / "point.json").read_text())["solved"] == ["single_double_quote"]
+
+
+def test_sweep_cli_reports_bad_input(tmp_path, capsys):
+    base = ["sweep", "--widths", "32", "--l0", "1000", "--out", str(tmp_path / "s")]
+    assert main([*base, "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert main([*base, "--preset", "tiny", "--jobs", "0"]) == 2
+    assert "jobs must be >= 1, got 0" in capsys.readouterr().err
