@@ -258,7 +258,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(tokens) if loss_fn is not None else model(tokens, return_type="loss")
     if not bool(torch.isfinite(loss)):
-        raise FloatingPointError(f"the loss is {float(loss)}")
+        raise FloatingPointError(f"the loss is {float(loss.detach())}")
     loss.backward()
     normalize_grad_rms_(list(core.parameters()), tcfg.grad_rms_eps)
     lr = lr_at(step, tcfg, mcfg)
@@ -391,7 +391,8 @@ def _load_trainer_state(ckpt: Path, run_dir: Path) -> dict[str, Any]:
             if earlier
             else f"no earlier checkpoint is left; delete {run_dir} to train anew"
         )
-        raise ValueError(f"trainer state {str(path)!r} is corrupt ({e}); {offer}") from e
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+        raise ValueError(f"trainer state {str(path)!r} is corrupt ({why}); {offer}") from e
 
 
 def _kept_metrics(path: Path, upto: int) -> list[str]:
