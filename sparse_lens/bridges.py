@@ -135,7 +135,7 @@ class Bridges(nn.Module):
         """Write the folder whole (``io.atomic_dir``): complete or absent after a kill."""
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, replaces=("bridges.safetensors", "bridges.json")) as tmp:
             save_file(tensors, str(tmp / "bridges.safetensors"))
             info = {"bridges_version": BRIDGES_VERSION} | asdict(self.cfg)
             (tmp / "bridges.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -28,6 +28,7 @@ from sparse_lens.tokenizer import Tokenizer
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
+MODEL_FILES = (WEIGHTS, CONFIG, TOKENIZER)
 TOKENIZER_SHA = "tokenizer_sha256"  # in config.json, beside the config's own fields
 
 
@@ -53,9 +54,13 @@ def write_model_files(model: HookedSparseTransformer, directory: Path, name: str
 
 
 def save_pretrained(model: HookedSparseTransformer, directory: str | Path) -> Path:
-    """Write the model folder whole (replacing one already there); returns its path."""
+    """Write the model folder whole (replacing a model folder already there); returns its path.
+
+    Raises:
+        ValueError: ``directory`` holds files other than a model's (nothing is deleted).
+    """
     directory = Path(directory)
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, replaces=MODEL_FILES) as tmp:
         write_model_files(model, tmp, directory.name)
     return directory
 

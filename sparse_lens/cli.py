@@ -8,6 +8,7 @@ unwritable output folder) are reported before any training starts, with exit sta
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -202,7 +203,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.dense_hf:
         return _train_dense_hf(args, mcfg, tcfg, data, tokenizer, out, metadata, world)
     model = HookedSparseTransformer(mcfg, tokenizer=tokenizer).to(device)
-    metadata["tokenizer"] = {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id}
+    metadata["tokenizer"] = {
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id,
+        "sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
+    }
     try:
         train(
             model,

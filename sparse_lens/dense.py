@@ -64,6 +64,9 @@ class DenseConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         require_min(self, ("lr",), 0, strict=True)
+        for name in ("lr", "warmup_frac", "weight_decay"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
 
 
 def gpt2_config(cfg: DenseConfig, tokenizer: Tokenizer) -> Any:

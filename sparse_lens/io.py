@@ -13,7 +13,7 @@ import re
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,17 +63,27 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 @contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, replaces: Collection[str] = ()) -> Iterator[Path]:
     """Build a folder: yields an empty temporary sibling to fill; on a normal exit its files are
     fsynced and it replaces ``path`` (an existing folder there is moved aside first, then
     deleted). On an error, or a kill, ``path`` keeps its old state or is absent; never partial.
 
+    An existing folder is replaced only if it holds nothing but the names in ``replaces`` (the
+    files this folder is made of), so no one else's file is ever deleted with it.
+
     Raises:
-        ValueError: ``path`` exists and is not a folder.
+        ValueError: ``path`` exists and is not a folder, or holds other files.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{str(path)!r} exists and is not a folder")
+    if path.is_dir():
+        foreign = sorted(e.name for e in path.iterdir() if e.name not in replaces)
+        if foreign:
+            raise ValueError(
+                f"{str(path)!r} holds files other than {sorted(replaces)} "
+                f"({', '.join(foreign[:5])}); save into an empty or new folder"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

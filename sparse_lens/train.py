@@ -51,7 +51,7 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sparse_lens.checkpoint import load_pretrained, write_model_files
+from sparse_lens.checkpoint import MODEL_FILES, load_pretrained, write_model_files
 from sparse_lens.checks import require_min
 from sparse_lens.config import SparseTransformerConfig
 from sparse_lens.data import MixedData, TokenData
@@ -321,7 +321,7 @@ def save_checkpoint(
     folder and renamed), then point ``latest.json`` at it and delete the oldest ones."""
     ckpt = _checkpoint_dir(run_dir, step)
     state = {"step": step, "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
-    with atomic_dir(ckpt) as tmp:
+    with atomic_dir(ckpt, replaces=(*MODEL_FILES, TRAINER_STATE)) as tmp:
         write_model_files(model, tmp, ckpt.name)
         torch.save(state, tmp / TRAINER_STATE)
         fault_point(f"dir:{ckpt.name}/{TRAINER_STATE}")
@@ -631,7 +631,7 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> 
             mine = {k: v for k, v in mine.items() if k != "source"}
             theirs = {k: v for k, v in theirs.items() if k != "source"}
         if isinstance(mine, dict) and isinstance(theirs, dict) and key in _RESUME_KEYS:
-            theirs = {k: v for k, v in theirs.items() if k in mine}  # older records: fewer keys
+            mine = {k: v for k, v in mine.items() if k in theirs}  # older records: fewer keys
         if mine != theirs:
             diff = _first_difference(theirs, mine)
             raise ValueError(

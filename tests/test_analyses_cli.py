@@ -78,6 +78,26 @@ def test_report_from_a_circuit_file(demo, tmp_path, capsys):
     assert "report written to" in capsys.readouterr().out
 
 
+def test_one_circuit_report_needs_only_its_own_task(demo, tmp_path, monkeypatch, capsys):
+    import analyses.build
+
+    out, cache = demo
+    real = analyses.build.get_task
+
+    def only_own(name):  # every other task fails to tokenise under this tokenizer
+        if name != "single_double_quote":
+            raise ValueError(f"task {name!r}: no example survives tokenisation")
+        return real(name)
+
+    monkeypatch.setattr(analyses.build, "get_task", only_own)
+    circuit = out / "circuits" / "single_double_quote.json"
+    args = ["report", str(circuit), "--out", str(tmp_path / "r"), "--cache-dir", str(cache)]
+    assert main([*args, "--quiet", "--node-panels", "1", "--windows", "2"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert "single_double_quote" in (tmp_path / "r" / "index.html").read_text()
+
+
 def test_report_errors(demo, tmp_path, capsys):
     out, cache = demo
     base = ["--out", str(tmp_path / "r"), "--cache-dir", str(cache), "--quiet"]

@@ -129,6 +129,14 @@ def test_save_replaces_the_whole_folder(tmp_path, tokenizer):
     assert HookedSparseTransformer.from_pretrained(path).tokenizer is None
 
 
+def test_save_never_deletes_foreign_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        build_model().save_pretrained(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 # -- 4. resume never silently changes the run --------------------------------------------------
 def _tcfg(**kw):
     return TrainConfig(steps=6, batch_size=4, checkpoint_every=2, eval_every=3, log_every=3, **kw)
