@@ -16,10 +16,8 @@ from safetensors.torch import load_file, save_file
 from analyses.cli import main
 from sparse_lens.circuit import Circuit
 from sparse_lens.circuit_sparsity import from_circuit_sparsity
-from sparse_lens.cli import RUN_FILES
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.nodes import node_locations
-from sparse_lens.outputs import claim_output
 from sparse_lens.prune import ablation_means
 from sparse_lens.tasks import load_custom_task
 from sparse_lens.tokenizer import train_bpe
@@ -79,6 +77,9 @@ def test_prune_refuses_to_replace_a_file_that_is_not_a_circuit(tmp_path, model_d
 
 # -- 2. one writer per output --------------------------------------------------------------------
 def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):
+    from sparse_lens.cli import RUN_FILES
+    from sparse_lens.outputs import claim_output
+
     run = tmp_path / "run"
     with claim_output(run, "train", owned=RUN_FILES, legacy=("run.json",)):
         code = main(["train", "--preset", "tiny", "--out", str(run)])
@@ -90,6 +91,8 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):
 
 def test_two_processes_on_one_folder(tmp_path):
     """A real second process is refused while the first holds the folder."""
+    from sparse_lens.outputs import claim_output
+
     out = tmp_path / "circuits"
     holder = subprocess.Popen(
         [
