@@ -35,7 +35,6 @@ def _record(step: int, out: dict[str, Any]) -> dict[str, Any]:
     return {"step": step} | rec
 
 
-@dataclass(frozen=True, kw_only=True)
 def _inputs_record(data: Any, sparse: Any) -> dict[str, Any]:
     """The data and tokenizer a loop trains on, for its settings: resuming on others is
     refused (``resume.load_loop_state``)."""
@@ -48,6 +47,7 @@ def _inputs_record(data: Any, sparse: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, kw_only=True)
 class Checkpointing:
     """Where a bridge loop keeps its whole state (``resume.py``), how often, and whether to
     continue from it. ``halt_after`` stops after that many steps of this call as if killed."""
