@@ -132,3 +132,29 @@ def test_a_result_file_killed_while_written_keeps_its_old_content(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert json.loads(target.read_text()) == {"old": True}
+
+
+@pytest.mark.slow
+def test_two_trainings_started_together_on_one_folder(reference):
+    """Exactly one of two runs on one folder writes it; the other fails (busy, or the folder
+    already holds a run) and the folder is one run's, whole."""
+    run, cache = reference / "race", reference / "cache"
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("SPARSE_LENS_FAULT", None)
+    argv = [sys.executable, "-m", "analyses.cli", "train", "--preset", "tiny", "--steps", STEPS]
+    argv += ["--out", str(run), "--corpus", str(reference / "corpus")]
+    argv += ["--cache-dir", str(cache), "--quiet"]
+    procs = [
+        subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+    assert sorted(code for code, _ in results) == [0, 2], results
+    (err,) = [e for code, e in results if code == 2]
+    assert "another process" in err or "already holds a run" in err
+    _check_complete_or_absent(run)
+    want = load_file(str(reference / "ref" / "final" / "model.safetensors"))
+    got = load_file(str(run / "final" / "model.safetensors"))
+    assert all(torch.equal(want[k], got[k]) for k in want)
