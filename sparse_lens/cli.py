@@ -145,15 +145,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Take ``--out`` (checked, locked, not foreign; rank 0 only) before any work, then train."""
     with contextlib.ExitStack() as stack:
         if int(os.environ.get("RANK", "0")) == 0:
-            owned, legacy = (
-                (DENSE_FILES, ("dense.json", "checkpoint"))
-                if args.dense_hf
-                else (
-                    RUN_FILES,
-                    ("run.json",),
+            if args.dense_hf:
+                command, owned, legacy = (
+                    "train --dense-hf",
+                    DENSE_FILES,
+                    ("dense.json", "checkpoint"),
                 )
-            )
-            args.out = claim(stack, args.out, "train", owned=owned, legacy=legacy)
+            else:
+                command, owned, legacy = "train", RUN_FILES, ("run.json",)
+            args.out = claim(stack, args.out, command, owned=owned, legacy=legacy)
         return _train(args)
 
 

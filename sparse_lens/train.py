@@ -22,11 +22,14 @@ stays dense). Results equal the dense products up to float summation order; runs
 bit-reproducible. ``sparse_matmul_max_density=0`` keeps every product dense.
 
 A run folder holds ``run.json`` (configs, corpus and data metadata), ``metrics.jsonl``,
-``checkpoints/step-NNNNNN/`` (model folder + ``trainer.pt``, written file by file atomically, with
-``checkpoints/latest.json`` switched last), and ``final/``, loadable with
-``HookedSparseTransformer.from_pretrained``. ``resume=True`` continues from the latest checkpoint
-and reaches the same weights as an uninterrupted run: the optimizer state and the data
-generator's state are saved with the weights.
+``checkpoints/step-NNNNNNN/`` (model folder + ``trainer.pt``, each built in a temporary folder and
+renamed, so complete or absent; ``checkpoints/latest.json`` switched after it), and ``final/``
+(written the same way), loadable with ``HookedSparseTransformer.from_pretrained``.
+``resume=True`` continues from the latest checkpoint and reaches the same weights as an
+uninterrupted run: the optimizer state and the data generator's state are saved with the
+weights. It refuses a run of other configs, corpus, tokenizer or data, and drops a
+``metrics.jsonl`` line cut by a kill. A non-finite loss or weight stops training at once, before
+anything else is written.
 
 Distributed: under ``torchrun`` each rank draws the same global batch from the same generator and
 trains on its slice; DDP averages the gradients, so every rank applies the same update and the
