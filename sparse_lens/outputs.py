@@ -33,7 +33,8 @@ from sparse_lens.io import atomic_write_json, is_temp_name, remove_stale_temps
 
 LOCK = ".sparse_lens.lock"
 OWNER = ".sparse_lens-owner.json"
-NAME_MAX = 255
+NAME_MAX = 255  # bytes per name, and per path (Linux limits)
+PATH_MAX = 4096
 OutputKind = Literal["folder", "file"]
 
 
@@ -67,6 +68,8 @@ def check_output_path(path: str | Path, kind: OutputKind, option: str = "--out")
                 f"{option} {str(p)[:80]!r}...: the name {part[:40]!r}... is longer than "
                 f"{NAME_MAX} bytes; pick a shorter name"
             )
+    if len(os.fsencode(str(p.absolute()))) >= PATH_MAX:
+        raise ValueError(f"{option} {str(p)[:80]!r}... is longer than {PATH_MAX} bytes")
     if kind == "folder" and p.exists() and not p.is_dir():
         raise ValueError(f"{option} {str(p)!r} is an existing file; name a folder")
     if kind == "file" and p.is_dir():

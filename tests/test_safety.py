@@ -446,6 +446,7 @@ def _folder(path: Path) -> Path:
     [
         (lambda t: _file(t / "f"), "train", "is an existing file"),
         (lambda t: t / ("x" * 300), "train", "longer than 255"),
+        (lambda t: t.joinpath(*["a" * 200] * 25), "train", "longer than 4096"),
         (lambda t: Path("/proc/sparse_lens_out"), "train", "cannot write"),
         (lambda t: _file(t / "f") / "sub", "train", "is a file"),
         (lambda t: _folder(t / "d"), "prune", "is a folder"),
