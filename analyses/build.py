@@ -66,11 +66,52 @@ def find_sources(source: Path, model_dir: Path | None = None) -> ReportSources:
     )
 
 
+def check_report_out(src: ReportSources, source: Path, out: Path) -> None:
+    """Refuse an ``out`` folder that is one the report reads from: the source folder (or the
+    circuit file's folder), its ``circuits/``, the run folder or the model folder (or inside
+    it). A subfolder such as ``SOURCE/report`` is fine.
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    out_r = Path(out).expanduser().resolve()
+    source = Path(source)
+    inputs = [source if source.is_dir() else source.parent, src.model_dir]
+    inputs += [source / "circuits"] if source.is_dir() else []
+    inputs += [src.run_dir] if src.run_dir else []
+    inputs += [p.parent for p in src.circuits]
+    for folder in inputs:
+        if out_r == Path(folder).resolve():
+            raise ValueError(
+                f"--out {str(out)!r} is the report's own source folder {str(folder)!r}; "
+                f"write the report elsewhere (e.g. {Path(folder) / 'report'})"
+            )
+    model_r = Path(src.model_dir).resolve()
+    if model_r in out_r.parents:
+        raise ValueError(
+            f"--out {str(out)!r} lies inside the model folder {str(src.model_dir)!r}; write the "
+            "report elsewhere"
+        )
+
+
 def _is_circuit(path: Path) -> bool:
     try:
         return "circuit_version" in json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+
+
+def _task_table(
+    model: HookedSparseTransformer, names: list[str], n: int, seed: int, notes: list[str]
+) -> dict[str, dict[str, float]]:
+    """Test-split table of ``names``; a task this tokenizer cannot express is noted, not fatal."""
+    table = {}
+    for name in names:
+        try:
+            table |= task_table(model, [get_task(name)], "test", n, seed)
+        except ValueError as e:
+            notes.append(f"task {name} left out of the table: {e}")
+    return table
 
 
 def build_report(
@@ -91,7 +132,7 @@ def build_report(
     model = HookedSparseTransformer.from_pretrained(src.model_dir).eval()
     if model.tokenizer is None:
         raise ValueError(f"{src.model_dir} has no tokenizer.json")
-    circuits = [Circuit.load(p) for p in src.circuits]
+    circuits = [Circuit.load(p, model=model) for p in src.circuits]
     run_info = read_json(src.run_dir / "run.json", "run") if src.run_dir else None
     if (
         corpus is None
@@ -109,14 +150,10 @@ def build_report(
     if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
         metrics = read_metrics(src.run_dir / "metrics.jsonl")
     if src.task_table:
-        table = json.loads(src.task_table.read_text())
-    else:
-        table = {}
-        for name in TASK_NAMES:  # an imported model's tokenizer may not express every task
-            try:
-                table |= task_table(model, [get_task(name)], "test", task_n, rcfg.seed)
-            except ValueError as e:
-                log.warning("task table: %s", e)
+        table = read_json(src.task_table, "task table")
+    else:  # a lone circuit needs only its own task; a run folder tables every task it can
+        names = [c.task for c in circuits] if Path(source).is_file() else list(TASK_NAMES)
+        table = _task_table(model, names, task_n, rcfg.seed, src.notes)
     out.mkdir(parents=True, exist_ok=True)
     links = []
     for circuit in circuits:

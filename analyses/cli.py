@@ -8,12 +8,14 @@
 """
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from analyses.sweep_cli import add_sweep, cmd_sweep
 from sparse_lens import cli as base
@@ -23,7 +25,14 @@ from sparse_lens.bridge_cli import (
     cmd_fit_bridges,
     cmd_train_bridged,
 )
-from sparse_lens.cli import DEFAULT_CACHE, CLIError
+from sparse_lens.cli import (
+    DEFAULT_CACHE,
+    POSITIVE_INT,
+    CLIError,
+    claim,
+    out_path,
+)
+from sparse_lens.io import atomic_write_text
 from sparse_lens.oai_cli import (
     add_import_oai,
     add_import_oai_circuit,
@@ -35,20 +44,40 @@ from sparse_lens.oai_cli import (
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="offline HTML report of a run's circuits (or one circuit)")
     p.add_argument("source", type=Path, help="a demo/run folder or a circuit JSON")
-    p.add_argument("--out", type=Path, required=True, help="folder for index.html and circuits/")
+    p.add_argument(
+        "--out", type=out_path, required=True, help="folder for index.html and circuits/"
+    )
     p.add_argument("--model", type=Path, default=None, help="model folder (default: found)")
     p.add_argument("--corpus", default=None, help="pretraining corpus (default: the run's)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
-    p.add_argument("--node-panels", type=int, default=24, help="node panels per circuit")
-    p.add_argument("--windows", type=int, default=32, help="corpus windows for top contexts")
-    p.add_argument("--examples", type=int, default=64, help="task examples per circuit")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
+    p.add_argument("--node-panels", type=POSITIVE_INT, default=24, help="node panels per circuit")
+    p.add_argument(
+        "--windows", type=POSITIVE_INT, default=32, help="corpus windows for top contexts"
+    )
+    p.add_argument("--examples", type=POSITIVE_INT, default=64, help="task examples per circuit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analyses.build import build_report
+    from analyses.build import build_report, check_report_out, find_sources
     from analyses.report import ReportConfig
 
+    try:
+        check_report_out(find_sources(args.source, args.model), args.source, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    with contextlib.ExitStack() as stack:
+        args.out = claim(stack, args.out, "report", owned=REPORT_FILES, legacy=("index.html",))
+        return _report(args, build_report, ReportConfig)
+
+
+REPORT_FILES = ("index.html", "circuits")
+DEMO_FILES = ("run", "tasks.json", "circuits", "report", "summary.json")
+
+
+def _report(args: argparse.Namespace, build_report: Any, ReportConfig: Any) -> int:  # noqa: N803
     try:
         rcfg = ReportConfig(
             max_node_panels=args.node_panels, n_windows=args.windows, n_examples=args.examples
@@ -70,9 +99,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: train, evaluate tasks, prune, write the report")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    p.add_argument("--out", type=out_path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--quick", action="store_true", help="a one-minute smoke version (tiny preset)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -107,7 +138,13 @@ def choose_tasks(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train (or resume) the demo model, table its task losses, prune, write the report."""
-    out = args.out.expanduser()
+    with contextlib.ExitStack() as stack:
+        args.out = claim(stack, args.out, "demo", owned=DEMO_FILES, legacy=("run",))
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    out = args.out
     quiet = ["--quiet"] if args.quiet else []
     cache = ["--cache-dir", str(args.cache_dir)]
     timings = {}
@@ -124,7 +161,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model_dir = run / "final"
     t0 = time.perf_counter()
     task_table, worst = _task_table(model_dir, 20 if args.quick else 200)
-    (out / "tasks.json").write_text(json.dumps(task_table, indent=2) + "\n")
+    atomic_write_text(out / "tasks.json", json.dumps(task_table, indent=2) + "\n")
     timings["tasks_s"] = time.perf_counter() - t0
     if args.quick:  # the smoke run's model is untrained: keep what its loss needs
         chosen = {DEMO_TASKS[0]: round(worst[DEMO_TASKS[0]] + 0.002, 4)}
@@ -159,7 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "report": str(out / "report" / "index.html"),
         "timings": timings,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     sys.stdout.write(
         f"demo written to {out}: open {out / 'report' / 'index.html'} "
         f"({timings['total_s']:.0f} s)\n"
@@ -226,19 +263,26 @@ def _add_bridge_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bridges", type=Path, required=True, help="bridges folder")
     p.add_argument("--task", required=True, help="task name")
     p.add_argument("--circuit", type=Path, default=None, help="pick the steered node from it")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--n", type=int, default=64, help="task examples")
+    p.add_argument("--out", type=out_path, required=True, help="output folder")
+    p.add_argument("--n", type=POSITIVE_INT, default=64, help="task examples")
     p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
 
 
 def cmd_bridge_report(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        args.out = claim(stack, args.out, "bridge-report", owned=("bridge_*.html", "bridge_*.json"))
+        return _bridge_report(args)
+
+
+def _bridge_report(args: argparse.Namespace) -> int:
     from analyses.bridge_report import bridge_analyses, bridge_page
     from sparse_lens.bridges import Bridges
     from sparse_lens.circuit import Circuit
     from sparse_lens.data import prepare_data
     from sparse_lens.dense import load_dense
-    from sparse_lens.io import atomic_write_text
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.tasks import get_task
 
@@ -247,7 +291,7 @@ def cmd_bridge_report(args: argparse.Namespace) -> int:
         sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
         dense = load_dense(args.dense)
         bridges = Bridges.load(args.bridges)
-        circuit = Circuit.load(args.circuit) if args.circuit else None
+        circuit = Circuit.load(args.circuit, model=sparse) if args.circuit else None
         _, _, data = prepare_data(args.corpus, args.cache_dir.expanduser())
         windows = data.val_windows(16, sparse.cfg.n_ctx)
         result = bridge_analyses(dense, sparse, bridges, task, windows, circuit=circuit, n=args.n)
@@ -306,3 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

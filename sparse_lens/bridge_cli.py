@@ -10,30 +10,53 @@ sparse model to ``final/``. While a run is unfinished its whole state sits in
 """
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from sparse_lens.cli import DEFAULT_CACHE, CLIError
+from sparse_lens.cli import (
+    DEFAULT_CACHE,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    CLIError,
+    claim,
+    number,
+    out_path,
+)
 
 CHECKPOINT = Path("checkpoint") / "trainer.pt"  # the loop's state while a run is unfinished
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dense", type=Path, required=True, help="dense model folder (--dense-hf)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=None, help="training steps")
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
-    p.add_argument("--bridge-lr", type=float, default=3e-3, help="Adam learning rate of bridges")
-    p.add_argument("--afrac", type=float, default=0.25, help="encoder AbsTopK fraction")
+    p.add_argument("--out", type=out_path, required=True, help="output folder")
+    p.add_argument("--steps", type=POSITIVE_INT, default=None, help="training steps")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="sequences per step")
+    p.add_argument(
+        "--bridge-lr", type=POSITIVE_FLOAT, default=3e-3, help="Adam learning rate of bridges"
+    )
+    p.add_argument(
+        "--afrac",
+        type=number(float, 0, 1, open_low=True),
+        default=0.25,
+        help="encoder AbsTopK fraction",
+    )
     p.add_argument("--no-hybrid", action="store_true", help="NMSE only (skip the KL passes)")
     p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
-    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
-        "--checkpoint-every", type=int, default=50, help="steps between checkpoints of the run"
+        "--checkpoint-every",
+        type=POSITIVE_INT,
+        default=50,
+        help="steps between checkpoints of the run",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -113,7 +136,27 @@ def _finish(args: argparse.Namespace, dense, sparse, bridges, data, records: lis
     )
 
 
-def cmd_fit_bridges(args: argparse.Namespace) -> int:
+BRIDGE_FILES = ("bridges", "bridge_metrics.jsonl", "bridge_eval.json", "checkpoint", "final")
+
+
+def _claimed(run: Callable[[argparse.Namespace], int], command: str) -> Callable:
+    """``run`` with ``--out`` checked, locked and taken first (``sparse_lens.outputs``)."""
+
+    def cmd(args: argparse.Namespace) -> int:
+        with contextlib.ExitStack() as stack:
+            args.out = claim(
+                stack,
+                args.out,
+                command,
+                owned=BRIDGE_FILES,
+                legacy=("bridge_eval.json", "checkpoint"),
+            )
+            return run(args)
+
+    return cmd
+
+
+def _fit_bridges(args: argparse.Namespace) -> int:
     from sparse_lens.bridge_train import fit_bridges
     from sparse_lens.bridges import BridgeConfig, Bridges, check_pair
     from sparse_lens.model import HookedSparseTransformer
@@ -153,7 +196,7 @@ def cmd_fit_bridges(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_bridged(args: argparse.Namespace) -> int:
+def _train_bridged(args: argparse.Namespace) -> int:
     from sparse_lens.bridge_train import train_bridged
     from sparse_lens.bridges import BridgeConfig, Bridges, check_pair
     from sparse_lens.data import with_idioms
@@ -199,3 +242,7 @@ def cmd_train_bridged(args: argparse.Namespace) -> int:
     sparse.save_pretrained(args.out / "final")
     _finish(args, dense, sparse, bridges, data, records)
     return 0
+
+
+cmd_fit_bridges = _claimed(_fit_bridges, "fit-bridges")
+cmd_train_bridged = _claimed(_train_bridged, "train-bridged")

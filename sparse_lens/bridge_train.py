@@ -11,6 +11,7 @@ saves its whole state (models, optimizers, data generator, records) every ``ever
 file and resumes from it to the same result as an uninterrupted run.
 """
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,18 @@ log = logging.getLogger(__name__)
 def _record(step: int, out: dict[str, Any]) -> dict[str, Any]:
     rec = {k: float(out[k].detach()) for k in ("total", "ce", "nmse", "kl_d2s", "kl_s2d")}
     return {"step": step} | rec
+
+
+def _inputs_record(data: Any, sparse: Any) -> dict[str, Any]:
+    """The data and tokenizer a loop trains on, for its settings: resuming on others is
+    refused (``resume.load_loop_state``)."""
+    tok = getattr(sparse, "tokenizer", None)
+    return {
+        "data": data.metadata() if hasattr(data, "metadata") else None,
+        "tokenizer_sha256": None
+        if tok is None
+        else hashlib.sha256(tok.to_json().encode()).hexdigest(),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +133,7 @@ def fit_bridges(
     opt = torch.optim.Adam(bridges.parameters(), lr=lr)
     settings = {
         "loop": "fit_bridges",
+        "inputs": _inputs_record(data, sparse),
         "bridges": asdict(bridges.cfg),
         "sparse": sparse.cfg.to_dict(),
         "steps": steps,
@@ -192,6 +206,7 @@ def train_bridged(
     bopt = torch.optim.Adam(bridges.parameters(), lr=bridge_lr)
     settings = {
         "loop": "train_bridged",
+        "inputs": _inputs_record(data, sparse),
         "bridges": asdict(bridges.cfg),
         "sparse": sparse.cfg.to_dict(),
         "train": tcfg.to_dict(),

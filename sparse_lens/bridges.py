@@ -20,6 +20,7 @@ Choices where the paper is silent (``paper.md`` §5.2 "Not specified"):
   part of its unembedding path, fed by the tokens).
 """
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from transformer_lens.ActivationCache import ActivationCache
 
 from sparse_lens.checks import require_min
-from sparse_lens.io import atomic_write, atomic_write_json, read_json
+from sparse_lens.io import atomic_dir, read_json
 from sparse_lens.sparsity import abs_topk
 
 BRIDGES_VERSION = 1
@@ -131,13 +132,13 @@ class Bridges(nn.Module):
                 lin.bias.copy_((mb - ma @ w).float())
 
     def save(self, path: str | Path) -> Path:
+        """Write the folder whole (``io.atomic_dir``): complete or absent after a kill."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(path / "bridges.safetensors", lambda p: save_file(tensors, str(p)))
-        atomic_write_json(
-            path / "bridges.json", {"bridges_version": BRIDGES_VERSION} | asdict(self.cfg)
-        )
+        with atomic_dir(path, replaces=("bridges.safetensors", "bridges.json")) as tmp:
+            save_file(tensors, str(tmp / "bridges.safetensors"))
+            info = {"bridges_version": BRIDGES_VERSION} | asdict(self.cfg)
+            (tmp / "bridges.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         return path
 
     @classmethod

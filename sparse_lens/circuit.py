@@ -13,6 +13,7 @@ of a removed q/k/v or residual-write channel sees the same values as under the h
 """
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,8 +186,17 @@ class Circuit:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Circuit":
+    def load(cls, path: str | Path, model: HookedSparseTransformer | None = None) -> "Circuit":
+        """Read a circuit file; with ``model``, also check it against the model (``validate``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a circuit file of this version, malformed, or (with ``model``) an
+                entry that does not exist in the model, naming the entry.
+        """
         d = read_json(Path(path), "circuit")
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a circuit file (a JSON {type(d).__name__})")
         if d.get("circuit_version") != CIRCUIT_VERSION:
             raise ValueError(
                 f"{path}: circuit_version {d.get('circuit_version')!r} is not supported"
@@ -196,9 +206,78 @@ class Circuit:
             d["edges"] = [(str(s), str(t), float(w)) for s, t, w in d["edges"]]
             d["curve"] = [(int(k), float(v)) for k, v in d.get("curve", [])]
             d["removed_edges"] = [(str(s), str(t)) for s, t in d.get("removed_edges", [])]
-            return cls(**d)
+            circuit = cls(**d)
         except (TypeError, KeyError, ValueError) as e:
             raise ValueError(f"{path}: malformed circuit file: {e}") from e
+        if model is not None:
+            circuit.validate(model.cfg, where=str(path))
+        return circuit
+
+    def validate(self, cfg: Any, where: str = "circuit") -> None:
+        """Check every entry against a model of ``cfg``: known hooks with their sizes, channels
+        in range and without duplicates, a baseline per hook (mean/zero ablation) of its size,
+        finite numbers, and edges only between kept nodes.
+
+        Raises:
+            ValueError: naming the first bad entry.
+        """
+        locs = _by_hook(cfg)
+        if self.ablation not in ("mean", "zero", "resample"):
+            raise ValueError(f"{where}: unknown ablation {self.ablation!r}")
+        for table in ("nodes", "sizes", "baselines"):
+            for hook in getattr(self, table):
+                if hook not in locs:
+                    raise ValueError(
+                        f"{where}: {table} names hook {hook!r}, which this model does not have "
+                        f"(it has e.g. {next(iter(locs))!r})"
+                    )
+        for hook, loc in locs.items():
+            if self.sizes.get(hook) != loc.size:
+                raise ValueError(
+                    f"{where}: sizes[{hook!r}] is {self.sizes.get(hook)!r}, the model has {loc.size}"
+                )
+        for hook, chans in self.nodes.items():
+            self._check_channels(hook, chans, locs[hook].size, where)
+        if self.ablation != "resample":
+            for hook, loc in locs.items():
+                base = self.baselines.get(hook)
+                if not isinstance(base, list) or len(base) != loc.size:
+                    got = len(base) if isinstance(base, list) else base
+                    raise ValueError(
+                        f"{where}: baselines[{hook!r}] has {got!r} values, not {loc.size}"
+                    )
+                if not all(isinstance(v, int | float) and math.isfinite(v) for v in base):
+                    raise ValueError(f"{where}: baselines[{hook!r}] holds a non-finite value")
+        kept = set(self.node_labels(cfg))
+        for i, (src, dst, w) in enumerate(self.edges):
+            for end in (src, dst):
+                if end not in kept:
+                    raise ValueError(
+                        f"{where}: edges[{i}] ({src} -> {dst}) joins {end!r}, not a kept node"
+                    )
+            if not math.isfinite(w):
+                raise ValueError(f"{where}: edges[{i}] has weight {w}")
+        for i, (src, dst) in enumerate(self.removed_edges):
+            for end in (src, dst):
+                if end not in kept:
+                    raise ValueError(
+                        f"{where}: removed_edges[{i}] ({src} -> {dst}) joins {end!r}, "
+                        "not a kept node"
+                    )
+
+    @staticmethod
+    def _check_channels(hook: str, chans: Any, size: int, where: str) -> None:
+        if not isinstance(chans, list):
+            raise ValueError(f"{where}: nodes[{hook!r}] must be a list of channels, got {chans!r}")
+        seen: set[int] = set()
+        for c in chans:
+            if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < size:
+                raise ValueError(
+                    f"{where}: nodes[{hook!r}] has channel {c!r}, outside 0..{size - 1}"
+                )
+            if c in seen:
+                raise ValueError(f"{where}: nodes[{hook!r}] lists channel {c} twice")
+            seen.add(c)
 
     # -- running -------------------------------------------------------------------------------
     def check_model(self, model: HookedSparseTransformer) -> None:
@@ -210,6 +289,7 @@ class Circuit:
             raise ValueError(
                 f"circuit was extracted from model {self.model_fingerprint}, not this one ({got})"
             )
+        self.validate(model.cfg, where=f"circuit for {self.task!r}")
 
     def masks(self) -> dict[str, Tensor]:
         out = {}

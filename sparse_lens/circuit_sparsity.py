@@ -192,17 +192,23 @@ def from_circuit_sparsity(
     leftovers = sorted(k for k in sd if k not in masks)
     if leftovers:
         raise ValueError(f"circuit_sparsity state dict has unconverted tensors {leftovers[:8]}")
-    model = HookedSparseTransformer(cfg)
-    expected = model.state_dict()
+    # shapes first, from a model on the meta device: a config claiming a huge vocabulary must
+    # not allocate its tables before the tensors it comes with are compared
+    from sparse_lens.checkpoint import check_finite, expected_shapes
+
+    with torch.device("meta"):
+        params = {name for name, _ in HookedSparseTransformer(cfg).named_parameters()}
+    expected = expected_shapes(cfg)
     for name, tensor in new.items():
-        if name not in expected or expected[name].shape != tensor.shape:
-            want = tuple(expected[name].shape) if name in expected else None
+        if name not in expected or expected[name] != tuple(tensor.shape):
             raise ValueError(
-                f"{name}: shape {tuple(tensor.shape)} does not fit the config ({want})"
+                f"{name}: shape {tuple(tensor.shape)} does not fit the config "
+                f"({expected.get(name)})"
             )
-    params = {name for name, _ in model.named_parameters()}  # buffers (bias=False zeros) stay
-    missing = sorted(params - set(new) - {"unembed.b_U"})
+    missing = sorted(params - set(new) - {"unembed.b_U"})  # buffers (bias=False zeros) stay
     if missing:
         raise ValueError(f"circuit_sparsity import left {missing} unset")
+    check_finite(new, "circuit_sparsity state dict")
+    model = HookedSparseTransformer(cfg)
     model.load_state_dict(new, strict=False)
     return model

@@ -7,7 +7,10 @@ unwritable output folder) are reported before any training starts, with exit sta
 """
 
 import argparse
+import contextlib
+import hashlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -22,23 +25,100 @@ class CLIError(Exception):
     """An input problem to report as ``error: ...`` with exit status 2."""
 
 
+def number(
+    kind: type,
+    low: int | float | None = None,
+    high: int | float | None = None,
+    *,
+    open_low: bool = False,
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind`` (int or float), finite, in ``[low, high]`` (``(low,
+    high]`` with ``open_low``); out of range, the parser stops with a message naming the range."""
+    lo = "" if low is None else (f"> {low:g}" if open_low else f">= {low:g}")
+    hi = "" if high is None else f"<= {high:g}"
+    want = " and ".join(x for x in (lo, hi) if x) or "finite"
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number, {want}")
+        if (low is not None and (value < low or (open_low and value == low))) or (
+            high is not None and value > high
+        ):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: must be {want}")
+        return value
+
+    parse.__name__ = noun  # argparse names the type in "invalid ... value" messages
+    return parse
+
+
+POSITIVE_INT = number(int, 1)
+SEED = number(int, 0, 2**63 - 1)
+POSITIVE_FLOAT = number(float, 0, open_low=True)
+FRACTION = number(float, 0, 1)
+
+
+RUN_FILES = ("run.json", "metrics.jsonl", "checkpoints", "final")
+DENSE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer*.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "metrics.jsonl",
+    "dense.json",
+    "checkpoint",
+)
+
+
+def claim(stack: contextlib.ExitStack, path: Path, command: str, **kw: Any) -> Path:
+    """``outputs.claim_output`` held until ``stack`` closes; its refusals as ``CLIError``."""
+    from sparse_lens.outputs import claim_output
+
+    try:
+        return stack.enter_context(claim_output(path, command, **kw))
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+
+
+def out_path(text: str) -> Path:
+    """An argparse ``type`` for ``--out``: refuses the empty string (an unset variable), which
+    ``Path`` would read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); name a path")
+    return Path(text)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from sparse_lens.presets import PRESETS
 
     p = sub.add_parser("train", help="train a weight-sparse (or dense) model")
     p.add_argument("--preset", required=True, help=f"one of {sorted(PRESETS)}")
-    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--out", required=True, type=out_path, help="run folder")
     p.add_argument(
         "--corpus",
         default=None,
         help="folder of .py/.txt files, a .jsonl, or site-packages (default: the stdlib)",
     )
-    p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
-    p.add_argument("--batch-size", type=int, default=None, help="override the global batch size")
-    p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument(
+        "--steps", type=POSITIVE_INT, default=None, help="override the preset's step count"
+    )
+    p.add_argument(
+        "--batch-size", type=POSITIVE_INT, default=None, help="override the global batch size"
+    )
+    p.add_argument(
+        "--lr", type=POSITIVE_FLOAT, default=None, help="override the peak learning rate"
+    )
     p.add_argument(
         "--idiom-frac",
-        type=float,
+        type=number(float, 0, 0.99),
         default=None,
         help="share of each batch from the synthetic idiom stream (see sparse_lens.idioms)",
     )
@@ -56,13 +136,31 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train a standard HF GPT-2 of the preset's shape instead (load with load_dense)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for init and data order")
+    p.add_argument("--seed", type=SEED, default=0, help="seed for init and data order")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Take ``--out`` (checked, locked, not foreign; rank 0 only) before any work, then train."""
+    with contextlib.ExitStack() as stack:
+        if int(os.environ.get("RANK", "0")) == 0:
+            if args.dense_hf:
+                command, owned, legacy = (
+                    "train --dense-hf",
+                    DENSE_FILES,
+                    ("dense.json", "checkpoint"),
+                )
+            else:
+                command, owned, legacy = "train", RUN_FILES, ("run.json",)
+            args.out = claim(stack, args.out, command, owned=owned, legacy=legacy)
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
@@ -85,12 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cache_dir = args.cache_dir.expanduser()
     try:
         out = args.out.expanduser()
-        if out.exists() and not out.is_dir():
-            raise CLIError(f"--out {str(out)!r} exists and is not a folder")
         if dist_info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            if not os.access(out, os.W_OK):
-                raise CLIError(f"--out {str(out)!r} is not writable")
             corpus, tokenizer, data = prepare_data(args.corpus, cache_dir)
         dist_info.barrier()
         if not dist_info.is_main:
@@ -113,7 +206,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dense_hf:
         return _train_dense_hf(args, mcfg, tcfg, data, tokenizer, out, metadata, world)
     model = HookedSparseTransformer(mcfg, tokenizer=tokenizer).to(device)
-    metadata["tokenizer"] = {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id}
+    metadata["tokenizer"] = {
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id,
+        "sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
+    }
     try:
         train(
             model,
@@ -125,7 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             dist_info=dist_info,
             progress=not args.quiet,
         )
-    except ValueError as e:
+    except (ValueError, FloatingPointError) as e:
         raise CLIError(str(e)) from e
     finally:
         if world > 1 and dist.is_initialized():
@@ -173,7 +270,7 @@ def _train_dense_hf(
             progress=not args.quiet,
             resume=args.resume,
         )
-    except ValueError as e:
+    except (ValueError, FloatingPointError) as e:
         raise CLIError(str(e)) from e
     sys.stdout.write(f"dense GPT-2 written to {out} (load with sparse_lens.load_dense)\n")
     return 0
@@ -187,8 +284,8 @@ def _add_tasks(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--custom", type=Path, default=None, help="a JSONL custom task to add")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
-    p.add_argument("--n", type=int, default=200, help="examples per task")
-    p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--n", type=POSITIVE_INT, default=200, help="examples per task")
+    p.add_argument("--seed", type=SEED, default=0, help="generator seed")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -231,10 +328,10 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--task", help="task name")
     group.add_argument("--all-tasks", action="store_true", help="every task the model solves")
     p.add_argument(
-        "--out", type=Path, required=True, help="circuit JSON (a folder with --all-tasks)"
+        "--out", type=out_path, required=True, help="circuit JSON (a folder with --all-tasks)"
     )
     p.add_argument(
-        "--target-loss", type=float, default=0.15, help="task loss the circuit must reach"
+        "--target-loss", type=POSITIVE_FLOAT, default=0.15, help="task loss the circuit must reach"
     )
     p.add_argument(
         "--ablation",
@@ -287,13 +384,41 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
         "--corpus", default=None, help="pretraining corpus for ablation means (default: stdlib)"
     )
     p.add_argument(
-        "--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token/means cache"
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token/means cache"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--seed", type=SEED, default=0, help="seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    """Take ``--out`` (a circuit file, or a folder with ``--all-tasks``) before any work."""
+    from sparse_lens.tasks import TASK_NAMES
+
+    with contextlib.ExitStack() as stack:
+        if args.all_tasks:
+            owned = (*(f"{n}.json" for n in TASK_NAMES), "summary.json", "optuna.db")
+            args.out = claim(stack, args.out, "prune --all-tasks", owned=owned)
+        else:
+            args.out = claim(stack, args.out, "prune", kind="file")
+            _check_replaceable_circuit(args.out)
+        return _prune(args)
+
+
+def _check_replaceable_circuit(path: Path) -> None:
+    """An existing ``--out`` file is replaced only if it is a circuit (not someone's file)."""
+    import json
+
+    if not path.exists():
+        return
+    try:
+        is_circuit = "circuit_version" in json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, OSError):
+        is_circuit = False
+    if not is_circuit:
+        raise CLIError(f"--out {str(path)!r} exists and is not a circuit file; pick another name")
+
+
+def _prune(args: argparse.Namespace) -> int:
     import dataclasses
     import json
     import math
@@ -305,6 +430,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from sparse_lens.cleanup import parse_stages
     from sparse_lens.data import model_token_data
     from sparse_lens.faithfulness import faithfulness_report
+    from sparse_lens.io import atomic_write_text
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.prune import PruneConfig, make_ablation, prune_task
     from sparse_lens.tasks import TASK_NAMES, get_task
@@ -333,10 +459,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if model.tokenizer is None:
             raise CLIError(f"{args.model_dir} has no tokenizer.json")
         data = model_token_data(model, args.corpus, cache_dir)
-        if args.all_tasks:
-            args.out.mkdir(parents=True, exist_ok=True)
-        elif args.out.parent and not args.out.parent.exists():
-            args.out.parent.mkdir(parents=True, exist_ok=True)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
     windows = data.sample(64, model.cfg.n_ctx, torch.Generator().manual_seed(args.seed))
@@ -406,7 +528,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         edges = [r["edges"] for r in summary.values() if "edges" in r]
         geo = math.exp(sum(math.log(max(e, 1)) for e in edges) / len(edges)) if edges else None
         table = {"tasks": summary, "geometric_mean_edges": geo, "n_circuits": len(edges)}
-        (args.out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
+        atomic_write_text(args.out / "summary.json", json.dumps(table, indent=2) + "\n")
         sys.stdout.write(f"{'task':30s} {'nodes':>6s} {'edges':>7s} {'loss':>7s}\n")
         for name, r in summary.items():
             if "edges" in r:

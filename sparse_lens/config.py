@@ -191,7 +191,10 @@ class SparseTransformerConfig(TransformerLensConfig):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SparseTransformerConfig":
         """Inverse of ``to_dict``; unknown or missing keys raise ``ValueError``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
         d = _migrate(dict(d))
+        _check_field_types(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -199,8 +202,8 @@ class SparseTransformerConfig(TransformerLensConfig):
         if "dtype" in d:
             name = d["dtype"]
             dtype = getattr(torch, str(name), None)
-            if not isinstance(dtype, torch.dtype):
-                raise ValueError(f"config dtype {name!r} is not a torch dtype")
+            if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+                raise ValueError(f"config dtype {name!r} is not a floating-point torch dtype")
             d["dtype"] = dtype
         if "act_sparse_sites" in d:
             d["act_sparse_sites"] = tuple(d["act_sparse_sites"])
@@ -217,6 +220,31 @@ class SparseTransformerConfig(TransformerLensConfig):
         )
         base.update(overrides)
         return cls(**base)
+
+
+_FIELD_TYPES: dict[Any, tuple[str, Any]] = {
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+    str | None: ("a string or null", lambda v: v is None or isinstance(v, str)),
+    int | None: ("an integer or null", lambda v: v is None or _FIELD_TYPES[int][1](v)),
+    tuple[str, ...]: (
+        "a list of strings",
+        lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v),
+    ),
+    torch.dtype: ("a dtype name such as 'float32'", lambda v: isinstance(v, str)),
+}
+
+
+def _check_field_types(d: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first field of a serialised config of the wrong JSON
+    type (a string ``afrac``, an integer ``act_sparse_sites`` ...)."""
+    hints = SparseTransformerConfig.__annotations__
+    for name, value in d.items():
+        want = _FIELD_TYPES.get(hints.get(name))
+        if want is not None and not want[1](value):
+            raise ValueError(f"config field {name} must be {want[0]}, got {value!r}")
 
 
 def _migrate(d: dict[str, Any]) -> dict[str, Any]:

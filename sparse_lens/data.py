@@ -22,6 +22,7 @@ from torch import Tensor
 
 from sparse_lens.corpus import Corpus, Split
 from sparse_lens.io import atomic_write
+from sparse_lens.outputs import cache_entry
 from sparse_lens.tokenizer import Tokenizer
 
 
@@ -45,8 +46,9 @@ def build_shard(corpus: Corpus, tokenizer: Tokenizer, split: Split, cache_dir: P
     if tokenizer.vocab_size > 2**16:
         raise ValueError(f"vocab of {tokenizer.vocab_size} does not fit uint16 shards")
     path = Path(cache_dir) / f"tokens-{corpus.fingerprint}-{tokenizer_hash(tokenizer)}-{split}.bin"
-    if not path.is_file():
-        _write_shard(path, [t for _, t in corpus.documents(split)], tokenizer)
+    with cache_entry(path):
+        if not path.is_file():
+            _write_shard(path, [t for _, t in corpus.documents(split)], tokenizer)
     return path
 
 
@@ -66,8 +68,9 @@ def build_idiom_shard(tokenizer: Tokenizer, n_docs: int, seed: int, cache_dir: P
 
     name = f"idioms-v{IDIOMS_VERSION}-{seed}-{n_docs}-{tokenizer_hash(tokenizer)}.bin"
     path = Path(cache_dir) / name
-    if not path.is_file():
-        _write_shard(path, idiom_documents(n_docs, seed), tokenizer)
+    with cache_entry(path):
+        if not path.is_file():
+            _write_shard(path, idiom_documents(n_docs, seed), tokenizer)
     return path
 
 

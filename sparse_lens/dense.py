@@ -14,6 +14,7 @@ continues a killed run from it and reaches the same weights as an uninterrupted 
 sparse model's (``blocks.{l}.hook_resid_pre``, ``hook_resid_mid``, ``attn.hook_pattern`` ...).
 """
 
+import hashlib
 import json
 import logging
 import math
@@ -63,6 +64,9 @@ class DenseConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         require_min(self, ("lr",), 0, strict=True)
+        for name in ("lr", "warmup_frac", "weight_decay"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
 
 
 def gpt2_config(cfg: DenseConfig, tokenizer: Tokenizer) -> Any:
@@ -140,7 +144,12 @@ def train_dense_hf(
     gen = torch.Generator().manual_seed(cfg.seed)
     metrics: list[dict[str, Any]] = []
     start = 0
-    state = load_loop_state(state_path, settings) if resume else None
+    # the loop state also records the data and tokenizer: resuming on others is refused
+    loop_settings = settings | {
+        "data": data.metadata() if hasattr(data, "metadata") else None,  # test fakes lack it
+        "tokenizer_sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
+    }
+    state = load_loop_state(state_path, loop_settings) if resume else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -172,7 +181,7 @@ def train_dense_hf(
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             save_loop_state(
                 state_path,
-                settings=settings,
+                settings=loop_settings,
                 step=step + 1,
                 model=model.state_dict(),
                 optimizer=opt.state_dict(),
@@ -199,6 +208,25 @@ def train_dense_hf(
     return out
 
 
+def _check_weights(weights: Path) -> None:
+    """A missing, truncated or non-finite weight file, named, before transformers reads it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from sparse_lens.checkpoint import check_finite
+
+    if not weights.is_file():
+        raise FileNotFoundError(f"dense weights file {str(weights)!r} is missing")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(
+            f"dense weights file {str(weights)!r} is corrupt or truncated ({e}); retrain or "
+            "restore it"
+        ) from e
+    check_finite(state, f"dense weights file {str(weights)!r}")
+
+
 def load_dense(path: str | Path, *, compatibility_mode: bool = True) -> Any:
     """The dense model in ``path`` as a ``TransformerBridge``, built offline."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -210,6 +238,12 @@ def load_dense(path: str | Path, *, compatibility_mode: bool = True) -> Any:
     if not (path / "tokenizer.json").is_file():
         raise FileNotFoundError(f"dense model folder {str(path)!r} has no tokenizer.json")
     read_json(path / "config.json", "dense model config")
+    if not (path / "dense.json").is_file() and (path / TRAINER_STATE).is_file():
+        raise ValueError(
+            f"dense model folder {str(path)!r} holds an unfinished run (no dense.json); resume "
+            "it with train --dense-hf --resume"
+        )
+    _check_weights(path / "model.safetensors")
     # local files only; the built model and a tokenizer reloaded from disk are handed over, so
     # boot_transformers needs neither the hub's config nor its tokenizer
     hf = GPT2LMHeadModel.from_pretrained(path, local_files_only=True)

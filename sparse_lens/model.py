@@ -181,6 +181,10 @@ class HookedSparseTransformer(HookedRootModule):
             tokens = tokens.unsqueeze(0)
         if tokens.ndim != 2:
             raise ValueError(f"tokens must have shape [batch, pos], got {tuple(tokens.shape)}")
+        if tokens.shape[0] == 0:
+            raise ValueError(
+                "tokens is an empty batch (shape [0, pos]); pass at least one sequence"
+            )
         if tokens.shape[1] == 0:
             raise ValueError("tokens has no positions")
         if tokens.shape[1] > self.cfg.n_ctx:
@@ -250,6 +254,8 @@ class HookedSparseTransformer(HookedRootModule):
         tok = self._require_tokenizer()
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         texts = [input] if isinstance(input, str) else list(input)
+        if not texts:
+            raise ValueError("to_tokens got an empty list of strings; pass at least one string")
         seqs = [([tok.eot_id] if bos else []) + tok.encode(t) for t in texts]
         if truncate:
             seqs = [s[: self.cfg.n_ctx] for s in seqs]

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -39,6 +40,7 @@ from sparse_lens.checks import require_min
 from sparse_lens.io import atomic_write
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.nodes import Location, node_locations
+from sparse_lens.outputs import cache_entry
 from sparse_lens.tasks import TaskBatch, binary_logits, binary_task_loss
 
 logger = logging.getLogger(__name__)
@@ -130,11 +132,26 @@ def ablation_means(
     cached in ``cache_dir`` under the model fingerprint and the windows' hash."""
     locs = node_locations(model.cfg)
     key = hashlib.sha256(windows.numpy().tobytes()).hexdigest()[:10]
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"means-{model_fingerprint(model)}-{key}.safetensors"
+    if cache_dir is None:
+        return _means(model, windows, locs, batch_size)
+    path = Path(cache_dir) / f"means-{model_fingerprint(model)}-{key}.safetensors"
+    with cache_entry(path):
         if path.is_file():
-            return load_file(str(path))
+            try:
+                means = load_file(str(path))
+                if set(means) == {loc.hook for loc in locs}:
+                    return means
+                logger.warning("rebuilding the cache entry %s: other hooks", path)
+            except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+                logger.warning("rebuilding the cache entry %s: it is corrupt (%s)", path, e)
+        means = _means(model, windows, locs, batch_size)
+        atomic_write(path, lambda p: save_file(means, str(p)))
+    return means
+
+
+def _means(
+    model: HookedSparseTransformer, windows: Tensor, locs: list, batch_size: int
+) -> dict[str, Tensor]:
     hooks = {loc.hook for loc in locs}
     sums = {loc.hook: torch.zeros(loc.size, dtype=torch.float64) for loc in locs}
     count = 0
@@ -144,10 +161,7 @@ def ablation_means(
         for loc in locs:
             sums[loc.hook] += _flat(cache[loc.hook], loc.size).double().sum(dim=(0, 1)).cpu()
         count += batch.shape[0] * batch.shape[1]
-    means = {h: (s / count).float() for h, s in sums.items()}
-    if path is not None:
-        atomic_write(path, lambda p: save_file(means, str(p)))
-    return means
+    return {h: (s / count).float() for h, s in sums.items()}
 
 
 @dataclass

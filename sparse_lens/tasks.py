@@ -106,8 +106,8 @@ def load_custom_task(path: str | Path, tokenizer: Tokenizer, name: str | None = 
     """A task from a JSONL file of ``{"context", "correct", "incorrect"}`` records.
 
     Raises:
-        ValueError: naming the line, for a malformed record, equal candidates, or a candidate
-            that is not exactly one token.
+        ValueError: naming the line, for a malformed record, equal candidates, a candidate
+            that is not exactly one token, or one that merges with the context's last token.
     """
     path = Path(path)
     if not path.is_file():
@@ -133,6 +133,14 @@ def load_custom_task(path: str | Path, tokenizer: Tokenizer, name: str | None = 
                 raise ValueError(f"{where}: {key} {rec[key]!r} is {n} tokens, not one")
         if not rec["context"]:
             raise ValueError(f"{where}: empty context")
+        ctx = tokenizer.encode(rec["context"])
+        for key in ("correct", "incorrect"):
+            if tokenizer.encode(rec["context"] + rec[key]) != ctx + tokenizer.encode(rec[key]):
+                raise ValueError(
+                    f"{where}: {key} {rec[key]!r} merges with the end of the context into "
+                    "another token, so it cannot be scored as the next token; end the context "
+                    "at a token boundary (e.g. move a space into the candidate)"
+                )
         examples.append(TaskExample(rec["context"], rec["correct"], rec["incorrect"]))
     if not examples:
         raise ValueError(f"custom task file {str(path)!r} has no records")

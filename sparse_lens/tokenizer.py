@@ -132,10 +132,15 @@ def cached_tokenizer(
     texts: list[str], fingerprint: str, cache_dir: Path, vocab_size: int = 2048
 ) -> Tokenizer:
     """``train_bpe`` on ``texts``, cached at ``cache_dir/tokenizer-{fingerprint}-{vocab}.json``."""
+    from sparse_lens.outputs import cache_entry
+
     path = Path(cache_dir) / f"tokenizer-{fingerprint}-{vocab_size}.json"
-    if path.is_file():
-        return Tokenizer.load(path)
-    tok = train_bpe(texts, vocab_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(path)
+    with cache_entry(path):
+        if path.is_file():
+            try:
+                return Tokenizer.load(path)
+            except ValueError as e:  # a corrupt entry is rebuilt, not fatal
+                logger.warning("rebuilding the cached tokenizer: %s", e)
+        tok = train_bpe(texts, vocab_size)
+        tok.save(path)
     return tok

@@ -22,11 +22,14 @@ stays dense). Results equal the dense products up to float summation order; runs
 bit-reproducible. ``sparse_matmul_max_density=0`` keeps every product dense.
 
 A run folder holds ``run.json`` (configs, corpus and data metadata), ``metrics.jsonl``,
-``checkpoints/step-NNNNNN/`` (model folder + ``trainer.pt``, written file by file atomically, with
-``checkpoints/latest.json`` switched last), and ``final/``, loadable with
-``HookedSparseTransformer.from_pretrained``. ``resume=True`` continues from the latest checkpoint
-and reaches the same weights as an uninterrupted run: the optimizer state and the data
-generator's state are saved with the weights.
+``checkpoints/step-NNNNNNN/`` (model folder + ``trainer.pt``, each built in a temporary folder and
+renamed, so complete or absent; ``checkpoints/latest.json`` switched after it), and ``final/``
+(written the same way), loadable with ``HookedSparseTransformer.from_pretrained``.
+``resume=True`` continues from the latest checkpoint and reaches the same weights as an
+uninterrupted run: the optimizer state and the data generator's state are saved with the
+weights. It refuses a run of other configs, corpus, tokenizer or data, and drops a
+``metrics.jsonl`` line cut by a kill. A non-finite loss or weight stops training at once, before
+anything else is written.
 
 Distributed: under ``torchrun`` each rank draws the same global batch from the same generator and
 trains on its slice; DDP averages the gradients, so every rank applies the same update and the
@@ -37,6 +40,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -50,11 +54,18 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sparse_lens.checkpoint import load_pretrained
+from sparse_lens.checkpoint import MODEL_FILES, load_pretrained, write_model_files
 from sparse_lens.checks import require_min
 from sparse_lens.config import SparseTransformerConfig
 from sparse_lens.data import MixedData, TokenData
-from sparse_lens.io import atomic_write, atomic_write_json, read_json
+from sparse_lens.io import (
+    atomic_dir,
+    atomic_write,
+    atomic_write_json,
+    fault_point,
+    read_json,
+    remove_stale_temps,
+)
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.schedules import (
     EmbedAnneal,
@@ -79,6 +90,10 @@ from sparse_lens.sparsity import (
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer.pt"
+_CKPT_NAME = re.compile(r"step-\d{7,}")
+RUN_FILES = ("run.json", "metrics.jsonl", "checkpoints", "final")  # what a run folder holds
+# run.json entries a resumed run must match (besides the configs): data, corpus, tokenizer
+_RESUME_KEYS = ("data", "corpus", "tokenizer", "preset")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +128,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require_min(self, ("steps", "batch_size", "eval_every", "log_every", "checkpoint_every"), 1)
         require_min(self, ("lr",), 0, strict=True)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be finite, got {value!r}")
         for name in ("warmup_frac", "anneal_start", "anneal_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
@@ -241,12 +260,16 @@ def train_step(
         refresh_csr_weights(core, max_density=max_density, min_numel=tcfg.sparse_matmul_min_numel)
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(tokens) if loss_fn is not None else model(tokens, return_type="loss")
+    if not bool(torch.isfinite(loss)):
+        raise FloatingPointError(f"the loss is {float(loss.detach())}")
     loss.backward()
     normalize_grad_rms_(list(core.parameters()), tcfg.grad_rms_eps)
     lr = lr_at(step, tcfg, mcfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
+    if not all(bool(torch.isfinite(p).all()) for p in core.parameters()):
+        raise FloatingPointError(f"the update at lr {lr:g} made weights non-finite")
     w_density, e_density = densities_at(step, tcfg, mcfg)
     project_weights_(
         core,
@@ -297,11 +320,14 @@ def save_checkpoint(
     step: int,
     keep: int,
 ) -> Path:
-    """Write checkpoint ``step`` (each file atomically), then point ``latest.json`` at it."""
+    """Write checkpoint ``step`` whole (model folder and ``trainer.pt``, built in a temporary
+    folder and renamed), then point ``latest.json`` at it and delete the oldest ones."""
     ckpt = _checkpoint_dir(run_dir, step)
-    model.save_pretrained(ckpt)
     state = {"step": step, "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
-    atomic_write(ckpt / TRAINER_STATE, lambda p: torch.save(state, p))
+    with atomic_dir(ckpt, replaces=(*MODEL_FILES, TRAINER_STATE)) as tmp:
+        write_model_files(model, tmp, ckpt.name)
+        torch.save(state, tmp / TRAINER_STATE)
+        fault_point(f"dir:{ckpt.name}/{TRAINER_STATE}")
     atomic_write_json(run_dir / "checkpoints" / "latest.json", {"step": step, "dir": ckpt.name})
     older = sorted((run_dir / "checkpoints").glob("step-*"))[:-keep]
     for old in older:
@@ -310,15 +336,89 @@ def save_checkpoint(
     return ckpt
 
 
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """The complete checkpoints (a ``step-N`` folder exists only whole), oldest first."""
+    return sorted(
+        p for p in (run_dir / "checkpoints").glob("step-*") if _CKPT_NAME.fullmatch(p.name)
+    )
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint ``checkpoints/latest.json`` names (``None`` if there is none).
+
+    A pointer to a checkpoint that was deleted (e.g. a corrupt one) falls back to the newest
+    one left.
+
+    Raises:
+        ValueError: the pointer is not JSON, lacks ``step``/``dir``, or names a folder that is
+            not a checkpoint of this run (e.g. outside the run folder).
+    """
     pointer = run_dir / "checkpoints" / "latest.json"
     if not pointer.exists():
-        return None
+        found = _checkpoints(run_dir)
+        return found[-1] if found else None
     info = read_json(pointer, "checkpoint pointer")
-    ckpt = run_dir / "checkpoints" / str(info["dir"])
-    if not ckpt.is_dir():
+    if not isinstance(info, dict) or not {"step", "dir"} <= set(info):
+        raise ValueError(
+            f"checkpoint pointer {str(pointer)!r} lacks 'step' or 'dir' ({info!r}); delete it "
+            "to resume from the newest checkpoint folder"
+        )
+    name = info["dir"]
+    if not isinstance(name, str) or not _CKPT_NAME.fullmatch(name):
+        raise ValueError(
+            f"checkpoint pointer {str(pointer)!r} names {name!r}, not a checkpoint folder of "
+            "this run (step-NNNNNNN); delete it to resume from the newest checkpoint folder"
+        )
+    ckpt = run_dir / "checkpoints" / name
+    if ckpt.is_dir():
+        return ckpt
+    found = _checkpoints(run_dir)
+    if not found:
         raise FileNotFoundError(f"latest checkpoint {str(ckpt)!r} named in {pointer} is missing")
-    return ckpt
+    logger.warning("%s is missing; resuming from %s", ckpt, found[-1])
+    return found[-1]
+
+
+def _load_trainer_state(ckpt: Path, run_dir: Path) -> dict[str, Any]:
+    """``trainer.pt`` of ``ckpt``; a corrupt one is reported with the previous checkpoint."""
+    path = ckpt / TRAINER_STATE
+    try:
+        state = torch.load(path, weights_only=True)
+        if not isinstance(state, dict) or not {"step", "optimizer", "generator"} <= set(state):
+            raise ValueError("not a trainer state")
+        return state
+    except Exception as e:  # noqa: BLE001 - torch raises several kinds for a bad file
+        earlier = [p for p in _checkpoints(run_dir) if p != ckpt]
+        offer = (
+            f"delete {ckpt} to resume from the previous checkpoint {earlier[-1].name}"
+            if earlier
+            else f"no earlier checkpoint is left; delete {run_dir} to train anew"
+        )
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+        raise ValueError(f"trainer state {str(path)!r} is corrupt ({why}); {offer}") from e
+
+
+def _kept_metrics(path: Path, upto: int) -> list[str]:
+    """The lines of ``metrics.jsonl`` up to step ``upto``; a truncated last line (a kill while
+    it was written) is dropped, a corrupt line before it is an error naming it."""
+    if not path.exists():
+        return []
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    kept = []
+    for i, line in enumerate(lines, start=1):
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            if i == len(lines):
+                logger.warning("%s: dropping a truncated last line", path)
+                break
+            raise ValueError(
+                f"{path}:{i} is corrupt ({e}); delete that line (the metrics before it are "
+                "kept) and resume again"
+            ) from e
+        if isinstance(step, int) and step <= upto:
+            kept.append(line)
+    return kept
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -407,25 +507,29 @@ def train(
         "torch": torch.__version__,
     } | (metadata or {})
     existing = run_dir / "run.json"
+    if dist_info.is_main:
+        remove_stale_temps(run_dir / "checkpoints")
     ckpt = latest_checkpoint(run_dir) if existing.exists() else None
     if ckpt is not None and not resume:
         raise ValueError(
             f"{run_dir} already holds a run; pass resume=True (--resume) or pick a new folder"
         )
     if resume and existing.exists():
-        old = read_json(existing, "run")
-        old["train_config"] = TrainConfig.with_defaults(old.get("train_config", {}))
-        for key in ("model_config", "train_config"):
-            if old.get(key) != run_info[key]:
-                raise ValueError(f"cannot resume {run_dir}: its {key} differs from this one")
+        _check_same_run(read_json(existing, "run"), run_info, run_dir)
 
     generator = torch.Generator().manual_seed(tcfg.seed)
     optimizer = make_optimizer(model, tcfg)
     start = 0
     if resume and ckpt is not None:
-        saved = load_pretrained(ckpt, device=model.W_E.device)
+        state = _load_trainer_state(ckpt, run_dir)
+        try:
+            saved = load_pretrained(ckpt, device=model.W_E.device)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(
+                f"{e} (checkpoint {ckpt}: delete it to resume from an earlier one)"
+            ) from e
+        _check_same_tokenizer(saved, model, ckpt)
         model.load_state_dict(saved.state_dict())
-        state = torch.load(ckpt / TRAINER_STATE, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         start = int(state["step"])
@@ -435,11 +539,7 @@ def train(
 
     metrics_path = run_dir / "metrics.jsonl"
     if dist_info.is_main:
-        kept = []
-        if resume and metrics_path.exists():
-            for line in metrics_path.read_text().splitlines():
-                if line.strip() and json.loads(line)["step"] <= start:
-                    kept.append(line)
+        kept = _kept_metrics(metrics_path, start) if resume else []
         atomic_write(metrics_path, lambda p: p.write_text("".join(k + "\n" for k in kept)))
 
     runner: nn.Module = model
@@ -463,9 +563,18 @@ def train(
         for step in bar:
             batch = data.sample(tcfg.batch_size, mcfg.n_ctx, generator)
             local_batch = batch[dist_info.rank * local : (dist_info.rank + 1) * local]
-            stats = train_step(
-                runner, model, optimizer, local_batch.to(model.W_E.device), step, tcfg
-            )
+            try:
+                stats = train_step(
+                    runner, model, optimizer, local_batch.to(model.W_E.device), step, tcfg
+                )
+            except FloatingPointError as e:
+                last = latest_checkpoint(run_dir)
+                kept_ckpt = f"the last good checkpoint {last} is kept" if last else "no checkpoint"
+                raise FloatingPointError(
+                    f"training stopped at step {step + 1}: {e}; {kept_ckpt} and nothing after "
+                    "it was written (lower --lr, or check the data)"
+                ) from e
+            fault_point(f"step:{step + 1}")
             steps_since += 1
             done = step + 1
             if on_step is not None:
@@ -506,6 +615,52 @@ def train(
         model.save_pretrained(run_dir / "final")
     dist_info.barrier()
     return model
+
+
+def _check_same_run(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run with other configs, data, corpus, tokenizer or preset (a key
+    missing from an older ``run.json`` is not compared; train settings it lacks read as their
+    defaults)."""
+    if not isinstance(old, dict):
+        raise ValueError(f"{run_dir / 'run.json'} is not a JSON object; it is not a run's record")
+    old = dict(old)
+    old["train_config"] = TrainConfig.with_defaults(old.get("train_config", {}))
+    for key in ("model_config", "train_config", *_RESUME_KEYS):
+        if key not in old and key not in ("model_config", "train_config"):
+            continue
+        mine, theirs = new.get(key), old.get(key)
+        if key == "corpus" and isinstance(mine, dict) and isinstance(theirs, dict):
+            # the same corpus may be named by another path: compare its content
+            mine = {k: v for k, v in mine.items() if k != "source"}
+            theirs = {k: v for k, v in theirs.items() if k != "source"}
+        if isinstance(mine, dict) and isinstance(theirs, dict) and key in _RESUME_KEYS:
+            mine = {k: v for k, v in mine.items() if k in theirs}  # older records: fewer keys
+        if mine != theirs:
+            diff = _first_difference(theirs, mine)
+            raise ValueError(
+                f"cannot resume {run_dir}: its {key} differs from this one ({diff}); resume "
+                "with the run's own settings (corpus, tokenizer, data, preset) or pick a new --out"
+            )
+
+
+def _first_difference(old: Any, new: Any) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):
+                return f"{k}: run has {old.get(k)!r}, now {new.get(k)!r}"
+    return f"run has {old!r}, now {new!r}"
+
+
+def _check_same_tokenizer(
+    saved: HookedSparseTransformer, model: HookedSparseTransformer, ckpt: Path
+) -> None:
+    if saved.tokenizer is None or model.tokenizer is None:
+        return
+    if saved.tokenizer.to_json() != model.tokenizer.to_json():
+        raise ValueError(
+            f"cannot resume from {ckpt}: its tokenizer differs from this run's (another corpus "
+            "or tokenizer); resume with the run's own --corpus or pick a new --out"
+        )
 
 
 class _NullFile:

@@ -84,6 +84,26 @@ def test_report_from_a_circuit_file(demo, tmp_path, capsys):
     assert "report written to" in capsys.readouterr().out
 
 
+def test_one_circuit_report_needs_only_its_own_task(demo, tmp_path, monkeypatch, capsys):
+    import analyses.build
+
+    out, cache = demo
+    real = analyses.build.get_task
+
+    def only_own(name):  # every other task fails to tokenise under this tokenizer
+        if name != "single_double_quote":
+            raise ValueError(f"task {name!r}: no example survives tokenisation")
+        return real(name)
+
+    monkeypatch.setattr(analyses.build, "get_task", only_own)
+    circuit = out / "circuits" / "single_double_quote.json"
+    args = ["report", str(circuit), "--out", str(tmp_path / "r"), "--cache-dir", str(cache)]
+    assert main([*args, "--quiet", "--node-panels", "1", "--windows", "2"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert "single_double_quote" in (tmp_path / "r" / "index.html").read_text()
+
+
 def test_report_errors(demo, tmp_path, capsys):
     out, cache = demo
     base = ["--out", str(tmp_path / "r"), "--cache-dir", str(cache), "--quiet"]
@@ -97,8 +117,10 @@ def test_report_errors(demo, tmp_path, capsys):
     orphan.write_text(json.dumps(data))
     assert main(["report", str(orphan), *base]) == 2
     assert "pass --model" in capsys.readouterr().err
-    assert main(["report", str(orphan), *base, "--node-panels", "-1"]) == 2
-    assert "max_node_panels" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # the parser range-checks numbers
+        main(["report", str(orphan), *base, "--node-panels", "-1"])
+    assert e.value.code == 2
+    assert "--node-panels" in capsys.readouterr().err
 
 
 def test_choose_tasks():
@@ -164,8 +186,10 @@ def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
     assert main([*fit, "--steps", "2", *c, "--quiet", "--resume"]) == 0
     assert "nothing to resume" in capsys.readouterr().out
     bad_every = [*fit[:-1], str(tmp_path / "b2"), "--checkpoint-every", "0", *c, "--quiet"]
-    assert main(bad_every) == 2
-    assert "every must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # the parser range-checks numbers
+        main(bad_every)
+    assert e.value.code == 2
+    assert "--checkpoint-every" in capsys.readouterr().err
     assert set(result["per_site"]) == {
         f"blocks.{i}.hook_resid_{k}" for i in range(2) for k in ("pre", "mid")
     }

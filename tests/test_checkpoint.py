@@ -89,7 +89,8 @@ def test_tokenizer_vocab_mismatch(saved, tokenizer):
     cfg = json.loads((path / "config.json").read_text())
     state = load_file(str(path / "model.safetensors"))
     small = build_model()  # d_vocab 64, tokenizer has 300
-    small.save_pretrained(path)
+    small.save_pretrained(path)  # replaces the whole folder: put a tokenizer beside it
+    tokenizer.save(path / "tokenizer.json")
     with pytest.raises(ValueError, match="tokenizer has 300 tokens"):
         HookedSparseTransformer.from_pretrained(path)
     del cfg, state

@@ -147,8 +147,10 @@ def test_cli_idiom_frac_is_recorded_and_checked(tmp_path, capsys):
     corpus = stdlib_root() / "asyncio"  # big enough for a 2048-token BPE
     common = ["train", "--preset", "tiny", "--corpus", str(corpus), "--quiet", "--steps", "2"]
     common += ["--cache-dir", str(tmp_path / "cache")]
-    assert cli_main([*common, "--out", str(tmp_path / "bad"), "--idiom-frac", "1.5"]) == 2
-    assert "idiom_frac" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # the parser range-checks numbers
+        cli_main([*common, "--out", str(tmp_path / "bad"), "--idiom-frac", "1.5"])
+    assert e.value.code == 2
+    assert "--idiom-frac" in capsys.readouterr().err
     assert cli_main([*common, "--out", str(tmp_path / "run"), "--idiom-frac", "0.25"]) == 0
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["train_config"]["idiom_frac"] == 0.25 and run["data"]["idiom_frac"] == 0.25

@@ -1,0 +1,498 @@
+"""Nothing lost, nothing silently wrong: outputs, locks, files under corruption and misuse.
+
+One section per class of problem (runs that kill a real process are in ``test_kill.py``).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from analyses.cli import main
+from sparse_lens.circuit import Circuit
+from sparse_lens.circuit_sparsity import from_circuit_sparsity
+from sparse_lens.model import HookedSparseTransformer
+from sparse_lens.nodes import node_locations
+from sparse_lens.prune import ablation_means
+from sparse_lens.tasks import load_custom_task
+from sparse_lens.tokenizer import train_bpe
+from sparse_lens.train import TrainConfig, train
+from tests.helpers import TEXTS, build_cfg, build_model, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def model_dir(tmp_path, tokenizer):
+    model = HookedSparseTransformer(build_cfg(d_vocab=tokenizer.vocab_size), tokenizer=tokenizer)
+    return model.save_pretrained(tmp_path / "m")
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err
+
+
+# -- 1. an empty or wrong --out never clobbers files -------------------------------------------
+def test_empty_out_is_refused_by_the_parser(capsys):
+    for argv in (
+        ["train", "--preset", "tiny", "--out", ""],
+        ["prune", "m", "--task", "x", "--out", " "],
+        ["report", "src", "--out", ""],
+        ["demo", "--out", ""],
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert "empty" in _err(capsys)
+
+
+def test_train_refuses_a_folder_of_foreign_files(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_text("mine\n")
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "config.json").write_text('{"mine": 1}')
+    code = main(["train", "--preset", "tiny", "--out", str(tmp_path), "--cache-dir", "/nonexist"])
+    assert code == 2
+    assert "no run.json" in _err(capsys)
+    assert (tmp_path / "metrics.jsonl").read_text() == "mine\n"
+    assert (tmp_path / "final" / "config.json").read_text() == '{"mine": 1}'
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "run.json").write_text("{}")
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path)]) == 2
+    assert "notes.txt" in _err(capsys)
+
+
+def test_prune_refuses_to_replace_a_file_that_is_not_a_circuit(tmp_path, model_dir, capsys):
+    target = tmp_path / "notes.json"
+    target.write_text('{"my": "notes"}')
+    code = main(["prune", str(model_dir), "--task", "bracket_counting", "--out", str(target)])
+    assert code == 2
+    assert "not a circuit file" in _err(capsys)
+    assert target.read_text() == '{"my": "notes"}'
+
+
+# -- 2. one writer per output --------------------------------------------------------------------
+def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):
+    from sparse_lens.cli import RUN_FILES
+    from sparse_lens.outputs import claim_output
+
+    run = tmp_path / "run"
+    with claim_output(run, "train", owned=RUN_FILES, legacy=("run.json",)):
+        code = main(["train", "--preset", "tiny", "--out", str(run)])
+        assert code == 2
+        err = _err(capsys)
+        assert f"pid {os.getpid()}" in err and "another process" in err
+    assert not (run / "run.json").exists()
+
+
+def test_two_processes_on_one_folder(tmp_path):
+    """A real second process is refused while the first holds the folder."""
+    from sparse_lens.outputs import claim_output
+
+    out = tmp_path / "circuits"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from sparse_lens.outputs import claim_output\n"
+            f"with claim_output({str(out)!r}, 'report'):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(60)\n",
+        ],
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=f"pid {holder.pid}"), claim_output(out, "report"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    with claim_output(out, "report"):  # released by the kill
+        pass
+
+
+# -- 3. a model folder is complete or absent (kill tests: test_kill.py) -------------------------
+def test_save_replaces_the_whole_folder(tmp_path, tokenizer):
+    path = tmp_path / "m"
+    HookedSparseTransformer(
+        build_cfg(d_vocab=tokenizer.vocab_size), tokenizer=tokenizer
+    ).save_pretrained(path)
+    build_model().save_pretrained(path)  # no tokenizer: the old one must not stay behind
+    assert not (path / "tokenizer.json").exists()
+    assert HookedSparseTransformer.from_pretrained(path).tokenizer is None
+
+
+def test_save_never_deletes_foreign_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        build_model().save_pretrained(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# -- 4. resume never silently changes the run --------------------------------------------------
+def _tcfg(**kw):
+    return TrainConfig(steps=6, batch_size=4, checkpoint_every=2, eval_every=3, log_every=3, **kw)
+
+
+def test_resume_refuses_other_data_or_tokenizer(tmp_path, data, tokenizer):
+    cfg = build_cfg(d_vocab=tokenizer.vocab_size, n_ctx=16, weight_density=0.5, seed=0)
+    meta = {"corpus": {"source": "a", "fingerprint": "A"}, "tokenizer": {"sha256": "t"}}
+    run = tmp_path / "run"
+    model = HookedSparseTransformer(cfg, tokenizer=tokenizer)
+    train(model, data, _tcfg(), run, metadata=meta, halt_after=3, progress=False)
+    other = meta | {"corpus": {"source": "b", "fingerprint": "B"}}
+    model = HookedSparseTransformer(cfg, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="corpus differs.*fingerprint"):
+        train(model, data, _tcfg(), run, metadata=other, resume=True, progress=False)
+    # the same corpus under another path is the same run
+    same = meta | {"corpus": {"source": "elsewhere/a", "fingerprint": "A"}}
+    other_tok = train_bpe([t.upper() for t in TEXTS], vocab_size=tokenizer.vocab_size)
+    assert other_tok.vocab_size == tokenizer.vocab_size
+    model = HookedSparseTransformer(cfg, tokenizer=other_tok)
+    with pytest.raises(ValueError, match="tokenizer differs"):
+        train(model, data, _tcfg(), run, metadata=same, resume=True, progress=False)
+
+
+def test_a_tokenizer_from_another_run_is_refused(model_dir):
+    tiny_tokenizer(vocab_size=290).save(model_dir / "tokenizer.json")
+    with pytest.raises(ValueError, match="not the one saved with this model"):
+        HookedSparseTransformer.from_pretrained(model_dir)
+    (model_dir / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="tokenizer.json.*missing"):
+        HookedSparseTransformer.from_pretrained(model_dir)
+
+
+# -- 5. circuit files are validated against the model -------------------------------------------
+@pytest.fixture
+def circuit_file(tmp_path):
+    model = build_model()
+    windows = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    nodes = {loc.hook: list(range(0, loc.size, 2)) for loc in node_locations(model.cfg)}
+    circuit = Circuit.from_nodes(model, nodes, ablation_means(model, windows), task="t")
+    assert circuit.n_edges > 0
+    return model, circuit.save(tmp_path / "c.json")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "match"),
+    [
+        (lambda d: d["nodes"].update({"blocks.9.mlp.hook_post": [0]}), "blocks.9.mlp.hook_post"),
+        (lambda d: d["nodes"]["blocks.0.mlp.hook_post"].append(32), "channel 32"),
+        (lambda d: d["nodes"]["blocks.0.mlp.hook_post"].append(-1), "channel -1"),
+        (lambda d: d["nodes"]["blocks.0.mlp.hook_post"].append(0), "channel 0 twice"),
+        (lambda d: d["nodes"]["blocks.0.mlp.hook_post"].append("3"), "channel '3'"),
+        (lambda d: d["edges"].append(["L0.mlp.n31", "L0.mlp_out.c0", 1.0]), r"edges\[\d+\]"),
+        (lambda d: d["sizes"].update({"blocks.0.mlp.hook_post": 99}), "sizes"),
+        (lambda d: d["baselines"]["blocks.0.mlp.hook_post"].pop(), "baselines"),
+    ],
+)
+def test_circuit_load_validates_against_the_model(circuit_file, tamper, match):
+    model, path = circuit_file
+    d = json.loads(path.read_text())
+    tamper(d)
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=match):
+        Circuit.load(path, model=model)
+    try:  # loading without a model is lenient; running it is not
+        circuit = Circuit.load(path)
+    except ValueError:
+        return
+    with pytest.raises(ValueError, match=match):
+        circuit.fwd_hooks(model)
+
+
+# -- 6. non-finite numbers ------------------------------------------------------------------------
+def test_nan_weights_are_refused_on_load(model_dir, capsys):
+    state = load_file(str(model_dir / "model.safetensors"))
+    state["blocks.0.mlp.W_in"][0, 0] = float("nan")
+    save_file(state, str(model_dir / "model.safetensors"))
+    with pytest.raises(ValueError, match="blocks.0.mlp.W_in holds 1 non-finite"):
+        HookedSparseTransformer.from_pretrained(model_dir)
+    assert main(["tasks", str(model_dir)]) == 2
+    assert "non-finite" in _err(capsys)
+
+
+def test_training_stops_at_a_non_finite_loss_and_keeps_the_last_checkpoint(
+    tmp_path, data, tokenizer
+):
+    cfg = build_cfg(d_vocab=tokenizer.vocab_size, n_ctx=16, weight_density=0.5, seed=0)
+    model = HookedSparseTransformer(cfg, tokenizer=tokenizer)
+    with pytest.raises(FloatingPointError, match="training stopped at step") as e:
+        train(model, data, _tcfg(lr=1e30, warmup_frac=0.0), tmp_path / "run", progress=False)
+    assert "last good checkpoint" in str(e.value) or "no checkpoint" in str(e.value)
+    for ckpt in (tmp_path / "run" / "checkpoints").glob("step-*"):
+        HookedSparseTransformer.from_pretrained(ckpt)  # finite, loadable
+    assert not (tmp_path / "run" / "final").exists()
+    with pytest.raises(ValueError, match="lr must be finite"):
+        _tcfg(lr=float("inf"))
+
+
+# -- 7. arguments outside their domain -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tasks", "m", "--n", "-5"],
+        ["tasks", "m", "--n", "0"],
+        ["tasks", "m", "--seed", "-1"],
+        ["train", "--preset", "tiny", "--out", "o", "--lr", "inf"],
+        ["train", "--preset", "tiny", "--out", "o", "--lr", "nan"],
+        ["train", "--preset", "tiny", "--out", "o", "--lr", "0"],
+        ["train", "--preset", "tiny", "--out", "o", "--steps", "0"],
+        ["train", "--preset", "tiny", "--out", "o", "--batch-size", "-8"],
+        ["train", "--preset", "tiny", "--out", "o", "--idiom-frac", "1.5"],
+        ["prune", "m", "--task", "t", "--out", "o", "--target-loss", "-1"],
+        ["prune", "m", "--task", "t", "--out", "o", "--steps", "0"],
+        ["fit-bridges", "--sparse", "s", "--dense", "d", "--out", "o", "--afrac", "0"],
+        ["fit-bridges", "--sparse", "s", "--dense", "d", "--out", "o", "--checkpoint-every", "0"],
+        ["report", "s", "--out", "o", "--windows", "0"],
+        ["bridge-report", "--sparse", "s", "--dense", "d", "--bridges", "b", "--task", "t"]
+        + ["--out", "o", "--n", "-1"],
+    ],
+)
+def test_numeric_options_are_range_checked_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "must be" in _err(capsys)
+
+
+def test_custom_task_whose_candidate_merges_with_the_context(tmp_path, tokenizer):
+    ctx, cand = "print(", '"'
+    assert tokenizer.encode(ctx + cand) != tokenizer.encode(ctx) + tokenizer.encode(cand)
+    path = tmp_path / "t.jsonl"
+    good = {"context": "x = [1, 2", "correct": "],", "incorrect": "]"}
+    path.write_text(
+        json.dumps(good) + "\n" + json.dumps({"context": ctx, "correct": cand, "incorrect": "'"})
+    )
+    with pytest.raises(ValueError, match=r"t.jsonl:2: correct '\"' merges"):
+        load_custom_task(path, tokenizer)
+
+
+# -- 8. a crafted config cannot make loading allocate ---------------------------------------------
+@pytest.fixture
+def no_real_build(monkeypatch):
+    """Fail if a model is built off the meta device (the allocation a crafted config causes)."""
+    init = HookedSparseTransformer.__init__
+
+    def guarded(self, cfg, *a, **kw):
+        if cfg.d_vocab > 10_000 and torch.get_default_device().type != "meta":
+            raise AssertionError(f"built a model with d_vocab {cfg.d_vocab} before checking")
+        init(self, cfg, *a, **kw)
+
+    monkeypatch.setattr(HookedSparseTransformer, "__init__", guarded)
+
+
+def test_crafted_d_vocab_is_refused_before_building(model_dir, no_real_build):
+    cfg = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps(cfg | {"d_vocab": 300_000}))
+    with pytest.raises(ValueError, match="has shape .*config.json implies"):
+        HookedSparseTransformer.from_pretrained(model_dir)
+
+
+def test_crafted_vocab_size_in_circuit_sparsity_import(no_real_build):
+    config = dict(
+        n_layer=1, n_head=2, d_model=8, vocab_size=300_000, block_size=8, rms_norm=True, bias=False
+    )
+    sd = {
+        "transformer.wte.weight": torch.zeros(16, 8),
+        "transformer.h.0.ln_1.weight": torch.ones(8),
+        "transformer.h.0.ln_2.weight": torch.ones(8),
+        "transformer.h.0.attn.c_attn.weight": torch.zeros(24, 8),
+        "transformer.h.0.attn.c_proj.weight": torch.zeros(8, 8),
+        "transformer.h.0.mlp.c_fc.weight": torch.zeros(32, 8),
+        "transformer.h.0.mlp.c_proj.weight": torch.zeros(8, 32),
+        "transformer.ln_f.weight": torch.ones(8),
+        "lm_head.weight": torch.zeros(16, 8),
+    }
+    with pytest.raises(ValueError, match="shape"):
+        from_circuit_sparsity(sd, config)
+
+
+# -- 9. errors a person can act on ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda c: [c], "JSON list"),
+        (lambda c: None, "JSON NoneType"),
+        (lambda c: c | {"afrac": "0.25"}, "afrac must be a number, got '0.25'"),
+        (lambda c: c | {"act_sparse_sites": 3}, "act_sparse_sites must be a list of strings"),
+        (lambda c: c | {"dtype": "int64"}, "int64"),
+    ],
+)
+def test_malformed_config_is_one_line_naming_file_and_value(model_dir, edit, match, capsys):
+    cfg = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps(edit(cfg)))
+    with pytest.raises(ValueError, match=match) as e:
+        HookedSparseTransformer.from_pretrained(model_dir)
+    assert "config.json" in str(e.value)
+    assert main(["tasks", str(model_dir)]) == 2
+    err = _err(capsys)
+    assert err.count("\n") == 1 and "config.json" in err
+
+
+@pytest.fixture(scope="module")
+def halted_run(tmp_path_factory, data, tokenizer):
+    """A run killed (``halt_after``) after two checkpoints (steps 2 and 4)."""
+    cfg = build_cfg(d_vocab=tokenizer.vocab_size, n_ctx=16, weight_density=0.5, seed=0)
+    run = tmp_path_factory.mktemp("halted") / "run"
+    model = HookedSparseTransformer(cfg, tokenizer=tokenizer)
+    train(model, data, _tcfg(), run, halt_after=5, progress=False)
+    return cfg, run
+
+
+def _resume(halted, data, tokenizer, run):
+    cfg, _ = halted
+    model = HookedSparseTransformer(cfg, tokenizer=tokenizer)
+    return train(model, data, _tcfg(), run, resume=True, progress=False)
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_corrupt_trainer_state_offers_the_previous_checkpoint(
+    halted_run, data, tokenizer, tmp_path
+):
+    run = _copy(halted_run[1], tmp_path)
+    (run / "checkpoints" / "step-0000004" / "trainer.pt").write_bytes(b"garbage")
+    with pytest.raises(
+        ValueError,
+        match="corrupt.*delete .*step-0000004 to resume from the previous checkpoint step-0000002",
+    ):
+        _resume(halted_run, data, tokenizer, run)
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step-0000004")  # as the message says
+    _resume(halted_run, data, tokenizer, run)
+    assert (run / "final" / "config.json").is_file()
+
+
+def test_truncated_metrics_on_resume(halted_run, data, tokenizer, tmp_path):
+    run = _copy(halted_run[1], tmp_path)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 5, "train_lo')  # killed mid-line
+    _resume(halted_run, data, tokenizer, run)
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [r["step"] for r in lines] == sorted(r["step"] for r in lines)
+    run = _copy(halted_run[1], tmp_path / "b")
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("{oops\n" + metrics.read_text())
+    with pytest.raises(ValueError, match="metrics.jsonl:1 is corrupt"):
+        _resume(halted_run, data, tokenizer, run)
+
+
+@pytest.mark.parametrize(
+    ("pointer", "match"),
+    [
+        ({"step": 4, "dir": "../../elsewhere"}, "not a checkpoint folder of this run"),
+        ({"step": 4, "dir": "/tmp"}, "not a checkpoint folder of this run"),
+        ({"step": 4}, "lacks 'step' or 'dir'"),
+        ([1, 2], "lacks 'step' or 'dir'"),
+    ],
+)
+def test_latest_pointer_is_checked(halted_run, data, tokenizer, tmp_path, pointer, match):
+    run = _copy(halted_run[1], tmp_path)
+    (run / "checkpoints" / "latest.json").write_text(json.dumps(pointer))
+    with pytest.raises(ValueError, match=match):
+        _resume(halted_run, data, tokenizer, run)
+
+
+def test_truncated_dense_weights(tmp_path):
+    from sparse_lens.dense import load_dense
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(ValueError, match="model.safetensors.*corrupt or truncated"):
+        load_dense(tmp_path)
+
+
+def test_truncated_means_cache_entry_is_rebuilt(tmp_path):
+    model = build_model()
+    windows = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    means = ablation_means(model, windows, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("means-*.safetensors")
+    entry.write_bytes(entry.read_bytes()[:50])
+    again = ablation_means(model, windows, cache_dir=tmp_path)
+    assert all(torch.equal(means[k], again[k]) for k in means)
+    assert load_file(str(entry)).keys() == means.keys()
+
+
+def _file(path: Path) -> Path:
+    path.write_text("x")
+    return path
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "match"),
+    [
+        (lambda t: _file(t / "f"), "train", "is an existing file"),
+        (lambda t: t / ("x" * 300), "train", "longer than 255"),
+        (lambda t: t.joinpath(*["a" * 200] * 25), "train", "longer than 4096"),
+        (lambda t: Path("/proc/sparse_lens_out"), "train", "cannot write"),
+        (lambda t: _file(t / "f") / "sub", "train", "is a file"),
+        (lambda t: _folder(t / "d"), "prune", "is a folder"),
+        (lambda t: t / ("x" * 300 + ".json"), "prune", "longer than 255"),
+        (lambda t: Path("/proc/sparse_lens_c.json"), "prune", "cannot write"),
+        (lambda t: _file(t / "f"), "report", "is an existing file"),
+    ],
+)
+def test_bad_out_is_refused_before_any_work(
+    tmp_path, model_dir, monkeypatch, make, kind, match, capsys
+):
+    import sparse_lens.data
+
+    def no_work(*a, **kw):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(sparse_lens.data, "prepare_data", no_work)
+    monkeypatch.setattr(HookedSparseTransformer, "from_pretrained", no_work)
+    out = str(make(tmp_path))
+    argv = {
+        "train": ["train", "--preset", "tiny", "--out", out],
+        "prune": ["prune", str(model_dir), "--task", "bracket_counting", "--out", out],
+        "report": ["report", str(model_dir), "--out", out],
+    }[kind]
+    assert main(argv) == 2
+    err = _err(capsys)
+    assert match in err and err.count("\n") == 1
+
+
+def test_model_api_refuses_empty_input():
+    model = build_model()
+    with pytest.raises(ValueError, match="empty batch"):
+        model(torch.zeros(0, 5, dtype=torch.long))
+    model.tokenizer = tiny_tokenizer()
+    with pytest.raises(ValueError, match="empty list of strings"):
+        model.to_tokens([])
+    with pytest.raises(ValueError, match="empty list of strings"):
+        model([])
+
+
+def test_report_refuses_its_own_source_folder(tmp_path, model_dir, capsys):
+    src = tmp_path / "demo"
+    (src / "run").mkdir(parents=True)
+    os.replace(model_dir, src / "run" / "final")
+    for out in (src, src / "run" / "final", src / "run" / "final" / "r", src / "circuits"):
+        assert main(["report", str(src), "--out", str(out)]) == 2
+        err = _err(capsys)
+        assert "source folder" in err or "inside the model folder" in err
+    assert sorted(p.name for p in src.iterdir()) == ["run"]
