@@ -80,8 +80,13 @@ class PosEmbed(nn.Module):
         super().__init__()
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype))
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(
+        self, tokens: Int[Tensor, "batch pos"], positions: Int[Tensor, "batch pos"] | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """``W_pos`` rows ``0..pos-1``, or ``positions`` (left padding shifts them per prompt)."""
         batch, pos = tokens.shape
+        if positions is not None:
+            return F.embedding(positions, self.W_pos)
         return self.W_pos[:pos].unsqueeze(0).expand(batch, pos, -1)
 
 
@@ -93,9 +98,12 @@ class Unembed(nn.Module):
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab, dtype=cfg.dtype))
         self.register_buffer("b_U", torch.zeros(cfg.d_vocab, dtype=cfg.dtype))
         self.csr_weights: dict[str, CSRWeight] = {}  # sparse_matmul.refresh_csr_weights
+        self.hook_in = HookPoint()  # [batch pos d_model], ln_final's output
+        self.hook_out = HookPoint()  # [batch pos d_vocab], before the bigram table is added
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return matmul(x, self.W_U, self.csr_weights, "W_U") + self.b_U
+        x = self.hook_in(x)
+        return self.hook_out(matmul(x, self.W_U, self.csr_weights, "W_U") + self.b_U)
 
 
 class BigramTable(nn.Module):
@@ -147,7 +155,10 @@ class Attention(nn.Module):
         self.hook_k_input = HookPoint()
         self.hook_v_input = HookPoint()
         self.hook_attn_in = HookPoint()  # [batch pos head_index d_model], use_attn_in only
-        self.hook_in = HookPoint()  # [batch pos d_model] normalised input after attn_in AbsTopK
+        # Normalised input after attn_in AbsTopK: [batch pos d_model]; with use_attn_in
+        # [batch pos head_index d_model]; with use_split_qkv_input [batch pos 3 head_index d_model]
+        # (the q, k and v reads stacked), so attn_in node masks apply in every mode.
+        self.hook_in = HookPoint()
         self.hook_q = HookPoint()  # [batch pos head_index d_head]
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
@@ -175,28 +186,43 @@ class Attention(nn.Module):
         batch, pos, h, e = out.shape
         return _site_topk(self.cfg, site, out.reshape(batch, pos, h * e)).reshape(out.shape)
 
-    def forward(
-        self, resid_pre: Float[Tensor, "batch pos d_model"], ln: RMSNorm
-    ) -> Float[Tensor, "batch pos d_model"]:
+    def _inputs(self, resid_pre: Tensor, ln: RMSNorm) -> tuple[Tensor, Tensor, Tensor]:
+        """The q, k and v reads; ``hook_in`` fires in every mode (see its layout above)."""
         cfg = self.cfg
-        if cfg.use_split_qkv_input or cfg.use_attn_in:
-            rep = resid_pre.unsqueeze(2).expand(-1, -1, cfg.n_heads, -1)
-            if cfg.use_split_qkv_input:
-                q_x = self._read(self.hook_q_input(rep.clone()), ln)
-                k_x = self._read(self.hook_k_input(rep.clone()), ln)
-                v_x = self._read(self.hook_v_input(rep.clone()), ln)
-            else:
-                q_x = k_x = v_x = self._read(self.hook_attn_in(rep.clone()), ln)
-        else:
-            q_x = k_x = v_x = self.hook_in(self._read(resid_pre, ln))
+        if not (cfg.use_split_qkv_input or cfg.use_attn_in):
+            x = self.hook_in(self._read(resid_pre, ln))
+            return x, x, x
+        rep = resid_pre.unsqueeze(2).expand(-1, -1, cfg.n_heads, -1)
+        if cfg.use_attn_in:
+            x = self.hook_in(self._read(self.hook_attn_in(rep.clone()), ln))
+            return x, x, x
+        forks = (self.hook_q_input, self.hook_k_input, self.hook_v_input)
+        reads = torch.stack([self._read(fork(rep.clone()), ln) for fork in forks], dim=2)
+        q_x, k_x, v_x = self.hook_in(reads).unbind(2)
+        return q_x, k_x, v_x
+
+    def forward(
+        self,
+        resid_pre: Float[Tensor, "batch pos d_model"],
+        ln: RMSNorm,
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """``attention_mask`` (1 = real token, 0 = padding) hides padded keys from every query;
+        a padded query still sees itself so its row stays finite."""
+        cfg = self.cfg
+        q_x, k_x, v_x = self._inputs(resid_pre, ln)
         q = self.hook_q(self.override_q(self._project(q_x, "W_Q", self.b_Q, "attn_q")))
         k = self.hook_k(self.override_k(self._project(k_x, "W_K", self.b_K, "attn_k")))
         v = self.hook_v(self.override_v(self._project(v_x, "W_V", self.b_V, "attn_v")))
 
         pos = q.shape[1]
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
-        causal = torch.ones(pos, pos, dtype=torch.bool, device=q.device).tril()
-        scores = self.hook_attn_scores(scores.masked_fill(~causal, self.IGNORE))
+        allowed = torch.ones(pos, pos, dtype=torch.bool, device=q.device).tril()
+        if attention_mask is not None:
+            eye = torch.eye(pos, dtype=torch.bool, device=q.device)
+            keys = attention_mask.to(device=q.device, dtype=torch.bool)[:, None, None, :]
+            allowed = allowed & (keys | eye)  # [batch 1 query key]
+        scores = self.hook_attn_scores(scores.masked_fill(~allowed, self.IGNORE))
         if cfg.attn_sinks:
             sink = self.sinks.view(1, -1, 1, 1).expand(scores.shape[0], -1, pos, 1)
             probs = torch.cat([scores, sink], dim=-1).softmax(dim=-1)
@@ -292,10 +318,32 @@ class TransformerBlock(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    @property
+    def submodules(self) -> dict[str, nn.Module]:
+        """TL's declared block structure. With AbsTopK at ``attn_out`` the residual write is
+        taken after the head sum (``hook_attn_out`` reads ``abs_topk_attn_out``), so TL's tools
+        that treat ``z @ W_O`` as a head's write (direct-path and edge attribution patching)
+        refuse this model instead of returning wrong numbers."""
+        out: dict[str, nn.Module] = {"attn": self.attn, "mlp": self.mlp}
+        if self.cfg.act_sparse("attn_out"):
+            out["abs_topk_attn_out"] = self.attn
+        return out
+
+    @property
+    def hook_aliases(self) -> dict[str, str]:
+        if self.cfg.act_sparse("attn_out"):
+            return {"hook_attn_out": "abs_topk_attn_out.hook_out_mask"}
+        return {}
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
         cfg = self.cfg
         resid_pre = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.override_attn_out(self.attn(resid_pre, self.ln1)))
+        attn = self.attn(resid_pre, self.ln1, attention_mask)
+        attn_out = self.hook_attn_out(self.override_attn_out(attn))
         resid_mid = self.hook_resid_mid(_site_topk(cfg, "resid_post_attn", resid_pre + attn_out))
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid
         mlp_out = self.hook_mlp_out(self.override_mlp_out(self.mlp(mlp_in, self.ln2)))
