@@ -67,7 +67,9 @@ def _class_examples(batch: TaskBatch) -> list[int]:
 
 
 def _tokens_of(model: HookedSparseTransformer, batch: TaskBatch, i: int) -> list[str]:
-    return [model.tokenizer.decode([t]) for t in batch.tokens[i, : int(batch.last[i]) + 1].tolist()]
+    return [
+        model.tokenizer.token_str(t) for t in batch.tokens[i, : int(batch.last[i]) + 1].tolist()
+    ]
 
 
 def _summary_rows(circuit: Circuit, task: Task) -> list[list[Any]]:
