@@ -50,6 +50,7 @@ class ReportConfig:
     max_heads: int = 12
     n_exact_knockouts: int = 48
     seed: int = 0
+    contexts_exclude_separators: bool = True  # no top context peaks at <|endoftext|>
 
     def __post_init__(self) -> None:
         require_min(
@@ -313,7 +314,10 @@ def _node_panel(
         f"(attribution estimate {info[label]['attribution estimate']:+.4f}) · "
         f"ablation value {info[label]['ablation value']:.4g} · {n_in} edges in, {n_out} out</p>"
     ]
-    ctx = top_contexts(corpus, windows, tok.decode, k=rcfg.n_contexts)
+    skip = (tok.eot_id,) if rcfg.contexts_exclude_separators else ()
+    ctx = top_contexts(
+        corpus, windows, lambda ids: tok.token_str(ids[0]), k=rcfg.n_contexts, exclude_ids=skip
+    )
     parts.append("<b>Top pretraining contexts</b> (|value|, peak at the last but three tokens)")
     parts.append(
         page.circuitsvis(

@@ -266,3 +266,40 @@ def test_model_satisfies_tl_protocols():
         assert not missing, (proto, missing)
         if getattr(cls, "_is_runtime_protocol", False):
             assert isinstance(model, cls)
+
+
+# ---------------------------------------------------------------- 9: separators in statistics
+def test_ablation_means_leave_out_separators_and_record_source(tokenizer):
+    from sparse_lens.prune import ablation_means, make_ablation
+
+    model = _model(d_vocab=tokenizer.vocab_size, n_ctx=32)
+    model.tokenizer = tokenizer
+    eot = tokenizer.eot_id
+    windows = torch.randint(0, eot, (4, 12), generator=torch.Generator().manual_seed(0))
+    windows[:, ::3] = eot  # many short documents
+    _, cache = model.run_with_cache(windows)
+    real = windows != eot
+    ref = cache["blocks.0.mlp.hook_post"][real].mean(0)
+    abl = make_ablation("mean", model, windows)
+    torch.testing.assert_close(abl.values["blocks.0.mlp.hook_post"], ref, atol=1e-5, rtol=1e-5)
+    assert abl.source == {
+        "data": "pretraining windows",
+        "n_windows": 4,
+        "n_tokens": int(real.sum()),
+        "excluded_token_ids": [eot],
+    }
+    every = ablation_means(model, windows, exclude_ids=())
+    torch.testing.assert_close(
+        every["blocks.0.mlp.hook_post"], cache["blocks.0.mlp.hook_post"].mean((0, 1))
+    )
+    off = make_ablation("mean", model, windows, exclude_separators=False)
+    assert off.source["excluded_token_ids"] == [] and off.source["n_tokens"] == windows.numel()
+
+
+def test_top_contexts_never_peak_at_a_separator():
+    from analyses.circuit_nodes import top_contexts
+
+    tokens = torch.tensor([[1, 2, 9, 3], [9, 4, 5, 6]])
+    values = torch.tensor([[0.1, 0.2, 5.0, 0.3], [7.0, 0.5, 0.1, 0.2]])
+    ctx = top_contexts(values, tokens, str, k=2, exclude_ids=(9,))
+    assert [c.peak for c in ctx] == pytest.approx([0.5, 0.3])
