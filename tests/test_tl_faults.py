@@ -303,3 +303,17 @@ def test_top_contexts_never_peak_at_a_separator():
     values = torch.tensor([[0.1, 0.2, 5.0, 0.3], [7.0, 0.5, 0.1, 0.2]])
     ctx = top_contexts(values, tokens, str, k=2, exclude_ids=(9,))
     assert [c.peak for c in ctx] == pytest.approx([0.5, 0.3])
+
+
+# ---------------------------------------------------------------- 5: readouts reaching the logits
+def test_tl_readouts_refuse_to_leave_out_the_bigram_table():
+    from transformer_lens.tools.analysis.logit_lens import logit_lens, logit_readout
+
+    model, tokens = _model(), random_tokens()
+    with pytest.raises(ValueError, match="bigram"):
+        logit_lens(model, tokens)
+    with pytest.raises(ValueError, match="bigram"):
+        logit_readout(model, torch.randn(2, 16))
+    plain = _model(use_bigram_table=False)
+    logits = plain(tokens)
+    torch.testing.assert_close(logit_lens(plain, tokens).values[-1], logits[:, -1])
