@@ -227,10 +227,15 @@ class Attention(nn.Module):
             sink = self.sinks.view(1, -1, 1, 1).expand(scores.shape[0], -1, pos, 1)
             probs = torch.cat([scores, sink], dim=-1).softmax(dim=-1)
             pattern = self.hook_pattern(probs[..., :-1])
-            self.hook_sink_prob(probs[..., -1])
+            sink_prob = self.hook_sink_prob(probs[..., -1])
         else:
             pattern = self.hook_pattern(scores.softmax(dim=-1))
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        if cfg.attn_sinks:
+            # + p_sink * v_sink with the sink's zero value: no change, but hook_sink_prob is on
+            # the forward path, so incl_bwd caches its (zero) gradient like every other hook's.
+            z = z + sink_prob.transpose(1, 2)[..., None] * z.new_zeros(())
+        z = self.hook_z(z)
 
         sparse_out = cfg.act_sparse("attn_out")
         if not cfg.use_attn_result:

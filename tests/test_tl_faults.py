@@ -93,6 +93,8 @@ def test_split_qkv_inputs_slice_positions_and_gradients():
     )
     _, grads = model.run_with_cache(tokens, incl_bwd=True, return_type="loss")
     assert grads["blocks.0.attn.hook_pattern_grad"].shape == (2, 4, 6, 6)
+    sink_grad = grads["blocks.0.attn.hook_sink_prob_grad"]  # the sink's value is zero
+    torch.testing.assert_close(sink_grad, torch.zeros(2, 4, 6))
 
 
 # ---------------------------------------------------------------- 4: padding
