@@ -17,12 +17,16 @@ PER_HEAD_HOOKS = (
     "hook_attn_in",
 )
 
+QUERY_AXIS_HOOKS = ("hook_attn_scores", "hook_pattern", "hook_sink_prob")
+
 
 def patch_from(
     source: Tensor, positions: list[int] | slice | None = None, channels: list[int] | None = None
 ):  # noqa: ANN201
     """Hook writing ``source`` (same shape as the activation, e.g. a clean cache entry) into the
-    activation at ``positions`` (dim 1) and ``channels``; everywhere if ``None``.
+    activation at ``positions`` and ``channels``; everywhere if ``None``. Positions are dim 1,
+    or the query axis (dim 2) of ``hook_attn_scores``, ``hook_pattern`` and ``hook_sink_prob``
+    (``[batch head_index query_pos ...]``).
 
     ``channels`` index the last dimension, or for per-head hooks (``PER_HEAD_HOOKS``, e.g.
     ``hook_q/k/v/z``) the flattened ``head_index * d_head + channel``.
@@ -39,6 +43,11 @@ def patch_from(
             )
         out = act.clone()
         pos = slice(None) if positions is None else positions
+        if (hook.name or "").endswith(QUERY_AXIS_HOOKS):
+            if channels is not None:
+                raise ValueError(f"{hook.name}: channels do not apply to attention patterns")
+            out[:, :, pos] = source[:, :, pos]
+            return out
         if channels is None:
             out[:, pos] = source[:, pos]
             return out

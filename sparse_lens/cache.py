@@ -104,19 +104,21 @@ class SparseActivationCache(ActivationCache):
         if mask is None:
             return super().get_neuron_results(layer, neuron_slice, pos_slice, project_output_onto)
         pos_slice = pos_slice if isinstance(pos_slice, Slice) else Slice(pos_slice)
-        mask = pos_slice.apply(mask, dim=-2)
-        if project_output_onto is None:
-            results = super().get_neuron_results(layer, neuron_slice, pos_slice, None)
-            return results * mask.unsqueeze(-2)
         neuron_slice = neuron_slice if isinstance(neuron_slice, Slice) else Slice(neuron_slice)
+        mask = pos_slice.apply(mask, dim=-2)
         post = neuron_slice.apply(pos_slice.apply(self[("post", layer, "mlp")], dim=-2), dim=-1)
         W_out = neuron_slice.apply(self.model.blocks[layer].mlp.W_out, dim=0)
+        one = W_out.ndim == 1  # an int neuron_slice drops the neuron axis, as in TL
+        post, W_out = (post[..., None], W_out[None]) if one else (post, W_out)
         p = project_output_onto
-        p2 = p[:, None] if p.ndim == 1 else p
-        # [..., d_mlp, n_outs] = post[..., n] * sum_d W_out[n, d] m[..., d] p[d, o]
-        per_neuron = torch.einsum("nd,...d,do->...no", W_out, mask, p2)
-        projected = post[..., None] * per_neuron
-        return projected.squeeze(-1) if p.ndim == 1 else projected
+        if p is None:
+            out = post[..., None] * W_out * mask[..., None, :]
+        else:
+            # [..., d_mlp, n_outs] = post[..., n] * sum_d W_out[n, d] m[..., d] p[d, o]
+            p2 = p[:, None] if p.ndim == 1 else p
+            out = post[..., None] * torch.einsum("nd,...d,do->...no", W_out, mask, p2)
+            out = out.squeeze(-1) if p.ndim == 1 else out
+        return out.squeeze(post.ndim - 1) if one else out
 
     def masked_bias_correction(
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True

@@ -30,6 +30,15 @@ def _site_topk(cfg: SparseTransformerConfig, site: ActSite, x: Tensor) -> Tensor
     return abs_topk(x, cfg.act_k(x.shape[-1]))
 
 
+def _write_mask(hook: HookPoint, out: Tensor, cfg: SparseTransformerConfig) -> Tensor:
+    """0/1 AbsTopK mask of a residual write. It needs no gradient, except when a backward hook
+    is on ``hook_out_mask``: then it requires one, so that hook fires with ``d loss / d mask``."""
+    mask = abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype)
+    if hook.bwd_hooks and torch.is_grad_enabled():
+        mask.requires_grad_(True)
+    return mask
+
+
 class ChannelOverride(nn.Module):
     """Keeps channels where ``keep`` is 1 and writes ``fill`` elsewhere (a baked-in node mask).
 
@@ -247,13 +256,13 @@ class Attention(nn.Module):
                 out = csr_matmul(z_flat, self.W_O, csr) + self.b_O
             if not sparse_out:
                 return out
-            mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
+            mask = self.hook_out_mask(_write_mask(self.hook_out_mask, out, cfg))
             return out * mask
         per_head = torch.einsum("bqhe,hed->bqhd", z, self.W_O)
         mask = None
         if sparse_out:
             pre = per_head.sum(dim=2) + self.b_O
-            mask = self.hook_out_mask(abs_topk_mask(pre, cfg.act_k(cfg.d_model), pre.dtype))
+            mask = self.hook_out_mask(_write_mask(self.hook_out_mask, pre, cfg))
             per_head = per_head * mask.unsqueeze(2)
         if cfg.use_attn_result:
             per_head = self.hook_result(per_head)
@@ -295,7 +304,7 @@ class MLP(nn.Module):
         out = matmul(post, self.W_out, self.csr_weights, "W_out") + self.b_out
         if not cfg.act_sparse("mlp_out"):
             return out
-        mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
+        mask = self.hook_out_mask(_write_mask(self.hook_out_mask, out, cfg))
         return out * mask
 
 

@@ -302,6 +302,24 @@ class HookedSparseTransformer(HookedRootModule):
         bwd = [(n, partial(save_hook, is_backward=True)) for n in chosen] if incl_bwd else []
         return cache, fwd, bwd
 
+    def add_caching_hooks(  # type: ignore[override]
+        self,
+        names_filter: Any = None,
+        incl_bwd: bool = False,
+        device: Any = None,
+        remove_batch_dim: bool = False,
+        cache: dict | None = None,
+    ) -> dict:
+        """TL's ``add_caching_hooks`` with ``get_caching_hooks``' rules (masks, layouts)."""
+        cache, fwd, bwd = self.get_caching_hooks(
+            names_filter, incl_bwd, device, remove_batch_dim=remove_batch_dim, cache=cache
+        )
+        for name, fn in fwd:
+            self.hook_dict[name].add_hook(fn, "fwd")
+        for name, fn in bwd:
+            self.hook_dict[name].add_hook(fn, "bwd")
+        return cache
+
     def run_with_cache(  # type: ignore[override]
         self,
         *model_args: Any,
@@ -348,6 +366,18 @@ class HookedSparseTransformer(HookedRootModule):
             raise ValueError(f"attention_mask must be 0/1, got {bad[0].item()!r}")
         return attention_mask.to(tokens.device, torch.long)
 
+    def _left_padding_mask(self, tokens: Tensor, prepend_bos: bool | None) -> Tensor | None:
+        """Mask of left-padded ``tokens`` (as TL infers it): the leading run of end-of-text ids
+        is padding, except its last id when a BOS was prepended (pad and BOS are one id)."""
+        pad = self._require_tokenizer().eot_id
+        bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+        leading = (tokens == pad).long().cumprod(dim=-1)  # 1 on the leading run of pads
+        if bos:
+            n_pad = leading.sum(-1, keepdim=True)
+            last = torch.arange(tokens.shape[1], device=tokens.device) == (n_pad - 1)
+            leading = leading * ~last
+        return 1 - leading
+
     def input_to_embed(
         self,
         input: TokensInput,
@@ -366,6 +396,8 @@ class HookedSparseTransformer(HookedRootModule):
             attention_mask = mask if attention_mask is None else attention_mask
         elif isinstance(input, Tensor):
             tokens = self._validate_tokens(input)
+            if attention_mask is None and padding_side == "left":
+                attention_mask = self._left_padding_mask(tokens, prepend_bos)
         else:
             raise TypeError(f"input must be str, list[str] or a token tensor, got {type(input)}")
         attention_mask = self._check_mask(attention_mask, tokens)
@@ -397,7 +429,9 @@ class HookedSparseTransformer(HookedRootModule):
             return_type: ``"logits"``, ``"loss"`` (next-token CE), ``"both"`` or ``None``.
             loss_per_token: return the loss per position ``[batch pos-1]`` instead of its mean.
             prepend_bos: for string input; defaults to ``cfg.default_prepend_bos``.
-            padding_side: for a list of strings, ``"right"`` (default) or ``"left"``.
+            padding_side: for a list of strings, ``"right"`` (default) or ``"left"``; for a token
+                tensor without ``attention_mask``, ``"left"`` infers the mask of
+                ``to_tokens(..., padding_side="left")`` (leading end-of-text ids are padding).
             start_at_layer: run blocks ``start_at_layer..`` on the residual ``input``; needs
                 ``tokens`` for the bigram table and the loss.
             tokens: the token ids of a residual ``input`` (with ``start_at_layer``).

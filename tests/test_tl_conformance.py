@@ -136,6 +136,12 @@ def check_get_neuron_results(model, tokens, run):
     torch.testing.assert_close(
         c.get_neuron_results(1, neuron_slice=[3, 4], pos_slice=-1), ref[:, -1, [3, 4]], **ATOL
     )
+    torch.testing.assert_close(c.get_neuron_results(1, neuron_slice=3), ref[..., 3, :], **ATOL)
+    torch.testing.assert_close(
+        c.get_neuron_results(1, neuron_slice=3, project_output_onto=D[:, 0]),
+        ref[..., 3, :] @ D[:, 0],
+        **ATOL,
+    )
 
 
 def check_dict_views(model, tokens, run):

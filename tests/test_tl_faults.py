@@ -319,3 +319,49 @@ def test_tl_readouts_refuse_to_leave_out_the_bigram_table():
     plain = _model(use_bigram_table=False)
     logits = plain(tokens)
     torch.testing.assert_close(logit_lens(plain, tokens).values[-1], logits[:, -1])
+
+
+def test_left_padded_tokens_with_padding_side_equal_prompts_alone(tokenizer):
+    model = _model(d_vocab=tokenizer.vocab_size, n_ctx=32)
+    model.tokenizer = tokenizer
+    prompts = ["a", 'print("hello world")']
+    batch = model.to_tokens(prompts, padding_side="left")
+    logits = model(batch, padding_side="left")
+    torch.testing.assert_close(logits[0, -2:], model(prompts[0])[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[1], model(prompts[1])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_patch_from_positions_on_patterns_are_query_positions():
+    model = _model()
+    clean, corrupt = random_tokens(seed=1), random_tokens(seed=2)
+    _, c = model.run_with_cache(clean)
+    _, base = model.run_with_cache(corrupt)
+    name = "blocks.1.attn.hook_pattern"
+    seen = {}
+
+    def spy(a, hook):
+        seen["p"] = a
+        return a
+
+    model.run_with_hooks(
+        corrupt, fwd_hooks=[(name, patch_from(c[name], positions=[3])), (name, spy)]
+    )
+    ref = base[name].clone()
+    ref[:, :, 3] = c[name][:, :, 3]
+    torch.testing.assert_close(seen["p"], ref)
+
+
+def test_write_mask_gradient_and_add_caching_hooks():
+    model, tokens = _model(), random_tokens()
+    _, g = model.run_with_cache(tokens, incl_bwd=True, return_type="loss")
+    mask = g["blocks.1.mlp.hook_out_mask"]
+    # d loss / d m = (unmasked write) * d loss / d mlp_out; where m = 1 the write is mlp_out
+    ref = g["blocks.1.hook_mlp_out"] * g["blocks.1.hook_mlp_out_grad"]
+    kept = mask.bool()
+    torch.testing.assert_close(g["blocks.1.mlp.hook_out_mask_grad"][kept], ref[kept])
+    cache = model.add_caching_hooks(names_filter="blocks.0.attn.hook_z")
+    try:
+        model(tokens)
+    finally:
+        model.reset_hooks()
+    assert "blocks.0.attn.hook_out_mask" in cache and "blocks.0.attn.hook_z" in cache
