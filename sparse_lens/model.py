@@ -239,6 +239,16 @@ class HookedSparseTransformer(HookedRootModule):
         """``add_hook`` refuses a hook that would never fire (see ``inactive_hook_reason``)."""
         self._resolve_hook_name(hook_point_name)
 
+    def add_hook(  # type: ignore[override]
+        self, name: Any, hook: Any, dir: Literal["fwd", "bwd"] = "fwd", **kwargs: Any
+    ) -> None:
+        """TL's ``add_hook``: a name refuses a hook that cannot fire; a filter function selects
+        only the hook points that fire under the current config."""
+        if callable(name) and not isinstance(name, str):
+            chosen = name
+            name = lambda n: chosen(n) and self.inactive_hook_reason(n) is None  # noqa: E731
+        super().add_hook(name, hook, dir=dir, **kwargs)
+
     def _enable_hooks_for_points(self, hook_points: Any, enabled: Any, hook: Any, dir: Any) -> None:
         # A name filter selects only the hook points that fire under the current config.
         active = [(n, hp) for n, hp in hook_points if self.inactive_hook_reason(n) is None]
@@ -550,7 +560,9 @@ class HookedSparseTransformer(HookedRootModule):
                 f"{tokens.shape[1]} input + {max_new_tokens} new tokens exceed n_ctx={self.cfg.n_ctx}"
             )
         if eos_token_id is None and stop_at_eos:
-            eos_token_id = self._require_tokenizer().eot_id
+            if self.tokenizer is None:
+                raise ValueError("stop_at_eos needs eos_token_id=... or a model with a tokenizer")
+            eos_token_id = self.tokenizer.eot_id
         done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         for _ in range(max_new_tokens):
             logits = self(tokens)[:, -1].float()

@@ -365,3 +365,16 @@ def test_write_mask_gradient_and_add_caching_hooks():
     finally:
         model.reset_hooks()
     assert "blocks.0.attn.hook_out_mask" in cache and "blocks.0.attn.hook_z" in cache
+
+
+def test_add_hook_with_a_filter_selects_only_hooks_that_fire():
+    model, tokens = _model(), random_tokens()
+    seen = []
+    model.add_hook(lambda n: True, lambda a, hook: seen.append(hook.name))
+    try:
+        model(tokens)
+    finally:
+        model.reset_hooks()
+    assert "blocks.0.attn.hook_z" in seen and "blocks.0.attn.hook_result" not in seen
+    with pytest.raises(ValueError, match="eos_token_id"):
+        model.generate(tokens[:1, :3], max_new_tokens=1)
