@@ -293,7 +293,12 @@ class HookedSparseTransformer(HookedRootModule):
         pos_slice = Slice.unwrap(pos_slice)
         cache = {} if cache is None else cache
         active = [n for n in self.hook_dict if self.inactive_hook_reason(n) is None]
-        chosen = [n for n in active if names_filter(n)]
+        aliases: dict[str, list[str]] = {}
+        for name, module in self.mod_dict.items():
+            if isinstance(module, HookPoint) and module.name != name:
+                aliases.setdefault(module.name, []).append(name)
+        # A filter function may test a legacy name: a hook is chosen under any of its names.
+        chosen = [n for n in active if any(names_filter(a) for a in [n, *aliases.get(n, [])])]
         if chosen:
             chosen += [n for n in active if n.endswith("hook_out_mask") and n not in chosen]
 

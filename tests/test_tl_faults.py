@@ -60,6 +60,10 @@ def test_legacy_name_caches_under_canonical_name():
     model.set_use_split_qkv_input(True)
     _, cache = model.run_with_cache(random_tokens(), names_filter=["blocks.0.hook_q_input"])
     assert cache["blocks.0.attn.hook_q_input"].shape == (2, 10, 4, 16)
+    _, cache = model.run_with_cache(
+        random_tokens(), names_filter=lambda n: n == "blocks.0.hook_k_input"
+    )
+    assert cache["blocks.0.attn.hook_k_input"].shape == (2, 10, 4, 16)
 
 
 def test_out_mask_hook_refused_when_site_off():
