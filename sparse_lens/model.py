@@ -899,6 +899,29 @@ class HookedSparseTransformer(HookedRootModule):
 
     process_weights_ = process_weights
 
+    def load_and_process_state_dict(
+        self,
+        state_dict: dict[str, Tensor],
+        fold_ln: bool = False,
+        center_writing_weights: bool = False,
+        center_unembed: bool = False,
+        fold_value_biases: bool = False,
+        refactor_factored_attn_matrices: bool = False,
+    ) -> None:
+        """Load ``state_dict`` strictly. Each processing flag, if set, raises the
+        ``NotImplementedError`` of its method (none applies here; TL's defaults are True)."""
+        steps = {
+            "fold_layer_norm": fold_ln,
+            "center_writing_weights": center_writing_weights,
+            "center_unembed": center_unembed,
+            "fold_value_biases": fold_value_biases,
+            "refactor_factored_attn_matrices": refactor_factored_attn_matrices,
+        }
+        for name, wanted in steps.items():
+            if wanted:
+                getattr(self, name)()
+        self.load_state_dict(state_dict, strict=True)
+
     # ------------------------------------------------------------------ sparsity accounting
     @torch.no_grad()
     def sparsity_stats(self) -> dict[str, Any]:

@@ -257,6 +257,15 @@ def test_weight_processing_raises_not_implemented(name):
         getattr(_model(), name)()
 
 
+def test_load_and_process_state_dict():
+    model, other = _model(), _model(seed=5)
+    with pytest.raises(NotImplementedError, match="fold_layer_norm"):
+        model.load_and_process_state_dict(other.state_dict(), fold_ln=True)
+    model.load_and_process_state_dict(other.state_dict())
+    tokens = random_tokens()
+    torch.testing.assert_close(model(tokens), other(tokens))
+
+
 def test_model_satisfies_tl_protocols():
     model = _model()
     for proto in (
