@@ -391,3 +391,20 @@ def test_add_hook_with_a_filter_selects_only_hooks_that_fire():
     assert "blocks.0.attn.hook_z" in seen and "blocks.0.attn.hook_result" not in seen
     with pytest.raises(ValueError, match="eos_token_id"):
         model.generate(tokens[:1, :3], max_new_tokens=1)
+
+
+def test_per_position_baseline_on_split_attn_in_matches_unsplit():
+    from hooks import node_mask
+
+    model = _model()
+    tokens = random_tokens(4, 4)  # batch 4 = pos 4 = n_heads: a misaligned broadcast would pass
+    mask = (torch.arange(16) % 3 == 0).float()
+    baseline = torch.randn(4, 4, 16, generator=torch.Generator().manual_seed(2))
+    hooks = [("blocks.1.attn.hook_in", node_mask(mask, baseline))]
+    ref = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    model.set_use_split_qkv_input(True)
+    try:
+        out = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    finally:
+        model.set_use_split_qkv_input(False)
+    torch.testing.assert_close(out, ref)
