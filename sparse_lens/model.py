@@ -545,8 +545,9 @@ class HookedSparseTransformer(HookedRootModule):
 
         Each step reruns the whole prefix (no KV cache; ``n_ctx`` is small). With
         ``stop_at_eos`` a sequence that emits ``eos_token_id`` (default ``<|endoftext|>``) keeps
-        emitting it; generation stops once all have. ``return_type="input"`` returns strings
-        for string input and tokens otherwise. ``verbose`` is accepted for TL compatibility.
+        emitting it; generation stops once all have. A list of prompts is left-padded and
+        masked, so each continues as if run alone (its strings keep no padding).
+        ``return_type="input"`` returns strings for string input and tokens otherwise. ``verbose`` is accepted for TL compatibility.
 
         Raises:
             ValueError: if the output would exceed ``n_ctx``, or on a bad setting.
@@ -557,9 +558,10 @@ class HookedSparseTransformer(HookedRootModule):
                 f"temperature={temperature}, top_k={top_k}"
             )
         if isinstance(input, str | list):
-            tokens, _ = self._tokenize(input, prepend_bos, "right")
+            # prompts of different lengths are left-padded and masked, so each continues its own
+            tokens, mask = self._tokenize(input, prepend_bos, "left")
         else:
-            tokens = self._validate_tokens(input)
+            tokens, mask = self._validate_tokens(input), None
         if tokens.shape[1] + max_new_tokens > self.cfg.n_ctx:
             raise ValueError(
                 f"{tokens.shape[1]} input + {max_new_tokens} new tokens exceed n_ctx={self.cfg.n_ctx}"
@@ -570,7 +572,7 @@ class HookedSparseTransformer(HookedRootModule):
             eos_token_id = self.tokenizer.eot_id
         done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         for _ in range(max_new_tokens):
-            logits = self(tokens)[:, -1].float()
+            logits = self(tokens, attention_mask=mask)[:, -1].float()
             if not do_sample:
                 nxt = logits.argmax(-1)
             else:
@@ -584,11 +586,16 @@ class HookedSparseTransformer(HookedRootModule):
                 nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
                 done = done | (nxt == eos_token_id)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             if stop_at_eos and bool(done.all()):
                 break
         if return_type == "tokens" or (return_type == "input" and isinstance(input, Tensor)):
             return tokens
-        text = self.to_string(tokens)
+        if mask is not None:  # drop the left padding of each prompt
+            text = [self.to_string(row[m.bool()]) for row, m in zip(tokens, mask, strict=True)]
+        else:
+            text = self.to_string(tokens)
         return text[0] if isinstance(input, str) else text
 
     # ------------------------------------------------------------------ tokenizer surface

@@ -408,3 +408,14 @@ def test_per_position_baseline_on_split_attn_in_matches_unsplit():
     finally:
         model.set_use_split_qkv_input(False)
     torch.testing.assert_close(out, ref)
+
+
+def test_generate_on_prompts_of_different_lengths_continues_each_alone(tokenizer):
+    model = _model(d_vocab=tokenizer.vocab_size, n_ctx=32)
+    model.tokenizer = tokenizer
+    prompts = ["x", 'print("hello world")']
+    both = model.generate(prompts, max_new_tokens=3, do_sample=False, stop_at_eos=False)
+    alone = [
+        model.generate(p, max_new_tokens=3, do_sample=False, stop_at_eos=False) for p in prompts
+    ]
+    assert both == alone
