@@ -680,8 +680,8 @@ class HookedSparseTransformer(HookedRootModule):
         prepend_bos: bool | None = None,
     ) -> list[str] | list[list[str]]:
         """The text of each token (``Tokenizer.token_str``: a partial UTF-8 character shows its
-        bytes escaped). A string or ``[pos]`` ids (tensor, list, numpy) give ``list[str]``; a
-        list of strings or ``[batch pos]`` ids give one list per row, as TL does."""
+        bytes escaped). A string or ``[pos]``/``[1 pos]`` ids (tensor, list, numpy) give
+        ``list[str]``; a list of strings or ``[batch pos]`` ids give one list per row."""
         tok = self._require_tokenizer()
         if isinstance(input, str):
             ids = self.to_tokens(input, prepend_bos=prepend_bos)[0]
@@ -689,6 +689,8 @@ class HookedSparseTransformer(HookedRootModule):
             return [self.to_str_tokens(t, prepend_bos=prepend_bos) for t in input]  # type: ignore[misc]
         else:
             ids = torch.as_tensor(input)
+        if ids.ndim == 2 and ids.shape[0] == 1:  # [1 pos] is one sequence, as in TL
+            ids = ids[0]
         if ids.ndim == 2:
             return [[tok.token_str(int(i)) for i in row] for row in ids]
         return [tok.token_str(int(i)) for i in ids.reshape(-1)]

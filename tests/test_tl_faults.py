@@ -185,6 +185,7 @@ def test_tokenizer_surface(tokenizer):
     assert model.to_str_tokens(np.asarray(ids.tolist())) == pieces
     two = torch.stack([ids, ids])
     assert model.to_str_tokens(two) == [pieces, pieces]
+    assert model.to_str_tokens(ids[None]) == pieces
     assert model.to_str_tokens(["x = [1, 2]", "a"], prepend_bos=False)[0] == pieces
     assert model.tokens_to_residual_directions(torch.tensor(5)).shape == (model.cfg.d_model,)
     assert model.tokens_to_residual_directions(torch.tensor([5])).shape == (model.cfg.d_model,)
