@@ -473,22 +473,7 @@ class HookedSparseTransformer(HookedRootModule):
             if tokens is not None:
                 tokens = self._validate_tokens(tokens)
                 attention_mask = self._check_mask(attention_mask, tokens)
-        n = self.cfg.n_layers
-        first = (
-            0
-            if start_at_layer is None
-            else start_at_layer % n
-            if start_at_layer < 0
-            else start_at_layer
-        )
-        last = (
-            n
-            if stop_at_layer is None
-            else stop_at_layer % n
-            if stop_at_layer < 0
-            else stop_at_layer
-        )
-        for block in self.blocks[first:last]:
+        for block in self.blocks[start_at_layer:stop_at_layer]:  # None/negative as in TL
             resid = block(resid, attention_mask)
         if stop_at_layer is not None:
             return resid
