@@ -278,7 +278,7 @@ def _heads_section(
             for layer, head in chosen
         ]
         page.add(
-            f"<h3>Example answering {esc(repr(model.tokenizer.decode([int(sub.correct[i])])))}</h3>"
+            f"<h3>Example answering {esc(repr(model.tokenizer.token_str(int(sub.correct[i]))))}</h3>"
         )
         page.add(
             page.circuitsvis(
@@ -333,7 +333,7 @@ def _node_panel(
     parts.append("<b>On the task</b>")
     for i in range(len(sub)):
         n = int(sub.last[i]) + 1
-        answer = tok.decode([int(sub.correct[i])])
+        answer = tok.token_str(int(sub.correct[i]))
         parts.append(f'<p class="note">answer {esc(repr(answer))}</p>')
         parts.append(
             page.circuitsvis(
