@@ -239,6 +239,10 @@ def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> list[tup
 
     def make(saved: Tensor) -> Callable:
         def hook(act: Tensor, hook: Any) -> Tensor:
+            if saved.shape != act.shape:  # e.g. split-QKV switched on since: never broadcast
+                raise ValueError(
+                    f"{hook.name}: frozen scale {tuple(saved.shape)} != {tuple(act.shape)}"
+                )
             return saved
 
         return hook
