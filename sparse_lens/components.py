@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from sparse_lens.config import ActSite, SparseTransformerConfig
+from sparse_lens.kv_cache import KVEntry
 from sparse_lens.sparse_matmul import CSRWeight, csr_matmul, matmul, usable
 from sparse_lens.sparsity import abs_topk, abs_topk_mask
 
@@ -214,26 +215,32 @@ class Attention(nn.Module):
         self,
         resid_pre: Float[Tensor, "batch pos d_model"],
         ln: RMSNorm,
-        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        attention_mask: Int[Tensor, "batch key_pos"] | None = None,
+        past: KVEntry | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         """``attention_mask`` (1 = real token, 0 = padding) hides padded keys from every query;
-        a padded query still sees itself so its row stays finite."""
+        a padded query still sees itself so its row stays finite. With ``past`` (a KV cache)
+        the queries are the last positions and the keys include the cached ones; the mask
+        then covers every key position."""
         cfg = self.cfg
         q_x, k_x, v_x = self._inputs(resid_pre, ln)
         q = self.hook_q(self.override_q(self._project(q_x, "W_Q", self.b_Q, "attn_q")))
         k = self.hook_k(self.override_k(self._project(k_x, "W_K", self.b_K, "attn_k")))
         v = self.hook_v(self.override_v(self._project(v_x, "W_V", self.b_V, "attn_v")))
+        if past is not None:
+            k, v = past.extend(k, v)
 
-        pos = q.shape[1]
+        n_q, n_k = q.shape[1], k.shape[1]
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
-        allowed = torch.ones(pos, pos, dtype=torch.bool, device=q.device).tril()
+        query_at = torch.arange(n_k - n_q, n_k, device=q.device)[:, None]
+        key_at = torch.arange(n_k, device=q.device)[None, :]
+        allowed = key_at <= query_at  # causal
         if attention_mask is not None:
-            eye = torch.eye(pos, dtype=torch.bool, device=q.device)
             keys = attention_mask.to(device=q.device, dtype=torch.bool)[:, None, None, :]
-            allowed = allowed & (keys | eye)  # [batch 1 query key]
+            allowed = allowed & (keys | (key_at == query_at))  # [batch 1 query key]
         scores = self.hook_attn_scores(scores.masked_fill(~allowed, self.IGNORE))
         if cfg.attn_sinks:
-            sink = self.sinks.view(1, -1, 1, 1).expand(scores.shape[0], -1, pos, 1)
+            sink = self.sinks.view(1, -1, 1, 1).expand(scores.shape[0], -1, n_q, 1)
             probs = torch.cat([scores, sink], dim=-1).softmax(dim=-1)
             pattern = self.hook_pattern(probs[..., :-1])
             sink_prob = self.hook_sink_prob(probs[..., -1])
@@ -352,11 +359,12 @@ class TransformerBlock(nn.Module):
     def forward(
         self,
         x: Float[Tensor, "batch pos d_model"],
-        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        attention_mask: Int[Tensor, "batch key_pos"] | None = None,
+        past: KVEntry | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         cfg = self.cfg
         resid_pre = self.hook_resid_pre(x)
-        attn = self.attn(resid_pre, self.ln1, attention_mask)
+        attn = self.attn(resid_pre, self.ln1, attention_mask, past)
         attn_out = self.hook_attn_out(self.override_attn_out(attn))
         resid_mid = self.hook_resid_mid(_site_topk(cfg, "resid_post_attn", resid_pre + attn_out))
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid

@@ -48,6 +48,7 @@ from sparse_lens.components import (
     Unembed,
 )
 from sparse_lens.config import SparseTransformerConfig
+from sparse_lens.kv_cache import KVCache
 from sparse_lens.sparsity import param_role
 from sparse_lens.tokenizer import Tokenizer
 
@@ -399,12 +400,14 @@ class HookedSparseTransformer(HookedRootModule):
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
+        past_kv_cache: KVCache | None = None,
     ) -> tuple[Float[Tensor, "batch pos d_model"], Tensor, None, Tensor | None]:
         """``(residual, tokens, None, attention_mask)`` as TL's ``input_to_embed``.
 
         String lists are padded on ``padding_side`` and get their attention mask; learned
         positions count real tokens only, so left padding does not shift them. The third entry
-        (TL's shortformer positional embedding) is always ``None``.
+        (TL's shortformer positional embedding) is always ``None``. With ``past_kv_cache`` the
+        input continues the cached positions and the returned mask covers all of them.
         """
         if isinstance(input, str | list):
             tokens, mask = self._tokenize(input, prepend_bos, padding_side or "right")
@@ -416,11 +419,19 @@ class HookedSparseTransformer(HookedRootModule):
         else:
             raise TypeError(f"input must be str, list[str] or a token tensor, got {type(input)}")
         attention_mask = self._check_mask(attention_mask, tokens)
+        if past_kv_cache is not None:
+            if past_kv_cache.n_pos + tokens.shape[1] > self.cfg.n_ctx:
+                raise ValueError(
+                    f"{past_kv_cache.n_pos} cached + {tokens.shape[1]} new positions exceed "
+                    f"n_ctx={self.cfg.n_ctx}"
+                )
+            new = torch.ones_like(tokens) if attention_mask is None else attention_mask
+            attention_mask = past_kv_cache.extend_mask(new)
         resid = self.hook_embed(self.embed(tokens))
         if self.cfg.positional_embedding == "learned":
             positions = None
             if attention_mask is not None:
-                positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+                positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)[:, -tokens.shape[1] :]
             resid = resid + self.hook_pos_embed(self.pos_embed(tokens, positions))
         return resid, tokens, None, attention_mask
 
@@ -435,6 +446,7 @@ class HookedSparseTransformer(HookedRootModule):
         tokens: Int[Tensor, "batch pos"] | None = None,
         stop_at_layer: int | None = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
+        past_kv_cache: KVCache | None = None,
     ) -> Any:
         """Run the model.
 
@@ -454,15 +466,19 @@ class HookedSparseTransformer(HookedRootModule):
                 ``return_type`` is then ignored, as in TL.
             attention_mask: ``[batch pos]`` 1 for real tokens, 0 for padding (inferred for
                 string lists). Padded keys are hidden and padded targets left out of the loss.
+            past_kv_cache: a ``KVCache`` (``KVCache.empty(n_layers)``) that ``input`` continues;
+                it is extended in place. Not with ``start_at_layer``/``stop_at_layer``.
 
         Raises:
             ValueError: on bad input shapes, ids, masks, or a missing ``tokens``.
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be logits, loss, both or None, got {return_type!r}")
+        if past_kv_cache is not None and (start_at_layer, stop_at_layer) != (None, None):
+            raise ValueError("past_kv_cache cannot be combined with start_at_layer/stop_at_layer")
         if start_at_layer is None:
             resid, tokens, _, attention_mask = self.input_to_embed(
-                input, prepend_bos, padding_side, attention_mask
+                input, prepend_bos, padding_side, attention_mask, past_kv_cache
             )
         else:
             if not isinstance(input, Tensor) or not input.is_floating_point() or input.ndim != 3:
@@ -473,8 +489,10 @@ class HookedSparseTransformer(HookedRootModule):
             if tokens is not None:
                 tokens = self._validate_tokens(tokens)
                 attention_mask = self._check_mask(attention_mask, tokens)
-        for block in self.blocks[start_at_layer:stop_at_layer]:  # None/negative as in TL
-            resid = block(resid, attention_mask)
+        entries = [None] * self.cfg.n_layers if past_kv_cache is None else past_kv_cache.entries
+        blocks = list(zip(self.blocks, entries, strict=True))[start_at_layer:stop_at_layer]
+        for block, past in blocks:  # None and negative layers as in TL
+            resid = block(resid, attention_mask, past)
         if stop_at_layer is not None:
             return resid
         if self.cfg.circuit_overrides:
@@ -490,6 +508,8 @@ class HookedSparseTransformer(HookedRootModule):
             return logits
         if tokens is None:
             raise ValueError("a loss needs tokens=...: pass the input's token ids")
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, -tokens.shape[1] :]  # the new positions' mask
         loss = self.loss_fn(logits, tokens, attention_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
@@ -525,10 +545,12 @@ class HookedSparseTransformer(HookedRootModule):
         prepend_bos: bool | None = None,
         return_type: Literal["input", "str", "tokens"] = "input",
         verbose: bool = False,
+        use_past_kv_cache: bool = True,
     ) -> Any:
         """Extend ``input`` by up to ``max_new_tokens`` tokens (greedy if ``do_sample=False``).
 
-        Each step reruns the whole prefix (no KV cache; ``n_ctx`` is small). With
+        With ``use_past_kv_cache`` each step runs only the new token against cached keys and
+        values (``KVCache``; the same logits as rerunning the prefix). With
         ``stop_at_eos`` a sequence that emits ``eos_token_id`` (default ``<|endoftext|>``) keeps
         emitting it; generation stops once all have. A list of prompts is left-padded and
         masked, so each continues as if run alone (its strings keep no padding).
@@ -556,8 +578,12 @@ class HookedSparseTransformer(HookedRootModule):
                 raise ValueError("stop_at_eos needs eos_token_id=... or a model with a tokenizer")
             eos_token_id = self.tokenizer.eot_id
         done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        cache = KVCache.empty(self.cfg.n_layers) if use_past_kv_cache else None
+        step, step_mask = tokens, mask
         for _ in range(max_new_tokens):
-            logits = self(tokens, attention_mask=mask)[:, -1].float()
+            if cache is None:
+                step, step_mask = tokens, mask
+            logits = self(step, attention_mask=step_mask, past_kv_cache=cache)[:, -1].float()
             if not do_sample:
                 nxt = logits.argmax(-1)
             else:
@@ -571,8 +597,10 @@ class HookedSparseTransformer(HookedRootModule):
                 nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
                 done = done | (nxt == eos_token_id)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            step = nxt[:, None]
             if mask is not None:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                step_mask = torch.ones_like(mask[:, :1])
+                mask = torch.cat([mask, step_mask], dim=1)
             if stop_at_eos and bool(done.all()):
                 break
         if return_type == "tokens" or (return_type == "input" and isinstance(input, Tensor)):

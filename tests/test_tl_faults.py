@@ -420,3 +420,24 @@ def test_generate_on_prompts_of_different_lengths_continues_each_alone(tokenizer
         model.generate(p, max_new_tokens=3, do_sample=False, stop_at_eos=False) for p in prompts
     ]
     assert both == alone
+
+
+@pytest.mark.parametrize("pos", ["none", "learned"])
+def test_kv_cache_gives_the_full_runs_logits(pos, tokenizer):
+    from sparse_lens.kv_cache import KVCache
+
+    model = _model(positional_embedding=pos, d_vocab=tokenizer.vocab_size, n_ctx=32)
+    model.tokenizer = tokenizer
+    tokens = random_tokens(2, 9)
+    mask = torch.ones_like(tokens)
+    mask[0, :3] = 0  # a left-padded row
+    full = model(tokens, attention_mask=mask)
+    cache = KVCache.empty(model.cfg.n_layers)
+    parts = [
+        model(tokens[:, a:b], attention_mask=mask[:, a:b], past_kv_cache=cache)
+        for a, b in ((0, 5), (5, 6), (6, 9))
+    ]
+    torch.testing.assert_close(torch.cat(parts, dim=1)[mask.bool()], full[mask.bool()])
+    prompts = ["x", 'print("hello world")']
+    kw = dict(max_new_tokens=4, do_sample=False, stop_at_eos=False)
+    assert model.generate(prompts, **kw) == model.generate(prompts, use_past_kv_cache=False, **kw)
