@@ -13,6 +13,8 @@ reuses that frozen forward mask:
 A cache of a model with a write site on but without its mask raises ``KeyError`` in these
 methods instead of returning the unmasked sum (``HookedSparseTransformer.run_with_cache`` caches
 the masks whenever it caches anything). Every method that returns a new cache returns this class.
+With AbsTopK on the residual stream itself (``resid_post_attn``/``resid_post_mlp``, off in the
+paper's models) the stream is not a sum of components, and the decompositions refuse.
 ``logit_lens`` adds the bigram table's logits (``bigram.hook_logits``), so its last entry is the
 model's logits.
 """
@@ -41,6 +43,21 @@ class SparseActivationCache(ActivationCache):
                 "of HookedSparseTransformer does whenever it caches anything)."
             )
         return mask
+
+    def _require_additive_residual(self, method: str) -> None:
+        sites = [s for s in ("resid_post_attn", "resid_post_mlp") if self.model.cfg.act_sparse(s)]
+        if sites:
+            raise ValueError(
+                f"{method}: AbsTopK on the residual stream ({', '.join(sites)}) masks the sum of "
+                "all earlier components, so the residual stream is not their sum; use "
+                "accumulated_resid, or the components' own writes (stack_head_results, "
+                "get_neuron_results, the cached attn_out/mlp_out)"
+            )
+
+    def decompose_resid(self, *args: Any, **kwargs: Any) -> Any:
+        """TL's ``decompose_resid``; refused under AbsTopK on the residual stream."""
+        self._require_additive_residual("decompose_resid")
+        return super().decompose_resid(*args, **kwargs)
 
     def _ensure_head_results(self) -> bool:
         masks = [self._mask(layer, "attn") for layer in range(self.model.cfg.n_layers)]
@@ -151,6 +168,7 @@ class SparseActivationCache(ActivationCache):
         return_labels: bool = False,
         project_output_onto: torch.Tensor | None = None,
     ) -> Any:
+        self._require_additive_residual("get_full_resid_decomposition")
         if layer is None or layer == -1:
             layer = self.model.cfg.n_layers
         stack, labels = super().get_full_resid_decomposition(

@@ -339,22 +339,30 @@ class TransformerBlock(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
+    def _write_obstruction(self) -> str | None:
+        """The AbsTopK that acts on the head sum before (or in) the residual stream, if any."""
+        for site in ("attn_out", "resid_post_attn", "resid_post_mlp"):
+            if self.cfg.act_sparse(site):
+                return f"abs_topk_{site}"
+        return None
+
     @property
     def submodules(self) -> dict[str, nn.Module]:
-        """TL's declared block structure. With AbsTopK at ``attn_out`` the residual write is
-        taken after the head sum (``hook_attn_out`` reads ``abs_topk_attn_out``), so TL's tools
-        that treat ``z @ W_O`` as a head's write (direct-path and edge attribution patching)
-        refuse this model instead of returning wrong numbers."""
+        """TL's declared block structure. With AbsTopK at ``attn_out`` (or on the residual
+        stream) a head's residual write is masked after the head sum (``hook_attn_out`` reads
+        ``abs_topk_attn_out``), so TL's tools that treat ``z @ W_O`` as a head's write
+        (direct-path and edge attribution patching) refuse this model instead of returning
+        wrong numbers."""
         out: dict[str, nn.Module] = {"attn": self.attn, "mlp": self.mlp}
-        if self.cfg.act_sparse("attn_out"):
-            out["abs_topk_attn_out"] = self.attn
+        owner = self._write_obstruction()
+        if owner is not None:
+            out[owner] = self.attn
         return out
 
     @property
     def hook_aliases(self) -> dict[str, str]:
-        if self.cfg.act_sparse("attn_out"):
-            return {"hook_attn_out": "abs_topk_attn_out.hook_out_mask"}
-        return {}
+        owner = self._write_obstruction()
+        return {} if owner is None else {"hook_attn_out": f"{owner}.hook_out"}
 
     def forward(
         self,

@@ -441,3 +441,25 @@ def test_kv_cache_gives_the_full_runs_logits(pos, tokenizer):
     prompts = ["x", 'print("hello world")']
     kw = dict(max_new_tokens=4, do_sample=False, stop_at_eos=False)
     assert model.generate(prompts, **kw) == model.generate(prompts, use_past_kv_cache=False, **kw)
+
+
+def test_residual_stream_abstopk_refuses_decompositions_and_direct_path():
+    import transformer_lens.patching as patching
+
+    from sparse_lens.config import PAPER_ACT_SITES
+
+    sites = ("mlp_neuron", "resid_post_mlp")  # attn_out dense: only the residual AbsTopK obstructs
+    model, tokens = _model(act_sparse_sites=sites), random_tokens(1, 5)
+    _, c = model.run_with_cache(tokens)
+    for method in ("decompose_resid", "get_full_resid_decomposition"):
+        with pytest.raises(ValueError, match="resid_post_mlp"):
+            getattr(c, method)()
+    with pytest.raises(ValueError, match="not hook_z @ W_O"):
+        patching.get_act_patch_direct_path(
+            model, tokens, c, c, lambda lg: lg[0, -1, 0], 0, 1, verbose=False
+        )
+    paper = _model(act_sparse_sites=PAPER_ACT_SITES)
+    _, c = paper.run_with_cache(tokens)
+    torch.testing.assert_close(
+        c.decompose_resid().sum(0), c["resid_post", -1], atol=1e-5, rtol=1e-5
+    )
