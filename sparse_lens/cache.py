@@ -54,12 +54,34 @@ class SparseActivationCache(ActivationCache):
                 "get_neuron_results, the cached attn_out/mlp_out)"
             )
 
+    def _require_no_override(self, method: str, final: bool = False) -> None:
+        """Refuse when a baked-in circuit (``Circuit.to_model``) overrides channels of a residual
+        write (``attn_out``/``mlp_out``) or, with ``final``, of the stream the unembedding
+        reads: those channels hold the ablation value, which no component wrote."""
+        model = self.model
+        if not model.cfg.circuit_overrides:
+            return
+        modules = [
+            (f"blocks.{i}.attn_out", b.override_attn_out) for i, b in enumerate(model.blocks)
+        ]
+        modules += [(f"blocks.{i}.mlp_out", b.override_mlp_out) for i, b in enumerate(model.blocks)]
+        if final:
+            modules.append(("final", model.override_final))
+        overridden = [name for name, m in modules if bool((m.keep != 1).any())]
+        if overridden:
+            raise ValueError(
+                f"{method}: this circuit model overrides removed channels of {overridden} with "
+                "their ablation values, so per-component results do not add up to what the model "
+                "computed; decompose the full model with the circuit's hooks instead"
+            )
+
     def decompose_resid(self, *args: Any, **kwargs: Any) -> Any:
         """TL's ``decompose_resid``; refused under AbsTopK on the residual stream."""
         self._require_additive_residual("decompose_resid")
         return super().decompose_resid(*args, **kwargs)
 
     def _ensure_head_results(self) -> bool:
+        self._require_no_override("per-head results")
         masks = [self._mask(layer, "attn") for layer in range(self.model.cfg.n_layers)]
         all_cached = super()._ensure_head_results()
         if all_cached:
@@ -95,6 +117,7 @@ class SparseActivationCache(ActivationCache):
         """TL's ``logit_lens`` with the bigram table's logits added at each position, so the
         final entry equals the model's logits. Needs ``bigram.hook_logits`` in the cache."""
         model = self.model
+        self._require_no_override("logit_lens", final=True)
         if not model.cfg.use_bigram_table:
             return super().logit_lens(**kwargs)
         if "bigram.hook_logits" not in self.cache_dict:
@@ -117,6 +140,7 @@ class SparseActivationCache(ActivationCache):
     ) -> torch.Tensor:
         """``m * (post_n W_out[n])`` per neuron; with ``project_output_onto`` ``p`` it is
         ``post_n * (W_out[n] @ (m * p))``, never forming ``[..., d_mlp, d_model]``."""
+        self._require_no_override("get_neuron_results")
         mask = self._mask(layer, "mlp")
         if mask is None:
             return super().get_neuron_results(layer, neuron_slice, pos_slice, project_output_onto)
@@ -136,6 +160,11 @@ class SparseActivationCache(ActivationCache):
             out = post[..., None] * torch.einsum("nd,...d,do->...no", W_out, mask, p2)
             out = out.squeeze(-1) if p.ndim == 1 else out
         return out.squeeze(post.ndim - 1) if one else out
+
+    def logit_attrs(self, *args: Any, **kwargs: Any) -> Any:
+        """TL's ``logit_attrs``; refused on a circuit model whose final stream is overridden."""
+        self._require_no_override("logit_attrs", final=True)
+        return super().logit_attrs(*args, **kwargs)
 
     def masked_bias_correction(
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
@@ -169,6 +198,7 @@ class SparseActivationCache(ActivationCache):
         project_output_onto: torch.Tensor | None = None,
     ) -> Any:
         self._require_additive_residual("get_full_resid_decomposition")
+        self._require_no_override("get_full_resid_decomposition", final=True)
         if layer is None or layer == -1:
             layer = self.model.cfg.n_layers
         stack, labels = super().get_full_resid_decomposition(

@@ -463,3 +463,18 @@ def test_residual_stream_abstopk_refuses_decompositions_and_direct_path():
     torch.testing.assert_close(
         c.decompose_resid().sum(0), c["resid_post", -1], atol=1e-5, rtol=1e-5
     )
+
+
+def test_circuit_model_with_overridden_writes_refuses_decompositions():
+    model, tokens = _model(circuit_overrides=True), random_tokens()
+    _, c = model.run_with_cache(tokens)  # identity overrides: exact as usual
+    torch.testing.assert_close(
+        c.get_full_resid_decomposition().sum(0), c["resid_post", -1], atol=1e-5, rtol=1e-5
+    )
+    with torch.no_grad():
+        model.blocks[0].override_attn_out.keep[3] = 0.0
+        model.blocks[0].override_attn_out.fill[3] = 0.7
+    _, c = model.run_with_cache(tokens)
+    for call in (c.stack_head_results, c.get_full_resid_decomposition, c.logit_lens):
+        with pytest.raises(ValueError, match="ablation value"):
+            call()
