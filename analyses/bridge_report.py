@@ -127,8 +127,8 @@ def bridge_page(
     s: SteeringResult = data["steering"]
     batch = data["batch"]
     shown, counterfactual = paired_batches(batch)  # the pairs the steering curve is over
-    target = repr(tok.decode([int(counterfactual.correct[0])]))
-    presented = repr(tok.decode([int(shown.correct[0])]))
+    target = repr(tok.token_str(int(counterfactual.correct[0])))
+    presented = repr(tok.token_str(int(shown.correct[0])))
     page.p(
         f"Node {s.node} (separation score {data['steering_node_score']:.2f}) steered from the "
         f"presented context toward its counterfactual over {s.n_pairs} pairs; the control adds a "
@@ -158,7 +158,7 @@ def bridge_page(
             res = data["patching"][name]
             grid = _grid(res[kind])
             labels = cols or (
-                [tok.decode([t]) for t in res["tokens"]][: len(grid[0])]
+                [tok.token_str(t) for t in res["tokens"]][: len(grid[0])]
                 if kind == "resid_pre"
                 else [f"H{h}" for h in range(len(grid[0]))]
             )
@@ -209,7 +209,7 @@ def bridge_page(
         "note",
     )
     n = int(shown.last[0]) + 1
-    tokens = [tok.decode([t]) for t in shown.tokens[0, :n].tolist()]
+    tokens = [tok.token_str(t) for t in shown.tokens[0, :n].tolist()]
     one = shown.tokens[:1, :n]
     _, s_cache = sparse.run_with_cache(one)
     _, d_cache = dense.run_with_cache(one)

@@ -124,10 +124,15 @@ def top_contexts(
     k: int = 5,
     width: int = 16,
     after: int = 3,
+    exclude_ids: tuple[int, ...] = (),
 ) -> list[Context]:
     """The ``k`` positions with the largest ``|value|`` (at most one per window), each with the
-    ``width`` tokens up to it and ``after`` tokens past it."""
-    best = values.abs().max(dim=1)
+    ``width`` tokens up to it and ``after`` tokens past it. Positions holding a token of
+    ``exclude_ids`` (e.g. the ``<|endoftext|>`` separator) are never a peak."""
+    score = values.abs()
+    if exclude_ids:
+        score = score.masked_fill(torch.isin(tokens, torch.tensor(exclude_ids)), -1.0)
+    best = score.max(dim=1)
     order = best.values.argsort(descending=True)[:k]
     out = []
     for w in order.tolist():

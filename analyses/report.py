@@ -50,6 +50,7 @@ class ReportConfig:
     max_heads: int = 12
     n_exact_knockouts: int = 48
     seed: int = 0
+    contexts_exclude_separators: bool = True  # no top context peaks at <|endoftext|>
 
     def __post_init__(self) -> None:
         require_min(
@@ -67,7 +68,9 @@ def _class_examples(batch: TaskBatch) -> list[int]:
 
 
 def _tokens_of(model: HookedSparseTransformer, batch: TaskBatch, i: int) -> list[str]:
-    return [model.tokenizer.decode([t]) for t in batch.tokens[i, : int(batch.last[i]) + 1].tolist()]
+    return [
+        model.tokenizer.token_str(t) for t in batch.tokens[i, : int(batch.last[i]) + 1].tolist()
+    ]
 
 
 def _summary_rows(circuit: Circuit, task: Task) -> list[list[Any]]:
@@ -328,7 +331,7 @@ def _heads_section(
             for layer, head in chosen
         ]
         page.add(
-            f"<h3>Example answering {esc(repr(model.tokenizer.decode([int(sub.correct[i])])))}</h3>"
+            f"<h3>Example answering {esc(repr(model.tokenizer.token_str(int(sub.correct[i]))))}</h3>"
         )
         page.add(
             page.circuitsvis(
@@ -364,7 +367,10 @@ def _node_panel(
         f"(attribution estimate {info[label]['attribution estimate']:+.4f}) · "
         f"ablation value {info[label]['ablation value']:.4g} · {n_in} edges in, {n_out} out</p>"
     ]
-    ctx = top_contexts(corpus, windows, tok.decode, k=rcfg.n_contexts)
+    skip = (tok.eot_id,) if rcfg.contexts_exclude_separators else ()
+    ctx = top_contexts(
+        corpus, windows, lambda ids: tok.token_str(ids[0]), k=rcfg.n_contexts, exclude_ids=skip
+    )
     parts.append("<b>Top pretraining contexts</b> (|value|, peak at the last but three tokens)")
     parts.append(
         page.circuitsvis(
@@ -380,7 +386,7 @@ def _node_panel(
     parts.append("<b>On the task</b>")
     for i in range(len(sub)):
         n = int(sub.last[i]) + 1
-        answer = tok.decode([int(sub.correct[i])])
+        answer = tok.token_str(int(sub.correct[i]))
         parts.append(f'<p class="note">answer {esc(repr(answer))}</p>')
         parts.append(
             page.circuitsvis(

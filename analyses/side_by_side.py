@@ -7,7 +7,7 @@
 * ``sink_profile``: per head, the attention mass going to "nothing" on the corpus and on the
   task, and the task-loss change when that sink is removed. The sparse model's sink is its
   learned sink logit; a dense GPT-2 has none and parks attention on the first token, which is
-  treated as its sink (removing it = zeroing the first column and renormalising). A head whose
+  treated as its sink (removing it = masking the first key's score, in log space). A head whose
   sink mass at the answer position tracks the answer (``|corr(sink, label)|``) uses its sink as a
   threshold, as the paper's bracket-counting head does.
 """
@@ -99,24 +99,33 @@ def sink_profile(
 
 
 def _remove_sink_hooks(model: Any, layer: int, head: int, learned: bool) -> list:
+    """Hooks removing one head's sink in log space. Learned sink: the head's pattern row becomes
+    ``softmax(scores)`` over the real keys, from ``hook_attn_scores`` (exact even when the sink
+    holds all the mass). First-token sink of a dense model: the row is renormalised as
+    ``softmax(log pattern)`` with the first key (after the first query) at ``-inf``."""
+    name = f"blocks.{layer}.attn"
     if learned:
-        # the pattern rows sum to 1 - sink mass; renormalising them removes the sink for the head
-        def hook(pattern: Tensor, hook: Any) -> Tensor:
+        scores: dict[str, Tensor] = {}
+
+        def keep_scores(act: Tensor, hook: Any) -> Tensor:
+            scores["s"] = act[:, head]
+            return act
+
+        def from_scores(pattern: Tensor, hook: Any) -> Tensor:
             out = pattern.clone()
-            rows = out[:, head]
-            out[:, head] = rows / rows.sum(dim=-1, keepdim=True).clamp_min(1e-9)
+            out[:, head] = scores["s"].double().softmax(dim=-1).to(pattern.dtype)
             return out
 
-    else:
+        return [(f"{name}.hook_attn_scores", keep_scores), (f"{name}.hook_pattern", from_scores)]
 
-        def hook(pattern: Tensor, hook: Any) -> Tensor:
-            out = pattern.clone()
-            rows = out[:, head].clone()
-            rows[..., 1:, 0] = 0.0  # the first query can only attend to itself
-            out[:, head] = rows / rows.sum(dim=-1, keepdim=True).clamp_min(1e-9)
-            return out
+    def drop_first(pattern: Tensor, hook: Any) -> Tensor:
+        out = pattern.clone()
+        logs = out[:, head].double().log()
+        logs[..., 1:, 0] = -torch.inf  # the first query can only attend to itself
+        out[:, head] = logs.softmax(dim=-1).to(pattern.dtype)
+        return out
 
-    return [(f"blocks.{layer}.attn.hook_pattern", hook)]
+    return [(f"{name}.hook_pattern", drop_first)]
 
 
 @torch.no_grad()

@@ -25,7 +25,13 @@ def node_mask(mask: Float[Tensor, " channels"], baseline: Float[Tensor, "..."] |
 
     def hook(act: Tensor, hook: HookPoint) -> Tensor:
         x = flat(act, n)
-        out = x * mask + (1 - mask) * baseline
+        base = baseline
+        if isinstance(base, Tensor) and base.ndim >= 3 and x.ndim > base.ndim:
+            # a per-position baseline [batch pos channels] on a per-head fork of the same
+            # positions (e.g. attn.hook_in [batch pos 3 head_index d_model]): broadcast over heads
+            extra = [1] * (x.ndim - base.ndim)
+            base = base.reshape(*base.shape[:-1], *extra, base.shape[-1])
+        out = x * mask + (1 - mask) * base
         return out.reshape(act.shape)
 
     return hook

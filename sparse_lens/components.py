@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from sparse_lens.config import ActSite, SparseTransformerConfig
+from sparse_lens.kv_cache import KVEntry
 from sparse_lens.sparse_matmul import CSRWeight, csr_matmul, matmul, usable
 from sparse_lens.sparsity import abs_topk, abs_topk_mask
 
@@ -30,6 +31,15 @@ def _site_topk(cfg: SparseTransformerConfig, site: ActSite, x: Tensor) -> Tensor
     if not cfg.act_sparse(site):
         return x
     return abs_topk(x, cfg.act_k(x.shape[-1]))
+
+
+def _write_mask(hook: HookPoint, out: Tensor, cfg: SparseTransformerConfig) -> Tensor:
+    """0/1 AbsTopK mask of a residual write. It needs no gradient, except when a backward hook
+    is on ``hook_out_mask``: then it requires one, so that hook fires with ``d loss / d mask``."""
+    mask = abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype)
+    if hook.bwd_hooks and torch.is_grad_enabled():
+        mask.requires_grad_(True)
+    return mask
 
 
 class ChannelOverride(nn.Module):
@@ -82,8 +92,13 @@ class PosEmbed(nn.Module):
         super().__init__()
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype))
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(
+        self, tokens: Int[Tensor, "batch pos"], positions: Int[Tensor, "batch pos"] | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """``W_pos`` rows ``0..pos-1``, or ``positions`` (left padding shifts them per prompt)."""
         batch, pos = tokens.shape
+        if positions is not None:
+            return F.embedding(positions, self.W_pos)
         return self.W_pos[:pos].unsqueeze(0).expand(batch, pos, -1)
 
 
@@ -95,9 +110,12 @@ class Unembed(nn.Module):
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab, dtype=cfg.dtype))
         self.register_buffer("b_U", torch.zeros(cfg.d_vocab, dtype=cfg.dtype))
         self.csr_weights: dict[str, CSRWeight] = {}  # sparse_matmul.refresh_csr_weights
+        self.hook_in = HookPoint()  # [batch pos d_model], ln_final's output
+        self.hook_out = HookPoint()  # [batch pos d_vocab], before the bigram table is added
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return matmul(x, self.W_U, self.csr_weights, "W_U") + self.b_U
+        x = self.hook_in(x)
+        return self.hook_out(matmul(x, self.W_U, self.csr_weights, "W_U") + self.b_U)
 
 
 class BigramTable(nn.Module):
@@ -149,7 +167,10 @@ class Attention(nn.Module):
         self.hook_k_input = HookPoint()
         self.hook_v_input = HookPoint()
         self.hook_attn_in = HookPoint()  # [batch pos head_index d_model], use_attn_in only
-        self.hook_in = HookPoint()  # [batch pos d_model] normalised input after attn_in AbsTopK
+        # Normalised input after attn_in AbsTopK: [batch pos d_model]; with use_attn_in
+        # [batch pos head_index d_model]; with use_split_qkv_input [batch pos 3 head_index d_model]
+        # (the q, k and v reads stacked), so attn_in node masks apply in every mode.
+        self.hook_in = HookPoint()
         self.hook_q_pre = HookPoint()  # [batch pos head_index d_head] before attn_q AbsTopK
         self.hook_k_pre = HookPoint()
         self.hook_v_pre = HookPoint()
@@ -182,20 +203,34 @@ class Attention(nn.Module):
         batch, pos, h, e = out.shape
         return _site_topk(self.cfg, site, out.reshape(batch, pos, h * e)).reshape(out.shape)
 
-    def forward(
-        self, resid_pre: Float[Tensor, "batch pos d_model"], ln: RMSNorm
-    ) -> Float[Tensor, "batch pos d_model"]:
+    def _inputs(self, resid_pre: Tensor, ln: RMSNorm) -> tuple[Tensor, Tensor, Tensor]:
+        """The q, k and v reads; ``hook_in`` fires in every mode (see its layout above)."""
         cfg = self.cfg
-        if cfg.use_split_qkv_input or cfg.use_attn_in:
-            rep = resid_pre.unsqueeze(2).expand(-1, -1, cfg.n_heads, -1)
-            if cfg.use_split_qkv_input:
-                q_x = self._read(self.hook_q_input(rep.clone()), ln)
-                k_x = self._read(self.hook_k_input(rep.clone()), ln)
-                v_x = self._read(self.hook_v_input(rep.clone()), ln)
-            else:
-                q_x = k_x = v_x = self._read(self.hook_attn_in(rep.clone()), ln)
-        else:
-            q_x = k_x = v_x = self.hook_in(self._read(resid_pre, ln))
+        if not (cfg.use_split_qkv_input or cfg.use_attn_in):
+            x = self.hook_in(self._read(resid_pre, ln))
+            return x, x, x
+        rep = resid_pre.unsqueeze(2).expand(-1, -1, cfg.n_heads, -1)
+        if cfg.use_attn_in:
+            x = self.hook_in(self._read(self.hook_attn_in(rep.clone()), ln))
+            return x, x, x
+        forks = (self.hook_q_input, self.hook_k_input, self.hook_v_input)
+        reads = torch.stack([self._read(fork(rep.clone()), ln) for fork in forks], dim=2)
+        q_x, k_x, v_x = self.hook_in(reads).unbind(2)
+        return q_x, k_x, v_x
+
+    def forward(
+        self,
+        resid_pre: Float[Tensor, "batch pos d_model"],
+        ln: RMSNorm,
+        attention_mask: Int[Tensor, "batch key_pos"] | None = None,
+        past: KVEntry | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """``attention_mask`` (1 = real token, 0 = padding) hides padded keys from every query;
+        a padded query still sees itself so its row stays finite. With ``past`` (a KV cache)
+        the queries are the last positions and the keys include the cached ones; the mask
+        then covers every key position."""
+        cfg = self.cfg
+        q_x, k_x, v_x = self._inputs(resid_pre, ln)
         q = self.hook_q(
             self.override_q(self._project(q_x, "W_Q", self.b_Q, "attn_q", self.hook_q_pre))
         )
@@ -205,19 +240,31 @@ class Attention(nn.Module):
         v = self.hook_v(
             self.override_v(self._project(v_x, "W_V", self.b_V, "attn_v", self.hook_v_pre))
         )
+        if past is not None:
+            k, v = past.extend(k, v)
 
-        pos = q.shape[1]
+        n_q, n_k = q.shape[1], k.shape[1]
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(cfg.d_head)
-        causal = torch.ones(pos, pos, dtype=torch.bool, device=q.device).tril()
-        scores = self.hook_attn_scores(scores.masked_fill(~causal, self.IGNORE))
+        query_at = torch.arange(n_k - n_q, n_k, device=q.device)[:, None]
+        key_at = torch.arange(n_k, device=q.device)[None, :]
+        allowed = key_at <= query_at  # causal
+        if attention_mask is not None:
+            keys = attention_mask.to(device=q.device, dtype=torch.bool)[:, None, None, :]
+            allowed = allowed & (keys | (key_at == query_at))  # [batch 1 query key]
+        scores = self.hook_attn_scores(scores.masked_fill(~allowed, self.IGNORE))
         if cfg.attn_sinks:
-            sink = self.sinks.view(1, -1, 1, 1).expand(scores.shape[0], -1, pos, 1)
+            sink = self.sinks.view(1, -1, 1, 1).expand(scores.shape[0], -1, n_q, 1)
             probs = torch.cat([scores, sink], dim=-1).softmax(dim=-1)
             pattern = self.hook_pattern(probs[..., :-1])
-            self.hook_sink_prob(probs[..., -1])
+            sink_prob = self.hook_sink_prob(probs[..., -1])
         else:
             pattern = self.hook_pattern(scores.softmax(dim=-1))
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        if cfg.attn_sinks:
+            # + p_sink * v_sink with the sink's zero value: no change, but hook_sink_prob is on
+            # the forward path, so incl_bwd caches its (zero) gradient like every other hook's.
+            z = z + sink_prob.transpose(1, 2)[..., None] * z.new_zeros(())
+        z = self.hook_z(z)
 
         sparse_out = cfg.act_sparse("attn_out")
         if not cfg.use_attn_result:
@@ -230,13 +277,13 @@ class Attention(nn.Module):
             out = self.hook_out_pre(out)
             if not sparse_out:
                 return out
-            mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
+            mask = self.hook_out_mask(_write_mask(self.hook_out_mask, out, cfg))
             return out * mask
         per_head = torch.einsum("bqhe,hed->bqhd", z, self.W_O)
         mask = None
         if sparse_out:
             pre = per_head.sum(dim=2) + self.b_O
-            mask = self.hook_out_mask(abs_topk_mask(pre, cfg.act_k(cfg.d_model), pre.dtype))
+            mask = self.hook_out_mask(_write_mask(self.hook_out_mask, pre, cfg))
             per_head = per_head * mask.unsqueeze(2)
         if cfg.use_attn_result:
             per_head = self.hook_result(per_head)
@@ -279,7 +326,7 @@ class MLP(nn.Module):
         out = self.hook_out_pre(matmul(post, self.W_out, self.csr_weights, "W_out") + self.b_out)
         if not cfg.act_sparse("mlp_out"):
             return out
-        mask = self.hook_out_mask(abs_topk_mask(out, cfg.act_k(cfg.d_model), out.dtype))
+        mask = self.hook_out_mask(_write_mask(self.hook_out_mask, out, cfg))
         return out * mask
 
 
@@ -307,10 +354,41 @@ class TransformerBlock(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def _write_obstruction(self) -> str | None:
+        """The AbsTopK that acts on the head sum before (or in) the residual stream, if any."""
+        for site in ("attn_out", "resid_post_attn", "resid_post_mlp"):
+            if self.cfg.act_sparse(site):
+                return f"abs_topk_{site}"
+        return None
+
+    @property
+    def submodules(self) -> dict[str, nn.Module]:
+        """TL's declared block structure. With AbsTopK at ``attn_out`` (or on the residual
+        stream) a head's residual write is masked after the head sum (``hook_attn_out`` reads
+        ``abs_topk_attn_out``), so TL's tools that treat ``z @ W_O`` as a head's write
+        (direct-path and edge attribution patching) refuse this model instead of returning
+        wrong numbers."""
+        out: dict[str, nn.Module] = {"attn": self.attn, "mlp": self.mlp}
+        owner = self._write_obstruction()
+        if owner is not None:
+            out[owner] = self.attn
+        return out
+
+    @property
+    def hook_aliases(self) -> dict[str, str]:
+        owner = self._write_obstruction()
+        return {} if owner is None else {"hook_attn_out": f"{owner}.hook_out"}
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        attention_mask: Int[Tensor, "batch key_pos"] | None = None,
+        past: KVEntry | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
         cfg = self.cfg
         resid_pre = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.override_attn_out(self.attn(resid_pre, self.ln1)))
+        attn = self.attn(resid_pre, self.ln1, attention_mask, past)
+        attn_out = self.hook_attn_out(self.override_attn_out(attn))
         resid_mid = self.hook_resid_mid(_site_topk(cfg, "resid_post_attn", resid_pre + attn_out))
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid
         mlp_out = self.hook_mlp_out(self.override_mlp_out(self.mlp(mlp_in, self.ln2)))

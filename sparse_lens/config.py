@@ -46,6 +46,18 @@ ActFn = Literal["gelu", "relu"]
 CONFIG_VERSION = 1
 
 _RUNTIME_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
+# TransformerLensConfig fields this architecture fixes: each must keep this value, or the config
+# is refused (a field that would be accepted and ignored gives silently wrong numbers).
+UNSUPPORTED_TL_FIELDS: dict[str, tuple[Any, str]] = {
+    "attn_only": (False, "every block has an MLP (the paper's architecture)"),
+    "gated_mlp": (False, "the MLP is W_in -> activation -> W_out, not gated"),
+    "n_key_value_heads": (None, "attention has one key/value head per query head"),
+    "layer_norm_folding": (False, "RMSNorm gains are not folded (see the README)"),
+    "num_experts": (None, "there are no mixture-of-experts layers"),
+    "experts_per_token": (None, "there are no mixture-of-experts layers"),
+}
+# Derived from other fields in __post_init__ (init=False: passing them is a TypeError).
+DERIVED_TL_FIELDS = ("positional_embedding_type", "uses_rms_norm", "final_rms")
 
 
 @dataclass(kw_only=True)
@@ -87,7 +99,9 @@ class SparseTransformerConfig(TransformerLensConfig):
     device: str | None = "cpu"
     dtype: torch.dtype = torch.float32
     default_prepend_bos: bool = True
-    positional_embedding_type: str = "none"
+    positional_embedding_type: str = field(default="none", init=False)  # from positional_embedding
+    uses_rms_norm: bool = field(default=True, init=False)
+    final_rms: bool = field(default=True, init=False)
     model_name: str = "sparse"
     use_attn_in: bool = False
     use_hook_mlp_in: bool = False
@@ -110,6 +124,13 @@ class SparseTransformerConfig(TransformerLensConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name, (required, why) in UNSUPPORTED_TL_FIELDS.items():
+            if getattr(self, name) != required:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not supported: {why}; it must be {required!r}"
+                )
+        if self.device is not None and not isinstance(self.device, str | torch.device):
+            raise ValueError(f"device must be a str, a torch.device or None, got {self.device!r}")
         if self.normalization_type != "RMS":
             raise ValueError(f"normalization_type must be 'RMS', got {self.normalization_type!r}")
         if self.act_fn not in get_args(ActFn):
@@ -178,7 +199,7 @@ class SparseTransformerConfig(TransformerLensConfig):
         """JSON-ready dict with a ``config_version`` field."""
         out: dict[str, Any] = {"config_version": CONFIG_VERSION}
         for f in dataclasses.fields(self):
-            if f.name in _RUNTIME_FLAGS or f.name in ("device",):
+            if f.name in _RUNTIME_FLAGS or f.name in ("device",) or f.name in DERIVED_TL_FIELDS:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, torch.dtype):
@@ -194,6 +215,7 @@ class SparseTransformerConfig(TransformerLensConfig):
         if not isinstance(d, dict):
             raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
         d = _migrate(dict(d))
+        derived = {name: d.pop(name) for name in DERIVED_TL_FIELDS if name in d}
         _check_field_types(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -208,9 +230,13 @@ class SparseTransformerConfig(TransformerLensConfig):
         if "act_sparse_sites" in d:
             d["act_sparse_sites"] = tuple(d["act_sparse_sites"])
         try:
-            return cls(**d)
+            cfg = cls(**d)
         except TypeError as e:
             raise ValueError(f"config is incomplete or malformed: {e}") from e
+        for name, value in derived.items():  # older files wrote these derived fields
+            if value != getattr(cfg, name):
+                raise ValueError(f"config has {name}={value!r}, inconsistent with its other fields")
+        return cfg
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "SparseTransformerConfig":

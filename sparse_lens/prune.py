@@ -76,6 +76,7 @@ class PruneConfig:
     tie_qk: bool = False
     calibrate: bool = True
     seed: int = 0
+    mean_excludes_separators: bool = True  # leave <|endoftext|> positions out of ablation means
 
     def __post_init__(self) -> None:
         if self.ablation not in ABLATIONS:
@@ -121,19 +122,56 @@ def _flat(x: Tensor, size: int) -> Tensor:
     return x.reshape(*x.shape[: x.ndim - (2 if x.shape[-1] != size else 1)], size)
 
 
+def separator_ids(
+    model: HookedSparseTransformer, exclude_separators: bool = True
+) -> tuple[int, ...]:
+    """Token ids whose positions statistics leave out: the tokenizer's ``<|endoftext|>`` (the
+    document separator of the pretraining stream), or none without a tokenizer or if off."""
+    if not exclude_separators or model.tokenizer is None:
+        return ()
+    return (model.tokenizer.eot_id,)
+
+
+def _kept_positions(windows: Tensor, exclude_ids: tuple[int, ...]) -> Tensor:
+    if not exclude_ids:
+        return torch.ones(windows.shape, dtype=torch.bool)
+    return ~torch.isin(windows, torch.tensor(exclude_ids, dtype=windows.dtype))
+
+
+def mean_source(windows: Tensor, exclude_ids: tuple[int, ...]) -> dict[str, Any]:
+    """Where an ablation mean comes from, as recorded in the circuit file."""
+    return {
+        "data": "pretraining windows",
+        "n_windows": int(windows.shape[0]),
+        "n_tokens": int(_kept_positions(windows, exclude_ids).sum()),
+        "excluded_token_ids": list(exclude_ids),
+    }
+
+
 @torch.no_grad()
 def ablation_means(
     model: HookedSparseTransformer,
     windows: Tensor,
     cache_dir: Path | None = None,
     batch_size: int = 16,
+    exclude_ids: tuple[int, ...] | None = None,
 ) -> dict[str, Tensor]:
     """Mean of every node location's (post-AbsTopK) activation over pretraining ``windows``,
-    cached in ``cache_dir`` under the model fingerprint and the windows' hash."""
+    cached in ``cache_dir`` under the model fingerprint and the windows' hash.
+
+    Positions holding a token of ``exclude_ids`` are left out (default ``separator_ids``: the
+    ``<|endoftext|>`` separators, which are many in a corpus of short documents and move the
+    means). ``mean_source`` describes the result.
+
+    Raises:
+        ValueError: if every position is excluded.
+    """
+    exclude_ids = separator_ids(model) if exclude_ids is None else tuple(exclude_ids)
     locs = node_locations(model.cfg)
-    key = hashlib.sha256(windows.numpy().tobytes()).hexdigest()[:10]
+    digest = hashlib.sha256(windows.numpy().tobytes() + repr(exclude_ids).encode())
+    key = digest.hexdigest()[:10]
     if cache_dir is None:
-        return _means(model, windows, locs, batch_size)
+        return _means(model, windows, locs, batch_size, exclude_ids)
     path = Path(cache_dir) / f"means-{model_fingerprint(model)}-{key}.safetensors"
     with cache_entry(path):
         if path.is_file():
@@ -144,23 +182,31 @@ def ablation_means(
                 logger.warning("rebuilding the cache entry %s: other hooks", path)
             except (SafetensorError, OSError, ValueError, RuntimeError) as e:
                 logger.warning("rebuilding the cache entry %s: it is corrupt (%s)", path, e)
-        means = _means(model, windows, locs, batch_size)
+        means = _means(model, windows, locs, batch_size, exclude_ids)
         atomic_write(path, lambda p: save_file(means, str(p)))
     return means
 
 
 def _means(
-    model: HookedSparseTransformer, windows: Tensor, locs: list, batch_size: int
+    model: HookedSparseTransformer,
+    windows: Tensor,
+    locs: list,
+    batch_size: int,
+    exclude_ids: tuple[int, ...],
 ) -> dict[str, Tensor]:
+    kept = _kept_positions(windows, exclude_ids)
+    if not bool(kept.any()):
+        raise ValueError(f"every position of the windows is one of the excluded ids {exclude_ids}")
     hooks = {loc.hook for loc in locs}
     sums = {loc.hook: torch.zeros(loc.size, dtype=torch.float64) for loc in locs}
-    count = 0
     for i in range(0, len(windows), batch_size):
         batch = windows[i : i + batch_size].to(model.W_E.device)
+        weight = kept[i : i + batch_size, :, None].double()
         _, cache = model.run_with_cache(batch, names_filter=lambda n: n in hooks)
         for loc in locs:
-            sums[loc.hook] += _flat(cache[loc.hook], loc.size).double().sum(dim=(0, 1)).cpu()
-        count += batch.shape[0] * batch.shape[1]
+            act = _flat(cache[loc.hook], loc.size).double().cpu()
+            sums[loc.hook] += (act * weight).sum(dim=(0, 1))
+    count = int(kept.sum())
     return {h: (s / count).float() for h, s in sums.items()}
 
 
@@ -171,6 +217,7 @@ class Ablation:
 
     kind: str
     values: dict[str, Tensor]
+    source: dict[str, Any] = field(default_factory=dict)  # recorded in the circuit file
 
     def for_batch(self, hook: str, batch_idx: Tensor | None, width: int) -> Tensor:
         v = self.values[hook]
@@ -187,13 +234,17 @@ def make_ablation(
     batch: TaskBatch | None = None,
     cache_dir: Path | None = None,
     seed: int = 0,
+    exclude_separators: bool = True,
 ) -> Ablation:
-    """Build the ablation values for ``kind`` (mean, zero or resample)."""
+    """Build the ablation values for ``kind`` (mean, zero or resample); a mean leaves out
+    separator positions unless ``exclude_separators`` is False (``ablation_means``)."""
     locs = node_locations(model.cfg)
     if kind == "zero":
-        return Ablation("zero", {loc.hook: torch.zeros(loc.size) for loc in locs})
+        return Ablation("zero", {loc.hook: torch.zeros(loc.size) for loc in locs}, {"data": None})
     if kind == "mean":
-        return Ablation("mean", ablation_means(model, pretrain_windows, cache_dir))
+        ids = separator_ids(model, exclude_separators)
+        means = ablation_means(model, pretrain_windows, cache_dir, exclude_ids=ids)
+        return Ablation("mean", means, mean_source(pretrain_windows, ids))
     if kind == "resample":
         if batch is None:
             raise ValueError("resample ablation needs the task batch it will be applied to")
@@ -208,9 +259,9 @@ def make_ablation(
             _, cache = model.run_with_cache(
                 src.to(model.W_E.device), names_filter=lambda n: n in hooks
             )
-        return Ablation(
-            "resample", {loc.hook: _flat(cache[loc.hook], loc.size).cpu() for loc in locs}
-        )
+        values = {loc.hook: _flat(cache[loc.hook], loc.size).cpu() for loc in locs}
+        source = {"data": "pretraining windows", "n_windows": len(batch), "width": width}
+        return Ablation("resample", values, source)
     raise ValueError(f"ablation must be one of {ABLATIONS}, got {kind!r}")
 
 
@@ -222,6 +273,10 @@ def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> list[tup
 
     def make(saved: Tensor) -> Callable:
         def hook(act: Tensor, hook: Any) -> Tensor:
+            if saved.shape != act.shape:  # e.g. split-QKV switched on since: never broadcast
+                raise ValueError(
+                    f"{hook.name}: frozen scale {tuple(saved.shape)} != {tuple(act.shape)}"
+                )
             return saved
 
         return hook
@@ -679,6 +734,7 @@ def _task_pruner(
         concat_batches(train, val, tok.eot_id),
         cache_dir,
         pcfg.seed,
+        pcfg.mean_excludes_separators,
     )
     return Pruner(model, train, val, ablation, pcfg), test
 
@@ -710,6 +766,7 @@ def _circuit_of(pruner: Pruner, found: Any, task_name: str, n_test: int) -> Any:
             "total_nodes": pruner.n_nodes,
             "bisected_nodes": found.bisected_k,
             "stages": [dataclasses.asdict(st) for st in found.stages],
+            "ablation_source": ablation.source,
         },
     )
     circuit.test_loss = found.stages[-1].test_loss

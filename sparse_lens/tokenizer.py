@@ -44,6 +44,20 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=False)
 
+    def token_str(self, i: int) -> str:
+        """The text of token ``i`` alone. A byte-level token holding part of one UTF-8 character
+        shows its bytes escaped (``'\\xe2\\x82'``) instead of decoding to ``U+FFFD``."""
+        added = self._tok.get_added_tokens_decoder()
+        if i in added:
+            return added[i].content
+        piece = self._tok.id_to_token(i)
+        if piece is None:
+            raise ValueError(f"token id {i} is not in the vocabulary (size {self.vocab_size})")
+        table = _unicode_to_byte()
+        if not all(ch in table for ch in piece):
+            return self.decode([i])
+        return bytes(table[ch] for ch in piece).decode("utf-8", errors="backslashreplace")
+
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
@@ -84,6 +98,19 @@ class Tokenizer:
             unk_token=EOT,
             pad_token=EOT,
         )
+
+
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of the byte-level pre-tokenizer's byte -> printable character map (GPT-2's)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    chars = {b: chr(b) for b in printable}
+    n = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + n)
+            n += 1
+    return {c: b for b, c in chars.items()}
 
 
 def _train(texts: Iterable[str], n_learned: int, added: list[str]) -> HFTokenizer:
