@@ -148,6 +148,8 @@ class HookedSparseTransformer(HookedRootModule):
         if cfg.device is not None:
             self.to(cfg.device)
         self.setup()
+        for name, hook_point in self.hook_dict.items():  # TL's declared position axis
+            hook_point.pos_dim = self.hook_pos_dim(name)
         for i in range(cfg.n_layers):
             for legacy, target in _LEGACY_ALIASES.items():
                 self.mod_dict[f"blocks.{i}.{legacy}"] = self.mod_dict[f"blocks.{i}.{target}"]

@@ -78,6 +78,7 @@ def test_pos_slice_cuts_each_hooks_own_position_axis(pos):
     model, tokens = _model(), random_tokens(2, 6)
     _, full = model.run_with_cache(tokens)
     _, cut = model.run_with_cache(tokens, pos_slice=pos)
+    assert model.hook_dict["blocks.1.attn.hook_sink_prob"].pos_dim == 2  # TL's declared axis
     index = [pos] if isinstance(pos, int) else pos
     for name in ("attn.hook_sink_prob", "attn.hook_pattern", "attn.hook_q", "ln1.hook_scale"):
         key = f"blocks.1.{name}"
