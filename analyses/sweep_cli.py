@@ -12,7 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from sparse_lens.cli import DEFAULT_CACHE, CLIError
+from sparse_lens.cli import (
+    DEFAULT_CACHE,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    CLIError,
+    number,
+    out_path,
+)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -32,34 +40,46 @@ def _floats(text: str) -> tuple[float, ...]:
 def add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="grid of width x L0 x AbsTopK runs: the frontier figures")
     p.add_argument("--preset", required=True, help="the preset every point starts from")
-    p.add_argument("--out", type=Path, required=True, help="sweep folder")
+    p.add_argument("--out", type=out_path, required=True, help="sweep folder")
     p.add_argument("--widths", type=_ints, required=True, help="d_model values, e.g. 64,128")
     p.add_argument("--l0", type=_ints, required=True, help="nonzero budgets, e.g. 50000,100000")
     p.add_argument("--afrac", type=_floats, default=(), help="AbsTopK fractions (default: preset)")
     p.add_argument("--no-dense", action="store_true", help="no dense baseline per width")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
-    p.add_argument("--batch-size", type=int, default=None, help="override the batch size")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="override checkpointing")
-    p.add_argument("--idiom-frac", type=float, default=None, help="override the idiom share")
-    p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument("--steps", type=POSITIVE_INT, default=None, help="override the preset's steps")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="override the batch size")
+    p.add_argument(
+        "--checkpoint-every", type=POSITIVE_INT, default=None, help="override checkpointing"
+    )
+    p.add_argument(
+        "--idiom-frac", type=number(float, 0, 0.99), default=None, help="override the idiom share"
+    )
+    p.add_argument(
+        "--lr", type=POSITIVE_FLOAT, default=None, help="override the peak learning rate"
+    )
     p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every point")
-    p.add_argument("--target-loss", type=float, default=0.15, help="solved/pruning target")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of every point")
+    p.add_argument("--target-loss", type=POSITIVE_FLOAT, default=0.15, help="solved/pruning target")
     p.add_argument("--task", action="append", default=None, help="task (repeatable; default all)")
-    p.add_argument("--task-n", type=int, default=200, help="test examples per task")
-    p.add_argument("--prune-steps", type=int, default=80, help="mask steps per search run")
+    p.add_argument("--task-n", type=POSITIVE_INT, default=200, help="test examples per task")
+    p.add_argument("--prune-steps", type=POSITIVE_INT, default=80, help="mask steps per search run")
     p.add_argument("--no-search", action="store_true", help="one pruning run, no search")
-    p.add_argument("--prune-examples", type=int, default=128, help="val/test pairs (2x to train)")
+    p.add_argument(
+        "--prune-examples", type=POSITIVE_INT, default=128, help="val/test pairs (2x to train)"
+    )
     p.add_argument(
         "--executor",
         default="local",
         choices=["local", "slurm", "debug"],
         help="submitit local processes, SLURM jobs, or this process (debug)",
     )
-    p.add_argument("--jobs", type=int, default=1, help="submitit jobs (points dealt among them)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--tasks-per-point", type=int, default=1, help="DDP processes per point")
-    p.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per job")
+    p.add_argument(
+        "--jobs", type=POSITIVE_INT, default=1, help="submitit jobs (points dealt among them)"
+    )
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads per process")
+    p.add_argument(
+        "--tasks-per-point", type=POSITIVE_INT, default=1, help="DDP processes per point"
+    )
+    p.add_argument("--timeout-min", type=POSITIVE_INT, default=24 * 60, help="time limit per job")
     p.add_argument("--slurm-partition", default=None, help="SLURM partition")
     p.add_argument("--dry-run", action="store_true", help="list the grid and stop")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")

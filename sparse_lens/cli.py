@@ -349,9 +349,14 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
         help="optuna: TPE over the paper's 8 pruning hyperparameters and epochs (default); "
         "grid: 4 runs of --steps; none: one run of --steps",
     )
-    p.add_argument("--trials", type=int, default=24, help="optuna: finished trials per task")
     p.add_argument(
-        "--budget-minutes", type=float, default=5.0, help="optuna: wall-clock limit per task"
+        "--trials", type=POSITIVE_INT, default=24, help="optuna: finished trials per task"
+    )
+    p.add_argument(
+        "--budget-minutes",
+        type=POSITIVE_FLOAT,
+        default=5.0,
+        help="optuna: wall-clock limit per task",
     )
     p.add_argument(
         "--storage",
@@ -371,12 +376,17 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
         help="clean-up after bisection: nodes, edges, nodes,edges (default) or none",
     )
     p.add_argument(
-        "--cleanup-evals", type=int, default=2000, help="validation evaluations per clean-up stage"
+        "--cleanup-evals",
+        type=POSITIVE_INT,
+        default=2000,
+        help="validation evaluations per clean-up stage",
     )
-    p.add_argument("--seeds", type=int, default=1, help="prune with N seeds: core, union, Jaccard")
+    p.add_argument(
+        "--seeds", type=POSITIVE_INT, default=1, help="prune with N seeds: core, union, Jaccard"
+    )
     p.add_argument("--tie-qk", action="store_true", help="one mask per query/key channel pair")
     p.add_argument(
-        "--steps", type=int, default=80, help="mask-training steps per run (grid and none)"
+        "--steps", type=POSITIVE_INT, default=80, help="mask-training steps per run (grid, none)"
     )
     p.add_argument("--no-search", action="store_true", help="same as --search none")
     p.add_argument("--faithfulness", action="store_true", help="add the faithfulness report")

@@ -145,7 +145,7 @@ class HookedSparseTransformer(HookedRootModule):
         if cfg.use_bigram_table:
             self.bigram = BigramTable(cfg)
         self.init_weights(torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None)
-        if cfg.device is not None:
+        if cfg.device is not None and self.embed.W_E.device.type != "meta":  # meta: shapes only
             self.to(cfg.device)
         self.setup()
         for name, hook_point in self.hook_dict.items():  # TL's declared position axis

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sparse_lens.cli import CLIError
+from sparse_lens.cli import POSITIVE_INT, CLIError, out_path
 
 
 def add_import_oai(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_import_oai(sub: argparse._SubParsersAction) -> None:
         "import-oai", help="import an OpenAI circuit_sparsity model folder (beeg_config.json)"
     )
     p.add_argument("src", type=Path, help="folder with beeg_config.json and final_model.pt")
-    p.add_argument("--out", type=Path, required=True, help="new model folder to write")
+    p.add_argument("--out", type=out_path, required=True, help="new model folder to write")
     p.add_argument(
         "--tokenizer",
         type=Path,
@@ -72,12 +72,14 @@ def add_import_oai_circuit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("viz_data", type=Path, help="OpenAI's viz_data.pt")
     p.add_argument("--model", type=Path, required=True, help="the imported model's folder")
     p.add_argument("--task", required=True, help="our task name (e.g. single_double_quote)")
-    p.add_argument("--out", type=Path, required=True, help="circuit JSON to write")
+    p.add_argument("--out", type=out_path, required=True, help="circuit JSON to write")
     p.add_argument("--corpus", default=None, help="pretraining text for mean ablation (stdlib)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="token/means cache")
     p.add_argument("--faithfulness", action="store_true", help="add the faithfulness report")
-    p.add_argument("--n", type=int, default=128, help="task examples for the report")
-    p.add_argument("--steps", type=int, default=200, help="mask steps of the report's controls")
+    p.add_argument("--n", type=POSITIVE_INT, default=128, help="task examples for the report")
+    p.add_argument(
+        "--steps", type=POSITIVE_INT, default=200, help="mask steps of the report's controls"
+    )
 
 
 def cmd_import_oai_circuit(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 One section per class of problem (runs that kill a real process are in ``test_kill.py``).
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -496,3 +497,35 @@ def test_report_refuses_its_own_source_folder(tmp_path, model_dir, capsys):
         err = _err(capsys)
         assert "source folder" in err or "inside the model folder" in err
     assert sorted(p.name for p in src.iterdir()) == ["run"]
+
+
+def _all_actions():
+    from analyses.cli import ADDERS
+    from sparse_lens.cli import build_parser
+
+    parser = build_parser(ADDERS)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            yield command, action
+
+
+def test_every_numeric_option_of_every_command_is_range_checked():
+    """The whole class: no command takes a bare int/float (which accepts -5, 0, inf, nan)."""
+    bare = [
+        f"{command} {action.option_strings}"
+        for command, action in _all_actions()
+        if action.type in (int, float)
+    ]
+    assert not bare, f"options without a range check: {bare}"
+
+
+def test_every_out_option_refuses_an_empty_path():
+    from sparse_lens.cli import out_path
+
+    loose = [
+        command
+        for command, action in _all_actions()
+        if "--out" in action.option_strings and action.type is not out_path
+    ]
+    assert not loose, f"--out options that accept an empty path: {loose}"
