@@ -73,7 +73,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _report(args, build_report, ReportConfig)
 
 
-REPORT_FILES = ("index.html", "circuits")
+REPORT_FILES = ("index.html", "circuits", "figures")
 DEMO_FILES = ("run", "tasks.json", "circuits", "report", "summary.json")
 
 

@@ -261,7 +261,7 @@ class Circuit:
             for end in (src, dst):
                 if end not in kept:
                     raise ValueError(
-                        f"{where}: removed_edges[{i}] ({src} -> {dst}) joins {end!r}, "
+                        f"{where}: removed edge {i} ({src} -> {dst}) joins {end!r}, "
                         "not a kept node"
                     )
 
