@@ -261,8 +261,7 @@ class Circuit:
             for end in (src, dst):
                 if end not in kept:
                     raise ValueError(
-                        f"{where}: removed edge {i} ({src} -> {dst}) joins {end!r}, "
-                        "not a kept node"
+                        f"{where}: removed edge {i} ({src} -> {dst}) joins {end!r}, not a kept node"
                     )
 
     @staticmethod
