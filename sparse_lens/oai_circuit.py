@@ -24,7 +24,6 @@ pretraining windows (the file does not store them). Written from the visualiser'
 without a released file at hand: an entry it does not describe is an error naming it.
 """
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from torch import Tensor
 from sparse_lens.circuit import Circuit
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.nodes import node_locations
-from sparse_lens.oai_import import UnsafeCheckpointError
+from sparse_lens.oai_import import safe_torch_load
 
 _PARTS = {
     "attn.act_in": "attn.hook_in",
@@ -56,27 +55,14 @@ def load_viz_data(path: str | Path) -> dict[str, Any]:
         FileNotFoundError, UnsafeCheckpointError, ValueError (corrupt or not a dict).
     """
     import numpy as np
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"viz_data file {str(path)!r} is missing")
     from numpy._core.multiarray import _reconstruct
 
     # NumPy arrays as data; pickles from NumPy 1.x name the function numpy.core.multiarray
     numpy_data: list[Any] = [np.ndarray, np.dtype, _reconstruct]
     numpy_data += [(_reconstruct, "numpy.core.multiarray._reconstruct")]
     numpy_data += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "bool")]
-    try:
-        with torch.serialization.safe_globals(numpy_data):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsafeCheckpointError(
-            f"{path}: refusing to load: the file needs code to be unpickled (only tensors, "
-            f"NumPy arrays and plain containers are read). Detail: {first}"
-        ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ValueError(f"viz_data file {str(path)!r} is corrupt or truncated: {e}") from e
+    path = Path(path)
+    obj = safe_torch_load(path, "viz_data file", tuple(numpy_data))
     if not isinstance(obj, dict) or "circuit_data" not in obj:
         raise ValueError(f"{path}: expected a dict with 'circuit_data' (OpenAI's viz_data.pt)")
     return obj

@@ -33,6 +33,29 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint that cannot be read without unpickling code."""
 
 
+def safe_torch_load(path: Path, what: str, data_globals: tuple[Any, ...] = ()) -> Any:
+    """``torch.load(path, weights_only=True)`` with ``data_globals`` allowed as plain data.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        UnsafeCheckpointError: the file needs code to unpickle (it is never run).
+        ValueError: the file is corrupt or truncated.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} is missing")
+    try:
+        with torch.serialization.safe_globals(list(data_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: refusing to load: the file needs code to be unpickled, and sparse_lens "
+            f"only reads data (torch.load(weights_only=True)). Detail: {first}"
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{what} {str(path)!r} is corrupt or truncated: {e}") from e
+
+
 def load_oai_weights(path: str | Path) -> dict[str, Tensor]:
     """The state dict in ``final_model.pt``, read with ``weights_only=True``.
 
@@ -43,18 +66,7 @@ def load_oai_weights(path: str | Path) -> dict[str, Tensor]:
             name -> tensor dict.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} is missing")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsafeCheckpointError(
-            f"{path}: refusing to load: the file needs code to be unpickled, and sparse_lens "
-            f"only reads weights (torch.load(weights_only=True)). Detail: {first}"
-        ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ValueError(f"weights file {str(path)!r} is corrupt or truncated: {e}") from e
+    obj = safe_torch_load(path, "weights file")
     if not isinstance(obj, dict):
         raise ValueError(
             f"{path}: expected a state dict (name -> tensor), got {type(obj).__name__}"
