@@ -73,7 +73,10 @@ def knockout_effects(
     loss increase when that node alone is removed as well."""
     base_hooks = circuit.fwd_hooks(model, batch.tokens)
     masks = circuit.masks()
-    index = {name: i for i, (name, _) in enumerate(base_hooks) if name in masks}
+    index: dict[str, int] = {}
+    for i, (name, _) in enumerate(base_hooks):  # the node mask comes before any edge hook there
+        if name in masks:
+            index.setdefault(name, i)
     base = task_loss(model, batch, base_hooks)
     effects = {}
     wanted = None if labels is None else set(labels)

@@ -185,3 +185,41 @@ def test_two_processes_share_one_study(tmp_path, kind):
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in finished) >= 8
     assert len({t.number for t in study.trials}) == len(study.trials)
     assert outs[0]["value"] == outs[1]["value"] == study.best_value
+
+
+def test_knockout_effects_with_removed_edges_equal_the_smaller_circuit():
+    """A node knocked out on a circuit with removed edges: the edge hooks that share the
+    node's hook point stay in place (regression: the edge's read hook was replaced)."""
+    from analyses.circuit_nodes import knockout_effects
+    from sparse_lens.tasks import TaskBatch, task_loss
+
+    model = build_model()
+    g = torch.Generator().manual_seed(1)
+    kept = {
+        loc.hook: sorted(torch.randperm(loc.size, generator=g)[: loc.size // 2].tolist())
+        for loc in node_locations(model.cfg)
+    }
+    abl = make_ablation("mean", model, random_tokens(8, 12, seed=3))
+    full = Circuit.from_nodes(model, kept, abl.values, task="t")
+    mlp_edges = [(s, t) for s, t, _ in full.edges if ".mlp.mlp_in." in s]  # read at mlp.hook_in
+    removed = mlp_edges[:2]
+    assert removed
+    circuit = Circuit.from_nodes(model, kept, abl.values, task="t", removed_edges=removed)
+    tokens = random_tokens(4, 9, seed=5)
+    batch = TaskBatch(
+        tokens=tokens,
+        last=torch.full((4,), 8),
+        correct=torch.tensor([1, 2, 3, 4]),
+        incorrect=torch.tensor([5, 6, 7, 8]),
+        contexts=["a", "b", "c", "d"],
+    )
+    node = removed[0][0]  # the source of a removed edge, on the shared read hook
+    base, effects = knockout_effects(model, circuit, batch, labels=[node])
+    ref = {r.label: r for r in circuit.node_refs(model.cfg)}[node]
+    smaller_nodes = {
+        h: [c for c in ch if (h, c) != (ref.hook, ref.channel)] for h, ch in kept.items()
+    }
+    still = [e for e in removed if node not in e]
+    smaller = Circuit.from_nodes(model, smaller_nodes, abl.values, task="t", removed_edges=still)
+    expected = task_loss(model, batch, smaller.fwd_hooks(model)) - base
+    assert effects[node] == pytest.approx(expected, abs=1e-5)
