@@ -202,6 +202,7 @@ class Circuit:
                 f"{path}: circuit_version {d.get('circuit_version')!r} is not supported"
             )
         d = {k: v for k, v in d.items() if k not in ("circuit_version", "n_nodes", "n_edges")}
+        _check_field_types(d, path)
         try:
             d["edges"] = [(str(s), str(t), float(w)) for s, t, w in d["edges"]]
             d["curve"] = [(int(k), float(v)) for k, v in d.get("curve", [])]
@@ -396,3 +397,43 @@ class Circuit:
 
 def dumps(circuit: Circuit) -> str:
     return json.dumps(circuit.to_dict(), indent=2)
+
+
+_NUMBER = (int, float)
+# JSON type of every circuit field; None allowed where the dataclass default is None.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "task": ((str,), False),
+    "target_loss": (_NUMBER, False),
+    "ablation": ((str,), False),
+    "freeze_norms": ((bool,), False),
+    "nodes": ((dict,), False),
+    "sizes": ((dict,), False),
+    "baselines": ((dict,), False),
+    "edges": ((list,), False),
+    "loss": (_NUMBER, False),
+    "full_loss": (_NUMBER, False),
+    "model_fingerprint": ((str,), False),
+    "calibrated_loss": (_NUMBER, True),
+    "calibration": ((dict,), True),
+    "test_loss": (_NUMBER, True),
+    "curve": ((list,), False),
+    "hparams": ((dict,), False),
+    "extra": ((dict,), False),
+    "removed_edges": ((list,), False),
+}
+
+
+def _check_field_types(d: dict[str, Any], path: Any) -> None:
+    """Raise ``ValueError`` naming the first field of a circuit file of the wrong JSON type."""
+    for name, value in d.items():
+        if name not in _FIELD_TYPES:
+            continue  # unknown keys are reported by the dataclass constructor
+        types, nullable = _FIELD_TYPES[name]
+        if value is None and nullable:
+            continue
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, types) or (is_bool and bool not in types):
+            raise ValueError(
+                f"{path}: field {name!r} must be {' or '.join(t.__name__ for t in types)}"
+                f"{' or null' if nullable else ''}, got {value!r:.60}"
+            )

@@ -12,6 +12,7 @@ swaps in a replaced config when they change.
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -140,7 +141,7 @@ class SparseTransformerConfig(TransformerLensConfig):
                 "positional_embedding must be one of "
                 f"{get_args(PositionalEmbedding)}, got {self.positional_embedding!r}"
             )
-        if not 0.0 < self.afrac <= 1.0:
+        if not (isinstance(self.afrac, int | float) and 0.0 < self.afrac <= 1.0):
             raise ValueError(f"afrac must be in (0, 1], got {self.afrac!r}")
         sites = tuple(self.act_sparse_sites)
         unknown = [s for s in sites if s not in ACT_SITES]
@@ -157,10 +158,10 @@ class SparseTransformerConfig(TransformerLensConfig):
             raise ValueError(
                 f"min_nonzero_per_neuron must be >= 0, got {self.min_nonzero_per_neuron!r}"
             )
-        if self.eps <= 0:
-            raise ValueError(f"eps must be > 0, got {self.eps!r}")
-        if self.init_std <= 0:
-            raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
+        for name in ("eps", "init_std"):  # NaN and inf pass a plain `<= 0` check
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.use_split_qkv_input and self.use_attn_in:
             raise ValueError("use_split_qkv_input and use_attn_in are mutually exclusive")
         # TL reads positional_embedding_type; keep it consistent with our own field.

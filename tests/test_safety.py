@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from analyses.cli import main
 from sparse_lens.circuit import Circuit
 from sparse_lens.circuit_sparsity import from_circuit_sparsity
+from sparse_lens.config import SparseTransformerConfig
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.nodes import node_locations
 from sparse_lens.prune import ablation_means
@@ -529,3 +530,27 @@ def test_every_out_option_refuses_an_empty_path():
         if "--out" in action.option_strings and action.type is not out_path
     ]
     assert not loose, f"--out options that accept an empty path: {loose}"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("nodes", []), ("extra", None), ("extra", []), ("hparams", []), ("loss", "abc"),
+     ("target_loss", "x"), ("freeze_norms", 1), ("edges", {}), ("test_loss", "0.1")],
+)  # fmt: skip
+def test_circuit_fields_of_the_wrong_type_are_named(tmp_path, field, value):
+    model = HookedSparseTransformer(SparseTransformerConfig.tiny(seed=0))
+    kept = {loc.hook: [0] for loc in node_locations(model.cfg)}
+    values = {loc.hook: torch.zeros(loc.size) for loc in node_locations(model.cfg)}
+    path = Circuit.from_nodes(model, kept, values, task="t").save(tmp_path / "c.json")
+    data = json.loads(path.read_text())
+    data[field] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"field '{field}'"):
+        Circuit.load(path, model=model)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0])
+@pytest.mark.parametrize("field", ["eps", "init_std"])
+def test_config_floats_must_be_finite_and_positive(field, value):
+    with pytest.raises(ValueError, match=field):
+        SparseTransformerConfig.tiny(**{field: value})
