@@ -6,9 +6,10 @@
 torch.Size([1, 4, 64])
 """
 
+from hooks.topk import abs_topk
 from sparse_lens.config import ACT_SITES, PAPER_ACT_SITES, SparseTransformerConfig
 from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.sparsity import abs_topk, project_weights_
+from sparse_lens.sparsity import project_weights_
 
 __version__ = "0.1.0"
 

@@ -25,7 +25,7 @@ from sparse_lens.bridges import Bridges, bridge_losses, check_pair
 from sparse_lens.checks import require_min
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.resume import check_resumable, load_loop_state, save_loop_state
-from sparse_lens.train import TrainConfig, make_optimizer, train_step
+from sparse_lens.train import TrainConfig, make_optimizer, sparsity_hooks, train_step
 
 log = logging.getLogger(__name__)
 
@@ -232,18 +232,21 @@ def train_bridged(
         desc="train-bridged",
         disable=not progress,
     )
-    for step in bar:
-        tokens = data.sample(tcfg.batch_size, sparse.cfg.n_ctx, gen)
-        bopt.zero_grad(set_to_none=True)
-        stats = train_step(sparse, sparse, opt, tokens, step, tcfg, loss_fn=loss_fn)
-        for group in bopt.param_groups:
-            group["lr"] = bridge_lr * stats.lr / tcfg.lr
-        bopt.step()
-        records.append(_record(step + 1, last) | {"lr": stats.lr})
-        _save(checkpoint, settings, step + 1, tcfg.steps, modules, gen, records)
-        bar.set_postfix(
-            ce=f"{float(last['ce'].detach()):.3f}", nmse=f"{float(last['nmse'].detach()):.3f}"
-        )
+    with sparsity_hooks(sparse, opt, tcfg, step=start) as sparsity:
+        for step in bar:
+            tokens = data.sample(tcfg.batch_size, sparse.cfg.n_ctx, gen)
+            bopt.zero_grad(set_to_none=True)
+            stats = train_step(
+                sparse, sparse, opt, tokens, step, tcfg, loss_fn=loss_fn, sparsity=sparsity
+            )
+            for group in bopt.param_groups:
+                group["lr"] = bridge_lr * stats.lr / tcfg.lr
+            bopt.step()
+            records.append(_record(step + 1, last) | {"lr": stats.lr})
+            _save(checkpoint, settings, step + 1, tcfg.steps, modules, gen, records)
+            bar.set_postfix(
+                ce=f"{float(last['ce'].detach()):.3f}", nmse=f"{float(last['nmse'].detach()):.3f}"
+            )
     sparse.eval()
     return records
 

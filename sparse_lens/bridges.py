@@ -32,9 +32,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformer_lens.ActivationCache import ActivationCache
 
+from hooks.topk import abs_topk
 from sparse_lens.checks import require_min
 from sparse_lens.io import atomic_dir, read_json
-from sparse_lens.sparsity import abs_topk
 
 BRIDGES_VERSION = 1
 

@@ -20,10 +20,10 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from hooks.topk import abs_topk, abs_topk_mask
 from sparse_lens.config import ActSite, SparseTransformerConfig
 from sparse_lens.kv_cache import KVEntry
 from sparse_lens.sparse_matmul import CSRWeight, csr_matmul, matmul, usable
-from sparse_lens.sparsity import abs_topk, abs_topk_mask
 
 
 def _site_topk(cfg: SparseTransformerConfig, site: ActSite, x: Tensor) -> Tensor:

@@ -22,22 +22,23 @@ Choices where the paper and OpenAI's ``train.py`` disagree (``paper.md`` §2.9):
 import math
 from typing import Literal
 
+from hooks.weight_sparsity import anneal_progress, annealed_density
+
 EmbedAnneal = Literal["linear", "paper_bug"]
 
-
-def anneal_progress(step: int, total: int, start_frac: float, end_frac: float) -> float:
-    """Fraction of the L0 anneal done at ``step``: 0 before start, 1 after end."""
-    start, end = start_frac * total, end_frac * total
-    if step <= start:
-        return 0.0
-    if step >= end or end <= start:
-        return 1.0
-    return (step - start) / (end - start)
+__all__ = [
+    "EmbedAnneal",
+    "anneal_progress",
+    "base_lr",
+    "block_density",
+    "embed_density_at",
+    "sharkfin_lr",
+]
 
 
 def block_density(progress: float, weight_density: float) -> float:
     """Nonzero fraction of block matrices: linear from 1 to ``weight_density``."""
-    return 1.0 + (weight_density - 1.0) * progress
+    return annealed_density(progress, weight_density)
 
 
 def embed_density_at(
@@ -45,7 +46,7 @@ def embed_density_at(
 ) -> float:
     """Nonzero fraction of embeddings, unembedding and biases at anneal ``progress``."""
     if mode == "linear":
-        return 1.0 + (embed_density - 1.0) * progress
+        return annealed_density(progress, embed_density)
     if mode == "paper_bug":
         return min(1.0, embed_density * block_density(progress, weight_density) / weight_density)
     raise ValueError(f"embed anneal mode must be 'linear' or 'paper_bug', got {mode!r}")

@@ -43,9 +43,10 @@ from typing import Any, Literal
 
 import torch
 
+from hooks.topk import n_keep
 from sparse_lens.checks import require_min
 from sparse_lens.presets import get_preset
-from sparse_lens.sparsity import density_for, n_keep, param_role
+from sparse_lens.sparsity import density_for, param_role
 
 Kind = Literal["sparse", "dense"]
 Cluster = Literal["local", "slurm", "debug"]

@@ -7,7 +7,12 @@ One step, in the order of OpenAI's ``train.py`` (§2.5):
    (every step, not min(1, .) clipping: the script normalises, the paper says "clip");
 5. Adam (beta 0.9/0.95, eps 0.1, dense moments) at the sharkfin LR (``schedules.py``);
 6. top-k projection of every sparse parameter to the density of this step, keeping at least
-   ``min_nonzero_per_neuron`` entries per MLP neuron and per q/k/v/o channel (``sparsity.py``);
+   ``min_nonzero_per_neuron`` entries per MLP neuron and per q/k/v/o channel.
+
+Steps 4 and 6 (and a finite-weight check after 5) are the optimizer hooks of
+``hooks.weight_sparsity`` (``sparsity_hooks`` attaches them for a ``HookedSparseTransformer``):
+a pre-step hook and post-step hooks around ``optimizer.step()``. Then:
+
 7. decoupled weight decay ``p <- p - wd * lr_t * p`` on every matrix (``ndim > 1``) except the
    bigram table, after the projection, as the script does.
 
@@ -54,6 +59,12 @@ from jaxtyping import Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from hooks.weight_sparsity import (
+    Sparsified,
+    WeightProjection,
+    attach,
+    budget_shortfalls,
+)
 from sparse_lens.checkpoint import MODEL_FILES, load_pretrained, write_model_files
 from sparse_lens.checks import require_min
 from sparse_lens.config import SparseTransformerConfig
@@ -79,13 +90,7 @@ from sparse_lens.sparse_matmul import (
     DEFAULT_MIN_NUMEL,
     refresh_csr_weights,
 )
-from sparse_lens.sparsity import (
-    NEURON_FAN_DIM,
-    density_for,
-    n_keep,
-    param_role,
-    project_weights_,
-)
+from sparse_lens.sparsity import param_role, sparse_params
 
 logger = logging.getLogger(__name__)
 
@@ -200,36 +205,47 @@ def lr_at(step: int, tcfg: TrainConfig, mcfg: SparseTransformerConfig) -> float:
     )
 
 
-@torch.no_grad()
-def normalize_grad_rms_(params: list[nn.Parameter], eps: float = 1e-5) -> float:
-    """Scale all gradients together to unit RMS; returns the RMS before scaling."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    sq = torch.stack([g.float().pow(2).sum() for g in grads]).sum()
-    n = sum(g.numel() for g in grads)
-    rms = float(torch.sqrt(sq / n))
-    for g in grads:
-        g.div_(rms + eps)
-    return rms
-
-
 def check_sparsity_budget(model: HookedSparseTransformer) -> None:
     """Raise before training if the final density cannot keep the per-neuron minimum."""
     cfg = model.cfg
-    for name, p in model.named_parameters():
-        role = param_role(name)
-        leaf = name.rsplit(".", 1)[-1]
-        density = density_for(role, cfg.weight_density, cfg.embed_density)
-        if role != "matrix" or density >= 1.0:
-            continue
-        fan = p.shape[NEURON_FAN_DIM[leaf]]
-        need = min(cfg.min_nonzero_per_neuron, fan) * (p.numel() // fan)
-        if n_keep(p.numel(), density) < need:
-            raise ValueError(
-                f"weight_density={cfg.weight_density} keeps {n_keep(p.numel(), density)} entries "
-                f"of {name}, fewer than min_nonzero_per_neuron x neurons = {need}"
-            )
+    densities = {"matrix": cfg.weight_density, "embed": cfg.embed_density}
+    short = budget_shortfalls(sparse_params(model), densities, cfg.min_nonzero_per_neuron)
+    if short:
+        name, k, need = short[0]
+        raise ValueError(
+            f"weight_density={cfg.weight_density} keeps {k} entries of {name}, fewer than "
+            f"min_nonzero_per_neuron x neurons = {need}"
+        )
+
+
+def sparsity_hooks(
+    core: HookedSparseTransformer,
+    optimizer: torch.optim.Optimizer,
+    tcfg: TrainConfig,
+    *,
+    step: int = 0,
+) -> Sparsified:
+    """Attach the recipe's optimizer hooks (``hooks.weight_sparsity``) for ``core``: unit-RMS
+    gradients of ``core``'s parameters before each step; after it, a finite-weight check and
+    the top-k projection at ``densities_at`` of the step (``step`` steps already taken).
+    ``remove()`` on the result detaches them."""
+    mcfg = core.cfg
+
+    def schedule(i: int) -> dict[str, float]:
+        w_density, e_density = densities_at(i, tcfg, mcfg)
+        return {"matrix": w_density, "embed": e_density}
+
+    projection = WeightProjection(
+        sparse_params(core), schedule, min_per_neuron=mcfg.min_nonzero_per_neuron, step=step
+    )
+    params = list(core.parameters())
+    return attach(
+        optimizer,
+        projection,
+        grad_params=params,
+        grad_rms_eps=tcfg.grad_rms_eps,
+        finite_params=params,
+    )
 
 
 def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Adam:
@@ -246,6 +262,7 @@ def train_step(
     step: int,
     tcfg: TrainConfig,
     loss_fn: Callable[[Tensor], Tensor] | None = None,
+    sparsity: Sparsified | None = None,
 ) -> StepStats:
     """One optimisation step (see the module docstring for the order).
 
@@ -253,6 +270,8 @@ def train_step(
     ``HookedSparseTransformer`` whose parameters are projected and decayed. ``loss_fn(tokens)``
     replaces the next-token loss (bridged training adds its bridge losses there; parameters
     outside ``core`` get their gradients from the same backward pass and are the caller's).
+    ``sparsity`` is the handle of ``sparsity_hooks`` already on ``optimizer`` (its counter is
+    set to ``step``); without it the hooks are attached for this step only.
     """
     mcfg = core.cfg
     max_density = tcfg.sparse_matmul_max_density
@@ -263,20 +282,16 @@ def train_step(
     if not bool(torch.isfinite(loss)):
         raise FloatingPointError(f"the loss is {float(loss.detach())}")
     loss.backward()
-    normalize_grad_rms_(list(core.parameters()), tcfg.grad_rms_eps)
     lr = lr_at(step, tcfg, mcfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    optimizer.step()
-    if not all(bool(torch.isfinite(p).all()) for p in core.parameters()):
-        raise FloatingPointError(f"the update at lr {lr:g} made weights non-finite")
+    if sparsity is None:
+        with sparsity_hooks(core, optimizer, tcfg, step=step):
+            optimizer.step()  # normalise gradients, step, check, project
+    else:
+        sparsity.step = step
+        optimizer.step()
     w_density, e_density = densities_at(step, tcfg, mcfg)
-    project_weights_(
-        core,
-        weight_density=w_density,
-        embed_density=e_density,
-        min_per_neuron=mcfg.min_nonzero_per_neuron,
-    )
     if tcfg.weight_decay > 0:
         with torch.no_grad():
             for name, p in core.named_parameters():
@@ -559,14 +574,16 @@ def train(
         unit="step",
     )
     t_last, steps_since = time.perf_counter(), 0
-    with metrics_path.open("a") if dist_info.is_main else _NullFile() as log:
+    with (
+        sparsity_hooks(model, optimizer, tcfg, step=start) as sparsity,
+        metrics_path.open("a") if dist_info.is_main else _NullFile() as log,
+    ):
         for step in bar:
             batch = data.sample(tcfg.batch_size, mcfg.n_ctx, generator)
             local_batch = batch[dist_info.rank * local : (dist_info.rank + 1) * local]
             try:
-                stats = train_step(
-                    runner, model, optimizer, local_batch.to(model.W_E.device), step, tcfg
-                )
+                tokens = local_batch.to(model.W_E.device)
+                stats = train_step(runner, model, optimizer, tokens, step, tcfg, sparsity=sparsity)
             except FloatingPointError as e:
                 last = latest_checkpoint(run_dir)
                 kept_ckpt = f"the last good checkpoint {last} is kept" if last else "no checkpoint"

@@ -1,14 +1,8 @@
 import pytest
 import torch
 
-from sparse_lens.sparsity import (
-    abs_topk,
-    abs_topk_mask,
-    naive_topk_weight_mask,
-    param_role,
-    project_weights_,
-    topk_weight_mask,
-)
+from hooks.topk import abs_topk, abs_topk_mask, naive_topk_weight_mask, topk_weight_mask
+from sparse_lens.sparsity import param_role, project_weights_
 from tests.helpers import build_model
 
 
@@ -101,7 +95,7 @@ def test_project_weights_exact_k_and_dense_untouched():
 
 @pytest.mark.parametrize("k", [1, 50, 4096, 65536, 300_000])
 def test_fast_flat_topk_is_exact(k):
-    from sparse_lens.sparsity import _topk_flat_indices
+    from hooks.topk import _topk_flat_indices
 
     scores = torch.randn(1024, 1024).abs().reshape(-1)
     idx = _topk_flat_indices(scores, k)

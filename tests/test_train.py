@@ -7,11 +7,12 @@ import sys
 import pytest
 import torch
 
+from hooks.weight_sparsity import normalize_grad_rms_
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.cli import main as cli_main
 from sparse_lens.corpus import stdlib_root
 from sparse_lens.sparsity import param_role
-from sparse_lens.train import TrainConfig, densities_at, normalize_grad_rms_, train, train_step
+from sparse_lens.train import TrainConfig, densities_at, train, train_step
 
 
 def make_model(tokenizer, **kw):
