@@ -35,7 +35,7 @@ from sparse_lens.sparsity import (
     param_role,
     topk_weight_indices,
 )
-from sparse_lens.train import TrainConfig, make_optimizer, train_step
+from sparse_lens.training.sparse import TrainConfig, make_optimizer, train_step
 
 VARIANTS = ("dense", "sparse", "sparse_mlp_only", "sparse_dense_kernels")
 
