@@ -11,11 +11,11 @@ from analyses.html import Page, table
 from analyses.plots import Series, chart_html, embed, heatmap, line_chart
 from analyses.side_by_side import corresponding_heads, patching_pair, sink_profile
 from analyses.steering import SteeringResult, paired_batches, pick_read_node, steering_curve
-from sparse_lens.bridge_train import evaluate_bridges
-from sparse_lens.bridges import Bridges, check_pair
-from sparse_lens.circuit import Circuit
-from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.tasks import Task, task_batch
+from sparse_lens.bridges.maps import Bridges, check_pair
+from sparse_lens.bridges.train import evaluate_bridges
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.task import Task, task_batch
 
 
 def bridge_analyses(

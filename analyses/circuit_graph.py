@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyses.html import esc
-from sparse_lens.circuit import Circuit
-from sparse_lens.nodes import node_label, node_locations
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.nodes import node_label, node_locations
 
 KIND_COLOUR = {
     "attn_in": "#6b8fb5",

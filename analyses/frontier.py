@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 
 from analyses.html import Page, RawHTML, esc, table
 from analyses.plots import PALETTE, chart_html, new_figure
-from sparse_lens.io import atomic_write_text
-from sparse_lens.sweep import SweepConfig
-from sparse_lens.sweep_table import overall_ratio
+from sparse_lens.files.atomic import atomic_write_text
+from sparse_lens.sweep.grid import SweepConfig
+from sparse_lens.sweep.table import overall_ratio
 
 PAPER_RATIO = 16.0
 MARKERS = ("o", "s", "^", "D", "v", "P")

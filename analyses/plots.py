@@ -17,7 +17,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from analyses.html import esc
-from sparse_lens.io import atomic_write
+from sparse_lens.files.atomic import atomic_write
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 

@@ -22,19 +22,19 @@ import torch
 from tqdm.auto import tqdm
 
 from analyses.circuit_graph import GRAPH_SCRIPT, KIND_COLOUR, circuit_svg
-from analyses.circuit_nodes import (
+from analyses.html import Page, RawHTML, esc, table
+from analyses.node_panels import (
     attribution_effects,
     circuit_patterns,
     knockout_effects,
     node_values,
     top_contexts,
 )
-from analyses.html import Page, RawHTML, esc, table
 from analyses.plots import Series, bar_chart, chart_html, line_chart
-from sparse_lens.checks import require_min
-from sparse_lens.circuit import Circuit
-from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.tasks import Task, TaskBatch, task_batch
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.task import Task, TaskBatch, task_batch
+from sparse_lens.validation import require_min
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from transformer_lens import patching
 
 from analyses.steering import paired_batches
-from sparse_lens.tasks import TaskBatch, binary_logits, task_loss
+from sparse_lens.tasks.task import TaskBatch, binary_logits, task_loss
 
 
 def _logit_diff(logits: Tensor, batch: TaskBatch) -> Tensor:

@@ -18,9 +18,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from sparse_lens.bridges import Bridges
-from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.tasks import TaskBatch
+from sparse_lens.bridges.maps import Bridges
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.task import TaskBatch
 
 READ_SITES = {"attn_in": "hook_resid_pre", "mlp_in": "hook_resid_mid"}
 

@@ -1,7 +1,7 @@
 """Benchmark: circuit size of the old 4-run grid versus the Optuna search plus clean-up.
 
 For every task the model solves at the paper's target 0.15, plus the demo's relaxed-target
-tasks (``analyses.cli.choose_tasks``), it prunes twice at the same target:
+tasks (``analyses.cli.main.choose_tasks``), it prunes twice at the same target:
 
 * ``grid``: the 4-run grid of ``prune.search_grid`` (``--grid-steps`` mask steps per run, no
   clean-up): what ``sparse-lens prune --search grid`` does;
@@ -28,12 +28,13 @@ from typing import Any
 import optuna
 import torch
 
-from analyses.cli import _task_table, choose_tasks
-from sparse_lens.data import prepare_data
-from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.prune import PruneConfig, prune_task
-from sparse_lens.search import SearchConfig
-from sparse_lens.tasks import get_task
+from analyses.cli.main import _task_table, choose_tasks
+from sparse_lens.circuits.hparam_search import SearchConfig
+from sparse_lens.circuits.masks import PruneConfig
+from sparse_lens.circuits.prune_task import prune_task
+from sparse_lens.data.token_data import prepare_data
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.task import get_task
 
 
 def geomean(values: list[float]) -> float | None:

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.prune import MaskHolder, PruneConfig, Pruner, make_ablation, mask_hooks
-from sparse_lens.tasks import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.circuits.masks import MaskHolder, PruneConfig, Pruner, make_ablation, mask_hooks
+from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
 
 
 def build(quick: bool) -> tuple[HookedSparseTransformer, TaskBatch]:

@@ -4,7 +4,7 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 # Hooks whose activation is [batch pos head_index channel]: channels index the flattened
-# head_index * channel axis, as everywhere in ``hooks`` (node indices of ``sparse_lens.nodes``).
+# head_index * channel axis, as everywhere in ``hooks`` (node indices of ``sparse_lens.circuits.nodes``).
 PER_HEAD_HOOKS = (
     "hook_q",
     "hook_k",

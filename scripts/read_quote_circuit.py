@@ -13,8 +13,8 @@ import argparse
 import torch
 
 from sparse_lens import HookedSparseTransformer
-from sparse_lens.circuit import Circuit
-from sparse_lens.tasks import get_task, task_batch
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.tasks.task import get_task, task_batch
 
 
 def main() -> None:

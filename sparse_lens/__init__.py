@@ -7,8 +7,8 @@ torch.Size([1, 4, 64])
 """
 
 from hooks.topk import abs_topk
-from sparse_lens.config import ACT_SITES, PAPER_ACT_SITES, SparseTransformerConfig
-from sparse_lens.model import HookedSparseTransformer
+from sparse_lens.model.config import ACT_SITES, PAPER_ACT_SITES, SparseTransformerConfig
+from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.sparsity import project_weights_
 
 __version__ = "0.1.0"
@@ -26,14 +26,14 @@ __all__ = [
 
 
 def from_circuit_sparsity(*args, **kwargs):  # noqa: ANN002, ANN003
-    """See ``sparse_lens.circuit_sparsity.from_circuit_sparsity``."""
-    from sparse_lens.circuit_sparsity import from_circuit_sparsity as convert
+    """See ``sparse_lens.openai_models.convert.from_circuit_sparsity``."""
+    from sparse_lens.openai_models.convert import from_circuit_sparsity as convert
 
     return convert(*args, **kwargs)
 
 
 def load_dense(*args, **kwargs):  # noqa: ANN002, ANN003
-    """See ``sparse_lens.dense.load_dense``: a locally trained GPT-2 as a ``TransformerBridge``."""
-    from sparse_lens.dense import load_dense as load
+    """See ``sparse_lens.training.dense_baseline.load_dense``: a locally trained GPT-2 as a ``TransformerBridge``."""
+    from sparse_lens.training.dense_baseline import load_dense as load
 
     return load(*args, **kwargs)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sparse_lens.corpus import load_corpus
-from sparse_lens.data import TokenData
+from sparse_lens.data.corpus import load_corpus
+from sparse_lens.data.token_data import TokenData
 from tests.helpers import TEXTS, tiny_tokenizer
 
 

@@ -5,7 +5,7 @@ from typing import Any
 import torch
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.tokenizer import Tokenizer, train_bpe
+from sparse_lens.data.tokenizer import Tokenizer, train_bpe
 
 TEXTS = [
     'print("hello world")\nx = [1, 2, [3, 4]]\n',

@@ -5,8 +5,8 @@ the best trial's number, value and parameters as JSON when it ends."""
 import json
 import sys
 
-from sparse_lens.prune import PruneConfig, Pruner, make_ablation
-from sparse_lens.search import SearchConfig, run_search
+from sparse_lens.circuits.hparam_search import SearchConfig, run_search
+from sparse_lens.circuits.masks import PruneConfig, Pruner, make_ablation
 from tests.test_prune import planted_batch, planted_model, pretrain_windows
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from analyses.cli import choose_tasks, main, relaxed_target
-from sparse_lens.circuit import Circuit
+from analyses.cli.main import choose_tasks, main, relaxed_target
+from sparse_lens.circuits.circuit import Circuit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,17 +85,17 @@ def test_report_from_a_circuit_file(demo, tmp_path, capsys):
 
 
 def test_one_circuit_report_needs_only_its_own_task(demo, tmp_path, monkeypatch, capsys):
-    import analyses.build
+    import analyses.report_sources
 
     out, cache = demo
-    real = analyses.build.get_task
+    real = analyses.report_sources.get_task
 
     def only_own(name):  # every other task fails to tokenise under this tokenizer
         if name != "single_double_quote":
             raise ValueError(f"task {name!r}: no example survives tokenisation")
         return real(name)
 
-    monkeypatch.setattr(analyses.build, "get_task", only_own)
+    monkeypatch.setattr(analyses.report_sources, "get_task", only_own)
     circuit = out / "circuits" / "single_double_quote.json"
     args = ["report", str(circuit), "--out", str(tmp_path / "r"), "--cache-dir", str(cache)]
     assert main([*args, "--quiet", "--node-panels", "1", "--windows", "2"]) == 0, (
@@ -258,9 +258,9 @@ def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
 
 def test_demo_reads_a_missing_training_setting_as_its_default(tmp_path):
     """A run.json from before idiom_frac existed trained with its default (0): refused."""
-    from analyses.cli import _check_reused_run
-    from sparse_lens.cli import CLIError
-    from sparse_lens.presets import get_preset
+    from analyses.cli.common import CLIError
+    from analyses.cli.main import _check_reused_run
+    from sparse_lens.training.presets import get_preset
 
     preset = get_preset("demo")
     model = dict(preset.model) | {"act_sparse_sites": list(preset.model["act_sparse_sites"])}

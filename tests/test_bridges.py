@@ -10,7 +10,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from analyses.side_by_side import corresponding_heads, patching_pair, sink_profile
 from analyses.steering import equal_length_pairs, pick_read_node, steering_curve
 from sparse_lens import HookedSparseTransformer
-from sparse_lens.bridges import (
+from sparse_lens.bridges.maps import (
     BridgeConfig,
     Bridges,
     bridge_losses,
@@ -20,9 +20,9 @@ from sparse_lens.bridges import (
     kl_div,
     nmse,
 )
-from sparse_lens.dense import DenseConfig, load_dense, train_dense_hf
-from sparse_lens.tasks import binary_logits, binary_task_loss, get_task, task_batch
-from sparse_lens.tokenizer import Tokenizer, train_bpe
+from sparse_lens.data.tokenizer import Tokenizer, train_bpe
+from sparse_lens.tasks.task import binary_logits, binary_task_loss, get_task, task_batch
+from sparse_lens.training.dense_baseline import DenseConfig, load_dense, train_dense_hf
 from tests.helpers import build_cfg, tiny_tokenizer
 
 D = 16
@@ -300,8 +300,8 @@ def test_side_by_side_patching_and_sinks(dense, sparse, quote_batch, tok):
 
 
 def test_fit_and_joint_training_update_the_right_parameters(dense, tok):
-    from sparse_lens.bridge_train import fit_bridges, train_bridged
-    from sparse_lens.train import TrainConfig
+    from sparse_lens.bridges.train import fit_bridges, train_bridged
+    from sparse_lens.training.sparse import TrainConfig
 
     dmodel = load_dense(dense)
     data = _Data(tok.vocab_size)
@@ -335,8 +335,8 @@ def _fresh_pair(tok):
 
 @pytest.mark.parametrize("loop", ["fit", "joint"])
 def test_bridge_loops_resume_to_the_same_result(dense, tok, tmp_path, loop):
-    from sparse_lens.bridge_train import Checkpointing, fit_bridges, train_bridged
-    from sparse_lens.train import TrainConfig
+    from sparse_lens.bridges.train import Checkpointing, fit_bridges, train_bridged
+    from sparse_lens.training.sparse import TrainConfig
 
     dmodel = load_dense(dense)
     data = _Data(tok.vocab_size)

@@ -105,7 +105,7 @@ def test_failed_write_leaves_previous_checkpoint_intact(saved, monkeypatch):
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr("sparse_lens.checkpoint.save_file", broken_save)
+    monkeypatch.setattr("sparse_lens.model.checkpoint.save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
         model.save_pretrained(path)
     assert (path / "model.safetensors").read_bytes() == before

@@ -11,12 +11,12 @@ import optuna
 import pytest
 import torch
 
-from sparse_lens.circuit import Circuit, circuit_edges
-from sparse_lens.circuit_search import attribution_baseline, attribution_scores, seed_summary
-from sparse_lens.cleanup import greedy_remove, parse_stages
-from sparse_lens.nodes import node_locations
-from sparse_lens.prune import make_ablation
-from sparse_lens.search import SearchConfig, open_storage, run_search
+from sparse_lens.circuits.circuit import Circuit, circuit_edges
+from sparse_lens.circuits.cleanup import greedy_remove, parse_stages
+from sparse_lens.circuits.find import attribution_baseline, attribution_scores, seed_summary
+from sparse_lens.circuits.hparam_search import SearchConfig, open_storage, run_search
+from sparse_lens.circuits.masks import make_ablation
+from sparse_lens.circuits.nodes import node_locations
 from tests.helpers import build_model, random_tokens
 from tests.search_worker import planted_pruner, search_config
 
@@ -190,8 +190,8 @@ def test_two_processes_share_one_study(tmp_path, kind):
 def test_knockout_effects_with_removed_edges_equal_the_smaller_circuit():
     """A node knocked out on a circuit with removed edges: the edge hooks that share the
     node's hook point stay in place (regression: the edge's read hook was replaced)."""
-    from analyses.circuit_nodes import knockout_effects
-    from sparse_lens.tasks import TaskBatch, task_loss
+    from analyses.node_panels import knockout_effects
+    from sparse_lens.tasks.task import TaskBatch, task_loss
 
     model = build_model()
     g = torch.Generator().manual_seed(1)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from sparse_lens.circuit import Circuit
-from sparse_lens.cli import main
+from analyses.cli.common import main
+from sparse_lens.circuits.circuit import Circuit
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from sparse_lens import corpus as corpus_mod
-from sparse_lens.corpus import load_corpus, split_of, stdlib_root
-from sparse_lens.data import TokenData
-from sparse_lens.tokenizer import EOT, REQUIRED_TOKENS, Tokenizer, cached_tokenizer, train_bpe
+from sparse_lens.data import corpus as corpus_mod
+from sparse_lens.data.corpus import load_corpus, split_of, stdlib_root
+from sparse_lens.data.token_data import TokenData
+from sparse_lens.data.tokenizer import EOT, REQUIRED_TOKENS, Tokenizer, cached_tokenizer, train_bpe
 from tests.helpers import TEXTS
 
 

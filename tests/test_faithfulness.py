@@ -1,13 +1,13 @@
-from sparse_lens.circuit import Circuit
-from sparse_lens.faithfulness import (
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.faithfulness import (
     interchange,
     learned_mask_size,
     necessity,
     node_agreement,
     nonsense_task,
 )
-from sparse_lens.prune import PruneConfig, make_ablation
-from sparse_lens.tasks import get_task
+from sparse_lens.circuits.masks import PruneConfig, make_ablation
+from sparse_lens.tasks.task import get_task
 from tests.test_prune import PLANTED, planted_batch, planted_model, pretrain_windows
 
 
@@ -66,9 +66,9 @@ def test_checks_on_a_cleaned_circuit_honour_its_removed_edges():
     clean-up's own loss, and the checks run on the cleaned circuit."""
     import torch
 
-    from sparse_lens.cleanup import circuit_loss
-    from sparse_lens.prune import Pruner
-    from sparse_lens.tasks import task_loss
+    from sparse_lens.circuits.cleanup import circuit_loss
+    from sparse_lens.circuits.masks import Pruner
+    from sparse_lens.tasks.task import task_loss
 
     model = planted_model()
     with torch.no_grad():

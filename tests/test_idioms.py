@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_lens import idioms, task_suite
-from sparse_lens.cli import main as cli_main
-from sparse_lens.corpus import stdlib_root
-from sparse_lens.data import MixedData, TokenData, build_idiom_shard, with_idioms
-from sparse_lens.train import TrainConfig, train
+from analyses.cli.common import main as cli_main
+from sparse_lens.data import idioms
+from sparse_lens.data.corpus import stdlib_root
+from sparse_lens.data.token_data import MixedData, TokenData, build_idiom_shard, with_idioms
+from sparse_lens.tasks import suite as task_suite
+from sparse_lens.training.sparse import TrainConfig, train
 from tests.test_train import TCFG, make_model
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sparse_lens.model import HookedSparseTransformer
+from sparse_lens.model.transformer import HookedSparseTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = "12"  # tiny preset: checkpoints at steps 10 and 12, then final/
@@ -29,7 +29,7 @@ def _train(out: Path, cache: Path, *extra: str, fault: str | None = None) -> int
     argv += ["--corpus", str(cache.parent / "corpus"), "--cache-dir", str(cache), "--quiet"]
     argv += extra
     proc = subprocess.run(
-        [sys.executable, "-m", "analyses.cli", *argv],
+        [sys.executable, "-m", "analyses.cli.main", *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -125,7 +125,7 @@ def test_a_result_file_killed_while_written_keeps_its_old_content(tmp_path):
     target.write_text('{"old": true}\n')
     code = (
         "from pathlib import Path\n"
-        "from sparse_lens.io import atomic_write_json\n"
+        "from sparse_lens.files.atomic import atomic_write_json\n"
         f"atomic_write_json(Path({str(target)!r}), {{'new': list(range(100000))}})\n"
     )
     env = os.environ | {"PYTHONPATH": str(ROOT), "SPARSE_LENS_FAULT": "write:demo/tasks.json"}
@@ -141,7 +141,16 @@ def test_two_trainings_started_together_on_one_folder(reference):
     run, cache = reference / "race", reference / "cache"
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("SPARSE_LENS_FAULT", None)
-    argv = [sys.executable, "-m", "analyses.cli", "train", "--preset", "tiny", "--steps", STEPS]
+    argv = [
+        sys.executable,
+        "-m",
+        "analyses.cli.main",
+        "train",
+        "--preset",
+        "tiny",
+        "--steps",
+        STEPS,
+    ]
     argv += ["--out", str(run), "--corpus", str(reference / "corpus")]
     argv += ["--cache-dir", str(cache), "--quiet"]
     procs = [

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from sparse_lens.data import MixedData, TokenData
-from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.presets import PRESETS, get_preset
-from sparse_lens.train import check_sparsity_budget, train
+from sparse_lens.data.token_data import MixedData, TokenData
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.training.presets import PRESETS, get_preset
+from sparse_lens.training.sparse import check_sparsity_budget, train
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -6,16 +6,16 @@ import pytest
 import torch
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.circuit import Circuit, circuit_edges
-from sparse_lens.nodes import node_locations
-from sparse_lens.prune import (
+from sparse_lens.circuits.circuit import Circuit, circuit_edges
+from sparse_lens.circuits.masks import (
     PruneConfig,
     Pruner,
     ablation_means,
     heaviside_ste,
     make_ablation,
 )
-from sparse_lens.tasks import TaskBatch, concat_batches
+from sparse_lens.circuits.nodes import node_locations
+from sparse_lens.tasks.task import TaskBatch, concat_batches
 
 A, B, ANS_A, ANS_B, BOS = 1, 2, 3, 4, 0
 FILLERS = list(range(5, 16))
@@ -311,8 +311,8 @@ PLANTED_EDGES = {
 def test_optuna_search_and_cleanup_recover_exactly_the_planted_circuit():
     """Through the Optuna path, the node clean-up and the edge clean-up: a spurious small
     weight between two planted nodes (attn_in.0 -> k.h0.c0) is an edge the clean-up drops."""
-    from sparse_lens.circuit_search import find_circuit
-    from sparse_lens.search import SearchConfig
+    from sparse_lens.circuits.find import find_circuit
+    from sparse_lens.circuits.hparam_search import SearchConfig
 
     model = planted_model()
     with torch.no_grad():
@@ -341,7 +341,7 @@ def test_optuna_search_and_cleanup_recover_exactly_the_planted_circuit():
 
 def test_training_hooks_equal_node_mask_hooks():
     """The once-installed training hooks compute what ``mask_hooks`` (``node_mask``) does."""
-    from sparse_lens.prune import MaskHolder, mask_hooks
+    from sparse_lens.circuits.masks import MaskHolder, mask_hooks
 
     model = planted_model()
     batch = planted_batch(4, 3)

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from analyses.circuit_graph import circuit_dot, layout, residual_paths
-from analyses.circuit_nodes import attribution_effects, knockout_effects
 from analyses.html import circuitsvis_bundle
+from analyses.node_panels import attribution_effects, knockout_effects
 from analyses.plots import Series, bar_chart, embed, heatmap, line_chart
 from analyses.report import ReportConfig, circuit_page, index_page, training_plots
 from hooks import node_mask
 from sparse_lens import HookedSparseTransformer
-from sparse_lens.circuit import Circuit
-from sparse_lens.nodes import node_locations
-from sparse_lens.prune import ablation_means
-from sparse_lens.tasks import binary_logits, binary_task_loss, get_task, task_batch
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.masks import ablation_means
+from sparse_lens.circuits.nodes import node_locations
+from sparse_lens.tasks.task import binary_logits, binary_task_loss, get_task, task_batch
 from tests.helpers import build_cfg, tiny_tokenizer
 
 TASK = "single_double_quote"
@@ -303,7 +303,7 @@ window.addEventListener('load', function () {
 
 
 def _sweep_rows():
-    from sparse_lens.sweep_table import match_dense
+    from sparse_lens.sweep.table import match_dense
 
     def row(name, kind, width, l0, loss, edges):
         circuits = {t: {"edges": e, "nodes": e // 2, "loss": 0.1} for t, e in edges.items()}
@@ -328,7 +328,7 @@ def test_browser_renders_the_figures(setup, tmp_path):
     """Every matplotlib figure of the index page and of the sweep's page is laid out as SVG
     (non-empty box, text as text) by a real browser, offline."""
     from analyses.frontier import frontier_page
-    from sparse_lens.sweep import SweepConfig
+    from sparse_lens.sweep.grid import SweepConfig
 
     chromium = _chromium()
     if chromium is None:

@@ -14,16 +14,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from analyses.cli import main
-from sparse_lens.circuit import Circuit
-from sparse_lens.circuit_sparsity import from_circuit_sparsity
-from sparse_lens.config import SparseTransformerConfig
-from sparse_lens.model import HookedSparseTransformer
-from sparse_lens.nodes import node_locations
-from sparse_lens.prune import ablation_means
-from sparse_lens.tasks import load_custom_task
-from sparse_lens.tokenizer import train_bpe
-from sparse_lens.train import TrainConfig, train
+from analyses.cli.main import main
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.masks import ablation_means
+from sparse_lens.circuits.nodes import node_locations
+from sparse_lens.data.tokenizer import train_bpe
+from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.openai_models.convert import from_circuit_sparsity
+from sparse_lens.tasks.task import load_custom_task
+from sparse_lens.training.sparse import TrainConfig, train
 from tests.helpers import TEXTS, build_cfg, build_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +79,8 @@ def test_prune_refuses_to_replace_a_file_that_is_not_a_circuit(tmp_path, model_d
 
 # -- 2. one writer per output --------------------------------------------------------------------
 def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):
-    from sparse_lens.cli import RUN_FILES
-    from sparse_lens.outputs import claim_output
+    from analyses.cli.common import RUN_FILES
+    from sparse_lens.files.outputs import claim_output
 
     run = tmp_path / "run"
     with claim_output(run, "train", owned=RUN_FILES, legacy=("run.json",)):
@@ -93,7 +93,7 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):
 
 def test_two_processes_on_one_folder(tmp_path):
     """A real second process is refused while the first holds the folder."""
-    from sparse_lens.outputs import claim_output
+    from sparse_lens.files.outputs import claim_output
 
     out = tmp_path / "circuits"
     holder = subprocess.Popen(
@@ -101,7 +101,7 @@ def test_two_processes_on_one_folder(tmp_path):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from sparse_lens.outputs import claim_output\n"
+            "from sparse_lens.files.outputs import claim_output\n"
             f"with claim_output({str(out)!r}, 'report'):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(60)\n",
@@ -413,7 +413,7 @@ def test_latest_pointer_is_checked(halted_run, data, tokenizer, tmp_path, pointe
 
 
 def test_truncated_dense_weights(tmp_path):
-    from sparse_lens.dense import load_dense
+    from sparse_lens.training.dense_baseline import load_dense
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "tokenizer.json").write_text("{}")
@@ -460,12 +460,12 @@ def _folder(path: Path) -> Path:
 def test_bad_out_is_refused_before_any_work(
     tmp_path, model_dir, monkeypatch, make, kind, match, capsys
 ):
-    import sparse_lens.data
+    import sparse_lens.data.token_data
 
     def no_work(*a, **kw):
         raise AssertionError("work started before --out was checked")
 
-    monkeypatch.setattr(sparse_lens.data, "prepare_data", no_work)
+    monkeypatch.setattr(sparse_lens.data.token_data, "prepare_data", no_work)
     monkeypatch.setattr(HookedSparseTransformer, "from_pretrained", no_work)
     out = str(make(tmp_path))
     argv = {
@@ -501,8 +501,8 @@ def test_report_refuses_its_own_source_folder(tmp_path, model_dir, capsys):
 
 
 def _all_actions():
-    from analyses.cli import ADDERS
-    from sparse_lens.cli import build_parser
+    from analyses.cli.common import build_parser
+    from analyses.cli.main import ADDERS
 
     parser = build_parser(ADDERS)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -522,7 +522,7 @@ def test_every_numeric_option_of_every_command_is_range_checked():
 
 
 def test_every_out_option_refuses_an_empty_path():
-    from sparse_lens.cli import out_path
+    from analyses.cli.common import out_path
 
     loose = [
         command

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from sparse_lens.schedules import (
+from sparse_lens.training.schedules import (
     anneal_progress,
     base_lr,
     block_density,

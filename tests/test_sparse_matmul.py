@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sparse_lens.config import ACT_SITES
-from sparse_lens.sparse_matmul import (
+from sparse_lens.model.config import ACT_SITES
+from sparse_lens.model.sparse_matmul import (
     as_matrix,
     clear_csr_weights,
     csr_matmul,
@@ -10,7 +10,7 @@ from sparse_lens.sparse_matmul import (
     refresh_csr_weights,
 )
 from sparse_lens.sparsity import project_weights_
-from sparse_lens.train import TrainConfig, train_step
+from sparse_lens.training.sparse import TrainConfig, train_step
 from tests.helpers import build_model
 
 SHAPES = {"in_out": (24, 40), "heads_in": (3, 24, 8), "heads_out": (3, 8, 24)}

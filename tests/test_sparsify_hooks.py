@@ -9,7 +9,13 @@ from hooks import abs_topk_hook, linear_weights, sparsify, tl_weights
 from hooks.topk import n_keep, topk_weight_indices
 from hooks.weight_sparsity import anneal_progress, normalize_grad_rms_
 from sparse_lens.sparsity import density_for, param_role
-from sparse_lens.train import TrainConfig, densities_at, lr_at, sparsity_hooks, train_step
+from sparse_lens.training.sparse import (
+    TrainConfig,
+    densities_at,
+    lr_at,
+    sparsity_hooks,
+    train_step,
+)
 from tests.helpers import build_model, random_tokens
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from analyses.cli import main
-from sparse_lens.corpus import stdlib_root
-from sparse_lens.sweep import PointSpec, SweepConfig, deal, densities_for_l0, grid, l0_at
-from sparse_lens.sweep_table import match_dense, overall_ratio
+from analyses.cli.main import main
+from sparse_lens.data.corpus import stdlib_root
+from sparse_lens.sweep.grid import PointSpec, SweepConfig, deal, densities_for_l0, grid, l0_at
+from sparse_lens.sweep.table import match_dense, overall_ratio
 
 ARGS = [
     "sweep", "--preset", "tiny", "--widths", "32,64", "--l0", "40000,80000", "--steps", "4",

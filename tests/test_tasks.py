@@ -4,8 +4,9 @@ import os
 import pytest
 import torch
 
-from sparse_lens.corpus import load_corpus
-from sparse_lens.tasks import (
+from sparse_lens.data.corpus import load_corpus
+from sparse_lens.data.tokenizer import cached_tokenizer
+from sparse_lens.tasks.task import (
     SPLITS,
     TASK_NAMES,
     TaskBatch,
@@ -18,7 +19,6 @@ from sparse_lens.tasks import (
     task_metrics,
     tokenize_examples,
 )
-from sparse_lens.tokenizer import cached_tokenizer
 
 PAPER_TASKS = [
     "single_double_quote",

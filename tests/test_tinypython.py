@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from sparse_lens.tasks import TASK_NAMES, get_task, non_single_candidates
-from sparse_lens.tinypython import load_gpt2_bpe
+from sparse_lens.data.gpt2_bpe import load_gpt2_bpe
+from sparse_lens.tasks.task import TASK_NAMES, get_task, non_single_candidates
 from tests.helpers import TEXTS
 from tests.oai_files import reference_encode, write_gpt2_bpe
 

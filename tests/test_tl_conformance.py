@@ -16,7 +16,7 @@ import transformer_lens.patching as patching
 from transformer_lens import ActivationCache
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.cache import SparseActivationCache
+from sparse_lens.model.activation_cache import SparseActivationCache
 
 ATOL = dict(atol=1e-4, rtol=1e-4)
 

@@ -12,7 +12,7 @@ from transformer_lens.config import TransformerLensConfig
 from analyses.side_by_side import _remove_sink_hooks
 from hooks import patch_from
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.config import DERIVED_TL_FIELDS, UNSUPPORTED_TL_FIELDS
+from sparse_lens.model.config import DERIVED_TL_FIELDS, UNSUPPORTED_TL_FIELDS
 from tests.helpers import build_model, random_tokens
 
 
@@ -287,7 +287,7 @@ def test_model_satisfies_tl_protocols():
 
 # ---------------------------------------------------------------- 9: separators in statistics
 def test_ablation_means_leave_out_separators_and_record_source(tokenizer):
-    from sparse_lens.prune import ablation_means, make_ablation
+    from sparse_lens.circuits.masks import ablation_means, make_ablation
 
     model = _model(d_vocab=tokenizer.vocab_size, n_ctx=32)
     model.tokenizer = tokenizer
@@ -314,7 +314,7 @@ def test_ablation_means_leave_out_separators_and_record_source(tokenizer):
 
 
 def test_top_contexts_never_peak_at_a_separator():
-    from analyses.circuit_nodes import top_contexts
+    from analyses.node_panels import top_contexts
 
     tokens = torch.tensor([[1, 2, 9, 3], [9, 4, 5, 6]])
     values = torch.tensor([[0.1, 0.2, 5.0, 0.3], [7.0, 0.5, 0.1, 0.2]])
@@ -425,7 +425,7 @@ def test_generate_on_prompts_of_different_lengths_continues_each_alone(tokenizer
 
 @pytest.mark.parametrize("pos", ["none", "learned"])
 def test_kv_cache_gives_the_full_runs_logits(pos, tokenizer):
-    from sparse_lens.kv_cache import KVCache
+    from sparse_lens.model.kv_cache import KVCache
 
     model = _model(positional_embedding=pos, d_vocab=tokenizer.vocab_size, n_ctx=32)
     model.tokenizer = tokenizer
@@ -447,7 +447,7 @@ def test_kv_cache_gives_the_full_runs_logits(pos, tokenizer):
 def test_residual_stream_abstopk_refuses_decompositions_and_direct_path():
     import transformer_lens.patching as patching
 
-    from sparse_lens.config import PAPER_ACT_SITES
+    from sparse_lens.model.config import PAPER_ACT_SITES
 
     sites = ("mlp_neuron", "resid_post_mlp")  # attn_out dense: only the residual AbsTopK obstructs
     model, tokens = _model(act_sparse_sites=sites), random_tokens(1, 5)

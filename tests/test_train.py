@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
+from analyses.cli.common import main as cli_main
 from hooks.weight_sparsity import normalize_grad_rms_
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.cli import main as cli_main
-from sparse_lens.corpus import stdlib_root
+from sparse_lens.data.corpus import stdlib_root
 from sparse_lens.sparsity import param_role
-from sparse_lens.train import TrainConfig, densities_at, train, train_step
+from sparse_lens.training.sparse import TrainConfig, densities_at, train, train_step
 
 
 def make_model(tokenizer, **kw):
@@ -180,11 +180,12 @@ def _run_cli(args, env_extra=None, nproc=None):
             "--master_port",
             "29533",
             "-m",
-            "sparse_lens.train",
+            "analyses.cli",
+            "train",
             *args,
         ]
     else:
-        cmd = [sys.executable, "-m", "sparse_lens.train", *args]
+        cmd = [sys.executable, "-m", "analyses.cli", "train", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 

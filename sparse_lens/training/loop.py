@@ -38,7 +38,13 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from sparse_lens.io import atomic_dir, atomic_write, atomic_write_json, fault_point, read_json
+from sparse_lens.files.atomic import (
+    atomic_dir,
+    atomic_write,
+    atomic_write_json,
+    fault_point,
+    read_json,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The `sparse-lens` command: every subcommand, organised by what a user types."""

@@ -1,0 +1,5 @@
+"""``python -m analyses.cli`` (also under ``torchrun -m analyses.cli train ...``)."""
+
+from analyses.cli.main import entry
+
+entry()

@@ -1,0 +1,116 @@
+"""``sparse-lens import-oai SRC --out DIR [--tokenizer DIR]`` (registered by ``analyses.cli.main``).
+
+Reads a model folder as OpenAI publishes it (``beeg_config.json`` + ``final_model.pt``) and the
+tinypython tokenizer files (``vocab.bpe`` + ``encoder.json``; default: in ``SRC``), and writes an
+ordinary sparse_lens model folder (``model.safetensors`` + ``config.json`` + ``tokenizer.json``).
+It then lists the task-suite candidates that are not single tokens of that vocabulary (those
+tasks drop such examples). ``--out`` must be new or empty: nothing is overwritten.
+
+``sparse-lens import-oai-circuit VIZ_DATA --model DIR --task NAME --out FILE [--faithfulness]``
+turns a circuit OpenAI published (``viz_data.pt``) into a circuit JSON of the imported model,
+with mean-ablation values over pretraining windows (``--corpus``, default the standard library,
+tokenised with the model's tokenizer) and optionally our faithfulness report.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from analyses.cli.common import POSITIVE_INT, CLIError, out_path
+
+
+def add_import_oai(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-oai", help="import an OpenAI circuit_sparsity model folder (beeg_config.json)"
+    )
+    p.add_argument("src", type=Path, help="folder with beeg_config.json and final_model.pt")
+    p.add_argument("--out", type=out_path, required=True, help="new model folder to write")
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="folder with the tinypython vocab.bpe and encoder.json (default: SRC)",
+    )
+
+
+def cmd_import_oai(args: argparse.Namespace) -> int:
+    from sparse_lens.model.checkpoint import save_pretrained
+    from sparse_lens.openai_models.weights import import_oai
+    from sparse_lens.tasks.task import TASK_NAMES, get_task, non_single_candidates
+
+    out = args.out.expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CLIError(f"--out {out} exists and is not an empty folder; pick a new one")
+    try:
+        model, config = import_oai(args.src.expanduser(), args.tokenizer)
+    except (FileNotFoundError, ValueError) as e:  # UnsafeCheckpointError is a ValueError
+        raise CLIError(str(e)) from e
+    save_pretrained(model, out)
+    cfg = model.cfg
+    sys.stdout.write(
+        f"imported {args.src} -> {out}: {cfg.n_layers} layers, d_model {cfg.d_model}, "
+        f"{cfg.n_heads} heads x d_head {cfg.d_head}, d_mlp {cfg.d_mlp}, vocab {cfg.d_vocab}, "
+        f"sinks {cfg.attn_sinks}, bigram table {cfg.use_bigram_table}, "
+        f"positions {cfg.positional_embedding}, afrac {cfg.afrac}\n"
+    )
+    assert model.tokenizer is not None
+    missing = non_single_candidates(model.tokenizer, [get_task(n) for n in TASK_NAMES])
+    if missing:
+        for name, cands in missing.items():
+            sys.stdout.write(f"task {name}: candidates not single tokens: {cands}\n")
+    else:
+        sys.stdout.write("every task candidate is a single token of this vocabulary\n")
+    return 0
+
+
+def add_import_oai_circuit(sub: argparse._SubParsersAction) -> None:
+    from analyses.cli.common import DEFAULT_CACHE
+
+    p = sub.add_parser(
+        "import-oai-circuit", help="import an OpenAI viz_data.pt circuit as a circuit JSON"
+    )
+    p.add_argument("viz_data", type=Path, help="OpenAI's viz_data.pt")
+    p.add_argument("--model", type=Path, required=True, help="the imported model's folder")
+    p.add_argument("--task", required=True, help="our task name (e.g. single_double_quote)")
+    p.add_argument("--out", type=out_path, required=True, help="circuit JSON to write")
+    p.add_argument("--corpus", default=None, help="pretraining text for mean ablation (stdlib)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="token/means cache")
+    p.add_argument("--faithfulness", action="store_true", help="add the faithfulness report")
+    p.add_argument("--n", type=POSITIVE_INT, default=128, help="task examples for the report")
+    p.add_argument(
+        "--steps", type=POSITIVE_INT, default=200, help="mask steps of the report's controls"
+    )
+
+
+def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
+    from sparse_lens.circuits.faithfulness import faithfulness_report
+    from sparse_lens.circuits.masks import PruneConfig, ablation_means, make_ablation
+    from sparse_lens.data.token_data import model_token_data
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.openai_models.viz_circuit import circuit_from_viz_data, load_viz_data
+    from sparse_lens.tasks.task import get_task
+
+    cache = args.cache_dir.expanduser()
+    try:
+        task = get_task(args.task)
+        model = HookedSparseTransformer.from_pretrained(args.model).eval()
+        if model.tokenizer is None:
+            raise CLIError(f"{args.model} has no tokenizer.json")
+        viz = load_viz_data(args.viz_data)
+        data = model_token_data(model, args.corpus, cache)
+        n_ctx = min(model.cfg.n_ctx, 256)
+        data.check_fits(n_ctx)
+        windows = data.val_windows(64, n_ctx)
+        means = ablation_means(model, windows, cache)
+        circuit = circuit_from_viz_data(viz, model, means, task=task.name)
+        if args.faithfulness:
+            abl = make_ablation("mean", model, windows, cache_dir=cache)
+            circuit.extra["faithfulness"] = faithfulness_report(
+                model, circuit, task, abl, PruneConfig(steps=args.steps), windows, n=args.n
+            )
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    circuit.extra["model_dir"] = str(args.model.resolve())
+    circuit.save(args.out)
+    sys.stdout.write(circuit.summary() + f" -> {args.out}\n")
+    return 0

@@ -1,0 +1,165 @@
+"""``sparse-lens sweep``: the frontier grid (``sparse_lens.sweep.grid``), its table and figures.
+
+``sparse-lens sweep --preset demo --widths 128,192 --l0 120000,240000 --out runs/sweep``
+trains every point (through submitit: ``--executor local`` on this machine, ``slurm`` on a
+cluster, ``debug`` in this process), prunes every solved task, and writes ``table.json``,
+``table.csv``, ``circuits.csv``, ``frontier.html`` and ``figures/*.png`` into ``--out``. Run it
+again to resume a killed sweep. ``--dry-run`` lists the grid (densities, skipped points) and
+stops.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from analyses.cli.common import (
+    DEFAULT_CACHE,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    CLIError,
+    number,
+    out_path,
+)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="grid of width x L0 x AbsTopK runs: the frontier figures")
+    p.add_argument("--preset", required=True, help="the preset every point starts from")
+    p.add_argument("--out", type=out_path, required=True, help="sweep folder")
+    p.add_argument("--widths", type=_ints, required=True, help="d_model values, e.g. 64,128")
+    p.add_argument("--l0", type=_ints, required=True, help="nonzero budgets, e.g. 50000,100000")
+    p.add_argument("--afrac", type=_floats, default=(), help="AbsTopK fractions (default: preset)")
+    p.add_argument("--no-dense", action="store_true", help="no dense baseline per width")
+    p.add_argument("--steps", type=POSITIVE_INT, default=None, help="override the preset's steps")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="override the batch size")
+    p.add_argument(
+        "--checkpoint-every", type=POSITIVE_INT, default=None, help="override checkpointing"
+    )
+    p.add_argument(
+        "--idiom-frac", type=number(float, 0, 0.99), default=None, help="override the idiom share"
+    )
+    p.add_argument(
+        "--lr", type=POSITIVE_FLOAT, default=None, help="override the peak learning rate"
+    )
+    p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of every point")
+    p.add_argument("--target-loss", type=POSITIVE_FLOAT, default=0.15, help="solved/pruning target")
+    p.add_argument("--task", action="append", default=None, help="task (repeatable; default all)")
+    p.add_argument("--task-n", type=POSITIVE_INT, default=200, help="test examples per task")
+    p.add_argument("--prune-steps", type=POSITIVE_INT, default=80, help="mask steps per search run")
+    p.add_argument("--no-search", action="store_true", help="one pruning run, no search")
+    p.add_argument(
+        "--prune-examples", type=POSITIVE_INT, default=128, help="val/test pairs (2x to train)"
+    )
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "slurm", "debug"],
+        help="submitit local processes, SLURM jobs, or this process (debug)",
+    )
+    p.add_argument(
+        "--jobs", type=POSITIVE_INT, default=1, help="submitit jobs (points dealt among them)"
+    )
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads per process")
+    p.add_argument(
+        "--tasks-per-point", type=POSITIVE_INT, default=1, help="DDP processes per point"
+    )
+    p.add_argument("--timeout-min", type=POSITIVE_INT, default=24 * 60, help="time limit per job")
+    p.add_argument("--slurm-partition", default=None, help="SLURM partition")
+    p.add_argument("--dry-run", action="store_true", help="list the grid and stop")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+
+
+def _config(args: argparse.Namespace):
+    from sparse_lens.sweep.grid import SweepConfig
+    from sparse_lens.sweep.jobs import Launch
+
+    scfg = SweepConfig(
+        preset=args.preset,
+        widths=args.widths,
+        l0s=args.l0,
+        afracs=args.afrac,
+        dense=not args.no_dense,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        checkpoint_every=args.checkpoint_every,
+        idiom_frac=args.idiom_frac,
+        lr=args.lr,
+        corpus=args.corpus,
+        seed=args.seed,
+        target_loss=args.target_loss,
+        tasks=tuple(args.task or ()),
+        task_n=args.task_n,
+        prune_steps=args.prune_steps,
+        prune_search=not args.no_search,
+        prune_examples=args.prune_examples,
+    )
+    launch = Launch(
+        cluster=args.executor,
+        jobs=args.jobs,
+        threads=args.threads,
+        tasks_per_point=args.tasks_per_point,
+        timeout_min=args.timeout_min,
+        slurm_partition=args.slurm_partition,
+    )
+    return scfg, launch
+
+
+def _dry_run(scfg, cache_dir: Path) -> int:
+    from sparse_lens.sweep.grid import grid, point_configs, sparse_numels
+    from sparse_lens.sweep.point import Prepared
+
+    prepared = Prepared.load(scfg, cache_dir)
+    points, skipped = grid(scfg, prepared.tokenizer.vocab_size)
+    out = sys.stdout
+    out.write(
+        f"{'point':28s} {'d_model':>7s} {'w density':>10s} {'e density':>10s} {'params':>9s}\n"
+    )
+    for p in points:
+        mcfg, tcfg = point_configs(p, scfg, prepared.tokenizer.vocab_size)
+        n = sum(k for _, k in sparse_numels(mcfg))
+        out.write(
+            f"{p.name:28s} {p.d_model:7d} {p.weight_density:10.4g} {p.embed_density:10.4g} {n:9d}\n"
+        )
+    for name, why in skipped.items():
+        out.write(f"{name:28s} skipped: {why}\n")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from analyses.frontier import write_frontier
+    from sparse_lens.sweep.jobs import run_sweep
+    from sparse_lens.sweep.table import collect, match_dense, write_table
+
+    cache_dir = args.cache_dir.expanduser()
+    out = args.out.expanduser()
+    try:
+        scfg, launch = _config(args)
+        if args.dry_run:
+            return _dry_run(scfg, cache_dir)
+        points, status = run_sweep(scfg, out, cache_dir, launch)
+    except (FileNotFoundError, ValueError, PermissionError) as e:
+        raise CLIError(str(e)) from e
+    rows = match_dense(collect(out, points, status))
+    paths = write_table(out, scfg, rows, status)
+    page = write_frontier(out, scfg, rows, status)
+    failed = {k: v for k, v in status.items() if v.startswith("failed")}
+    for name, why in status.items():
+        sys.stdout.write(f"{name}: {why}\n")
+    sys.stdout.write(f"table: {paths['csv']}, figures: {page}\n")
+    return 1 if failed else 0

@@ -1,0 +1,189 @@
+"""``build_report``: find a run's model, metrics, task table and circuits and write the pages.
+
+``source`` is a demo folder (``run/``, ``circuits/``, ``tasks.json``), a training run folder
+(``final/``, ``metrics.jsonl``) or one circuit JSON (its model from ``model_dir`` or the path
+recorded at pruning time). Writes ``index.html`` and ``circuits/{task}.html`` + ``.dot``.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analyses.circuit_graph import circuit_dot
+from analyses.report import ReportConfig, circuit_page, index_page, read_metrics
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.data.token_data import model_token_data
+from sparse_lens.files.atomic import atomic_write_text, read_json
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.task import TASK_NAMES, get_task, task_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportSources:
+    """What a report is built from (paths that were found; ``None`` where absent)."""
+
+    model_dir: Path
+    circuits: list[Path]
+    run_dir: Path | None = None
+    task_table: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def find_sources(source: Path, model_dir: Path | None = None) -> ReportSources:
+    """Locate the model, circuits, run folder and task table of ``source`` (see module doc)."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    if source.is_file():
+        circuit = read_json(source, "circuit")
+        recorded = circuit.get("extra", {}).get("model_dir")
+        model = model_dir or (Path(recorded) if recorded else None)
+        if model is None:
+            raise ValueError(f"{source}: no model folder recorded in the circuit; pass --model")
+        return ReportSources(model_dir=Path(model), circuits=[source])
+    run = next((d for d in (source, source / "run") if (d / "run.json").is_file()), None)
+    candidates = [model_dir] if model_dir else []
+    candidates += [source / "final", source / "run" / "final", source]
+    model = next((Path(d) for d in candidates if (Path(d) / "config.json").is_file()), None)
+    if model is None:
+        raise FileNotFoundError(
+            f"no model in {source} (looked for final/config.json, run/final/config.json); "
+            "pass --model"
+        )
+    circuits = (
+        sorted((source / "circuits").glob("*.json")) if (source / "circuits").is_dir() else []
+    )
+    circuits += [p for p in sorted(source.glob("*.json")) if _is_circuit(p)]
+    tasks = source / "tasks.json"
+    return ReportSources(
+        model_dir=model,
+        circuits=circuits,
+        run_dir=run,
+        task_table=tasks if tasks.is_file() else None,
+    )
+
+
+def check_report_out(src: ReportSources, source: Path, out: Path) -> None:
+    """Refuse an ``out`` folder that is one the report reads from: the source folder (or the
+    circuit file's folder), its ``circuits/``, the run folder or the model folder (or inside
+    it). A subfolder such as ``SOURCE/report`` is fine.
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    out_r = Path(out).expanduser().resolve()
+    source = Path(source)
+    inputs = [source if source.is_dir() else source.parent, src.model_dir]
+    inputs += [source / "circuits"] if source.is_dir() else []
+    inputs += [src.run_dir] if src.run_dir else []
+    inputs += [p.parent for p in src.circuits]
+    for folder in inputs:
+        if out_r == Path(folder).resolve():
+            raise ValueError(
+                f"--out {str(out)!r} is the report's own source folder {str(folder)!r}; "
+                f"write the report elsewhere (e.g. {Path(folder) / 'report'})"
+            )
+    model_r = Path(src.model_dir).resolve()
+    if model_r in out_r.parents:
+        raise ValueError(
+            f"--out {str(out)!r} lies inside the model folder {str(src.model_dir)!r}; write the "
+            "report elsewhere"
+        )
+
+
+def _is_circuit(path: Path) -> bool:
+    try:
+        return "circuit_version" in json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def _task_table(
+    model: HookedSparseTransformer, names: list[str], n: int, seed: int, notes: list[str]
+) -> dict[str, dict[str, float]]:
+    """Test-split table of ``names``; a task this tokenizer cannot express is noted, not fatal."""
+    table = {}
+    for name in names:
+        try:
+            table |= task_table(model, [get_task(name)], "test", n, seed)
+        except ValueError as e:
+            notes.append(f"task {name} left out of the table: {e}")
+    return table
+
+
+def build_report(
+    source: Path,
+    out: Path,
+    *,
+    model_dir: Path | None = None,
+    corpus: str | None = None,
+    cache_dir: Path,
+    rcfg: ReportConfig | None = None,
+    task_n: int = 100,
+    title: str | None = None,
+    progress: bool = False,
+) -> Path:
+    """Write the report of ``source`` into ``out``; returns the index page's path."""
+    rcfg = rcfg or ReportConfig()
+    src = find_sources(source, model_dir)
+    model = HookedSparseTransformer.from_pretrained(src.model_dir).eval()
+    if model.tokenizer is None:
+        raise ValueError(f"{src.model_dir} has no tokenizer.json")
+    circuits = [Circuit.load(p, model=model) for p in src.circuits]
+    run_info = read_json(src.run_dir / "run.json", "run") if src.run_dir else None
+    if (
+        corpus is None
+        and run_info
+        and run_info.get("corpus", {}).get("source")
+        not in (
+            None,
+            "stdlib",
+        )
+    ):
+        corpus = run_info["corpus"]["source"]
+    data = model_token_data(model, corpus, cache_dir)
+    windows = data.val_windows(rcfg.n_windows, model.cfg.n_ctx)
+    metrics = None
+    if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
+        metrics = read_metrics(src.run_dir / "metrics.jsonl")
+    if src.task_table:
+        table = read_json(src.task_table, "task table")
+    else:  # a lone circuit needs only its own task; a run folder tables every task it can
+        names = [c.task for c in circuits] if Path(source).is_file() else list(TASK_NAMES)
+        table = _task_table(model, names, task_n, rcfg.seed, src.notes)
+    out.mkdir(parents=True, exist_ok=True)
+    links = []
+    for circuit in circuits:
+        task = get_task(circuit.task)
+        dot = f"{circuit.task}.dot"
+        atomic_write_text(out / "circuits" / dot, circuit_dot(circuit, model.cfg))
+        html, data = circuit_page(
+            model,
+            circuit,
+            task,
+            windows,
+            rcfg,
+            dot_name=dot,
+            back_link="../index.html",
+            progress=progress,
+        )
+        atomic_write_text(out / "circuits" / f"{circuit.task}.html", html)
+        atomic_write_text(
+            out / "circuits" / f"{circuit.task}.report.json", json.dumps(data, indent=2)
+        )
+        links.append((circuit, f"circuits/{circuit.task}.html"))
+        log.info("circuit page: %s", out / "circuits" / f"{circuit.task}.html")
+    index = index_page(
+        title=title or f"sparse_lens report: {src.model_dir}",
+        run_info=run_info,
+        metrics=metrics,
+        task_table=table,
+        circuits=links,
+        notes=src.notes,
+        png_dir=out / "figures",
+    )
+    atomic_write_text(out / "index.html", index)
+    return out / "index.html"

@@ -1,0 +1,1 @@
+"""Bridges between the sparse model and a dense TransformerLens model."""

@@ -1,0 +1,1 @@
+"""Circuits: nodes, edges, mask-training pruning, search, clean-up and faithfulness checks."""

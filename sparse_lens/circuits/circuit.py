@@ -1,0 +1,434 @@
+"""``Circuit``: the kept nodes of a pruned model, its edges, and ways to run it.
+
+Edges follow ``nodes.py``: a nonzero weight between two kept nodes of the same block
+(``attn_in -> q/k/v``, ``v -> attn_out``, ``mlp_in -> neuron``, ``neuron -> mlp_out``);
+embeddings, unembeddings, biases, residual identity paths and q-k pairings are not counted.
+
+``circuit.fwd_hooks(model)`` runs the model as the circuit through ``run_with_hooks``;
+``circuit.to_model(model)`` returns a standalone ``HookedSparseTransformer`` with the ablation
+baked in: removed residual reads and neurons are folded into the next biases (their outgoing
+weights zeroed), and every removed node is overwritten by its ablation value by the model's
+``ChannelOverride`` buffers, placed exactly where the pruning hooks act, so AbsTopK downstream
+of a removed q/k/v or residual-write channel sees the same values as under the hooks.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hooks import node_mask
+from sparse_lens.circuits.edges import Edge, edge_hooks, fold_removed_edges
+from sparse_lens.circuits.masks import model_fingerprint, norm_scale_hooks
+from sparse_lens.circuits.nodes import Location, node_label, node_locations
+from sparse_lens.files.atomic import atomic_write_json, read_json
+from sparse_lens.model.transformer import HookedSparseTransformer
+
+CIRCUIT_VERSION = 1
+
+
+def _by_hook(cfg: Any) -> dict[str, Location]:
+    return {loc.hook: loc for loc in node_locations(cfg)}
+
+
+@torch.no_grad()
+def circuit_edges(
+    model: HookedSparseTransformer, nodes: dict[str, list[int]]
+) -> list[tuple[str, str, float]]:
+    """``(source label, destination label, weight)`` of every edge between kept nodes."""
+    cfg = model.cfg
+    locs = _by_hook(cfg)
+    edges: list[tuple[str, str, float]] = []
+
+    def add(src_hook: str, dst_hook: str, weight: Tensor) -> None:
+        # weight: [src channels, dst channels]
+        src, dst = nodes.get(src_hook, []), nodes.get(dst_hook, [])
+        if not src or not dst:
+            return
+        sub = weight[src][:, dst]
+        for i, j in sub.nonzero().tolist():
+            edges.append(
+                (
+                    node_label(locs[src_hook], src[i], cfg),
+                    node_label(locs[dst_hook], dst[j], cfg),
+                    float(sub[i, j]),
+                )
+            )
+
+    hd = cfg.n_heads * cfg.d_head
+    for layer, block in enumerate(model.blocks):
+        b = f"blocks.{layer}"
+        for kind, W in (("q", block.attn.W_Q), ("k", block.attn.W_K), ("v", block.attn.W_V)):
+            # [n_heads d_model d_head] -> [d_model n_heads*d_head]
+            add(f"{b}.attn.hook_in", f"{b}.attn.hook_{kind}", W.permute(1, 0, 2).reshape(-1, hd))
+        add(f"{b}.attn.hook_v", f"{b}.hook_attn_out", block.attn.W_O.reshape(hd, -1))
+        add(f"{b}.mlp.hook_in", f"{b}.mlp.hook_post", block.mlp.W_in)
+        add(f"{b}.mlp.hook_post", f"{b}.hook_mlp_out", block.mlp.W_out)
+    return edges
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRef:
+    """One kept node: its label, hook and channel, location kind, layer and (q/k/v) head."""
+
+    label: str
+    hook: str
+    channel: int
+    kind: str
+    layer: int
+    head: int | None
+
+
+@dataclass
+class Circuit:
+    """A pruned circuit for one task on one model."""
+
+    task: str
+    target_loss: float
+    ablation: str
+    freeze_norms: bool
+    nodes: dict[str, list[int]]
+    sizes: dict[str, int]
+    baselines: dict[str, list[float]]
+    edges: list[tuple[str, str, float]]
+    loss: float
+    full_loss: float
+    model_fingerprint: str
+    calibrated_loss: float | None = None
+    calibration: dict[str, float] | None = None
+    test_loss: float | None = None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    removed_edges: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_nodes(
+        cls,
+        model: HookedSparseTransformer,
+        nodes: dict[str, list[int]],
+        baselines: dict[str, Tensor],
+        *,
+        task: str,
+        ablation: str = "mean",
+        freeze_norms: bool = False,
+        target_loss: float = 0.15,
+        loss: float = float("nan"),
+        full_loss: float = float("nan"),
+        removed_edges: list[tuple[str, str]] | None = None,
+        **fields: Any,
+    ) -> "Circuit":
+        """A circuit keeping ``nodes`` (hook -> channels) of ``model``; edges are computed, less
+        ``removed_edges`` (``(source label, destination label)`` pairs, see ``edges.py``)."""
+        locs = node_locations(model.cfg)
+        nodes = {loc.hook: sorted(nodes.get(loc.hook, [])) for loc in locs}
+        gone = {tuple(e) for e in removed_edges or []}
+        edges = [e for e in circuit_edges(model, nodes) if (e[0], e[1]) not in gone]
+        return cls(
+            task=task,
+            target_loss=target_loss,
+            ablation=ablation,
+            freeze_norms=freeze_norms,
+            nodes=nodes,
+            sizes={loc.hook: loc.size for loc in locs},
+            baselines={h: v.tolist() for h, v in baselines.items() if v.ndim == 1},
+            edges=edges,
+            removed_edges=sorted(gone),
+            loss=loss,
+            full_loss=full_loss,
+            model_fingerprint=model_fingerprint(model),
+            **fields,
+        )
+
+    @property
+    def n_nodes(self) -> int:
+        return sum(len(v) for v in self.nodes.values())
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.edges)
+
+    def node_refs(self, cfg: Any) -> list["NodeRef"]:
+        """Every kept node, in the order of ``nodes``."""
+        locs = _by_hook(cfg)
+        return [
+            NodeRef(
+                label=node_label(locs[h], c, cfg),
+                hook=h,
+                channel=c,
+                kind=locs[h].kind,
+                layer=locs[h].layer,
+                head=c // cfg.d_head if locs[h].kind in ("q", "k", "v") else None,
+            )
+            for h, chans in self.nodes.items()
+            for c in chans
+        ]
+
+    def node_labels(self, cfg: Any) -> list[str]:
+        return [r.label for r in self.node_refs(cfg)]
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "circuit_version": CIRCUIT_VERSION,
+            "n_nodes": self.n_nodes,
+            "n_edges": self.n_edges,
+        } | asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: HookedSparseTransformer | None = None) -> "Circuit":
+        """Read a circuit file; with ``model``, also check it against the model (``validate``).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a circuit file of this version, malformed, or (with ``model``) an
+                entry that does not exist in the model, naming the entry.
+        """
+        d = read_json(Path(path), "circuit")
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a circuit file (a JSON {type(d).__name__})")
+        if d.get("circuit_version") != CIRCUIT_VERSION:
+            raise ValueError(
+                f"{path}: circuit_version {d.get('circuit_version')!r} is not supported"
+            )
+        d = {k: v for k, v in d.items() if k not in ("circuit_version", "n_nodes", "n_edges")}
+        _check_field_types(d, path)
+        try:
+            d["edges"] = [(str(s), str(t), float(w)) for s, t, w in d["edges"]]
+            d["curve"] = [(int(k), float(v)) for k, v in d.get("curve", [])]
+            d["removed_edges"] = [(str(s), str(t)) for s, t in d.get("removed_edges", [])]
+            circuit = cls(**d)
+        except (TypeError, KeyError, ValueError) as e:
+            raise ValueError(f"{path}: malformed circuit file: {e}") from e
+        if model is not None:
+            circuit.validate(model.cfg, where=str(path))
+        return circuit
+
+    def validate(self, cfg: Any, where: str = "circuit") -> None:
+        """Check every entry against a model of ``cfg``: known hooks with their sizes, channels
+        in range and without duplicates, a baseline per hook (mean/zero ablation) of its size,
+        finite numbers, and edges only between kept nodes.
+
+        Raises:
+            ValueError: naming the first bad entry.
+        """
+        locs = _by_hook(cfg)
+        if self.ablation not in ("mean", "zero", "resample"):
+            raise ValueError(f"{where}: unknown ablation {self.ablation!r}")
+        for table in ("nodes", "sizes", "baselines"):
+            for hook in getattr(self, table):
+                if hook not in locs:
+                    raise ValueError(
+                        f"{where}: {table} names hook {hook!r}, which this model does not have "
+                        f"(it has e.g. {next(iter(locs))!r})"
+                    )
+        for hook, loc in locs.items():
+            if self.sizes.get(hook) != loc.size:
+                raise ValueError(
+                    f"{where}: sizes[{hook!r}] is {self.sizes.get(hook)!r}, the model has {loc.size}"
+                )
+        for hook, chans in self.nodes.items():
+            self._check_channels(hook, chans, locs[hook].size, where)
+        if self.ablation != "resample":
+            for hook, loc in locs.items():
+                base = self.baselines.get(hook)
+                if not isinstance(base, list) or len(base) != loc.size:
+                    got = len(base) if isinstance(base, list) else base
+                    raise ValueError(
+                        f"{where}: baselines[{hook!r}] has {got!r} values, not {loc.size}"
+                    )
+                if not all(isinstance(v, int | float) and math.isfinite(v) for v in base):
+                    raise ValueError(f"{where}: baselines[{hook!r}] holds a non-finite value")
+        kept = set(self.node_labels(cfg))
+        for i, (src, dst, w) in enumerate(self.edges):
+            for end in (src, dst):
+                if end not in kept:
+                    raise ValueError(
+                        f"{where}: edges[{i}] ({src} -> {dst}) joins {end!r}, not a kept node"
+                    )
+            if not math.isfinite(w):
+                raise ValueError(f"{where}: edges[{i}] has weight {w}")
+        for i, (src, dst) in enumerate(self.removed_edges):
+            for end in (src, dst):
+                if end not in kept:
+                    raise ValueError(
+                        f"{where}: removed edge {i} ({src} -> {dst}) joins {end!r}, not a kept node"
+                    )
+
+    @staticmethod
+    def _check_channels(hook: str, chans: Any, size: int, where: str) -> None:
+        if not isinstance(chans, list):
+            raise ValueError(f"{where}: nodes[{hook!r}] must be a list of channels, got {chans!r}")
+        seen: set[int] = set()
+        for c in chans:
+            if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < size:
+                raise ValueError(
+                    f"{where}: nodes[{hook!r}] has channel {c!r}, outside 0..{size - 1}"
+                )
+            if c in seen:
+                raise ValueError(f"{where}: nodes[{hook!r}] lists channel {c} twice")
+            seen.add(c)
+
+    # -- running -------------------------------------------------------------------------------
+    def check_model(self, model: HookedSparseTransformer) -> None:
+        """Raise ``ValueError`` unless ``model`` is the model this circuit was extracted from."""
+        got = model_fingerprint(model)
+        if got != self.model_fingerprint:
+            raise ValueError(
+                f"circuit was extracted from model {self.model_fingerprint}, not this one ({got})"
+            )
+        self.validate(model.cfg, where=f"circuit for {self.task!r}")
+
+    def masks(self) -> dict[str, Tensor]:
+        out = {}
+        for hook, size in self.sizes.items():
+            m = torch.zeros(size)
+            m[torch.tensor(self.nodes.get(hook, []), dtype=torch.long)] = 1.0
+            out[hook] = m
+        return out
+
+    def fwd_hooks(
+        self, model: HookedSparseTransformer, tokens: Tensor | None = None
+    ) -> list[tuple[str, Any]]:
+        """Hooks running ``model`` as this circuit. ``tokens`` is needed with frozen norms."""
+        self.check_model(model)
+        if self.ablation == "resample":
+            raise ValueError("a resample-ablated circuit needs resample sources; use the Pruner")
+        hooks: list[tuple[str, Any]] = []
+        if self.freeze_norms:
+            if tokens is None:
+                raise ValueError("this circuit freezes norm scales: pass the tokens it will run on")
+            hooks += norm_scale_hooks(model, tokens)
+        for hook, mask in self.masks().items():
+            hooks.append((hook, node_mask(mask, torch.tensor(self.baselines[hook]))))
+        return hooks + edge_hooks(model, self.removed_edge_refs(model.cfg), self._fills())
+
+    def _fills(self) -> dict[str, Tensor]:
+        return {h: torch.tensor(v) for h, v in self.baselines.items()}
+
+    def removed_edge_refs(self, cfg: Any) -> list[Edge]:
+        """``removed_edges`` as ``(source hook, channel, destination hook, channel)``."""
+        refs = {r.label: r for r in self.node_refs(cfg)}
+        try:
+            return [
+                (refs[s].hook, refs[s].channel, refs[t].hook, refs[t].channel)
+                for s, t in self.removed_edges
+            ]
+        except KeyError as e:
+            raise ValueError(f"removed edge names a node the circuit does not keep: {e}") from e
+
+    @torch.no_grad()
+    def to_model(self, model: HookedSparseTransformer) -> HookedSparseTransformer:
+        """A standalone model computing this circuit (see the module docstring)."""
+        self.check_model(model)
+        if self.ablation == "resample" or self.freeze_norms:
+            raise ValueError(
+                "only mean- or zero-ablated circuits without frozen norms bake into weights"
+            )
+        new = HookedSparseTransformer(model.cfg.replace(circuit_overrides=True), model.tokenizer)
+        missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any("override" not in k for k in missing):
+            raise RuntimeError(
+                f"weight transfer failed: missing {missing}, unexpected {unexpected}"
+            )
+        locs = _by_hook(model.cfg)
+        for hook, mask in self.masks().items():
+            loc, fill = locs[hook], torch.tensor(self.baselines[hook])
+            target = self._override_module(new, loc)
+            target.keep.copy_(mask)
+            target.fill.copy_(fill)
+            removed = (mask == 0).nonzero().squeeze(-1)
+            if len(removed) == 0:
+                continue
+            block = new.blocks[loc.layer]
+            if loc.kind == "attn_in":
+                for W, b in (
+                    (block.attn.W_Q, block.attn.b_Q),
+                    (block.attn.W_K, block.attn.b_K),
+                    (block.attn.W_V, block.attn.b_V),
+                ):
+                    b += torch.einsum("i,hie->he", fill[removed], W[:, removed, :])
+                    W[:, removed, :] = 0
+            elif loc.kind == "mlp_in":
+                block.mlp.b_in += fill[removed] @ block.mlp.W_in[removed]
+                block.mlp.W_in[removed] = 0
+            elif loc.kind == "neuron":
+                block.mlp.b_out += fill[removed] @ block.mlp.W_out[removed]
+                block.mlp.W_out[removed] = 0
+        fold_removed_edges(new, self.removed_edge_refs(model.cfg), self._fills())
+        return new.eval()
+
+    @staticmethod
+    def _override_module(model: HookedSparseTransformer, loc: Location) -> Any:
+        block = model.blocks[loc.layer]
+        return {
+            "attn_in": lambda: block.attn.override_in,
+            "q": lambda: block.attn.override_q,
+            "k": lambda: block.attn.override_k,
+            "v": lambda: block.attn.override_v,
+            "attn_out": lambda: block.override_attn_out,
+            "mlp_in": lambda: block.mlp.override_in,
+            "neuron": lambda: block.mlp.override_post,
+            "mlp_out": lambda: block.override_mlp_out,
+            "final": lambda: model.override_final,
+        }[loc.kind]()
+
+    def summary(self) -> str:
+        cal = f", calibrated {self.calibrated_loss:.3f}" if self.calibrated_loss is not None else ""
+        return (
+            f"{self.task}: {self.n_nodes} nodes, {self.n_edges} edges, loss {self.loss:.3f}{cal} "
+            f"(target {self.target_loss}, full model {self.full_loss:.3f}, {self.ablation} ablation)"
+        )
+
+
+def dumps(circuit: Circuit) -> str:
+    return json.dumps(circuit.to_dict(), indent=2)
+
+
+_NUMBER = (int, float)
+# JSON type of every circuit field; None allowed where the dataclass default is None.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "task": ((str,), False),
+    "target_loss": (_NUMBER, False),
+    "ablation": ((str,), False),
+    "freeze_norms": ((bool,), False),
+    "nodes": ((dict,), False),
+    "sizes": ((dict,), False),
+    "baselines": ((dict,), False),
+    "edges": ((list,), False),
+    "loss": (_NUMBER, False),
+    "full_loss": (_NUMBER, False),
+    "model_fingerprint": ((str,), False),
+    "calibrated_loss": (_NUMBER, True),
+    "calibration": ((dict,), True),
+    "test_loss": (_NUMBER, True),
+    "curve": ((list,), False),
+    "hparams": ((dict,), False),
+    "extra": ((dict,), False),
+    "removed_edges": ((list,), False),
+}
+
+
+def _check_field_types(d: dict[str, Any], path: Any) -> None:
+    """Raise ``ValueError`` naming the first field of a circuit file of the wrong JSON type."""
+    for name, value in d.items():
+        if name not in _FIELD_TYPES:
+            continue  # unknown keys are reported by the dataclass constructor
+        types, nullable = _FIELD_TYPES[name]
+        if value is None and nullable:
+            continue
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, types) or (is_bool and bool not in types):
+            raise ValueError(
+                f"{path}: field {name!r} must be {' or '.join(t.__name__ for t in types)}"
+                f"{' or null' if nullable else ''}, got {value!r:.60}"
+            )

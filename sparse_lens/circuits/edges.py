@@ -1,0 +1,137 @@
+"""Removed edges: single weights between two kept nodes, ablated (``paper.md`` §3, the manual
+clean-up the paper applies to its quote circuit, here automated by ``cleanup.py``).
+
+Removing the edge ``i -> j`` of a weight matrix ``W`` (``[source channels, destination
+channels]``, see ``nodes.py``) means that destination ``j`` receives the source's ablation value
+``fill_i`` through that weight instead of its actual value:
+
+    dst_pre[j] = sum_{i' != i} x_{i'} W[i', j] + fill_i W[i, j] + b[j]
+
+which is the weight edit ``W[i, j] = 0, b[j] += fill_i W[i, j]``. ``to_model`` bakes exactly
+that edit into the weights; ``edge_hooks`` computes the same value with TL hooks: it records the
+source activation where the weight reads it and adds ``(fill - x) @ D`` (``D`` the removed
+weights) to the destination's pre-activation, before any AbsTopK (``hook_q_pre``, ``hook_k_pre``,
+``hook_v_pre``, ``attn.hook_out_pre``, ``mlp.hook_pre``, ``mlp.hook_out_pre``). For ``v ->
+attn_out`` the weight is ``W_O``, which reads the head output ``z`` (the attention-weighted
+values); its fill is the value node's ablation value.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hooks import flat
+from sparse_lens.model.transformer import HookedSparseTransformer
+
+Edge = tuple[str, int, str, int]  # (source hook, source channel, destination hook, dest channel)
+
+
+@dataclass(frozen=True)
+class EdgeSite:
+    """Where an edge's weight reads its source (``read``) and where its destination's
+    pre-activation can be corrected (``pre``), with the weight and bias as ``[src, dst]``."""
+
+    read: str
+    pre: str
+    weight: Tensor
+    bias: Tensor
+
+
+def edge_site(model: HookedSparseTransformer, src_hook: str, dst_hook: str) -> EdgeSite:
+    """The ``EdgeSite`` of edges from ``src_hook`` to ``dst_hook`` (views of the weights).
+
+    Raises:
+        ValueError: the pair is not one of ``nodes.py``'s edge kinds.
+    """
+    cfg = model.cfg
+    layer = int(dst_hook.split(".")[1])
+    b, block = f"blocks.{layer}", model.blocks[layer]
+    hd = cfg.n_heads * cfg.d_head
+    attn, mlp = block.attn, block.mlp
+    for kind in ("q", "k", "v"):
+        if (src_hook, dst_hook) == (f"{b}.attn.hook_in", f"{b}.attn.hook_{kind}"):
+            W = getattr(attn, f"W_{kind.upper()}")
+            return EdgeSite(
+                f"{b}.attn.hook_in",
+                f"{b}.attn.hook_{kind}_pre",
+                W.permute(1, 0, 2).reshape(cfg.d_model, hd),
+                getattr(attn, f"b_{kind.upper()}").reshape(hd),
+            )
+    if (src_hook, dst_hook) == (f"{b}.attn.hook_v", f"{b}.hook_attn_out"):
+        return EdgeSite(
+            f"{b}.attn.hook_z", f"{b}.attn.hook_out_pre", attn.W_O.reshape(hd, -1), attn.b_O
+        )
+    if (src_hook, dst_hook) == (f"{b}.mlp.hook_in", f"{b}.mlp.hook_post"):
+        return EdgeSite(f"{b}.mlp.hook_in", f"{b}.mlp.hook_pre", mlp.W_in, mlp.b_in)
+    if (src_hook, dst_hook) == (f"{b}.mlp.hook_post", f"{b}.hook_mlp_out"):
+        return EdgeSite(f"{b}.mlp.hook_post", f"{b}.mlp.hook_out_pre", mlp.W_out, mlp.b_out)
+    raise ValueError(f"no edge kind from {src_hook!r} to {dst_hook!r}")
+
+
+def _group(edges: list[Edge]) -> dict[tuple[str, str], list[Edge]]:
+    out: dict[tuple[str, str], list[Edge]] = {}
+    for e in edges:
+        out.setdefault((e[0], e[2]), []).append(e)
+    return out
+
+
+@torch.no_grad()
+def edge_hooks(
+    model: HookedSparseTransformer, removed: list[Edge], baselines: dict[str, Tensor]
+) -> list[tuple[str, Callable]]:
+    """TL hooks ablating the ``removed`` edges (see the module docstring); add them after the
+    node-mask hooks. ``baselines``: per source hook, its ``[channels]`` ablation values."""
+    if removed and model.cfg.use_attn_result:
+        raise ValueError("edge ablation does not support use_attn_result models")
+    hooks: list[tuple[str, Callable]] = []
+    for n, ((src, dst), group) in enumerate(sorted(_group(removed).items())):
+        site = edge_site(model, src, dst)
+        D = torch.zeros_like(site.weight)
+        for _, i, _, j in group:
+            D[i, j] = site.weight[i, j]
+        fill = torch.as_tensor(baselines[src], dtype=D.dtype)
+        store: dict[str, Tensor] = {}
+        key = f"{n}"
+
+        def read(
+            act: Tensor, hook: Any, store: dict = store, key: str = key, n_in: int = D.shape[0]
+        ) -> None:
+            store[key] = flat(act, n_in)
+
+        def correct(
+            act: Tensor,
+            hook: Any,
+            store: dict = store,
+            key: str = key,
+            D: Tensor = D,
+            fill: Tensor = fill,
+        ) -> Tensor:
+            x = store.pop(key)
+            return (flat(act, D.shape[1]) + (fill - x) @ D).reshape(act.shape)
+
+        hooks += [(site.read, read), (site.pre, correct)]
+    return hooks
+
+
+@torch.no_grad()
+def fold_removed_edges(
+    model: HookedSparseTransformer, removed: list[Edge], baselines: dict[str, Tensor]
+) -> None:
+    """Bake the removed edges into ``model``'s weights in place: ``W[i, j] = 0``,
+    ``b[j] += fill_i W[i, j]``."""
+    for (src, dst), group in _group(removed).items():
+        site = edge_site(model, src, dst)
+        fill = torch.as_tensor(baselines[src], dtype=site.weight.dtype)
+        layer = model.blocks[int(dst.split(".")[1])]
+        kind = dst.rsplit("_", 1)[-1]
+        per_head = kind in ("q", "k", "v")  # W_Q etc. are [n_heads d_model d_head]: no flat view
+        d_head = model.cfg.d_head
+        for _, i, _, j in group:
+            site.bias[j] += fill[i] * site.weight[i, j]
+            if per_head:
+                getattr(layer.attn, f"W_{kind.upper()}")[j // d_head, i, j % d_head] = 0.0
+            else:
+                site.weight[i, j] = 0.0

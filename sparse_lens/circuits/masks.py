@@ -1,0 +1,635 @@
+"""Circuit extraction by learned node masks (``paper.md`` §3): masks, ablation, bisection.
+
+* One parameter ``tau`` per node (``nodes.py``), clamped to [-1, 1] after every step. The forward
+  pass keeps a node where ``tau >= 0`` (Heaviside); the backward pass uses the derivative of a
+  sigmoid of temperature ``heaviside_temp`` (a straight-through estimator).
+* Removed nodes take their ablation value: the mean over the pretraining distribution (post
+  AbsTopK; computed once per model and cached), zero, or a resample from other pretraining
+  windows. ``freeze_norms`` patches every RMSNorm scale with the full model's on the same input
+  (the "LayerNorm cheating" control of ``paper.md`` §8).
+* Objective: task loss + ``k_coef`` x (number of kept nodes); AdamW with warmup and linear decay.
+* Discretisation: nodes ranked by ``tau``; bisection finds the smallest k whose circuit reaches
+  the target loss on held-out (validation) pairs. Optional calibration fits a scale and shift on
+  the final logits with 16 LBFGS steps and is reported separately (a shift added to all logits
+  cancels in the two-way softmax, so in effect it fits a temperature).
+
+All interventions are TL hooks: evaluation runs ``hooks/``'s ``node_mask`` through
+``run_with_hooks``; mask training installs its hooks once per run (``MaskHolder``) and updates
+the masks they read each step. The search over these settings, the clean-up after bisection,
+seeds and the attribution baseline are in ``circuit_search.py``.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hooks import flat, node_mask
+from sparse_lens.circuits.nodes import Location, node_locations
+from sparse_lens.files.atomic import atomic_write
+from sparse_lens.files.outputs import cache_entry
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.validation import require_min
+
+logger = logging.getLogger(__name__)
+
+ABLATIONS = ("mean", "zero", "resample")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig:
+    """Pruning settings; defaults are the paper's CARBS centres (Table 2) where it gives them.
+
+    ``epochs > 0`` trains for that many passes over the fixed training pairs (shuffled each
+    epoch, ``batch_pairs`` per step) instead of ``steps`` random draws, as the paper does;
+    ``tie_qk`` shares one mask parameter between each query channel and the key channel of the
+    same head and index (the paper's hindsight suggestion, §3). The learning rate warms up
+    linearly over ``warmup_frac`` of the steps, then decays linearly to 0.
+    """
+
+    target_loss: float = 0.15
+    ablation: str = "mean"
+    freeze_norms: bool = False
+    k_coef: float = 1e-4
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    beta2: float = 0.95
+    warmup_frac: float = 0.05
+    heaviside_temp: float = 1.0
+    init_noise_scale: float = 1e-2
+    init_noise_bias: float = 0.1
+    steps: int = 200
+    epochs: int = 0
+    batch_pairs: int = 32
+    tie_qk: bool = False
+    calibrate: bool = True
+    seed: int = 0
+    mean_excludes_separators: bool = True  # leave <|endoftext|> positions out of ablation means
+
+    def __post_init__(self) -> None:
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {ABLATIONS}, got {self.ablation!r}")
+        if not self.target_loss > 0:
+            raise ValueError(f"target_loss must be > 0, got {self.target_loss!r}")
+        require_min(self, ("steps", "batch_pairs"), 1)
+        require_min(self, ("epochs",), 0)
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
+        require_min(self, ("k_coef", "lr", "heaviside_temp"), 0, strict=True)
+
+
+class _HeavisideSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, tau: Tensor, temp: float) -> Tensor:
+        ctx.save_for_backward(tau)
+        ctx.temp = temp
+        return (tau >= 0).to(tau.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (tau,) = ctx.saved_tensors
+        s = torch.sigmoid(tau / ctx.temp)
+        return grad * s * (1 - s) / ctx.temp, None
+
+
+def heaviside_ste(tau: Float[Tensor, " n"], temp: float = 1.0) -> Float[Tensor, " n"]:
+    """``1[tau >= 0]`` forward; ``sigmoid'(tau / temp) / temp`` backward."""
+    return _HeavisideSTE.apply(tau, temp)
+
+
+def model_fingerprint(model: HookedSparseTransformer) -> str:
+    """SHA-256 prefix of the model's config and weights."""
+    h = hashlib.sha256(repr(sorted(model.cfg.to_dict().items())).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _flat(x: Tensor, size: int) -> Tensor:
+    return x.reshape(*x.shape[: x.ndim - (2 if x.shape[-1] != size else 1)], size)
+
+
+def separator_ids(
+    model: HookedSparseTransformer, exclude_separators: bool = True
+) -> tuple[int, ...]:
+    """Token ids whose positions statistics leave out: the tokenizer's ``<|endoftext|>`` (the
+    document separator of the pretraining stream), or none without a tokenizer or if off."""
+    if not exclude_separators or model.tokenizer is None:
+        return ()
+    return (model.tokenizer.eot_id,)
+
+
+def _kept_positions(windows: Tensor, exclude_ids: tuple[int, ...]) -> Tensor:
+    if not exclude_ids:
+        return torch.ones(windows.shape, dtype=torch.bool)
+    return ~torch.isin(windows, torch.tensor(exclude_ids, dtype=windows.dtype))
+
+
+def mean_source(windows: Tensor, exclude_ids: tuple[int, ...]) -> dict[str, Any]:
+    """Where an ablation mean comes from, as recorded in the circuit file."""
+    return {
+        "data": "pretraining windows",
+        "n_windows": int(windows.shape[0]),
+        "n_tokens": int(_kept_positions(windows, exclude_ids).sum()),
+        "excluded_token_ids": list(exclude_ids),
+    }
+
+
+@torch.no_grad()
+def ablation_means(
+    model: HookedSparseTransformer,
+    windows: Tensor,
+    cache_dir: Path | None = None,
+    batch_size: int = 16,
+    exclude_ids: tuple[int, ...] | None = None,
+) -> dict[str, Tensor]:
+    """Mean of every node location's (post-AbsTopK) activation over pretraining ``windows``,
+    cached in ``cache_dir`` under the model fingerprint and the windows' hash.
+
+    Positions holding a token of ``exclude_ids`` are left out (default ``separator_ids``: the
+    ``<|endoftext|>`` separators, which are many in a corpus of short documents and move the
+    means). ``mean_source`` describes the result.
+
+    Raises:
+        ValueError: if every position is excluded.
+    """
+    exclude_ids = separator_ids(model) if exclude_ids is None else tuple(exclude_ids)
+    locs = node_locations(model.cfg)
+    digest = hashlib.sha256(windows.numpy().tobytes() + repr(exclude_ids).encode())
+    key = digest.hexdigest()[:10]
+    if cache_dir is None:
+        return _means(model, windows, locs, batch_size, exclude_ids)
+    path = Path(cache_dir) / f"means-{model_fingerprint(model)}-{key}.safetensors"
+    with cache_entry(path):
+        if path.is_file():
+            try:
+                means = load_file(str(path))
+                if set(means) == {loc.hook for loc in locs}:
+                    return means
+                logger.warning("rebuilding the cache entry %s: other hooks", path)
+            except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+                logger.warning("rebuilding the cache entry %s: it is corrupt (%s)", path, e)
+        means = _means(model, windows, locs, batch_size, exclude_ids)
+        atomic_write(path, lambda p: save_file(means, str(p)))
+    return means
+
+
+def _means(
+    model: HookedSparseTransformer,
+    windows: Tensor,
+    locs: list,
+    batch_size: int,
+    exclude_ids: tuple[int, ...],
+) -> dict[str, Tensor]:
+    kept = _kept_positions(windows, exclude_ids)
+    if not bool(kept.any()):
+        raise ValueError(f"every position of the windows is one of the excluded ids {exclude_ids}")
+    hooks = {loc.hook for loc in locs}
+    sums = {loc.hook: torch.zeros(loc.size, dtype=torch.float64) for loc in locs}
+    for i in range(0, len(windows), batch_size):
+        batch = windows[i : i + batch_size].to(model.W_E.device)
+        weight = kept[i : i + batch_size, :, None].double()
+        _, cache = model.run_with_cache(batch, names_filter=lambda n: n in hooks)
+        for loc in locs:
+            act = _flat(cache[loc.hook], loc.size).double().cpu()
+            sums[loc.hook] += (act * weight).sum(dim=(0, 1))
+    count = int(kept.sum())
+    return {h: (s / count).float() for h, s in sums.items()}
+
+
+@dataclass
+class Ablation:
+    """What removed nodes are replaced by, per hook: a ``[channels]`` vector (mean, zero) or a
+    ``[batch pos channels]`` tensor (resample)."""
+
+    kind: str
+    values: dict[str, Tensor]
+    source: dict[str, Any] = field(default_factory=dict)  # recorded in the circuit file
+
+    def for_batch(self, hook: str, batch_idx: Tensor | None, width: int) -> Tensor:
+        v = self.values[hook]
+        if v.ndim == 1:
+            return v
+        v = v if batch_idx is None else v[batch_idx]
+        return v[:, :width]
+
+
+def make_ablation(
+    kind: str,
+    model: HookedSparseTransformer,
+    pretrain_windows: Tensor,
+    batch: TaskBatch | None = None,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    exclude_separators: bool = True,
+) -> Ablation:
+    """Build the ablation values for ``kind`` (mean, zero or resample); a mean leaves out
+    separator positions unless ``exclude_separators`` is False (``ablation_means``)."""
+    locs = node_locations(model.cfg)
+    if kind == "zero":
+        return Ablation("zero", {loc.hook: torch.zeros(loc.size) for loc in locs}, {"data": None})
+    if kind == "mean":
+        ids = separator_ids(model, exclude_separators)
+        means = ablation_means(model, pretrain_windows, cache_dir, exclude_ids=ids)
+        return Ablation("mean", means, mean_source(pretrain_windows, ids))
+    if kind == "resample":
+        if batch is None:
+            raise ValueError("resample ablation needs the task batch it will be applied to")
+        g = torch.Generator().manual_seed(seed)
+        width = batch.tokens.shape[1]
+        if pretrain_windows.shape[1] < width:
+            raise ValueError("pretraining windows are shorter than the task contexts")
+        pick = torch.randint(0, len(pretrain_windows), (len(batch),), generator=g)
+        src = pretrain_windows[pick, :width]
+        hooks = {loc.hook for loc in locs}
+        with torch.no_grad():
+            _, cache = model.run_with_cache(
+                src.to(model.W_E.device), names_filter=lambda n: n in hooks
+            )
+        values = {loc.hook: _flat(cache[loc.hook], loc.size).cpu() for loc in locs}
+        source = {"data": "pretraining windows", "n_windows": len(batch), "width": width}
+        return Ablation("resample", values, source)
+    raise ValueError(f"ablation must be one of {ABLATIONS}, got {kind!r}")
+
+
+def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> list[tuple[str, Callable]]:
+    """Hooks that freeze every RMSNorm scale at the full model's value on ``tokens``."""
+    names = [n for n in model.hook_dict if n.endswith("hook_scale")]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+
+    def make(saved: Tensor) -> Callable:
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            if saved.shape != act.shape:  # e.g. split-QKV switched on since: never broadcast
+                raise ValueError(
+                    f"{hook.name}: frozen scale {tuple(saved.shape)} != {tuple(act.shape)}"
+                )
+            return saved
+
+        return hook
+
+    return [(n, make(cache[n])) for n in names]
+
+
+def mask_hooks(
+    masks: dict[str, Tensor],
+    ablation: Ablation,
+    batch_idx: Tensor | None = None,
+    width: int | None = None,
+) -> list[tuple[str, Callable]]:
+    """``node_mask`` hooks for every location in ``masks`` (1 keeps a node)."""
+    return [
+        (hook, node_mask(m, ablation.for_batch(hook, batch_idx, width or 0)))
+        for hook, m in masks.items()
+    ]
+
+
+class MaskHolder:
+    """Node-mask hooks installed once, reading masks and ablation values set per step.
+
+    Each hook returns ``lerp(baseline, x, m) = baseline + m * (x - baseline)`` (the same value
+    as ``hooks.node_mask``, one fused op), so training does not rebuild hooks every step.
+    """
+
+    def __init__(self, locs: list[Location], ablation: Ablation) -> None:
+        self.locs = locs
+        self.ablation = ablation
+        self.masks: dict[str, Tensor] = {}
+        self.baselines: dict[str, Tensor] = {}
+
+    def set(self, masks: dict[str, Tensor], batch_idx: Tensor | None, width: int) -> None:
+        self.masks = dict(masks)
+        self.baselines = {
+            loc.hook: self.ablation.for_batch(loc.hook, batch_idx, width) for loc in self.locs
+        }
+
+    def hooks(self) -> list[tuple[str, Callable]]:
+        def make(name: str, size: int) -> Callable:
+            def hook(act: Tensor, hook: Any) -> Tensor:
+                if not self.masks:  # cleared: the full model
+                    return act
+                x = flat(act, size)
+                base = self.baselines[name].to(x.dtype)
+                return torch.lerp(base.expand_as(x), x, self.masks[name]).reshape(act.shape)
+
+            return hook
+
+        return [(loc.hook, make(loc.hook, loc.size)) for loc in self.locs]
+
+
+@dataclass
+class PruneResult:
+    """Learned ``tau`` per location, the bisected circuit and its curve."""
+
+    taus: dict[str, Tensor]
+    kept: dict[str, list[int]]
+    k: int
+    loss: float
+    full_loss: float
+    curve: list[tuple[int, float]]
+    train_losses: list[float] = field(default_factory=list)
+    calibration: dict[str, float] | None = None
+    calibrated_loss: float | None = None
+
+
+class Pruner:
+    """Learns node masks for one task on one model."""
+
+    def __init__(
+        self,
+        model: HookedSparseTransformer,
+        train: TaskBatch,
+        val: TaskBatch,
+        ablation: Ablation,
+        pcfg: PruneConfig,
+    ) -> None:
+        self.model = model.eval()
+        self.train = train
+        self.val = val
+        self.ablation = ablation
+        self.pcfg = pcfg
+        self.locs: list[Location] = node_locations(model.cfg)
+        self.n_nodes = sum(loc.size for loc in self.locs)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _hooks(self, masks: dict[str, Tensor], batch: TaskBatch, idx: Tensor | None) -> list:
+        hooks = []
+        if self.pcfg.freeze_norms:
+            hooks += norm_scale_hooks(self.model, batch.tokens.to(self.model.W_E.device))
+        return hooks + mask_hooks(masks, self.ablation, idx, batch.tokens.shape[1])
+
+    def logits(
+        self,
+        masks: dict[str, Tensor],
+        batch: TaskBatch,
+        idx: Tensor | None = None,
+        extra_hooks: list | None = None,
+    ) -> Tensor:
+        return self.model.run_with_hooks(
+            batch.tokens.to(self.model.W_E.device),
+            fwd_hooks=self._hooks(masks, batch, idx) + (extra_hooks or []),
+        )
+
+    @torch.no_grad()
+    def loss_of(
+        self,
+        masks: dict[str, Tensor],
+        batch: TaskBatch | None = None,
+        extra_hooks: list | None = None,
+    ) -> float:
+        """Mean task loss under ``masks`` (validation pairs by default); ``extra_hooks`` run
+        after the mask hooks (e.g. ``edges.edge_hooks``)."""
+        batch = self.val if batch is None else batch
+        logits = self.logits(masks, batch, self._resample_idx(batch), extra_hooks)
+        return float(binary_task_loss(binary_logits(logits, batch)).mean())
+
+    def _resample_idx(self, batch: TaskBatch) -> Tensor | None:
+        if self.ablation.kind != "resample":
+            return None
+        # A resample ablation holds rows for train then val (``concat_batches(train, val)``).
+        if batch is not self.train and batch is not self.val:
+            raise ValueError("a resample ablation only covers the pruner's train and val batches")
+        offset = 0 if batch is self.train else len(self.train)
+        return torch.arange(offset, offset + len(batch))
+
+    def masks_from_ranking(self, taus: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+        """Binary masks keeping the ``k`` nodes with the largest ``tau`` (with ``tie_qk``, a
+        query channel and its key channel are kept together if either is, so a few more)."""
+        flat = torch.cat([taus[loc.hook] for loc in self.locs])
+        keep = torch.zeros_like(flat)
+        if k > 0:
+            keep[flat.argsort(descending=True, stable=True)[:k]] = 1.0
+        out, i = {}, 0
+        for loc in self.locs:
+            out[loc.hook] = keep[i : i + loc.size]
+            i += loc.size
+        if self.pcfg.tie_qk:
+            for loc in self.locs:
+                if loc.kind == "k":
+                    q = loc.hook.replace("hook_k", "hook_q")
+                    out[q] = out[loc.hook] = torch.maximum(out[q], out[loc.hook])
+        return out
+
+    # -- training --------------------------------------------------------------------------
+    def init_taus(self, generator: torch.Generator) -> dict[str, Tensor]:
+        """Initial ``tau`` per location: ``bias + scale * N(0, 1)`` clamped to [-1, 1]."""
+        p = self.pcfg
+        return {
+            loc.hook: (
+                p.init_noise_bias + p.init_noise_scale * torch.randn(loc.size, generator=generator)
+            ).clamp(-1, 1)
+            for loc in self.locs
+            if not (p.tie_qk and loc.kind == "k")
+        }
+
+    def masks_of(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Straight-through 0/1 masks per location (a tied key location uses its query's)."""
+        masks = {h: heaviside_ste(t, self.pcfg.heaviside_temp) for h, t in taus.items()}
+        if self.pcfg.tie_qk:
+            for loc in self.locs:
+                if loc.kind == "k":
+                    masks[loc.hook] = masks[loc.hook.replace("hook_k", "hook_q")]
+        return {loc.hook: masks[loc.hook] for loc in self.locs}
+
+    def n_steps(self) -> int:
+        """Optimiser steps: ``steps``, or ``epochs`` passes over the training pairs."""
+        p = self.pcfg
+        if p.epochs == 0:
+            return p.steps
+        n_pairs = len(self.train) // 2
+        return p.epochs * math.ceil(n_pairs / min(p.batch_pairs, n_pairs))
+
+    def _pair_batches(self, generator: torch.Generator) -> Iterator[Tensor]:
+        """Row indices of each step's pairs: random draws, or shuffled epochs."""
+        p = self.pcfg
+        n_pairs = len(self.train) // 2
+        size = min(p.batch_pairs, n_pairs)
+        for _ in range(p.steps if p.epochs == 0 else 0):
+            pairs = torch.randint(0, n_pairs, (size,), generator=generator)
+            yield torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
+        for _ in range(p.epochs):
+            order = torch.randperm(n_pairs, generator=generator)
+            for i in range(0, n_pairs, size):
+                pairs = order[i : i + size]
+                yield torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
+
+    def _lr_at(self, step: int, n_steps: int) -> float:
+        p = self.pcfg
+        warm = max(1, int(p.warmup_frac * n_steps))
+        return p.lr * min((step + 1) / warm, max(0.0, (n_steps - step) / max(n_steps - warm, 1)))
+
+    def learn_masks(
+        self, progress: bool = False, report: Callable[[int, int, float], None] | None = None
+    ) -> tuple[dict[str, Tensor], list[float]]:
+        """Train ``tau`` (paper §3.2). The node-mask hooks are installed once for the whole run
+        and read the current step's masks from a shared holder.
+
+        ``report(checkpoint, n_kept, task_loss)`` is called at 10 evenly spaced checkpoints
+        (0-9) with the learned mask's size and the mean training task loss since the last one;
+        it may raise to stop training (an Optuna pruner does).
+        """
+        p = self.pcfg
+        g = torch.Generator().manual_seed(p.seed)
+        taus = {h: torch.nn.Parameter(t) for h, t in self.init_taus(g).items()}
+        opt = torch.optim.AdamW(
+            list(taus.values()), lr=p.lr, betas=(0.9, p.beta2), weight_decay=p.weight_decay
+        )
+        n_steps = self.n_steps()
+        marks = {((i + 1) * n_steps) // 10 - 1: i for i in range(10)}
+        losses: list[float] = []
+        live = MaskHolder(self.locs, self.ablation)
+        requires = [q.requires_grad for q in self.model.parameters()]
+        for q in self.model.parameters():
+            q.requires_grad_(False)
+        try:
+            with self.model.hooks(fwd_hooks=live.hooks()):
+                batches = self._pair_batches(g)
+                for step, idx in enumerate(
+                    tqdm(batches, total=n_steps, disable=not progress, desc="prune", unit="step")
+                ):
+                    for group in opt.param_groups:
+                        group["lr"] = self._lr_at(step, n_steps)
+                    masks = self.masks_of(taus)
+                    task = self.train_loss(live, masks, self.train.subset(idx), idx)
+                    loss = task + p.k_coef * torch.cat(list(masks.values())).sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    with torch.no_grad():
+                        for t in taus.values():
+                            t.clamp_(-1.0, 1.0)
+                    losses.append(float(task.detach()))
+                    if report is not None and step in marks:
+                        since = losses[-max(1, n_steps // 10) :]
+                        kept = int(sum(int((t >= 0).sum()) for t in self.masks_of(taus).values()))
+                        report(marks[step], kept, sum(since) / len(since))
+        finally:
+            for q, r in zip(self.model.parameters(), requires, strict=True):
+                q.requires_grad_(r)
+        return self.full_taus({h: t.detach().clone() for h, t in taus.items()}), losses
+
+    def full_taus(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``taus`` with a tied key location given its query location's values."""
+        return {
+            loc.hook: taus.get(loc.hook, taus.get(loc.hook.replace("hook_k", "hook_q")))
+            for loc in self.locs
+        }
+
+    def train_loss(
+        self, live: "MaskHolder", masks: dict[str, Tensor], sub: TaskBatch, idx: Tensor
+    ) -> Tensor:
+        """Mean task loss of one training batch under ``masks``, with ``live``'s hooks already
+        installed on the model (one mask-training forward pass)."""
+        norm_hooks = []
+        if self.pcfg.freeze_norms:  # the full model's scales: masks off while they are read
+            live.masks = {}
+            norm_hooks = norm_scale_hooks(self.model, sub.tokens.to(self.model.W_E.device))
+        live.set(masks, idx if self.ablation.kind == "resample" else None, sub.tokens.shape[1])
+        with self.model.hooks(fwd_hooks=norm_hooks):
+            logits = self.model(sub.tokens.to(self.model.W_E.device))
+        return binary_task_loss(binary_logits(logits, sub)).mean()
+
+    # -- discretisation ----------------------------------------------------------------------
+    def full_loss(self) -> float:
+        """Validation loss with every node kept; raises if it misses the target."""
+        full = self.loss_of({loc.hook: torch.ones(loc.size) for loc in self.locs})
+        if full > self.pcfg.target_loss:
+            raise ValueError(
+                f"even keeping every node the task loss is {full:.3f}, above the target "
+                f"{self.pcfg.target_loss}; the model cannot reach the target under this ablation"
+            )
+        return full
+
+    def bisect(
+        self, taus: dict[str, Tensor], full_loss: float | None = None
+    ) -> tuple[int, float, list[tuple[int, float]]]:
+        """Smallest k (nodes ranked by tau) with validation loss <= target, by bisection.
+
+        ``full_loss`` is the loss with every node kept, if already known (``full_loss()``).
+        """
+        target = self.pcfg.target_loss
+        hi_loss = self.full_loss() if full_loss is None else full_loss
+        curve: list[tuple[int, float]] = [(self.n_nodes, hi_loss)]
+
+        def loss_at(k: int) -> float:
+            value = self.loss_of(self.masks_from_ranking(taus, k))
+            curve.append((k, value))
+            return value
+
+        lo, hi = 0, self.n_nodes
+        if loss_at(lo) <= target:
+            return 0, curve[-1][1], sorted(curve)
+        best_loss = hi_loss
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            value = loss_at(mid)
+            if value <= target:
+                hi, best_loss = mid, value
+            else:
+                lo = mid
+        return hi, best_loss, sorted(curve)
+
+    def calibrate(
+        self, masks: dict[str, Tensor], extra_hooks: list | None = None
+    ) -> tuple[dict[str, float], float]:
+        """Fit ``logits * scale + shift`` with 16 LBFGS steps on the training pairs."""
+        with torch.no_grad():
+            two_train = binary_logits(
+                self.logits(masks, self.train, self._resample_idx(self.train), extra_hooks),
+                self.train,
+            )
+            two_val = binary_logits(
+                self.logits(masks, self.val, self._resample_idx(self.val), extra_hooks), self.val
+            )
+        scale = torch.ones((), requires_grad=True)
+        shift = torch.zeros((), requires_grad=True)
+        opt = torch.optim.LBFGS([scale, shift], max_iter=16, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = binary_task_loss(two_train * scale + shift).mean()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            val_loss = float(binary_task_loss(two_val * scale + shift).mean())
+        return {"scale": float(scale.detach()), "shift": float(shift.detach())}, val_loss
+
+    def run(self, progress: bool = False) -> PruneResult:
+        full = self.full_loss()  # fails before any time is spent on masks
+        taus, losses = self.learn_masks(progress)
+        k, loss, curve = self.bisect(taus, full)
+        masks = self.masks_from_ranking(taus, k)
+        kept = {h: m.nonzero().squeeze(-1).tolist() for h, m in masks.items()}
+        result = PruneResult(taus, kept, k, loss, full, curve, losses)
+        if self.pcfg.calibrate:
+            result.calibration, result.calibrated_loss = self.calibrate(masks)
+        if not math.isfinite(loss):
+            raise FloatingPointError("pruned loss is not finite")
+        return result
+
+
+def search_grid(pcfg: PruneConfig) -> list[PruneConfig]:
+    """The hyperparameter search: ``k_coef`` x {1/3, 1, 3} at the base LR, and 3 x LR at the
+    base ``k_coef`` (4 runs). The paper re-tunes 8 hyperparameters with 256+ CARBS runs; on
+    two CPU cores this small grid is what fits the 2-minute budget per task."""
+    return [
+        pcfg,
+        dataclasses.replace(pcfg, k_coef=pcfg.k_coef / 3),
+        dataclasses.replace(pcfg, k_coef=pcfg.k_coef * 3),
+        dataclasses.replace(pcfg, lr=pcfg.lr * 3),
+    ]

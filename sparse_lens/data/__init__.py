@@ -1,0 +1,1 @@
+"""Training data: the Python corpus, the tokenizer, token shards and generated idioms."""

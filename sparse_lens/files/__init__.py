@@ -1,0 +1,1 @@
+"""Files: atomic writes, output-folder claims and fault points for the kill tests."""

@@ -1,0 +1,1 @@
+"""The weight-sparse model: config, components, ``HookedSparseTransformer``, its caches and checkpoints."""

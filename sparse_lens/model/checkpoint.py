@@ -1,0 +1,210 @@
+"""Model folders: ``model.safetensors`` + ``config.json`` + ``tokenizer.json``.
+
+A folder is written whole or not at all: its files are built in a temporary sibling folder that
+is renamed into place (``io.atomic_dir``). ``config.json`` records the SHA-256 of the
+``tokenizer.json`` written with it (``tokenizer_sha256``), so a tokenizer from another run placed
+next to the model is refused.
+
+Loading is strict and checks before it allocates: the config must be a well-typed object, the
+shapes in the safetensors header must be those the config implies (read without building the
+model, so a crafted ``d_vocab`` cannot make it allocate), no tensor may be missing or extra, and
+every weight must be finite. Errors name the file, the value and what to do. Nothing is
+unpickled.
+"""
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar, runtime_checkable
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sparse_lens.data.tokenizer import Tokenizer
+from sparse_lens.files.atomic import atomic_dir, fault_point, read_json
+from sparse_lens.model.config import SparseTransformerConfig
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+MODEL_FILES = (WEIGHTS, CONFIG, TOKENIZER)
+TOKENIZER_SHA = "tokenizer_sha256"  # in config.json, beside the config's own fields
+
+
+@runtime_checkable
+class FolderModel(Protocol):
+    """What a model folder is written from: TL's ``cfg`` (a ``SparseTransformerConfig``), a
+    tokenizer (or ``None``) and a ``state_dict``; ``HookedSparseTransformer`` is one."""
+
+    cfg: SparseTransformerConfig
+    tokenizer: Tokenizer | None
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+
+M = TypeVar("M", bound=nn.Module)
+# Builds the model a folder holds: ``HookedSparseTransformer(cfg, tokenizer=...)`` (the model class
+# passes itself, so this module does not import the model).
+ModelBuilder = Callable[..., M]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_model_files(model: FolderModel, directory: Path, name: str) -> None:
+    """Write the three files into ``directory``, a folder ``atomic_dir`` builds for the model
+    folder called ``name`` (which names the fault points ``dir:NAME/FILE``)."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    label = f"dir:{name}"
+    save_file(tensors, str(directory / WEIGHTS), metadata={"format": "pt"})
+    fault_point(f"{label}/{WEIGHTS}")
+    config = model.cfg.to_dict()
+    if model.tokenizer is not None:
+        text = model.tokenizer.to_json()
+        config[TOKENIZER_SHA] = _sha256(text)
+        (directory / TOKENIZER).write_text(text, encoding="utf-8")
+        fault_point(f"{label}/{TOKENIZER}")
+    (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    fault_point(f"{label}/{CONFIG}")
+
+
+def save_pretrained(model: FolderModel, directory: str | Path) -> Path:
+    """Write the model folder whole (replacing a model folder already there); returns its path.
+
+    Raises:
+        ValueError: ``directory`` holds files other than a model's (nothing is deleted).
+    """
+    directory = Path(directory)
+    with atomic_dir(directory, replaces=MODEL_FILES) as tmp:
+        write_model_files(model, tmp, directory.name)
+    return directory
+
+
+def read_config(cfg_path: Path) -> tuple[SparseTransformerConfig, str | None]:
+    """The config in ``cfg_path`` and the tokenizer digest it records (``None`` if none).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: not JSON, not an object, or a field of the wrong type or value (named).
+    """
+    raw = read_json(cfg_path, "config")
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"{cfg_path}: holds a JSON {type(raw).__name__}, not an object of config fields; "
+            "restore the file written with the model"
+        )
+    raw = dict(raw)
+    sha = raw.pop(TOKENIZER_SHA, None)
+    try:
+        return SparseTransformerConfig.from_dict(raw), sha
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: {e}; restore the file written with the model") from e
+
+
+def expected_shapes(
+    cfg: SparseTransformerConfig, build: ModelBuilder
+) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor the model ``build(cfg)`` holds, without allocating it
+    (built on the ``meta`` device)."""
+    with torch.device("meta"):
+        model = build(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_shapes(
+    shapes: dict[str, tuple[int, ...]],
+    cfg: SparseTransformerConfig,
+    build: ModelBuilder,
+    where: str,
+) -> None:
+    """Raise ``ValueError`` naming the first tensor missing, extra or of another shape than
+    ``cfg`` implies for the model ``build(cfg)``."""
+    expected = expected_shapes(cfg, build)
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{where} does not match {CONFIG}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for name, shape in shapes.items():
+        if tuple(shape) != expected[name]:
+            raise ValueError(
+                f"{where}: {name} has shape {tuple(shape)}, {CONFIG} implies {expected[name]}"
+            )
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Raise ``ValueError`` naming the first tensor holding NaN or infinity."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{where}: {name} holds {bad} non-finite values (NaN or inf); the model is "
+                "broken, load an earlier checkpoint"
+            )
+
+
+def _header_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"weights file {str(weights_path)!r} is corrupt or truncated: {e}") from e
+
+
+def load_pretrained(
+    directory: str | Path, build: ModelBuilder[M], device: str | torch.device = "cpu"
+) -> M:
+    """Load a folder written by ``save_pretrained`` into ``build(cfg, tokenizer=tokenizer)``
+    (``HookedSparseTransformer.from_pretrained`` passes its class).
+
+    Raises:
+        FileNotFoundError: the folder, its config or its weights are missing.
+        ValueError: a file is corrupt or truncated, the config is malformed, the weights do not
+            match the config or are not finite, or the tokenizer is not the one saved with them.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"model folder {str(directory)!r} does not exist")
+    cfg_path = directory / CONFIG
+    cfg, sha = read_config(cfg_path)
+    tok_path = directory / TOKENIZER
+    tokenizer = _load_tokenizer(tok_path, sha)
+    weights_path = directory / WEIGHTS
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"weights file {str(weights_path)!r} is missing")
+    check_shapes(_header_shapes(weights_path), cfg, build, f"weights file {str(weights_path)!r}")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"weights file {str(weights_path)!r} is corrupt or truncated: {e}") from e
+    check_finite(state, f"weights file {str(weights_path)!r}")
+    model = build(cfg, tokenizer=tokenizer)
+    model.load_state_dict(state, strict=True)
+    return model.to(device)
+
+
+def _load_tokenizer(tok_path: Path, sha: str | None) -> Tokenizer | None:
+    if not tok_path.exists():
+        if sha is not None:
+            raise FileNotFoundError(
+                f"tokenizer file {str(tok_path)!r} is missing ({CONFIG} records one); restore it "
+                "from the run that wrote the model"
+            )
+        return None
+    tokenizer = Tokenizer.load(tok_path)  # a corrupt file is reported as such
+    if sha is not None:
+        got = _sha256(tok_path.read_text(encoding="utf-8"))
+        if got != sha:
+            raise ValueError(
+                f"tokenizer file {str(tok_path)!r} is not the one saved with this model "
+                f"(sha256 {got[:12]}..., {CONFIG} records {sha[:12]}...); restore the run's own "
+                "tokenizer.json"
+            )
+    return tokenizer

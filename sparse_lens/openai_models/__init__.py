@@ -1,0 +1,1 @@
+"""OpenAI's released circuit_sparsity models, tokenizer files and circuits, imported."""

@@ -1,0 +1,1 @@
+"""The capability-interpretability frontier: grids of training runs and their circuit sizes."""

@@ -1,0 +1,212 @@
+"""One sweep point (``sweep.py``): train or resume its run, table the tasks, prune the solved
+ones through ``find_circuit``, and write ``point.json`` (the point's row of the sweep table)."""
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.files.atomic import atomic_write_json, read_json
+from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean, point_configs
+from sparse_lens.training.presets import get_preset
+from sparse_lens.training.sparse import DistInfo
+
+
+def find_circuit(
+    model: Any, task: Any, windows: torch.Tensor, scfg: SweepConfig, cache: Path
+) -> Circuit:
+    """The circuit of ``task`` at ``scfg.target_loss``: the one call that picks the circuit
+    search (now ``prune.prune_task`` with its small grid; a better search replaces this body).
+    ``windows`` [batch, n_ctx] are pretraining windows for the ablation means.
+
+    Raises:
+        ValueError: the search finds no circuit (e.g. the full model misses the target).
+    """
+    from sparse_lens.circuits.masks import PruneConfig
+    from sparse_lens.circuits.prune_task import prune_task
+
+    pcfg = PruneConfig(target_loss=scfg.target_loss, steps=scfg.prune_steps, seed=scfg.seed)
+    n = scfg.prune_examples
+    return prune_task(
+        model, task, windows, pcfg, n_train=2 * n, n_val=n, n_test=n,
+        search=scfg.prune_search, cache_dir=cache,
+    )  # fmt: skip
+
+
+def _spec_record(spec: PointSpec, mcfg: Any, tcfg: Any) -> dict[str, Any]:
+    """The point's settings as they read back from ``spec.json`` (tuples as lists)."""
+    record = {
+        "point": dataclasses.asdict(spec),
+        "model_config": mcfg.to_dict(),
+        "train_config": tcfg.to_dict(),
+    }
+    return json.loads(json.dumps(record))
+
+
+def _check_spec(pdir: Path, record: dict[str, Any]) -> None:
+    path = pdir / "spec.json"
+    if path.exists():
+        old = read_json(path, "point spec")
+        if old != record:
+            raise ValueError(
+                f"{pdir} holds a point with other settings; pass another --out or delete it"
+            )
+    else:
+        atomic_write_json(path, record)
+
+
+def _timings(pdir: Path, **new: float) -> dict[str, float]:
+    path = pdir / "timings.json"
+    old = read_json(path, "timings") if path.exists() else {}
+    if new:
+        atomic_write_json(path, old | new)
+    return old | new
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The sweep's corpus, tokenizer and token data (built once, cached on disk)."""
+
+    corpus: Any
+    tokenizer: Any
+    data: Any
+    cache_dir: Path
+
+    @classmethod
+    def load(cls, scfg: SweepConfig, cache_dir: Path) -> "Prepared":
+        from sparse_lens.data.token_data import prepare_data, with_idioms
+
+        corpus, tokenizer, data = prepare_data(scfg.corpus, cache_dir)
+        prepared = cls(corpus, tokenizer, data, cache_dir)
+        idiom_frac = get_preset(scfg.preset).build(1, **scfg.train_overrides())[1].idiom_frac
+        with_idioms(data, tokenizer, idiom_frac, cache_dir)  # builds the idiom cache once
+        return prepared
+
+    def mixed(self, idiom_frac: float) -> Any:
+        from sparse_lens.data.token_data import with_idioms
+
+        return with_idioms(self.data, self.tokenizer, idiom_frac, self.cache_dir)
+
+    def windows(self, n_ctx: int, seed: int) -> torch.Tensor:
+        """Pretraining windows for the ablation means (as ``sparse-lens prune`` draws them)."""
+        return self.data.sample(64, n_ctx, torch.Generator().manual_seed(seed))
+
+
+def train_point(
+    spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Prepared, dist_info: DistInfo
+) -> None:
+    """Train (or resume, or skip when finished) the point's run in ``pdir/run``."""
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.training.sparse import train
+
+    corpus, tokenizer = prepared.corpus, prepared.tokenizer
+    mcfg, tcfg = point_configs(spec, scfg, tokenizer.vocab_size)
+    run = pdir / "run"
+    if dist_info.is_main:
+        _check_spec(pdir, _spec_record(spec, mcfg, tcfg))
+    if (run / "final" / "config.json").is_file():
+        return
+    data = prepared.mixed(tcfg.idiom_frac)
+    model = HookedSparseTransformer(mcfg, tokenizer=tokenizer)
+    meta = {
+        "preset": scfg.preset,
+        "sweep_point": spec.name,
+        "corpus": corpus.metadata(),
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id},
+    }
+    start = time.perf_counter()
+    resume = (run / "run.json").exists()
+    train(model, data, tcfg, run, metadata=meta, resume=resume, dist_info=dist_info, progress=False)
+    if dist_info.is_main:
+        _timings(pdir, train_s=time.perf_counter() - start, resumed=float(resume))
+
+
+def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Prepared) -> None:
+    """Task table (``tasks.json``), one circuit per solved task, then ``point.json``."""
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.tasks.task import TASK_NAMES, evaluate_task, get_task, task_batch
+
+    model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final").eval()
+    tasks_path = pdir / "tasks.json"
+    if not tasks_path.exists():
+        table: dict[str, Any] = {}
+        for name in scfg.tasks or TASK_NAMES:
+            try:
+                task = get_task(name)
+                n_ctx = model.cfg.n_ctx
+                batch = task_batch(task, model.tokenizer, n_ctx, "test", scfg.task_n, scfg.seed)
+                table[name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
+            except ValueError as e:
+                table[name] = {"error": str(e)}
+        atomic_write_json(tasks_path, table)
+    table = read_json(tasks_path, "task table")
+    solved = [n for n, r in table.items() if "loss" in r and r["loss"] <= scfg.target_loss]
+    windows = prepared.windows(model.cfg.n_ctx, scfg.seed)
+    for name in solved:
+        path = pdir / "circuits" / f"{name}.json"
+        skip = path.with_suffix(".skip.json")
+        if path.exists() or skip.exists():
+            continue
+        start = time.perf_counter()
+        try:
+            circuit = find_circuit(model, get_task(name), windows, scfg, prepared.cache_dir)
+        except (ValueError, FloatingPointError) as e:
+            atomic_write_json(skip, {"task": name, "skipped": str(e)})
+            continue
+        circuit.extra["prune_seconds"] = time.perf_counter() - start
+        circuit.extra["model_dir"] = str((pdir / "run" / "final").resolve())
+        circuit.save(path)
+    atomic_write_json(pdir / "point.json", point_row(spec, scfg, pdir, table, solved))
+
+
+def point_row(
+    spec: PointSpec, scfg: SweepConfig, pdir: Path, table: dict[str, Any], solved: list[str]
+) -> dict[str, Any]:
+    """The results of a finished point (one row of the sweep table)."""
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.training.sparse import l0_stats
+
+    info = read_json(pdir / "run" / "run.json", "run")
+    mcfg, tcfg = info["model_config"], info["train_config"]
+    records = [r for r in _read_jsonl(pdir / "run" / "metrics.jsonl") if "val_loss" in r]
+    model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final")
+    circuits: dict[str, Any] = {}
+    for name in solved:
+        path = pdir / "circuits" / f"{name}.json"
+        if path.exists():
+            c = Circuit.load(path)
+            circuits[name] = {
+                "nodes": c.n_nodes, "edges": c.n_edges, "loss": c.loss,
+                "test_loss": c.test_loss, "seconds": c.extra.get("prune_seconds"),
+                "file": str(path.relative_to(pdir)),
+            }  # fmt: skip
+        else:
+            circuits[name] = read_json(path.with_suffix(".skip.json"), "skipped circuit")
+    edges = [c["edges"] for c in circuits.values() if "edges" in c]
+    return dataclasses.asdict(spec) | {
+        "d_mlp": mcfg["d_mlp"],
+        "n_layers": mcfg["n_layers"],
+        "n_heads": mcfg["n_heads"],
+        "steps": tcfg["steps"],
+        "tokens": tcfg["steps"] * tcfg["batch_size"] * mcfg["n_ctx"],
+        "idiom_frac": tcfg.get("idiom_frac", 0.0),
+        "l0_total": l0_stats(model)["l0_total"],
+        "val_loss": records[-1]["val_loss"] if records else math.nan,
+        "target_loss": scfg.target_loss,
+        "tasks": table,
+        "solved": solved,
+        "circuits": circuits,
+        "n_circuits": len(edges),
+        "geo_mean_edges": geometric_mean(edges),
+        "timings": _timings(pdir),
+    }
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,103 @@
+"""The tree's architecture: layers point one way (``analyses -> sparse_lens -> hooks``) and no
+module imports itself back through others, function-level imports included."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("hooks", "sparse_lens", "analyses")  # each may import only those before it
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for pkg in LAYERS:
+        for path in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            mods[name.removesuffix(".__init__")] = path
+    return mods
+
+
+def _imported(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
+    """Repository modules ``name`` imports anywhere in its body (``from a import b`` counts ``a.b``
+    when that is a module, else ``a``)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            subs = [f"{base}.{alias.name}" for alias in node.names]
+            targets = [t for t in subs if t in mods] or [base]
+        else:
+            continue
+        found |= {t for t in targets if t in mods and t != name}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    return {name: _imported(name, path, mods) for name, path in mods.items()}
+
+
+def test_layers_point_one_way():
+    bad = []
+    for name, deps in _graph().items():
+        layer = LAYERS.index(name.split(".")[0])
+        for dep in deps:
+            if LAYERS.index(dep.split(".")[0]) > layer:
+                bad.append(f"{name} imports {dep}")
+    assert not bad, bad
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph()) == []
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_flat_module_pile():
+    """``sparse_lens/`` holds subpackages, not dozens of modules side by side."""
+    flat = sorted(p.name for p in (ROOT / "sparse_lens").glob("*.py") if p.name != "__init__.py")
+    assert len(flat) <= 3, flat
