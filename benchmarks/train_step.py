@@ -29,7 +29,7 @@ import torch
 from hooks.topk import n_keep, naive_topk_weight_mask, topk_weight_indices
 from hooks.weight_sparsity import NEURON_FAN_DIM
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.sparsity import density_for, param_role
+from sparse_lens.model.sparsity import density_for, param_role
 from sparse_lens.training.sparse import TrainConfig, make_optimizer, train_step
 
 VARIANTS = ("dense", "sparse", "sparse_mlp_only", "sparse_dense_kernels")

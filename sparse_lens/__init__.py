@@ -8,8 +8,8 @@ torch.Size([1, 4, 64])
 
 from hooks.topk import abs_topk
 from sparse_lens.model.config import ACT_SITES, PAPER_ACT_SITES, SparseTransformerConfig
+from sparse_lens.model.sparsity import project_weights_
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.sparsity import project_weights_
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ from sparse_lens.model.sparse_matmul import (
     csr_weight,
     refresh_csr_weights,
 )
-from sparse_lens.sparsity import project_weights_
+from sparse_lens.model.sparsity import project_weights_
 from sparse_lens.training.sparse import TrainConfig, train_step
 from tests.helpers import build_model
 

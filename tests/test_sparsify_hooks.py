@@ -8,7 +8,7 @@ from torch import nn
 from hooks import abs_topk_hook, linear_weights, sparsify, tl_weights
 from hooks.topk import n_keep, topk_weight_indices
 from hooks.weight_sparsity import anneal_progress, normalize_grad_rms_
-from sparse_lens.sparsity import density_for, param_role
+from sparse_lens.model.sparsity import density_for, param_role
 from sparse_lens.training.sparse import (
     TrainConfig,
     densities_at,

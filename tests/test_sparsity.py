@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hooks.topk import abs_topk, abs_topk_mask, naive_topk_weight_mask, topk_weight_mask
-from sparse_lens.sparsity import param_role, project_weights_
+from sparse_lens.model.sparsity import param_role, project_weights_
 from tests.helpers import build_model
 
 

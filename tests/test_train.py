@@ -11,7 +11,7 @@ from analyses.cli.common import main as cli_main
 from hooks.weight_sparsity import normalize_grad_rms_
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.data.corpus import stdlib_root
-from sparse_lens.sparsity import param_role
+from sparse_lens.model.sparsity import param_role
 from sparse_lens.training.sparse import TrainConfig, densities_at, train, train_step
 
 

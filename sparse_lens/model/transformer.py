@@ -51,7 +51,7 @@ from sparse_lens.model.components import (
 )
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.kv_cache import KVCache
-from sparse_lens.sparsity import param_role
+from sparse_lens.model.sparsity import param_role
 
 logger = logging.getLogger(__name__)
 

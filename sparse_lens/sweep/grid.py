@@ -44,7 +44,7 @@ from typing import Any, Literal
 import torch
 
 from hooks.topk import n_keep
-from sparse_lens.sparsity import density_for, param_role
+from sparse_lens.model.sparsity import density_for, param_role
 from sparse_lens.training.presets import get_preset
 from sparse_lens.validation import require_min
 

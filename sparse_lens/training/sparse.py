@@ -76,8 +76,8 @@ from sparse_lens.model.sparse_matmul import (
     DEFAULT_MIN_NUMEL,
     refresh_csr_weights,
 )
+from sparse_lens.model.sparsity import param_role, sparse_params
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.sparsity import param_role, sparse_params
 from sparse_lens.training.schedules import (
     EmbedAnneal,
     anneal_progress,
