@@ -6,38 +6,48 @@
   (``train.train_step``: unit-RMS gradient, sharkfin LR, top-k projection, decoupled decay), its
   loss being CE plus the bridge terms; the bridges take an Adam step on the same backward pass.
 
-Both log per-step losses as dicts; the CLI saves the results. Given a ``Checkpointing``, each
-saves its whole state (models, optimizers, data generator, records) every ``every`` steps in one
-file and resumes from it to the same result as an uninterrupted run.
+Both are step functions run by ``training.loop`` and log per-step losses as dicts; the CLI saves
+the results. Given a ``Checkpointing``, each saves its whole state (models, optimizers, data
+generator, records) every ``every`` steps in one trainer-state file (``training.loop``) and
+resumes from it to the same result as an uninterrupted run.
 """
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from sparse_lens.bridges.maps import Bridges, bridge_losses, check_pair
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.training.loop_state import check_resumable, load_loop_state, save_loop_state
+from sparse_lens.training.loop import (
+    Loop,
+    MetricsLog,
+    Stateful,
+    TrainerState,
+    load_trainer_state,
+    refuse_fresh_start,
+    save_trainer_state,
+    set_lr,
+)
+from sparse_lens.training.schedules import warmup_linear_decay
 from sparse_lens.training.sparse import TrainConfig, make_optimizer, sparsity_hooks, train_step
 from sparse_lens.validation import require_min
 
 log = logging.getLogger(__name__)
 
 
-def _record(step: int, out: dict[str, Any]) -> dict[str, Any]:
-    rec = {k: float(out[k].detach()) for k in ("total", "ce", "nmse", "kl_d2s", "kl_s2d")}
-    return {"step": step} | rec
+def _record(out: dict[str, Any]) -> dict[str, Any]:
+    return {k: float(out[k].detach()) for k in ("total", "ce", "nmse", "kl_d2s", "kl_s2d")}
 
 
 def _inputs_record(data: Any, sparse: Any) -> dict[str, Any]:
     """The data and tokenizer a loop trains on, for its settings: resuming on others is
-    refused (``resume.load_loop_state``)."""
+    refused (``training.loop.load_trainer_state``)."""
     tok = getattr(sparse, "tokenizer", None)
     return {
         "data": data.metadata() if hasattr(data, "metadata") else None,
@@ -49,7 +59,7 @@ def _inputs_record(data: Any, sparse: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, kw_only=True)
 class Checkpointing:
-    """Where a bridge loop keeps its whole state (``resume.py``), how often, and whether to
+    """Where a bridge loop keeps its trainer state (``training.loop``), how often, and whether to
     continue from it. ``halt_after`` stops after that many steps of this call as if killed."""
 
     path: Path
@@ -62,50 +72,50 @@ class Checkpointing:
 
 
 def _restore(
-    ckpt: Checkpointing | None, settings: dict[str, Any], modules: dict[str, Any]
-) -> tuple[int, list[dict[str, Any]], torch.Generator | None]:
-    """Load ``modules``' states (models, optimizers) from ``ckpt`` if resuming from one; returns
+    ckpt: Checkpointing | None, settings: dict[str, Any], objects: dict[str, Stateful]
+) -> tuple[int, MetricsLog, torch.Generator | None]:
+    """Load ``objects``' states (models, optimizers) from ``ckpt`` if resuming from one; returns
     the step reached, the records so far, and the saved data generator (``None`` if fresh)."""
     if ckpt is None:
-        return 0, [], None
-    check_resumable(ckpt.path, False, ckpt.resume, str(ckpt.path.parent))
-    state = load_loop_state(ckpt.path, settings) if ckpt.resume else None
-    if state is None:
-        return 0, [], None
-    for name, module in modules.items():
-        module.load_state_dict(state[name])
+        return 0, MetricsLog(), None
+    refuse_fresh_start(ckpt.path.exists(), ckpt.resume, str(ckpt.path.parent))
+    if not (ckpt.resume and ckpt.path.exists()):
+        return 0, MetricsLog(), None
+    state = load_trainer_state(ckpt.path, settings=settings)
     gen = torch.Generator()
-    gen.set_state(state["generator"])
-    log.info("resuming from %s at step %d", ckpt.path, state["step"])
-    return int(state["step"]), list(state["records"]), gen
+    state.restore(gen, objects)
+    metrics = MetricsLog()
+    metrics.start(state.step, state.records)
+    log.info("resuming from %s at step %d", ckpt.path, state.step)
+    return state.step, metrics, gen
 
 
-def _save(
-    ckpt: Checkpointing | None,
-    settings: dict[str, Any],
-    step: int,
-    steps: int,
-    modules: dict[str, Any],
-    gen: torch.Generator,
-    records: list[dict[str, Any]],
-) -> None:
-    if ckpt is None or step % ckpt.every or step == steps:
-        return
-    states = {name: m.state_dict() for name, m in modules.items()}
-    save_loop_state(
-        ckpt.path,
-        settings=settings,
-        step=step,
-        generator=gen.get_state(),
-        records=records,
-        **states,
+def _loop(ckpt: Checkpointing | None, steps: int, progress: bool, desc: str) -> Loop:
+    return Loop(
+        total=steps,
+        checkpoint_every=None if ckpt is None else ckpt.every,
+        halt_after=None if ckpt is None else ckpt.halt_after,
+        progress=progress,
+        desc=desc,
     )
 
 
-def _end(ckpt: Checkpointing | None, start: int, steps: int) -> int:
-    if ckpt is None or ckpt.halt_after is None:
-        return steps
-    return min(steps, start + ckpt.halt_after)
+def _saver(
+    ckpt: Checkpointing | None,
+    settings: dict[str, Any],
+    objects: dict[str, Stateful],
+    gen: torch.Generator,
+    metrics: MetricsLog,
+) -> Callable[[int], None] | None:
+    """The loop's checkpoint writer: the whole state to ``ckpt.path`` (``None``: none)."""
+    if ckpt is None:
+        return None
+
+    def save(done: int) -> None:
+        state = TrainerState.capture(done, gen, objects, records=metrics.records, settings=settings)
+        save_trainer_state(ckpt.path, state)
+
+    return save
 
 
 def fit_bridges(
@@ -143,8 +153,8 @@ def fit_bridges(
         "init_windows": init_windows,
         "seed": seed,
     }
-    modules = {"bridges": bridges, "optimizer": opt}
-    start, records, gen = _restore(checkpoint, settings, modules)
+    objects: dict[str, Stateful] = {"bridges": bridges, "optimizer": opt}
+    start, metrics, gen = _restore(checkpoint, settings, objects)
     if gen is None:
         gen = torch.Generator().manual_seed(seed)
         if init_windows > 0:
@@ -155,35 +165,32 @@ def fit_bridges(
                 _, d_resid = run_sites(dense, tokens, bridges.sites)
                 _, s_resid = run_sites(sparse, tokens, bridges.sites)
             bridges.init_least_squares(d_resid, s_resid)
+
+    def step(i: int, _log: bool) -> dict[str, Any]:
+        set_lr(opt, warmup_linear_decay(i, steps, lr, max(1, steps // 20)))
+        tokens = data.sample(batch_size, sparse.cfg.n_ctx, gen)
+        out = bridge_losses(dense, sparse, bridges, tokens, hybrid=hybrid)
+        loss = out["total"] - bridges.cfg.ce_coef * out["ce"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return _record(out)
+
     frozen = [p for p in sparse.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
-        bar = tqdm(
-            range(start, _end(checkpoint, start, steps)),
-            initial=start,
-            total=steps,
-            desc="bridges",
-            disable=not progress,
+        _loop(checkpoint, steps, progress, "bridges").run(
+            step,
+            start=start,
+            metrics=metrics,
+            checkpoint=_saver(checkpoint, settings, objects, gen, metrics),
+            postfix=lambda r: {"nmse": f"{r['nmse']:.3f}", "kl": f"{r['kl_d2s']:.3f}"},
         )
-        for step in bar:
-            for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / max(1, steps // 20)) * (1 - step / steps)
-            tokens = data.sample(batch_size, sparse.cfg.n_ctx, gen)
-            out = bridge_losses(dense, sparse, bridges, tokens, hybrid=hybrid)
-            loss = out["total"] - bridges.cfg.ce_coef * out["ce"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            records.append(_record(step + 1, out))
-            _save(checkpoint, settings, step + 1, steps, modules, gen, records)
-            bar.set_postfix(
-                nmse=f"{float(out['nmse'].detach()):.3f}", kl=f"{float(out['kl_d2s'].detach()):.3f}"
-            )
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return records
+    return metrics.records
 
 
 def train_bridged(
@@ -213,8 +220,13 @@ def train_bridged(
         "bridge_lr": bridge_lr,
         "hybrid": hybrid,
     }
-    modules = {"sparse": sparse, "bridges": bridges, "optimizer": opt, "bridge_optimizer": bopt}
-    start, records, gen = _restore(checkpoint, settings, modules)
+    objects: dict[str, Stateful] = {
+        "sparse": sparse,
+        "bridges": bridges,
+        "optimizer": opt,
+        "bridge_optimizer": bopt,
+    }
+    start, metrics, gen = _restore(checkpoint, settings, objects)
     gen = gen if gen is not None else torch.Generator().manual_seed(tcfg.seed)
     last: dict[str, Any] = {}
 
@@ -225,30 +237,27 @@ def train_bridged(
         return out["total"]
 
     sparse.train()
-    bar = tqdm(
-        range(start, _end(checkpoint, start, tcfg.steps)),
-        initial=start,
-        total=tcfg.steps,
-        desc="train-bridged",
-        disable=not progress,
-    )
     with sparsity_hooks(sparse, opt, tcfg, step=start) as sparsity:
-        for step in bar:
+
+        def step(i: int, _log: bool) -> dict[str, Any]:
             tokens = data.sample(tcfg.batch_size, sparse.cfg.n_ctx, gen)
             bopt.zero_grad(set_to_none=True)
             stats = train_step(
-                sparse, sparse, opt, tokens, step, tcfg, loss_fn=loss_fn, sparsity=sparsity
+                sparse, sparse, opt, tokens, i, tcfg, loss_fn=loss_fn, sparsity=sparsity
             )
-            for group in bopt.param_groups:
-                group["lr"] = bridge_lr * stats.lr / tcfg.lr
+            set_lr(bopt, bridge_lr * stats.lr / tcfg.lr)
             bopt.step()
-            records.append(_record(step + 1, last) | {"lr": stats.lr})
-            _save(checkpoint, settings, step + 1, tcfg.steps, modules, gen, records)
-            bar.set_postfix(
-                ce=f"{float(last['ce'].detach()):.3f}", nmse=f"{float(last['nmse'].detach()):.3f}"
-            )
+            return _record(last) | {"lr": stats.lr}
+
+        _loop(checkpoint, tcfg.steps, progress, "train-bridged").run(
+            step,
+            start=start,
+            metrics=metrics,
+            checkpoint=_saver(checkpoint, settings, objects, gen, metrics),
+            postfix=lambda r: {"ce": f"{r['ce']:.3f}", "nmse": f"{r['nmse']:.3f}"},
+        )
     sparse.eval()
-    return records
+    return metrics.records
 
 
 @torch.no_grad()

@@ -41,6 +41,7 @@ from sparse_lens.files.atomic import atomic_write
 from sparse_lens.files.outputs import cache_entry
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.training.schedules import warmup_linear_decay
 from sparse_lens.validation import require_min
 
 logger = logging.getLogger(__name__)
@@ -467,9 +468,9 @@ class Pruner:
                 yield torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
 
     def _lr_at(self, step: int, n_steps: int) -> float:
-        p = self.pcfg
-        warm = max(1, int(p.warmup_frac * n_steps))
-        return p.lr * min((step + 1) / warm, max(0.0, (n_steps - step) / max(n_steps - warm, 1)))
+        """The trainers' schedule: linear warmup, then linear decay to 0."""
+        warm = max(1, int(self.pcfg.warmup_frac * n_steps))
+        return warmup_linear_decay(step, n_steps, self.pcfg.lr, warm)
 
     def learn_masks(
         self, progress: bool = False, report: Callable[[int, int, float], None] | None = None

@@ -7,8 +7,9 @@ The folder holds ``config.json`` + ``model.safetensors`` (``save_pretrained``), 
 (``tokenizer.json`` + its HF files), ``metrics.jsonl`` and ``dense.json``; it is written before
 any wrapping (``TransformerBridge`` modifies the wrapped model in place, ``transformerlens.md``
 §2.1). Every ``checkpoint_every`` steps the whole training state (weights, AdamW moments, data
-generator, metrics) is written atomically to ``checkpoint/dense_trainer.pt``; ``resume=True``
-continues a killed run from it and reaches the same weights as an uninterrupted run.
+generator, metrics) is written atomically to ``checkpoint/dense_trainer.pt`` (the trainer-state
+format of ``training.loop``, which runs the steps); ``resume=True`` continues a killed run from it
+and reaches the same weights as an uninterrupted run.
 ``load_dense`` reloads the tokenizer from disk (an in-memory tokenizer fails in
 ``boot_transformers``) and wraps the model with compatibility mode on, so hook names match the
 sparse model's (``blocks.{l}.hook_resid_pre``, ``hook_resid_mid``, ``attn.hook_pattern`` ...).
@@ -24,12 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from sparse_lens.data.token_data import WindowSource
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_write_json, atomic_write_text, read_json
-from sparse_lens.training.loop_state import check_resumable, load_loop_state, save_loop_state
+from sparse_lens.training.loop import (
+    Loop,
+    MetricsLog,
+    TrainerState,
+    load_trainer_state,
+    refuse_fresh_start,
+    refuse_other_settings,
+    save_trainer_state,
+    set_lr,
+)
+from sparse_lens.training.schedules import warmup_linear_decay
 from sparse_lens.validation import require_min
 
 log = logging.getLogger(__name__)
@@ -87,10 +97,7 @@ def gpt2_config(cfg: DenseConfig, tokenizer: Tokenizer) -> Any:
 
 
 def _lr(step: int, cfg: DenseConfig) -> float:
-    warm = max(1, round(cfg.warmup_frac * cfg.steps))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
+    return warmup_linear_decay(step, cfg.steps, cfg.lr, max(1, round(cfg.warmup_frac * cfg.steps)))
 
 
 @torch.no_grad()
@@ -125,10 +132,11 @@ def train_dense_hf(
     state_path = out / TRAINER_STATE
     settings = asdict(cfg)
     finished = (out / "dense.json").exists()
-    check_resumable(state_path, finished, resume, str(out))
+    refuse_fresh_start(finished or state_path.exists(), resume, str(out))
     if finished:
-        if read_json(out / "dense.json", "dense run").get("config") != settings:
-            raise ValueError(f"cannot resume {out}: its run had other settings")
+        refuse_other_settings(
+            read_json(out / "dense.json", "dense run").get("config"), settings, str(out)
+        )
         log.info("%s is finished; nothing to resume", out)
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -142,55 +150,64 @@ def train_dense_hf(
         betas=(0.9, 0.95),
     )
     gen = torch.Generator().manual_seed(cfg.seed)
-    metrics: list[dict[str, Any]] = []
+    objects = {"model": model, "optimizer": opt}
+    metrics = MetricsLog()  # written to metrics.jsonl when the run is finished
     start = 0
-    # the loop state also records the data and tokenizer: resuming on others is refused
+    # the run's settings also record the data and tokenizer: resuming on others is refused
     loop_settings = settings | {
         "data": data.metadata() if hasattr(data, "metadata") else None,  # test fakes lack it
         "tokenizer_sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
     }
-    state = load_loop_state(state_path, loop_settings) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        start, metrics = int(state["step"]), list(state["metrics"])
+    if resume and state_path.exists():
+        state = load_trainer_state(state_path, settings=loop_settings, where=str(out))
+        state.restore(gen, objects)
+        start = state.step
+        metrics.start(start, state.records)
         log.info("resuming %s from step %d", out, start)
     val = data.val_windows(cfg.val_windows, cfg.n_ctx)
-    end = cfg.steps if halt_after is None else min(cfg.steps, start + halt_after)
     model.train()
-    bar = tqdm(
-        range(start, end), initial=start, total=cfg.steps, desc="dense", disable=not progress
-    )
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg)
+
+    def step(i: int, _log: bool) -> dict[str, Any]:
+        set_lr(opt, _lr(i, cfg))
         tokens = data.sample(cfg.batch_size, cfg.n_ctx, gen)
         loss = model(tokens, labels=tokens).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        record: dict[str, Any] = {"step": step + 1, "train_loss": float(loss.detach())}
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            model.eval()
-            record["val_loss"] = _val_loss(model, val)
-            model.train()
-        metrics.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_loop_state(
-                state_path,
-                settings=loop_settings,
-                step=step + 1,
-                model=model.state_dict(),
-                optimizer=opt.state_dict(),
-                generator=gen.get_state(),
-                metrics=metrics,
-            )
-    bar.close()
+        return {"train_loss": float(loss.detach())}
+
+    def evaluate(_done: int) -> dict[str, Any]:
+        model.eval()
+        val_loss = _val_loss(model, val)
+        model.train()
+        return {"val_loss": val_loss}
+
+    def checkpoint(done: int) -> None:
+        state = TrainerState.capture(
+            done, gen, objects, records=metrics.records, settings=loop_settings
+        )
+        save_trainer_state(state_path, state)
+
+    loop = Loop(
+        total=cfg.steps,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        halt_after=halt_after,
+        progress=progress,
+        desc="dense",
+    )
+    end = loop.run(
+        step,
+        start=start,
+        metrics=metrics,
+        checkpoint=checkpoint,
+        evaluate=evaluate,
+        postfix=lambda r: {"loss": f"{r['train_loss']:.3f}"},
+    )
     if end < cfg.steps:
         return out
+    metrics = metrics.records
     model.eval()
     if not math.isfinite(metrics[-1]["train_loss"]):
         raise ValueError("dense training diverged (non-finite loss); lower --lr")

@@ -449,13 +449,14 @@ class Loop:
         start: int,
         metrics: MetricsLog,
         checkpoint: Callable[[int], None] | None = None,
-        evaluate: Callable[[], dict[str, Any]] | None = None,
+        evaluate: Callable[[int], dict[str, Any]] | None = None,
         postfix: Callable[[dict[str, Any]], dict[str, str]] | None = None,
         dist_info: DistInfo | None = None,
     ) -> int:
         """Take steps ``start..end``: ``step(i, log)`` returns the fields of step ``i``'s
-        record (``log`` says one is due); each record, with its eval fields, is appended to
-        ``metrics`` as ``{"step": i + 1, ...}``. Returns the steps done."""
+        record (``log`` says one is due); each record, with the fields ``evaluate(i + 1)``
+        adds when due, is appended to ``metrics`` as ``{"step": i + 1, ...}`` (rank 0 only);
+        ``checkpoint(i + 1)`` runs when due. Returns the step this call stopped at."""
         dist_info = dist_info or DistInfo()
         end = self.end(start)
         bar = tqdm(
@@ -475,11 +476,12 @@ class Loop:
                 and dist_info.is_main
                 and due(done, self.eval_every, self.total)
             ):
-                record |= evaluate()
+                record |= evaluate(done)
             if record and dist_info.is_main:
                 metrics.append({"step": done} | record)
-                if postfix is not None:
-                    bar.set_postfix(postfix(record))
+                shown = postfix(record) if postfix is not None else None
+                if shown:
+                    bar.set_postfix(shown)
             if checkpoint is not None and due(
                 done, self.checkpoint_every, self.total, at_end=self.checkpoint_at_end
             ):

@@ -33,6 +33,7 @@ __all__ = [
     "block_density",
     "embed_density_at",
     "sharkfin_lr",
+    "warmup_linear_decay",
 ]
 
 
@@ -52,14 +53,19 @@ def embed_density_at(
     raise ValueError(f"embed anneal mode must be 'linear' or 'paper_bug', got {mode!r}")
 
 
-def base_lr(step: int, total: int, lr: float, warmup_frac: float) -> float:
-    """Linear warmup over ``warmup_frac*total`` steps, then linear decay to 0 at ``total``."""
-    warmup = warmup_frac * total
+def warmup_linear_decay(step: int, total: int, lr: float, warmup: float | int) -> float:
+    """``lr * (step+1)/warmup`` for ``step < warmup``, then linear decay to 0 at ``total``
+    (``warmup`` in steps; the LR schedule of every trainer and of mask training)."""
     if step < warmup:
         return lr * (step + 1) / warmup
     if total <= warmup:
         return lr
     return lr * max(0.0, 1.0 - (step - warmup) / (total - warmup))
+
+
+def base_lr(step: int, total: int, lr: float, warmup_frac: float) -> float:
+    """Linear warmup over ``warmup_frac*total`` steps, then linear decay to 0 at ``total``."""
+    return warmup_linear_decay(step, total, lr, warmup_frac * total)
 
 
 def sharkfin_lr(

@@ -42,11 +42,8 @@ same top-k projection.
 """
 
 import dataclasses
-import json
 import logging
 import math
-import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,21 +51,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from jaxtyping import Int
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from hooks.weight_sparsity import Sparsified, WeightProjection, attach, budget_shortfalls
 from sparse_lens.data.token_data import MixedData, TokenData
-from sparse_lens.files.atomic import (
-    atomic_dir,
-    atomic_write,
-    atomic_write_json,
-    fault_point,
-    read_json,
-    remove_stale_temps,
-)
+from sparse_lens.files.atomic import atomic_write_json, read_json, remove_stale_temps
 from sparse_lens.model.checkpoint import MODEL_FILES, write_model_files
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.sparse_matmul import (
@@ -78,6 +66,15 @@ from sparse_lens.model.sparse_matmul import (
 )
 from sparse_lens.model.sparsity import param_role, sparse_params
 from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.training.loop import (
+    CheckpointFolders,
+    DistInfo,
+    Loop,
+    MetricsLog,
+    TrainerState,
+    first_difference,
+    refuse_fresh_start,
+)
 from sparse_lens.training.schedules import (
     EmbedAnneal,
     anneal_progress,
@@ -89,8 +86,6 @@ from sparse_lens.validation import require_min
 
 logger = logging.getLogger(__name__)
 
-TRAINER_STATE = "trainer.pt"
-_CKPT_NAME = re.compile(r"step-\d{7,}")
 RUN_FILES = ("run.json", "metrics.jsonl", "checkpoints", "final")  # what a run folder holds
 # run.json entries a resumed run must match (besides the configs): data, corpus, tokenizer
 _RESUME_KEYS = ("data", "corpus", "tokenizer", "preset")
@@ -314,123 +309,6 @@ def l0_stats(model: HookedSparseTransformer) -> dict[str, Any]:
     return {"l0_total": sum(per.values()), "l0": per}
 
 
-# ---------------------------------------------------------------------------------------------
-# Run folders
-
-
-def _checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / "checkpoints" / f"step-{step:07d}"
-
-
-def save_checkpoint(
-    run_dir: Path,
-    model: HookedSparseTransformer,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    step: int,
-    keep: int,
-) -> Path:
-    """Write checkpoint ``step`` whole (model folder and ``trainer.pt``, built in a temporary
-    folder and renamed), then point ``latest.json`` at it and delete the oldest ones."""
-    ckpt = _checkpoint_dir(run_dir, step)
-    state = {"step": step, "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
-    with atomic_dir(ckpt, replaces=(*MODEL_FILES, TRAINER_STATE)) as tmp:
-        write_model_files(model, tmp, ckpt.name)
-        torch.save(state, tmp / TRAINER_STATE)
-        fault_point(f"dir:{ckpt.name}/{TRAINER_STATE}")
-    atomic_write_json(run_dir / "checkpoints" / "latest.json", {"step": step, "dir": ckpt.name})
-    older = sorted((run_dir / "checkpoints").glob("step-*"))[:-keep]
-    for old in older:
-        if old != ckpt:
-            shutil.rmtree(old, ignore_errors=True)
-    return ckpt
-
-
-def _checkpoints(run_dir: Path) -> list[Path]:
-    """The complete checkpoints (a ``step-N`` folder exists only whole), oldest first."""
-    return sorted(
-        p for p in (run_dir / "checkpoints").glob("step-*") if _CKPT_NAME.fullmatch(p.name)
-    )
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint ``checkpoints/latest.json`` names (``None`` if there is none).
-
-    A pointer to a checkpoint that was deleted (e.g. a corrupt one) falls back to the newest
-    one left.
-
-    Raises:
-        ValueError: the pointer is not JSON, lacks ``step``/``dir``, or names a folder that is
-            not a checkpoint of this run (e.g. outside the run folder).
-    """
-    pointer = run_dir / "checkpoints" / "latest.json"
-    if not pointer.exists():
-        found = _checkpoints(run_dir)
-        return found[-1] if found else None
-    info = read_json(pointer, "checkpoint pointer")
-    if not isinstance(info, dict) or not {"step", "dir"} <= set(info):
-        raise ValueError(
-            f"checkpoint pointer {str(pointer)!r} lacks 'step' or 'dir' ({info!r}); delete it "
-            "to resume from the newest checkpoint folder"
-        )
-    name = info["dir"]
-    if not isinstance(name, str) or not _CKPT_NAME.fullmatch(name):
-        raise ValueError(
-            f"checkpoint pointer {str(pointer)!r} names {name!r}, not a checkpoint folder of "
-            "this run (step-NNNNNNN); delete it to resume from the newest checkpoint folder"
-        )
-    ckpt = run_dir / "checkpoints" / name
-    if ckpt.is_dir():
-        return ckpt
-    found = _checkpoints(run_dir)
-    if not found:
-        raise FileNotFoundError(f"latest checkpoint {str(ckpt)!r} named in {pointer} is missing")
-    logger.warning("%s is missing; resuming from %s", ckpt, found[-1])
-    return found[-1]
-
-
-def _load_trainer_state(ckpt: Path, run_dir: Path) -> dict[str, Any]:
-    """``trainer.pt`` of ``ckpt``; a corrupt one is reported with the previous checkpoint."""
-    path = ckpt / TRAINER_STATE
-    try:
-        state = torch.load(path, weights_only=True)
-        if not isinstance(state, dict) or not {"step", "optimizer", "generator"} <= set(state):
-            raise ValueError("not a trainer state")
-        return state
-    except Exception as e:  # noqa: BLE001 - torch raises several kinds for a bad file
-        earlier = [p for p in _checkpoints(run_dir) if p != ckpt]
-        offer = (
-            f"delete {ckpt} to resume from the previous checkpoint {earlier[-1].name}"
-            if earlier
-            else f"no earlier checkpoint is left; delete {run_dir} to train anew"
-        )
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
-        raise ValueError(f"trainer state {str(path)!r} is corrupt ({why}); {offer}") from e
-
-
-def _kept_metrics(path: Path, upto: int) -> list[str]:
-    """The lines of ``metrics.jsonl`` up to step ``upto``; a truncated last line (a kill while
-    it was written) is dropped, a corrupt line before it is an error naming it."""
-    if not path.exists():
-        return []
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    kept = []
-    for i, line in enumerate(lines, start=1):
-        try:
-            step = json.loads(line)["step"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            if i == len(lines):
-                logger.warning("%s: dropping a truncated last line", path)
-                break
-            raise ValueError(
-                f"{path}:{i} is corrupt ({e}); delete that line (the metrics before it are "
-                "kept) and resume again"
-            ) from e
-        if isinstance(step, int) and step <= upto:
-            kept.append(line)
-    return kept
-
-
 def _check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -439,20 +317,6 @@ def _check_writable(run_dir: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise ValueError(f"output folder {str(run_dir)!r} is not writable: {e}") from e
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
 
 
 def train(
@@ -517,13 +381,11 @@ def train(
         "torch": torch.__version__,
     } | (metadata or {})
     existing = run_dir / "run.json"
+    folders = CheckpointFolders(run_dir, tcfg.keep_checkpoints)
     if dist_info.is_main:
-        remove_stale_temps(run_dir / "checkpoints")
-    ckpt = latest_checkpoint(run_dir) if existing.exists() else None
-    if ckpt is not None and not resume:
-        raise ValueError(
-            f"{run_dir} already holds a run; pass resume=True (--resume) or pick a new folder"
-        )
+        remove_stale_temps(folders.root)
+    ckpt = folders.latest() if existing.exists() else None
+    refuse_fresh_start(ckpt is not None, resume, str(run_dir))
     if resume and existing.exists():
         _check_same_run(read_json(existing, "run"), run_info, run_dir)
 
@@ -531,7 +393,7 @@ def train(
     optimizer = make_optimizer(model, tcfg)
     start = 0
     if resume and ckpt is not None:
-        state = _load_trainer_state(ckpt, run_dir)
+        state = folders.load(ckpt)
         try:
             saved = HookedSparseTransformer.from_pretrained(ckpt, device=model.W_E.device)
         except (FileNotFoundError, ValueError) as e:
@@ -540,86 +402,50 @@ def train(
             ) from e
         _check_same_tokenizer(saved, model, ckpt)
         model.load_state_dict(saved.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start = int(state["step"])
+        state.restore(generator, {"optimizer": optimizer})
+        start = state.step
         logger.info("resuming %s from step %d", run_dir, start)
     elif dist_info.is_main:
         atomic_write_json(existing, run_info)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", write=dist_info.is_main)
+    metrics.start(start)
 
-    metrics_path = run_dir / "metrics.jsonl"
-    if dist_info.is_main:
-        kept = _kept_metrics(metrics_path, start) if resume else []
-        atomic_write(metrics_path, lambda p: p.write_text("".join(k + "\n" for k in kept)))
-
-    runner: nn.Module = model
-    if dist_info.world_size > 1:
-        runner = nn.parallel.DistributedDataParallel(model)
     model.train()
-    val = data.val_windows(tcfg.val_windows, mcfg.n_ctx)
-    local = tcfg.batch_size // dist_info.world_size
-    tokens_per_step = tcfg.batch_size * mcfg.n_ctx
-    end = tcfg.steps if halt_after is None else min(tcfg.steps, start + halt_after)
-    bar = tqdm(
-        range(start, end),
-        initial=start,
-        total=tcfg.steps,
-        disable=not (progress and dist_info.is_main),
-        desc="train",
-        unit="step",
-    )
-    t_last, steps_since = time.perf_counter(), 0
-    with (
-        sparsity_hooks(model, optimizer, tcfg, step=start) as sparsity,
-        metrics_path.open("a") if dist_info.is_main else _NullFile() as log,
-    ):
-        for step in bar:
-            batch = data.sample(tcfg.batch_size, mcfg.n_ctx, generator)
-            local_batch = batch[dist_info.rank * local : (dist_info.rank + 1) * local]
-            try:
-                tokens = local_batch.to(model.W_E.device)
-                stats = train_step(runner, model, optimizer, tokens, step, tcfg, sparsity=sparsity)
-            except FloatingPointError as e:
-                last = latest_checkpoint(run_dir)
-                kept_ckpt = f"the last good checkpoint {last} is kept" if last else "no checkpoint"
-                raise FloatingPointError(
-                    f"training stopped at step {step + 1}: {e}; {kept_ckpt} and nothing after "
-                    "it was written (lower --lr, or check the data)"
-                ) from e
-            fault_point(f"step:{step + 1}")
-            steps_since += 1
-            done = step + 1
-            if on_step is not None:
-                on_step(step, stats)
-            record: dict[str, Any] = {}
-            if done % tcfg.log_every == 0 or done == tcfg.steps:
-                now = time.perf_counter()
-                tok_s = steps_since * tokens_per_step / max(now - t_last, 1e-9)
-                t_last, steps_since = now, 0
-                record |= {"train_loss": stats.loss, "lr": stats.lr, "tokens_per_s": tok_s}
-                record |= {
-                    "weight_density": stats.weight_density,
-                    "embed_density": stats.embed_density,
-                }
-                record |= l0_stats(model)
-                bar.set_postfix(
-                    loss=f"{stats.loss:.3f}", L0=record["l0_total"], tok_s=f"{tok_s:.0f}"
-                )
-            if dist_info.is_main and (done % tcfg.eval_every == 0 or done == tcfg.steps):
-                record["val_loss"] = evaluate(model, val)
-                model.train()
-            if record and dist_info.is_main:
-                log.write(
-                    json.dumps({"step": done, "tokens": done * tokens_per_step} | record) + "\n"
-                )
-                log.flush()
-            if done % tcfg.checkpoint_every == 0 or done == tcfg.steps:
-                if dist_info.is_main:
-                    save_checkpoint(
-                        run_dir, model, optimizer, generator, done, tcfg.keep_checkpoints
-                    )
-                dist_info.barrier()
-    bar.close()
+    with sparsity_hooks(model, optimizer, tcfg, step=start) as sparsity:
+        step = _step_fn(
+            model, data, tcfg, optimizer, sparsity, generator, folders, dist_info, on_step
+        )
+        val = data.val_windows(tcfg.val_windows, mcfg.n_ctx)
+
+        def eval_record(done: int) -> dict[str, Any]:
+            tokens = done * tcfg.batch_size * mcfg.n_ctx
+            record = {"tokens": tokens, "val_loss": evaluate(model, val)}
+            model.train()
+            return record
+
+        def checkpoint(done: int) -> None:
+            state = TrainerState.capture(done, generator, {"optimizer": optimizer})
+            folders.save(state, lambda tmp, name: write_model_files(model, tmp, name), MODEL_FILES)
+
+        loop = Loop(
+            total=tcfg.steps,
+            log_every=tcfg.log_every,
+            eval_every=tcfg.eval_every,
+            checkpoint_every=tcfg.checkpoint_every,
+            checkpoint_at_end=True,
+            halt_after=halt_after,
+            progress=progress,
+            desc="train",
+        )
+        end = loop.run(
+            step,
+            start=start,
+            metrics=metrics,
+            checkpoint=checkpoint,
+            evaluate=eval_record,
+            postfix=_postfix,
+            dist_info=dist_info,
+        )
     if end == tcfg.steps and dist_info.is_main:
         model.eval()
         if not math.isfinite(evaluate(model, val[:4])):
@@ -627,6 +453,66 @@ def train(
         model.save_pretrained(run_dir / "final")
     dist_info.barrier()
     return model
+
+
+def _postfix(record: dict[str, Any]) -> dict[str, str]:
+    if "train_loss" not in record:
+        return {}
+    loss, tok_s = record["train_loss"], record["tokens_per_s"]
+    return {"loss": f"{loss:.3f}", "L0": str(record["l0_total"]), "tok_s": f"{tok_s:.0f}"}
+
+
+def _step_fn(
+    model: HookedSparseTransformer,
+    data: TokenData | MixedData,
+    tcfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    sparsity: Sparsified,
+    generator: torch.Generator,
+    folders: CheckpointFolders,
+    dist_info: DistInfo,
+    on_step: Callable[[int, StepStats], None] | None,
+) -> Callable[[int, bool], dict[str, Any]]:
+    """The sparse trainer's step for ``Loop.run``: this rank's slice of the global batch,
+    ``train_step``, and on log steps the record (loss, LR, densities, throughput, L0)."""
+    runner: nn.Module = model
+    if dist_info.world_size > 1:
+        runner = nn.parallel.DistributedDataParallel(model)
+    n_ctx = model.cfg.n_ctx
+    local = tcfg.batch_size // dist_info.world_size
+    tokens_per_step = tcfg.batch_size * n_ctx
+    clock = {"t": time.perf_counter(), "steps": 0}
+
+    def step(i: int, log: bool) -> dict[str, Any]:
+        batch = data.sample(tcfg.batch_size, n_ctx, generator)
+        tokens = batch[dist_info.rank * local : (dist_info.rank + 1) * local].to(model.W_E.device)
+        try:
+            stats = train_step(runner, model, optimizer, tokens, i, tcfg, sparsity=sparsity)
+        except FloatingPointError as e:
+            last = folders.latest()
+            kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint"
+            raise FloatingPointError(
+                f"training stopped at step {i + 1}: {e}; {kept} and nothing after it was "
+                "written (lower --lr, or check the data)"
+            ) from e
+        clock["steps"] += 1
+        if on_step is not None:
+            on_step(i, stats)
+        if not log:
+            return {}
+        now = time.perf_counter()
+        tok_s = clock["steps"] * tokens_per_step / max(now - clock["t"], 1e-9)
+        clock["t"], clock["steps"] = now, 0
+        return {
+            "tokens": (i + 1) * tokens_per_step,
+            "train_loss": stats.loss,
+            "lr": stats.lr,
+            "tokens_per_s": tok_s,
+            "weight_density": stats.weight_density,
+            "embed_density": stats.embed_density,
+        } | l0_stats(model)
+
+    return step
 
 
 def _check_same_run(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
@@ -648,19 +534,11 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> 
         if isinstance(mine, dict) and isinstance(theirs, dict) and key in _RESUME_KEYS:
             mine = {k: v for k, v in mine.items() if k in theirs}  # older records: fewer keys
         if mine != theirs:
-            diff = _first_difference(theirs, mine)
+            diff = first_difference(theirs, mine)
             raise ValueError(
                 f"cannot resume {run_dir}: its {key} differs from this one ({diff}); resume "
                 "with the run's own settings (corpus, tokenizer, data, preset) or pick a new --out"
             )
-
-
-def _first_difference(old: Any, new: Any) -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in sorted(set(old) | set(new)):
-            if old.get(k) != new.get(k):
-                return f"{k}: run has {old.get(k)!r}, now {new.get(k)!r}"
-    return f"run has {old!r}, now {new!r}"
 
 
 def _check_same_tokenizer(
@@ -673,17 +551,3 @@ def _check_same_tokenizer(
             f"cannot resume from {ckpt}: its tokenizer differs from this run's (another corpus "
             "or tokenizer); resume with the run's own --corpus or pick a new --out"
         )
-
-
-class _NullFile:
-    def __enter__(self) -> "_NullFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def write(self, _: str) -> None:
-        return None
-
-    def flush(self) -> None:
-        return None

@@ -29,7 +29,7 @@ def test_loop_cadence_records_evaluates_checkpoints_and_halts():
     loop = Loop(total=10, log_every=3, eval_every=4, checkpoint_every=5, progress=False)
     metrics = MetricsLog()
     end = loop.run(
-        step, start=0, metrics=metrics, checkpoint=saved.append, evaluate=lambda: {"val": 1.0}
+        step, start=0, metrics=metrics, checkpoint=saved.append, evaluate=lambda done: {"val": 1.0}
     )
     assert end == 10 and [i for i, _ in calls] == list(range(10))
     assert [i + 1 for i, log in calls if log] == [3, 6, 9, 10]
