@@ -186,3 +186,165 @@ def test_refuse_other_settings_names_the_first_difference():
     refuse_other_settings({"a": 1}, {"a": 1}, "x")
     with pytest.raises(ValueError, match="cannot resume run: .*b: run has None, now 2"):
         refuse_other_settings({"a": 1}, {"a": 1, "b": 2}, "run")
+
+
+# ---------------------------------------------------------------------------------------------
+# One resume matrix for every trainer: halted part-way (as if killed), resumed from the one
+# trainer-state format or from the trainer's earlier layout, bit-identical to an uninterrupted run.
+
+D = 16
+
+
+class _Windows:
+    """A fake ``TokenData``: random windows of a fixed token stream."""
+
+    def __init__(self, vocab: int) -> None:
+        self.stream = torch.randint(0, vocab, (4000,), generator=torch.Generator().manual_seed(0))
+
+    def sample(self, batch_size: int, n_ctx: int, generator: torch.Generator) -> torch.Tensor:
+        starts = torch.randint(0, len(self.stream) - n_ctx, (batch_size,), generator=generator)
+        return torch.stack([self.stream[s : s + n_ctx] for s in starts.tolist()])
+
+    def val_windows(self, n: int, n_ctx: int) -> torch.Tensor:
+        return torch.stack([self.stream[i * n_ctx : (i + 1) * n_ctx] for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def dense_dir(tmp_path_factory):
+    from sparse_lens.training.dense_baseline import DenseConfig, train_dense_hf
+    from tests.helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    out = tmp_path_factory.mktemp("dense")
+    cfg = DenseConfig(n_layers=2, d_model=D, n_heads=4, n_ctx=16, steps=2, batch_size=2)
+    train_dense_hf(cfg, _Windows(tok.vocab_size), tok, out, progress=False)
+    return out
+
+
+def _sparse_trainer(tmp_path, data, tokenizer):
+    from sparse_lens import HookedSparseTransformer
+    from sparse_lens.training.sparse import TrainConfig, train
+    from tests.helpers import build_cfg
+
+    cfg = build_cfg(d_vocab=tokenizer.vocab_size, n_ctx=16, weight_density=0.5)
+    tcfg = TrainConfig(
+        steps=6, batch_size=2, eval_every=3, log_every=1, checkpoint_every=2, val_windows=2
+    )
+
+    def run(out, **kw):
+        model = HookedSparseTransformer(cfg, tokenizer=tokenizer)
+        model = train(model, data, tcfg, out, progress=False, **kw)
+        records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        for r in records:
+            r.pop("tokens_per_s", None)  # wall-clock
+        return model.state_dict(), records
+
+    def state_file(out):
+        return CheckpointFolders(out).latest() / "trainer.pt"
+
+    return run, state_file, None
+
+
+def _dense_trainer(tmp_path, data, tokenizer):
+    from safetensors.torch import load_file
+
+    from sparse_lens.training.dense_baseline import TRAINER_STATE, DenseConfig, train_dense_hf
+
+    cfg = DenseConfig(
+        n_layers=1, d_model=D, n_heads=4, n_ctx=16, steps=6, batch_size=2, checkpoint_every=2
+    )
+    windows = _Windows(tokenizer.vocab_size)
+
+    def run(out, **kw):
+        train_dense_hf(cfg, windows, tokenizer, out, progress=False, **kw)
+        if not (out / "dense.json").exists():
+            return None, None
+        records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        return load_file(out / "model.safetensors"), records
+
+    return run, lambda out: out / TRAINER_STATE, "metrics"
+
+
+def _bridge_trainer(joint: bool):
+    def make(tmp_path, data, tokenizer, dense_dir):
+        from sparse_lens import HookedSparseTransformer
+        from sparse_lens.bridges.maps import BridgeConfig, Bridges
+        from sparse_lens.bridges.train import Checkpointing, fit_bridges, train_bridged
+        from sparse_lens.training.dense_baseline import load_dense
+        from sparse_lens.training.sparse import TrainConfig
+        from tests.helpers import build_cfg
+
+        dmodel = load_dense(dense_dir)
+        windows = _Windows(tokenizer.vocab_size)
+
+        def run(out, halt_after=None, resume=False):
+            ckpt = Checkpointing(
+                path=out / "checkpoint" / "trainer.pt", every=2, resume=resume,
+                halt_after=halt_after,
+            )  # fmt: skip
+            cfg = build_cfg(d_vocab=tokenizer.vocab_size, weight_density=0.5)
+            sparse = HookedSparseTransformer(cfg, tokenizer=tokenizer)
+            torch.manual_seed(3)
+            bridges = Bridges(BridgeConfig(d_dense=D, d_sparse=D, n_layers=2))
+            if joint:
+                tcfg = TrainConfig(steps=5, batch_size=2, anneal_end=0.5)
+                records = train_bridged(
+                    dmodel, sparse, bridges, windows, tcfg, progress=False, checkpoint=ckpt
+                )
+            else:
+                records = fit_bridges(
+                    dmodel, sparse, bridges, windows, steps=5, batch_size=2, init_windows=4,
+                    progress=False, checkpoint=ckpt,
+                )  # fmt: skip
+            if len(records) < 5:
+                return None, None
+            return sparse.state_dict() | bridges.state_dict(), records
+
+        return run, lambda out: out / "checkpoint" / "trainer.pt", "records"
+
+    return make
+
+
+TRAINERS = {
+    "sparse": _sparse_trainer,
+    "dense": _dense_trainer,
+    "fit_bridges": _bridge_trainer(joint=False),
+    "train_bridged": _bridge_trainer(joint=True),
+}
+
+
+def _as_earlier_layout(path, records_key):
+    """Rewrite a trainer state in its trainer's layout before the one format."""
+    from sparse_lens.training.loop import STATE_FORMAT
+
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == STATE_FORMAT and payload["version"] == 1
+    old = {"step": payload["step"], "generator": payload["generator"]} | payload["states"]
+    if records_key is not None:
+        old |= {"settings": payload["settings"], records_key: payload["records"]}
+    torch.save(old, path)
+
+
+@pytest.mark.parametrize("layout", ["current", "earlier"])
+@pytest.mark.parametrize("trainer", sorted(TRAINERS))
+def test_every_trainer_resumes_bit_identically(trainer, layout, tmp_path, data, tokenizer, request):
+    extra = (
+        (request.getfixturevalue("dense_dir"),)
+        if "bridged" in trainer or "bridges" in trainer
+        else ()
+    )
+    run, state_file, records_key = TRAINERS[trainer](tmp_path, data, tokenizer, *extra)
+    ref_weights, ref_records = run(tmp_path / "ref")
+    run(tmp_path / "cut", halt_after=3)  # killed after step 3; its checkpoint is at step 2
+    path = state_file(tmp_path / "cut")
+    assert load_trainer_state(path).step == 2
+    if layout == "earlier":
+        _as_earlier_layout(path, records_key)
+    with pytest.raises(ValueError, match="already holds a run"):
+        run(tmp_path / "cut")
+    weights, records = run(tmp_path / "cut", resume=True)
+    assert weights.keys() == ref_weights.keys()
+    for name, w in ref_weights.items():
+        assert torch.equal(w, weights[name]), name
+    assert records == ref_records
+    assert [r["step"] for r in records][-1] in (5, 6)
