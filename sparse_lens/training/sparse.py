@@ -26,10 +26,12 @@ input-gradient products run as sparse kernels on CPU (``sparse_matmul.py``; the 
 stays dense). Results equal the dense products up to float summation order; runs stay
 bit-reproducible. ``sparse_matmul_max_density=0`` keeps every product dense.
 
-A run folder holds ``run.json`` (configs, corpus and data metadata), ``metrics.jsonl``,
-``checkpoints/step-NNNNNNN/`` (model folder + ``trainer.pt``, each built in a temporary folder and
-renamed, so complete or absent; ``checkpoints/latest.json`` switched after it), and ``final/``
-(written the same way), loadable with ``HookedSparseTransformer.from_pretrained``.
+``train`` is this step run by the one training loop (``training.loop``: cadence, metrics,
+checkpoints, the trainer-state format). A run folder holds ``run.json`` (configs, corpus and data
+metadata), ``metrics.jsonl``, ``checkpoints/step-NNNNNNN/`` (model folder + ``trainer.pt``, each
+built in a temporary folder and renamed, so complete or absent; ``checkpoints/latest.json``
+switched after it), and ``final/`` (written the same way), loadable with
+``HookedSparseTransformer.from_pretrained``.
 ``resume=True`` continues from the latest checkpoint and reaches the same weights as an
 uninterrupted run: the optimizer state and the data generator's state are saved with the
 weights. It refuses a run of other configs, corpus, tokenizer or data, and drops a
@@ -354,23 +356,7 @@ def train(
     dist_info = dist_info or DistInfo()
     run_dir = Path(run_dir)
     mcfg = model.cfg
-    if tcfg.batch_size % dist_info.world_size:
-        raise ValueError(
-            f"batch_size {tcfg.batch_size} is not divisible by world size {dist_info.world_size}"
-        )
-    data_idiom_frac = data.idiom_frac if isinstance(data, MixedData) else 0.0
-    if data_idiom_frac != tcfg.idiom_frac:
-        raise ValueError(
-            f"the data mixes in idioms at {data_idiom_frac}, the train config says "
-            f"idiom_frac={tcfg.idiom_frac}; build the data with data.with_idioms"
-        )
-    if tcfg.idiom_frac > 0 and round(tcfg.idiom_frac * tcfg.batch_size) == 0:
-        raise ValueError(
-            f"idiom_frac={tcfg.idiom_frac} of batch_size {tcfg.batch_size} rounds to no idiom "
-            "window a batch; raise one of them"
-        )
-    data.check_fits(mcfg.n_ctx)
-    check_sparsity_budget(model)
+    _check_inputs(model, data, tcfg, dist_info)
     if dist_info.is_main:
         _check_writable(run_dir)
     run_info = {
@@ -393,18 +379,7 @@ def train(
     optimizer = make_optimizer(model, tcfg)
     start = 0
     if resume and ckpt is not None:
-        state = folders.load(ckpt)
-        try:
-            saved = HookedSparseTransformer.from_pretrained(ckpt, device=model.W_E.device)
-        except (FileNotFoundError, ValueError) as e:
-            raise ValueError(
-                f"{e} (checkpoint {ckpt}: delete it to resume from an earlier one)"
-            ) from e
-        _check_same_tokenizer(saved, model, ckpt)
-        model.load_state_dict(saved.state_dict())
-        state.restore(generator, {"optimizer": optimizer})
-        start = state.step
-        logger.info("resuming %s from step %d", run_dir, start)
+        start = _restore(folders, ckpt, model, optimizer, generator)
     elif dist_info.is_main:
         atomic_write_json(existing, run_info)
     metrics = MetricsLog(run_dir / "metrics.jsonl", write=dist_info.is_main)
@@ -453,6 +428,52 @@ def train(
         model.save_pretrained(run_dir / "final")
     dist_info.barrier()
     return model
+
+
+def _check_inputs(
+    model: HookedSparseTransformer,
+    data: TokenData | MixedData,
+    tcfg: TrainConfig,
+    dist_info: DistInfo,
+) -> None:
+    """Raise ``ValueError`` before any work for settings that cannot train."""
+    if tcfg.batch_size % dist_info.world_size:
+        raise ValueError(
+            f"batch_size {tcfg.batch_size} is not divisible by world size {dist_info.world_size}"
+        )
+    data_idiom_frac = data.idiom_frac if isinstance(data, MixedData) else 0.0
+    if data_idiom_frac != tcfg.idiom_frac:
+        raise ValueError(
+            f"the data mixes in idioms at {data_idiom_frac}, the train config says "
+            f"idiom_frac={tcfg.idiom_frac}; build the data with data.with_idioms"
+        )
+    if tcfg.idiom_frac > 0 and round(tcfg.idiom_frac * tcfg.batch_size) == 0:
+        raise ValueError(
+            f"idiom_frac={tcfg.idiom_frac} of batch_size {tcfg.batch_size} rounds to no idiom "
+            "window a batch; raise one of them"
+        )
+    data.check_fits(model.cfg.n_ctx)
+    check_sparsity_budget(model)
+
+
+def _restore(
+    folders: CheckpointFolders,
+    ckpt: Path,
+    model: HookedSparseTransformer,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> int:
+    """Load checkpoint ``ckpt`` (weights, optimizer, data generator); returns its step."""
+    state = folders.load(ckpt)
+    try:
+        saved = HookedSparseTransformer.from_pretrained(ckpt, device=model.W_E.device)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"{e} (checkpoint {ckpt}: delete it to resume from an earlier one)") from e
+    _check_same_tokenizer(saved, model, ckpt)
+    model.load_state_dict(saved.state_dict())
+    state.restore(generator, {"optimizer": optimizer})
+    logger.info("resuming %s from step %d", folders.run_dir, state.step)
+    return state.step
 
 
 def _postfix(record: dict[str, Any]) -> dict[str, str]:
