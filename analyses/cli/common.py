@@ -166,8 +166,9 @@ def _train(args: argparse.Namespace) -> int:
 
     from sparse_lens.data.token_data import prepare_data, with_idioms
     from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.training.loop import DistInfo
     from sparse_lens.training.presets import get_preset
-    from sparse_lens.training.sparse import DistInfo, train
+    from sparse_lens.training.sparse import train
 
     try:
         preset = get_preset(args.preset)

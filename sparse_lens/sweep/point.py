@@ -14,8 +14,8 @@ import torch
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.files.atomic import atomic_write_json, read_json
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean, point_configs
+from sparse_lens.training.loop import DistInfo
 from sparse_lens.training.presets import get_preset
-from sparse_lens.training.sparse import DistInfo
 
 
 def find_circuit(
