@@ -33,7 +33,6 @@ from jaxtyping import Float
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from hooks import flat, node_mask
 from sparse_lens.circuits.nodes import Location, node_locations
@@ -41,6 +40,7 @@ from sparse_lens.files.atomic import atomic_write
 from sparse_lens.files.outputs import cache_entry
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.training.loop import Loop, MetricsLog, set_lr
 from sparse_lens.training.schedules import warmup_linear_decay
 from sparse_lens.validation import require_min
 
@@ -475,8 +475,9 @@ class Pruner:
     def learn_masks(
         self, progress: bool = False, report: Callable[[int, int, float], None] | None = None
     ) -> tuple[dict[str, Tensor], list[float]]:
-        """Train ``tau`` (paper §3.2). The node-mask hooks are installed once for the whole run
-        and read the current step's masks from a shared holder.
+        """Train ``tau`` (paper §3.2), a step function run by the training loop
+        (``training.loop``). The node-mask hooks are installed once for the whole run and read
+        the current step's masks from a shared holder.
 
         ``report(checkpoint, n_kept, task_loss)`` is called at 10 evenly spaced checkpoints
         (0-9) with the learned mask's size and the mean training task loss since the last one;
@@ -498,11 +499,10 @@ class Pruner:
         try:
             with self.model.hooks(fwd_hooks=live.hooks()):
                 batches = self._pair_batches(g)
-                for step, idx in enumerate(
-                    tqdm(batches, total=n_steps, disable=not progress, desc="prune", unit="step")
-                ):
-                    for group in opt.param_groups:
-                        group["lr"] = self._lr_at(step, n_steps)
+
+                def step(i: int, _log: bool) -> dict[str, Any]:
+                    set_lr(opt, self._lr_at(i, n_steps))
+                    idx = next(batches)
                     masks = self.masks_of(taus)
                     task = self.train_loss(live, masks, self.train.subset(idx), idx)
                     loss = task + p.k_coef * torch.cat(list(masks.values())).sum()
@@ -513,10 +513,14 @@ class Pruner:
                         for t in taus.values():
                             t.clamp_(-1.0, 1.0)
                     losses.append(float(task.detach()))
-                    if report is not None and step in marks:
+                    if report is not None and i in marks:
                         since = losses[-max(1, n_steps // 10) :]
                         kept = int(sum(int((t >= 0).sum()) for t in self.masks_of(taus).values()))
-                        report(marks[step], kept, sum(since) / len(since))
+                        report(marks[i], kept, sum(since) / len(since))
+                    return {}
+
+                loop = Loop(total=n_steps, progress=progress, desc="prune")
+                loop.run(step, start=0, metrics=MetricsLog())
         finally:
             for q, r in zip(self.model.parameters(), requires, strict=True):
                 q.requires_grad_(r)
