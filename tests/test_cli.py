@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from analyses.cli.common import main
+from analyses.cli import main
 from sparse_lens.circuits.circuit import Circuit
 
 

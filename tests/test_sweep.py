@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from analyses.cli.main import main
+from analyses.cli import main
 from sparse_lens.data.corpus import stdlib_root
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, deal, densities_for_l0, grid, l0_at
 from sparse_lens.sweep.table import match_dense, overall_ratio

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analyses.cli.common import (
+from analyses.cli.options import (
     DEFAULT_CACHE,
     POSITIVE_FLOAT,
     POSITIVE_INT,
@@ -39,6 +39,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="grid of width x L0 x AbsTopK runs: the frontier figures")
+    p.set_defaults(handler=cmd_sweep)
     p.add_argument("--preset", required=True, help="the preset every point starts from")
     p.add_argument("--out", type=out_path, required=True, help="sweep folder")
     p.add_argument("--widths", type=_ints, required=True, help="d_model values, e.g. 64,128")
