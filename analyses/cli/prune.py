@@ -255,7 +255,8 @@ def _prepare(s: PruneSettings) -> tuple:
 
 def _find(
     s: PruneSettings, model: Any, task: Any, windows: Any, pcfg: Any, cleanup: Any, scfg: Any
-):  # noqa: ANN202, ANN401
+) -> Any:
+    """The circuit of ``task`` (``prune_task`` with the command's search and clean-up)."""
     from sparse_lens.circuits.prune_task import prune_task
 
     return prune_task(
