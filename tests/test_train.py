@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from analyses.cli.common import main as cli_main
+from analyses.cli import main as cli_main
 from hooks.weight_sparsity import normalize_grad_rms_
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.data.corpus import stdlib_root
