@@ -376,3 +376,34 @@ def test_epochs_and_tied_qk_masks():
         assert torch.equal(masks["blocks.0.attn.hook_k"], masks["blocks.0.attn.hook_q"])
     with pytest.raises(ValueError, match="warmup_frac"):
         PruneConfig(warmup_frac=1.5)
+
+
+def test_pruning_and_circuits_follow_the_models_dtype():
+    """float32 masks and ablation means on a float64 model: mask training, the circuit's hooks
+    and its baked-in overrides all run in float64 (masks move to the activation's dtype)."""
+    from hooks import flat
+    from sparse_lens.circuits.masks import MaskHolder
+
+    model32 = planted_model()
+    model = HookedSparseTransformer(model32.cfg.replace(dtype=torch.float64))
+    model.load_state_dict(model32.state_dict())
+    model.eval()
+    ablation = make_ablation("mean", model, pretrain_windows())
+    assert ablation.values["blocks.0.attn.hook_in"].dtype == torch.float32
+    pruner = Pruner(model, planted_batch(8, 1), planted_batch(8, 2), ablation, PruneConfig(steps=4))
+    taus, losses = pruner.learn_masks()
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    assert all(t.dtype == torch.float32 for t in taus.values())
+    circuit = Circuit.from_nodes(model, PLANTED, ablation.values, task="planted")
+    tokens = planted_batch(4, 3).tokens
+    hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model))
+    assert hooked.dtype == torch.float64
+    torch.testing.assert_close(circuit.to_model(model)(tokens), hooked)
+    # the training hooks put masks and means on the activation's device and dtype
+    live = MaskHolder(pruner.locs, ablation)
+    live.set(pruner.masks_of(taus), None, tokens.shape[1])
+    (name, hook), loc = live.hooks()[0], pruner.locs[0]
+    meta = torch.empty(4, tokens.shape[1], loc.size, dtype=torch.bfloat16, device="meta")
+    out = hook(meta, model.hook_dict[name])
+    assert out.device.type == "meta" and out.dtype == torch.bfloat16
+    assert flat(out, loc.size).shape == meta.shape

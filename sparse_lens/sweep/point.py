@@ -130,7 +130,7 @@ def train_point(
 def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Prepared) -> None:
     """Task table (``tasks.json``), one circuit per solved task, then ``point.json``."""
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.tasks.task import TASK_NAMES, evaluate_task, get_task, task_batch
+    from sparse_lens.tasks.task import TASK_NAMES, get_task, task_table
 
     model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final").eval()
     tasks_path = pdir / "tasks.json"
@@ -138,10 +138,7 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
         table: dict[str, Any] = {}
         for name in scfg.tasks or TASK_NAMES:
             try:
-                task = get_task(name)
-                n_ctx = model.cfg.n_ctx
-                batch = task_batch(task, model.tokenizer, n_ctx, "test", scfg.task_n, scfg.seed)
-                table[name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
+                table |= task_table(model, [get_task(name)], "test", scfg.task_n, scfg.seed)
             except ValueError as e:
                 table[name] = {"error": str(e)}
         atomic_write_json(tasks_path, table)
