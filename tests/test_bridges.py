@@ -65,7 +65,9 @@ def test_dense_training_resumes_to_the_same_weights(tok, tmp_path):
         n_layers=1, d_model=D, n_heads=4, n_ctx=16, steps=6, batch_size=2, checkpoint_every=2
     )
     data = _Data(tok.vocab_size)
+    rng = torch.get_rng_state()
     train_dense_hf(cfg, data, tok, tmp_path / "ref", progress=False)
+    assert torch.equal(torch.get_rng_state(), rng)  # explicit generators: global RNG untouched
     train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False, halt_after=5)
     assert not (tmp_path / "cut" / "dense.json").exists()  # killed after step 5, saved at 4
     with pytest.raises(ValueError, match="already holds a run"):
