@@ -268,6 +268,14 @@ def test_demo_reads_a_missing_training_setting_as_its_default(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"model_config": model, "train_config": train}))
     with pytest.raises(CLIError, match="trained with idiom_frac=0.0"):
         _check_reused_run(tmp_path, "demo")
-    train["idiom_frac"] = preset.train["idiom_frac"]
+    train["idiom_frac"] = preset.idiom_frac  # where older run.json files hold the share
     (tmp_path / "run.json").write_text(json.dumps({"model_config": model, "train_config": train}))
+    _check_reused_run(tmp_path, "demo")
+    del train["idiom_frac"]  # where it is now: the data's own
+    run = {"model_config": model, "train_config": train, "data": {"idiom_frac": 0.1}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.raises(CLIError, match="trained with idiom_frac=0.1"):
+        _check_reused_run(tmp_path, "demo")
+    run["data"]["idiom_frac"] = preset.idiom_frac
+    (tmp_path / "run.json").write_text(json.dumps(run))
     _check_reused_run(tmp_path, "demo")

@@ -196,10 +196,9 @@ def _train(args: argparse.Namespace) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,
-            idiom_frac=args.idiom_frac,
             sparse_matmul_max_density=0.0 if args.dense_kernels else None,
         )
-        data = with_idioms(data, tokenizer, tcfg.idiom_frac, cache_dir)
+        data = with_idioms(data, tokenizer, preset.idioms(args.idiom_frac), cache_dir)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
     metadata = {"preset": preset.name, "corpus": corpus.metadata()}
