@@ -101,9 +101,9 @@ def interchange(
             by_hook.setdefault(h, []).append(i)
         patches = []
         for h, idx in by_hook.items():
-            take_full = torch.ones(circuit.sizes[h])
-            take_full[idx] = 0.0  # these channels take the full model's values
-            patches.append((h, node_mask(take_full, flat(full[h], circuit.sizes[h]))))
+            keep = torch.ones(circuit.sizes[h])
+            keep[idx] = 0.0  # the chosen channels take the full model's values
+            patches.append((h, node_mask(keep, flat(full[h], circuit.sizes[h]))))
         out[str(frac)] = task_loss(model, batch, circuit.fwd_hooks(model, batch.tokens) + patches)
     return out
 
