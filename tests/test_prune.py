@@ -377,6 +377,7 @@ def test_to_model_matches_hooks_under_abstopk():
     tokens = random_tokens(3, 9, seed=4)
     hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model))
     torch.testing.assert_close(circuit.to_model(model)(tokens), hooked, atol=1e-5, rtol=1e-5)
+    assert (hooked - model(tokens)).abs().max() > 1e-3  # the circuit differs from the model
 
 
 def test_full_model_that_cannot_reach_target_is_an_error():

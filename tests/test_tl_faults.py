@@ -31,6 +31,7 @@ def test_split_qkv_fires_attn_hook_in_and_node_masks_apply():
     finally:
         model.set_use_split_qkv_input(False)
     torch.testing.assert_close(out, ref)
+    assert (ref - model(tokens)).abs().max() > 1e-2  # the hook fired and mattered
 
 
 @pytest.mark.parametrize(
@@ -435,6 +436,13 @@ def test_per_position_baseline_on_split_attn_in_matches_unsplit():
     finally:
         model.set_use_split_qkv_input(False)
     torch.testing.assert_close(out, ref)
+    # the unsplit run is the plain per-position replacement, and it changes the logits
+    plain = model.run_with_hooks(
+        tokens,
+        fwd_hooks=[("blocks.1.attn.hook_in", lambda a, hook: a * mask + baseline * (1 - mask))],
+    )
+    torch.testing.assert_close(ref, plain)
+    assert (ref - model(tokens)).abs().max() > 1e-2
 
 
 def test_generate_on_prompts_of_different_lengths_continues_each_alone(tokenizer):
