@@ -306,6 +306,30 @@ def test_side_by_side_patching_and_sinks(dense, sparse, quote_batch, tok):
         same = (a[:, :width] == b[:, :width]).all(dim=0)
         assert same.any() and not same.all()
         assert torch.allclose(res["resid_pre"][0, same], torch.zeros(int(same.sum())), atol=1e-4)
+        # one head-out entry recomputed: head (1, 2)'s clean z patched into the corrupted run,
+        # the logit difference normalised so 0 = corrupted and 1 = clean
+        with torch.no_grad():
+            _, clean_cache = model.run_with_cache(a)
+
+            def ld(tokens, hooks=(), model=model, pairs=pairs):
+                lg = model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+                rows = torch.tensor([p[0] for p in pairs])
+                last = lg[torch.arange(len(pairs)), quote_batch.last[rows]]
+                right, wrong = quote_batch.correct[rows], quote_batch.incorrect[rows]
+                return float(
+                    (last.gather(1, right[:, None]) - last.gather(1, wrong[:, None])).mean()
+                )
+
+            def put(z, hook, clean_cache=clean_cache):
+                z = z.clone()
+                z[:, :, 2] = clean_cache["blocks.1.attn.hook_z"][:, :, 2]
+                return z
+
+            clean_ld, corrupt_ld = ld(a), ld(b)
+            patched = ld(b, [("blocks.1.attn.hook_z", put)])
+        assert res["clean_logit_diff"] == pytest.approx(clean_ld, abs=1e-5)
+        expected = (patched - corrupt_ld) / (clean_ld - corrupt_ld)
+        assert float(res["head_out"][1, 2]) == pytest.approx(expected, abs=1e-4)
         prof = sink_profile(model, quote_batch, windows, learned=learned)
         # references: a learned sink's probability, or a dense head's attention to position 0
         name = "hook_sink_prob" if learned else "hook_pattern"
