@@ -377,7 +377,7 @@ def test_stacked_weights_and_factored_matrices(model):
     ]
     # QK and OV, read against the forward pass: with the q/k/v biases zeroed and AbsTopK off,
     # scores = x QK y^T / sqrt(d_head) and each head writes pattern @ x @ OV (x = hook_in).
-    dense = build_model(**{**VARIANTS["dense"], "attn_sinks": False})
+    dense = build_model(**VARIANTS["dense"])  # no sinks, afrac=1: AbsTopK is the identity
     with torch.no_grad():
         for block in dense.blocks:
             for b in ("b_Q", "b_K", "b_V"):
