@@ -27,7 +27,13 @@ def test_demo_quick_writes_everything(demo, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tasks"]) >= {"single_double_quote", "bracket_counting"}
     files = [c["file"] for c in summary["circuits"].values() if "file" in c]
-    assert files and all(Circuit.load(f).n_nodes >= 0 for f in files)
+    assert files
+    for f in files:  # each circuit is a bisection's answer: it reaches its target, as recorded
+        c = Circuit.load(f)
+        k = c.extra["bisected_nodes"]  # clean-up may drop nodes after the bisection
+        assert c.n_nodes <= k and c.loss <= c.target_loss
+        assert dict(c.curve)[k] <= c.target_loss
+        assert all(loss > c.target_loss for n, loss in c.curve if n < k)
     index = out / "report" / "index.html"
     assert summary["report"] == str(index) and index.is_file()
     html = index.read_text()
