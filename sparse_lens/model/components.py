@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from hooks import blend, flat
 from hooks.topk import abs_topk, abs_topk_mask
 from sparse_lens.model.config import ActSite, SparseTransformerConfig
 from sparse_lens.model.kv_cache import KVEntry
@@ -45,7 +46,8 @@ def _write_mask(hook: HookPoint, out: Tensor, cfg: SparseTransformerConfig) -> T
 class ChannelOverride(nn.Module):
     """Keeps channels where ``keep`` is 1 and writes ``fill`` elsewhere (a baked-in node mask).
 
-    Channels are the last dimension, or the last two flattened (``[... head_index d_head]``).
+    Channels are the last dimension, or the last two flattened (``[... head_index d_head]``);
+    the value is ``hooks.blend``'s, the same as the ``node_mask`` hooks of ``Circuit.fwd_hooks``.
     """
 
     def __init__(self, size: int, dtype: torch.dtype) -> None:
@@ -54,8 +56,7 @@ class ChannelOverride(nn.Module):
         self.register_buffer("fill", torch.zeros(size, dtype=dtype))
 
     def forward(self, x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
-        flat = x if x.shape[-1] == self.keep.shape[0] else x.flatten(-2)
-        return (flat * self.keep + self.fill * (1 - self.keep)).reshape(x.shape)
+        return blend(flat(x, self.keep.shape[0]), self.keep, self.fill).reshape(x.shape)
 
 
 def _override(cfg: SparseTransformerConfig, size: int) -> nn.Module:
