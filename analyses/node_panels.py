@@ -75,7 +75,7 @@ def knockout_effects(
     masks = circuit.masks()
     index: dict[str, int] = {}
     for i, (name, _) in enumerate(base_hooks):  # the node mask comes before any edge hook there
-        if name in masks:
+        if isinstance(name, str) and name in masks:
             index.setdefault(name, i)
     base = task_loss(model, batch, base_hooks)
     effects = {}

@@ -9,4 +9,5 @@ export SPARSE_LENS_REQUIRE_BROWSER=1
 . .venv/bin/activate
 ruff check .
 ruff format --check .
+pyright
 python -m pytest "$@"

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from hooks import node_mask
+from hooks.types import HookList
 from sparse_lens.circuits.edges import Edge, edge_hooks, fold_removed_edges
 from sparse_lens.circuits.masks import model_fingerprint, norm_scale_hooks
 from sparse_lens.circuits.nodes import Location, node_label, node_locations
@@ -126,7 +127,7 @@ class Circuit:
         ``removed_edges`` (``(source label, destination label)`` pairs, see ``edges.py``)."""
         locs = node_locations(model.cfg)
         nodes = {loc.hook: sorted(nodes.get(loc.hook, [])) for loc in locs}
-        gone = {tuple(e) for e in removed_edges or []}
+        gone = {(source, target) for source, target in removed_edges or []}
         edges = [e for e in circuit_edges(model, nodes) if (e[0], e[1]) not in gone]
         return cls(
             task=task,
@@ -296,14 +297,12 @@ class Circuit:
             out[hook] = m
         return out
 
-    def fwd_hooks(
-        self, model: HookedSparseTransformer, tokens: Tensor | None = None
-    ) -> list[tuple[str, Any]]:
+    def fwd_hooks(self, model: HookedSparseTransformer, tokens: Tensor | None = None) -> HookList:
         """Hooks running ``model`` as this circuit. ``tokens`` is needed with frozen norms."""
         self.check_model(model)
         if self.ablation == "resample":
             raise ValueError("a resample-ablated circuit needs resample sources; use the Pruner")
-        hooks: list[tuple[str, Any]] = []
+        hooks: HookList = []
         if self.freeze_norms:
             if tokens is None:
                 raise ValueError("this circuit freezes norm scales: pass the tokens it will run on")

@@ -38,6 +38,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from optuna.storages.journal import JournalFileBackend
 from tqdm.auto import tqdm
 
 from sparse_lens.circuits.circuit import circuit_edges
@@ -122,7 +123,7 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:")).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        backend = JournalFileBackend(str(path))
         return optuna.storages.JournalStorage(backend)
     if "://" not in url:
         raise ValueError(

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooks import flat, node_mask
+from hooks.types import HookList
 from sparse_lens.circuits.nodes import Location, node_locations
 from sparse_lens.files.atomic import atomic_write
 from sparse_lens.files.outputs import cache_entry
@@ -98,7 +99,8 @@ class _HeavisideSTE(torch.autograd.Function):
         return (tau >= 0).to(tau.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    # torch declares backward(ctx, *grad_outputs); one output, one gradient: the documented form
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # pyright: ignore[reportIncompatibleMethodOverride]
         (tau,) = ctx.saved_tensors
         s = torch.sigmoid(tau / ctx.temp)
         return grad * s * (1 - s) / ctx.temp, None
@@ -265,7 +267,7 @@ def make_ablation(
     raise ValueError(f"ablation must be one of {ABLATIONS}, got {kind!r}")
 
 
-def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> list[tuple[str, Callable]]:
+def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> HookList:
     """Hooks that freeze every RMSNorm scale at the full model's value on ``tokens``."""
     names = [n for n in model.hook_dict if n.endswith("hook_scale")]
     with torch.no_grad():
@@ -289,7 +291,7 @@ def mask_hooks(
     ablation: Ablation,
     batch_idx: Tensor | None = None,
     width: int | None = None,
-) -> list[tuple[str, Callable]]:
+) -> HookList:
     """``node_mask`` hooks for every location in ``masks`` (1 keeps a node)."""
     return [
         (hook, node_mask(m, ablation.for_batch(hook, batch_idx, width or 0)))
@@ -316,7 +318,7 @@ class MaskHolder:
             loc.hook: self.ablation.for_batch(loc.hook, batch_idx, width) for loc in self.locs
         }
 
-    def hooks(self) -> list[tuple[str, Callable]]:
+    def hooks(self) -> HookList:
         def make(name: str, size: int) -> Callable:
             def hook(act: Tensor, hook: Any) -> Tensor:
                 if not self.masks:  # cleared: the full model
@@ -435,7 +437,7 @@ class Pruner:
             if not (p.tie_qk and loc.kind == "k")
         }
 
-    def masks_of(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
+    def masks_of(self, taus: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Straight-through 0/1 masks per location (a tied key location uses its query's)."""
         masks = {h: heaviside_ste(t, self.pcfg.heaviside_temp) for h, t in taus.items()}
         if self.pcfg.tie_qk:
@@ -524,7 +526,9 @@ class Pruner:
     def full_taus(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
         """``taus`` with a tied key location given its query location's values."""
         return {
-            loc.hook: taus.get(loc.hook, taus.get(loc.hook.replace("hook_k", "hook_q")))
+            loc.hook: taus[loc.hook]
+            if loc.hook in taus
+            else taus[loc.hook.replace("hook_k", "hook_q")]
             for loc in self.locs
         }
 

@@ -32,10 +32,12 @@ from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
-from transformer_lens.utilities import Slice
+
+# TL re-exports Slice here without listing it in __all__ (the public path since TL 3)
+from transformer_lens.utilities import Slice  # pyright: ignore[reportPrivateImportUsage]
 
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.model.activation_cache import SparseActivationCache
@@ -47,6 +49,7 @@ from sparse_lens.model.components import (
     PosEmbed,
     RMSNorm,
     TransformerBlock,
+    TransformerBlocks,
     Unembed,
 )
 from sparse_lens.model.config import SparseTransformerConfig
@@ -76,6 +79,13 @@ def lm_cross_entropy(
     logprobs = logits[:, :-1].float().log_softmax(dim=-1)
     loss = -logprobs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
     return loss if per_token else loss.mean()
+
+
+def _hook_name(hook: HookPoint) -> str:
+    """A hook point's full name; ``HookRootModule.setup()`` sets it on every hook point."""
+    if hook.name is None:
+        raise RuntimeError("hook point has no name: the model's setup() did not run")
+    return hook.name
 
 
 class ReadoutAdapter:
@@ -138,7 +148,7 @@ class HookedSparseTransformer(HookedRootModule):
         if cfg.positional_embedding == "learned":
             self.pos_embed = PosEmbed(cfg)
             self.hook_pos_embed = HookPoint()
-        self.blocks = nn.ModuleList([TransformerBlock(cfg, i) for i in range(cfg.n_layers)])
+        self.blocks = TransformerBlocks([TransformerBlock(cfg, i) for i in range(cfg.n_layers)])
         if cfg.circuit_overrides:
             self.override_final = ChannelOverride(cfg.d_model, cfg.dtype)
         self.ln_final = RMSNorm(cfg, cfg.d_model)
@@ -179,7 +189,8 @@ class HookedSparseTransformer(HookedRootModule):
         self.cfg = cfg
         for module in self.modules():
             if module is not self and hasattr(module, "cfg"):
-                module.cfg = cfg
+                # torch types Module.__setattr__'s value as Tensor | Module; plain attributes work
+                module.cfg = cfg  # pyright: ignore[reportArgumentType]
 
     def set_use_attn_result(self, use_attn_result: bool) -> None:
         """Fire ``attn.hook_result`` (per-head residual writes)."""
@@ -223,11 +234,12 @@ class HookedSparseTransformer(HookedRootModule):
         return None
 
     def _resolve_hook_name(self, name: str) -> str:
-        if name not in self.mod_dict or not isinstance(self.mod_dict[name], HookPoint):
+        hook_point = self.mod_dict.get(name)
+        if not isinstance(hook_point, HookPoint):
             close = difflib.get_close_matches(name, list(self.hook_dict), n=3)
             hint = f"; did you mean {close}?" if close else ""
             raise KeyError(f"unknown hook name {name!r}{hint}")
-        canonical = self.mod_dict[name].name
+        canonical = _hook_name(hook_point)
         reason = self.inactive_hook_reason(canonical)
         if reason is not None:
             raise ValueError(f"hook {name!r} would never fire: {reason}")
@@ -300,7 +312,7 @@ class HookedSparseTransformer(HookedRootModule):
         aliases: dict[str, list[str]] = {}
         for name, module in self.mod_dict.items():
             if isinstance(module, HookPoint) and module.name != name:
-                aliases.setdefault(module.name, []).append(name)
+                aliases.setdefault(_hook_name(module), []).append(name)
         # A filter function may test a legacy name: a hook is chosen under any of its names.
         chosen = [n for n in active if any(names_filter(a) for a in [n, *aliases.get(n, [])])]
         if chosen:
@@ -308,13 +320,13 @@ class HookedSparseTransformer(HookedRootModule):
 
         def save_hook(tensor: Tensor, hook: HookPoint, is_backward: bool = False) -> None:
             value = tensor.detach().to(device) if device is not None else tensor.detach()
-            dim = self.hook_pos_dim(hook.name)
+            dim = self.hook_pos_dim(_hook_name(hook))
             if remove_batch_dim and value.ndim > 0 and value.shape[0] == 1:
                 value = value[0]
                 dim = None if dim is None else dim - 1
             if dim is not None and value.ndim > dim and pos_slice.mode != "empty":
                 value = pos_slice.apply(value, dim=dim)
-            cache[hook.name + ("_grad" if is_backward else "")] = value
+            cache[_hook_name(hook) + ("_grad" if is_backward else "")] = value
 
         self.is_caching = True
         fwd = [(n, partial(save_hook, is_backward=False)) for n in chosen]
@@ -600,7 +612,7 @@ class HookedSparseTransformer(HookedRootModule):
                     logits = logits.masked_fill(logits < kth, -math.inf)
                 probs = logits.softmax(-1).cpu()
                 nxt = torch.multinomial(probs, 1, generator=generator)[:, 0].to(tokens.device)
-            if stop_at_eos:
+            if stop_at_eos and eos_token_id is not None:  # set above when stop_at_eos
                 nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
                 done = done | (nxt == eos_token_id)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
