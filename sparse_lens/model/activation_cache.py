@@ -40,7 +40,8 @@ class _RowAdapter(Protocol):
 
 
 class _SparseModel(Protocol):
-    """What the cache reads of ``HookedSparseTransformer`` (whose module imports this one)."""
+    """What the cache reads of ``HookedSparseTransformer`` (whose module imports this one; only
+    that model builds this cache). Used in ``cast`` only: beartype cannot check a Protocol."""
 
     cfg: SparseTransformerConfig
     blocks: TransformerBlocks
@@ -51,15 +52,11 @@ class _SparseModel(Protocol):
 class SparseActivationCache(ActivationCache):
     """An ``ActivationCache`` that applies cached AbsTopK write masks in decompositions."""
 
-    @property
-    def _sparse_model(self) -> _SparseModel:
-        return cast(_SparseModel, self.model)  # only HookedSparseTransformer builds this cache
-
     def _mask(self, layer: int, part: str) -> torch.Tensor | None:
         key = f"blocks.{layer}.{part}.hook_out_mask"
         mask = self.cache_dict.get(key)
         site = "attn_out" if part == "attn" else "mlp_out"
-        if mask is None and self._sparse_model.cfg.act_sparse(site):
+        if mask is None and cast(_SparseModel, self.model).cfg.act_sparse(site):
             raise KeyError(
                 f"this cache has no {key}: AbsTopK at {site} masks layer {layer}'s residual write, "
                 "so the per-head/per-neuron decomposition needs that mask. Cache it (run_with_cache "
@@ -69,7 +66,9 @@ class SparseActivationCache(ActivationCache):
 
     def _require_additive_residual(self, method: str) -> None:
         sites = [
-            s for s in ("resid_post_attn", "resid_post_mlp") if self._sparse_model.cfg.act_sparse(s)
+            s
+            for s in ("resid_post_attn", "resid_post_mlp")
+            if cast(_SparseModel, self.model).cfg.act_sparse(s)
         ]
         if sites:
             raise ValueError(
@@ -83,7 +82,7 @@ class SparseActivationCache(ActivationCache):
         """Refuse when a baked-in circuit (``Circuit.to_model``) overrides channels of a residual
         write (``attn_out``/``mlp_out``) or, with ``final``, of the stream the unembedding
         reads: those channels hold the ablation value, which no component wrote."""
-        model = self._sparse_model
+        model = cast(_SparseModel, self.model)
         if not model.cfg.circuit_overrides:
             return
         modules = [
@@ -111,7 +110,7 @@ class SparseActivationCache(ActivationCache):
 
     def _ensure_head_results(self) -> bool:
         self._require_no_override("per-head results")
-        masks = [self._mask(layer, "attn") for layer in range(self._sparse_model.cfg.n_layers)]
+        masks = [self._mask(layer, "attn") for layer in range(self.model.cfg.n_layers)]
         all_cached = super()._ensure_head_results()
         if all_cached:
             return True
@@ -145,7 +144,7 @@ class SparseActivationCache(ActivationCache):
     def logit_lens(self, **kwargs: Any) -> Any:
         """TL's ``logit_lens`` with the bigram table's logits added at each position, so the
         final entry equals the model's logits. Needs ``bigram.hook_logits`` in the cache."""
-        model = self._sparse_model
+        model = cast(_SparseModel, self.model)
         self._require_no_override("logit_lens", final=True)
         if not model.cfg.use_bigram_table:
             return super().logit_lens(**kwargs)
@@ -177,7 +176,7 @@ class SparseActivationCache(ActivationCache):
         neuron_slice = neuron_slice if isinstance(neuron_slice, Slice) else Slice(neuron_slice)
         mask = pos_slice.apply(mask, dim=-2)
         post = neuron_slice.apply(pos_slice.apply(self[("post", layer, "mlp")], dim=-2), dim=-1)
-        W_out = neuron_slice.apply(self._sparse_model.blocks[layer].mlp.W_out, dim=0)
+        W_out = neuron_slice.apply(cast(_SparseModel, self.model).blocks[layer].mlp.W_out, dim=0)
         one = W_out.ndim == 1  # an int neuron_slice drops the neuron axis, as in TL
         post, W_out = (post[..., None], W_out[None]) if one else (post, W_out)
         p = project_output_onto
@@ -199,7 +198,7 @@ class SparseActivationCache(ActivationCache):
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
     ) -> torch.Tensor | None:
         """``sum (m - 1) * b`` over the masked output biases before ``layer``; ``None`` if none."""
-        blocks = self._sparse_model.blocks
+        blocks = cast(_SparseModel, self.model).blocks
         sites: list[tuple[int, str, torch.Tensor]] = []
         for i in range(layer):
             sites.append((i, "attn", blocks[i].attn.b_O))
@@ -229,7 +228,7 @@ class SparseActivationCache(ActivationCache):
         self._require_additive_residual("get_full_resid_decomposition")
         self._require_no_override("get_full_resid_decomposition", final=True)
         if layer is None or layer == -1:
-            layer = self._sparse_model.cfg.n_layers
+            layer = self.model.cfg.n_layers
         # return_labels=True: TL returns (stack, labels)
         stack, labels = cast(
             tuple[torch.Tensor, list[str]],
