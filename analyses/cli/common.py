@@ -183,11 +183,11 @@ def _train(args: argparse.Namespace) -> int:
     cache_dir = args.cache_dir.expanduser()
     try:
         out = args.out.expanduser()
-        if dist_info.is_main:
-            corpus, tokenizer, data = prepare_data(args.corpus, cache_dir)
+        prepared = prepare_data(args.corpus, cache_dir) if dist_info.is_main else None
         dist_info.barrier()
-        if not dist_info.is_main:
-            corpus, tokenizer, data = prepare_data(args.corpus, cache_dir)
+        if prepared is None:  # the other ranks, once the main one has built the cache
+            prepared = prepare_data(args.corpus, cache_dir)
+        corpus, tokenizer, data = prepared
         mcfg, tcfg = preset.build(
             tokenizer.vocab_size,
             dense=args.dense,
@@ -580,7 +580,7 @@ COMMANDS: dict[str, Command] = {"train": cmd_train, "tasks": cmd_tasks, "prune":
 
 
 def build_parser(adders: Sequence[Adder] = ADDERS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparse-lens", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="sparse-lens", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in adders:

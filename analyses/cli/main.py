@@ -13,7 +13,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ def _demo(args: argparse.Namespace) -> int:
         chosen = {DEMO_TASKS[0]: round(worst[DEMO_TASKS[0]] + 0.002, 4)}
     else:
         chosen = choose_tasks(task_table, worst)
-    circuits = {
+    circuits: dict[str, dict[str, Any]] = {
         n: {"skipped": f"full model accuracy {task_table[n]['accuracy']:.2f} < 0.65"}
         for n in DEMO_TASKS
         if n not in chosen
@@ -219,7 +219,7 @@ def _check_reused_run(run: Path, preset_name: str) -> None:
     preset = get_preset(preset_name)
     config = run / "final" / "config.json"
     info = run / "run.json"
-    checks: list[tuple[dict, dict]] = []
+    checks: list[tuple[dict[str, Any], Mapping[str, Any]]] = []
     try:
         if config.is_file():
             checks.append((read_json(config, "model config"), preset.model))

@@ -23,7 +23,7 @@ Choices where the paper is silent (``paper.md`` §5.2 "Not specified"):
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jaxtyping import Float, Int
@@ -100,7 +100,7 @@ class Bridges(nn.Module):
         if cfg.d_dense != cfg.d_sparse or cfg.afrac != 1.0:
             raise ValueError("identity bridges need d_dense == d_sparse and afrac == 1")
         out = cls(cfg)
-        for lin in [*out.encoders, *out.decoders]:
+        for lin in cast(list[nn.Linear], [*out.encoders, *out.decoders]):
             lin.weight.copy_(torch.eye(cfg.d_dense))
             lin.bias.zero_()
         return out
@@ -122,6 +122,7 @@ class Bridges(nn.Module):
                 (self.encoders[self.index(site)], x, y),
                 (self.decoders[self.index(site)], y, x),
             ):
+                lin = cast(nn.Linear, lin)  # the ModuleLists hold only nn.Linear
                 ma, mb = a.mean(0), b.mean(0)
                 ac, bc = a - ma, b - mb
                 gram = ac.T @ ac + ridge * ac.pow(2).sum() / len(ac) * torch.eye(

@@ -404,7 +404,7 @@ class HookedSparseTransformer(HookedRootModule):
     def _left_padding_mask(self, tokens: Tensor, prepend_bos: bool | None) -> Tensor | None:
         """Mask of left-padded ``tokens`` (as TL infers it): the leading run of end-of-text ids
         is padding, except its last id when a BOS was prepended (pad and BOS are one id)."""
-        pad = self._require_tokenizer().eot_id
+        pad = self.require_tokenizer().eot_id
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         leading = (tokens == pad).long().cumprod(dim=-1)  # 1 on the leading run of pads
         if bos:
@@ -631,7 +631,8 @@ class HookedSparseTransformer(HookedRootModule):
         return text[0] if isinstance(input, str) else text
 
     # ------------------------------------------------------------------ tokenizer surface
-    def _require_tokenizer(self) -> Tokenizer:
+    def require_tokenizer(self) -> Tokenizer:
+        """``self.tokenizer``; ``ValueError`` if the model has none."""
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; pass token ids or set model.tokenizer")
         return self.tokenizer
@@ -642,7 +643,7 @@ class HookedSparseTransformer(HookedRootModule):
         """Tokens and, for a list of strings of different lengths, the attention mask."""
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        tok = self._require_tokenizer()
+        tok = self.require_tokenizer()
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         texts = [input] if isinstance(input, str) else list(input)
         if not texts:
@@ -677,7 +678,7 @@ class HookedSparseTransformer(HookedRootModule):
         raises instead of cutting at ``n_ctx``."""
         tokens, _ = self._tokenize(input, prepend_bos, padding_side or "right")
         if not truncate:
-            tok = self._require_tokenizer()
+            tok = self.require_tokenizer()
             texts = [input] if isinstance(input, str) else input
             bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
             longest = max(len(tok.encode(t)) + int(bos) for t in texts)
@@ -698,7 +699,7 @@ class HookedSparseTransformer(HookedRootModule):
     def to_string(self, tokens: Int[Tensor, "..."] | list[int] | int | Any) -> str | list[str]:
         """Decode one id, a ``[pos]`` sequence (tensor, list or numpy array) to a string, or
         ``[batch pos]`` to a list of strings."""
-        tok = self._require_tokenizer()
+        tok = self.require_tokenizer()
         ids = torch.as_tensor(tokens)
         if ids.ndim == 0:
             return tok.decode([int(ids)])
@@ -716,7 +717,7 @@ class HookedSparseTransformer(HookedRootModule):
         """The text of each token (``Tokenizer.token_str``: a partial UTF-8 character shows its
         bytes escaped). A string or ``[pos]``/``[1 pos]`` ids (tensor, list, numpy) give
         ``list[str]``; a list of strings or ``[batch pos]`` ids give one list per row."""
-        tok = self._require_tokenizer()
+        tok = self.require_tokenizer()
         if isinstance(input, str):
             ids = self.to_tokens(input, prepend_bos=prepend_bos)[0]
         elif isinstance(input, list) and input and all(isinstance(t, str) for t in input):
@@ -731,7 +732,7 @@ class HookedSparseTransformer(HookedRootModule):
 
     def to_single_token(self, string: str) -> int:
         """The id of ``string``; raises ``ValueError`` if it is not exactly one token."""
-        ids = self._require_tokenizer().encode(string)
+        ids = self.require_tokenizer().encode(string)
         if len(ids) != 1:
             raise ValueError(f"{string!r} is {len(ids)} tokens, not one: {ids}")
         return ids[0]
@@ -742,7 +743,7 @@ class HookedSparseTransformer(HookedRootModule):
             raise ValueError(
                 f"int_token must be an id in [0, {self.cfg.d_vocab}), got {int_token!r}"
             )
-        return self._require_tokenizer().token_str(int_token)
+        return self.require_tokenizer().token_str(int_token)
 
     def get_token_position(
         self,

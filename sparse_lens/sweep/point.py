@@ -140,7 +140,9 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
             try:
                 task = get_task(name)
                 n_ctx = model.cfg.n_ctx
-                batch = task_batch(task, model.tokenizer, n_ctx, "test", scfg.task_n, scfg.seed)
+                batch = task_batch(
+                    task, model.require_tokenizer(), n_ctx, "test", scfg.task_n, scfg.seed
+                )
                 table[name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
             except ValueError as e:
                 table[name] = {"error": str(e)}

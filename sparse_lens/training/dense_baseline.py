@@ -21,7 +21,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -119,7 +119,7 @@ def train_dense_hf(
     finished); ``halt_after`` stops after that many steps of this call as if killed (to test
     resuming). A folder that already holds a run is refused without ``resume``.
     """
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
     out = Path(out)
     state_path = out / TRAINER_STATE
@@ -145,8 +145,9 @@ def train_dense_hf(
     metrics: list[dict[str, Any]] = []
     start = 0
     # the loop state also records the data and tokenizer: resuming on others is refused
+    describe = getattr(data, "metadata", None)  # test fakes lack it
     loop_settings = settings | {
-        "data": data.metadata() if hasattr(data, "metadata") else None,  # test fakes lack it
+        "data": describe() if describe is not None else None,
         "tokenizer_sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
     }
     state = load_loop_state(state_path, loop_settings) if resume else None
@@ -195,7 +196,7 @@ def train_dense_hf(
     if not math.isfinite(metrics[-1]["train_loss"]):
         raise ValueError("dense training diverged (non-finite loss); lower --lr")
     model.save_pretrained(out)  # safetensors + config.json, before any TransformerBridge wrap
-    tokenizer.to_hf().save_pretrained(out)
+    cast(PreTrainedTokenizerFast, tokenizer.to_hf()).save_pretrained(out)
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in metrics))
     info = {
         "dense_version": DENSE_VERSION,
