@@ -24,15 +24,21 @@ from torch import Tensor
 from hooks import node_mask
 from hooks.types import HookList
 from sparse_lens.circuits.edges import Edge, edge_hooks, fold_removed_edges
-from sparse_lens.circuits.masks import model_fingerprint, norm_scale_hooks
-from sparse_lens.circuits.nodes import Location, node_label, node_locations
+from sparse_lens.circuits.masks import (
+    ABLATIONS,
+    AblationKind,
+    model_fingerprint,
+    norm_scale_hooks,
+)
+from sparse_lens.circuits.nodes import Location, NodeKind, node_label, node_locations
 from sparse_lens.files.atomic import atomic_write_json, read_json
+from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
 
 CIRCUIT_VERSION = 1
 
 
-def _by_hook(cfg: Any) -> dict[str, Location]:
+def _by_hook(cfg: SparseTransformerConfig) -> dict[str, Location]:
     return {loc.hook: loc for loc in node_locations(cfg)}
 
 
@@ -79,7 +85,7 @@ class NodeRef:
     label: str
     hook: str
     channel: int
-    kind: str
+    kind: NodeKind
     layer: int
     head: int | None
 
@@ -90,7 +96,7 @@ class Circuit:
 
     task: str
     target_loss: float
-    ablation: str
+    ablation: AblationKind
     freeze_norms: bool
     nodes: dict[str, list[int]]
     sizes: dict[str, int]
@@ -115,7 +121,7 @@ class Circuit:
         baselines: dict[str, Tensor],
         *,
         task: str,
-        ablation: str = "mean",
+        ablation: AblationKind = "mean",
         freeze_norms: bool = False,
         target_loss: float = 0.15,
         loss: float = float("nan"),
@@ -153,7 +159,7 @@ class Circuit:
     def n_edges(self) -> int:
         return len(self.edges)
 
-    def node_refs(self, cfg: Any) -> list["NodeRef"]:
+    def node_refs(self, cfg: SparseTransformerConfig) -> list["NodeRef"]:
         """Every kept node, in the order of ``nodes``."""
         locs = _by_hook(cfg)
         return [
@@ -169,7 +175,7 @@ class Circuit:
             for c in chans
         ]
 
-    def node_labels(self, cfg: Any) -> list[str]:
+    def node_labels(self, cfg: SparseTransformerConfig) -> list[str]:
         return [r.label for r in self.node_refs(cfg)]
 
     # -- persistence ---------------------------------------------------------------------------
@@ -214,7 +220,7 @@ class Circuit:
             circuit.validate(model.cfg, where=str(path))
         return circuit
 
-    def validate(self, cfg: Any, where: str = "circuit") -> None:
+    def validate(self, cfg: SparseTransformerConfig, where: str = "circuit") -> None:
         """Check every entry against a model of ``cfg``: known hooks with their sizes, channels
         in range and without duplicates, a baseline per hook (mean/zero ablation) of its size,
         finite numbers, and edges only between kept nodes.
@@ -223,7 +229,7 @@ class Circuit:
             ValueError: naming the first bad entry.
         """
         locs = _by_hook(cfg)
-        if self.ablation not in ("mean", "zero", "resample"):
+        if self.ablation not in ABLATIONS:
             raise ValueError(f"{where}: unknown ablation {self.ablation!r}")
         for table in ("nodes", "sizes", "baselines"):
             for hook in getattr(self, table):
@@ -314,7 +320,7 @@ class Circuit:
     def _fills(self) -> dict[str, Tensor]:
         return {h: torch.tensor(v) for h, v in self.baselines.items()}
 
-    def removed_edge_refs(self, cfg: Any) -> list[Edge]:
+    def removed_edge_refs(self, cfg: SparseTransformerConfig) -> list[Edge]:
         """``removed_edges`` as ``(source hook, channel, destination hook, channel)``."""
         refs = {r.label: r for r in self.node_refs(cfg)}
         try:

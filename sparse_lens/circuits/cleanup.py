@@ -18,7 +18,7 @@ loss of every stage (``prune.prune_task`` does).
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -125,8 +125,8 @@ def edge_candidates(pruner: Pruner, kept: dict[str, list[int]]) -> list[Edge]:
 def _cached_reads(pruner: Pruner, masks: dict[str, Tensor], reads: set[str]) -> dict[str, Tensor]:
     store: dict[str, Tensor] = {}
 
-    def grab(act: Tensor, hook: object) -> None:
-        store[hook.name] = act.reshape(*act.shape[:2], -1).detach()  # type: ignore[attr-defined]
+    def grab(act: Tensor, hook: Any) -> None:
+        store[hook.name] = act.reshape(*act.shape[:2], -1).detach()
 
     pruner.logits(masks, pruner.val, pruner._resample_idx(pruner.val), [(r, grab) for r in reads])
     return store

@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -46,7 +46,8 @@ from sparse_lens.validation import require_min
 
 logger = logging.getLogger(__name__)
 
-ABLATIONS = ("mean", "zero", "resample")
+AblationKind = Literal["mean", "zero", "resample"]
+ABLATIONS: tuple[AblationKind, ...] = get_args(AblationKind)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +62,7 @@ class PruneConfig:
     """
 
     target_loss: float = 0.15
-    ablation: str = "mean"
+    ablation: AblationKind = "mean"
     freeze_norms: bool = False
     k_coef: float = 1e-4
     lr: float = 3e-3
@@ -217,7 +218,7 @@ class Ablation:
     """What removed nodes are replaced by, per hook: a ``[channels]`` vector (mean, zero) or a
     ``[batch pos channels]`` tensor (resample)."""
 
-    kind: str
+    kind: AblationKind
     values: dict[str, Tensor]
     source: dict[str, Any] = field(default_factory=dict)  # recorded in the circuit file
 
@@ -230,7 +231,7 @@ class Ablation:
 
 
 def make_ablation(
-    kind: str,
+    kind: AblationKind,
     model: HookedSparseTransformer,
     pretrain_windows: Tensor,
     batch: TaskBatch | None = None,

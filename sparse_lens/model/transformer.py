@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from jaxtyping import Float, Int
@@ -255,7 +255,9 @@ class HookedSparseTransformer(HookedRootModule):
         """``add_hook`` refuses a hook that would never fire (see ``inactive_hook_reason``)."""
         self._resolve_hook_name(hook_point_name)
 
-    def add_hook(  # type: ignore[override]
+    # add_hook takes fewer positional parameters than TL's (callers use keywords, as TL's own
+    # code does); run_with_cache returns a SparseActivationCache where TL declares a dict.
+    def add_hook(  # pyright: ignore[reportIncompatibleMethodOverride]
         self, name: Any, hook: Any, dir: Literal["fwd", "bwd"] = "fwd", **kwargs: Any
     ) -> None:
         """TL's ``add_hook``: a name refuses a hook that cannot fire; a filter function selects
@@ -280,7 +282,7 @@ class HookedSparseTransformer(HookedRootModule):
             return 2
         return 1
 
-    def get_caching_hooks(  # type: ignore[override]
+    def get_caching_hooks(
         self,
         names_filter: Any = None,
         incl_bwd: bool = False,
@@ -333,7 +335,7 @@ class HookedSparseTransformer(HookedRootModule):
         bwd = [(n, partial(save_hook, is_backward=True)) for n in chosen] if incl_bwd else []
         return cache, fwd, bwd
 
-    def add_caching_hooks(  # type: ignore[override]
+    def add_caching_hooks(
         self,
         names_filter: Any = None,
         incl_bwd: bool = False,
@@ -351,7 +353,7 @@ class HookedSparseTransformer(HookedRootModule):
             self.hook_dict[name].add_hook(fn, "bwd")
         return cache
 
-    def run_with_cache(  # type: ignore[override]
+    def run_with_cache(  # pyright: ignore[reportIncompatibleMethodOverride]
         self,
         *model_args: Any,
         return_cache_object: bool = True,
@@ -721,7 +723,8 @@ class HookedSparseTransformer(HookedRootModule):
         if isinstance(input, str):
             ids = self.to_tokens(input, prepend_bos=prepend_bos)[0]
         elif isinstance(input, list) and input and all(isinstance(t, str) for t in input):
-            return [self.to_str_tokens(t, prepend_bos=prepend_bos) for t in input]  # type: ignore[misc]
+            # each string gives a list[str]
+            return [cast(list[str], self.to_str_tokens(t, prepend_bos=prepend_bos)) for t in input]
         else:
             ids = torch.as_tensor(input)
         if ids.ndim == 2 and ids.shape[0] == 1:  # [1 pos] is one sequence, as in TL
