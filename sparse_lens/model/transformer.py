@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import torch
 from jaxtyping import Float, Int
@@ -59,6 +59,8 @@ from sparse_lens.sparsity import param_role
 logger = logging.getLogger(__name__)
 
 ReturnType = Literal["logits", "loss", "both"] | None
+PaddingSide = Literal["left", "right"]
+TokenPosition = Literal["first", "last"]  # get_token_position's mode
 TokensInput = str | list[str] | Tensor  # token tensors are validated by _validate_tokens
 
 # HookedTransformer 2.x/3.x names of the split-QKV forks, kept as lookups for old user code.
@@ -419,7 +421,7 @@ class HookedSparseTransformer(HookedRootModule):
         self,
         input: TokensInput,
         prepend_bos: bool | None = None,
-        padding_side: Literal["left", "right"] | None = None,
+        padding_side: PaddingSide | None = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
         past_kv_cache: KVCache | None = None,
     ) -> tuple[Float[Tensor, "batch pos d_model"], Tensor, None, Tensor | None]:
@@ -462,7 +464,7 @@ class HookedSparseTransformer(HookedRootModule):
         return_type: ReturnType = "logits",
         loss_per_token: bool = False,
         prepend_bos: bool | None = None,
-        padding_side: Literal["left", "right"] | None = None,
+        padding_side: PaddingSide | None = None,
         start_at_layer: int | None = None,
         tokens: Int[Tensor, "batch pos"] | None = None,
         stop_at_layer: int | None = None,
@@ -640,11 +642,13 @@ class HookedSparseTransformer(HookedRootModule):
         return self.tokenizer
 
     def _tokenize(
-        self, input: str | list[str], prepend_bos: bool | None, padding_side: str
+        self, input: str | list[str], prepend_bos: bool | None, padding_side: PaddingSide
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"] | None]:
         """Tokens and, for a list of strings of different lengths, the attention mask."""
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if padding_side not in get_args(PaddingSide):
+            raise ValueError(
+                f"padding_side must be one of {get_args(PaddingSide)}, got {padding_side!r}"
+            )
         tok = self.require_tokenizer()
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         texts = [input] if isinstance(input, str) else list(input)
@@ -670,7 +674,7 @@ class HookedSparseTransformer(HookedRootModule):
         self,
         input: str | list[str],
         prepend_bos: bool | None = None,
-        padding_side: Literal["left", "right"] | None = None,
+        padding_side: PaddingSide | None = None,
         move_to_device: bool = True,
         truncate: bool = True,
     ) -> Int[Tensor, "batch pos"]:
@@ -692,7 +696,7 @@ class HookedSparseTransformer(HookedRootModule):
         self,
         input: str | list[str],
         prepend_bos: bool | None = None,
-        padding_side: Literal["left", "right"] | None = None,
+        padding_side: PaddingSide | None = None,
     ) -> Int[Tensor, "batch pos"]:
         """The ``[batch pos]`` 0/1 mask of real tokens that ``to_tokens`` pads around."""
         tokens, mask = self._tokenize(input, prepend_bos, padding_side or "right")
@@ -752,7 +756,7 @@ class HookedSparseTransformer(HookedRootModule):
         self,
         single_token: str | int,
         input: str | Int[Tensor, "..."],
-        mode: Literal["first", "last"] = "first",
+        mode: TokenPosition = "first",
         prepend_bos: bool | None = None,
     ) -> int:
         """Position of ``single_token`` in ``input`` (one sequence), its first or last match.
@@ -760,8 +764,8 @@ class HookedSparseTransformer(HookedRootModule):
         Raises:
             ValueError: if the token does not occur, or ``input`` has more than one sequence.
         """
-        if mode not in ("first", "last"):
-            raise ValueError(f"mode must be 'first' or 'last', got {mode!r}")
+        if mode not in get_args(TokenPosition):
+            raise ValueError(f"mode must be one of {get_args(TokenPosition)}, got {mode!r}")
         tokens = self.to_tokens(input, prepend_bos=prepend_bos) if isinstance(input, str) else input
         tokens = torch.as_tensor(tokens)
         if tokens.ndim == 2 and tokens.shape[0] == 1:
