@@ -1,7 +1,7 @@
 """Benchmark: circuit size of the old 4-run grid versus the Optuna search plus clean-up.
 
 For every task the model solves at the paper's target 0.15, plus the demo's relaxed-target
-tasks (``analyses.cli.main.choose_tasks``), it prunes twice at the same target:
+tasks (``sparse_lens.tasks.selection.choose_tasks``), it prunes twice at the same target:
 
 * ``grid``: the 4-run grid of ``prune.search_grid`` (``--grid-steps`` mask steps per run, no
   clean-up): what ``sparse-lens prune --search grid`` does;
@@ -28,13 +28,13 @@ from typing import Any
 import optuna
 import torch
 
-from analyses.cli.main import _task_table, choose_tasks
 from sparse_lens.circuits.hparam_search import SearchConfig
 from sparse_lens.circuits.masks import PruneConfig
 from sparse_lens.circuits.prune_task import prune_task
 from sparse_lens.data.token_data import prepare_data
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import get_task
+from sparse_lens.tasks.selection import choose_tasks, task_table_with_worst
+from sparse_lens.tasks.task import TASK_NAMES, get_task
 
 
 def geomean(values: list[float]) -> float | None:
@@ -75,7 +75,8 @@ def one(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     model = HookedSparseTransformer.from_pretrained(args.model).eval()
-    table, worst = _task_table(args.model, 20 if args.quick else 200)
+    tasks = [get_task(name) for name in TASK_NAMES]
+    table, worst = task_table_with_worst(model, tasks, 20 if args.quick else 200)
     if args.quick:  # an untrained tiny model: a target its full model reaches
         name = "single_double_quote"
         chosen = {name: round(worst[name] + 0.002, 4)}

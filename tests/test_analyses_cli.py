@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from analyses.cli.main import choose_tasks, main, relaxed_target
+from analyses.cli import main
 from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.tasks.selection import choose_tasks, relaxed_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -258,8 +259,8 @@ def test_dense_bridges_and_bridge_report_commands(demo, tmp_path, capsys):
 
 def test_demo_reads_a_missing_training_setting_as_its_default(tmp_path):
     """A run.json from before idiom_frac existed trained with its default (0): refused."""
-    from analyses.cli.common import CLIError
-    from analyses.cli.main import _check_reused_run
+    from analyses.cli.demo import check_reused_run
+    from analyses.cli.options import CLIError
     from sparse_lens.training.presets import get_preset
 
     preset = get_preset("demo")
@@ -267,7 +268,7 @@ def test_demo_reads_a_missing_training_setting_as_its_default(tmp_path):
     train = {k: v for k, v in preset.train.items() if k != "idiom_frac"}
     (tmp_path / "run.json").write_text(json.dumps({"model_config": model, "train_config": train}))
     with pytest.raises(CLIError, match="trained with idiom_frac=0.0"):
-        _check_reused_run(tmp_path, "demo")
+        check_reused_run(tmp_path, "demo")
     train["idiom_frac"] = preset.train["idiom_frac"]
     (tmp_path / "run.json").write_text(json.dumps({"model_config": model, "train_config": train}))
-    _check_reused_run(tmp_path, "demo")
+    check_reused_run(tmp_path, "demo")

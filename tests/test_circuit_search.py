@@ -123,6 +123,29 @@ def test_storage_strings(tmp_path):
         SearchConfig(epochs=(5, 2))
 
 
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("journal:", "names no journal file"),
+        ("journal:{tmp}", "is a folder"),
+        ("journal:{tmp}/missing/j.log", "does not exist"),
+        ("sqlite:///", "names no database file"),
+        ("sqlite:///:memory:", "names no database file"),
+        ("sqlite://relative.db", "sqlite:///PATH"),
+        ("sqlite:///{tmp}", "is a folder"),
+        ("sqlite:///{tmp}/missing/s.db", "does not exist"),
+        ("runs/optuna.db", "storage must be"),
+    ],
+)
+def test_bad_storage_is_refused_before_any_work_and_creates_nothing(tmp_path, url, match):
+    url = url.format(tmp=tmp_path)
+    for attempt in (lambda: SearchConfig(storage=url), lambda: open_storage(url, SearchConfig())):
+        with pytest.raises(ValueError, match=match) as info:
+            attempt()
+        assert repr(url) in str(info.value)  # the bad value is named
+    assert not (tmp_path / "missing").exists()
+
+
 def _worker(storage: str, trials: int) -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from analyses.cli.common import main
+from analyses.cli import main
 from sparse_lens.circuits.circuit import Circuit
 
 
@@ -120,6 +120,12 @@ def test_prune_cli_errors(tiny_run, capsys):
         == 2
     )
     assert "above the target" in capsys.readouterr().err
+    for storage in ("journal:", f"journal:{root}", f"sqlite:///{root}/nope/s.db"):
+        args = [*base, "--task", "single_double_quote", "--storage", storage]
+        assert main(args) == 2, storage
+        err = capsys.readouterr().err
+        assert repr(storage) in err and "Traceback" not in err
+    assert not (root / "nope").exists()
 
 
 @pytest.mark.slow

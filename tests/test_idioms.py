@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.cli.common import main as cli_main
+from analyses.cli import main as cli_main
 from sparse_lens.data import idioms
 from sparse_lens.data.corpus import stdlib_root
 from sparse_lens.data.token_data import MixedData, TokenData, build_idiom_shard, with_idioms

@@ -29,7 +29,7 @@ def _train(out: Path, cache: Path, *extra: str, fault: str | None = None) -> int
     argv += ["--corpus", str(cache.parent / "corpus"), "--cache-dir", str(cache), "--quiet"]
     argv += extra
     proc = subprocess.run(
-        [sys.executable, "-m", "analyses.cli.main", *argv],
+        [sys.executable, "-m", "analyses.cli", *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -144,7 +144,7 @@ def test_two_trainings_started_together_on_one_folder(reference):
     argv = [
         sys.executable,
         "-m",
-        "analyses.cli.main",
+        "analyses.cli",
         "train",
         "--preset",
         "tiny",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.cli.main import main
+from analyses.cli import main
 from sparse_lens.circuits.circuit import Circuit
 from tests.helpers import TEXTS
 from tests.oai_files import gpt_config, gpt_state_dict, write_gpt2_bpe, write_oai_folder

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from analyses.cli.main import main
+from analyses.cli import main
 from sparse_lens import HookedSparseTransformer
 from tests.helpers import TEXTS
 from tests.oai_files import (

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from analyses.cli.main import main
+from analyses.cli import main
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.masks import ablation_means
 from sparse_lens.circuits.nodes import node_locations
@@ -79,7 +79,7 @@ def test_prune_refuses_to_replace_a_file_that_is_not_a_circuit(tmp_path, model_d
 
 # -- 2. one writer per output --------------------------------------------------------------------
 def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):
-    from analyses.cli.common import RUN_FILES
+    from analyses.cli.train import RUN_FILES
     from sparse_lens.files.outputs import claim_output
 
     run = tmp_path / "run"
@@ -501,10 +501,9 @@ def test_report_refuses_its_own_source_folder(tmp_path, model_dir, capsys):
 
 
 def _all_actions():
-    from analyses.cli.common import build_parser
-    from analyses.cli.main import ADDERS
+    from analyses.cli.parser import build_parser
 
-    parser = build_parser(ADDERS)
+    parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for command, p in sub.choices.items():
         for action in p._actions:
@@ -522,7 +521,7 @@ def test_every_numeric_option_of_every_command_is_range_checked():
 
 
 def test_every_out_option_refuses_an_empty_path():
-    from analyses.cli.common import out_path
+    from analyses.cli.options import out_path
 
     loose = [
         command

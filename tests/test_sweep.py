@@ -5,12 +5,13 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from analyses.cli.main import main
+from analyses.cli import main
 from sparse_lens.data.corpus import stdlib_root
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, deal, densities_for_l0, grid, l0_at
 from sparse_lens.sweep.table import match_dense, overall_ratio
@@ -147,7 +148,20 @@ def test_sweep_config_rejects_bad_values():
         SweepConfig(preset="tiny", widths=(32,), l0s=(1,), afracs=(0.0,))
     with pytest.raises(ValueError, match="widths"):
         SweepConfig(preset="tiny", widths=(0,), l0s=(1,))
-    assert SweepConfig.from_dict(SweepConfig(preset="tiny", widths=(32,), l0s=(1,)).to_dict())
+    # (under the test-time type checker a bad Literal is a TypeError before the ValueError)
+    with pytest.raises((ValueError, TypeError), match="exhaustive"):
+        SweepConfig(preset="tiny", widths=(32,), l0s=(1,), prune_search="exhaustive")
+    with pytest.raises(ValueError, match="unknown clean-up stage"):
+        SweepConfig(preset="tiny", widths=(32,), l0s=(1,), prune_cleanup=("weights",))
+    with pytest.raises(ValueError, match="prune_trials must be >= 1, got 0"):
+        SweepConfig(preset="tiny", widths=(32,), l0s=(1,), prune_trials=0)
+    cfg = SweepConfig(preset="tiny", widths=(32,), l0s=(1,))
+    assert cfg.prune_search == "optuna" and SweepConfig.from_dict(cfg.to_dict()) == cfg
+    # a sweep folder written before the Optuna search (prune_search was a bool) still reads back
+    old = cfg.to_dict() | {"prune_search": True}
+    del old["prune_cleanup"], old["prune_trials"], old["prune_cleanup_evals"]
+    back = SweepConfig.from_dict(old)
+    assert back.prune_search == "grid" and back.prune_cleanup == ()
 
 
 @pytest.mark.slow
@@ -173,3 +187,35 @@ def test_sweep_cli_reports_bad_input(tmp_path, capsys):
         main([*base, "--preset", "tiny", "--jobs", "0"])
     assert exc.value.code == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+def test_point_circuit_search_is_optuna_with_a_resumable_study(sweep, tmp_path):
+    """A sweep point prunes with the Optuna search bounded by trials, its study in SQLite
+    beside the circuit, and cleans up; a second call reuses the finished study."""
+    import optuna
+
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.sweep.point import find_circuit
+    from sparse_lens.tasks.task import get_task
+
+    out, common = sweep
+    cache = Path(common[common.index("--cache-dir") + 1])
+    point = out / "points" / "w32-dense" / "run" / "final"
+    model = HookedSparseTransformer.from_pretrained(point).eval()
+    scfg = SweepConfig(
+        preset="tiny", widths=(32,), l0s=(1,), target_loss=2.0, prune_trials=2,
+        prune_examples=16, prune_cleanup_evals=20,
+    )  # fmt: skip
+    windows = torch.randint(
+        0, model.cfg.d_vocab, (8, model.cfg.n_ctx), generator=torch.Generator().manual_seed(0)
+    )
+    storage = tmp_path / "quote.optuna.db"
+    task = get_task("single_double_quote")
+    circuit = find_circuit(model, task, windows, scfg, cache, storage)
+    assert circuit.loss <= 2.0 and circuit.hparams["search"]["method"] == "optuna"
+    assert [st["stage"] for st in circuit.extra["stages"]][-2:] == ["nodes", "edges"]
+    studies = optuna.get_all_study_summaries(f"sqlite:///{storage}")
+    assert len(studies) == 1 and studies[0].n_trials == 2
+    again = find_circuit(model, task, windows, scfg, cache, storage)
+    assert optuna.get_all_study_summaries(f"sqlite:///{storage}")[0].n_trials == 2
+    assert again.nodes == circuit.nodes

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from analyses.cli.common import main as cli_main
+from analyses.cli import main as cli_main
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.data.corpus import stdlib_root
 from sparse_lens.sparsity import param_role

@@ -1,5 +1,7 @@
 """``python -m analyses.cli`` (also under ``torchrun -m analyses.cli train ...``)."""
 
-from analyses.cli.main import entry
+import sys
 
-entry()
+from analyses.cli import main
+
+sys.exit(main())

@@ -1,4 +1,4 @@
-"""``sparse-lens fit-bridges`` and ``sparse-lens train-bridged`` (registered by ``analyses.cli.main``).
+"""``sparse-lens fit-bridges``, ``sparse-lens train-bridged`` and ``sparse-lens bridge-report``.
 
 ``fit-bridges --sparse MODEL --dense DIR --out DIR``: bridges for an already trained sparse model.
 ``train-bridged --dense DIR --preset NAME --out DIR``: the sparse model and its bridges trained
@@ -7,6 +7,9 @@ together, on the preset's data (its idiom share included). Both write ``bridges/
 on validation windows; written last, it marks the run finished); ``train-bridged`` also writes the
 sparse model to ``final/``. While a run is unfinished its whole state sits in
 ``checkpoint/trainer.pt`` (every ``--checkpoint-every`` steps); ``--resume`` continues it.
+``bridge-report --sparse MODEL --dense DIR --bridges DIR --task NAME --out DIR``: steering,
+patching and attention sinks of both models side by side through the bridges
+(``analyses.bridge_report``), as ``bridge_{task}.html`` and ``bridge_{task}.json``.
 """
 
 import argparse
@@ -17,10 +20,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from analyses.cli.common import (
+from analyses.cli.options import (
     DEFAULT_CACHE,
     POSITIVE_FLOAT,
     POSITIVE_INT,
+    PRESET_NAMES,
     SEED,
     CLIError,
     claim,
@@ -63,15 +67,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_fit_bridges(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit-bridges", help="fit bridges between a trained sparse and dense model")
+    p.set_defaults(handler=cmd_fit_bridges)
     p.add_argument("--sparse", type=Path, required=True, help="sparse model folder (RUN/final)")
     _common(p)
 
 
 def add_train_bridged(sub: argparse._SubParsersAction) -> None:
-    from sparse_lens.training.presets import PRESETS
-
     p = sub.add_parser("train-bridged", help="train a sparse model jointly with its bridges")
-    p.add_argument("--preset", required=True, help=f"one of {sorted(PRESETS)}")
+    p.set_defaults(handler=cmd_train_bridged)
+    p.add_argument("--preset", required=True, help=f"one of {list(PRESET_NAMES)}")
     _common(p)
 
 
@@ -246,3 +250,72 @@ def _train_bridged(args: argparse.Namespace) -> int:
 
 cmd_fit_bridges = _claimed(_fit_bridges, "fit-bridges")
 cmd_train_bridged = _claimed(_train_bridged, "train-bridged")
+
+
+def add_bridge_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bridge-report", help="steering, patching and sinks side by side through bridges"
+    )
+    p.set_defaults(handler=cmd_bridge_report)
+    p.add_argument("--sparse", type=Path, required=True, help="sparse model folder")
+    p.add_argument("--dense", type=Path, required=True, help="dense model folder")
+    p.add_argument("--bridges", type=Path, required=True, help="bridges folder")
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--circuit", type=Path, default=None, help="pick the steered node from it")
+    p.add_argument("--out", type=out_path, required=True, help="output folder")
+    p.add_argument("--n", type=POSITIVE_INT, default=64, help="task examples")
+    p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
+
+
+def cmd_bridge_report(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        args.out = claim(stack, args.out, "bridge-report", owned=("bridge_*.html", "bridge_*.json"))
+        return _bridge_report(args)
+
+
+def _bridge_report(args: argparse.Namespace) -> int:
+    from analyses.bridge_report import bridge_analyses, bridge_page
+    from sparse_lens.bridges.maps import Bridges
+    from sparse_lens.circuits.circuit import Circuit
+    from sparse_lens.data.token_data import prepare_data
+    from sparse_lens.files.atomic import atomic_write_text
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.tasks.task import get_task
+    from sparse_lens.training.dense_baseline import load_dense
+
+    try:
+        task = get_task(args.task)
+        sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
+        dense = load_dense(args.dense)
+        bridges = Bridges.load(args.bridges)
+        circuit = Circuit.load(args.circuit, model=sparse) if args.circuit else None
+        _, _, data = prepare_data(args.corpus, args.cache_dir.expanduser())
+        windows = data.val_windows(16, sparse.cfg.n_ctx)
+        result = bridge_analyses(dense, sparse, bridges, task, windows, circuit=circuit, n=args.n)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise CLIError(str(e).strip("'\"")) from e
+    page = args.out / f"bridge_{task.name}.html"
+    atomic_write_text(page, bridge_page(dense, sparse, result, task))
+    s = result["steering"]
+    summary = {
+        "bridges": result["bridges"],
+        "steering": {
+            "node": s.node,
+            "site": s.site,
+            "strengths": s.strengths,
+            "p_target": s.p_target,
+            "p_target_random": s.p_target_random,
+            "p_presented": s.p_presented,
+            "n_pairs": s.n_pairs,
+        },
+    }
+    atomic_write_text(args.out / f"bridge_{task.name}.json", json.dumps(summary, indent=2))
+    sys.stdout.write(
+        f"steering {s.node}: P(target) {s.p_target[0]:.3g} -> {s.p_target[-1]:.3g} "
+        f"(random control {s.p_target_random[0]:.3g} -> {s.p_target_random[-1]:.3g}); "
+        f"page written to {page}\n"
+    )
+    return 0

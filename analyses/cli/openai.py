@@ -1,4 +1,4 @@
-"""``sparse-lens import-oai SRC --out DIR [--tokenizer DIR]`` (registered by ``analyses.cli.main``).
+"""``sparse-lens import-oai SRC --out DIR [--tokenizer DIR]``.
 
 Reads a model folder as OpenAI publishes it (``beeg_config.json`` + ``final_model.pt``) and the
 tinypython tokenizer files (``vocab.bpe`` + ``encoder.json``; default: in ``SRC``), and writes an
@@ -16,13 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from analyses.cli.common import POSITIVE_INT, CLIError, out_path
+from analyses.cli.options import DEFAULT_CACHE, POSITIVE_INT, CLIError, out_path
 
 
 def add_import_oai(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import-oai", help="import an OpenAI circuit_sparsity model folder (beeg_config.json)"
     )
+    p.set_defaults(handler=cmd_import_oai)
     p.add_argument("src", type=Path, help="folder with beeg_config.json and final_model.pt")
     p.add_argument("--out", type=out_path, required=True, help="new model folder to write")
     p.add_argument(
@@ -64,11 +65,10 @@ def cmd_import_oai(args: argparse.Namespace) -> int:
 
 
 def add_import_oai_circuit(sub: argparse._SubParsersAction) -> None:
-    from analyses.cli.common import DEFAULT_CACHE
-
     p = sub.add_parser(
         "import-oai-circuit", help="import an OpenAI viz_data.pt circuit as a circuit JSON"
     )
+    p.set_defaults(handler=cmd_import_oai_circuit)
     p.add_argument("viz_data", type=Path, help="OpenAI's viz_data.pt")
     p.add_argument("--model", type=Path, required=True, help="the imported model's folder")
     p.add_argument("--task", required=True, help="our task name (e.g. single_double_quote)")

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analyses.cli.common import (
+from analyses.cli.options import (
     DEFAULT_CACHE,
     POSITIVE_FLOAT,
     POSITIVE_INT,
@@ -39,6 +39,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="grid of width x L0 x AbsTopK runs: the frontier figures")
+    p.set_defaults(handler=cmd_sweep)
     p.add_argument("--preset", required=True, help="the preset every point starts from")
     p.add_argument("--out", type=out_path, required=True, help="sweep folder")
     p.add_argument("--widths", type=_ints, required=True, help="d_model values, e.g. 64,128")
@@ -62,7 +63,16 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", action="append", default=None, help="task (repeatable; default all)")
     p.add_argument("--task-n", type=POSITIVE_INT, default=200, help="test examples per task")
     p.add_argument("--prune-steps", type=POSITIVE_INT, default=80, help="mask steps per search run")
-    p.add_argument("--no-search", action="store_true", help="one pruning run, no search")
+    p.add_argument(
+        "--prune-search",
+        choices=("optuna", "grid", "none"),
+        default="optuna",
+        help="circuit search per solved task (default optuna)",
+    )
+    p.add_argument(
+        "--prune-trials", type=POSITIVE_INT, default=12, help="Optuna trials per circuit"
+    )
+    p.add_argument("--no-search", action="store_true", help="same as --prune-search none")
     p.add_argument(
         "--prune-examples", type=POSITIVE_INT, default=128, help="val/test pairs (2x to train)"
     )
@@ -106,7 +116,8 @@ def _config(args: argparse.Namespace):
         tasks=tuple(args.task or ()),
         task_n=args.task_n,
         prune_steps=args.prune_steps,
-        prune_search=not args.no_search,
+        prune_search="none" if args.no_search else args.prune_search,
+        prune_trials=args.prune_trials,
         prune_examples=args.prune_examples,
     )
     launch = Launch(

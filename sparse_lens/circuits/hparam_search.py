@@ -108,6 +108,8 @@ class SearchConfig:
         lo, hi = self.epochs
         if not 1 <= lo <= hi:
             raise ValueError(f"epochs must be a range 1 <= low <= high, got {self.epochs!r}")
+        if self.storage is not None:
+            check_storage_url(self.storage)
         if self.heartbeat_s < 1 or self.grace_s <= self.heartbeat_s:
             raise ValueError(
                 f"need heartbeat_s >= 1 and grace_s > heartbeat_s, got {self.heartbeat_s!r}, "
@@ -115,23 +117,64 @@ class SearchConfig:
             )
 
 
-def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseStorage | None:
-    """Optuna storage for ``url``: RDB (with heartbeats) for database URLs, a file journal for
-    ``journal:PATH``, None (in memory) for None. Raises ValueError for other strings."""
-    if url is None:
-        return None
+def _storage_file(url: str, path_text: str, kind: str) -> Path:
+    """The file of a file-backed storage ``url``; ``ValueError`` naming ``url`` if the path is
+    empty, a folder, or in a folder that does not exist (no folder is created for a typo)."""
+    if not path_text or path_text == ":memory:":
+        raise ValueError(
+            f"storage {url!r} names no {kind} file; give a path, e.g. sqlite:///runs/optuna.db "
+            "(an in-memory study cannot be resumed: leave --storage out for the default file)"
+        )
+    path = Path(path_text).expanduser()
+    if path.is_dir():
+        raise ValueError(f"storage {url!r}: {str(path)!r} is a folder, not a {kind} file")
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"storage {url!r}: folder {str(path.parent)!r} does not exist; create it first"
+        )
+    return path
+
+
+def check_storage_url(url: str) -> None:
+    """Check an Optuna storage URL before any work: ``journal:PATH``, ``sqlite:///PATH`` (a file
+    in an existing folder) or another database URL (``postgresql://...``, whose server is only
+    reached when the study opens).
+
+    Raises:
+        ValueError: naming ``url``: not a URL, or a file path that is empty, a folder, or in a
+            missing folder.
+    """
     if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:")).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path))
-        return optuna.storages.JournalStorage(backend)
+        _storage_file(url, url.removeprefix("journal:"), "journal")
+        return
     if "://" not in url:
         raise ValueError(
             f"storage must be a database URL (sqlite:///FILE, postgresql://...) or "
             f"journal:PATH, got {url!r}"
         )
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite:"):
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"storage {url!r}: an SQLite URL is sqlite:///PATH")
+        _storage_file(url, url.removeprefix("sqlite:///"), "database")
+
+
+def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseStorage | None:
+    """Optuna storage for ``url``: RDB (with heartbeats) for database URLs, a file journal for
+    ``journal:PATH``, None (in memory) for None.
+
+    Raises:
+        ValueError: ``url`` fails ``check_storage_url``, or the database cannot be opened.
+    """
+    if url is None:
+        return None
+    check_storage_url(url)
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:")).expanduser()
+        try:
+            backend = JournalFileBackend(str(path))
+        except OSError as e:
+            raise ValueError(f"cannot open the Optuna journal {url!r}: {e}") from e
+        return optuna.storages.JournalStorage(backend)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

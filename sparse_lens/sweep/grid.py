@@ -39,7 +39,7 @@ processes (submitit's ``tasks_per_node``, its ``TorchDistributedEnvironment`` se
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -50,6 +50,7 @@ from sparse_lens.training.sparse import TrainConfig
 from sparse_lens.validation import require_min
 
 Kind = Literal["sparse", "dense"]
+PruneSearch = Literal["optuna", "grid", "none"]
 Cluster = Literal["local", "slurm", "debug"]
 SWEEP_VERSION = 1
 
@@ -62,9 +63,12 @@ class SweepConfig:
     ``afracs`` AbsTopK fractions at the preset's activation sites (empty: the preset's).
     ``steps``, ``batch_size``, ``checkpoint_every``, ``idiom_frac`` and ``lr`` override the
     preset's training settings when not ``None``. ``tasks`` restricts the task suite (empty:
-    all tasks); ``task_n`` examples per task for the table; pruning runs ``prune_steps`` mask
-    steps per search run, with the small search when ``prune_search``, on ``2 x
-    prune_examples`` training and ``prune_examples`` validation and test pairs.
+    all tasks); ``task_n`` examples per task for the table. Every solved task is pruned with
+    the circuit search of ``circuits.find`` (``prune_search``: ``"optuna"``, ``prune_trials``
+    trials, no wall-clock limit so the result does not depend on machine load; ``"grid"``; or
+    ``"none"``, one run of ``prune_steps`` mask steps), then cleaned up (``prune_cleanup``
+    stages, at most ``prune_cleanup_evals`` evaluations each), on ``2 x prune_examples``
+    training and ``prune_examples`` validation and test pairs.
     """
 
     preset: str
@@ -83,7 +87,10 @@ class SweepConfig:
     tasks: tuple[str, ...] = ()
     task_n: int = 200
     prune_steps: int = 80
-    prune_search: bool = True
+    prune_search: PruneSearch = "optuna"
+    prune_trials: int = 12
+    prune_cleanup: tuple[str, ...] = ("nodes", "edges")
+    prune_cleanup_evals: int = 400
     prune_examples: int = 128
 
     def __post_init__(self) -> None:
@@ -99,7 +106,18 @@ class SweepConfig:
                 raise ValueError(f"afracs must be in (0, 1], got {a!r}")
         if not self.target_loss > 0:
             raise ValueError(f"target_loss must be > 0, got {self.target_loss!r}")
-        require_min(self, ("task_n", "prune_steps", "prune_examples"), 1)
+        require_min(
+            self,
+            ("task_n", "prune_steps", "prune_examples", "prune_trials", "prune_cleanup_evals"),
+            1,
+        )
+        if self.prune_search not in get_args(PruneSearch):
+            raise ValueError(
+                f"prune_search must be one of {get_args(PruneSearch)}, got {self.prune_search!r}"
+            )
+        from sparse_lens.circuits.cleanup import parse_stages
+
+        parse_stages(",".join(self.prune_cleanup))
         from sparse_lens.tasks.task import get_task
 
         for t in self.tasks:
@@ -110,7 +128,11 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
-        tuples = ("widths", "l0s", "afracs", "tasks")
+        tuples = ("widths", "l0s", "afracs", "tasks", "prune_cleanup")
+        d = dict(d)
+        if isinstance(d.get("prune_search"), bool):  # sweeps written before the Optuna search
+            d["prune_search"] = "grid" if d["prune_search"] else "none"
+            d.setdefault("prune_cleanup", ())
         fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items()}
         return cls(**fields)
 

@@ -7,6 +7,7 @@ of that many processes (submitit's ``tasks_per_node`` and ``TorchDistributedEnvi
 """
 
 import datetime
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,10 +140,19 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
     may grow: new widths, budgets or fractions are new points)."""
     path = out / "sweep.json"
     grid_keys = {"widths", "l0s", "afracs", "dense", "tasks"}
-    mine = {k: v for k, v in scfg.to_dict().items() if k not in grid_keys}
+
+    def settings(cfg: SweepConfig) -> dict[str, Any]:  # as JSON reads them back (lists)
+        return {
+            k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in grid_keys
+        }
+
+    mine = settings(scfg)
     if path.exists():
         old = read_json(path, "sweep settings")
-        theirs = {k: v for k, v in old.get("config", {}).items() if k not in grid_keys}
+        try:
+            theirs = settings(SweepConfig.from_dict(old.get("config", {})))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} is not a readable sweep settings file: {e}") from e
         if theirs != mine:
             diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
             raise ValueError(f"{out} holds a sweep with other settings ({', '.join(diff)})")

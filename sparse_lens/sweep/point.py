@@ -30,22 +30,34 @@ def find_circuit(
     windows: torch.Tensor,
     scfg: SweepConfig,
     cache: Path,
+    storage: Path,
 ) -> Circuit:
-    """The circuit of ``task`` at ``scfg.target_loss``: the one call that picks the circuit
-    search (now ``prune.prune_task`` with its small grid; a better search replaces this body).
-    ``windows`` [batch, n_ctx] are pretraining windows for the ablation means.
+    """The circuit of ``task`` at ``scfg.target_loss``: ``prune_task`` with the sweep's search
+    and clean-up settings (``SweepConfig``). The Optuna study lives in the SQLite file
+    ``storage``, so a killed sweep resumes the search where it stopped; the search is bounded
+    by trials only (an effectively unlimited wall clock), so its result does not depend on how
+    busy the machine is. ``windows`` [batch, n_ctx] are pretraining windows for the ablation
+    means.
 
     Raises:
         ValueError: the search finds no circuit (e.g. the full model misses the target).
     """
+    from sparse_lens.circuits.hparam_search import SearchConfig
     from sparse_lens.circuits.masks import PruneConfig
     from sparse_lens.circuits.prune_task import prune_task
 
     pcfg = PruneConfig(target_loss=scfg.target_loss, steps=scfg.prune_steps, seed=scfg.seed)
+    search_cfg = SearchConfig(
+        trials=scfg.prune_trials,
+        budget_minutes=1e6,
+        seed=scfg.seed,
+        storage=f"sqlite:///{storage.resolve()}",
+    )
     n = scfg.prune_examples
     return prune_task(
         model, task, windows, pcfg, n_train=2 * n, n_val=n, n_test=n,
-        search=scfg.prune_search, cache_dir=cache,
+        search=scfg.prune_search, search_cfg=search_cfg, cleanup=scfg.prune_cleanup,
+        cleanup_evals=scfg.prune_cleanup_evals, cache_dir=cache,
     )  # fmt: skip
 
 
@@ -169,7 +181,10 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
             continue
         start = time.perf_counter()
         try:
-            circuit = find_circuit(model, get_task(name), windows, scfg, prepared.cache_dir)
+            path.parent.mkdir(exist_ok=True)
+            storage = path.with_suffix(".optuna.db")
+            task = get_task(name)
+            circuit = find_circuit(model, task, windows, scfg, prepared.cache_dir, storage)
         except (ValueError, FloatingPointError) as e:
             atomic_write_json(skip, {"task": name, "skipped": str(e)})
             continue

@@ -1,0 +1,267 @@
+"""``sparse-lens demo [--out DIR] [--quick]``: the project's main job. It trains (or resumes) the
+demo model, tables its task losses (``tasks.json``), prunes the tasks it solves
+(``sparse_lens.tasks.selection.choose_tasks``) into ``circuits/``, writes the HTML report
+(``report/``) and ``summary.json`` with the timings. ``--quick`` is a one-minute smoke version
+on the tiny preset.
+
+Every size and time setting of the demo is in :data:`FULL` and :data:`QUICK` below.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from analyses.cli.options import DEFAULT_CACHE, CLIError, claim, out_path
+from analyses.cli.prune import PruneSettings, prune_run
+from analyses.cli.report import REPORT_FILES
+from analyses.cli.train import RUN_FILES, TrainSettings, train_run
+
+DEMO_FILES = ("run", "tasks.json", "circuits", "report", "summary.json")
+DEMO_TASKS = ("single_double_quote", "bracket_counting")  # pruned at a relaxed target if need be
+MIN_ACCURACY = 0.65  # a demo task the model gets right less often than this is skipped
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DemoSettings:
+    """What the demo trains, how long it searches each circuit, and how big its report is."""
+
+    preset: str  # training preset (sparse_lens.training.presets)
+    task_examples: int  # test examples per task in tasks.json (validation: half, at least 16)
+    search: str  # circuit search of `sparse-lens prune`: "optuna" or "none"
+    trials: int  # optuna: finished trials per circuit
+    budget_minutes: float  # optuna: wall-clock limit per circuit
+    cleanup_evals: int  # validation evaluations per clean-up stage
+    prune_steps: int  # mask-training steps per run (search "none")
+    faithfulness: bool  # add the faithfulness report to each circuit
+    node_panels: int  # report: node panels per circuit
+    windows: int  # report: corpus windows for top contexts
+    examples: int  # report: task examples per circuit
+    smoke: bool = False  # an untrained model: prune DEMO_TASKS[0] to its own loss + 0.002
+
+
+# The demo's Optuna search per circuit: 45 s of search and at most 200 clean-up evaluations a
+# stage keep three circuits with their faithfulness reports within about 5 minutes on 2 cores,
+# so the demo stays near 10 minutes (the default `prune` search takes 5 minutes a task).
+FULL = DemoSettings(
+    preset="demo",
+    task_examples=200,
+    search="optuna",
+    trials=16,
+    budget_minutes=0.75,
+    cleanup_evals=200,
+    prune_steps=80,
+    faithfulness=True,
+    node_panels=24,
+    windows=32,
+    examples=64,
+)
+# The smoke run: the tiny preset's untrained model, one 3-step pruning run, a small report.
+QUICK = DemoSettings(
+    preset="tiny",
+    task_examples=20,
+    search="none",
+    trials=24,
+    budget_minutes=5.0,
+    cleanup_evals=2000,
+    prune_steps=3,
+    faithfulness=False,
+    node_panels=4,
+    windows=4,
+    examples=16,
+    smoke=True,
+)
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job: train, evaluate tasks, prune, write the report")
+    p.set_defaults(handler=cmd_demo)
+    p.add_argument("--out", type=out_path, default=Path("runs/demo"), help="output folder")
+    p.add_argument("--quick", action="store_true", help="a one-minute smoke version (tiny preset)")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train (or resume) the demo model, table its task losses, prune, write the report."""
+    with contextlib.ExitStack() as stack:
+        out = claim(stack, args.out, "demo", owned=DEMO_FILES, legacy=("run",))
+        run_demo(
+            out,
+            QUICK if args.quick else FULL,
+            cache_dir=args.cache_dir,
+            quiet=args.quiet,
+            verbose=args.verbose,
+        )
+        return 0
+
+
+def run_demo(
+    out: Path, s: DemoSettings, *, cache_dir: Path, quiet: bool = False, verbose: bool = False
+) -> None:
+    """The demo into ``out`` (held by the caller): ``run/``, ``tasks.json``, ``circuits/``,
+    ``report/`` and ``summary.json``.
+
+    Raises:
+        CLIError: a reused run of other settings, or a step with bad input.
+    """
+    from analyses.report import ReportConfig
+    from analyses.report_sources import build_report
+    from sparse_lens.files.atomic import atomic_write_text
+
+    timings = {}
+    start = time.perf_counter()
+    run = out / "run"
+    check_reused_run(run, s.preset)
+    if not (run / "final" / "config.json").exists():
+        resume = (run / "run.json").exists()
+        with contextlib.ExitStack() as stack:
+            held = claim(stack, run, "train", owned=RUN_FILES, legacy=("run.json",))
+            train_run(
+                TrainSettings(
+                    preset=s.preset, out=held, cache_dir=cache_dir, resume=resume, quiet=quiet
+                )
+            )
+    timings["train_s"] = time.perf_counter() - start
+    model_dir = run / "final"
+    t0 = time.perf_counter()
+    task_table, worst = _task_table(model_dir, s.task_examples)
+    atomic_write_text(out / "tasks.json", json.dumps(task_table, indent=2) + "\n")
+    timings["tasks_s"] = time.perf_counter() - t0
+    circuits = _prune_chosen(out, s, model_dir, task_table, worst, cache_dir, quiet, verbose)
+    t0 = time.perf_counter()
+    rcfg = ReportConfig(max_node_panels=s.node_panels, n_windows=s.windows, n_examples=s.examples)
+    with contextlib.ExitStack() as stack:
+        report = claim(stack, out / "report", "report", owned=REPORT_FILES, legacy=("index.html",))
+        try:
+            index = build_report(
+                out, report, cache_dir=cache_dir.expanduser(), rcfg=rcfg, progress=not quiet
+            )
+        except (FileNotFoundError, ValueError, PermissionError) as e:
+            raise CLIError(str(e)) from e
+    sys.stdout.write(f"report written to {index}\n")
+    timings["report_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - start
+    summary = {
+        "model": str(model_dir),
+        "tasks": task_table,
+        "circuits": circuits,
+        "report": str(out / "report" / "index.html"),
+        "timings": timings,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    sys.stdout.write(
+        f"demo written to {out}: open {out / 'report' / 'index.html'} "
+        f"({timings['total_s']:.0f} s)\n"
+    )
+
+
+def _prune_chosen(
+    out: Path,
+    s: DemoSettings,
+    model_dir: Path,
+    task_table: dict[str, dict[str, float]],
+    worst: dict[str, float],
+    cache_dir: Path,
+    quiet: bool,
+    verbose: bool,
+) -> dict[str, dict[str, Any]]:
+    """One circuit per chosen task in ``out/circuits``; per demo task what became of it."""
+    from sparse_lens.tasks.selection import choose_tasks
+
+    if s.smoke:  # the smoke run's model is untrained: keep what its loss needs
+        chosen = {DEMO_TASKS[0]: round(worst[DEMO_TASKS[0]] + 0.002, 4)}
+    else:
+        chosen = choose_tasks(task_table, worst, relaxed=DEMO_TASKS, min_accuracy=MIN_ACCURACY)
+    circuits: dict[str, dict[str, Any]] = {
+        n: {"skipped": f"full model accuracy {task_table[n]['accuracy']:.2f} < {MIN_ACCURACY}"}
+        for n in DEMO_TASKS
+        if n not in chosen
+    }
+    for name, target in chosen.items():
+        t0 = time.perf_counter()
+        path = out / "circuits" / f"{name}.json"
+        settings = PruneSettings(
+            model_dir=model_dir,
+            out=path,
+            task=name,
+            target_loss=target,
+            search=s.search,
+            trials=s.trials,
+            budget_minutes=s.budget_minutes,
+            cleanup_evals=s.cleanup_evals,
+            steps=s.prune_steps,
+            faithfulness=s.faithfulness,
+            cache_dir=cache_dir,
+            quiet=quiet,
+            verbose=verbose,
+        )
+        try:
+            with contextlib.ExitStack() as stack:
+                held = claim(stack, path, "prune", kind="file")
+                prune_run(dataclasses.replace(settings, out=held))
+            done: dict[str, Any] = {"file": str(path)}
+        except CLIError as e:
+            sys.stderr.write(f"sparse-lens prune: error: {e}\n")
+            done = {"failed": 2}
+        circuits[name] = {"target_loss": target, "seconds": time.perf_counter() - t0} | done
+    return circuits
+
+
+def check_reused_run(run: Path, preset_name: str) -> None:
+    """Refuse to reuse a run trained with other settings than the preset's (e.g. an older
+    ``demo`` preset: model shape, densities, steps, idiom share ...), instead of silently
+    reporting on a different model.
+
+    Raises:
+        CLIError: naming the first setting that differs, or an unreadable run file.
+    """
+    from sparse_lens.files.atomic import read_json
+    from sparse_lens.training.presets import get_preset
+    from sparse_lens.training.sparse import TrainConfig
+
+    preset = get_preset(preset_name)
+    config = run / "final" / "config.json"
+    info = run / "run.json"
+    checks: list[tuple[dict[str, Any], Mapping[str, Any]]] = []
+    try:
+        if config.is_file():
+            checks.append((read_json(config, "model config"), preset.model))
+        if info.is_file():
+            saved = read_json(info, "run")
+            checks.append((saved.get("model_config", {}), preset.model))
+            # a setting missing from an older run.json had its default (e.g. idiom_frac 0)
+            checks.append((TrainConfig.with_defaults(saved.get("train_config", {})), preset.train))
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    for saved, wanted in checks:
+        for key, want in wanted.items():
+            got = saved.get(key)
+            if isinstance(want, tuple | list):
+                want, got = list(want), list(got or [])
+            if got != want:
+                raise CLIError(
+                    f"{run} was trained with {key}={got!r}, the {preset_name!r} preset has "
+                    f"{want!r}; pass another --out (or delete {run}) to train anew"
+                )
+
+
+def _task_table(model_dir: Path, n: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Test-split task table of the model in ``model_dir``, and per task the worse of its test
+    and validation losses (``sparse_lens.tasks.selection.task_table_with_worst``)."""
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.tasks.selection import task_table_with_worst
+    from sparse_lens.tasks.task import TASK_NAMES, get_task
+
+    try:
+        model = HookedSparseTransformer.from_pretrained(model_dir).eval()
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    return task_table_with_worst(model, [get_task(name) for name in TASK_NAMES], n)

@@ -1,0 +1,72 @@
+"""What every command shares, torch-free: option types that range-check numbers and refuse an
+empty ``--out``, the error type reported as ``error: ...``, the output-folder claim, and the
+preset names (``sparse-lens --help`` imports neither torch nor the library's models)."""
+
+import argparse
+import contextlib
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CACHE = Path("~/.cache/sparse_lens")
+PRESET_NAMES = ("demo", "paper", "study", "tiny")  # sparse_lens.training.presets.PRESETS, sorted
+
+
+class CLIError(Exception):
+    """An input problem to report as ``error: ...`` with exit status 2."""
+
+
+def number(
+    kind: type,
+    low: int | float | None = None,
+    high: int | float | None = None,
+    *,
+    open_low: bool = False,
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind`` (int or float), finite, in ``[low, high]`` (``(low,
+    high]`` with ``open_low``); out of range, the parser stops with a message naming the range."""
+    lo = "" if low is None else (f"> {low:g}" if open_low else f">= {low:g}")
+    hi = "" if high is None else f"<= {high:g}"
+    want = " and ".join(x for x in (lo, hi) if x) or "finite"
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number, {want}")
+        if (low is not None and (value < low or (open_low and value == low))) or (
+            high is not None and value > high
+        ):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: must be {want}")
+        return value
+
+    parse.__name__ = noun  # argparse names the type in "invalid ... value" messages
+    return parse
+
+
+POSITIVE_INT = number(int, 1)
+SEED = number(int, 0, 2**63 - 1)
+POSITIVE_FLOAT = number(float, 0, open_low=True)
+FRACTION = number(float, 0, 1)
+
+
+def out_path(text: str) -> Path:
+    """An argparse ``type`` for ``--out``: refuses the empty string (an unset variable), which
+    ``Path`` would read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); name a path")
+    return Path(text)
+
+
+def claim(stack: contextlib.ExitStack, path: Path, command: str, **kw: Any) -> Path:
+    """``outputs.claim_output`` held until ``stack`` closes; its refusals as ``CLIError``."""
+    from sparse_lens.files.outputs import claim_output
+
+    try:
+        return stack.enter_context(claim_output(path, command, **kw))
+    except ValueError as e:
+        raise CLIError(str(e)) from e

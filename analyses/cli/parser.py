@@ -1,0 +1,60 @@
+"""The whole ``sparse-lens`` argument tree, and running one command.
+
+Building the parser imports only the command modules, whose handlers import torch and the
+library when they run: ``sparse-lens --help`` (and ``sparse-lens CMD --help``) answers without
+torch or transformer_lens.
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from analyses.cli.bridge import add_bridge_report, add_fit_bridges, add_train_bridged
+from analyses.cli.demo import add_demo
+from analyses.cli.openai import add_import_oai, add_import_oai_circuit
+from analyses.cli.options import CLIError
+from analyses.cli.prune import add_prune
+from analyses.cli.report import add_report
+from analyses.cli.sweep import add_sweep
+from analyses.cli.tasks import add_tasks
+from analyses.cli.train import add_train
+
+DESCRIPTION = "The ``sparse-lens`` command line."
+
+Adder = Callable[[argparse._SubParsersAction], None]
+ADDERS: tuple[Adder, ...] = (
+    add_train,
+    add_tasks,
+    add_prune,
+    add_fit_bridges,
+    add_train_bridged,
+    add_report,
+    add_demo,
+    add_bridge_report,
+    add_import_oai,
+    add_import_oai_circuit,
+    add_sweep,
+)  # the order of `sparse-lens --help`; each sets its subparser's `handler`
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparse-lens", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in ADDERS:
+        add(sub)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run its command; returns the exit status.
+    A ``CLIError`` is written as ``sparse-lens CMD: error: ...`` and gives status 2; a bad
+    option stops the parser with ``SystemExit(2)``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return args.handler(args)
+    except CLIError as e:
+        sys.stderr.write(f"sparse-lens {args.command}: error: {e}\n")
+        return 2

@@ -1,0 +1,353 @@
+"""``sparse-lens prune MODEL_DIR --task NAME --out FILE`` (or ``--all-tasks --out DIR``): the
+minimal circuit of a task at a target loss (the paper's pruning, App. A.5), found by an Optuna
+search over the pruning hyperparameters and cleaned up node by node and edge by edge.
+:func:`prune_run` is the command without its parser (the demo calls it)."""
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+from analyses.cli.options import (
+    DEFAULT_CACHE,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    CLIError,
+    claim,
+    out_path,
+)
+
+logger = logging.getLogger("analyses.cli.prune")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PruneSettings:
+    """The options of ``sparse-lens prune`` (same names, same defaults)."""
+
+    model_dir: Path
+    out: Path
+    task: str | None = None
+    all_tasks: bool = False
+    target_loss: float = 0.15
+    ablation: str = "mean"
+    freeze_norms: bool = False
+    search: str = "optuna"
+    trials: int = 24
+    budget_minutes: float = 5.0
+    storage: str | None = None
+    epochs: str = "8,64"
+    cleanup: str = "nodes,edges"
+    cleanup_evals: int = 2000
+    seeds: int = 1
+    tie_qk: bool = False
+    steps: int = 80
+    no_search: bool = False
+    faithfulness: bool = False
+    corpus: str | None = None
+    cache_dir: Path = DEFAULT_CACHE
+    seed: int = 0
+    quiet: bool = False
+    verbose: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "PruneSettings":
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def add_prune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a model to the minimal circuit for a task")
+    p.set_defaults(handler=cmd_prune)
+    p.add_argument("model_dir", type=Path, help="a model folder (e.g. RUN/final)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--task", help="task name")
+    group.add_argument("--all-tasks", action="store_true", help="every task the model solves")
+    p.add_argument(
+        "--out", type=out_path, required=True, help="circuit JSON (a folder with --all-tasks)"
+    )
+    p.add_argument(
+        "--target-loss", type=POSITIVE_FLOAT, default=0.15, help="task loss the circuit must reach"
+    )
+    p.add_argument(
+        "--ablation",
+        default="mean",
+        choices=["mean", "zero", "resample"],
+        help="ablation of removed nodes",
+    )
+    p.add_argument(
+        "--freeze-norms", action="store_true", help="freeze RMSNorm scales at the full model's"
+    )
+    _add_search(p)
+    p.add_argument(
+        "--seeds", type=POSITIVE_INT, default=1, help="prune with N seeds: core, union, Jaccard"
+    )
+    p.add_argument("--tie-qk", action="store_true", help="one mask per query/key channel pair")
+    p.add_argument(
+        "--steps", type=POSITIVE_INT, default=80, help="mask-training steps per run (grid, none)"
+    )
+    p.add_argument("--no-search", action="store_true", help="same as --search none")
+    p.add_argument("--faithfulness", action="store_true", help="add the faithfulness report")
+    p.add_argument(
+        "--corpus", default=None, help="pretraining corpus for ablation means (default: stdlib)"
+    )
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token/means cache"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--search",
+        default="optuna",
+        choices=["optuna", "grid", "none"],
+        help="optuna: TPE over the paper's 8 pruning hyperparameters and epochs (default); "
+        "grid: 4 runs of --steps; none: one run of --steps",
+    )
+    p.add_argument(
+        "--trials", type=POSITIVE_INT, default=24, help="optuna: finished trials per task"
+    )
+    p.add_argument(
+        "--budget-minutes",
+        type=POSITIVE_FLOAT,
+        default=5.0,
+        help="optuna: wall-clock limit per task",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="optuna storage: sqlite:///FILE, postgresql://..., or journal:PATH (several "
+        "processes may share one study); default: an SQLite file beside --out, so a killed "
+        "search resumes",
+    )
+    p.add_argument(
+        "--epochs",
+        default="8,64",
+        help="optuna: LOW,HIGH epochs over the task's training pairs (log-uniform)",
+    )
+    p.add_argument(
+        "--cleanup",
+        default="nodes,edges",
+        help="clean-up after bisection: nodes, edges, nodes,edges (default) or none",
+    )
+    p.add_argument(
+        "--cleanup-evals",
+        type=POSITIVE_INT,
+        default=2000,
+        help="validation evaluations per clean-up stage",
+    )
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Take ``--out`` (a circuit file, or a folder with ``--all-tasks``) before any work."""
+    from sparse_lens.tasks.task import TASK_NAMES
+
+    with contextlib.ExitStack() as stack:
+        if args.all_tasks:
+            owned = (*(f"{n}.json" for n in TASK_NAMES), "summary.json", "optuna.db")
+            args.out = claim(stack, args.out, "prune --all-tasks", owned=owned)
+        else:
+            args.out = claim(stack, args.out, "prune", kind="file")
+            _check_replaceable_circuit(args.out)
+        prune_run(PruneSettings.from_args(args))
+        return 0
+
+
+def _check_replaceable_circuit(path: Path) -> None:
+    """An existing ``--out`` file is replaced only if it is a circuit (not someone's file)."""
+    import json
+
+    if not path.exists():
+        return
+    try:
+        is_circuit = "circuit_version" in json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, OSError):
+        is_circuit = False
+    if not is_circuit:
+        raise CLIError(f"--out {str(path)!r} exists and is not a circuit file; pick another name")
+
+
+def prune_run(s: PruneSettings) -> dict[str, dict[str, Any]]:
+    """Prune ``s.task`` (or every task, ``s.all_tasks``) of the model in ``s.model_dir`` and
+    write the circuit to ``s.out`` (with ``s.all_tasks``: ``s.out/{task}.json`` and
+    ``summary.json``); the caller holds ``s.out``. Returns task name -> its summary row.
+
+    Raises:
+        CLIError: bad input (settings, model folder, corpus), or with one task, no circuit.
+    """
+    import time
+
+    import optuna
+    import torch
+
+    if not s.verbose:  # one line per trial is noise next to the progress bar
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pcfg, cleanup, scfg, tasks, model, data = _prepare(s)
+    windows = data.sample(64, model.cfg.n_ctx, torch.Generator().manual_seed(s.seed))
+    summary = {}
+    for task in tasks:
+        start = time.perf_counter()
+        try:
+            circuit = _find(s, model, task, windows, pcfg, cleanup, scfg)
+        except ValueError as e:
+            if s.all_tasks:
+                summary[task.name] = {"skipped": str(e)}
+                continue
+            raise CLIError(str(e)) from e
+        circuit.extra["prune_seconds"] = time.perf_counter() - start
+        circuit.extra["model_dir"] = str(s.model_dir.resolve())
+        if s.faithfulness:
+            _add_faithfulness(s, model, circuit, task, windows, pcfg)
+        path = s.out / f"{task.name}.json" if s.all_tasks else s.out
+        circuit.save(path)
+        _log_circuit(task.name, circuit)
+        summary[task.name] = {
+            "nodes": circuit.n_nodes,
+            "edges": circuit.n_edges,
+            "loss": circuit.loss,
+            "test_loss": circuit.test_loss,
+            "calibrated_loss": circuit.calibrated_loss,
+            "seconds": circuit.extra["prune_seconds"],
+            "file": str(path),
+        }
+        sys.stdout.write(circuit.summary() + f" -> {path}\n")
+    if s.all_tasks:
+        _write_all_tasks(s.out, summary)
+    return summary
+
+
+def _prepare(s: PruneSettings) -> tuple:
+    """The pruning, clean-up and search settings, the tasks, the model and its token data."""
+    from sparse_lens.circuits.cleanup import parse_stages
+    from sparse_lens.circuits.masks import AblationKind, PruneConfig
+    from sparse_lens.data.token_data import model_token_data
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.tasks.task import TASK_NAMES, get_task
+
+    try:
+        pcfg = PruneConfig(
+            target_loss=s.target_loss,
+            ablation=cast(AblationKind, s.ablation),  # one of argparse's choices
+            freeze_norms=s.freeze_norms,
+            steps=s.steps,
+            tie_qk=s.tie_qk,
+            seed=s.seed,
+        )
+        cleanup = parse_stages(s.cleanup)
+        scfg = _search_config(s)
+        if s.seeds < 1 or s.cleanup_evals < 1:
+            raise CLIError(
+                f"--seeds and --cleanup-evals must be >= 1, got {s.seeds}, {s.cleanup_evals}"
+            )
+        tasks = [get_task(s.task)] if s.task else [get_task(n) for n in TASK_NAMES]
+        model = HookedSparseTransformer.from_pretrained(s.model_dir).eval()
+        if model.tokenizer is None:
+            raise CLIError(f"{s.model_dir} has no tokenizer.json")
+        data = model_token_data(model, s.corpus, s.cache_dir.expanduser())
+    except (FileNotFoundError, ValueError, PermissionError) as e:
+        raise CLIError(str(e)) from e
+    return pcfg, cleanup, scfg, tasks, model, data
+
+
+def _find(
+    s: PruneSettings, model: Any, task: Any, windows: Any, pcfg: Any, cleanup: Any, scfg: Any
+) -> Any:
+    """The circuit of ``task`` (``prune_task`` with the command's search and clean-up)."""
+    from sparse_lens.circuits.find import SearchMethod
+    from sparse_lens.circuits.prune_task import prune_task
+
+    search = cast(SearchMethod, "none" if s.no_search else s.search)  # argparse's choices
+    return prune_task(
+        model,
+        task,
+        windows,
+        pcfg,
+        search=search,
+        search_cfg=scfg,
+        cleanup=cleanup,
+        seeds=s.seeds,
+        attribution=True,
+        cleanup_evals=s.cleanup_evals,
+        cache_dir=s.cache_dir.expanduser(),
+        progress=not s.quiet,
+    )
+
+
+def _add_faithfulness(
+    s: PruneSettings, model: Any, circuit: Any, task: Any, windows: Any, pcfg: Any
+) -> None:
+    from sparse_lens.circuits.faithfulness import faithfulness_report
+    from sparse_lens.circuits.masks import make_ablation
+
+    abl = make_ablation(pcfg.ablation, model, windows, cache_dir=s.cache_dir.expanduser())
+    chosen = dataclasses.replace(pcfg, **circuit.hparams["chosen"])
+    circuit.extra["faithfulness"] = faithfulness_report(model, circuit, task, abl, chosen, windows)
+
+
+def _log_circuit(name: str, circuit: Any) -> None:
+    for stage in circuit.extra.get("stages", []):
+        logger.info(
+            "%s: after %s %d nodes, %d edges, val loss %.3f, test loss %s",
+            name,
+            stage["stage"],
+            stage["nodes"],
+            stage["edges"],
+            stage["val_loss"],
+            "-" if stage["test_loss"] is None else f"{stage['test_loss']:.3f}",
+        )
+    if "attribution" in circuit.extra:
+        a = circuit.extra["attribution"]
+        logger.info(
+            "%s: attribution baseline %d nodes / %d edges; learned / attribution nodes %.3f",
+            name,
+            a["nodes"],
+            a["edges"],
+            a["learned_over_attribution_nodes"],
+        )
+
+
+def _write_all_tasks(out: Path, summary: dict[str, dict[str, Any]]) -> None:
+    """``summary.json`` of ``prune --all-tasks`` and its table on stdout."""
+    import json
+
+    from sparse_lens.files.atomic import atomic_write_text
+    from sparse_lens.tasks.selection import all_tasks_summary
+
+    table = all_tasks_summary(summary)
+    atomic_write_text(out / "summary.json", json.dumps(table, indent=2) + "\n")
+    sys.stdout.write(f"{'task':30s} {'nodes':>6s} {'edges':>7s} {'loss':>7s}\n")
+    for name, r in summary.items():
+        if "edges" in r:
+            sys.stdout.write(f"{name:30s} {r['nodes']:6d} {r['edges']:7d} {r['loss']:7.3f}\n")
+        else:
+            sys.stdout.write(f"{name:30s} skipped: {r['skipped']}\n")
+    geo = table["geometric_mean_edges"]
+    if geo is not None:
+        n = table["n_circuits"]
+        sys.stdout.write(f"geometric mean of edges over {n} circuits: {geo:.1f}\n")
+
+
+def _search_config(s: PruneSettings) -> Any:  # noqa: ANN401
+    """The Optuna settings of ``prune``; the default storage is an SQLite file beside --out."""
+    from sparse_lens.circuits.hparam_search import SearchConfig
+
+    try:
+        low, high = (int(x) for x in s.epochs.split(","))
+    except ValueError as e:
+        raise CLIError(f"--epochs must be LOW,HIGH integers, got {s.epochs!r}") from e
+    storage = s.storage
+    if storage is None:
+        out = s.out.expanduser().resolve()
+        db = out / "optuna.db" if s.all_tasks else out.with_suffix(".optuna.db")
+        storage = f"sqlite:///{db}"
+    return SearchConfig(
+        trials=s.trials,
+        budget_minutes=float(s.budget_minutes),
+        epochs=(low, high),
+        seed=s.seed,
+        storage=storage,
+    )

@@ -1,0 +1,60 @@
+"""``sparse-lens report RUN_DIR|CIRCUIT_JSON --out DIR``: the offline HTML report of a run's
+circuits (or of one circuit), built by ``analyses.report_sources.build_report``."""
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from analyses.cli.options import DEFAULT_CACHE, POSITIVE_INT, CLIError, claim, out_path
+
+REPORT_FILES = ("index.html", "circuits", "figures")
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="offline HTML report of a run's circuits (or one circuit)")
+    p.set_defaults(handler=cmd_report)
+    p.add_argument("source", type=Path, help="a demo/run folder or a circuit JSON")
+    p.add_argument(
+        "--out", type=out_path, required=True, help="folder for index.html and circuits/"
+    )
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: found)")
+    p.add_argument("--corpus", default=None, help="pretraining corpus (default: the run's)")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
+    p.add_argument("--node-panels", type=POSITIVE_INT, default=24, help="node panels per circuit")
+    p.add_argument(
+        "--windows", type=POSITIVE_INT, default=32, help="corpus windows for top contexts"
+    )
+    p.add_argument("--examples", type=POSITIVE_INT, default=64, help="task examples per circuit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analyses.report import ReportConfig
+    from analyses.report_sources import build_report, check_report_out, find_sources
+
+    try:
+        check_report_out(find_sources(args.source, args.model), args.source, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    with contextlib.ExitStack() as stack:
+        args.out = claim(stack, args.out, "report", owned=REPORT_FILES, legacy=("index.html",))
+        try:
+            rcfg = ReportConfig(
+                max_node_panels=args.node_panels, n_windows=args.windows, n_examples=args.examples
+            )
+            index = build_report(
+                args.source,
+                args.out,
+                model_dir=args.model,
+                corpus=args.corpus,
+                cache_dir=args.cache_dir.expanduser(),
+                rcfg=rcfg,
+                progress=not args.quiet,
+            )
+        except (FileNotFoundError, ValueError, PermissionError) as e:
+            raise CLIError(str(e)) from e
+    sys.stdout.write(f"report written to {index}\n")
+    return 0

@@ -1,0 +1,54 @@
+"""``sparse-lens tasks MODEL_DIR [--task NAME ...] [--custom FILE] [--json]``: the task suite's
+loss and accuracy of a model, as a table (with the mean over tasks) or JSON."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from analyses.cli.options import POSITIVE_INT, SEED, CLIError
+
+
+def add_tasks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="task loss and accuracy of a model on the task suite")
+    p.set_defaults(handler=cmd_tasks)
+    p.add_argument("model_dir", type=Path, help="a model folder (e.g. RUN/final)")
+    p.add_argument(
+        "--task", action="append", default=None, help="task name (repeatable); default all"
+    )
+    p.add_argument("--custom", type=Path, default=None, help="a JSONL custom task to add")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+    p.add_argument("--n", type=POSITIVE_INT, default=200, help="examples per task")
+    p.add_argument("--seed", type=SEED, default=0, help="generator seed")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    import json
+
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.tasks.task import TASK_NAMES, get_task, load_custom_task, task_table
+
+    try:
+        model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
+        if model.tokenizer is None:
+            raise CLIError(f"{args.model_dir} has no tokenizer.json")
+        tasks = [get_task(n) for n in (args.task or TASK_NAMES)]
+        if args.custom is not None:
+            tasks.append(load_custom_task(args.custom, model.tokenizer))
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    try:
+        rows = task_table(model, tasks, args.split, args.n, args.seed)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    if args.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    sys.stdout.write(f"{'task':30s} {'loss':>8s} {'acc':>6s} {'n':>5s}\n")
+    for name, r in rows.items():
+        sys.stdout.write(f"{name:30s} {r['loss']:8.3f} {r['accuracy']:6.2f} {r['n']:5d}\n")
+    if len(rows) > 1:
+        mean_loss = sum(r["loss"] for r in rows.values()) / len(rows)
+        mean_acc = sum(r["accuracy"] for r in rows.values()) / len(rows)
+        sys.stdout.write(f"{'mean':30s} {mean_loss:8.3f} {mean_acc:6.2f}\n")
+    return 0

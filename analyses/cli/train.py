@@ -1,0 +1,254 @@
+"""``sparse-lens train --preset NAME --out DIR [--corpus PATH] [--steps N] [--resume] [--dense]``.
+
+Trains a weight-sparse model (or ``--dense-hf``: a standard GPT-2 of the preset's shape); run it
+under ``torchrun --nproc_per_node N -m analyses.cli train ...`` for DDP. Errors in the input (a
+corpus path that does not exist, an empty corpus, an unknown preset, an unwritable output folder)
+are reported before any training starts, with exit status 2. :func:`train_run` is the command
+without its parser (the demo calls it).
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from analyses.cli.options import (
+    DEFAULT_CACHE,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    PRESET_NAMES,
+    SEED,
+    CLIError,
+    claim,
+    number,
+    out_path,
+)
+
+RUN_FILES = ("run.json", "metrics.jsonl", "checkpoints", "final")
+DENSE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer*.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "metrics.jsonl",
+    "dense.json",
+    "checkpoint",
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """The options of ``sparse-lens train`` (same names, same defaults)."""
+
+    preset: str
+    out: Path
+    corpus: str | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    idiom_frac: float | None = None
+    resume: bool = False
+    dense: bool = False
+    no_abstopk: bool = False
+    dense_kernels: bool = False
+    dense_hf: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    cache_dir: Path = DEFAULT_CACHE
+    quiet: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "TrainSettings":
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a weight-sparse (or dense) model")
+    p.set_defaults(handler=cmd_train)
+    p.add_argument("--preset", required=True, help=f"one of {list(PRESET_NAMES)}")
+    p.add_argument("--out", required=True, type=out_path, help="run folder")
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="folder of .py/.txt files, a .jsonl, or site-packages (default: the stdlib)",
+    )
+    p.add_argument(
+        "--steps", type=POSITIVE_INT, default=None, help="override the preset's step count"
+    )
+    p.add_argument(
+        "--batch-size", type=POSITIVE_INT, default=None, help="override the global batch size"
+    )
+    p.add_argument(
+        "--lr", type=POSITIVE_FLOAT, default=None, help="override the peak learning rate"
+    )
+    p.add_argument(
+        "--idiom-frac",
+        type=number(float, 0, 0.99),
+        default=None,
+        help="share of each batch from the synthetic idiom stream (see sparse_lens.data.idioms)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--dense", action="store_true", help="dense baseline: weight density 1")
+    p.add_argument("--no-abstopk", action="store_true", help="turn off activation sparsity")
+    p.add_argument(
+        "--dense-kernels",
+        action="store_true",
+        help="multiply by projected weights densely too (default: CSR kernels on CPU for large, "
+        "sparse matrices; see sparse_lens.model.sparse_matmul)",
+    )
+    p.add_argument(
+        "--dense-hf",
+        action="store_true",
+        help="train a standard HF GPT-2 of the preset's shape instead (load with load_dense)",
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed for init and data order")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Take ``--out`` (checked, locked, not foreign; rank 0 only) before any work, then train."""
+    with contextlib.ExitStack() as stack:
+        if int(os.environ.get("RANK", "0")) == 0:
+            if args.dense_hf:
+                command, owned, legacy = (
+                    "train --dense-hf",
+                    DENSE_FILES,
+                    ("dense.json", "checkpoint"),
+                )
+            else:
+                command, owned, legacy = "train", RUN_FILES, ("run.json",)
+            args.out = claim(stack, args.out, command, owned=owned, legacy=legacy)
+        train_run(TrainSettings.from_args(args))
+        return 0
+
+
+def train_run(s: TrainSettings) -> None:
+    """Train (or with ``s.resume`` continue) the run in ``s.out``; the caller holds ``s.out``.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this process is one DDP rank.
+
+    Raises:
+        CLIError: bad input (preset, corpus, settings), found before training starts, or a
+            training run that cannot go on (a different run in ``s.out``, a NaN loss).
+    """
+    import torch.distributed as dist
+
+    from sparse_lens.data.token_data import prepare_data, with_idioms
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.training.presets import get_preset
+    from sparse_lens.training.sparse import DistInfo, train
+
+    try:
+        preset = get_preset(s.preset)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dist_info = DistInfo(rank=int(os.environ.get("RANK", "0")), world_size=world)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if s.device.startswith("cuda") else "gloo")
+    device = s.device
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    cache_dir = s.cache_dir.expanduser()
+    try:
+        out = s.out.expanduser()
+        prepared = prepare_data(s.corpus, cache_dir) if dist_info.is_main else None
+        dist_info.barrier()
+        if prepared is None:  # the other ranks, once the main one has built the cache
+            prepared = prepare_data(s.corpus, cache_dir)
+        corpus, tokenizer, data = prepared
+        mcfg, tcfg = preset.build(
+            tokenizer.vocab_size,
+            dense=s.dense,
+            no_abstopk=s.no_abstopk,
+            seed=s.seed,
+            steps=s.steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            idiom_frac=s.idiom_frac,
+            sparse_matmul_max_density=0.0 if s.dense_kernels else None,
+        )
+        data = with_idioms(data, tokenizer, tcfg.idiom_frac, cache_dir)
+    except (FileNotFoundError, ValueError, PermissionError) as e:
+        raise CLIError(str(e)) from e
+    metadata = {"preset": preset.name, "corpus": corpus.metadata()}
+    if s.dense_hf:
+        _train_dense_hf(s, mcfg, tcfg, data, tokenizer, out, metadata, world)
+        return
+    model = HookedSparseTransformer(mcfg, tokenizer=tokenizer).to(device)
+    metadata["tokenizer"] = {
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id,
+        "sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
+    }
+    try:
+        train(
+            model,
+            data,
+            tcfg,
+            out,
+            metadata=metadata,
+            resume=s.resume,
+            dist_info=dist_info,
+            progress=not s.quiet,
+        )
+    except (ValueError, FloatingPointError) as e:
+        raise CLIError(str(e)) from e
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    if dist_info.is_main:
+        sys.stdout.write(f"model written to {out / 'final'}\n")
+
+
+def _train_dense_hf(
+    s: TrainSettings,
+    mcfg: Any,
+    tcfg: Any,
+    data: Any,
+    tokenizer: Any,
+    out: Path,
+    metadata: dict,
+    world: int,
+) -> None:
+    """``train --dense-hf``: the dense GPT-2 with the preset's depth, width, heads and context."""
+    from sparse_lens.training.dense_baseline import DenseConfig, train_dense_hf
+
+    if world > 1:
+        raise CLIError("--dense-hf trains on one process; run it without torchrun")
+    if s.dense or s.no_abstopk:
+        raise CLIError("--dense-hf does not combine with --dense or --no-abstopk")
+    try:
+        dcfg = DenseConfig(
+            n_layers=mcfg.n_layers,
+            d_model=mcfg.d_model,
+            n_heads=mcfg.n_heads,
+            n_ctx=mcfg.n_ctx,
+            steps=tcfg.steps,
+            batch_size=tcfg.batch_size,
+            lr=s.lr or 3e-3,
+            seed=s.seed,
+        )
+        train_dense_hf(
+            dcfg,
+            data,
+            tokenizer,
+            out,
+            metadata=metadata,
+            progress=not s.quiet,
+            resume=s.resume,
+        )
+    except (ValueError, FloatingPointError) as e:
+        raise CLIError(str(e)) from e
+    sys.stdout.write(f"dense GPT-2 written to {out} (load with sparse_lens.load_dense)\n")

@@ -1,0 +1,93 @@
+"""Which tasks to prune, at what target loss, and the summary over a model's task circuits.
+
+The paper prunes each task to a target task loss of 0.15 (arXiv 2511.13653,
+App. A.5). A small model may solve a task only partly; :func:`relaxed_target` gives such a task
+a target that still asks the circuit for most of what the model does, and :func:`choose_tasks`
+picks the tasks to prune from a task table (:func:`task_table_with_worst`).
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sparse_lens.sweep.grid import geometric_mean
+from sparse_lens.tasks.task import Task, task_table
+
+PAPER_TARGET = 0.15
+"""The paper's target task loss for a circuit (App. A.5), in nats per sequence."""
+
+RELAXED_TASKS = ("single_double_quote", "bracket_counting")
+"""Tasks pruned at a relaxed target when the model does not reach :data:`PAPER_TARGET`: the
+paper's worked circuits of closing a string's quote and counting bracket depth."""
+
+
+def relaxed_target(loss: float) -> float:
+    """Target for a task the model solves only partly: ``1.25 * loss``, at most halfway from
+    ``loss`` to chance (``ln 2`` nats, the binary task loss of a coin flip), rounded to 3 places.
+
+    Args:
+        loss: the full model's task loss in nats (e.g. the worse of test and validation).
+    """
+    return round(min(1.25 * loss, (loss + math.log(2)) / 2), 3)
+
+
+def choose_tasks(
+    table: Mapping[str, Mapping[str, float]],
+    worst_loss: Mapping[str, float],
+    *,
+    relaxed: Sequence[str] = RELAXED_TASKS,
+    min_accuracy: float = 0.65,
+    target: float = PAPER_TARGET,
+) -> dict[str, float]:
+    """Task name -> target loss of the tasks to prune.
+
+    Every task whose ``table`` loss is at most ``target`` is pruned to ``target``; each task of
+    ``relaxed`` not among them is pruned at ``relaxed_target(worst_loss[name])`` when its
+    accuracy is at least ``min_accuracy``; failing all that, the task of least loss is.
+
+    Args:
+        table: task name -> at least ``{"loss": nats, "accuracy": fraction}`` (``task_table``).
+        worst_loss: task name -> the loss a relaxed target starts from (nats).
+
+    Raises:
+        KeyError: a task of ``relaxed`` (or the best task) is missing from ``table`` or
+            ``worst_loss``.
+    """
+    chosen = {n: target for n, r in table.items() if r["loss"] <= target}
+    for name in relaxed:
+        if name not in chosen and table[name]["accuracy"] >= min_accuracy:
+            chosen[name] = relaxed_target(worst_loss[name])
+    if not chosen and table:
+        best = min(table, key=lambda n: table[n]["loss"])
+        chosen[best] = relaxed_target(worst_loss[best])
+    return chosen
+
+
+def task_table_with_worst(
+    model: Any, tasks: Sequence[Task], n: int
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """The test-split task table of ``model`` (``n`` examples a task), and per task the worse of
+    its test and validation losses (``max(n // 2, 16)`` validation examples): the loss a
+    relaxed target starts from, so a circuit is not held to a lucky split.
+
+    Raises:
+        ValueError: a task has no example that fits the model's tokenizer and context.
+    """
+    table = task_table(model, tasks, "test", n)
+    val = task_table(model, tasks, "val", max(n // 2, 16))
+    worst = {name: max(table[name]["loss"], val[name]["loss"]) for name in table}
+    return table, worst
+
+
+def all_tasks_summary(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The summary of one circuit per task: ``{"tasks": per_task, "geometric_mean_edges": g,
+    "n_circuits": k}``, where a task's entry holds ``"edges"`` when it has a circuit (else e.g.
+    ``{"skipped": why}``) and ``g`` is the geometric mean of ``max(edges, 1)`` over the ``k``
+    circuits (``None`` when there are none): the paper's circuit-size metric.
+    """
+    edges = [r["edges"] for r in per_task.values() if "edges" in r]
+    return {
+        "tasks": dict(per_task),
+        "geometric_mean_edges": geometric_mean(edges),
+        "n_circuits": len(edges),
+    }

@@ -1,0 +1,96 @@
+"""The ``sparse-lens`` argument tree: help without torch, settings that match the parser."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analyses.cli.options import PRESET_NAMES
+from analyses.cli.parser import build_parser
+from analyses.cli.prune import PruneSettings
+from analyses.cli.train import TrainSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformer_lens", "transformers", "sparse_lens", "numpy")
+
+PROBE = """
+import json, sys
+from analyses.cli import main
+commands = json.loads(sys.argv[1])
+helps = []
+for argv in commands:
+    try:
+        main(argv)
+    except SystemExit as e:
+        assert e.code == 0, (argv, e.code)
+        helps.append(argv)
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv[2])))
+sys.stderr.write(json.dumps({"heavy": heavy, "helps": len(helps)}))
+"""
+
+
+def _commands() -> list[str]:
+    return list(build_parser()._subparsers._group_actions[0].choices)
+
+
+def test_help_of_every_command_imports_neither_torch_nor_the_library():
+    """``sparse-lens --help`` and ``sparse-lens CMD --help`` in a fresh interpreter."""
+    commands = [["--help"], *([c, "--help"] for c in _commands())]
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(commands), json.dumps(HEAVY)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert result == {"heavy": [], "helps": len(commands)}
+    assert "demo" in proc.stdout and "import-oai-circuit" in proc.stdout
+
+
+def test_console_script_and_module_run_the_same_main():
+    proc = subprocess.run(
+        [sys.executable, "-m", "analyses.cli", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: sparse-lens")
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'sparse-lens = "analyses.cli:main"' in text
+
+
+def test_every_command_in_the_help_runs_a_handler():
+    sub = build_parser()._subparsers._group_actions[0]
+    assert set(sub.choices) == {
+        "train", "tasks", "prune", "fit-bridges", "train-bridged", "report", "demo",
+        "bridge-report", "import-oai", "import-oai-circuit", "sweep",
+    }  # fmt: skip
+    for name, p in sub.choices.items():
+        assert callable(p.get_default("handler")), name
+
+
+def test_preset_names_without_torch_are_the_presets():
+    from sparse_lens.training.presets import PRESETS
+
+    assert list(PRESET_NAMES) == sorted(PRESETS)
+
+
+@pytest.mark.parametrize(
+    ("cls", "argv", "given"),
+    [
+        (TrainSettings, ["train", "--preset", "tiny", "--out", "x"], set()),
+        (PruneSettings, ["prune", "m", "--task", "t", "--out", "x"], {"task"}),
+    ],
+)
+def test_settings_defaults_are_the_parsers(cls, argv, given):
+    """The demo fills the settings directly: their defaults must be the command's."""
+    args = build_parser().parse_args(argv)
+    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    built = cls(**{name: getattr(args, name) for name in required | given})
+    assert built == cls.from_args(args)
