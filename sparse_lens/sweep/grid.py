@@ -43,6 +43,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from sparse_lens.circuits.find import SearchMethod
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.sparsity import ParamRole, density_for, n_keep, param_role
 from sparse_lens.training.presets import get_preset
@@ -50,7 +51,7 @@ from sparse_lens.training.sparse import TrainConfig
 from sparse_lens.validation import require_min
 
 Kind = Literal["sparse", "dense"]
-PruneSearch = Literal["optuna", "grid", "none"]
+PruneSearch = SearchMethod  # the circuit search every point runs (circuits.find)
 Cluster = Literal["local", "slurm", "debug"]
 SWEEP_VERSION = 1
 
