@@ -18,12 +18,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooks import flat, node_mask
+from hooks import flat, node_mask, record
 from sparse_lens.circuits.circuit import Circuit, NodeRef
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss, task_loss
+from sparse_lens.tasks.task import TaskBatch, mean_task_loss, task_loss
 
 
 def attribution_effects(
@@ -33,16 +33,12 @@ def attribution_effects(
     ``sum over positions of dL/dx * (ablation value - x)``, from one forward and backward pass
     of the circuit on ``batch`` (L the mean task loss)."""
     acts: dict[str, Tensor] = {}
-
-    def keep(act: Tensor, hook: Any) -> Tensor:
-        acts[hook.name] = act
-        return act
-
     masks = circuit.masks()
+    keep = record(acts, detach=False)
     hooks = circuit.fwd_hooks(model, batch.tokens) + [(h, keep) for h in masks]
     with torch.enable_grad():
         logits = model.run_with_hooks(batch.tokens.to(model.W_E.device), fwd_hooks=hooks)
-        loss = binary_task_loss(binary_logits(logits, batch)).mean()
+        loss = mean_task_loss(logits, batch)
         names = sorted(acts)
         grads = torch.autograd.grad(loss, [acts[n] for n in names], allow_unused=True)
     sizes = {loc.hook: loc.size for loc in node_locations(model.cfg)}
@@ -163,11 +159,7 @@ def circuit_patterns(
     if model.cfg.attn_sinks:
         names |= {f"blocks.{layer}.attn.hook_sink_prob" for layer, _ in heads}
     cache: dict[str, Tensor] = {}
-
-    def save(act: Tensor, hook: Any) -> None:
-        cache[hook.name] = act.detach()
-
-    hooks = circuit.fwd_hooks(model, tokens) + [(n, save) for n in sorted(names)]
+    hooks = circuit.fwd_hooks(model, tokens) + [(n, record(cache)) for n in sorted(names)]
     model.run_with_hooks(tokens.to(model.W_E.device), fwd_hooks=hooks)
     patterns, sinks = {}, {}
     for layer, head in heads:

@@ -35,6 +35,7 @@ from analyses.plots import Series, bar_chart, chart_html, line_chart
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import Task, TaskBatch, task_batch
+from sparse_lens.training.sparse import recorded_idiom_frac
 from sparse_lens.validation import require_min
 
 log = logging.getLogger(__name__)
@@ -511,7 +512,8 @@ def index_page(
             tokens = tcfg["steps"] * tcfg["batch_size"] * cfg.get("n_ctx", 0)
             facts += [["training", f"{tcfg['steps']} steps x {tcfg['batch_size']} windows"]]
             facts += [["tokens", f"{tokens:,}"]]
-            facts += [["idiom share", f"{tcfg.get('idiom_frac', 0.0):.0%} of each batch"]]
+            share = recorded_idiom_frac(run_info)
+            facts += [["idiom share", f"{share:.0%} of each batch"]]
         page.h2("Model", "model")
         page.add(table(["", ""], facts))
     if metrics is not None:

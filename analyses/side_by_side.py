@@ -20,6 +20,7 @@ from torch import Tensor
 from transformer_lens import patching
 
 from analyses.steering import paired_batches
+from hooks import record
 from sparse_lens.tasks.task import TaskBatch, binary_logits, task_loss
 
 
@@ -107,15 +108,12 @@ def _remove_sink_hooks(model: Any, layer: int, head: int, learned: bool) -> list
     if learned:
         scores: dict[str, Tensor] = {}
 
-        def keep_scores(act: Tensor, hook: Any) -> Tensor:
-            scores["s"] = act[:, head]
-            return act
-
         def from_scores(pattern: Tensor, hook: Any) -> Tensor:
             out = pattern.clone()
-            out[:, head] = scores["s"].double().softmax(dim=-1).to(pattern.dtype)
+            out[:, head] = scores["s"][:, head].double().softmax(dim=-1).to(pattern.dtype)
             return out
 
+        keep_scores = record(scores, "s", detach=False)
         return [(f"{name}.hook_attn_scores", keep_scores), (f"{name}.hook_pattern", from_scores)]
 
     def drop_first(pattern: Tensor, hook: Any) -> Tensor:

@@ -108,7 +108,7 @@ def steering_curve(
 
     def probs(add: Tensor, s: float) -> tuple[float, float]:
         def hook_fn(act: Tensor, hook: Any) -> Tensor:
-            return act + s * add.to(act.dtype)
+            return act + s * add.to(act)
 
         logits = dense.run_with_hooks(a.tokens, fwd_hooks=[(site, hook_fn)])
         p = logits[rows, a.last].float().softmax(dim=-1)

@@ -27,7 +27,7 @@ import torch
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.circuits.masks import MaskHolder, PruneConfig, Pruner, make_ablation, mask_hooks
-from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.tasks.task import TaskBatch, mean_task_loss
 
 
 def build(quick: bool) -> tuple[HookedSparseTransformer, TaskBatch]:
@@ -79,7 +79,7 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
             q.requires_grad_(False)
         masks = pruner.masks_of(taus)
         logits = model.run_with_hooks(batch.tokens, fwd_hooks=mask_hooks(masks, ablation))
-        loss = binary_task_loss(binary_logits(logits, batch)).mean()
+        loss = mean_task_loss(logits, batch)
         (loss + 1e-4 * torch.cat(list(masks.values())).sum()).backward()
         for t in taus.values():
             t.grad = None
@@ -87,7 +87,7 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
     def plain_step() -> None:
         for q in model.parameters():
             q.requires_grad_(True)
-        loss = binary_task_loss(binary_logits(model(batch.tokens), batch)).mean()
+        loss = mean_task_loss(model(batch.tokens), batch)
         loss.backward()
         model.zero_grad(set_to_none=True)
 

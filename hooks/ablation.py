@@ -1,8 +1,9 @@
 """Ablation and node-mask hooks.
 
-``node_mask(mask, baseline)`` is the pruning primitive of ``paper.md`` §3.2-3.3: it returns
-``x * m + baseline * (1 - m)`` for a per-channel mask ``m`` (a 0/1 tensor or a differentiable
-relaxation of one), so ``baseline`` is the zero, mean or resampled value of removed nodes.
+``node_mask(mask, baseline)`` is the pruning primitive of the paper (arXiv 2511.13653,
+§3.2-3.3) as a hook: ``blend`` (``hooks.masking``) keeps channels where ``mask`` is 1 (a 0/1
+tensor or a differentiable relaxation of one) and gives the rest ``baseline``, the zero, mean or
+resampled value of removed nodes. Masks and baselines follow the activation's device and dtype.
 """
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from hooks._shape import flat
+from hooks.masking import blend
 
 
 def node_mask(mask: Float[Tensor, " channels"], baseline: Float[Tensor, "..."] | float = 0.0):  # noqa: ANN201 - returns a TL hook
@@ -18,45 +20,46 @@ def node_mask(mask: Float[Tensor, " channels"], baseline: Float[Tensor, "..."] |
 
     Args:
         mask: one value per channel of the hooked activation (flattened over heads).
-        baseline: a scalar, a ``[channels]`` vector (e.g. the mean) or a tensor broadcastable to
-            the flattened activation (e.g. resampled activations ``[batch pos channels]``).
+        baseline: a scalar, a ``[channels]`` vector (e.g. the mean) or a tensor holding the
+            activation's leading dims (e.g. resampled activations ``[batch pos channels]``).
+
+    Raises (when the hook runs):
+        ValueError: if the activation has no ``mask.shape[-1]`` channels or ``baseline`` does
+            not broadcast to it.
     """
     n = mask.shape[-1]
 
     def hook(act: Tensor, hook: HookPoint) -> Tensor:
-        x = flat(act, n)
-        base = baseline
-        if isinstance(base, Tensor) and base.ndim >= 3 and x.ndim > base.ndim:
-            # a per-position baseline [batch pos channels] on a per-head fork of the same
-            # positions (e.g. attn.hook_in [batch pos 3 head_index d_model]): broadcast over heads
-            extra = [1] * (x.ndim - base.ndim)
-            base = base.reshape(*base.shape[:-1], *extra, base.shape[-1])
-        out = x * mask + (1 - mask) * base
-        return out.reshape(act.shape)
+        return blend(flat(act, n), mask, baseline).reshape(act.shape)
 
     return hook
 
 
-def zero_ablate(indices: Int[Tensor, " k"] | list[int], n_channels: int):  # noqa: ANN201
-    """Hook setting the given channels to zero."""
+def _kept(n_channels: int, indices: Int[Tensor, " k"] | list[int]) -> Tensor:
     mask = torch.ones(n_channels)
     mask[torch.as_tensor(indices, dtype=torch.long)] = 0.0
-    return node_mask(mask, 0.0)
+    return mask
+
+
+def zero_ablate(indices: Int[Tensor, " k"] | list[int], n_channels: int):  # noqa: ANN201
+    """Hook setting the given channels to zero."""
+    return node_mask(_kept(n_channels, indices), 0.0)
 
 
 def mean_ablate(mean: Float[Tensor, " channels"], indices: Int[Tensor, " k"] | list[int]):  # noqa: ANN201
     """Hook setting the given channels to ``mean`` (a per-channel constant)."""
-    mask = torch.ones(mean.shape[-1], dtype=mean.dtype)
-    mask[torch.as_tensor(indices, dtype=torch.long)] = 0.0
-    return node_mask(mask, mean)
+    return node_mask(_kept(mean.shape[-1], indices), mean)
 
 
 def resample_ablate(
     source: Float[Tensor, "batch pos channels"], indices: Int[Tensor, " k"] | list[int]
 ):  # noqa: ANN201
-    """Hook replacing the given channels by the activations of another run, ``source``."""
-    mask = torch.ones(source.shape[-1], dtype=source.dtype)
-    mask[torch.as_tensor(indices, dtype=torch.long)] = 0.0
+    """Hook replacing the given channels by the activations of another run, ``source``.
+
+    Raises (when the hook runs):
+        ValueError: if ``source`` and the (flattened) activation differ in shape.
+    """
+    mask = _kept(source.shape[-1], indices)
 
     def hook(act: Tensor, hook: HookPoint) -> Tensor:
         x = flat(act, mask.shape[-1])
@@ -64,6 +67,6 @@ def resample_ablate(
             raise ValueError(
                 f"resample source {tuple(source.shape)} != activation {tuple(x.shape)}"
             )
-        return (x * mask + source * (1 - mask)).reshape(act.shape)
+        return blend(x, mask, source).reshape(act.shape)
 
     return hook

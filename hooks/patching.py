@@ -3,6 +3,8 @@
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
+from hooks._shape import flat, like
+
 # Hooks whose activation is [batch pos head_index channel]: channels index the flattened
 # head_index * channel axis, as everywhere in ``hooks`` (node indices of ``sparse_lens.circuits.nodes``).
 PER_HEAD_HOOKS = (
@@ -41,19 +43,20 @@ def patch_from(
             raise ValueError(
                 f"{hook.name}: patch source {tuple(source.shape)} != activation {tuple(act.shape)}"
             )
+        src = like(source, act)
         out = act.clone()
         pos = slice(None) if positions is None else positions
         if (hook.name or "").endswith(QUERY_AXIS_HOOKS):
             if channels is not None:
                 raise ValueError(f"{hook.name}: channels do not apply to attention patterns")
-            out[:, :, pos] = source[:, :, pos]
+            out[:, :, pos] = src[:, :, pos]
             return out
         if channels is None:
-            out[:, pos] = source[:, pos]
+            out[:, pos] = src[:, pos]
             return out
         per_head = (hook.name or "").endswith(PER_HEAD_HOOKS) and act.ndim >= 4
-        flat_out = out.flatten(-2) if per_head else out
-        flat_src = source.flatten(-2) if per_head else source
+        width = act.shape[-2] * act.shape[-1] if per_head else act.shape[-1]
+        flat_out, flat_src = flat(out, width), flat(src, width)
         n = flat_out.shape[-1]
         bad = [c for c in channels if not -n <= c < n]
         if bad:

@@ -2,16 +2,16 @@
 
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
+
+from hooks.recording import replace
 
 
 def force_mask(mask: Float[Tensor, "batch pos d_model"]):  # noqa: ANN201
     """Hook replacing an AbsTopK write mask by ``mask``, e.g. the clean run's, to freeze which
-    residual channels a layer may write while other activations are patched."""
+    residual channels a layer may write while other activations are patched (``replace``: on
+    the activation's device and dtype).
 
-    def hook(act: Tensor, hook: HookPoint) -> Tensor:
-        if mask.shape != act.shape:
-            raise ValueError(f"{hook.name}: mask {tuple(mask.shape)} != {tuple(act.shape)}")
-        return mask.to(act.dtype)
-
-    return hook
+    Raises (when the hook runs):
+        ValueError: if ``mask`` and the activation differ in shape.
+    """
+    return replace(mask)

@@ -27,7 +27,13 @@ def test_demo_quick_writes_everything(demo, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tasks"]) >= {"single_double_quote", "bracket_counting"}
     files = [c["file"] for c in summary["circuits"].values() if "file" in c]
-    assert files and all(Circuit.load(f).n_nodes >= 0 for f in files)
+    assert files
+    for f in files:  # each circuit is a bisection's answer: it reaches its target, as recorded
+        c = Circuit.load(f)
+        k = c.extra["bisected_nodes"]  # clean-up may drop nodes after the bisection
+        assert c.n_nodes <= k and c.loss <= c.target_loss
+        assert dict(c.curve)[k] <= c.target_loss
+        assert all(loss > c.target_loss for n, loss in c.curve if n < k)
     index = out / "report" / "index.html"
     assert summary["report"] == str(index) and index.is_file()
     html = index.read_text()
@@ -269,6 +275,14 @@ def test_demo_reads_a_missing_training_setting_as_its_default(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"model_config": model, "train_config": train}))
     with pytest.raises(CLIError, match="trained with idiom_frac=0.0"):
         check_reused_run(tmp_path, "demo")
-    train["idiom_frac"] = preset.train["idiom_frac"]
+    train["idiom_frac"] = preset.idiom_frac  # where older run.json files hold the share
     (tmp_path / "run.json").write_text(json.dumps({"model_config": model, "train_config": train}))
+    check_reused_run(tmp_path, "demo")
+    del train["idiom_frac"]  # where it is now: the data's own
+    run = {"model_config": model, "train_config": train, "data": {"idiom_frac": 0.1}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.raises(CLIError, match="trained with idiom_frac=0.1"):
+        check_reused_run(tmp_path, "demo")
+    run["data"]["idiom_frac"] = preset.idiom_frac
+    (tmp_path / "run.json").write_text(json.dumps(run))
     check_reused_run(tmp_path, "demo")

@@ -65,7 +65,9 @@ def test_dense_training_resumes_to_the_same_weights(tok, tmp_path):
         n_layers=1, d_model=D, n_heads=4, n_ctx=16, steps=6, batch_size=2, checkpoint_every=2
     )
     data = _Data(tok.vocab_size)
+    rng = torch.get_rng_state()
     train_dense_hf(cfg, data, tok, tmp_path / "ref", progress=False)
+    assert torch.equal(torch.get_rng_state(), rng)  # explicit generators: global RNG untouched
     train_dense_hf(cfg, data, tok, tmp_path / "cut", progress=False, halt_after=5)
     assert not (tmp_path / "cut" / "dense.json").exists()  # killed after step 5, saved at 4
     with pytest.raises(ValueError, match="already holds a run"):
@@ -124,9 +126,14 @@ def test_bridge_shapes_and_abstopk():
     b = Bridges(cfg)
     h = torch.randn(3, 5, 12)
     z = b.encode("blocks.1.hook_resid_mid", h)
-    assert z.shape == (3, 5, D)
-    assert ((z != 0).sum(-1) <= cfg.k).all() and cfg.k == 4
-    assert b.decode("blocks.0.hook_resid_pre", z).shape == (3, 5, 12)
+    enc = b.encoders[bridge_sites(2).index("blocks.1.hook_resid_mid")]
+    pre = h @ enc.weight.T + enc.bias
+    top = pre.abs().argsort(dim=-1, descending=True)[..., :4]  # the 4 largest magnitudes
+    ref = torch.zeros_like(pre).scatter(-1, top, pre.gather(-1, top))
+    assert cfg.k == 4
+    torch.testing.assert_close(z, ref)
+    dec = b.decoders[bridge_sites(2).index("blocks.0.hook_resid_pre")]
+    torch.testing.assert_close(b.decode("blocks.0.hook_resid_pre", z), z @ dec.weight.T + dec.bias)
     with pytest.raises(KeyError, match="unknown bridge site"):
         b.encode("blocks.9.hook_resid_pre", h)
     with pytest.raises(ValueError, match="afrac"):
@@ -256,12 +263,32 @@ def test_steering_with_zero_strength_changes_nothing(dense, sparse, quote_batch,
 
 
 def test_pick_read_node_finds_the_separating_channel(sparse, quote_batch):
-    hook, channel, score = pick_read_node(
-        sparse,
-        quote_batch,
-        {"blocks.0.attn.hook_in": list(range(D)), "blocks.0.hook_attn_out": [1]},
-    )
-    assert hook == "blocks.0.attn.hook_in" and 0 <= channel < D and score >= 0
+    from analyses.steering import paired_batches
+
+    # layer-0 attn_in reads the answer token's embedding alone (no positions): it cannot
+    # separate the pairs, so the reads that see the context decide
+    reads = ("blocks.0.attn.hook_in", "blocks.0.mlp.hook_in", "blocks.1.attn.hook_in")
+    candidates = {h: list(range(D)) for h in reads} | {"blocks.0.hook_attn_out": [1]}
+    hook, channel, score = pick_read_node(sparse, quote_batch, candidates)
+    # reference: every candidate channel's |mean(b - a)| / std(b - a) at the answer position
+    a, b = paired_batches(quote_batch)
+    _, ca = sparse.run_with_cache(a.tokens)
+    _, cb = sparse.run_with_cache(b.tokens)
+    scores = {}
+    for h in reads:
+        for c in range(D):
+            diff = torch.tensor(
+                [
+                    float(cb[h][i, b.last[i], c]) - float(ca[h][i, a.last[i], c])
+                    for i in range(len(a))
+                ]
+            )
+            scores[h, c] = float(diff.mean().abs() / (diff.std() + 1e-6))
+    best = max(scores, key=scores.get)
+    ranked = sorted(scores.values())
+    assert ranked[-1] > ranked[-2] + 1e-3  # a clear winner
+    assert (hook, channel) == best
+    assert score == pytest.approx(scores[best], rel=1e-4)
     with pytest.raises(ValueError, match="no residual-read"):
         pick_read_node(sparse, quote_batch, {"blocks.0.hook_attn_out": [1]})
 
@@ -281,10 +308,56 @@ def test_side_by_side_patching_and_sinks(dense, sparse, quote_batch, tok):
         same = (a[:, :width] == b[:, :width]).all(dim=0)
         assert same.any() and not same.all()
         assert torch.allclose(res["resid_pre"][0, same], torch.zeros(int(same.sum())), atol=1e-4)
+        # one head-out entry recomputed: head (1, 2)'s clean z patched into the corrupted run,
+        # the logit difference normalised so 0 = corrupted and 1 = clean
+        with torch.no_grad():
+            _, clean_cache = model.run_with_cache(a)
+
+            def ld(tokens, hooks=(), model=model, pairs=pairs):
+                lg = model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+                rows = torch.tensor([p[0] for p in pairs])
+                last = lg[torch.arange(len(pairs)), quote_batch.last[rows]]
+                right, wrong = quote_batch.correct[rows], quote_batch.incorrect[rows]
+                return float(
+                    (last.gather(1, right[:, None]) - last.gather(1, wrong[:, None])).mean()
+                )
+
+            def put(z, hook, clean_cache=clean_cache):
+                z = z.clone()
+                z[:, :, 2] = clean_cache["blocks.1.attn.hook_z"][:, :, 2]
+                return z
+
+            clean_ld, corrupt_ld = ld(a), ld(b)
+            patched = ld(b, [("blocks.1.attn.hook_z", put)])
+        assert res["clean_logit_diff"] == pytest.approx(clean_ld, abs=1e-5)
+        expected = (patched - corrupt_ld) / (clean_ld - corrupt_ld)
+        assert float(res["head_out"][1, 2]) == pytest.approx(expected, abs=1e-4)
         prof = sink_profile(model, quote_batch, windows, learned=learned)
-        for key in ("corpus_sink_mass", "task_sink_mass", "removal_effect", "threshold_score"):
-            assert prof[key].shape == (2, 4)
-        assert ((prof["corpus_sink_mass"] >= 0) & (prof["corpus_sink_mass"] <= 1)).all()
+        # references: a learned sink's probability, or a dense head's attention to position 0
+        name = "hook_sink_prob" if learned else "hook_pattern"
+
+        def sink_probs(tokens, name=name, model=model, learned=learned):
+            _, c = model.run_with_cache(tokens)
+            return [
+                c[f"blocks.{i}.attn.{name}"][..., 0]
+                if not learned
+                else c[f"blocks.{i}.attn.{name}"]
+                for i in range(2)
+            ]  # per layer [batch head pos]
+
+        corpus = torch.stack([p.mean(dim=(0, 2)) for p in sink_probs(windows)])
+        torch.testing.assert_close(prof["corpus_sink_mass"], corpus)
+        task = sink_probs(quote_batch.tokens)
+        for layer in range(2):
+            for head in range(4):
+                x = torch.stack([task[layer][i, head, quote_batch.last[i]] for i in range(16)])
+                assert float(prof["task_sink_mass"][layer, head]) == pytest.approx(float(x.mean()))
+                y = (quote_batch.correct == quote_batch.correct[0]).float()
+                xc, yc = x - x.mean(), y - y.mean()
+                r = float((xc * yc).sum() / (xc.norm() * yc.norm()))
+                assert float(prof["threshold_score"][layer, head]) == pytest.approx(
+                    abs(r), abs=1e-4
+                )
     # removing a learned sink equals setting its logit to -inf
     block = sparse.blocks[1].attn
     saved = block.sinks.data.clone()

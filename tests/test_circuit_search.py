@@ -104,6 +104,32 @@ def test_attribution_scores_are_the_first_order_ablation_effect():
         "blocks.0.hook_attn_out",
         "blocks.0.hook_resid_post",
     }
+    # reference: |d loss / d m| of one node's mask at m = 1, by central finite differences
+    model, batch, values = pruner.model, pruner.val, pruner.ablation.values
+
+    @torch.no_grad()
+    def loss_at(target: str, channel: int, m: float) -> float:
+        def mix(a, hook):
+            x = a.reshape(*a.shape[:2], -1)
+            mask = torch.ones(x.shape[-1], dtype=torch.float64)
+            if hook.name == target:
+                mask[channel] = m
+            out = x.double() * mask + values[hook.name].double() * (1 - mask)
+            return out.to(a.dtype).reshape(a.shape)
+
+        logits = model.run_with_hooks(batch.tokens, fwd_hooks=[(h, mix) for h in scores])
+        last = logits[torch.arange(len(batch)), batch.last]
+        two = torch.stack(
+            [last.gather(1, batch.correct[:, None]), last.gather(1, batch.incorrect[:, None])], -1
+        )
+        return float(-two.squeeze(1).double().log_softmax(-1)[:, 0].mean())
+
+    picks = [(h, int(v.argmax())) for h, v in scores.items() if float(v.max()) > 1e-3]
+    assert len(picks) >= 3
+    eps = 1e-2
+    for h, c in picks:
+        fd = abs(loss_at(h, c, 1 + eps) - loss_at(h, c, 1 - eps)) / (2 * eps)
+        assert float(scores[h][c]) == pytest.approx(fd, rel=0.05, abs=1e-4), (h, c)
     base = attribution_baseline(pruner)
     assert base["loss"] <= pruner.pcfg.target_loss and base["nodes"] >= 5
 

@@ -172,7 +172,12 @@ def test_prune_cli_optuna_search_cleanup_and_seeds(tiny_run):
     seeds = circuit.extra["seeds"]
     assert seeds["seeds"] == [0, 1] and set(seeds["core"]) <= set(seeds["union"])
     assert seeds["sizes"]["0"] == circuit.n_nodes
-    assert circuit.extra["attribution"]["nodes"] >= 0
+    attribution = circuit.extra["attribution"]  # a bisected baseline: reaches the target
+    assert attribution["loss"] <= circuit.target_loss
+    assert 0 <= attribution["nodes"] <= circuit.extra["total_nodes"]
+    assert attribution["learned_over_attribution_nodes"] == pytest.approx(
+        circuit.n_nodes / max(attribution["nodes"], 1)
+    )
     assert out.with_suffix(".optuna.db").is_file()
     assert main(args) == 0  # the study is complete: resumed, no new trials
     assert Circuit.load(out).hparams["search"]["trials"] == search["trials"]

@@ -93,10 +93,23 @@ def test_token_data_windows(folder, tmp_path, tokenizer):
     corpus = load_corpus(folder, val_frac=0.2)
     data = TokenData.build(corpus, tokenizer, tmp_path / "cache")
     assert data.train.dtype.name == "uint16" and len(data.val) > 0
+    # each split's stream: <|endoftext|> + the tokens of each of its documents, in order
+    for split, stream in (("train", data.train), ("val", data.val)):
+        ref = []
+        for _, text in corpus.documents(split):
+            ref += [tokenizer.eot_id, *tokenizer.encode(text)]
+        assert stream.tolist() == ref, split
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(data.sample(4, 16, g1), data.sample(4, 16, g2))
+    batch = data.sample(4, 16, g1)
+    assert torch.equal(batch, data.sample(4, 16, g2))
+    train = data.train.tolist()
+    for row in batch.tolist():  # every window is a contiguous slice of the training stream
+        assert any(train[i : i + 16] == row for i in range(len(train) - 15))
     v = data.val_windows(5, 16)
-    assert v.shape == (5, 16) and torch.equal(v, data.val_windows(5, 16))
+    assert torch.equal(v, data.val_windows(5, 16))
+    last = len(data.val) - 16  # evenly spaced from the first to the last window
+    val = data.val.tolist()
+    assert v.tolist() == [val[j * last // 4 : j * last // 4 + 16] for j in range(5)]
     assert int(data.train.max()) < tokenizer.vocab_size
     with pytest.raises(ValueError, match="fewer than n_ctx"):
         data.check_fits(10**7)

@@ -1,3 +1,5 @@
+import pytest
+
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.faithfulness import (
     interchange,
@@ -8,7 +10,14 @@ from sparse_lens.circuits.faithfulness import (
 )
 from sparse_lens.circuits.masks import PruneConfig, make_ablation
 from sparse_lens.tasks.task import get_task
-from tests.test_prune import PLANTED, planted_batch, planted_model, pretrain_windows
+from tests.test_prune import (
+    PLANTED,
+    PLANTED_LOCS,
+    plain_circuit_loss,
+    planted_batch,
+    planted_model,
+    pretrain_windows,
+)
 
 
 def planted_circuit(model):
@@ -20,9 +29,31 @@ def test_necessity_sufficiency_and_interchange_on_the_planted_circuit():
     model = planted_model()
     circuit, _ = planted_circuit(model)
     batch = planted_batch(32, 5)
-    assert necessity(model, circuit, batch) > 0.6  # removing the circuit breaks the task
+    means = make_ablation("mean", model, pretrain_windows()).values
+    # necessity: only the circuit's nodes ablated (every other node kept), recomputed plainly
+    others = {
+        h: [c for c in range(n) if c not in PLANTED.get(h, [])] for h, n in PLANTED_LOCS.items()
+    }
+    nec = necessity(model, circuit, batch)
+    assert nec == pytest.approx(plain_circuit_loss(model, batch, others, means), abs=1e-5)
+    assert nec > 0.6  # removing the circuit breaks the task
     inter = interchange(model, circuit, batch)
     assert set(inter) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
+    # fraction 0 is the circuit alone; fraction 1 gives every circuit node its full-model value
+    assert inter["0.0"] == pytest.approx(plain_circuit_loss(model, batch, PLANTED, means), abs=1e-5)
+    # On the planted circuit the kept nodes already carry their full-model values, so patching
+    # them is a no-op; without the key node they do not, and fraction 1 restores them.
+    partial = {h: v for h, v in PLANTED.items() if h != "blocks.0.attn.hook_k"}
+    part_inter = interchange(model, Circuit.from_nodes(model, partial, means, task="p"), batch)
+    _, full = model.run_with_cache(batch.tokens)
+    patched = {}
+    for h in PLANTED_LOCS:
+        value = means[h].expand_as(full[h].flatten(2)).clone()
+        value[..., partial.get(h, [])] = full[h].flatten(2)[..., partial.get(h, [])]
+        patched[h] = value
+    ref = plain_circuit_loss(model, batch, {}, patched)
+    assert part_inter["1.0"] == pytest.approx(ref, abs=1e-5)
+    assert abs(part_inter["1.0"] - part_inter["0.0"]) > 0.05
     assert max(inter.values()) < 0.15  # full-model values in circuit nodes keep the task solved
     agree = node_agreement(model, circuit, batch)
     assert len(agree["per_node"]) == 6

@@ -13,7 +13,7 @@ from sparse_lens.data import idioms
 from sparse_lens.data.corpus import stdlib_root
 from sparse_lens.data.token_data import MixedData, TokenData, build_idiom_shard, with_idioms
 from sparse_lens.tasks import suite as task_suite
-from sparse_lens.training.sparse import TrainConfig, train
+from sparse_lens.training.sparse import TrainConfig, recorded_idiom_frac, train
 from tests.test_train import TCFG, make_model
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
@@ -104,44 +104,49 @@ def test_idiom_shard_is_cached_and_mix_off_returns_the_data(tokenizer, tmp_path)
     assert isinstance(mixed, MixedData) and len(mixed.idioms) == len(ids)
 
 
-def test_train_refuses_data_that_does_not_match_idiom_frac(data, tokenizer, tmp_path):
-    mixed = with_idioms(data, tokenizer, 0.25, tmp_path / "cache", n_docs=200)
+def test_idiom_share_is_the_datas_alone(data, tokenizer, tmp_path):
+    """The share lives in the data (``MixedData.idiom_frac``), not twice in the train config."""
+    assert "idiom_frac" not in {f.name for f in dataclasses.fields(TrainConfig)}
     with pytest.raises(ValueError, match="idiom_frac"):
-        train(make_model(tokenizer), mixed, TCFG, tmp_path / "a", progress=False)
-    with pytest.raises(ValueError, match="idiom_frac"):
-        train(
-            make_model(tokenizer),
-            data,
-            dataclasses.replace(TCFG, idiom_frac=0.25),
-            tmp_path / "b",
-            progress=False,
-        )
-    with pytest.raises(ValueError, match="idiom_frac"):
-        TrainConfig(steps=1, batch_size=1, idiom_frac=1.0)
+        with_idioms(data, tokenizer, 1.0, tmp_path / "cache", n_docs=200)
     tiny_share = with_idioms(data, tokenizer, 0.1, tmp_path / "cache", n_docs=200)
     with pytest.raises(ValueError, match="rounds to no idiom window"):
-        train(
-            make_model(tokenizer),
-            tiny_share,
-            dataclasses.replace(TCFG, idiom_frac=0.1),
-            tmp_path / "c",
-            progress=False,
-        )
+        train(make_model(tokenizer), tiny_share, TCFG, tmp_path / "c", progress=False)
 
 
 def test_mixed_training_resumes_exactly(data, tokenizer, tmp_path):
-    tcfg = dataclasses.replace(TCFG, idiom_frac=0.25)
     mixed = with_idioms(data, tokenizer, 0.25, tmp_path / "cache", n_docs=200)
-    ref = train(make_model(tokenizer), mixed, tcfg, tmp_path / "ref", progress=False)
-    train(make_model(tokenizer), mixed, tcfg, tmp_path / "cut", halt_after=6, progress=False)
+    ref = train(make_model(tokenizer), mixed, TCFG, tmp_path / "ref", progress=False)
+    train(make_model(tokenizer), mixed, TCFG, tmp_path / "cut", halt_after=6, progress=False)
     resumed = train(
-        make_model(tokenizer), mixed, tcfg, tmp_path / "cut", resume=True, progress=False
+        make_model(tokenizer), mixed, TCFG, tmp_path / "cut", resume=True, progress=False
     )
     for k, v in ref.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     run = json.loads((tmp_path / "ref" / "run.json").read_text())
-    assert run["train_config"]["idiom_frac"] == 0.25
+    assert "idiom_frac" not in run["train_config"] and run["data"]["idiom_frac"] == 0.25
+    assert recorded_idiom_frac(run) == 0.25
     assert run["data"]["idioms"]["n_docs"] == 200
+
+
+def test_run_folders_that_stored_the_share_in_train_config_still_resume(data, tokenizer, tmp_path):
+    """A run.json written when ``TrainConfig`` held ``idiom_frac`` resumes on the same data
+    and is refused on data with another share."""
+    mixed = with_idioms(data, tokenizer, 0.25, tmp_path / "cache", n_docs=200)
+    train(make_model(tokenizer), mixed, TCFG, tmp_path / "cut", halt_after=6, progress=False)
+    path = tmp_path / "cut" / "run.json"
+    old = json.loads(path.read_text())
+    old["train_config"]["idiom_frac"] = 0.25  # as written before the share moved to the data
+    path.write_text(json.dumps(old))
+    assert recorded_idiom_frac(old) == 0.25
+    assert recorded_idiom_frac({"train_config": {"idiom_frac": 0.35}}) == 0.35
+    assert recorded_idiom_frac({"train_config": {}}) == 0.0
+    other = with_idioms(data, tokenizer, 0.5, tmp_path / "cache", n_docs=200)
+    for wrong in (other, data):  # another share, or none
+        with pytest.raises(ValueError, match="mixes in idioms at idiom_frac=0.25"):
+            train(make_model(tokenizer), wrong, TCFG, tmp_path / "cut", resume=True, progress=False)
+    train(make_model(tokenizer), mixed, TCFG, tmp_path / "cut", resume=True, progress=False)
+    assert (tmp_path / "cut" / "final" / "config.json").is_file()
 
 
 def test_cli_idiom_frac_is_recorded_and_checked(tmp_path, capsys):
@@ -154,4 +159,23 @@ def test_cli_idiom_frac_is_recorded_and_checked(tmp_path, capsys):
     assert "--idiom-frac" in capsys.readouterr().err
     assert cli_main([*common, "--out", str(tmp_path / "run"), "--idiom-frac", "0.25"]) == 0
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["train_config"]["idiom_frac"] == 0.25 and run["data"]["idiom_frac"] == 0.25
+    assert "idiom_frac" not in run["train_config"] and run["data"]["idiom_frac"] == 0.25
+
+
+def test_sweep_points_that_stored_the_share_in_train_config_are_recognised(tmp_path):
+    from sparse_lens.sweep.grid import SweepConfig, grid, point_configs
+    from sparse_lens.sweep.point import _check_spec, _spec_record
+
+    scfg = SweepConfig(preset="tiny", widths=(32,), l0s=(2000,), idiom_frac=0.25)
+    spec = grid(scfg, 300)[0][0]
+    mcfg, tcfg = point_configs(spec, scfg, 300)
+    record = _spec_record(spec, mcfg, tcfg, scfg.idiom_share())
+    assert record["idiom_frac"] == 0.25 and "idiom_frac" not in record["train_config"]
+    old = {k: v for k, v in record.items() if k != "idiom_frac"}
+    old["train_config"] = record["train_config"] | {"idiom_frac": 0.25}  # the earlier layout
+    (tmp_path / "spec.json").write_text(json.dumps(old))
+    _check_spec(tmp_path, record)  # the same point
+    with pytest.raises(ValueError, match="other settings"):
+        _check_spec(tmp_path, record | {"idiom_frac": 0.0})
+    with pytest.raises(ValueError, match="idiom_frac"):
+        SweepConfig(preset="tiny", widths=(32,), l0s=(2000,), idiom_frac=1.0)

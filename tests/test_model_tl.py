@@ -36,15 +36,39 @@ def test_run_with_cache_returns_activation_cache(model):
     assert not model.hook_dict["blocks.0.hook_resid_pre"].fwd_hooks
 
 
+def _plain_abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Reference AbsTopK: each row's k largest-magnitude entries by a full sort, the rest 0."""
+    keep = torch.zeros_like(x, dtype=torch.bool)
+    keep.scatter_(-1, x.abs().argsort(dim=-1, descending=True)[..., :k], True)
+    return torch.where(keep, x, torch.zeros_like(x))
+
+
+def _plain_rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w
+
+
 def test_hooks_carry_post_abstopk_values():
     model = build_model()
     _, cache = model.run_with_cache(random_tokens())
-    k_neuron = model.cfg.act_k(model.cfg.d_mlp)
-    assert ((cache["post", 0] != 0).sum(-1) <= k_neuron).all()
-    assert ((cache["blocks.0.attn.hook_in"] != 0).sum(-1) <= model.cfg.act_k(16)).all()
+    cfg, block = model.cfg, model.blocks[0]
+    k_neuron, k_model = cfg.act_k(cfg.d_mlp), cfg.act_k(cfg.d_model)
+    assert k_neuron < cfg.d_mlp and k_model < cfg.d_model  # AbsTopK really drops entries
+    # mlp_neuron: AbsTopK of gelu(pre), recomputed from hook_pre
+    post_ref = _plain_abs_topk(torch.nn.functional.gelu(cache["pre", 0]), k_neuron)
+    torch.testing.assert_close(cache["post", 0], post_ref)
+    assert ((cache["post", 0] != 0).sum(-1) == k_neuron).all()
+    # attn_in: AbsTopK of RMSNorm(resid_pre), recomputed from the residual and the gain
+    ln = _plain_rms(cache["resid_pre", 0], block.ln1.w, cfg.eps)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_in"], _plain_abs_topk(ln, k_model))
+    # attn_q: AbsTopK over all heads' channels of the projected (pre-AbsTopK) query
+    attn1 = model.blocks[1].attn
+    q_pre = torch.einsum("bpd,hde->bphe", cache["blocks.1.attn.hook_in"], attn1.W_Q) + attn1.b_Q
+    q_pre = q_pre.flatten(-2)
     q = cache["q", 1].flatten(-2)
-    assert ((q != 0).sum(-1) <= model.cfg.act_k(16)).all()
-    assert ((cache["attn_out", 0] != 0).sum(-1) <= model.cfg.act_k(16)).all()
+    torch.testing.assert_close(q, _plain_abs_topk(q_pre, cfg.act_k(q.shape[-1])))
+    # attn_out: the write is AbsTopK of z @ W_O + b_O
+    out_pre = torch.einsum("bphe,hed->bpd", cache["z", 0], block.attn.W_O) + block.attn.b_O
+    torch.testing.assert_close(cache["attn_out", 0], _plain_abs_topk(out_pre, k_model))
 
 
 def test_sink_mass_and_pattern_rows():
@@ -103,7 +127,10 @@ def test_tokens_to_residual_directions_folds_final_norm_gain():
     torch.testing.assert_close(
         model.tokens_to_residual_directions(5), model.W_U[:, 5] * model.ln_final.w
     )
-    assert model.tokens_to_residual_directions(torch.tensor([1, 2])).shape == (2, 16)
+    two = model.tokens_to_residual_directions(torch.tensor([[1, 2]]))
+    assert two.shape == (1, 2, 16)
+    torch.testing.assert_close(two[0, 1], model.W_U[:, 2] * model.ln_final.w)
+    torch.testing.assert_close(two[0, 0], model.W_U[:, 1] * model.ln_final.w)
 
 
 def _patching_functions():
@@ -135,23 +162,49 @@ def test_every_act_patch_function_runs_and_self_patch_is_identity(name):
 def test_direct_path_patching_runs(component):
     if "component" not in inspect.signature(patching.get_act_patch_direct_path).parameters:
         pytest.skip("direct-path patching needs TransformerLens 4")
-    model = build_model(act_sparse_sites=("mlp_neuron",))  # z @ W_O is the exact head write
+    # z @ W_O is the exact head write; init_std=0.3 so the paths move the metric measurably
+    model = build_model(act_sparse_sites=("mlp_neuron",), init_std=0.3)
     clean, corrupt = random_tokens(1, 6, seed=1), random_tokens(1, 6, seed=2)
     _, clean_cache = model.run_with_cache(clean)
-    _, corrupt_cache = model.run_with_cache(corrupt)
-    out = patching.get_act_patch_direct_path(
-        model,
-        corrupt,
-        clean_cache,
-        corrupt_cache,
-        lambda lg: lg[0, -1, 3],
-        0,
-        1,
-        component=component,
-        verbose=False,
-    )
-    assert out.shape == (2, 4)
+    corrupt_logits, corrupt_cache = model.run_with_cache(corrupt)
+
+    def metric(lg):
+        return lg[0, -1, 3]
+
+    with torch.no_grad():
+        out = patching.get_act_patch_direct_path(
+            model,
+            corrupt,
+            clean_cache,
+            corrupt_cache,
+            metric,
+            0,
+            1,
+            component=component,
+            verbose=False,
+        )
     assert not model.cfg.use_split_qkv_input
+    # Reference with plain hooks: head 1's clean-minus-corrupt write is added to layer 1's
+    # residual in a side run, whose layer-1 `component` activation then replaces head h's alone.
+    W_O = model.blocks[0].attn.W_O[1]
+    delta = (clean_cache["z", 0][:, :, 1] - corrupt_cache["z", 0][:, :, 1]) @ W_O
+    add = [("blocks.1.hook_resid_pre", lambda a, hook: a + delta)]
+    with torch.no_grad(), model.hooks(fwd_hooks=add):
+        _, side = model.run_with_cache(corrupt, names_filter=f"blocks.1.attn.hook_{component}")
+    moved = side[f"blocks.1.attn.hook_{component}"]
+    ref = torch.zeros(2, 4)
+    for h in range(4):
+
+        def put(a, hook, h=h):
+            a = a.clone()
+            a[:, :, h] = moved[:, :, h]
+            return a
+
+        with torch.no_grad():
+            lg = model.run_with_hooks(corrupt, fwd_hooks=[(f"blocks.1.attn.hook_{component}", put)])
+        ref[1, h] = metric(lg)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert (out[1] - metric(corrupt_logits)).abs().max() > 1e-3  # the paths carry an effect
 
 
 def test_split_qkv_input_is_identity_when_unpatched(model):
@@ -163,15 +216,68 @@ def test_split_qkv_input_is_identity_when_unpatched(model):
         setter(False)
     model.set_use_split_qkv_input(True)
     _, cache = model.run_with_cache(tokens)
-    assert cache["blocks.0.attn.hook_q_input"].shape == (2, 10, 4, 16)
+    q_input = cache["blocks.0.attn.hook_q_input"]  # each head's own copy of resid_pre
+    torch.testing.assert_close(q_input, cache["resid_pre", 0][:, :, None].expand(-1, -1, 4, -1))
     model.set_use_split_qkv_input(False)
+
+
+def _plain_pattern(model, resid_pre: torch.Tensor, layer: int) -> torch.Tensor:
+    """Reference attention pattern [head q k] of one prompt, recomputed from the residual with
+    plain loops: RMSNorm, AbsTopK, projections, causal softmax with the sink as an extra key."""
+    cfg, attn = model.cfg, model.blocks[layer].attn
+    x = _plain_abs_topk(_plain_rms(resid_pre, model.blocks[layer].ln1.w, cfg.eps), cfg.act_k(16))
+    q = _plain_abs_topk((x @ attn.W_Q + attn.b_Q[:, None]).transpose(0, 1).flatten(-2), 16 // 4)
+    k = _plain_abs_topk((x @ attn.W_K + attn.b_K[:, None]).transpose(0, 1).flatten(-2), 16 // 4)
+    q, k = q.unflatten(-1, (4, 4)), k.unflatten(-1, (4, 4))  # [pos head d_head]
+    n = resid_pre.shape[0]
+    pattern = torch.zeros(4, n, n)
+    for h in range(4):
+        for i in range(n):
+            logits = torch.stack([q[i, h] @ k[j, h] / 2.0 for j in range(i + 1)] + [attn.sinks[h]])
+            pattern[h, i, : i + 1] = logits.softmax(0)[:-1]
+    return pattern
 
 
 def test_detect_head_runs(tokenizer):
     model = build_model(d_vocab=tokenizer.vocab_size, n_ctx=64)
     model.tokenizer = tokenizer
-    scores = detect_head(model, "x = [1, 2, 3]\nx = [1, 2, 3]\n", "previous_token_head")
-    assert scores.shape == (2, 4)
+    assert model.cfg.act_k(16) == 4 and model.cfg.attn_sinks  # what _plain_pattern assumes
+    text = "x = [1, 2, 3]\nx = [1, 2, 3]\n"
+    tokens = model.to_tokens(text)[0]
+    n = len(tokens)
+    _, cache = model.run_with_cache(tokens[None])
+    prev = torch.zeros(n, n)
+    prev[1:, :-1] = torch.eye(n - 1)
+    dup = (tokens[:, None] == tokens[None, :]).float().tril(-1)
+    induction = torch.zeros(n, n)
+    induction[:, 1:] = dup[:, :-1]  # attend to the token after an earlier copy of this one
+    with torch.no_grad():
+        patterns = [_plain_pattern(model, cache["resid_pre", i][0], i) for i in range(2)]
+    for name, detection in (
+        ("previous_token_head", prev),
+        ("duplicate_token_head", dup),
+        ("induction_head", induction.tril()),
+    ):
+        assert detection.sum() > 0, name  # the prompt has such positions
+        scores = detect_head(model, text, name)
+        ref = torch.tensor(
+            [[float((p[h] * detection).sum() / p[h].sum()) for h in range(4)] for p in patterns]
+        )
+        torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-4)
+    # exclude_bos and the "abs" measure read the same patterns
+    scores = detect_head(model, text, prev, exclude_bos=True)
+    no_bos = [p.clone() for p in patterns]
+    for p in no_bos:
+        p[:, :, 0] = 0
+    ref = torch.tensor(
+        [[float((p[h] * prev).sum() / p[h].sum()) for h in range(4)] for p in no_bos]
+    )
+    torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-4)
+    scores = detect_head(model, text, prev, error_measure="abs")
+    ref = torch.tensor(
+        [[1 - round(float((p[h] - prev).abs().mean() * n), 3) for h in range(4)] for p in patterns]
+    )
+    torch.testing.assert_close(scores, ref, atol=2e-3, rtol=0)
 
 
 def test_circuitsvis_renders_from_cached_pattern():
@@ -242,10 +348,11 @@ def test_string_input_and_tokenizer_surface(tokenizer):
     assert model.to_single_token('("') == tokenizer.encode('("')[0]
     with pytest.raises(ValueError, match="not one"):
         model.to_single_token("hello world foo")
-    loss = model('print("hi")', return_type="loss")
-    assert loss.ndim == 0 and loss > 0
+    logits = model(tokens)
+    nll = -logits[0, :-1].log_softmax(-1)[range(tokens.shape[1] - 1), tokens[0, 1:]]
     per_tok = model(tokens, return_type="loss", loss_per_token=True)
-    assert per_tok.shape == (1, tokens.shape[1] - 1)
+    torch.testing.assert_close(per_tok, nll[None])
+    torch.testing.assert_close(model('print("hi")', return_type="loss"), nll.mean())
     batch = model.to_tokens(["a", "for i in x"])
     assert batch.shape[0] == 2
 
@@ -259,9 +366,34 @@ def test_stacked_weights_and_factored_matrices(model):
     assert model.W_Q.shape == (2, 4, 16, 4)
     assert model.W_O.shape == (2, 4, 4, 16)
     assert model.W_in.shape == (2, 16, 32)
-    assert model.QK.shape == (2, 4, 16, 16)
-    assert model.OV.shape == (2, 4, 16, 16)
-    assert len(model.all_head_labels()) == 8
+    parts = {"attn": ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")}
+    parts["mlp"] = ("W_in", "W_out", "b_in", "b_out")
+    for part, names in parts.items():
+        for name in names:
+            for layer, block in enumerate(model.blocks):
+                assert torch.equal(getattr(model, name)[layer], getattr(getattr(block, part), name))
+    assert model.all_head_labels() == ["L0H0", "L0H1", "L0H2", "L0H3"] + [
+        f"L1H{h}" for h in range(4)
+    ]
+    # QK and OV, read against the forward pass: with the q/k/v biases zeroed and AbsTopK off,
+    # scores = x QK y^T / sqrt(d_head) and each head writes pattern @ x @ OV (x = hook_in).
+    dense = build_model(**VARIANTS["dense"])  # no sinks, afrac=1: AbsTopK is the identity
+    with torch.no_grad():
+        for block in dense.blocks:
+            for b in ("b_Q", "b_K", "b_V"):
+                getattr(block.attn, b).zero_()
+    dense.set_use_attn_result(True)
+    _, cache = dense.run_with_cache(random_tokens())
+    QK, OV = dense.QK, dense.OV
+    assert QK.shape == (2, 4, 16, 16) and OV.shape == (2, 4, 16, 16)
+    for layer in range(2):
+        x = cache[f"blocks.{layer}.attn.hook_in"]  # [batch pos d_model]
+        scores = torch.einsum("bqd,hde,bke->bhqk", x, QK.AB[layer], x) / 2.0  # sqrt(d_head = 4)
+        ref = cache["attn_scores", layer]
+        causal = torch.ones(10, 10, dtype=torch.bool).tril()
+        torch.testing.assert_close(scores[..., causal], ref[..., causal], atol=1e-4, rtol=1e-4)
+        write = torch.einsum("bhqk,bkd,hde->bqhe", cache["pattern", layer], x, OV.AB[layer])
+        torch.testing.assert_close(write, cache["result", layer], atol=1e-4, rtol=1e-4)
 
 
 def test_sparsity_stats_counts_nonzeros_and_dead_units():

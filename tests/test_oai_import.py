@@ -88,13 +88,26 @@ def test_import_through_cli_matches_reference(name, tok_dir, tmp_path, capsys):
 
 
 def test_imported_folder_works_with_tasks_command(tok_dir, tmp_path, capsys):
-    cfg, sd, _ = _sd_cfg("sinks_bigram")
+    from sparse_lens.tasks.task import get_task, task_batch
+
+    cfg, sd, full = _sd_cfg("sinks_bigram")
     src = write_oai_folder(tmp_path / "oai", cfg, sd)
     out = tmp_path / "model"
     assert main(["import-oai", str(src), "--out", str(out), "--tokenizer", str(tok_dir)]) == 0
     capsys.readouterr()
     assert main(["tasks", str(out), "--task", "var_swap", "--n", "10", "--json"]) == 0
-    assert 0.0 <= json.loads(capsys.readouterr().out)["var_swap"]["accuracy"] <= 1.0
+    row = json.loads(capsys.readouterr().out)["var_swap"]
+    # reference: the independent forward pass on the test split's contexts (n=10, seed 0)
+    model = HookedSparseTransformer.from_pretrained(out)
+    batch = task_batch(get_task("var_swap"), model.tokenizer, model.cfg.n_ctx, "test", 10, 0)
+    logits = reference_forward(sd, full, batch.tokens)
+    last = logits[torch.arange(len(batch)), batch.last]
+    right = last.gather(1, batch.correct[:, None])[:, 0]
+    wrong = last.gather(1, batch.incorrect[:, None])[:, 0]
+    loss = torch.nn.functional.softplus(wrong - right).mean()  # -log softmax of the right one
+    assert row["n"] == len(batch) > 0
+    assert row["loss"] == pytest.approx(float(loss), abs=1e-5)
+    assert row["accuracy"] == pytest.approx(float((right > wrong).float().mean()))
 
 
 class _Payload:

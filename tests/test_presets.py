@@ -29,7 +29,8 @@ def test_build_applies_model_overrides_before_dense():
 def test_study_preset_is_wider_longer_and_trains(tmp_path):
     demo_m, demo_t = get_preset("demo").build(300)
     mcfg, tcfg = get_preset("study").build(300, steps=2, batch_size=4)
-    assert mcfg.d_model > demo_m.d_model and tcfg.idiom_frac == demo_t.idiom_frac > 0
+    assert mcfg.d_model > demo_m.d_model
+    assert get_preset("study").idiom_frac == get_preset("demo").idiom_frac > 0
     full = get_preset("study").build(300)[1]
     assert full.steps * full.batch_size > 2 * demo_t.steps * demo_t.batch_size
     model = HookedSparseTransformer(mcfg)
@@ -42,7 +43,7 @@ def test_study_preset_is_wider_longer_and_trains(tmp_path):
     data = MixedData(
         base=base,
         idioms=rng.integers(0, 300, 2000, dtype=np.uint16),
-        idiom_frac=tcfg.idiom_frac,
+        idiom_frac=get_preset("study").idiom_frac,
         idiom_info={},
     )
     train(model, data, tcfg, tmp_path / "run", progress=False)

@@ -143,16 +143,79 @@ def test_pruning_recovers_the_planted_circuit(planted_result):
     assert result.loss <= 0.15
 
 
+# The planted model's node locations, in forward order, and their channel counts.
+PLANTED_LOCS = {
+    "blocks.0.attn.hook_in": 8,
+    "blocks.0.attn.hook_q": 8,
+    "blocks.0.attn.hook_k": 8,
+    "blocks.0.attn.hook_v": 8,
+    "blocks.0.hook_attn_out": 8,
+    "blocks.0.mlp.hook_in": 8,
+    "blocks.0.mlp.hook_post": 8,
+    "blocks.0.hook_mlp_out": 8,
+    "blocks.0.hook_resid_post": 8,
+}
+
+PLANTED_LOCS_ALL = {h: list(range(n)) for h, n in PLANTED_LOCS.items()}
+
+
+def plain_circuit_loss(model, batch, kept, baselines, frozen_scales=False) -> float:
+    """Reference task loss of a circuit, written with plain indexing hooks: channels not in
+    ``kept[hook]`` take ``baselines[hook]`` (``[channels]`` or ``[batch pos channels]``); with
+    ``frozen_scales`` every RMSNorm scale is the full model's on the same tokens."""
+    hooks = []
+    if frozen_scales:
+        scales = {}
+        names = [n for n in model.hook_dict if n.endswith("hook_scale")]
+        record = [(n, lambda a, hook: scales.__setitem__(hook.name, a.clone())) for n in names]
+        with torch.no_grad():
+            model.run_with_hooks(batch.tokens, fwd_hooks=record)
+        hooks += [(n, lambda a, hook: scales[hook.name]) for n in names]
+
+    def replace(a, hook):
+        x = a.reshape(*a.shape[:2], -1).clone()
+        base = baselines[hook.name].expand_as(x)
+        removed = [c for c in range(x.shape[-1]) if c not in kept.get(hook.name, [])]
+        x[..., removed] = base[..., removed]
+        return x.reshape(a.shape)
+
+    hooks += [(h, replace) for h in PLANTED_LOCS]
+    with torch.no_grad():
+        logits = model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
+    last = logits[torch.arange(len(batch)), batch.last]
+    pair = torch.stack(
+        [last.gather(1, batch.correct[:, None]), last.gather(1, batch.incorrect[:, None])]
+    )
+    return float(-pair.squeeze(-1).T.log_softmax(-1)[:, 0].mean())
+
+
+def top_k_kept(taus, k) -> dict[str, list[int]]:
+    """The k nodes of largest tau (ties: forward order), by a plain sort."""
+    ranked = sorted(
+        ((-float(t), i, h, c) for i, h in enumerate(PLANTED_LOCS) for c, t in enumerate(taus[h])),
+    )[:k]
+    return {h: sorted(c for _, _, hh, c in ranked if hh == h) for h in PLANTED_LOCS}
+
+
 def test_bisection_finds_the_smallest_passing_k(planted_result):
     model, result = planted_result
+    target = 0.15
     curve = dict(result.curve)
-    assert curve[result.k] <= 0.15
-    failing = [k for k, loss in curve.items() if loss > 0.15]
-    assert (
-        failing
-        and max(failing) == result.k - 1
-        or result.k - 1 not in curve
-        or curve[result.k - 1] > 0.15
+    assert sum(len(v) for v in result.kept.values()) == result.k
+    assert result.kept == top_k_kept(result.taus, result.k)
+    means = ablation_means(model, pretrain_windows())
+    val = planted_batch(32, 2)
+    # the chosen k passes, k - 1 (bisection's last failing point) fails, both recomputed
+    loss_k = plain_circuit_loss(model, val, result.kept, means)
+    assert result.loss == pytest.approx(loss_k, abs=1e-5) and loss_k <= target
+    assert curve[result.k] == pytest.approx(loss_k, abs=1e-5)
+    assert result.k - 1 in curve
+    loss_below = plain_circuit_loss(model, val, top_k_kept(result.taus, result.k - 1), means)
+    assert curve[result.k - 1] == pytest.approx(loss_below, abs=1e-5) and loss_below > target
+    # every evaluated point is on the right side of the answer (a monotone curve is found)
+    assert all(loss > target for k, loss in curve.items() if k < result.k)
+    assert result.full_loss == pytest.approx(
+        plain_circuit_loss(model, val, PLANTED_LOCS_ALL, means)
     )
 
 
@@ -223,15 +286,43 @@ def test_resample_and_frozen_norm_pruning_run():
     model = planted_model()
     train, val = planted_batch(16, 1), planted_batch(8, 2)
     abl = make_ablation("resample", model, pretrain_windows(), concat_batches(train, val, BOS))
+    # resample values: each row holds the activations of one pretraining window (cut to 11)
+    _, cache = model.run_with_cache(pretrain_windows()[:, :11])
+    for row in range(len(train) + len(val)):
+        out = abl.values["blocks.0.hook_resid_post"][row]
+        (w,) = [w for w in range(64) if torch.allclose(cache["resid_post", 0][w], out, atol=1e-6)]
+        for hook in PLANTED_LOCS:
+            torch.testing.assert_close(abl.values[hook][row], cache[hook][w].flatten(1))
+    target = 0.5
     result = Pruner(
-        model, train, val, abl, PruneConfig(steps=20, lr=0.03, ablation="resample", target_loss=0.5)
+        model,
+        train,
+        val,
+        abl,
+        PruneConfig(steps=20, lr=0.03, ablation="resample", target_loss=target),
     ).run()
-    assert result.k > 0
+    # The validation rows are ablated with the val part of the resample values (after train's).
+    val_values = {h: v[len(train) :] for h, v in abl.values.items()}
+    loss = plain_circuit_loss(model, val, result.kept, val_values)
+    assert result.loss == pytest.approx(loss, abs=1e-5) and loss <= target
+    smaller = top_k_kept(result.taus, result.k - 1)
+    assert plain_circuit_loss(model, val, smaller, val_values) > target
+    assert 0 < result.k < sum(PLANTED_LOCS.values())
+
     mean = make_ablation("mean", model, pretrain_windows())
     frozen = Pruner(
-        model, train, val, mean, PruneConfig(steps=20, lr=0.03, freeze_norms=True, target_loss=0.5)
+        model,
+        train,
+        val,
+        mean,
+        PruneConfig(steps=20, lr=0.03, freeze_norms=True, target_loss=target),
     ).run()
-    assert frozen.k > 0
+    loss = plain_circuit_loss(model, val, frozen.kept, mean.values, frozen_scales=True)
+    assert frozen.loss == pytest.approx(loss, abs=1e-5) and loss <= target
+    smaller = top_k_kept(frozen.taus, frozen.k - 1)
+    assert plain_circuit_loss(model, val, smaller, mean.values, frozen_scales=True) > target
+    # freezing matters here: the same nodes with live norms give another loss
+    assert abs(plain_circuit_loss(model, val, frozen.kept, mean.values) - loss) > 1e-3
 
 
 def _circuit(model, result) -> Circuit:
@@ -289,6 +380,7 @@ def test_to_model_matches_hooks_under_abstopk():
     tokens = random_tokens(3, 9, seed=4)
     hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model))
     torch.testing.assert_close(circuit.to_model(model)(tokens), hooked, atol=1e-5, rtol=1e-5)
+    assert (hooked - model(tokens)).abs().max() > 1e-3  # the circuit differs from the model
 
 
 def test_full_model_that_cannot_reach_target_is_an_error():
@@ -379,3 +471,34 @@ def test_epochs_and_tied_qk_masks():
         assert torch.equal(masks["blocks.0.attn.hook_k"], masks["blocks.0.attn.hook_q"])
     with pytest.raises(ValueError, match="warmup_frac"):
         PruneConfig(warmup_frac=1.5)
+
+
+def test_pruning_and_circuits_follow_the_models_dtype():
+    """float32 masks and ablation means on a float64 model: mask training, the circuit's hooks
+    and its baked-in overrides all run in float64 (masks move to the activation's dtype)."""
+    from hooks import flat
+    from sparse_lens.circuits.masks import MaskHolder
+
+    model32 = planted_model()
+    model = HookedSparseTransformer(model32.cfg.replace(dtype=torch.float64))
+    model.load_state_dict(model32.state_dict())
+    model.eval()
+    ablation = make_ablation("mean", model, pretrain_windows())
+    assert ablation.values["blocks.0.attn.hook_in"].dtype == torch.float32
+    pruner = Pruner(model, planted_batch(8, 1), planted_batch(8, 2), ablation, PruneConfig(steps=4))
+    taus, losses = pruner.learn_masks()
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    assert all(t.dtype == torch.float32 for t in taus.values())
+    circuit = Circuit.from_nodes(model, PLANTED, ablation.values, task="planted")
+    tokens = planted_batch(4, 3).tokens
+    hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model))
+    assert hooked.dtype == torch.float64
+    torch.testing.assert_close(circuit.to_model(model)(tokens), hooked)
+    # the training hooks put masks and means on the activation's device and dtype
+    live = MaskHolder(pruner.locs, ablation)
+    live.set(pruner.masks_of(taus), None, tokens.shape[1])
+    (name, hook), loc = live.hooks()[0], pruner.locs[0]
+    meta = torch.empty(4, tokens.shape[1], loc.size, dtype=torch.bfloat16, device="meta")
+    out = hook(meta, model.hook_dict[name])
+    assert out.device.type == "meta" and out.dtype == torch.bfloat16
+    assert flat(out, loc.size).shape == meta.shape

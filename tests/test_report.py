@@ -183,6 +183,46 @@ def test_attribution_is_the_derivative_of_the_masked_loss(setup):
     assert derivative == pytest.approx(-attr[ref.label], rel=0.05, abs=1e-4)
 
 
+def test_circuit_patterns_are_the_circuit_runs_attention(setup):
+    from analyses.node_panels import circuit_patterns
+
+    model, circuit, _, data = setup
+    batch = task_batch(get_task(TASK), model.tokenizer, 64, "test", 8)
+    patterns, sinks = circuit_patterns(model, circuit, batch.tokens)
+    # heads: every (layer, head) with a kept q, k or v channel, read off the node lists
+    d_head = model.cfg.d_head
+    heads = {
+        (layer, c // d_head)
+        for layer in range(model.cfg.n_layers)
+        for kind in "qkv"
+        for c in circuit.nodes.get(f"blocks.{layer}.attn.hook_{kind}", [])
+    }
+    assert set(patterns) == set(sinks) == heads and heads
+    # reference: the model under plain node-mask hooks, its attention cached
+    masks = circuit.masks()
+    hooks = [(h, node_mask(m, torch.tensor(circuit.baselines[h]))) for h, m in masks.items()]
+    seen = {}
+    names = [f"blocks.{i}.attn.hook_{n}" for i in range(2) for n in ("pattern", "sink_prob")]
+    hooks += [(n, lambda a, hook: seen.__setitem__(hook.name, a.clone())) for n in names]
+    with torch.no_grad():
+        model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
+        _, plain = model.run_with_cache(batch.tokens)
+    for layer, head in heads:
+        ref_pattern = seen[f"blocks.{layer}.attn.hook_pattern"][:, head]
+        torch.testing.assert_close(patterns[layer, head], ref_pattern)
+        torch.testing.assert_close(
+            sinks[layer, head], seen[f"blocks.{layer}.attn.hook_sink_prob"][:, head]
+        )
+        torch.testing.assert_close(
+            ref_pattern.sum(-1) + sinks[layer, head], torch.ones_like(sinks[layer, head])
+        )
+    # the circuit's attention is not the full model's (the masks reach the patterns)
+    assert any(
+        (patterns[i, h] - plain[f"blocks.{i}.attn.hook_pattern"][:, h]).abs().max() > 1e-3
+        for i, h in heads
+    )
+
+
 def test_plots(tmp_path):
     fig = line_chart(
         [Series(name="a", points=[(1, 1.0), (10, 0.1), (100, 0.01)])],

@@ -107,7 +107,20 @@ def test_refresh_selects_only_sparse_enough_and_large_enough_weights():
     assert refresh_csr_weights(model, max_density=0.1, min_numel=0) == 0  # 1/8 and 1/4 > 0.1
     assert refresh_csr_weights(model, max_density=0.3, min_numel=10**9) == 0
     assert refresh_csr_weights(model, max_density=0.0, min_numel=0) == 0
-    assert refresh_csr_weights(model, max_density=0.3, min_numel=0) > 0
+    n = refresh_csr_weights(model, max_density=0.3, min_numel=0)
+    held = {
+        f"{mod_name}.{w}"
+        for mod_name, m in model.named_modules()
+        for w in getattr(m, "csr_weights", {})
+    }
+    products = ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U")
+    sparse_enough = {
+        name
+        for name, p in model.named_parameters()
+        if name.rsplit(".", 1)[-1] in products and float((p != 0).float().mean()) <= 0.3
+    }
+    assert len(sparse_enough) == 2 * 6 + 1  # every layer weight and W_U
+    assert n == len(held) and held == sparse_enough
     assert refresh_csr_weights(model, max_density=0.1, min_numel=0) == 0  # policy re-applied
     assert all(not m.csr_weights for m in model.modules() if hasattr(m, "csr_weights"))
     with pytest.raises(ValueError, match="max_density must be in"):
@@ -150,7 +163,7 @@ def _train_steps(max_density):
 
 def test_training_with_sparse_kernels_is_reproducible_and_matches_dense_kernels():
     a, b, dense = _train_steps(0.3), _train_steps(0.3), _train_steps(0.0)
-    assert sum(len(m.csr_weights) for m in a.modules() if hasattr(m, "csr_weights")) > 0
+    assert sum(len(m.csr_weights) for m in a.modules() if hasattr(m, "csr_weights")) == 13
     assert not any(getattr(m, "csr_weights", None) for m in dense.modules())
     for (name, wa), wb, wd in zip(
         a.state_dict().items(), b.state_dict().values(), dense.state_dict().values(), strict=True

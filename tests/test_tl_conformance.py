@@ -209,7 +209,10 @@ def check_stack_neuron_results(model, tokens, run):
 
 def check_to(model, tokens, run):
     _, c = model.run_with_cache(tokens)
-    assert isinstance(c.to("cpu"), SparseActivationCache)
+    moved = c.to("cpu")
+    assert isinstance(moved, SparseActivationCache) and list(moved.keys()) == list(c.keys())
+    assert all(torch.equal(moved[k], c[k]) for k in c.cache_dict)
+    torch.testing.assert_close(moved.stack_head_results(), c.stack_head_results())
 
 
 def check_toggle_autodiff(model, tokens, run):

@@ -31,6 +31,7 @@ def test_split_qkv_fires_attn_hook_in_and_node_masks_apply():
     finally:
         model.set_use_split_qkv_input(False)
     torch.testing.assert_close(out, ref)
+    assert (ref - model(tokens)).abs().max() > 1e-2  # the hook fired and mattered
 
 
 @pytest.mark.parametrize(
@@ -58,12 +59,19 @@ def test_hook_that_cannot_fire_raises_naming_the_switch(name, switch):
 def test_legacy_name_caches_under_canonical_name():
     model = _model()
     model.set_use_split_qkv_input(True)
-    _, cache = model.run_with_cache(random_tokens(), names_filter=["blocks.0.hook_q_input"])
-    assert cache["blocks.0.attn.hook_q_input"].shape == (2, 10, 4, 16)
-    _, cache = model.run_with_cache(
-        random_tokens(), names_filter=lambda n: n == "blocks.0.hook_k_input"
+    _, full = model.run_with_cache(random_tokens())
+    for legacy, canonical in (
+        (["blocks.0.hook_q_input"], "blocks.0.attn.hook_q_input"),
+        (lambda n: n == "blocks.0.hook_k_input", "blocks.0.attn.hook_k_input"),
+    ):
+        _, cache = model.run_with_cache(random_tokens(), names_filter=legacy)
+        assert canonical in cache and not any(
+            k.endswith(("_input", "hook_in")) and k != canonical for k in cache
+        )
+        torch.testing.assert_close(cache[canonical], full[canonical])
+    torch.testing.assert_close(  # each head's copy of resid_pre
+        full["blocks.0.attn.hook_k_input"], full["resid_pre", 0][:, :, None].expand(-1, -1, 4, -1)
     )
-    assert cache["blocks.0.attn.hook_k_input"].shape == (2, 10, 4, 16)
 
 
 def test_out_mask_hook_refused_when_site_off():
@@ -97,7 +105,18 @@ def test_split_qkv_inputs_slice_positions_and_gradients():
         cut["blocks.0.attn.hook_q_input"], full["blocks.0.attn.hook_q_input"][:, -1:]
     )
     _, grads = model.run_with_cache(tokens, incl_bwd=True, return_type="loss")
-    assert grads["blocks.0.attn.hook_pattern_grad"].shape == (2, 4, 6, 6)
+    kept = {}
+
+    def keep(a, hook):
+        a.retain_grad()
+        kept[hook.name] = a
+
+    model.run_with_hooks(
+        tokens, return_type="loss", fwd_hooks=[("blocks.0.attn.hook_pattern", keep)]
+    ).backward()
+    ref = kept["blocks.0.attn.hook_pattern"].grad  # autograd's d loss / d pattern
+    assert ref.abs().sum() > 0
+    torch.testing.assert_close(grads["blocks.0.attn.hook_pattern_grad"], ref)
     sink_grad = grads["blocks.0.attn.hook_sink_prob_grad"]  # the sink's value is zero
     torch.testing.assert_close(sink_grad, torch.zeros(2, 4, 6))
 
@@ -188,8 +207,9 @@ def test_tokenizer_surface(tokenizer):
     assert model.to_str_tokens(two) == [pieces, pieces]
     assert model.to_str_tokens(ids[None]) == pieces
     assert model.to_str_tokens(["x = [1, 2]", "a"], prepend_bos=False)[0] == pieces
-    assert model.tokens_to_residual_directions(torch.tensor(5)).shape == (model.cfg.d_model,)
-    assert model.tokens_to_residual_directions(torch.tensor([5])).shape == (model.cfg.d_model,)
+    direction = model.W_U[:, 5] * model.ln_final.w
+    torch.testing.assert_close(model.tokens_to_residual_directions(torch.tensor(5)), direction)
+    torch.testing.assert_close(model.tokens_to_residual_directions(torch.tensor([5])), direction)
     assert model.to_tokens("a", move_to_device=False).device.type == "cpu"
     assert model.to_single_str_token(int(ids[0])) == pieces[0]
     assert model.get_token_position(int(ids[1]), ids) == 1
@@ -240,7 +260,9 @@ def test_generate_greedy_and_sampling(tokenizer):
     a = model.generate(prompt, max_new_tokens=3, generator=g1, stop_at_eos=False)
     b = model.generate(prompt, max_new_tokens=3, generator=g2, stop_at_eos=False)
     assert torch.equal(a, b) and a.shape == (1, prompt.shape[1] + 3)
-    assert isinstance(model.generate("x = [", max_new_tokens=2, do_sample=False), str)
+    text = model.generate("x = [", max_new_tokens=2, do_sample=False, stop_at_eos=False)
+    greedy = model.generate(prompt, max_new_tokens=2, do_sample=False, stop_at_eos=False)
+    assert text == model.to_string(greedy[0])
 
 
 @pytest.mark.parametrize(
@@ -379,7 +401,11 @@ def test_write_mask_gradient_and_add_caching_hooks():
         model(tokens)
     finally:
         model.reset_hooks()
-    assert "blocks.0.attn.hook_out_mask" in cache and "blocks.0.attn.hook_z" in cache
+    _, ref = model.run_with_cache(tokens)
+    assert {"blocks.0.attn.hook_z", "blocks.0.attn.hook_out_mask"} <= set(cache)
+    assert not any(k.endswith(("hook_q", "hook_pattern")) for k in cache)  # the filter holds
+    for name in cache:
+        torch.testing.assert_close(cache[name], ref[name])
 
 
 def test_add_hook_with_a_filter_selects_only_hooks_that_fire():
@@ -410,6 +436,13 @@ def test_per_position_baseline_on_split_attn_in_matches_unsplit():
     finally:
         model.set_use_split_qkv_input(False)
     torch.testing.assert_close(out, ref)
+    # the unsplit run is the plain per-position replacement, and it changes the logits
+    plain = model.run_with_hooks(
+        tokens,
+        fwd_hooks=[("blocks.1.attn.hook_in", lambda a, hook: a * mask + baseline * (1 - mask))],
+    )
+    torch.testing.assert_close(ref, plain)
+    assert (ref - model(tokens)).abs().max() > 1e-2
 
 
 def test_generate_on_prompts_of_different_lengths_continues_each_alone(tokenizer):

@@ -225,7 +225,7 @@ def check_reused_run(run: Path, preset_name: str) -> None:
     """
     from sparse_lens.files.atomic import read_json
     from sparse_lens.training.presets import get_preset
-    from sparse_lens.training.sparse import TrainConfig
+    from sparse_lens.training.sparse import TrainConfig, recorded_idiom_frac
 
     preset = get_preset(preset_name)
     config = run / "final" / "config.json"
@@ -239,6 +239,9 @@ def check_reused_run(run: Path, preset_name: str) -> None:
             checks.append((saved.get("model_config", {}), preset.model))
             # a setting missing from an older run.json had its default (e.g. idiom_frac 0)
             checks.append((TrainConfig.with_defaults(saved.get("train_config", {})), preset.train))
+            checks.append(
+                ({"idiom_frac": recorded_idiom_frac(saved)}, {"idiom_frac": preset.idiom_frac})
+            )
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
     for saved, wanted in checks:

@@ -176,10 +176,9 @@ def train_run(s: TrainSettings) -> None:
             steps=s.steps,
             batch_size=s.batch_size,
             lr=s.lr,
-            idiom_frac=s.idiom_frac,
             sparse_matmul_max_density=0.0 if s.dense_kernels else None,
         )
-        data = with_idioms(data, tokenizer, tcfg.idiom_frac, cache_dir)
+        data = with_idioms(data, tokenizer, preset.idioms(s.idiom_frac), cache_dir)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
     metadata = {"preset": preset.name, "corpus": corpus.metadata()}

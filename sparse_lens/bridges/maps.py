@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformer_lens.ActivationCache import ActivationCache
 
+from hooks import record, replace
 from sparse_lens.files.atomic import atomic_dir, read_json
 from sparse_lens.sparsity import abs_topk
 from sparse_lens.validation import require_min
@@ -193,29 +194,15 @@ def check_pair(dense: Any, sparse: Any, bridges: Bridges | None = None) -> None:
             )
 
 
-def _saver(store: dict[str, Tensor], name: str) -> Any:
-    # keyed by the name asked for: on a TransformerBridge, hook.name is the canonical name of
-    # an alias such as blocks.0.hook_resid_pre (blocks.0.hook_in)
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        store[name] = act
-        return act
-
-    return hook
-
-
-def _replacer(value: Tensor) -> Any:
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        return value
-
-    return hook
-
-
 def run_sites(
     model: Any, tokens: Int[Tensor, "batch pos"], sites: list[str]
 ) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]:
     """Logits and the residual at each site, with gradients when enabled."""
     store: dict[str, Tensor] = {}
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(s, _saver(store, s)) for s in sites])
+    # keyed by the name asked for: on a TransformerBridge, hook.name is the canonical name of
+    # an alias such as blocks.0.hook_resid_pre (blocks.0.hook_in)
+    hooks = [(s, record(store, s, detach=False)) for s in sites]
+    logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
     return logits, {s: store[s] for s in sites}
 
 
@@ -223,7 +210,7 @@ def finish_from(
     model: Any, tokens: Int[Tensor, "batch pos"], site: str, resid: Tensor
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """``model``'s logits with its residual at ``site`` replaced by ``resid``."""
-    return model.run_with_hooks(tokens, fwd_hooks=[(site, _replacer(resid))])
+    return model.run_with_hooks(tokens, fwd_hooks=[(site, replace(resid))])
 
 
 def hybrid_forward(
@@ -244,7 +231,7 @@ def hybrid_forward(
     cross = bridges.encode if direction == "d2s" else bridges.decode
     _, first_cache = first.run_with_cache(tokens)
     moved = cross(site, first_cache[site])
-    with second.hooks(fwd_hooks=[(site, _replacer(moved))]):  # removed on exit, errors too
+    with second.hooks(fwd_hooks=[(site, replace(moved))]):  # removed on exit, errors too
         logits, second_cache = second.run_with_cache(tokens)
     first_name, second_name = ("dense", "sparse") if direction == "d2s" else ("sparse", "dense")
     merged = {f"{first_name}.{k}": v for k, v in first_cache.items()}

@@ -201,7 +201,6 @@ def train_bridged(
     """Train ``sparse`` with its recipe and ``bridges`` jointly; returns per-step records (resumable
     with ``checkpoint``, as ``fit_bridges``)."""
     check_pair(dense, sparse, bridges)
-    torch.manual_seed(tcfg.seed)
     opt = make_optimizer(sparse, tcfg)
     bopt = torch.optim.Adam(bridges.parameters(), lr=bridge_lr)
     settings = {

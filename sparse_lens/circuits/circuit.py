@@ -347,10 +347,11 @@ class Circuit:
             )
         locs = _by_hook(model.cfg)
         for hook, mask in self.masks().items():
-            loc, fill = locs[hook], torch.tensor(self.baselines[hook])
+            loc = locs[hook]
             target = self._override_module(new, loc)
             target.keep.copy_(mask)
-            target.fill.copy_(fill)
+            target.fill.copy_(torch.tensor(self.baselines[hook]))
+            fill = target.fill  # on the model's device, in its dtype
             removed = (mask == 0).nonzero().squeeze(-1)
             if len(removed) == 0:
                 continue

@@ -18,11 +18,12 @@ loss of every stage (``prune.prune_task`` does).
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
+from hooks import flat, record
 from sparse_lens.circuits.circuit import circuit_edges
 from sparse_lens.circuits.edges import Edge, edge_hooks, edge_site
 from sparse_lens.circuits.masks import Pruner
@@ -116,7 +117,8 @@ def edge_candidates(pruner: Pruner, kept: dict[str, list[int]]) -> list[Edge]:
     for s, i, t, j in edges:
         site = edge_site(model, s, t)
         fill = pruner.ablation.values[s]
-        dev = float((cache[site.read][..., i] - fill[i]).abs().mean())
+        read = flat(cache[site.read], fill.shape[-1])
+        dev = float((read[..., i] - fill[i].to(read)).abs().mean())
         scored.append((abs(float(site.weight[i, j])) * dev, (s, i, t, j)))
     scored.sort(key=lambda x: x[0])
     return [e for _, e in scored]
@@ -124,11 +126,8 @@ def edge_candidates(pruner: Pruner, kept: dict[str, list[int]]) -> list[Edge]:
 
 def _cached_reads(pruner: Pruner, masks: dict[str, Tensor], reads: set[str]) -> dict[str, Tensor]:
     store: dict[str, Tensor] = {}
-
-    def grab(act: Tensor, hook: Any) -> None:
-        store[hook.name] = act.reshape(*act.shape[:2], -1).detach()
-
-    pruner.logits(masks, pruner.val, pruner._resample_idx(pruner.val), [(r, grab) for r in reads])
+    hooks = [(r, record(store)) for r in reads]
+    pruner.logits(masks, pruner.val, pruner._resample_idx(pruner.val), hooks)
     return store
 
 

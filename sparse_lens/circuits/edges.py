@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooks import flat
+from hooks import flat, like, record
 from hooks.types import HookList
 from sparse_lens.model.transformer import HookedSparseTransformer
 
@@ -96,11 +96,6 @@ def edge_hooks(
         store: dict[str, Tensor] = {}
         key = f"{n}"
 
-        def read(
-            act: Tensor, hook: Any, store: dict = store, key: str = key, n_in: int = D.shape[0]
-        ) -> None:
-            store[key] = flat(act, n_in)
-
         def correct(
             act: Tensor,
             hook: Any,
@@ -109,10 +104,11 @@ def edge_hooks(
             D: Tensor = D,
             fill: Tensor = fill,
         ) -> Tensor:
-            x = store.pop(key)
-            return (flat(act, D.shape[1]) + (fill - x) @ D).reshape(act.shape)
+            x = flat(store.pop(key), D.shape[0])
+            pre = flat(act, D.shape[1])
+            return (pre + (like(fill, x) - x) @ like(D, x)).reshape(act.shape)
 
-        hooks += [(site.read, read), (site.pre, correct)]
+        hooks += [(site.read, record(store, key, detach=False)), (site.pre, correct)]
     return hooks
 
 
@@ -124,7 +120,7 @@ def fold_removed_edges(
     ``b[j] += fill_i W[i, j]``."""
     for (src, dst), group in _group(removed).items():
         site = edge_site(model, src, dst)
-        fill = torch.as_tensor(baselines[src], dtype=site.weight.dtype)
+        fill = torch.as_tensor(baselines[src], dtype=site.weight.dtype, device=site.weight.device)
         layer = model.blocks[int(dst.split(".")[1])]
         kind = dst.rsplit("_", 1)[-1]
         per_head = kind in ("q", "k", "v")  # W_Q etc. are [n_heads d_model d_head]: no flat view

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooks import node_mask
+from hooks import flat, node_mask, record
 from hooks.types import HookList
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.masks import Ablation, PruneConfig, Pruner, heaviside_ste
@@ -53,20 +53,16 @@ def node_agreement(
     with torch.no_grad():
         _, full = model.run_with_cache(batch.tokens, names_filter=lambda n: n in hooks_wanted)
         store: dict[str, Tensor] = {}
-
-        def grab(act: Tensor, hook: Any) -> None:
-            store[hook.name] = act.detach().clone()
-
         model.run_with_hooks(
             batch.tokens,
-            fwd_hooks=circuit.fwd_hooks(model, batch.tokens) + [(h, grab) for h in hooks_wanted],
+            fwd_hooks=circuit.fwd_hooks(model, batch.tokens)
+            + [(h, record(store)) for h in hooks_wanted],
         )
     per_node = {}
     for h in hooks_wanted:
         size = circuit.sizes[h]
-        a = full[h].reshape(*full[h].shape[:2], -1)[valid]
-        b = store[h].reshape(*store[h].shape[:2], -1)[valid]
-        assert a.shape[-1] == size
+        a = flat(full[h], size)[valid].reshape(-1, size)
+        b = flat(store[h], size)[valid].reshape(-1, size)
         for i in circuit.nodes[h]:
             x, y = a[:, i].double(), b[:, i].double()
             dx, dy = x - x.mean(), y - y.mean()
@@ -106,15 +102,9 @@ def interchange(
             by_hook.setdefault(h, []).append(i)
         patches = []
         for h, idx in by_hook.items():
-
-            def patch(
-                act: Tensor, hook: Any, idx: list[int] = idx, src: Tensor = full[h]
-            ) -> Tensor:
-                flat = act.reshape(*act.shape[:2], -1).clone()
-                flat[..., idx] = src.reshape(*src.shape[:2], -1)[..., idx]
-                return flat.reshape(act.shape)
-
-            patches.append((h, patch))
+            keep = torch.ones(circuit.sizes[h])
+            keep[idx] = 0.0  # the chosen channels take the full model's values
+            patches.append((h, node_mask(keep, flat(full[h], circuit.sizes[h]))))
         out[str(frac)] = task_loss(model, batch, circuit.fwd_hooks(model, batch.tokens) + patches)
     return out
 

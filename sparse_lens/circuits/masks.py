@@ -35,13 +35,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hooks import flat, node_mask
+from hooks import blend, flat, node_mask, replace
 from hooks.types import HookList
 from sparse_lens.circuits.nodes import Location, node_locations
 from sparse_lens.files.atomic import atomic_write
 from sparse_lens.files.outputs import cache_entry
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss, mean_task_loss
 from sparse_lens.validation import require_min
 
 logger = logging.getLogger(__name__)
@@ -119,10 +119,6 @@ def model_fingerprint(model: HookedSparseTransformer) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _flat(x: Tensor, size: int) -> Tensor:
-    return x.reshape(*x.shape[: x.ndim - (2 if x.shape[-1] != size else 1)], size)
 
 
 def separator_ids(
@@ -207,7 +203,7 @@ def _means(
         weight = kept[i : i + batch_size, :, None].double()
         _, cache = model.run_with_cache(batch, names_filter=lambda n: n in hooks)
         for loc in locs:
-            act = _flat(cache[loc.hook], loc.size).double().cpu()
+            act = flat(cache[loc.hook], loc.size).double().cpu()
             sums[loc.hook] += (act * weight).sum(dim=(0, 1))
     count = int(kept.sum())
     return {h: (s / count).float() for h, s in sums.items()}
@@ -262,7 +258,7 @@ def make_ablation(
             _, cache = model.run_with_cache(
                 src.to(model.W_E.device), names_filter=lambda n: n in hooks
             )
-        values = {loc.hook: _flat(cache[loc.hook], loc.size).cpu() for loc in locs}
+        values = {loc.hook: flat(cache[loc.hook], loc.size).cpu() for loc in locs}
         source = {"data": "pretraining windows", "n_windows": len(batch), "width": width}
         return Ablation("resample", values, source)
     raise ValueError(f"ablation must be one of {ABLATIONS}, got {kind!r}")
@@ -274,17 +270,9 @@ def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> HookList
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
 
-    def make(saved: Tensor) -> Callable:
-        def hook(act: Tensor, hook: Any) -> Tensor:
-            if saved.shape != act.shape:  # e.g. split-QKV switched on since: never broadcast
-                raise ValueError(
-                    f"{hook.name}: frozen scale {tuple(saved.shape)} != {tuple(act.shape)}"
-                )
-            return saved
-
-        return hook
-
-    return [(n, make(cache[n])) for n in names]
+    # ``replace`` checks shapes: a scale saved before e.g. split-QKV was switched on never
+    # broadcasts
+    return [(n, replace(cache[n])) for n in names]
 
 
 def mask_hooks(
@@ -303,8 +291,8 @@ def mask_hooks(
 class MaskHolder:
     """Node-mask hooks installed once, reading masks and ablation values set per step.
 
-    Each hook returns ``lerp(baseline, x, m) = baseline + m * (x - baseline)`` (the same value
-    as ``hooks.node_mask``, one fused op), so training does not rebuild hooks every step.
+    Each hook returns ``hooks.blend(x, m, baseline)`` (the value of ``hooks.node_mask``), so
+    training does not rebuild hooks every step.
     """
 
     def __init__(self, locs: list[Location], ablation: Ablation) -> None:
@@ -325,8 +313,7 @@ class MaskHolder:
                 if not self.masks:  # cleared: the full model
                     return act
                 x = flat(act, size)
-                base = self.baselines[name].to(x.dtype)
-                return torch.lerp(base.expand_as(x), x, self.masks[name]).reshape(act.shape)
+                return blend(x, self.masks[name], self.baselines[name]).reshape(act.shape)
 
             return hook
 
@@ -397,7 +384,7 @@ class Pruner:
         after the mask hooks (e.g. ``edges.edge_hooks``)."""
         batch = self.val if batch is None else batch
         logits = self.logits(masks, batch, self._resample_idx(batch), extra_hooks)
-        return float(binary_task_loss(binary_logits(logits, batch)).mean())
+        return float(mean_task_loss(logits, batch))
 
     def _resample_idx(self, batch: TaskBatch) -> Tensor | None:
         if self.ablation.kind != "resample":
@@ -545,7 +532,7 @@ class Pruner:
         live.set(masks, idx if self.ablation.kind == "resample" else None, sub.tokens.shape[1])
         with self.model.hooks(fwd_hooks=norm_hooks):
             logits = self.model(sub.tokens.to(self.model.W_E.device))
-        return binary_task_loss(binary_logits(logits, sub)).mean()
+        return mean_task_loss(logits, sub)
 
     # -- discretisation ----------------------------------------------------------------------
     def full_loss(self) -> float:

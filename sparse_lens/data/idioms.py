@@ -19,8 +19,9 @@ calls, appends and returns, sometimes inside a ``def``. It is *not* the task sui
   nesting depth 1-3, several rows, strings and names as elements; quotes appear in calls, in
   lists and in dicts.
 
-``TrainConfig.idiom_frac`` sets the share of training windows drawn from this stream (0 by
-default: ``sparse-lens train`` on its own trains on the corpus alone). Validation loss is always
+The data's ``idiom_frac`` (``token_data.with_idioms``; a preset's ``idiom_frac``, or
+``--idiom-frac``) sets the share of training windows drawn from this stream (0 by default:
+``sparse-lens train`` on its own trains on the corpus alone). Validation loss is always
 measured on the corpus' validation split only.
 """
 

@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from hooks import blend, flat
 from sparse_lens.model.config import ActSite, SparseTransformerConfig
 from sparse_lens.model.kv_cache import KVEntry
 from sparse_lens.model.sparse_matmul import CSRWeight, csr_matmul, matmul, usable
@@ -47,7 +48,8 @@ def _write_mask(hook: HookPoint, out: Tensor, cfg: SparseTransformerConfig) -> T
 class ChannelOverride(nn.Module):
     """Keeps channels where ``keep`` is 1 and writes ``fill`` elsewhere (a baked-in node mask).
 
-    Channels are the last dimension, or the last two flattened (``[... head_index d_head]``).
+    Channels are the last dimension, or the last two flattened (``[... head_index d_head]``);
+    the value is ``hooks.blend``'s, the same as the ``node_mask`` hooks of ``Circuit.fwd_hooks``.
     """
 
     keep: Tensor  # buffers [size]
@@ -59,8 +61,7 @@ class ChannelOverride(nn.Module):
         self.register_buffer("fill", torch.zeros(size, dtype=dtype))
 
     def forward(self, x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
-        flat = x if x.shape[-1] == self.keep.shape[0] else x.flatten(-2)
-        return (flat * self.keep + self.fill * (1 - self.keep)).reshape(x.shape)
+        return blend(flat(x, self.keep.shape[0]), self.keep, self.fill).reshape(x.shape)
 
 
 def _override(cfg: SparseTransformerConfig, size: int) -> nn.Module:

@@ -62,14 +62,14 @@ class SweepConfig:
 
     ``widths`` are ``d_model`` values; ``l0s`` nonzero budgets (see the module docstring);
     ``afracs`` AbsTopK fractions at the preset's activation sites (empty: the preset's).
-    ``steps``, ``batch_size``, ``checkpoint_every``, ``idiom_frac`` and ``lr`` override the
-    preset's training settings when not ``None``. ``tasks`` restricts the task suite (empty:
-    all tasks); ``task_n`` examples per task for the table. Every solved task is pruned with
-    the circuit search of ``circuits.find`` (``prune_search``: ``"optuna"``, ``prune_trials``
-    trials, no wall-clock limit so the result does not depend on machine load; ``"grid"``; or
-    ``"none"``, one run of ``prune_steps`` mask steps), then cleaned up (``prune_cleanup``
-    stages, at most ``prune_cleanup_evals`` evaluations each), on ``2 x prune_examples``
-    training and ``prune_examples`` validation and test pairs.
+    ``steps``, ``batch_size``, ``checkpoint_every`` and ``lr`` override the preset's training
+    settings, ``idiom_frac`` its idiom share of the data, when not ``None``. ``tasks`` restricts
+    the task suite (empty: all tasks); ``task_n`` examples per task for the table. Every solved
+    task is pruned with the circuit search of ``circuits.find`` (``prune_search``: ``"optuna"``,
+    ``prune_trials`` trials, no wall-clock limit so the result does not depend on machine load;
+    ``"grid"``; or ``"none"``, one run of ``prune_steps`` mask steps), then cleaned up
+    (``prune_cleanup`` stages, at most ``prune_cleanup_evals`` evaluations each), on ``2 x
+    prune_examples`` training and ``prune_examples`` validation and test pairs.
     """
 
     preset: str
@@ -95,7 +95,7 @@ class SweepConfig:
     prune_examples: int = 128
 
     def __post_init__(self) -> None:
-        get_preset(self.preset)  # raises for an unknown name
+        get_preset(self.preset).idioms(self.idiom_frac)  # raises for an unknown name or share
         if not self.widths or not self.l0s:
             raise ValueError(f"a sweep needs widths and l0s, got {self.widths!r}, {self.l0s!r}")
         for name in ("widths", "l0s"):
@@ -138,8 +138,12 @@ class SweepConfig:
         return cls(**fields)
 
     def train_overrides(self) -> dict[str, Any]:
-        keys = ("steps", "batch_size", "checkpoint_every", "idiom_frac", "lr")
+        keys = ("steps", "batch_size", "checkpoint_every", "lr")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+    def idiom_share(self) -> float:
+        """The share of idiom windows per training batch: ``idiom_frac``, else the preset's."""
+        return get_preset(self.preset).idioms(self.idiom_frac)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,6 @@ from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean, point_configs
 from sparse_lens.tasks.task import Task
-from sparse_lens.training.presets import get_preset
 from sparse_lens.training.sparse import DistInfo, TrainConfig
 
 
@@ -62,13 +61,14 @@ def find_circuit(
 
 
 def _spec_record(
-    spec: PointSpec, mcfg: SparseTransformerConfig, tcfg: TrainConfig
+    spec: PointSpec, mcfg: SparseTransformerConfig, tcfg: TrainConfig, idiom_frac: float
 ) -> dict[str, Any]:
     """The point's settings as they read back from ``spec.json`` (tuples as lists)."""
     record = {
         "point": dataclasses.asdict(spec),
         "model_config": mcfg.to_dict(),
         "train_config": tcfg.to_dict(),
+        "idiom_frac": idiom_frac,
     }
     return json.loads(json.dumps(record))
 
@@ -77,6 +77,9 @@ def _check_spec(pdir: Path, record: dict[str, Any]) -> None:
     path = pdir / "spec.json"
     if path.exists():
         old = read_json(path, "point spec")
+        if isinstance(old, dict) and "idiom_frac" not in old:  # written when train_config held it
+            train = dict(old.get("train_config", {}))
+            old = old | {"train_config": train, "idiom_frac": train.pop("idiom_frac", 0.0)}
         if old != record:
             raise ValueError(
                 f"{pdir} holds a point with other settings; pass another --out or delete it"
@@ -108,8 +111,7 @@ class Prepared:
 
         corpus, tokenizer, data = prepare_data(scfg.corpus, cache_dir)
         prepared = cls(corpus, tokenizer, data, cache_dir)
-        idiom_frac = get_preset(scfg.preset).build(1, **scfg.train_overrides())[1].idiom_frac
-        with_idioms(data, tokenizer, idiom_frac, cache_dir)  # builds the idiom cache once
+        with_idioms(data, tokenizer, scfg.idiom_share(), cache_dir)  # builds the idiom cache once
         return prepared
 
     def mixed(self, idiom_frac: float) -> TokenData | MixedData:
@@ -133,10 +135,10 @@ def train_point(
     mcfg, tcfg = point_configs(spec, scfg, tokenizer.vocab_size)
     run = pdir / "run"
     if dist_info.is_main:
-        _check_spec(pdir, _spec_record(spec, mcfg, tcfg))
+        _check_spec(pdir, _spec_record(spec, mcfg, tcfg, scfg.idiom_share()))
     if (run / "final" / "config.json").is_file():
         return
-    data = prepared.mixed(tcfg.idiom_frac)
+    data = prepared.mixed(scfg.idiom_share())
     model = HookedSparseTransformer(mcfg, tokenizer=tokenizer)
     meta = {
         "preset": scfg.preset,
@@ -154,7 +156,7 @@ def train_point(
 def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Prepared) -> None:
     """Task table (``tasks.json``), one circuit per solved task, then ``point.json``."""
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.tasks.task import TASK_NAMES, evaluate_task, get_task, task_batch
+    from sparse_lens.tasks.task import TASK_NAMES, get_task, task_table
 
     model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final").eval()
     tasks_path = pdir / "tasks.json"
@@ -162,12 +164,7 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
         table: dict[str, Any] = {}
         for name in scfg.tasks or TASK_NAMES:
             try:
-                task = get_task(name)
-                n_ctx = model.cfg.n_ctx
-                batch = task_batch(
-                    task, model.require_tokenizer(), n_ctx, "test", scfg.task_n, scfg.seed
-                )
-                table[name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
+                table |= task_table(model, [get_task(name)], "test", scfg.task_n, scfg.seed)
             except ValueError as e:
                 table[name] = {"error": str(e)}
         atomic_write_json(tasks_path, table)
@@ -199,7 +196,7 @@ def point_row(
 ) -> dict[str, Any]:
     """The results of a finished point (one row of the sweep table)."""
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.training.sparse import l0_stats
+    from sparse_lens.training.sparse import l0_stats, recorded_idiom_frac
 
     info = read_json(pdir / "run" / "run.json", "run")
     mcfg, tcfg = info["model_config"], info["train_config"]
@@ -224,7 +221,7 @@ def point_row(
         "n_heads": mcfg["n_heads"],
         "steps": tcfg["steps"],
         "tokens": tcfg["steps"] * tcfg["batch_size"] * mcfg["n_ctx"],
-        "idiom_frac": tcfg.get("idiom_frac", 0.0),
+        "idiom_frac": recorded_idiom_frac(info),
         "l0_total": l0_stats(model)["l0_total"],
         "val_loss": records[-1]["val_loss"] if records else math.nan,
         "target_loss": scfg.target_loss,

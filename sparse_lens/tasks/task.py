@@ -269,11 +269,25 @@ def binary_task_loss(two: Float[Tensor, "batch 2"]) -> Float[Tensor, " batch"]:
     return -two.float().log_softmax(dim=-1)[:, 0]
 
 
+def mean_task_loss(
+    logits: Float[Tensor, "batch pos d_vocab"], batch: TaskBatch
+) -> Float[Tensor, ""]:
+    """Mean task loss of ``logits`` on ``batch`` (a differentiable scalar): the loss every
+    pruning, evaluation and analysis path computes."""
+    return binary_task_loss(binary_logits(logits, batch)).mean()
+
+
+def binary_accuracy(two: Float[Tensor, "batch 2"]) -> Float[Tensor, " batch"]:
+    """Per sequence, 1 where the correct candidate's logit is larger, else 0."""
+    return (two[:, 0] > two[:, 1]).float()
+
+
 def task_metrics(logits: Float[Tensor, "batch pos d_vocab"], batch: TaskBatch) -> dict[str, float]:
+    """Mean task loss, accuracy and the number of sequences of ``logits`` on ``batch``."""
     two = binary_logits(logits, batch)
     return {
         "loss": float(binary_task_loss(two).mean()),
-        "accuracy": float((two[:, 0] > two[:, 1]).float().mean()),
+        "accuracy": float(binary_accuracy(two).mean()),
         "n": len(batch),
     }
 
@@ -284,7 +298,7 @@ def task_loss(model: Any, batch: TaskBatch, fwd_hooks: HookList | None = None) -
     pass (hooks tied to the batch, e.g. frozen norm scales, need exactly that batch)."""
     device = next(model.parameters()).device
     logits = model.run_with_hooks(batch.tokens.to(device), fwd_hooks=fwd_hooks or [])
-    return float(binary_task_loss(binary_logits(logits, batch)).mean())
+    return float(mean_task_loss(logits, batch))
 
 
 def task_table(
@@ -318,10 +332,10 @@ def evaluate_task(
         logits = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks or [])
         two = binary_logits(logits, sub)
         losses.append(binary_task_loss(two).cpu())
-        correct.append((two[:, 0] > two[:, 1]).cpu())
+        correct.append(binary_accuracy(two).cpu())
     return {
         "loss": float(torch.cat(losses).mean()),
-        "accuracy": float(torch.cat(correct).float().mean()),
+        "accuracy": float(torch.cat(correct).mean()),
         "n": len(batch),
     }
 

@@ -132,8 +132,11 @@ def train_dense_hf(
         log.info("%s is finished; nothing to resume", out)
         return out
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    model = GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
+    # HF initialises weights from the global generator and takes none: run it on a fork whose
+    # state is an explicit generator's, so the caller's global RNG is left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.random.set_rng_state(torch.Generator().manual_seed(cfg.seed).get_state())
+        model = GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(

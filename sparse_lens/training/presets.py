@@ -102,10 +102,25 @@ class PresetTrain(_FieldMapping):
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
+    """Model and training settings, and the share of each training batch drawn from generated
+    idioms (``idiom_frac``: a setting of the data, ``data.with_idioms``)."""
+
     name: str
     model: PresetModel
     train: PresetTrain
     description: str
+    idiom_frac: float = 0.0
+
+    def idioms(self, override: float | None = None) -> float:
+        """The idiom share to train with: ``override`` unless None, else the preset's.
+
+        Raises:
+            ValueError: if the share is outside [0, 1).
+        """
+        share = self.idiom_frac if override is None else override
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"idiom_frac must be in [0, 1), got {share!r}")
+        return share
 
     def build(
         self,
@@ -192,8 +207,8 @@ PRESETS: dict[str, Preset] = {
             checkpoint_every=200,
             log_every=20,
             val_windows=64,
-            idiom_frac=0.35,
         ),
+        idiom_frac=0.35,
     ),
     "study": Preset(
         name="study",
@@ -218,8 +233,8 @@ PRESETS: dict[str, Preset] = {
             checkpoint_every=200,
             log_every=50,
             val_windows=128,
-            idiom_frac=0.35,
         ),
+        idiom_frac=0.35,
     ),
     "paper": Preset(
         name="paper",

@@ -119,8 +119,6 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     seed: int = 0
-    # share of each batch drawn from the synthetic idiom stream (sparse_lens.data.idioms); 0 = corpus only
-    idiom_frac: float = 0.0
     # sparse kernels for projected matrices this sparse and this large (sparse_matmul.py); 0 = off
     sparse_matmul_max_density: float = DEFAULT_MAX_DENSITY
     sparse_matmul_min_numel: int = DEFAULT_MIN_NUMEL
@@ -149,8 +147,6 @@ class TrainConfig:
                 f"got {self.sparse_matmul_max_density!r}"
             )
         require_min(self, ("sparse_matmul_min_numel",), 0)
-        if not 0.0 <= self.idiom_frac < 1.0:
-            raise ValueError(f"idiom_frac must be in [0, 1), got {self.idiom_frac!r}")
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
 
@@ -160,13 +156,29 @@ class TrainConfig:
     @classmethod
     def with_defaults(cls, saved: dict[str, Any]) -> dict[str, Any]:
         """A stored ``to_dict()`` with the settings it lacks (written by an older version, before
-        the setting existed) read as their field defaults."""
+        the setting existed) read as their field defaults, and without settings that moved
+        elsewhere (``MOVED_SETTINGS``)."""
         defaults = {
             f.name: f.default
             for f in dataclasses.fields(cls)
             if f.default is not dataclasses.MISSING
         }
-        return defaults | saved
+        return defaults | {k: v for k, v in saved.items() if k not in MOVED_SETTINGS}
+
+
+# Settings older ``run.json`` files hold in ``train_config`` that live elsewhere now:
+# ``idiom_frac`` is the training data's own (``MixedData.idiom_frac``, ``run.json``'s ``data``).
+MOVED_SETTINGS = ("idiom_frac",)
+
+
+def recorded_idiom_frac(run_info: dict[str, Any]) -> float:
+    """The share of idiom windows per batch a ``run.json`` records: its data's (0 for data
+    without idioms); a ``run.json`` written before the share moved to the data holds it in
+    ``train_config`` (0 if it predates idioms)."""
+    data = run_info.get("data")
+    if isinstance(data, dict) and "idiom_frac" in data:
+        return float(data["idiom_frac"])
+    return float(run_info.get("train_config", {}).get("idiom_frac", 0.0))
 
 
 @dataclass(frozen=True)
@@ -464,8 +476,8 @@ def train(
 
     Args:
         model: a freshly initialised model (its config holds the target densities).
-        data: token data; ``batch_size`` windows of ``model.cfg.n_ctx`` are drawn per step. Its
-            idiom share must be ``tcfg.idiom_frac`` (``data.with_idioms`` builds it).
+        data: token data; ``batch_size`` windows of ``model.cfg.n_ctx`` are drawn per step, a
+            share of them from generated idioms for ``MixedData`` (``data.with_idioms``).
         tcfg: optimisation settings.
         run_dir: the run folder.
         metadata: extra facts for ``run.json`` (corpus, tokenizer ...).
@@ -486,15 +498,10 @@ def train(
         raise ValueError(
             f"batch_size {tcfg.batch_size} is not divisible by world size {dist_info.world_size}"
         )
-    data_idiom_frac = data.idiom_frac if isinstance(data, MixedData) else 0.0
-    if data_idiom_frac != tcfg.idiom_frac:
+    idiom_frac = data.idiom_frac if isinstance(data, MixedData) else 0.0
+    if idiom_frac > 0 and round(idiom_frac * tcfg.batch_size) == 0:
         raise ValueError(
-            f"the data mixes in idioms at {data_idiom_frac}, the train config says "
-            f"idiom_frac={tcfg.idiom_frac}; build the data with data.with_idioms"
-        )
-    if tcfg.idiom_frac > 0 and round(tcfg.idiom_frac * tcfg.batch_size) == 0:
-        raise ValueError(
-            f"idiom_frac={tcfg.idiom_frac} of batch_size {tcfg.batch_size} rounds to no idiom "
+            f"idiom_frac={idiom_frac} of batch_size {tcfg.batch_size} rounds to no idiom "
             "window a batch; raise one of them"
         )
     data.check_fits(mcfg.n_ctx)
@@ -625,6 +632,12 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> 
     defaults)."""
     if not isinstance(old, dict):
         raise ValueError(f"{run_dir / 'run.json'} is not a JSON object; it is not a run's record")
+    share, new_share = recorded_idiom_frac(old), recorded_idiom_frac(new)
+    if share != new_share:  # compared apart: an older record keeps it in train_config
+        raise ValueError(
+            f"cannot resume {run_dir}: its data mixes in idioms at idiom_frac={share}, this "
+            f"data at {new_share}; resume with the run's own data or pick a new --out"
+        )
     old = dict(old)
     old["train_config"] = TrainConfig.with_defaults(old.get("train_config", {}))
     for key in ("model_config", "train_config", *_RESUME_KEYS):
