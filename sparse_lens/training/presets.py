@@ -97,7 +97,6 @@ class PresetTrain(_FieldMapping):
     checkpoint_every: int
     log_every: int
     val_windows: int
-    idiom_frac: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
