@@ -31,7 +31,7 @@ def bridge_analyses(
 ) -> dict[str, Any]:
     """Every number the bridge page shows."""
     check_pair(dense, sparse, bridges)
-    batch = task_batch(task, sparse.tokenizer, sparse.cfg.n_ctx, "test", n, seed)
+    batch = task_batch(task, sparse.require_tokenizer(), sparse.cfg.n_ctx, "test", n, seed)
     reads = {
         f"blocks.{i}.{k}.hook_in": list(range(sparse.cfg.d_model))
         for i in range(sparse.cfg.n_layers)
@@ -91,7 +91,7 @@ def bridge_page(
     *,
     max_heads: int = 4,
 ) -> str:
-    tok = sparse.tokenizer
+    tok = sparse.require_tokenizer()
     page = Page(title=f"Sparse ↔ dense bridge: {task.name}")
     page.add(
         table(

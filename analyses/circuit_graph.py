@@ -15,7 +15,8 @@ from typing import Any
 
 from analyses.html import esc
 from sparse_lens.circuits.circuit import Circuit
-from sparse_lens.circuits.nodes import node_label, node_locations
+from sparse_lens.circuits.nodes import NodeKind, node_label, node_locations
+from sparse_lens.model.config import SparseTransformerConfig
 
 KIND_COLOUR = {
     "attn_in": "#6b8fb5",
@@ -36,7 +37,7 @@ DX, DY, LEFT, PAD, MAX_WIDTH = 16, 70, 120, 30, 2000
 class GraphNode:
     label: str
     hook: str
-    kind: str
+    kind: NodeKind
     layer: int
     channel: int
     row: int
@@ -45,13 +46,13 @@ class GraphNode:
     head: int | None
 
 
-def _row_key(kind: str, layer: int) -> tuple[int, int]:
+def _row_key(kind: NodeKind, layer: int) -> tuple[int, int]:
     order = {"attn_in": 0, "q": 1, "k": 1, "v": 1, "attn_out": 2, "mlp_in": 3}
     order |= {"neuron": 4, "mlp_out": 5, "final": 6}
     return (layer, order[kind])
 
 
-def layout(circuit: Circuit, cfg: Any) -> tuple[list[GraphNode], list[str]]:
+def layout(circuit: Circuit, cfg: SparseTransformerConfig) -> tuple[list[GraphNode], list[str]]:
     """Positions of the circuit's nodes and the row names (bottom row first)."""
     rows: dict[tuple[int, int], list[tuple[Any, int]]] = {}
     for loc in node_locations(cfg):
@@ -104,7 +105,9 @@ def residual_paths(nodes: list[GraphNode]) -> list[tuple[GraphNode, GraphNode]]:
 
 
 def circuit_svg(
-    circuit: Circuit, cfg: Any, node_info: dict[str, dict[str, float]] | None = None
+    circuit: Circuit,
+    cfg: SparseTransformerConfig,
+    node_info: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """The layered graph as an ``<svg>``; ``node_info[label]`` adds hover facts (and an
     ``effect`` key sets the node's size)."""
@@ -195,7 +198,7 @@ document.querySelectorAll('svg.circuit-graph').forEach(function (svg) {
 """
 
 
-def circuit_dot(circuit: Circuit, cfg: Any) -> str:
+def circuit_dot(circuit: Circuit, cfg: SparseTransformerConfig) -> str:
     """The circuit in Graphviz ``dot``: one rank per row, weights as labels and pen widths."""
     nodes, names = layout(circuit, cfg)
     wmax = max((abs(w) for _, _, w in circuit.edges), default=1.0) or 1.0

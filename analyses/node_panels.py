@@ -21,6 +21,7 @@ from torch import Tensor
 from hooks import flat, node_mask, record
 from sparse_lens.circuits.circuit import Circuit, NodeRef
 from sparse_lens.circuits.nodes import node_locations
+from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, mean_task_loss, task_loss
 
@@ -71,7 +72,7 @@ def knockout_effects(
     masks = circuit.masks()
     index: dict[str, int] = {}
     for i, (name, _) in enumerate(base_hooks):  # the node mask comes before any edge hook there
-        if name in masks:
+        if isinstance(name, str) and name in masks:
             index.setdefault(name, i)
     base = task_loss(model, batch, base_hooks)
     effects = {}
@@ -170,6 +171,6 @@ def circuit_patterns(
     return patterns, sinks
 
 
-def circuit_heads(circuit: Circuit, cfg: Any) -> list[tuple[int, int]]:
+def circuit_heads(circuit: Circuit, cfg: SparseTransformerConfig) -> list[tuple[int, int]]:
     """``(layer, head)`` of every head with at least one kept q, k or v channel."""
     return sorted({(r.layer, r.head) for r in circuit.node_refs(cfg) if r.head is not None})

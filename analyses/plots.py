@@ -44,8 +44,7 @@ def embed(fig: Figure, name: str, png_dir: Path | None = None) -> str:
     """
     if not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
-    rc = {"svg.fonttype": "none", "svg.hashsalt": name}
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": name}):
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
         if png_dir is not None:

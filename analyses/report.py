@@ -11,6 +11,7 @@ curves, the task-loss table and every circuit. All pages are self-contained (``h
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def _class_examples(batch: TaskBatch) -> list[int]:
 
 def _tokens_of(model: HookedSparseTransformer, batch: TaskBatch, i: int) -> list[str]:
     return [
-        model.tokenizer.token_str(t) for t in batch.tokens[i, : int(batch.last[i]) + 1].tolist()
+        model.require_tokenizer().token_str(t)
+        for t in batch.tokens[i, : int(batch.last[i]) + 1].tolist()
     ]
 
 
@@ -332,7 +334,7 @@ def _heads_section(
             for layer, head in chosen
         ]
         page.add(
-            f"<h3>Example answering {esc(repr(model.tokenizer.token_str(int(sub.correct[i]))))}</h3>"
+            f"<h3>Example answering {esc(repr(model.require_tokenizer().token_str(int(sub.correct[i]))))}</h3>"
         )
         page.add(
             page.circuitsvis(
@@ -359,7 +361,7 @@ def _node_panel(
     sub: TaskBatch,
     rcfg: ReportConfig,
 ) -> str:
-    tok = model.tokenizer
+    tok = model.require_tokenizer()
     n_in = sum(1 for _, d, _ in circuit.edges if d == label)
     n_out = sum(1 for s, _, _ in circuit.edges if s == label)
     parts = [
@@ -473,7 +475,7 @@ def index_page(
     metrics: list[dict[str, Any]] | None,
     task_table: dict[str, dict[str, Any]] | None,
     circuits: list[tuple[Circuit, str]],
-    notes: list[str] = (),
+    notes: Sequence[str] = (),
     png_dir: Path | None = None,
 ) -> str:
     """The summary page: run facts, training curves, task table, circuits (with page links);

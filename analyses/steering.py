@@ -12,11 +12,11 @@ position is averaged over pairs for each ``s``.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jaxtyping import Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from sparse_lens.bridges.maps import Bridges
 from sparse_lens.model.transformer import HookedSparseTransformer
@@ -98,7 +98,8 @@ def steering_curve(
     delta_post = cb[hook][..., channel] - ca[hook][..., channel]  # [pairs pos]
     weight = float(getattr(sparse.blocks[layer], norm).w[channel])
     delta_pre = delta_post * mean_rms(sparse, site, reference) / weight
-    column = bridges.decoders[bridges.index(site)].weight[:, channel]  # [d_dense]
+    decoder = cast(nn.Linear, bridges.decoders[bridges.index(site)])
+    column = decoder.weight[:, channel]  # [d_dense]
     perturb = delta_pre[..., None] * column  # [pairs pos d_dense]
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(perturb.shape[-1], generator=gen)

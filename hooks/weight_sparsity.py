@@ -30,7 +30,7 @@ one): by default every ``nn.Linear`` weight, each output neuron keeping its mini
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -69,7 +69,11 @@ def linear_weights(model: nn.Module) -> list[SparseParam]:
     """Every ``nn.Linear`` weight ``[out in]`` of ``model``; each output neuron keeps its
     minimum fan-in (dim 1)."""
     return [
-        SparseParam(name=f"{name}.weight" if name else "weight", param=m.weight, fan_dim=1)
+        SparseParam(
+            name=f"{name}.weight" if name else "weight",
+            param=cast(nn.Parameter, m.weight),  # torch's stub types Linear.weight as Tensor
+            fan_dim=1,
+        )
         for name, m in model.named_modules()
         if isinstance(m, nn.Linear)
     ]

@@ -9,4 +9,6 @@ export SPARSE_LENS_REQUIRE_BROWSER=1
 . .venv/bin/activate
 ruff check .
 ruff format --check .
+# pinned in pyproject; the env var stops its check of PyPI for a newer version (no network)
+PYRIGHT_PYTHON_IGNORE_WARNINGS=1 pyright
 python -m pytest "$@"

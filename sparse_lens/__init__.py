@@ -1,5 +1,6 @@
 """sparse_lens: weight-sparse transformers (Gao et al. 2025) as TransformerLens models.
 
+>>> import torch
 >>> from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 >>> model = HookedSparseTransformer(SparseTransformerConfig.tiny(seed=0))
 >>> model(torch.zeros(1, 4, dtype=torch.long)).shape

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from jaxtyping import TypeCheckError
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.circuits.circuit import Circuit, circuit_edges
@@ -265,9 +266,11 @@ def test_ablation_kinds():
     batch = concat_batches(planted_batch(4, 1), planted_batch(4, 2), BOS)
     res = make_ablation("resample", model, windows, batch)
     assert res.values["blocks.0.hook_attn_out"].shape == (16, 11, 8)
-    with pytest.raises(ValueError, match="ablation must be"):
+    # Without the test run's type checker the library raises ValueError; with it (jaxtyping +
+    # beartype) the Literal-typed argument is refused first, naming the parameter.
+    with pytest.raises((ValueError, TypeCheckError), match="kind|ablation must be"):
         make_ablation("bogus", model, windows)
-    with pytest.raises(ValueError, match="ablation"):
+    with pytest.raises((ValueError, TypeCheckError), match="ablation"):
         PruneConfig(ablation="bogus")
 
 

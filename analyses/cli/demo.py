@@ -13,6 +13,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,7 @@ def check_reused_run(run: Path, preset_name: str) -> None:
     preset = get_preset(preset_name)
     config = run / "final" / "config.json"
     info = run / "run.json"
-    checks: list[tuple[dict, dict]] = []
+    checks: list[tuple[dict[str, Any], Mapping[str, Any]]] = []
     try:
         if config.is_file():
             checks.append((read_json(config, "model config"), preset.model))

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from analyses.cli.options import (
     DEFAULT_CACHE,
@@ -223,7 +223,7 @@ def prune_run(s: PruneSettings) -> dict[str, dict[str, Any]]:
 def _prepare(s: PruneSettings) -> tuple:
     """The pruning, clean-up and search settings, the tasks, the model and its token data."""
     from sparse_lens.circuits.cleanup import parse_stages
-    from sparse_lens.circuits.masks import PruneConfig
+    from sparse_lens.circuits.masks import AblationKind, PruneConfig
     from sparse_lens.data.token_data import model_token_data
     from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.tasks.task import TASK_NAMES, get_task
@@ -231,7 +231,7 @@ def _prepare(s: PruneSettings) -> tuple:
     try:
         pcfg = PruneConfig(
             target_loss=s.target_loss,
-            ablation=s.ablation,
+            ablation=cast(AblationKind, s.ablation),  # one of argparse's choices
             freeze_norms=s.freeze_norms,
             steps=s.steps,
             tie_qk=s.tie_qk,
@@ -257,14 +257,16 @@ def _find(
     s: PruneSettings, model: Any, task: Any, windows: Any, pcfg: Any, cleanup: Any, scfg: Any
 ) -> Any:
     """The circuit of ``task`` (``prune_task`` with the command's search and clean-up)."""
+    from sparse_lens.circuits.find import SearchMethod
     from sparse_lens.circuits.prune_task import prune_task
 
+    search = cast(SearchMethod, "none" if s.no_search else s.search)  # argparse's choices
     return prune_task(
         model,
         task,
         windows,
         pcfg,
-        search="none" if s.no_search else s.search,
+        search=search,
         search_cfg=scfg,
         cleanup=cleanup,
         seeds=s.seeds,

@@ -164,11 +164,11 @@ def train_run(s: TrainSettings) -> None:
     cache_dir = s.cache_dir.expanduser()
     try:
         out = s.out.expanduser()
-        if dist_info.is_main:
-            corpus, tokenizer, data = prepare_data(s.corpus, cache_dir)
+        prepared = prepare_data(s.corpus, cache_dir) if dist_info.is_main else None
         dist_info.barrier()
-        if not dist_info.is_main:
-            corpus, tokenizer, data = prepare_data(s.corpus, cache_dir)
+        if prepared is None:  # the other ranks, once the main one has built the cache
+            prepared = prepare_data(s.corpus, cache_dir)
+        corpus, tokenizer, data = prepared
         mcfg, tcfg = preset.build(
             tokenizer.vocab_size,
             dense=s.dense,

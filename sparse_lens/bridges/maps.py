@@ -23,7 +23,7 @@ Choices where the paper is silent (``paper.md`` §5.2 "Not specified"):
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 import torch
 from jaxtyping import Float, Int
@@ -38,6 +38,9 @@ from sparse_lens.files.atomic import atomic_dir, read_json
 from sparse_lens.validation import require_min
 
 BRIDGES_VERSION = 1
+
+# "d2s": dense model up to the site, encoder, sparse model after; "s2d" the other way round.
+BridgeDirection = Literal["d2s", "s2d"]
 
 
 def bridge_sites(n_layers: int) -> list[str]:
@@ -101,7 +104,7 @@ class Bridges(nn.Module):
         if cfg.d_dense != cfg.d_sparse or cfg.afrac != 1.0:
             raise ValueError("identity bridges need d_dense == d_sparse and afrac == 1")
         out = cls(cfg)
-        for lin in [*out.encoders, *out.decoders]:
+        for lin in cast(list[nn.Linear], [*out.encoders, *out.decoders]):
             lin.weight.copy_(torch.eye(cfg.d_dense))
             lin.bias.zero_()
         return out
@@ -123,6 +126,7 @@ class Bridges(nn.Module):
                 (self.encoders[self.index(site)], x, y),
                 (self.decoders[self.index(site)], y, x),
             ):
+                lin = cast(nn.Linear, lin)  # the ModuleLists hold only nn.Linear
                 ma, mb = a.mean(0), b.mean(0)
                 ac, bc = a - ma, b - mb
                 gram = ac.T @ ac + ridge * ac.pow(2).sum() / len(ac) * torch.eye(
@@ -215,13 +219,13 @@ def hybrid_forward(
     bridges: Bridges,
     tokens: Int[Tensor, "batch pos"],
     site: str,
-    direction: str = "d2s",
+    direction: BridgeDirection = "d2s",
 ) -> tuple[Float[Tensor, "batch pos d_vocab"], ActivationCache]:
     """Run one model up to ``site``, cross the bridge, finish in the other. ``direction`` "d2s"
     starts dense and finishes sparse; "s2d" the reverse. The cache holds both models' hooks,
     prefixed ``dense.`` and ``sparse.`` (the finishing model's with the replaced residual)."""
-    if direction not in ("d2s", "s2d"):
-        raise ValueError(f"direction must be 'd2s' or 's2d', got {direction!r}")
+    if direction not in get_args(BridgeDirection):
+        raise ValueError(f"direction must be one of {get_args(BridgeDirection)}, got {direction!r}")
     bridges.index(site)
     first, second = (dense, sparse) if direction == "d2s" else (sparse, dense)
     cross = bridges.encode if direction == "d2s" else bridges.decode

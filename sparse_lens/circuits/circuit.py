@@ -22,16 +22,23 @@ import torch
 from torch import Tensor
 
 from hooks import node_mask
+from hooks.types import HookList
 from sparse_lens.circuits.edges import Edge, edge_hooks, fold_removed_edges
-from sparse_lens.circuits.masks import model_fingerprint, norm_scale_hooks
-from sparse_lens.circuits.nodes import Location, node_label, node_locations
+from sparse_lens.circuits.masks import (
+    ABLATIONS,
+    AblationKind,
+    model_fingerprint,
+    norm_scale_hooks,
+)
+from sparse_lens.circuits.nodes import Location, NodeKind, node_label, node_locations
 from sparse_lens.files.atomic import atomic_write_json, read_json
+from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
 
 CIRCUIT_VERSION = 1
 
 
-def _by_hook(cfg: Any) -> dict[str, Location]:
+def _by_hook(cfg: SparseTransformerConfig) -> dict[str, Location]:
     return {loc.hook: loc for loc in node_locations(cfg)}
 
 
@@ -78,7 +85,7 @@ class NodeRef:
     label: str
     hook: str
     channel: int
-    kind: str
+    kind: NodeKind
     layer: int
     head: int | None
 
@@ -89,7 +96,7 @@ class Circuit:
 
     task: str
     target_loss: float
-    ablation: str
+    ablation: AblationKind
     freeze_norms: bool
     nodes: dict[str, list[int]]
     sizes: dict[str, int]
@@ -114,7 +121,7 @@ class Circuit:
         baselines: dict[str, Tensor],
         *,
         task: str,
-        ablation: str = "mean",
+        ablation: AblationKind = "mean",
         freeze_norms: bool = False,
         target_loss: float = 0.15,
         loss: float = float("nan"),
@@ -126,7 +133,7 @@ class Circuit:
         ``removed_edges`` (``(source label, destination label)`` pairs, see ``edges.py``)."""
         locs = node_locations(model.cfg)
         nodes = {loc.hook: sorted(nodes.get(loc.hook, [])) for loc in locs}
-        gone = {tuple(e) for e in removed_edges or []}
+        gone = {(source, target) for source, target in removed_edges or []}
         edges = [e for e in circuit_edges(model, nodes) if (e[0], e[1]) not in gone]
         return cls(
             task=task,
@@ -152,7 +159,7 @@ class Circuit:
     def n_edges(self) -> int:
         return len(self.edges)
 
-    def node_refs(self, cfg: Any) -> list["NodeRef"]:
+    def node_refs(self, cfg: SparseTransformerConfig) -> list["NodeRef"]:
         """Every kept node, in the order of ``nodes``."""
         locs = _by_hook(cfg)
         return [
@@ -168,7 +175,7 @@ class Circuit:
             for c in chans
         ]
 
-    def node_labels(self, cfg: Any) -> list[str]:
+    def node_labels(self, cfg: SparseTransformerConfig) -> list[str]:
         return [r.label for r in self.node_refs(cfg)]
 
     # -- persistence ---------------------------------------------------------------------------
@@ -213,7 +220,7 @@ class Circuit:
             circuit.validate(model.cfg, where=str(path))
         return circuit
 
-    def validate(self, cfg: Any, where: str = "circuit") -> None:
+    def validate(self, cfg: SparseTransformerConfig, where: str = "circuit") -> None:
         """Check every entry against a model of ``cfg``: known hooks with their sizes, channels
         in range and without duplicates, a baseline per hook (mean/zero ablation) of its size,
         finite numbers, and edges only between kept nodes.
@@ -222,7 +229,7 @@ class Circuit:
             ValueError: naming the first bad entry.
         """
         locs = _by_hook(cfg)
-        if self.ablation not in ("mean", "zero", "resample"):
+        if self.ablation not in ABLATIONS:
             raise ValueError(f"{where}: unknown ablation {self.ablation!r}")
         for table in ("nodes", "sizes", "baselines"):
             for hook in getattr(self, table):
@@ -296,14 +303,12 @@ class Circuit:
             out[hook] = m
         return out
 
-    def fwd_hooks(
-        self, model: HookedSparseTransformer, tokens: Tensor | None = None
-    ) -> list[tuple[str, Any]]:
+    def fwd_hooks(self, model: HookedSparseTransformer, tokens: Tensor | None = None) -> HookList:
         """Hooks running ``model`` as this circuit. ``tokens`` is needed with frozen norms."""
         self.check_model(model)
         if self.ablation == "resample":
             raise ValueError("a resample-ablated circuit needs resample sources; use the Pruner")
-        hooks: list[tuple[str, Any]] = []
+        hooks: HookList = []
         if self.freeze_norms:
             if tokens is None:
                 raise ValueError("this circuit freezes norm scales: pass the tokens it will run on")
@@ -315,7 +320,7 @@ class Circuit:
     def _fills(self) -> dict[str, Tensor]:
         return {h: torch.tensor(v) for h, v in self.baselines.items()}
 
-    def removed_edge_refs(self, cfg: Any) -> list[Edge]:
+    def removed_edge_refs(self, cfg: SparseTransformerConfig) -> list[Edge]:
         """``removed_edges`` as ``(source hook, channel, destination hook, channel)``."""
         refs = {r.label: r for r in self.node_refs(cfg)}
         try:

@@ -16,7 +16,6 @@ attn_out`` the weight is ``W_O``, which reads the head output ``z`` (the attenti
 values); its fill is the value node's ablation value.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 
 from hooks import flat, like, record
+from hooks.types import HookList
 from sparse_lens.model.transformer import HookedSparseTransformer
 
 Edge = tuple[str, int, str, int]  # (source hook, source channel, destination hook, dest channel)
@@ -81,12 +81,12 @@ def _group(edges: list[Edge]) -> dict[tuple[str, str], list[Edge]]:
 @torch.no_grad()
 def edge_hooks(
     model: HookedSparseTransformer, removed: list[Edge], baselines: dict[str, Tensor]
-) -> list[tuple[str, Callable]]:
+) -> HookList:
     """TL hooks ablating the ``removed`` edges (see the module docstring); add them after the
     node-mask hooks. ``baselines``: per source hook, its ``[channels]`` ablation values."""
     if removed and model.cfg.use_attn_result:
         raise ValueError("edge ablation does not support use_attn_result models")
-    hooks: list[tuple[str, Callable]] = []
+    hooks: HookList = []
     for n, ((src, dst), group) in enumerate(sorted(_group(removed).items())):
         site = edge_site(model, src, dst)
         D = torch.zeros_like(site.weight)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from hooks import flat, node_mask, record
+from hooks.types import HookList
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.masks import Ablation, PruneConfig, Pruner, heaviside_ste
 from sparse_lens.data.tokenizer import Tokenizer
@@ -35,7 +36,7 @@ from sparse_lens.tasks.task import (
 
 def necessity(model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch) -> float:
     """Task loss with only the circuit's nodes replaced by their ablation values."""
-    hooks = [
+    hooks: HookList = [
         (h, node_mask(1 - m, torch.tensor(circuit.baselines[h])))
         for h, m in circuit.masks().items()
     ]

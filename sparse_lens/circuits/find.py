@@ -219,7 +219,11 @@ def attribution_scores(pruner: Pruner, batch: TaskBatch) -> dict[str, Tensor]:
     finally:
         for q, r in zip(pruner.model.parameters(), requires, strict=True):
             q.requires_grad_(r)
-    return {h: m.grad.abs() for h, m in masks.items()}  # type: ignore[union-attr]
+    grads = {h: m.grad for h, m in masks.items()}
+    missing = [h for h, g in grads.items() if g is None]
+    if missing:
+        raise RuntimeError(f"the task loss does not depend on the masks at {missing}")
+    return {h: g.abs() for h, g in grads.items() if g is not None}
 
 
 def attribution_baseline(pruner: Pruner) -> dict[str, Any]:

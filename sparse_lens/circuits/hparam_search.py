@@ -38,6 +38,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from optuna.storages.journal import JournalFileBackend
 from tqdm.auto import tqdm
 
 from sparse_lens.circuits.circuit import circuit_edges
@@ -170,7 +171,7 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:")).expanduser()
         try:
-            backend = optuna.storages.journal.JournalFileBackend(str(path))
+            backend = JournalFileBackend(str(path))
         except OSError as e:
             raise ValueError(f"cannot open the Optuna journal {url!r}: {e}") from e
         return optuna.storages.JournalStorage(backend)

@@ -23,10 +23,10 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from hooks import blend, flat, node_mask, replace
+from hooks.types import HookList
 from sparse_lens.circuits.nodes import Location, node_locations
 from sparse_lens.files.atomic import atomic_write
 from sparse_lens.files.outputs import cache_entry
@@ -46,7 +47,8 @@ from sparse_lens.validation import require_min
 
 logger = logging.getLogger(__name__)
 
-ABLATIONS = ("mean", "zero", "resample")
+AblationKind = Literal["mean", "zero", "resample"]
+ABLATIONS: tuple[AblationKind, ...] = get_args(AblationKind)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +63,7 @@ class PruneConfig:
     """
 
     target_loss: float = 0.15
-    ablation: str = "mean"
+    ablation: AblationKind = "mean"
     freeze_norms: bool = False
     k_coef: float = 1e-4
     lr: float = 3e-3
@@ -99,7 +101,8 @@ class _HeavisideSTE(torch.autograd.Function):
         return (tau >= 0).to(tau.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    # torch declares backward(ctx, *grad_outputs); one output, one gradient: the documented form
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # pyright: ignore[reportIncompatibleMethodOverride]
         (tau,) = ctx.saved_tensors
         s = torch.sigmoid(tau / ctx.temp)
         return grad * s * (1 - s) / ctx.temp, None
@@ -212,7 +215,7 @@ class Ablation:
     """What removed nodes are replaced by, per hook: a ``[channels]`` vector (mean, zero) or a
     ``[batch pos channels]`` tensor (resample)."""
 
-    kind: str
+    kind: AblationKind
     values: dict[str, Tensor]
     source: dict[str, Any] = field(default_factory=dict)  # recorded in the circuit file
 
@@ -225,7 +228,7 @@ class Ablation:
 
 
 def make_ablation(
-    kind: str,
+    kind: AblationKind,
     model: HookedSparseTransformer,
     pretrain_windows: Tensor,
     batch: TaskBatch | None = None,
@@ -262,7 +265,7 @@ def make_ablation(
     raise ValueError(f"ablation must be one of {ABLATIONS}, got {kind!r}")
 
 
-def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> list[tuple[str, Callable]]:
+def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> HookList:
     """Hooks that freeze every RMSNorm scale at the full model's value on ``tokens``."""
     names = [n for n in model.hook_dict if n.endswith("hook_scale")]
     with torch.no_grad():
@@ -278,7 +281,7 @@ def mask_hooks(
     ablation: Ablation,
     batch_idx: Tensor | None = None,
     width: int | None = None,
-) -> list[tuple[str, Callable]]:
+) -> HookList:
     """``node_mask`` hooks for every location in ``masks`` (1 keeps a node)."""
     return [
         (hook, node_mask(m, ablation.for_batch(hook, batch_idx, width or 0)))
@@ -305,7 +308,7 @@ class MaskHolder:
             loc.hook: self.ablation.for_batch(loc.hook, batch_idx, width) for loc in self.locs
         }
 
-    def hooks(self) -> list[tuple[str, Callable]]:
+    def hooks(self) -> HookList:
         def make(name: str, size: int) -> Callable:
             def hook(act: Tensor, hook: Any) -> Tensor:
                 if not self.masks:  # cleared: the full model
@@ -423,7 +426,7 @@ class Pruner:
             if not (p.tie_qk and loc.kind == "k")
         }
 
-    def masks_of(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
+    def masks_of(self, taus: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Straight-through 0/1 masks per location (a tied key location uses its query's)."""
         masks = {h: heaviside_ste(t, self.pcfg.heaviside_temp) for h, t in taus.items()}
         if self.pcfg.tie_qk:
@@ -516,7 +519,9 @@ class Pruner:
     def full_taus(self, taus: dict[str, Tensor]) -> dict[str, Tensor]:
         """``taus`` with a tied key location given its query location's values."""
         return {
-            loc.hook: taus.get(loc.hook, taus.get(loc.hook.replace("hook_k", "hook_q")))
+            loc.hook: taus[loc.hook]
+            if loc.hook in taus
+            else taus[loc.hook.replace("hook_k", "hook_q")]
             for loc in self.locs
         }
 

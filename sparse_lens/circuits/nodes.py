@@ -18,17 +18,19 @@ unembedding entries, biases, and q-k pairings (a dot product, not a weight).
 """
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from sparse_lens.model.config import SparseTransformerConfig
 
-NODE_KINDS = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "neuron", "mlp_out", "final")
+NodeKind = Literal["attn_in", "q", "k", "v", "attn_out", "mlp_in", "neuron", "mlp_out", "final"]
+NODE_KINDS: tuple[NodeKind, ...] = get_args(NodeKind)
 
 
 @dataclass(frozen=True)
 class Location:
     """A mask location: ``kind`` at ``layer`` hooked at ``hook`` with ``size`` channels."""
 
-    kind: str
+    kind: NodeKind
     layer: int
     hook: str
     size: int

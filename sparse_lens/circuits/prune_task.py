@@ -14,28 +14,31 @@ from torch import Tensor
 from sparse_lens.circuits.circuit import Circuit, circuit_edges
 from sparse_lens.circuits.edges import edge_hooks
 from sparse_lens.circuits.find import (
+    Found,
+    SearchMethod,
     attribution_baseline,
     edge_labels,
     find_circuit,
     seed_summary,
 )
+from sparse_lens.circuits.hparam_search import SearchConfig
 from sparse_lens.circuits.masks import PruneConfig, Pruner, make_ablation, model_fingerprint
 from sparse_lens.circuits.nodes import node_label
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import TaskBatch, concat_batches, task_batch
+from sparse_lens.tasks.task import Task, TaskBatch, concat_batches, task_batch
 
 
 def prune_task(
     model: HookedSparseTransformer,
-    task: Any,
+    task: Task,
     pretrain_windows: Tensor,
     pcfg: PruneConfig,
     *,
     n_train: int = 256,
     n_val: int = 128,
     n_test: int = 128,
-    search: bool | str = True,
-    search_cfg: Any = None,
+    search: bool | SearchMethod = True,
+    search_cfg: SearchConfig | None = None,
     cleanup: tuple[str, ...] = (),
     seeds: int = 1,
     attribution: bool = False,
@@ -59,7 +62,7 @@ def prune_task(
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds!r}")
-    method = {True: "grid", False: "none"}.get(search, search)  # type: ignore[arg-type]
+    method: SearchMethod = "grid" if search is True else "none" if search is False else search
     pruner, test = _task_pruner(
         model, task, pretrain_windows, pcfg, (n_train, n_val, n_test), cache_dir
     )
@@ -96,7 +99,7 @@ def prune_task(
 
 def _task_pruner(
     model: HookedSparseTransformer,
-    task: Any,
+    task: Task,
     pretrain_windows: Tensor,
     pcfg: PruneConfig,
     sizes: tuple[int, int, int],
@@ -123,7 +126,7 @@ def _task_pruner(
     return Pruner(model, train, val, ablation, pcfg), test
 
 
-def _circuit_of(pruner: Pruner, found: Any, task_name: str, n_test: int) -> Circuit:
+def _circuit_of(pruner: Pruner, found: Found, task_name: str, n_test: int) -> Circuit:
     """The ``Circuit`` of ``find_circuit``'s result, calibrated if the config asks."""
     cfg, ablation = pruner.pcfg, pruner.ablation
     circuit = Circuit.from_nodes(
@@ -166,7 +169,7 @@ def _chosen(cfg: PruneConfig) -> dict[str, Any]:
 def _other_seeds(
     pruner: Pruner,
     cfg: PruneConfig,
-    found: Any,
+    found: Found,
     seeds: int,
     cleanup: tuple[str, ...],
     max_evals: int,

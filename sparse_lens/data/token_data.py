@@ -192,7 +192,7 @@ def with_idioms(
     from sparse_lens.data.idioms import IDIOMS_VERSION
 
     path = build_idiom_shard(tokenizer, n_docs, seed, cache_dir)
-    info = {"version": IDIOMS_VERSION, "n_docs": n_docs, "seed": seed}
+    info: dict[str, object] = {"version": IDIOMS_VERSION, "n_docs": n_docs, "seed": seed}
     return MixedData(base=data, idioms=_load(path), idiom_frac=idiom_frac, idiom_info=info)
 
 

@@ -22,11 +22,31 @@ model's logits.
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, cast
 
 import torch
 from transformer_lens import ActivationCache
-from transformer_lens.utilities import Slice
+
+# TL re-exports Slice here without listing it in __all__ (the public path since TL 3)
+from transformer_lens.utilities import Slice  # pyright: ignore[reportPrivateImportUsage]
+
+from sparse_lens.model.components import ChannelOverride, TransformerBlocks
+from sparse_lens.model.config import SparseTransformerConfig
+
+
+class _RowAdapter(Protocol):
+    def adding_rows(self, rows: torch.Tensor) -> AbstractContextManager[None]: ...
+
+
+class _SparseModel(Protocol):
+    """What the cache reads of ``HookedSparseTransformer`` (whose module imports this one; only
+    that model builds this cache). Used in ``cast`` only: beartype cannot check a Protocol."""
+
+    cfg: SparseTransformerConfig
+    blocks: TransformerBlocks
+    override_final: ChannelOverride
+    adapter: _RowAdapter
 
 
 class SparseActivationCache(ActivationCache):
@@ -36,7 +56,7 @@ class SparseActivationCache(ActivationCache):
         key = f"blocks.{layer}.{part}.hook_out_mask"
         mask = self.cache_dict.get(key)
         site = "attn_out" if part == "attn" else "mlp_out"
-        if mask is None and self.model.cfg.act_sparse(site):
+        if mask is None and cast(_SparseModel, self.model).cfg.act_sparse(site):
             raise KeyError(
                 f"this cache has no {key}: AbsTopK at {site} masks layer {layer}'s residual write, "
                 "so the per-head/per-neuron decomposition needs that mask. Cache it (run_with_cache "
@@ -45,7 +65,11 @@ class SparseActivationCache(ActivationCache):
         return mask
 
     def _require_additive_residual(self, method: str) -> None:
-        sites = [s for s in ("resid_post_attn", "resid_post_mlp") if self.model.cfg.act_sparse(s)]
+        sites = [
+            s
+            for s in ("resid_post_attn", "resid_post_mlp")
+            if cast(_SparseModel, self.model).cfg.act_sparse(s)
+        ]
         if sites:
             raise ValueError(
                 f"{method}: AbsTopK on the residual stream ({', '.join(sites)}) masks the sum of "
@@ -58,7 +82,7 @@ class SparseActivationCache(ActivationCache):
         """Refuse when a baked-in circuit (``Circuit.to_model``) overrides channels of a residual
         write (``attn_out``/``mlp_out``) or, with ``final``, of the stream the unembedding
         reads: those channels hold the ablation value, which no component wrote."""
-        model = self.model
+        model = cast(_SparseModel, self.model)
         if not model.cfg.circuit_overrides:
             return
         modules = [
@@ -67,7 +91,11 @@ class SparseActivationCache(ActivationCache):
         modules += [(f"blocks.{i}.mlp_out", b.override_mlp_out) for i, b in enumerate(model.blocks)]
         if final:
             modules.append(("final", model.override_final))
-        overridden = [name for name, m in modules if bool((m.keep != 1).any())]
+        overridden = [
+            name
+            for name, m in modules
+            if isinstance(m, ChannelOverride) and bool((m.keep != 1).any())
+        ]
         if overridden:
             raise ValueError(
                 f"{method}: this circuit model overrides removed channels of {overridden} with "
@@ -116,7 +144,7 @@ class SparseActivationCache(ActivationCache):
     def logit_lens(self, **kwargs: Any) -> Any:
         """TL's ``logit_lens`` with the bigram table's logits added at each position, so the
         final entry equals the model's logits. Needs ``bigram.hook_logits`` in the cache."""
-        model = self.model
+        model = cast(_SparseModel, self.model)
         self._require_no_override("logit_lens", final=True)
         if not model.cfg.use_bigram_table:
             return super().logit_lens(**kwargs)
@@ -148,7 +176,7 @@ class SparseActivationCache(ActivationCache):
         neuron_slice = neuron_slice if isinstance(neuron_slice, Slice) else Slice(neuron_slice)
         mask = pos_slice.apply(mask, dim=-2)
         post = neuron_slice.apply(pos_slice.apply(self[("post", layer, "mlp")], dim=-2), dim=-1)
-        W_out = neuron_slice.apply(self.model.blocks[layer].mlp.W_out, dim=0)
+        W_out = neuron_slice.apply(cast(_SparseModel, self.model).blocks[layer].mlp.W_out, dim=0)
         one = W_out.ndim == 1  # an int neuron_slice drops the neuron axis, as in TL
         post, W_out = (post[..., None], W_out[None]) if one else (post, W_out)
         p = project_output_onto
@@ -170,7 +198,7 @@ class SparseActivationCache(ActivationCache):
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
     ) -> torch.Tensor | None:
         """``sum (m - 1) * b`` over the masked output biases before ``layer``; ``None`` if none."""
-        blocks = self.model.blocks
+        blocks = cast(_SparseModel, self.model).blocks
         sites: list[tuple[int, str, torch.Tensor]] = []
         for i in range(layer):
             sites.append((i, "attn", blocks[i].attn.b_O))
@@ -201,14 +229,18 @@ class SparseActivationCache(ActivationCache):
         self._require_no_override("get_full_resid_decomposition", final=True)
         if layer is None or layer == -1:
             layer = self.model.cfg.n_layers
-        stack, labels = super().get_full_resid_decomposition(
-            layer,
-            mlp_input,
-            expand_neurons,
-            apply_ln,
-            pos_slice,
-            True,
-            project_output_onto,
+        # return_labels=True: TL returns (stack, labels)
+        stack, labels = cast(
+            tuple[torch.Tensor, list[str]],
+            super().get_full_resid_decomposition(
+                layer,
+                mlp_input,
+                expand_neurons,
+                apply_ln,
+                pos_slice,
+                True,
+                project_output_onto,
+            ),
         )
         correction = self.masked_bias_correction(
             layer, mlp_input, include_mlp_biases=expand_neurons

@@ -13,6 +13,8 @@ Shapes use TL's names: ``W_Q [n_heads d_model d_head]``, ``W_O [n_heads d_head d
 """
 
 import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, overload
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,9 @@ class ChannelOverride(nn.Module):
     Channels are the last dimension, or the last two flattened (``[... head_index d_head]``);
     the value is ``hooks.blend``'s, the same as the ``node_mask`` hooks of ``Circuit.fwd_hooks``.
     """
+
+    keep: Tensor  # buffers [size]
+    fill: Tensor
 
     def __init__(self, size: int, dtype: torch.dtype) -> None:
         super().__init__()
@@ -106,6 +111,8 @@ class PosEmbed(nn.Module):
 class Unembed(nn.Module):
     """``W_U`` plus ``b_U``, a zero buffer kept for TL (the paper's unembedding has no bias)."""
 
+    b_U: Tensor  # buffer [d_vocab]
+
     def __init__(self, cfg: SparseTransformerConfig) -> None:
         super().__init__()
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab, dtype=cfg.dtype))
@@ -139,6 +146,14 @@ class Attention(nn.Module):
     ``d_model``), on q, k and v (each over the whole ``n_heads*d_head`` vector, as OpenAI's code
     does), and on the output (``attn_out``) whose mask fires at ``hook_out_mask``.
     """
+
+    # Parameters with use_bias, else zero buffers.
+    b_Q: Tensor  # [n_heads d_head]
+    b_K: Tensor
+    b_V: Tensor
+    b_O: Tensor  # [d_model]
+    sinks: nn.Parameter  # [n_heads], only with attn_sinks
+    IGNORE: Tensor  # buffer, -inf
 
     def __init__(self, cfg: SparseTransformerConfig) -> None:
         super().__init__()
@@ -253,6 +268,7 @@ class Attention(nn.Module):
             keys = attention_mask.to(device=q.device, dtype=torch.bool)[:, None, None, :]
             allowed = allowed & (keys | (key_at == query_at))  # [batch 1 query key]
         scores = self.hook_attn_scores(scores.masked_fill(~allowed, self.IGNORE))
+        sink_prob = None
         if cfg.attn_sinks:
             sink = self.sinks.view(1, -1, 1, 1).expand(scores.shape[0], -1, n_q, 1)
             probs = torch.cat([scores, sink], dim=-1).softmax(dim=-1)
@@ -261,7 +277,7 @@ class Attention(nn.Module):
         else:
             pattern = self.hook_pattern(scores.softmax(dim=-1))
         z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-        if cfg.attn_sinks:
+        if sink_prob is not None:  # attn_sinks
             # + p_sink * v_sink with the sink's zero value: no change, but hook_sink_prob is on
             # the forward path, so incl_bwd caches its (zero) gradient like every other hook's.
             z = z + sink_prob.transpose(1, 2)[..., None] * z.new_zeros(())
@@ -295,6 +311,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """``W_in`` -> activation -> ``W_out`` with AbsTopK at ``mlp_in`` (on ``hook_in``),
     ``mlp_neuron`` (on ``hook_post``) and ``mlp_out`` (mask at ``hook_out_mask``)."""
+
+    b_in: Tensor  # [d_mlp]: a parameter with use_bias, else a zero buffer
+    b_out: Tensor  # [d_model]
 
     def __init__(self, cfg: SparseTransformerConfig) -> None:
         super().__init__()
@@ -394,3 +413,16 @@ class TransformerBlock(nn.Module):
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid
         mlp_out = self.hook_mlp_out(self.override_mlp_out(self.mlp(mlp_in, self.ln2)))
         return self.hook_resid_post(_site_topk(cfg, "resid_post_mlp", resid_mid + mlp_out))
+
+
+class TransformerBlocks(nn.ModuleList):
+    """``nn.ModuleList`` of ``TransformerBlock``s; only declares the element type for checkers."""
+
+    if TYPE_CHECKING:
+
+        @overload
+        def __getitem__(self, idx: slice) -> "TransformerBlocks": ...
+        @overload
+        def __getitem__(self, idx: int) -> TransformerBlock: ...
+        def __getitem__(self, idx: int | slice) -> "TransformerBlock | TransformerBlocks": ...
+        def __iter__(self) -> Iterator[TransformerBlock]: ...

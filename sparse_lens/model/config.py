@@ -14,7 +14,7 @@ swaps in a replaced config when they change.
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import torch
 from transformer_lens.config import TransformerLensConfig
@@ -44,6 +44,7 @@ PAPER_ACT_SITES: tuple[ActSite, ...] = (
 )
 PositionalEmbedding = Literal["none", "learned"]
 ActFn = Literal["gelu", "relu"]
+NormalizationType = Literal["RMS"]
 CONFIG_VERSION = 1
 
 _RUNTIME_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
@@ -87,15 +88,18 @@ class SparseTransformerConfig(TransformerLensConfig):
     A dense model is ``afrac=1.0`` (or no sites) and both densities 1.0; it runs the same code.
     """
 
+    # Pyright flags two things below that are sound here: a required field overriding one with a
+    # default (allowed in a kw_only dataclass) and a narrower type than TL's mutable field
+    # (this config is immutable after __post_init__, so nothing can write a wider value).
     d_model: int
     d_head: int
     n_layers: int
     n_ctx: int
-    n_heads: int
-    d_mlp: int
-    d_vocab: int
-    normalization_type: str = "RMS"
-    act_fn: str = "gelu"
+    n_heads: int  # pyright: ignore[reportGeneralTypeIssues]
+    d_mlp: int  # pyright: ignore[reportGeneralTypeIssues, reportIncompatibleVariableOverride]
+    d_vocab: int  # pyright: ignore[reportGeneralTypeIssues]
+    normalization_type: NormalizationType = "RMS"  # pyright: ignore[reportIncompatibleVariableOverride]
+    act_fn: ActFn = "gelu"  # pyright: ignore[reportIncompatibleVariableOverride]
     eps: float = 1e-6
     device: str | None = "cpu"
     dtype: torch.dtype = torch.float32
@@ -108,10 +112,10 @@ class SparseTransformerConfig(TransformerLensConfig):
     use_hook_mlp_in: bool = False
     attn_sinks: bool = True
     use_bigram_table: bool = True
-    positional_embedding: str = "none"  # PositionalEmbedding; validated in __post_init__
+    positional_embedding: PositionalEmbedding = "none"
     use_bias: bool = True
     afrac: float = 0.25
-    act_sparse_sites: tuple[str, ...] = field(default=PAPER_ACT_SITES)  # ActSite values
+    act_sparse_sites: tuple[ActSite, ...] = field(default=PAPER_ACT_SITES)
     weight_density: float = 1.0
     embed_density: float = 1.0
     min_nonzero_per_neuron: int = 4
@@ -132,8 +136,11 @@ class SparseTransformerConfig(TransformerLensConfig):
                 )
         if self.device is not None and not isinstance(self.device, str | torch.device):
             raise ValueError(f"device must be a str, a torch.device or None, got {self.device!r}")
-        if self.normalization_type != "RMS":
-            raise ValueError(f"normalization_type must be 'RMS', got {self.normalization_type!r}")
+        if self.normalization_type not in get_args(NormalizationType):
+            raise ValueError(
+                f"normalization_type must be one of {get_args(NormalizationType)}, "
+                f"got {self.normalization_type!r}"
+            )
         if self.act_fn not in get_args(ActFn):
             raise ValueError(f"act_fn must be one of {get_args(ActFn)}, got {self.act_fn!r}")
         if self.positional_embedding not in get_args(PositionalEmbedding):
@@ -211,8 +218,9 @@ class SparseTransformerConfig(TransformerLensConfig):
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SparseTransformerConfig":
+    def from_dict(cls, config_dict: dict[str, Any]) -> "SparseTransformerConfig":
         """Inverse of ``to_dict``; unknown or missing keys raise ``ValueError``."""
+        d = config_dict
         if not isinstance(d, dict):
             raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
         d = _migrate(dict(d))
@@ -264,12 +272,22 @@ _FIELD_TYPES: dict[Any, tuple[str, Any]] = {
 }
 
 
+def _json_type(hint: Any) -> Any:
+    """The ``_FIELD_TYPES`` key of a field's annotation: Literal values are checked as strings
+    here (their allowed values in ``__post_init__``)."""
+    if get_origin(hint) is Literal:
+        return str
+    if get_origin(hint) is tuple and get_origin(get_args(hint)[0]) is Literal:
+        return tuple[str, ...]
+    return hint
+
+
 def _check_field_types(d: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the first field of a serialised config of the wrong JSON
     type (a string ``afrac``, an integer ``act_sparse_sites`` ...)."""
     hints = SparseTransformerConfig.__annotations__
     for name, value in d.items():
-        want = _FIELD_TYPES.get(hints.get(name))
+        want = _FIELD_TYPES.get(_json_type(hints.get(name)))
         if want is not None and not want[1](value):
             raise ValueError(f"config field {name} must be {want[0]}, got {value!r}")
 

@@ -119,7 +119,8 @@ class _CSRMatmul(torch.autograd.Function):
         return torch.mm(csr.fwd, x.t()).t()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: ANN001
+    # torch declares backward(ctx, *grad_outputs); one output, one gradient: the documented form
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: ANN001  # pyright: ignore[reportIncompatibleMethodOverride]
         (x,) = ctx.saved_tensors
         csr = ctx.csr
         gx = torch.mm(csr.bwd, grad.t()).t() if ctx.needs_input_grad[0] else None

@@ -28,14 +28,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
-from transformer_lens.utilities import Slice
+
+# TL re-exports Slice here without listing it in __all__ (the public path since TL 3)
+from transformer_lens.utilities import Slice  # pyright: ignore[reportPrivateImportUsage]
 
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.model.activation_cache import SparseActivationCache
@@ -47,6 +49,7 @@ from sparse_lens.model.components import (
     PosEmbed,
     RMSNorm,
     TransformerBlock,
+    TransformerBlocks,
     Unembed,
 )
 from sparse_lens.model.config import SparseTransformerConfig
@@ -56,6 +59,8 @@ from sparse_lens.model.sparsity import param_role
 logger = logging.getLogger(__name__)
 
 ReturnType = Literal["logits", "loss", "both"] | None
+PaddingSide = Literal["left", "right"]
+TokenPosition = Literal["first", "last"]  # get_token_position's mode
 TokensInput = str | list[str] | Tensor  # token tensors are validated by _validate_tokens
 
 # HookedTransformer 2.x/3.x names of the split-QKV forks, kept as lookups for old user code.
@@ -76,6 +81,13 @@ def lm_cross_entropy(
     logprobs = logits[:, :-1].float().log_softmax(dim=-1)
     loss = -logprobs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
     return loss if per_token else loss.mean()
+
+
+def _hook_name(hook: HookPoint) -> str:
+    """A hook point's full name; ``HookRootModule.setup()`` sets it on every hook point."""
+    if hook.name is None:
+        raise RuntimeError("hook point has no name: the model's setup() did not run")
+    return hook.name
 
 
 class ReadoutAdapter:
@@ -138,7 +150,7 @@ class HookedSparseTransformer(HookedRootModule):
         if cfg.positional_embedding == "learned":
             self.pos_embed = PosEmbed(cfg)
             self.hook_pos_embed = HookPoint()
-        self.blocks = nn.ModuleList([TransformerBlock(cfg, i) for i in range(cfg.n_layers)])
+        self.blocks = TransformerBlocks([TransformerBlock(cfg, i) for i in range(cfg.n_layers)])
         if cfg.circuit_overrides:
             self.override_final = ChannelOverride(cfg.d_model, cfg.dtype)
         self.ln_final = RMSNorm(cfg, cfg.d_model)
@@ -179,7 +191,8 @@ class HookedSparseTransformer(HookedRootModule):
         self.cfg = cfg
         for module in self.modules():
             if module is not self and hasattr(module, "cfg"):
-                module.cfg = cfg
+                # torch types Module.__setattr__'s value as Tensor | Module; plain attributes work
+                module.cfg = cfg  # pyright: ignore[reportArgumentType]
 
     def set_use_attn_result(self, use_attn_result: bool) -> None:
         """Fire ``attn.hook_result`` (per-head residual writes)."""
@@ -223,11 +236,12 @@ class HookedSparseTransformer(HookedRootModule):
         return None
 
     def _resolve_hook_name(self, name: str) -> str:
-        if name not in self.mod_dict or not isinstance(self.mod_dict[name], HookPoint):
+        hook_point = self.mod_dict.get(name)
+        if not isinstance(hook_point, HookPoint):
             close = difflib.get_close_matches(name, list(self.hook_dict), n=3)
             hint = f"; did you mean {close}?" if close else ""
             raise KeyError(f"unknown hook name {name!r}{hint}")
-        canonical = self.mod_dict[name].name
+        canonical = _hook_name(hook_point)
         reason = self.inactive_hook_reason(canonical)
         if reason is not None:
             raise ValueError(f"hook {name!r} would never fire: {reason}")
@@ -243,7 +257,9 @@ class HookedSparseTransformer(HookedRootModule):
         """``add_hook`` refuses a hook that would never fire (see ``inactive_hook_reason``)."""
         self._resolve_hook_name(hook_point_name)
 
-    def add_hook(  # type: ignore[override]
+    # add_hook takes fewer positional parameters than TL's (callers use keywords, as TL's own
+    # code does); run_with_cache returns a SparseActivationCache where TL declares a dict.
+    def add_hook(  # pyright: ignore[reportIncompatibleMethodOverride]
         self, name: Any, hook: Any, dir: Literal["fwd", "bwd"] = "fwd", **kwargs: Any
     ) -> None:
         """TL's ``add_hook``: a name refuses a hook that cannot fire; a filter function selects
@@ -268,7 +284,7 @@ class HookedSparseTransformer(HookedRootModule):
             return 2
         return 1
 
-    def get_caching_hooks(  # type: ignore[override]
+    def get_caching_hooks(
         self,
         names_filter: Any = None,
         incl_bwd: bool = False,
@@ -300,7 +316,7 @@ class HookedSparseTransformer(HookedRootModule):
         aliases: dict[str, list[str]] = {}
         for name, module in self.mod_dict.items():
             if isinstance(module, HookPoint) and module.name != name:
-                aliases.setdefault(module.name, []).append(name)
+                aliases.setdefault(_hook_name(module), []).append(name)
         # A filter function may test a legacy name: a hook is chosen under any of its names.
         chosen = [n for n in active if any(names_filter(a) for a in [n, *aliases.get(n, [])])]
         if chosen:
@@ -308,20 +324,20 @@ class HookedSparseTransformer(HookedRootModule):
 
         def save_hook(tensor: Tensor, hook: HookPoint, is_backward: bool = False) -> None:
             value = tensor.detach().to(device) if device is not None else tensor.detach()
-            dim = self.hook_pos_dim(hook.name)
+            dim = self.hook_pos_dim(_hook_name(hook))
             if remove_batch_dim and value.ndim > 0 and value.shape[0] == 1:
                 value = value[0]
                 dim = None if dim is None else dim - 1
             if dim is not None and value.ndim > dim and pos_slice.mode != "empty":
                 value = pos_slice.apply(value, dim=dim)
-            cache[hook.name + ("_grad" if is_backward else "")] = value
+            cache[_hook_name(hook) + ("_grad" if is_backward else "")] = value
 
         self.is_caching = True
         fwd = [(n, partial(save_hook, is_backward=False)) for n in chosen]
         bwd = [(n, partial(save_hook, is_backward=True)) for n in chosen] if incl_bwd else []
         return cache, fwd, bwd
 
-    def add_caching_hooks(  # type: ignore[override]
+    def add_caching_hooks(
         self,
         names_filter: Any = None,
         incl_bwd: bool = False,
@@ -339,7 +355,7 @@ class HookedSparseTransformer(HookedRootModule):
             self.hook_dict[name].add_hook(fn, "bwd")
         return cache
 
-    def run_with_cache(  # type: ignore[override]
+    def run_with_cache(  # pyright: ignore[reportIncompatibleMethodOverride]
         self,
         *model_args: Any,
         return_cache_object: bool = True,
@@ -392,7 +408,7 @@ class HookedSparseTransformer(HookedRootModule):
     def _left_padding_mask(self, tokens: Tensor, prepend_bos: bool | None) -> Tensor | None:
         """Mask of left-padded ``tokens`` (as TL infers it): the leading run of end-of-text ids
         is padding, except its last id when a BOS was prepended (pad and BOS are one id)."""
-        pad = self._require_tokenizer().eot_id
+        pad = self.require_tokenizer().eot_id
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         leading = (tokens == pad).long().cumprod(dim=-1)  # 1 on the leading run of pads
         if bos:
@@ -405,7 +421,7 @@ class HookedSparseTransformer(HookedRootModule):
         self,
         input: TokensInput,
         prepend_bos: bool | None = None,
-        padding_side: Literal["left", "right"] | None = None,
+        padding_side: PaddingSide | None = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
         past_kv_cache: KVCache | None = None,
     ) -> tuple[Float[Tensor, "batch pos d_model"], Tensor, None, Tensor | None]:
@@ -448,7 +464,7 @@ class HookedSparseTransformer(HookedRootModule):
         return_type: ReturnType = "logits",
         loss_per_token: bool = False,
         prepend_bos: bool | None = None,
-        padding_side: Literal["left", "right"] | None = None,
+        padding_side: PaddingSide | None = None,
         start_at_layer: int | None = None,
         tokens: Int[Tensor, "batch pos"] | None = None,
         stop_at_layer: int | None = None,
@@ -600,7 +616,7 @@ class HookedSparseTransformer(HookedRootModule):
                     logits = logits.masked_fill(logits < kth, -math.inf)
                 probs = logits.softmax(-1).cpu()
                 nxt = torch.multinomial(probs, 1, generator=generator)[:, 0].to(tokens.device)
-            if stop_at_eos:
+            if stop_at_eos and eos_token_id is not None:  # set above when stop_at_eos
                 nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
                 done = done | (nxt == eos_token_id)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
@@ -619,18 +635,21 @@ class HookedSparseTransformer(HookedRootModule):
         return text[0] if isinstance(input, str) else text
 
     # ------------------------------------------------------------------ tokenizer surface
-    def _require_tokenizer(self) -> Tokenizer:
+    def require_tokenizer(self) -> Tokenizer:
+        """``self.tokenizer``; ``ValueError`` if the model has none."""
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; pass token ids or set model.tokenizer")
         return self.tokenizer
 
     def _tokenize(
-        self, input: str | list[str], prepend_bos: bool | None, padding_side: str
+        self, input: str | list[str], prepend_bos: bool | None, padding_side: PaddingSide
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"] | None]:
         """Tokens and, for a list of strings of different lengths, the attention mask."""
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        tok = self._require_tokenizer()
+        if padding_side not in get_args(PaddingSide):
+            raise ValueError(
+                f"padding_side must be one of {get_args(PaddingSide)}, got {padding_side!r}"
+            )
+        tok = self.require_tokenizer()
         bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         texts = [input] if isinstance(input, str) else list(input)
         if not texts:
@@ -655,7 +674,7 @@ class HookedSparseTransformer(HookedRootModule):
         self,
         input: str | list[str],
         prepend_bos: bool | None = None,
-        padding_side: Literal["left", "right"] | None = None,
+        padding_side: PaddingSide | None = None,
         move_to_device: bool = True,
         truncate: bool = True,
     ) -> Int[Tensor, "batch pos"]:
@@ -665,7 +684,7 @@ class HookedSparseTransformer(HookedRootModule):
         raises instead of cutting at ``n_ctx``."""
         tokens, _ = self._tokenize(input, prepend_bos, padding_side or "right")
         if not truncate:
-            tok = self._require_tokenizer()
+            tok = self.require_tokenizer()
             texts = [input] if isinstance(input, str) else input
             bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
             longest = max(len(tok.encode(t)) + int(bos) for t in texts)
@@ -677,7 +696,7 @@ class HookedSparseTransformer(HookedRootModule):
         self,
         input: str | list[str],
         prepend_bos: bool | None = None,
-        padding_side: Literal["left", "right"] | None = None,
+        padding_side: PaddingSide | None = None,
     ) -> Int[Tensor, "batch pos"]:
         """The ``[batch pos]`` 0/1 mask of real tokens that ``to_tokens`` pads around."""
         tokens, mask = self._tokenize(input, prepend_bos, padding_side or "right")
@@ -686,7 +705,7 @@ class HookedSparseTransformer(HookedRootModule):
     def to_string(self, tokens: Int[Tensor, "..."] | list[int] | int | Any) -> str | list[str]:
         """Decode one id, a ``[pos]`` sequence (tensor, list or numpy array) to a string, or
         ``[batch pos]`` to a list of strings."""
-        tok = self._require_tokenizer()
+        tok = self.require_tokenizer()
         ids = torch.as_tensor(tokens)
         if ids.ndim == 0:
             return tok.decode([int(ids)])
@@ -704,11 +723,12 @@ class HookedSparseTransformer(HookedRootModule):
         """The text of each token (``Tokenizer.token_str``: a partial UTF-8 character shows its
         bytes escaped). A string or ``[pos]``/``[1 pos]`` ids (tensor, list, numpy) give
         ``list[str]``; a list of strings or ``[batch pos]`` ids give one list per row."""
-        tok = self._require_tokenizer()
+        tok = self.require_tokenizer()
         if isinstance(input, str):
             ids = self.to_tokens(input, prepend_bos=prepend_bos)[0]
         elif isinstance(input, list) and input and all(isinstance(t, str) for t in input):
-            return [self.to_str_tokens(t, prepend_bos=prepend_bos) for t in input]  # type: ignore[misc]
+            # each string gives a list[str]
+            return [cast(list[str], self.to_str_tokens(t, prepend_bos=prepend_bos)) for t in input]
         else:
             ids = torch.as_tensor(input)
         if ids.ndim == 2 and ids.shape[0] == 1:  # [1 pos] is one sequence, as in TL
@@ -719,7 +739,7 @@ class HookedSparseTransformer(HookedRootModule):
 
     def to_single_token(self, string: str) -> int:
         """The id of ``string``; raises ``ValueError`` if it is not exactly one token."""
-        ids = self._require_tokenizer().encode(string)
+        ids = self.require_tokenizer().encode(string)
         if len(ids) != 1:
             raise ValueError(f"{string!r} is {len(ids)} tokens, not one: {ids}")
         return ids[0]
@@ -730,13 +750,13 @@ class HookedSparseTransformer(HookedRootModule):
             raise ValueError(
                 f"int_token must be an id in [0, {self.cfg.d_vocab}), got {int_token!r}"
             )
-        return self._require_tokenizer().token_str(int_token)
+        return self.require_tokenizer().token_str(int_token)
 
     def get_token_position(
         self,
         single_token: str | int,
         input: str | Int[Tensor, "..."],
-        mode: Literal["first", "last"] = "first",
+        mode: TokenPosition = "first",
         prepend_bos: bool | None = None,
     ) -> int:
         """Position of ``single_token`` in ``input`` (one sequence), its first or last match.
@@ -744,8 +764,8 @@ class HookedSparseTransformer(HookedRootModule):
         Raises:
             ValueError: if the token does not occur, or ``input`` has more than one sequence.
         """
-        if mode not in ("first", "last"):
-            raise ValueError(f"mode must be 'first' or 'last', got {mode!r}")
+        if mode not in get_args(TokenPosition):
+            raise ValueError(f"mode must be one of {get_args(TokenPosition)}, got {mode!r}")
         tokens = self.to_tokens(input, prepend_bos=prepend_bos) if isinstance(input, str) else input
         tokens = torch.as_tensor(tokens)
         if tokens.ndim == 2 and tokens.shape[0] == 1:

@@ -44,12 +44,15 @@ from typing import Any, Literal, get_args
 import torch
 
 from hooks.topk import n_keep
-from sparse_lens.model.sparsity import density_for, param_role
+from sparse_lens.circuits.find import SearchMethod
+from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.sparsity import ParamRole, density_for, param_role
 from sparse_lens.training.presets import get_preset
+from sparse_lens.training.sparse import TrainConfig
 from sparse_lens.validation import require_min
 
 Kind = Literal["sparse", "dense"]
-PruneSearch = Literal["optuna", "grid", "none"]
+PruneSearch = SearchMethod  # the circuit search every point runs (circuits.find)
 Cluster = Literal["local", "slurm", "debug"]
 SWEEP_VERSION = 1
 
@@ -132,7 +135,8 @@ class SweepConfig:
         if isinstance(d.get("prune_search"), bool):  # sweeps written before the Optuna search
             d["prune_search"] = "grid" if d["prune_search"] else "none"
             d.setdefault("prune_cleanup", ())
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+        fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items()}
+        return cls(**fields)
 
     def train_overrides(self) -> dict[str, Any]:
         keys = ("steps", "batch_size", "checkpoint_every", "lr")
@@ -166,13 +170,15 @@ class PointSpec:
         }
 
 
-def point_configs(spec: PointSpec, scfg: SweepConfig, d_vocab: int) -> tuple[Any, Any]:
+def point_configs(
+    spec: PointSpec, scfg: SweepConfig, d_vocab: int
+) -> tuple[SparseTransformerConfig, TrainConfig]:
     """(model config, train config) of a grid point."""
     preset = get_preset(scfg.preset)
     return preset.build(
         d_vocab,
         seed=scfg.seed,
-        model_overrides=spec.model_overrides(preset.model["d_head"]),
+        model_overrides=spec.model_overrides(preset.model.d_head),
         **scfg.train_overrides(),
     )
 
@@ -180,7 +186,7 @@ def point_configs(spec: PointSpec, scfg: SweepConfig, d_vocab: int) -> tuple[Any
 # -- the grid ----------------------------------------------------------------------------------
 
 
-def sparse_numels(mcfg: Any) -> list[tuple[str, int]]:
+def sparse_numels(mcfg: SparseTransformerConfig) -> list[tuple[ParamRole, int]]:
     """(role, numel) of every sparsified parameter of a model with config ``mcfg`` (built on
     the meta device: no memory, no init)."""
     from sparse_lens.model.transformer import HookedSparseTransformer
@@ -192,13 +198,13 @@ def sparse_numels(mcfg: Any) -> list[tuple[str, int]]:
     ]
 
 
-def l0_at(numels: list[tuple[str, int]], weight_density: float, embed_density: float) -> int:
+def l0_at(numels: list[tuple[ParamRole, int]], weight_density: float, embed_density: float) -> int:
     """Nonzeros kept at these final densities (``sparsity.n_keep`` per tensor)."""
     return sum(n_keep(n, density_for(r, weight_density, embed_density)) for r, n in numels)
 
 
 def densities_for_l0(
-    numels: list[tuple[str, int]], l0: int, embed_ratio: float
+    numels: list[tuple[ParamRole, int]], l0: int, embed_ratio: float
 ) -> tuple[float, float]:
     """(weight density, embed density = min(1, ratio x weight density)) keeping about ``l0``
     nonzeros (bisection on the weight density; the count is monotone in it).
@@ -230,13 +236,13 @@ def _check_budget(mcfg: Any) -> None:
 def grid(scfg: SweepConfig, d_vocab: int) -> tuple[list[PointSpec], dict[str, str]]:
     """The grid's points, largest first, and the points skipped (name -> reason)."""
     preset = get_preset(scfg.preset)
-    base_w, base_e = preset.model["weight_density"], preset.model["embed_density"]
+    base_w, base_e = preset.model.weight_density, preset.model.embed_density
     afracs = scfg.afracs or (preset.build(d_vocab)[0].afrac,)
     points: list[PointSpec] = []
     skipped: dict[str, str] = {}
     for width in scfg.widths:
-        if width % preset.model["d_head"]:
-            raise ValueError(f"width {width} is not a multiple of d_head {preset.model['d_head']}")
+        if width % preset.model.d_head:
+            raise ValueError(f"width {width} is not a multiple of d_head {preset.model.d_head}")
         dense = PointSpec(
             name=f"w{width}-dense", kind="dense", d_model=width, afrac=1.0,
             weight_density=1.0, embed_density=1.0,

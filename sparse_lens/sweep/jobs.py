@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 import torch.distributed as dist
@@ -97,10 +97,9 @@ def run_points(
     dist_info = _init_distributed()
     status: dict[str, str] = {}
     try:
-        if dist_info.is_main:
-            prepared = Prepared.load(scfg, cache_dir)
+        prepared = Prepared.load(scfg, cache_dir) if dist_info.is_main else None
         dist_info.barrier()
-        if not dist_info.is_main:
+        if prepared is None:  # the other ranks, once the main one has built the cache
             prepared = Prepared.load(scfg, cache_dir)
         for spec in points:
             try:
@@ -129,8 +128,8 @@ class Launch:
     slurm_partition: str | None = None
 
     def __post_init__(self) -> None:
-        if self.cluster not in ("local", "slurm", "debug"):
-            raise ValueError(f"cluster must be local, slurm or debug, got {self.cluster!r}")
+        if self.cluster not in get_args(Cluster):
+            raise ValueError(f"cluster must be one of {get_args(Cluster)}, got {self.cluster!r}")
         require_min(self, ("jobs", "tasks_per_point", "timeout_min"), 1)
         if self.threads is not None:
             require_min(self, ("threads",), 1)

@@ -12,13 +12,25 @@ from typing import Any
 import torch
 
 from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.data.corpus import Corpus
+from sparse_lens.data.token_data import MixedData, TokenData
+from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_write_json, read_json
+from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean, point_configs
+from sparse_lens.tasks.task import Task
 from sparse_lens.training.loop import DistInfo
+from sparse_lens.training.sparse import TrainConfig
 
 
 def find_circuit(
-    model: Any, task: Any, windows: torch.Tensor, scfg: SweepConfig, cache: Path, storage: Path
+    model: HookedSparseTransformer,
+    task: Task,
+    windows: torch.Tensor,
+    scfg: SweepConfig,
+    cache: Path,
+    storage: Path,
 ) -> Circuit:
     """The circuit of ``task`` at ``scfg.target_loss``: ``prune_task`` with the sweep's search
     and clean-up settings (``SweepConfig``). The Optuna study lives in the SQLite file
@@ -49,7 +61,9 @@ def find_circuit(
     )  # fmt: skip
 
 
-def _spec_record(spec: PointSpec, mcfg: Any, tcfg: Any, idiom_frac: float) -> dict[str, Any]:
+def _spec_record(
+    spec: PointSpec, mcfg: SparseTransformerConfig, tcfg: TrainConfig, idiom_frac: float
+) -> dict[str, Any]:
     """The point's settings as they read back from ``spec.json`` (tuples as lists)."""
     record = {
         "point": dataclasses.asdict(spec),
@@ -87,9 +101,9 @@ def _timings(pdir: Path, **new: float) -> dict[str, float]:
 class Prepared:
     """The sweep's corpus, tokenizer and token data (built once, cached on disk)."""
 
-    corpus: Any
-    tokenizer: Any
-    data: Any
+    corpus: Corpus
+    tokenizer: Tokenizer
+    data: TokenData
     cache_dir: Path
 
     @classmethod
@@ -101,7 +115,7 @@ class Prepared:
         with_idioms(data, tokenizer, scfg.idiom_share(), cache_dir)  # builds the idiom cache once
         return prepared
 
-    def mixed(self, idiom_frac: float) -> Any:
+    def mixed(self, idiom_frac: float) -> TokenData | MixedData:
         from sparse_lens.data.token_data import with_idioms
 
         return with_idioms(self.data, self.tokenizer, idiom_frac, self.cache_dir)

@@ -26,7 +26,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooks.types import HookList
 from sparse_lens.data.tokenizer import Tokenizer
+from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.suite import GENERATORS, Generator, TaskPair
 
 TaskSplit = Literal["train", "val", "test"]
@@ -291,7 +293,7 @@ def task_metrics(logits: Float[Tensor, "batch pos d_vocab"], batch: TaskBatch) -
 
 
 @torch.no_grad()
-def task_loss(model: Any, batch: TaskBatch, fwd_hooks: list | None = None) -> float:
+def task_loss(model: Any, batch: TaskBatch, fwd_hooks: HookList | None = None) -> float:
     """Mean task loss of ``model`` under ``fwd_hooks`` on the whole ``batch`` in one forward
     pass (hooks tied to the batch, e.g. frozen norm scales, need exactly that batch)."""
     device = next(model.parameters()).device
@@ -300,19 +302,27 @@ def task_loss(model: Any, batch: TaskBatch, fwd_hooks: list | None = None) -> fl
 
 
 def task_table(
-    model: Any, tasks: Sequence[Task], split: str = "test", n: int = 200, seed: int = 0
+    model: HookedSparseTransformer,
+    tasks: Sequence[Task],
+    split: TaskSplit = "test",
+    n: int = 200,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Loss, accuracy, n and dropped examples of ``model`` on each task's ``split``."""
+    """Loss, accuracy, n and dropped examples of ``model`` on each task's ``split``.
+
+    Raises:
+        ValueError: the model has no tokenizer, or a task cannot be built with it.
+    """
     rows = {}
     for task in tasks:
-        batch = task_batch(task, model.tokenizer, model.cfg.n_ctx, split, n, seed)
+        batch = task_batch(task, model.require_tokenizer(), model.cfg.n_ctx, split, n, seed)
         rows[task.name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
     return rows
 
 
 @torch.no_grad()
 def evaluate_task(
-    model: Any, batch: TaskBatch, fwd_hooks: list | None = None, batch_size: int = 64
+    model: Any, batch: TaskBatch, fwd_hooks: HookList | None = None, batch_size: int = 64
 ) -> dict[str, float]:
     """Task loss and accuracy of ``model`` (optionally under ``fwd_hooks``) on ``batch``."""
     losses, correct = [], []

@@ -22,7 +22,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -126,7 +126,7 @@ def train_dense_hf(
     finished); ``halt_after`` stops after that many steps of this call as if killed (to test
     resuming). A folder that already holds a run is refused without ``resume``.
     """
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
     out = Path(out)
     state_path = out / TRAINER_STATE
@@ -157,8 +157,9 @@ def train_dense_hf(
     metrics = MetricsLog()  # written to metrics.jsonl when the run is finished
     start = 0
     # the run's settings also record the data and tokenizer: resuming on others is refused
+    describe = getattr(data, "metadata", None)  # test fakes lack it
     loop_settings = settings | {
-        "data": data.metadata() if hasattr(data, "metadata") else None,  # test fakes lack it
+        "data": describe() if describe is not None else None,
         "tokenizer_sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
     }
     if resume and state_path.exists():
@@ -210,17 +211,17 @@ def train_dense_hf(
     )
     if end < cfg.steps:
         return out
-    metrics = metrics.records
+    records = metrics.records
     model.eval()
-    if not math.isfinite(metrics[-1]["train_loss"]):
+    if not math.isfinite(records[-1]["train_loss"]):
         raise ValueError("dense training diverged (non-finite loss); lower --lr")
     model.save_pretrained(out)  # safetensors + config.json, before any TransformerBridge wrap
-    tokenizer.to_hf().save_pretrained(out)
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in metrics))
+    cast(PreTrainedTokenizerFast, tokenizer.to_hf()).save_pretrained(out)
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     info = {
         "dense_version": DENSE_VERSION,
         "config": asdict(cfg),
-        "val_loss": metrics[-1]["val_loss"],
+        "val_loss": records[-1]["val_loss"],
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id},
     }
     atomic_write_json(out / "dense.json", info | (metadata or {}))  # written last: "finished"

@@ -39,11 +39,64 @@ Densities follow the paper's parameterisation with ``pfrac`` and expansion facto
 block matrices ``pfrac/ef^2``, embeddings, unembedding and biases ``pfrac/ef``.
 """
 
+import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from sparse_lens.model.config import PAPER_ACT_SITES, SparseTransformerConfig
+from sparse_lens.model.config import PAPER_ACT_SITES, ActSite, SparseTransformerConfig
 from sparse_lens.training.sparse import TrainConfig
+
+
+class _FieldMapping(Mapping[str, Any]):
+    """Read-only mapping view of a dataclass's fields, to compare a preset with a saved config
+    (``run.json``, ``config.json``) key by key."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # set by @dataclass
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresetModel(_FieldMapping):
+    """The ``SparseTransformerConfig`` fields a preset sets; ``d_vocab`` comes from the tokenizer
+    and ``seed`` from the run, the rest keep the config's defaults."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    n_ctx: int
+    weight_density: float
+    embed_density: float
+    attn_sinks: bool = True
+    act_sparse_sites: tuple[ActSite, ...] = PAPER_ACT_SITES
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresetTrain(_FieldMapping):
+    """The ``TrainConfig`` fields a preset sets; the rest keep its defaults."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    eval_every: int
+    checkpoint_every: int
+    log_every: int
+    val_windows: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,8 +105,8 @@ class Preset:
     idioms (``idiom_frac``: a setting of the data, ``data.with_idioms``)."""
 
     name: str
-    model: dict[str, Any]
-    train: dict[str, Any]
+    model: PresetModel
+    train: PresetTrain
     description: str
     idiom_frac: float = 0.0
 
@@ -80,26 +133,33 @@ class Preset:
     ) -> tuple[SparseTransformerConfig, TrainConfig]:
         """Model and training configs; ``model_overrides`` replace model fields (shape,
         densities ...) before ``dense``/``no_abstopk`` apply, ``train_overrides`` that are not
-        ``None`` replace training fields."""
-        model_kw = dict(self.model) | (model_overrides or {}) | {"d_vocab": d_vocab, "seed": seed}
+        ``None`` replace training fields. Bad values raise ``ValueError`` (from the configs), an
+        unknown field ``TypeError``."""
+        model_kw: dict[str, Any] = (
+            dict(self.model) | (model_overrides or {}) | {"d_vocab": d_vocab, "seed": seed}
+        )
         if dense:
             model_kw |= {"weight_density": 1.0, "embed_density": 1.0}
         if no_abstopk:
             model_kw |= {"afrac": 1.0}
-        train_kw = dict(self.train) | {"seed": seed}
+        train_kw: dict[str, Any] = dict(self.train) | {"seed": seed}
         train_kw |= {k: v for k, v in train_overrides.items() if v is not None}
         return SparseTransformerConfig(**model_kw), TrainConfig(**train_kw)
 
 
-def _ef(pfrac: float, ef: float) -> dict[str, float]:
-    return {"weight_density": min(1.0, pfrac / ef**2), "embed_density": min(1.0, pfrac / ef)}
+def _block_density(pfrac: float, ef: float) -> float:
+    return min(1.0, pfrac / ef**2)
+
+
+def _embed_density(pfrac: float, ef: float) -> float:
+    return min(1.0, pfrac / ef)
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
         description="CI smoke run: 2 layers, d_model 32, 20 steps",
-        model=dict(
+        model=PresetModel(
             n_layers=2,
             d_model=32,
             n_heads=2,
@@ -110,7 +170,7 @@ PRESETS: dict[str, Preset] = {
             embed_density=0.5,
             act_sparse_sites=PAPER_ACT_SITES,
         ),
-        train=dict(
+        train=PresetTrain(
             steps=20,
             batch_size=8,
             lr=1e-2,
@@ -123,7 +183,7 @@ PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo",
         description="the demo model: 4 layers, d_model 128, ~5 min on 2 CPU cores",
-        model=dict(
+        model=PresetModel(
             n_layers=4,
             d_model=128,
             n_heads=8,
@@ -135,9 +195,10 @@ PRESETS: dict[str, Preset] = {
             # writes keeps 32 channels a token and starves the model (measured, same budget:
             # val 3.93 -> 3.82, quote task loss 0.49 -> 0.34, else_elif 0.16 -> 0.08)
             act_sparse_sites=("mlp_neuron",),
-            **_ef(pfrac=0.5, ef=2.0),
+            weight_density=_block_density(pfrac=0.5, ef=2.0),
+            embed_density=_embed_density(pfrac=0.5, ef=2.0),
         ),
-        train=dict(
+        train=PresetTrain(
             steps=1000,
             batch_size=16,
             lr=1.28e-2,
@@ -151,7 +212,7 @@ PRESETS: dict[str, Preset] = {
     "study": Preset(
         name="study",
         description="provisional: the demo recipe wider and longer, ~1 hour on 2 CPU cores",
-        model=dict(
+        model=PresetModel(
             n_layers=4,
             d_model=192,
             n_heads=12,
@@ -160,9 +221,10 @@ PRESETS: dict[str, Preset] = {
             n_ctx=128,
             attn_sinks=True,
             act_sparse_sites=("mlp_neuron",),
-            **_ef(pfrac=0.75, ef=3.0),
+            weight_density=_block_density(pfrac=0.75, ef=3.0),
+            embed_density=_embed_density(pfrac=0.75, ef=3.0),
         ),
-        train=dict(
+        train=PresetTrain(
             steps=2800,
             batch_size=32,
             lr=1.28e-2,
@@ -176,7 +238,7 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
         description="the paper's configuration (ef=4, pfrac=1/4); meant for GPUs",
-        model=dict(
+        model=PresetModel(
             n_layers=8,
             d_model=1024,
             n_heads=64,
@@ -184,9 +246,10 @@ PRESETS: dict[str, Preset] = {
             d_mlp=4096,
             n_ctx=256,
             attn_sinks=False,
-            **_ef(pfrac=0.25, ef=4.0),
+            weight_density=_block_density(pfrac=0.25, ef=4.0),
+            embed_density=_embed_density(pfrac=0.25, ef=4.0),
         ),
-        train=dict(
+        train=PresetTrain(
             steps=244_140,
             batch_size=512,
             lr=1.28e-2,
@@ -200,6 +263,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
+    """The preset called ``name``; an unknown name raises ``ValueError`` listing the known ones."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]

@@ -20,7 +20,7 @@ Choices where the paper and OpenAI's ``train.py`` disagree (``paper.md`` §2.9):
 """
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 from hooks.weight_sparsity import anneal_progress, annealed_density
 
@@ -43,14 +43,14 @@ def block_density(progress: float, weight_density: float) -> float:
 
 
 def embed_density_at(
-    progress: float, weight_density: float, embed_density: float, mode: str = "linear"
+    progress: float, weight_density: float, embed_density: float, mode: EmbedAnneal = "linear"
 ) -> float:
     """Nonzero fraction of embeddings, unembedding and biases at anneal ``progress``."""
     if mode == "linear":
         return annealed_density(progress, embed_density)
     if mode == "paper_bug":
         return min(1.0, embed_density * block_density(progress, weight_density) / weight_density)
-    raise ValueError(f"embed anneal mode must be 'linear' or 'paper_bug', got {mode!r}")
+    raise ValueError(f"embed anneal mode must be one of {get_args(EmbedAnneal)}, got {mode!r}")
 
 
 def warmup_linear_decay(step: int, total: int, lr: float, warmup: float | int) -> float:

@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from jaxtyping import Int
@@ -103,7 +103,7 @@ class TrainConfig:
     warmup_frac: float = 0.01
     anneal_start: float = 0.01
     anneal_end: float = 0.5
-    embed_anneal: str = "linear"  # EmbedAnneal
+    embed_anneal: EmbedAnneal = "linear"
     scale_lr_with_l0: bool = True
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -134,8 +134,10 @@ class TrainConfig:
             raise ValueError(
                 f"anneal_end ({self.anneal_end}) must be >= anneal_start ({self.anneal_start})"
             )
-        if self.embed_anneal not in ("linear", "paper_bug"):
-            raise ValueError(f"embed_anneal must be linear or paper_bug, got {self.embed_anneal!r}")
+        if self.embed_anneal not in get_args(EmbedAnneal):
+            raise ValueError(
+                f"embed_anneal must be one of {get_args(EmbedAnneal)}, got {self.embed_anneal!r}"
+            )
         if not 0.0 <= self.sparse_matmul_max_density <= 1.0:
             raise ValueError(
                 "sparse_matmul_max_density must be in [0, 1], "
