@@ -7,7 +7,7 @@ import sys
 
 from sparse_lens.circuits.hparam_search import SearchConfig, run_search
 from sparse_lens.circuits.masks import PruneConfig, Pruner, make_ablation
-from tests.test_prune import planted_batch, planted_model, pretrain_windows
+from tests.circuits.test_masks import planted_batch, planted_model, pretrain_windows
 
 
 def planted_pruner() -> Pruner:

@@ -101,3 +101,18 @@ def test_no_flat_module_pile():
     """``sparse_lens/`` holds subpackages, not dozens of modules side by side."""
     flat = sorted(p.name for p in (ROOT / "sparse_lens").glob("*.py") if p.name != "__init__.py")
     assert len(flat) <= 3, flat
+
+
+def test_tests_mirror_the_package_layout():
+    """Every test folder is named after the package it tests: ``tests/X`` tests
+    ``sparse_lens/X`` (or the top-level ``hooks`` / ``analyses``), ``tests/analyses/cli`` tests
+    ``analyses/cli``."""
+    tests = ROOT / "tests"
+    folders = [p for p in tests.rglob("*") if p.is_dir() and p.name != "__pycache__"]
+    assert folders, "tests are flat"
+    for folder in folders:
+        rel = folder.relative_to(tests)
+        top = rel.parts[0]
+        package = ROOT / rel if top in ("hooks", "analyses") else ROOT / "sparse_lens" / rel
+        assert (package / "__init__.py").exists(), f"tests/{rel} mirrors no package ({package})"
+        assert any(folder.glob("test_*.py")), f"tests/{rel} holds no tests"

@@ -13,7 +13,7 @@ literals (flat, nested and multi-row lists, tuples, dicts, sets, quoted strings)
 calls, appends and returns, sometimes inside a ``def``. It is *not* the task suite:
 
 * no code is shared with :mod:`sparse_lens.tasks.suite`, and the identifier pools here are
-  disjoint from the suite's (``tests/test_idioms.py`` checks), so a task prompt never occurs
+  disjoint from the suite's (``tests/data/test_idioms.py`` checks), so a task prompt never occurs
   verbatim in the training stream and the tasks measure generalisation to new names;
 * the snippets are ordinary code of all shapes, not minimal pairs: lists have 1-8 elements,
   nesting depth 1-3, several rows, strings and names as elements; quotes appear in calls, in

@@ -20,7 +20,7 @@ from sparse_lens.circuits.nodes import node_locations
 from tests.helpers import build_model, random_tokens
 from tests.search_worker import planted_pruner, search_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_removed_edges_hooks_match_to_model_under_abstopk():

@@ -10,7 +10,7 @@ from analyses.cli import main
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.tasks.selection import choose_tasks, relaxed_target
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

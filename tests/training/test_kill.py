@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from sparse_lens.model.transformer import HookedSparseTransformer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = "12"  # tiny preset: checkpoints at steps 10 and 12, then final/
 
 

@@ -26,7 +26,7 @@ from sparse_lens.tasks.task import load_custom_task
 from sparse_lens.training.sparse import TrainConfig, train
 from tests.helpers import TEXTS, build_cfg, build_model, tiny_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from analyses.cli.parser import build_parser
 from analyses.cli.prune import PruneSettings
 from analyses.cli.train import TrainSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 HEAVY = ("torch", "transformer_lens", "transformers", "sparse_lens", "numpy")
 
 PROBE = """

@@ -10,7 +10,7 @@ from sparse_lens.circuits.faithfulness import (
 )
 from sparse_lens.circuits.masks import PruneConfig, make_ablation
 from sparse_lens.tasks.task import get_task
-from tests.test_prune import (
+from tests.circuits.test_masks import (
     PLANTED,
     PLANTED_LOCS,
     plain_circuit_loss,

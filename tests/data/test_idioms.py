@@ -14,7 +14,7 @@ from sparse_lens.data.corpus import stdlib_root
 from sparse_lens.data.token_data import MixedData, TokenData, build_idiom_shard, with_idioms
 from sparse_lens.tasks import suite as task_suite
 from sparse_lens.training.sparse import TrainConfig, recorded_idiom_frac, train
-from tests.test_train import TCFG, make_model
+from tests.training.test_sparse import TCFG, make_model
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 

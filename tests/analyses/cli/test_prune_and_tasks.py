@@ -192,7 +192,7 @@ def test_circuit_search_benchmark_quick(tiny_run, tmp_path):
     from pathlib import Path
 
     root, cache = tiny_run
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     out = tmp_path / "cs.json"
     cmd = [sys.executable, "benchmarks/circuit_search.py", "--quick", "--out", str(out)]
     cmd += ["--model", str(root / "run" / "final"), "--cache-dir", str(cache)]
