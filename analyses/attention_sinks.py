@@ -2,7 +2,7 @@
 
 With a per-head sink logit, ``hook_sink_prob`` is the attention mass a query gives to "nothing";
 a head with high sink mass writes little unless its keys beat the sink, which is how the paper's
-bracket-counting head thresholds nesting depth (``paper.md`` §3.8).
+bracket-counting head thresholds nesting depth (arXiv 2511.13653, bracket-counting circuit).
 """
 
 import torch

@@ -3,7 +3,7 @@
 Rows run bottom (layer 0) to top (the final residual read), one per node location that keeps
 nodes: residual reads (``attn_in``, ``mlp_in``, ``final``), the q/k/v channels grouped in a box
 per head, residual writes (``attn_out``, ``mlp_out``) and MLP neurons. Solid edges are the
-circuit's weights (``nodes.py``): thickness from ``|w|``, blue positive, red negative. Dashed grey
+circuit's weights (``circuits/nodes.py``): thickness from ``|w|``, blue positive, red negative. Dashed grey
 lines are residual identity paths (a write to channel c read later at channel c); they are drawn
 for reading, not counted as edges.
 """

@@ -1,4 +1,4 @@
-"""The sweep's figures and page (``paper.md`` §4): the frontier, sparse vs dense circuits, and
+"""The sweep's figures and page (arXiv 2511.13653, Figs. 2 and 3): the frontier, sparse vs dense circuits, and
 the dense/sparse edge ratio.
 
 * ``frontier_figure``: final pretraining (validation) loss against the geometric mean of circuit

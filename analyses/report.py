@@ -1,11 +1,11 @@
 """Offline HTML circuit reports: one page per circuit, an index page, and a ``.dot`` per circuit.
 
-A circuit page shows the layered graph (``circuit_graph.py``), the task loss against circuit size
+A circuit page shows the layered graph (``analyses/circuit_graph.py``), the task loss against circuit size
 from the bisection, the faithfulness report, the circuit's heads (attention patterns on task
 examples with their sink mass, circuitsvis ``attention_heads``) and a panel per important node
 (ranked by knockout effect): its top-activating pretraining contexts (``topk_samples``) and its
 values on one example of each answer (``colored_tokens``). The index page shows the training
-curves, the task-loss table and every circuit. All pages are self-contained (``html.py``).
+curves, the task-loss table and every circuit. All pages are self-contained (``analyses/html.py``).
 """
 
 import json

@@ -1,4 +1,4 @@
-"""Steering a dense model through a bridge with a sparse circuit node (``paper.md`` §5.3).
+"""Steering a dense model through a bridge with a sparse circuit node (arXiv 2511.13653, App. A.4).
 
 The node is a residual read of the sparse model: ``blocks.{l}.attn.hook_in`` (post-norm read of
 site ``blocks.{l}.hook_resid_pre``) or ``blocks.{l}.mlp.hook_in`` (site ``hook_resid_mid``).

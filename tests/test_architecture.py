@@ -116,3 +116,15 @@ def test_tests_mirror_the_package_layout():
         package = ROOT / rel if top in ("hooks", "analyses") else ROOT / "sparse_lens" / rel
         assert (package / "__init__.py").exists(), f"tests/{rel} mirrors no package ({package})"
         assert any(folder.glob("test_*.py")), f"tests/{rel} holds no tests"
+
+
+def test_library_cites_the_paper_not_notes_outside_the_repository():
+    """Docstrings cite arXiv 2511.13653 by appendix, table or figure, never the team's notes."""
+    notes = ("paper.md", "transformerlens.md", "peers.md", "style.md", "shared/reference")
+    bad = [
+        f"{path.relative_to(ROOT)}: {note}"
+        for path in _modules().values()
+        for note in notes
+        if note in path.read_text(encoding="utf-8")
+    ]
+    assert not bad, bad

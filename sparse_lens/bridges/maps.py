@@ -1,4 +1,4 @@
-"""Bridges between a dense model and the sparse model (``paper.md`` §5).
+"""Bridges between a dense model and the sparse model (arXiv 2511.13653, App. A.3).
 
 One bridge per sublayer site, on the pre-norm residual before each attention
 (``blocks.{l}.hook_resid_pre``) and each MLP (``blocks.{l}.hook_resid_mid``): an encoder
@@ -11,7 +11,7 @@ Losses (App. A.3): ``nmse`` = sum over sites of NMSE(enc(h_d), h_s) + NMSE(dec(h
 ``kl_s2d`` = the same with sparse to site i, decode, finish dense; plus the sparse model's CE.
 The dense model is frozen (its logits are the target).
 
-Choices where the paper is silent (``paper.md`` §5.2 "Not specified"):
+Choices where the paper is silent (App. A.3 does not specify them):
 * NMSE is the fraction of variance unexplained, ``|pred - tgt|^2 / |tgt - mean(tgt)|^2`` over all
   tokens of the batch, the denominator detached (as in Drori's replication);
 * all loss weights 1.0; KL direction KL(p_dense || p_hybrid), averaged over tokens;
@@ -137,7 +137,7 @@ class Bridges(nn.Module):
                 lin.bias.copy_((mb - ma @ w).float())
 
     def save(self, path: str | Path) -> Path:
-        """Write the folder whole (``io.atomic_dir``): complete or absent after a kill."""
+        """Write the folder whole (``files.atomic.atomic_dir``): complete or absent after a kill."""
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_dir(path, replaces=("bridges.safetensors", "bridges.json")) as tmp:

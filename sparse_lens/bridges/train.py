@@ -1,9 +1,9 @@
 """Training bridges: fitted to a trained sparse model, or jointly with the sparse model.
 
 * ``fit_bridges``: the sparse and dense models frozen; Adam on the bridges only, the loss the
-  bridge terms of ``bridges.bridge_losses`` (CE is constant and left out).
+  bridge terms of ``bridges.maps.bridge_losses`` (CE is constant and left out).
 * ``train_bridged``: the sparse model trained from scratch with its own recipe
-  (``train.train_step``: unit-RMS gradient, sharkfin LR, top-k projection, decoupled decay), its
+  (``training.sparse.train_step``: unit-RMS gradient, sharkfin LR, top-k projection, decoupled decay), its
   loss being CE plus the bridge terms; the bridges take an Adam step on the same backward pass.
 
 Both are step functions run by ``training.loop`` and log per-step losses as dicts; the CLI saves

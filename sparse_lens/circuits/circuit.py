@@ -1,6 +1,6 @@
 """``Circuit``: the kept nodes of a pruned model, its edges, and ways to run it.
 
-Edges follow ``nodes.py``: a nonzero weight between two kept nodes of the same block
+Edges follow ``circuits/nodes.py``: a nonzero weight between two kept nodes of the same block
 (``attn_in -> q/k/v``, ``v -> attn_out``, ``mlp_in -> neuron``, ``neuron -> mlp_out``);
 embeddings, unembeddings, biases, residual identity paths and q-k pairings are not counted.
 
@@ -130,7 +130,7 @@ class Circuit:
         **fields: Any,
     ) -> "Circuit":
         """A circuit keeping ``nodes`` (hook -> channels) of ``model``; edges are computed, less
-        ``removed_edges`` (``(source label, destination label)`` pairs, see ``edges.py``)."""
+        ``removed_edges`` (``(source label, destination label)`` pairs, see ``circuits/edges.py``)."""
         locs = node_locations(model.cfg)
         nodes = {loc.hook: sorted(nodes.get(loc.hook, [])) for loc in locs}
         gone = {(source, target) for source, target in removed_edges or []}

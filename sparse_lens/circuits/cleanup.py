@@ -4,16 +4,16 @@ The paper (§5, Figure 2) shows the quote circuit after pruning *and* a manual c
 
 1. **Nodes**: kept nodes are tried for removal least important first (smallest ``tau``, or any
    score); a removal is kept while the validation loss stays at or under the target.
-2. **Edges**: single weights between kept nodes (``nodes.py``'s edges) are tried for removal
+2. **Edges**: single weights between kept nodes (``circuits/nodes.py``'s edges) are tried for removal
    smallest estimated effect first (``|W_ij|`` times the source's mean deviation from its
    ablation value on the validation pairs); a removed edge carries the source's ablation value
-   (``edges.py``). A removal is kept while the validation loss stays at or under the target.
+   (``circuits/edges.py``). A removal is kept while the validation loss stays at or under the target.
 
 Both stages try blocks of candidates at once, doubling the block after a success and halving it
 after a failure down to single candidates, so a long run of removable candidates costs a few
 evaluations; every accepted state has been evaluated and passes. ``max_evals`` bounds the
 evaluations per stage. Greedy removal fits the validation pairs: callers report the test-split
-loss of every stage (``prune.prune_task`` does).
+loss of every stage (``circuits.prune_task.prune_task`` does).
 """
 
 from collections.abc import Callable, Sequence

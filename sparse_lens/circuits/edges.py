@@ -1,8 +1,8 @@
-"""Removed edges: single weights between two kept nodes, ablated (``paper.md`` §3, the manual
-clean-up the paper applies to its quote circuit, here automated by ``cleanup.py``).
+"""Removed edges: single weights between two kept nodes, ablated (arXiv 2511.13653, App. A.5; the manual
+clean-up the paper applies to its quote circuit, here automated by ``circuits/cleanup.py``).
 
 Removing the edge ``i -> j`` of a weight matrix ``W`` (``[source channels, destination
-channels]``, see ``nodes.py``) means that destination ``j`` receives the source's ablation value
+channels]``, see ``circuits/nodes.py``) means that destination ``j`` receives the source's ablation value
 ``fill_i`` through that weight instead of its actual value:
 
     dst_pre[j] = sum_{i' != i} x_{i'} W[i', j] + fill_i W[i, j] + b[j]
@@ -44,7 +44,7 @@ def edge_site(model: HookedSparseTransformer, src_hook: str, dst_hook: str) -> E
     """The ``EdgeSite`` of edges from ``src_hook`` to ``dst_hook`` (views of the weights).
 
     Raises:
-        ValueError: the pair is not one of ``nodes.py``'s edge kinds.
+        ValueError: the pair is not one of ``circuits/nodes.py``'s edge kinds.
     """
     cfg = model.cfg
     layer = int(dst_hook.split(".")[1])

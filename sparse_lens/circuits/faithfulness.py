@@ -1,4 +1,4 @@
-"""Is a pruned circuit faithful? The checks of ``paper.md`` §6 and the controls of §8.
+"""Is a pruned circuit faithful? The paper's checks (App. A.5, App. E) and Drori 2026's controls.
 
 | check | what it measures | a faithful circuit |
 |---|---|---|

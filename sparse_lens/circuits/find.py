@@ -1,9 +1,9 @@
 """From a task's batches to the smallest faithful circuit: search, bisection, clean-up, seeds,
 and the attribution baseline.
 
-* ``find_circuit``: the hyperparameter search (``"optuna"``: ``search.py``; ``"grid"``: the
-  4-run grid of ``prune.search_grid``; ``"none"``: one run), bisection to the target, then the
-  clean-up stages of ``cleanup.py``, with nodes, edges and validation loss after each stage.
+* ``find_circuit``: the hyperparameter search (``"optuna"``: ``circuits/hparam_search.py``; ``"grid"``: the
+  4-run grid of ``circuits.masks.search_grid``; ``"none"``: one run), bisection to the target, then the
+  clean-up stages of ``circuits/cleanup.py``, with nodes, edges and validation loss after each stage.
 * ``seed_summary``: circuits of several pruning seeds compared: the core (nodes kept by every
   seed), the union, per-seed sizes and pairwise Jaccard similarity (sparse models keep backup
   circuits; one seed hides them).

@@ -1,7 +1,7 @@
 """Hyperparameter search for pruning with Optuna: the smallest circuit that reaches the target.
 
-The paper re-tunes its 8 pruning hyperparameters per (model, task) with CARBS (``paper.md``
-§3.3, Table 2: 256-768 runs). Here Optuna's TPE sampler searches log-uniform ranges around the
+The paper re-tunes its 8 pruning hyperparameters per (model, task) with CARBS (arXiv
+2511.13653, App. A.5, Table 2: 256-768 runs). Here Optuna's TPE sampler searches log-uniform ranges around the
 Table 2 centres (``SPACE``) plus the number of epochs over the task's training pairs. A trial
 trains masks (``Pruner.learn_masks``), bisects on the validation pairs and scores
 

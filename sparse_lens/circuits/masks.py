@@ -1,12 +1,12 @@
-"""Circuit extraction by learned node masks (``paper.md`` §3): masks, ablation, bisection.
+"""Circuit extraction by learned node masks (arXiv 2511.13653, App. A.5): masks, ablation, bisection.
 
-* One parameter ``tau`` per node (``nodes.py``), clamped to [-1, 1] after every step. The forward
+* One parameter ``tau`` per node (``circuits/nodes.py``), clamped to [-1, 1] after every step. The forward
   pass keeps a node where ``tau >= 0`` (Heaviside); the backward pass uses the derivative of a
   sigmoid of temperature ``heaviside_temp`` (a straight-through estimator).
 * Removed nodes take their ablation value: the mean over the pretraining distribution (post
   AbsTopK; computed once per model and cached), zero, or a resample from other pretraining
   windows. ``freeze_norms`` patches every RMSNorm scale with the full model's on the same input
-  (the "LayerNorm cheating" control of ``paper.md`` §8).
+  (the "LayerNorm cheating" control of Drori 2026, "Weight-Sparse Circuits May Be Interpretable Yet Unfaithful").
 * Objective: task loss + ``k_coef`` x (number of kept nodes); AdamW with warmup and linear decay.
 * Discretisation: nodes ranked by ``tau``; bisection finds the smallest k whose circuit reaches
   the target loss on held-out (validation) pairs. Optional calibration fits a scale and shift on
@@ -16,7 +16,7 @@
 All interventions are TL hooks: evaluation runs ``hooks/``'s ``node_mask`` through
 ``run_with_hooks``; mask training installs its hooks once per run (``MaskHolder``) and updates
 the masks they read each step. The search over these settings, the clean-up after bisection,
-seeds and the attribution baseline are in ``circuit_search.py``.
+seeds and the attribution baseline are in ``circuits/find.py``.
 """
 
 import dataclasses

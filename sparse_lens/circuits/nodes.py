@@ -1,4 +1,4 @@
-"""Circuit nodes: the paper's mask locations (``paper.md`` §3.1, App. A.5) as TL hook names.
+"""Circuit nodes: the paper's mask locations (arXiv 2511.13653, App. A.5) as TL hook names.
 
 | kind | hook | channels |
 |---|---|---|

@@ -51,7 +51,7 @@ def prune_task(
     Masks are trained on the task's train split, bisected (and cleaned up) on its validation
     split, and the circuit's loss is also reported on the test split. ``search``: ``"optuna"``
     (with ``search_cfg``, a ``search.SearchConfig``), ``"grid"`` (or True), ``"none"`` (or
-    False); ``cleanup``: stages of ``cleanup.py``; ``seeds > 1`` repeats the chosen settings
+    False); ``cleanup``: stages of ``circuits/cleanup.py``; ``seeds > 1`` repeats the chosen settings
     with further pruning seeds and records core, union and Jaccard (``extra["seeds"]``);
     ``attribution`` adds the attribution-ranked baseline (``extra["attribution"]``);
     ``cleanup_evals`` caps the validation evaluations of each clean-up stage.

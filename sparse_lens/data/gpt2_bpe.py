@@ -1,4 +1,4 @@
-"""The paper's ``tinypython_2k`` tokenizer from its GPT-2 format files (``paper.md`` §2.1).
+"""The paper's ``tinypython_2k`` tokenizer from its GPT-2 format files (arXiv 2511.13653, App. A).
 
 OpenAI publishes the tokenizer of its released models as two files in GPT-2's "data gym" format:
 

@@ -1,6 +1,6 @@
 """Simple Python idioms: the synthetic component of the training mix.
 
-The paper trains on two components (``paper.md`` §2.1): ~25B tokens close to real Python and
+The paper trains on two components (arXiv 2511.13653, App. A): ~25B tokens close to real Python and
 ~10B tokens of "especially simple, repetitive idioms (inspired by TinyStories)". Our default
 corpus, the standard library, is the first kind only, and it is thin on exactly the idioms the
 paper studies: this interpreter's stdlib (tests included, 31M characters) holds 47 assignments of

@@ -1,6 +1,6 @@
 """A 2048-token byte-level BPE trained on the corpus with the ``tokenizers`` library.
 
-As in the paper (``paper.md`` §2.1) the vocabulary is 2048 with ``<|endoftext|>`` as the last id
+As in the paper (arXiv 2511.13653, App. A) the vocabulary is 2048 with ``<|endoftext|>`` as the last id
 (2047), and the tokens the task suite needs are single tokens (``REQUIRED_TOKENS``). The learned
 BPE is checked for them; any it did not learn is added as an added token (matched before the
 byte-level split) and the BPE is retrained with a correspondingly smaller budget, so the total

@@ -13,7 +13,7 @@ goes through ``claim_output``:
    writes ``.sparse_lens-owner.json`` (the command); a folder without it is accepted only if it
    is empty, or holds only the command's own names and the file an older version wrote first
    (``legacy``, e.g. ``run.json``).
-4. Temporaries a killed writer left (``io.remove_stale_temps``) are deleted.
+4. Temporaries a killed writer left (``files.atomic.remove_stale_temps``) are deleted.
 """
 
 import fnmatch

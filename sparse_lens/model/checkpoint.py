@@ -1,7 +1,7 @@
 """Model folders: ``model.safetensors`` + ``config.json`` + ``tokenizer.json``.
 
 A folder is written whole or not at all: its files are built in a temporary sibling folder that
-is renamed into place (``io.atomic_dir``). ``config.json`` records the SHA-256 of the
+is renamed into place (``files.atomic.atomic_dir``). ``config.json`` records the SHA-256 of the
 ``tokenizer.json`` written with it (``tokenizer_sha256``), so a tokenizer from another run placed
 next to the model is refused.
 

@@ -3,9 +3,9 @@
 Every activation passes through a ``HookPoint``; a hook sees the value that actually flows on,
 i.e. *after* AbsTopK at that site. Where AbsTopK sits on a residual write (``attn_out``,
 ``mlp_out``) its 0/1 mask is exposed at ``hook_out_mask``, so decompositions into heads and
-neurons can reuse the frozen forward mask and stay exact (``cache.py``). The products that
+neurons can reuse the frozen forward mask and stay exact (``model/activation_cache.py``). The products that
 AbsTopK follows are also hooked before it (``attn.hook_{q,k,v}_pre``, ``attn.hook_out_pre``,
-``mlp.hook_out_pre``; ``mlp.hook_pre`` as in TL), where ``edges.py`` ablates single weights.
+``mlp.hook_out_pre``; ``mlp.hook_pre`` as in TL), where ``circuits/edges.py`` ablates single weights.
 
 Shapes use TL's names: ``W_Q [n_heads d_model d_head]``, ``W_O [n_heads d_head d_model]``,
 ``W_in [d_model d_mlp]``, ``W_out [d_mlp d_model]``, ``W_E [d_vocab d_model]``,

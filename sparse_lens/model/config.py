@@ -1,4 +1,4 @@
-"""Architecture config of a weight-sparse transformer (Gao et al. 2025, ``paper.md`` §1).
+"""Architecture config of a weight-sparse transformer (Gao et al. 2025, arXiv 2511.13653, App. A).
 
 ``SparseTransformerConfig`` subclasses TransformerLens' ``TransformerLensConfig`` so every TL tool
 that reads ``model.cfg`` (``n_layers``, ``d_model``, ``normalization_type`` ...) finds what it

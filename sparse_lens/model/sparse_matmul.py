@@ -5,7 +5,7 @@ A training step needs three products per matrix ``M [d_in d_out]``: the forward 
 the input gradient ``gx = gy M^T`` and the weight gradient ``gM = x^T gy``. The first two only
 touch ``M``'s nonzeros, so they run as CSR x dense products; the weight gradient stays dense,
 because the recipe needs it at every entry (a zeroed weight can grow back into the top-k at the
-next projection, ``paper.md`` §2.5).
+next projection; the paper's systems notes, App. B).
 
 The CSR copies are built from the weight's nonzeros (a function of the weight alone, so resumed
 and uninterrupted runs compute alike) and remember the weight's in-place version counter: any

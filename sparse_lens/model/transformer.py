@@ -1,7 +1,7 @@
 """``HookedSparseTransformer``: the weight-sparse GPT of Gao et al. 2025 as a TransformerLens model.
 
-It subclasses TL's ``HookedRootModule`` and follows the checklist of
-``shared/reference/transformerlens.md`` §1.3: TL hook names and weight layout, ``run_with_cache``
+It subclasses TL's ``HookedRootModule`` and follows TransformerLens's model
+conventions: TL hook names and weight layout, ``run_with_cache``
 returning an ``ActivationCache`` (``SparseActivationCache``), the tokenizer surface, ``set_use_*``
 switches, ``accumulated_bias`` and ``tokens_to_residual_directions`` with ``ln_final.w`` folded.
 

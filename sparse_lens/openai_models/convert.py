@@ -1,8 +1,8 @@
-"""Import checkpoints in the layout of OpenAI's ``circuit_sparsity`` release (``paper.md`` §1, §7).
+"""Import checkpoints in the layout of OpenAI's ``circuit_sparsity`` release (the paper's code release; architecture in App. A).
 
 ``from_circuit_sparsity(state_dict, config)`` takes the ``final_model.pt`` state dict and the
 ``beeg_config.json`` dict (``GPTConfig`` fields) and returns a ``HookedSparseTransformer`` with
-the same logits. Nothing is downloaded: the caller loads both from disk (``oai_import.py`` and
+the same logits. Nothing is downloaded: the caller loads both from disk (``openai_models/weights.py`` and
 ``sparse-lens import-oai`` do, with the tokenizer files).
 
 Name table (OpenAI ``nn.Linear`` weights are ``[out, in]``; TL layout is ``[in, out]``):

@@ -6,7 +6,7 @@ channel indices at that location (q/k/v indices run over ``n_head * d_head``, he
 d_head``), optionally with a ``prune_config`` entry; and ``importances`` with ``loss`` (the
 unpruned model) and ``interv_loss`` (the circuit), stored as twice the per-sequence task loss
 (the visualiser halves every stored loss). Their locations are the paper's node locations
-(``paper.md`` §7.2), which are ours (``nodes.py``):
+(App. A.5), which are ours (``circuits/nodes.py``):
 
 | viz_data location | sparse_lens hook |
 |---|---|
@@ -102,7 +102,7 @@ def circuit_from_viz_data(
 ) -> Circuit:
     """A ``Circuit`` of ``model`` keeping the nodes of ``viz["circuit_data"]``.
 
-    ``ablation_values`` are the mean-ablation values per hook (``prune.ablation_means``). The
+    ``ablation_values`` are the mean-ablation values per hook (``circuits.masks.ablation_means``). The
     file's losses (halved, per sequence) go to ``loss`` / ``full_loss``; its ``prune_config``
     and raw numbers to ``extra``.
 

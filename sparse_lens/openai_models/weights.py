@@ -1,4 +1,4 @@
-"""Import a model folder as OpenAI publishes it for circuit_sparsity (``paper.md`` §7.3).
+"""Import a model folder as OpenAI publishes it for circuit_sparsity (github.com/openai/circuit_sparsity, the paper's released models).
 
 A released model is a folder ``beeg_config.json`` (``GPTConfig`` fields) + ``final_model.pt``
 (its ``state_dict``); its tokenizer is ``tinypython/{vocab.bpe, encoder.json}``.

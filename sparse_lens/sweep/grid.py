@@ -1,16 +1,16 @@
-"""The capability-interpretability frontier (``paper.md`` §4, Figs. 2 and 3) as a grid of runs.
+"""The capability-interpretability frontier (arXiv 2511.13653, Figs. 2 and 3) as a grid of runs.
 
 A sweep trains one model per grid point: every width ``d_model`` (``d_mlp = 4 d_model``,
 ``n_heads = d_model / d_head``) at every nonzero budget ``L0`` and AbsTopK fraction ``afrac``,
 plus one dense baseline per width (weight and embedding density 1, no AbsTopK), each an
-ordinary resumable training run (``train.py``) in its own folder. It then tables the task suite
+ordinary resumable training run (``training/sparse.py``) in its own folder. It then tables the task suite
 on the test split and prunes every task the model solves (test loss <= ``target_loss``) with
-``sweep_point.find_circuit``, the one place that picks the circuit search.
+``sweep.point.find_circuit``, the one place that picks the circuit search.
 
 ``L0`` counts the nonzero entries of every sparsified parameter (block matrices, embedding,
 unembedding, biases; the bigram table, norms and sinks are dense and not counted) when the
 training has annealed to its final densities. A point's block density is the one that meets its
-budget with the embedding density kept at the preset's ratio to it (``paper.md`` §2: ``pfrac /
+budget with the embedding density kept at the preset's ratio to it (App. A: ``pfrac /
 ef`` vs ``pfrac / ef^2``); a budget above the dense count, or one that leaves a neuron fewer than
 ``min_nonzero_per_neuron`` weights, is skipped with its reason.
 
@@ -33,7 +33,7 @@ this machine, ``"slurm"`` submits them to SLURM, ``"debug"`` runs them in this p
 points are dealt round-robin (largest first) to the jobs; each job runs its points one after
 another. ``tasks_per_point > 1`` makes every job a ``torch.distributed`` job of that many
 processes (submitit's ``tasks_per_node``, its ``TorchDistributedEnvironment`` sets what
-``torchrun`` would): each point trains data-parallel (``train.py``), rank 0 tables and prunes.
+``torchrun`` would): each point trains data-parallel (``training/sparse.py``), rank 0 tables and prunes.
 """
 
 import dataclasses

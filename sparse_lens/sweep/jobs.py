@@ -1,4 +1,4 @@
-"""Running a sweep's points (``sweep.py``) through submitit, on one machine or a cluster.
+"""Running a sweep's points (``sweep/grid.py``) through submitit, on one machine or a cluster.
 
 ``run_sweep`` deals the unfinished points to ``Launch.jobs`` jobs; each job (``run_points``)
 runs its points one after another, each (``run_point``) under a ``filelock`` so that two sweeps

@@ -1,4 +1,4 @@
-"""One sweep point (``sweep.py``): train or resume its run, table the tasks, prune the solved
+"""One sweep point (``sweep/grid.py``): train or resume its run, table the tasks, prune the solved
 ones through ``find_circuit``, and write ``point.json`` (the point's row of the sweep table)."""
 
 import dataclasses

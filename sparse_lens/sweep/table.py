@@ -1,7 +1,7 @@
 """The sweep's table: one row per grid point, dense baselines matched on pretraining loss.
 
 ``match_dense`` pairs every sparse point with the dense baseline of the nearest final
-validation loss (``paper.md`` §4, Fig. 2 compares models matched on pretraining loss) and gives
+validation loss (the paper's Fig. 2 compares models matched on pretraining loss) and gives
 the dense/sparse circuit-edge ratio: the geometric mean, over the tasks both models solve and
 both have a circuit for, of ``edges_dense / edges_sparse`` (edges counted as ``max(e, 1)``).
 The loss gap of the match is reported with it: with one dense model per width the match is only

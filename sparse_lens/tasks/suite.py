@@ -1,4 +1,4 @@
-"""The paper's 20 Python next-token tasks (``paper.md`` §4, Table 1) as seeded generators.
+"""The paper's 20 Python next-token tasks (arXiv 2511.13653, Table 1) as seeded generators.
 
 Each generator draws one *minimal pair*: two contexts that differ minimally, one per class, whose
 correct next tokens are two different single tokens (``a_target`` for ``a``, ``b_target`` for

@@ -1,7 +1,7 @@
-"""Tasks, their held-out splits, and the paper's task loss (``paper.md`` §3.4, §4).
+"""Tasks, their held-out splits, and the paper's task loss (arXiv 2511.13653, Table 1 and App. A.5).
 
 A task yields *examples* ``(context, correct, incorrect)``; the 20 built-in tasks yield them in
-minimal pairs (``task_suite.py``), a custom task reads them from JSONL. Every pair or example is
+minimal pairs (``tasks/suite.py``), a custom task reads them from JSONL. Every pair or example is
 assigned to ``train`` / ``val`` / ``test`` by a hash of its text (70/10/20), so the splits never
 overlap whatever the seed: pruning uses ``train``, reports use ``test``.
 
@@ -362,7 +362,7 @@ def non_single_candidates(
 ) -> dict[str, list[str]]:
     """Task name -> the candidate tokens that are not single tokens of ``tokenizer``.
 
-    The paper's tasks compare two single-token continuations (``paper.md`` §4); a tokenizer
+    The paper's tasks compare two single-token continuations (Table 1); a tokenizer
     other than the one they were written for (e.g. OpenAI's tinypython_2k) may split some.
     Candidates come from ``draws`` generated pairs per task (all splits) or a custom task's
     examples; tasks whose candidates are all single tokens are left out.

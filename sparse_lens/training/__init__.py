@@ -1,1 +1,1 @@
-"""Training: the sparse trainer, the dense baseline, schedules, presets and resumable loop state."""
+"""Training: the one training loop (``loop.py``), the sparse trainer, the dense baseline, schedules and presets."""

@@ -5,8 +5,7 @@ TransformerLens ``TransformerBridge`` (offline, no hub access).
 same depth and context; AdamW (β=(0.9, 0.95), weight decay 0.1), linear warmup then linear decay.
 The folder holds ``config.json`` + ``model.safetensors`` (``save_pretrained``), the tokenizer
 (``tokenizer.json`` + its HF files), ``metrics.jsonl`` and ``dense.json``; it is written before
-any wrapping (``TransformerBridge`` modifies the wrapped model in place, ``transformerlens.md``
-§2.1). Every ``checkpoint_every`` steps the whole training state (weights, AdamW moments, data
+any wrapping (``TransformerBridge`` modifies the wrapped model in place). Every ``checkpoint_every`` steps the whole training state (weights, AdamW moments, data
 generator, metrics) is written atomically to ``checkpoint/dense_trainer.pt`` (the trainer-state
 format of ``training.loop``, which runs the steps); ``resume=True`` continues a killed run from it
 and reaches the same weights as an uninterrupted run.

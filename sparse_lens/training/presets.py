@@ -23,7 +23,7 @@ Measured on the same budget (``sparse-lens tasks``, 200 test examples; val loss,
 Validation loss is the standard library's only, so the mix costs ~0.09 nats there.
 
 The ``study`` preset is a provisional candidate, not yet a measured optimum: its settings are to
-be replaced by the best point of a real ``sparse-lens sweep`` (the frontier of ``paper.md`` §4,
+be replaced by the best point of a real ``sparse-lens sweep`` (the paper's frontier,
 Fig. 3) that trains in about an hour on 2 cores. Reasoning behind the candidate: the paper finds
 that more total parameters at a fixed nonzero count improve both capability and circuit size, so
 it is wider than ``demo`` (d_model 192, d_mlp 768) at about 1.5x the demo's nonzeros in the blocks
@@ -102,7 +102,7 @@ class PresetTrain(_FieldMapping):
 @dataclass(frozen=True, kw_only=True)
 class Preset:
     """Model and training settings, and the share of each training batch drawn from generated
-    idioms (``idiom_frac``: a setting of the data, ``data.with_idioms``)."""
+    idioms (``idiom_frac``: a setting of the data, ``data.token_data.with_idioms``)."""
 
     name: str
     model: PresetModel

@@ -1,4 +1,4 @@
-"""The paper's schedules as pure functions of the step (``paper.md`` §2.4, §2.9).
+"""The paper's schedules as pure functions of the step (arXiv 2511.13653, App. A).
 
 | schedule | value at step i of T |
 |---|---|
@@ -9,7 +9,7 @@
 | base LR | ``lr * (i+1)/W`` for ``i < W = warmup*T``, then ``lr * (1 - (i-W)/(T-W))`` |
 | LR (sharkfin) | ``base(i) * sqrt(weight_density / D(i))`` with ``D`` the block density |
 
-Choices where the paper and OpenAI's ``train.py`` disagree (``paper.md`` §2.9):
+Choices where the paper and OpenAI's ``training/sparse.py`` disagree:
 
 * Annealing starts at 1% (after warmup) and ends at 50%, as the script does; the paper's
   "first 50%" does not say when it starts. Both ends are configurable.

@@ -1,11 +1,11 @@
-"""Sparse pretraining with the paper's recipe (``paper.md`` §2), resumable and DDP-ready.
+"""Sparse pretraining with the paper's recipe (arXiv 2511.13653, App. A), resumable and DDP-ready.
 
-One step, in the order of OpenAI's ``train.py`` (§2.5):
+One step, in the order of OpenAI's ``training/sparse.py`` (§2.5):
 
 1. zero the gradients; 2. forward and next-token cross-entropy; 3. backward;
 4. normalise the gradient to unit RMS over all parameters: ``g <- g / (rms(g) + 1e-5)``
    (every step, not min(1, .) clipping: the script normalises, the paper says "clip");
-5. Adam (beta 0.9/0.95, eps 0.1, dense moments) at the sharkfin LR (``schedules.py``);
+5. Adam (beta 0.9/0.95, eps 0.1, dense moments) at the sharkfin LR (``training/schedules.py``);
 6. top-k projection of every sparse parameter to the density of this step, keeping at least
    ``min_nonzero_per_neuron`` entries per MLP neuron and per q/k/v/o channel.
 
@@ -16,13 +16,13 @@ a pre-step hook and post-step hooks around ``optimizer.step()``. Then:
 7. decoupled weight decay ``p <- p - wd * lr_t * p`` on every matrix (``ndim > 1``) except the
    bigram table, after the projection, as the script does.
 
-Choices (``paper.md`` §2.9): biases *are* sparsified, at the embedding density, as the paper says
+Choices where the paper (App. A) and OpenAI's released training script differ: biases *are* sparsified, at the embedding density, as the paper says
 (the script skips them); there are no positional embeddings unless the model config asks (the
 script trains a ``wpe`` from zero by accident); annealing runs from 1% to 50% of training.
 
 Speed, not maths: before each forward, matrices of at least ``sparse_matmul_min_numel`` entries
 whose density is at most ``sparse_matmul_max_density`` get CSR copies, and their forward and
-input-gradient products run as sparse kernels on CPU (``sparse_matmul.py``; the weight gradient
+input-gradient products run as sparse kernels on CPU (``model/sparse_matmul.py``; the weight gradient
 stays dense). Results equal the dense products up to float summation order; runs stay
 bit-reproducible. ``sparse_matmul_max_density=0`` keeps every product dense.
 
@@ -353,7 +353,7 @@ def train(
     Args:
         model: a freshly initialised model (its config holds the target densities).
         data: token data; ``batch_size`` windows of ``model.cfg.n_ctx`` are drawn per step, a
-            share of them from generated idioms for ``MixedData`` (``data.with_idioms``).
+            share of them from generated idioms for ``MixedData`` (``data.token_data.with_idioms``).
         tcfg: optimisation settings.
         run_dir: the run folder.
         metadata: extra facts for ``run.json`` (corpus, tokenizer ...).
