@@ -16,7 +16,11 @@ from sparse_lens import HookedSparseTransformer
 def sink_mass(
     model: HookedSparseTransformer, tokens: Int[Tensor, "batch pos"], batch_size: int = 32
 ) -> Float[Tensor, "n_layers n_heads"]:
-    """Mean sink probability of every head over all query positions of ``tokens``."""
+    """Mean sink probability of every head over all query positions of ``tokens``.
+
+    Raises:
+        ValueError: the model has no attention sinks (``cfg.attn_sinks`` is False).
+    """
     if not model.cfg.attn_sinks:
         raise ValueError("this model has no attention sinks (cfg.attn_sinks is False)")
     total = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)

@@ -85,7 +85,12 @@ class Page:
         self.add(f'<p class="{cls}">{esc(text)}</p>')
 
     def circuitsvis(self, fn: Callable[..., Any], **kwargs: Any) -> str:
-        """Markup for the circuitsvis function ``fn(**kwargs)`` without its bundle copy."""
+        """Markup for the circuitsvis function ``fn(**kwargs)`` without its bundle copy.
+
+        Raises:
+            RuntimeError: circuitsvis's ``local_src`` does not inline the bundle (so it cannot be
+                taken out).
+        """
         src = fn(**kwargs).local_src
         bundle = circuitsvis_bundle()
         if bundle not in src:

@@ -197,7 +197,11 @@ def circuit_page(
     back_link: str | None = None,
     progress: bool = False,
 ) -> tuple[str, dict[str, Any]]:
-    """The HTML page of ``circuit`` and the numbers it shows (knockouts, sink mass)."""
+    """The HTML page of ``circuit`` and the numbers it shows (knockouts, sink mass).
+
+    Raises:
+        ValueError: ``model`` has no tokenizer.
+    """
     rcfg = rcfg or ReportConfig()
     if model.tokenizer is None:
         raise ValueError("a circuit report needs a model with a tokenizer")

@@ -33,7 +33,13 @@ class ReportSources:
 
 
 def find_sources(source: Path, model_dir: Path | None = None) -> ReportSources:
-    """Locate the model, circuits, run folder and task table of ``source`` (see module doc)."""
+    """Locate the model, circuits, run folder and task table of ``source`` (see module doc).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist, or no model folder is found in it.
+        ValueError: ``source`` is a circuit file recording no model folder and ``model_dir`` is
+            None.
+    """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
@@ -126,7 +132,12 @@ def build_report(
     title: str | None = None,
     progress: bool = False,
 ) -> Path:
-    """Write the report of ``source`` into ``out``; returns the index page's path."""
+    """Write the report of ``source`` into ``out``; returns the index page's path.
+
+    Raises:
+        FileNotFoundError: as ``find_sources``, or a model file is missing.
+        ValueError: as ``find_sources``, or the model has no ``tokenizer.json``.
+    """
     rcfg = rcfg or ReportConfig()
     src = find_sources(source, model_dir)
     model = HookedSparseTransformer.from_pretrained(src.model_dir).eval()

@@ -38,7 +38,12 @@ class SteeringResult:
 
 
 def node_site(hook: str) -> tuple[str, int, str]:
-    """``(site, layer, norm name)`` of a residual-read node hook."""
+    """``(site, layer, norm name)`` of a residual-read node hook.
+
+    Raises:
+        ValueError: ``hook`` is not a residual-read node (``blocks.{l}.attn.hook_in`` or
+            ``blocks.{l}.mlp.hook_in``; named).
+    """
     parts = hook.split(".")
     if len(parts) != 4 or parts[0] != "blocks" or parts[3] != "hook_in":
         raise ValueError(
@@ -62,7 +67,11 @@ def equal_length_pairs(batch: TaskBatch) -> list[tuple[int, int]]:
 
 def paired_batches(batch: TaskBatch) -> tuple[TaskBatch, TaskBatch]:
     """The ``a`` (presented) and ``b`` (counterfactual) sides of the equal-length pairs, as two
-    aligned batches of the same width."""
+    aligned batches of the same width.
+
+    Raises:
+        ValueError: no minimal pair has two contexts of the same length.
+    """
     pairs = equal_length_pairs(batch)
     if not pairs:
         raise ValueError("no minimal pair has two contexts of the same length")
@@ -87,7 +96,12 @@ def steering_curve(
     strengths: list[float] | None = None,
     seed: int = 0,
 ) -> SteeringResult:
-    """P(counterfactual answer) of the dense model against steering strength (module doc)."""
+    """P(counterfactual answer) of the dense model against steering strength (module doc).
+
+    Raises:
+        ValueError: ``hook`` is not a residual-read node, or ``channel`` is outside
+            ``[0, d_model)`` (named).
+    """
     strengths = strengths if strengths is not None else [i / 10 for i in range(11)]
     site, layer, norm = node_site(hook)
     if not 0 <= channel < sparse.cfg.d_model:
@@ -136,7 +150,12 @@ def pick_read_node(
 ) -> tuple[str, int, float]:
     """The residual-read node (among ``candidates``: hook -> channels) whose value at the answer
     position best separates the two contexts of each pair: ``(hook, channel, score)`` with score
-    ``|mean(b - a)| / std(b - a)``."""
+    ``|mean(b - a)| / std(b - a)``.
+
+    Raises:
+        ValueError: no candidate is a residual-read node, or no pair has contexts of equal
+            length.
+    """
     a, b = paired_batches(batch)
     hooks = [h for h in candidates if candidates[h] and h.endswith(("attn.hook_in", "mlp.hook_in"))]
     if not hooks:

@@ -35,6 +35,12 @@ def add_import_oai(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import_oai(args: argparse.Namespace) -> int:
+    """``sparse-lens import-oai``: convert an OpenAI checkpoint; returns the exit code.
+
+    Raises:
+        CLIError: ``--out`` exists and is not an empty folder, or the import fails on a missing
+            file or a bad (or unsafe) checkpoint (the message is the cause's).
+    """
     from sparse_lens.model.checkpoint import save_pretrained
     from sparse_lens.openai_models.weights import import_oai
     from sparse_lens.tasks.task import TASK_NAMES, get_task, non_single_candidates
@@ -83,6 +89,13 @@ def add_import_oai_circuit(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
+    """``sparse-lens import-oai-circuit``: import an OpenAI viz circuit and check it;
+    returns the exit code.
+
+    Raises:
+        CLIError: the model has no ``tokenizer.json``, or a file is missing or a value is bad
+            (the message is the cause's).
+    """
     from sparse_lens.circuits.faithfulness import faithfulness_report
     from sparse_lens.circuits.masks import PruneConfig, ablation_means, make_ablation
     from sparse_lens.data.token_data import model_token_data

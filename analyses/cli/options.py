@@ -25,7 +25,12 @@ def number(
     open_low: bool = False,
 ) -> Callable[[str], Any]:
     """An argparse ``type``: ``kind`` (int or float), finite, in ``[low, high]`` (``(low,
-    high]`` with ``open_low``); out of range, the parser stops with a message naming the range."""
+    high]`` with ``open_low``); out of range, the parser stops with a message naming the range.
+
+    Raises:
+        argparse.ArgumentTypeError: (from the returned parser) ``text`` is not a ``kind``, not
+            finite, or out of range (the range is named).
+    """
     lo = "" if low is None else (f"> {low:g}" if open_low else f">= {low:g}")
     hi = "" if high is None else f"<= {high:g}"
     want = " and ".join(x for x in (lo, hi) if x) or "finite"
@@ -56,14 +61,22 @@ FRACTION = number(float, 0, 1)
 
 def out_path(text: str) -> Path:
     """An argparse ``type`` for ``--out``: refuses the empty string (an unset variable), which
-    ``Path`` would read as the current folder."""
+    ``Path`` would read as the current folder.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is empty or blank.
+    """
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty (an unset shell variable?); name a path")
     return Path(text)
 
 
 def claim(stack: contextlib.ExitStack, path: Path, command: str, **kw: Any) -> Path:
-    """``outputs.claim_output`` held until ``stack`` closes; its refusals as ``CLIError``."""
+    """``outputs.claim_output`` held until ``stack`` closes; its refusals as ``CLIError``.
+
+    Raises:
+        CLIError: ``claim_output`` refuses ``path`` (its message).
+    """
     from sparse_lens.files.outputs import claim_output
 
     try:

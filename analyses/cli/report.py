@@ -32,6 +32,12 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``sparse-lens report``: write the HTML report of ``args.source``; returns the exit code.
+
+    Raises:
+        CLIError: the sources or ``--out`` are refused, or building the report fails on a
+            missing file, a bad value or a permission (the message is the cause's).
+    """
     from analyses.report import ReportConfig
     from analyses.report_sources import build_report, check_report_out, find_sources
 

@@ -153,6 +153,13 @@ def _dry_run(scfg, cache_dir: Path) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``sparse-lens sweep``: run (or with ``--dry-run`` list) the sweep grid; returns the
+    exit code.
+
+    Raises:
+        CLIError: the sweep fails on a missing file, a bad value or a permission (the message is
+            the cause's).
+    """
     from analyses.frontier import write_frontier
     from sparse_lens.sweep.jobs import run_sweep
     from sparse_lens.sweep.table import collect, match_dense, write_table

@@ -23,6 +23,13 @@ def add_tasks(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    """``sparse-lens tasks``: score the model on the built-in (and custom) tasks; returns the
+    exit code.
+
+    Raises:
+        CLIError: the model has no ``tokenizer.json``, or loading or scoring fails on a missing
+            file or a bad value (the message is the cause's).
+    """
     import json
 
     from sparse_lens.model.transformer import HookedSparseTransformer

@@ -83,6 +83,11 @@ class Bridges(nn.Module):
         self.decoders = nn.ModuleList(nn.Linear(cfg.d_sparse, cfg.d_dense) for _ in self.sites)
 
     def index(self, site: str) -> int:
+        """Position of ``site`` in ``self.sites``.
+
+        Raises:
+            KeyError: ``site`` is not a bridge site (named, with the sites).
+        """
         if site not in self.sites:
             raise KeyError(f"unknown bridge site {site!r}; sites are {self.sites}")
         return self.sites.index(site)
@@ -100,7 +105,11 @@ class Bridges(nn.Module):
     @classmethod
     @torch.no_grad()
     def identity(cls, cfg: BridgeConfig) -> "Bridges":
-        """Identity bridges (same widths, no AbsTopK): hybrid passes equal the plain models."""
+        """Identity bridges (same widths, no AbsTopK): hybrid passes equal the plain models.
+
+        Raises:
+            ValueError: ``cfg`` has ``d_dense != d_sparse`` or ``afrac != 1``.
+        """
         if cfg.d_dense != cfg.d_sparse or cfg.afrac != 1.0:
             raise ValueError("identity bridges need d_dense == d_sparse and afrac == 1")
         out = cls(cfg)
@@ -148,6 +157,13 @@ class Bridges(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "Bridges":
+        """Load bridges saved by ``save`` from the folder ``path`` (strict loading).
+
+        Raises:
+            FileNotFoundError: ``bridges.json`` or ``bridges.safetensors`` is missing.
+            ValueError: ``bridges.json`` is corrupt, malformed or of another ``bridges_version``, or
+                the weights do not match it.
+        """
         path = Path(path)
         info = read_json(path / "bridges.json", "bridges config")
         if info.pop("bridges_version", None) != BRIDGES_VERSION:
@@ -223,7 +239,11 @@ def hybrid_forward(
 ) -> tuple[Float[Tensor, "batch pos d_vocab"], ActivationCache]:
     """Run one model up to ``site``, cross the bridge, finish in the other. ``direction`` "d2s"
     starts dense and finishes sparse; "s2d" the reverse. The cache holds both models' hooks,
-    prefixed ``dense.`` and ``sparse.`` (the finishing model's with the replaced residual)."""
+    prefixed ``dense.`` and ``sparse.`` (the finishing model's with the replaced residual).
+
+    Raises:
+        ValueError: ``direction`` is not "d2s" or "s2d" (named).
+    """
     if direction not in get_args(BridgeDirection):
         raise ValueError(f"direction must be one of {get_args(BridgeDirection)}, got {direction!r}")
     bridges.index(site)

@@ -136,7 +136,12 @@ def fit_bridges(
     """Fit ``bridges`` between two frozen models; returns per-step loss records. With
     ``init_windows`` > 0 the bridges start from the least-squares fit on that many windows.
     With ``checkpoint`` the loop's state is saved every ``checkpoint.every`` steps and a resumed
-    run reaches the same bridges as an uninterrupted one."""
+    run reaches the same bridges as an uninterrupted one.
+
+    Raises:
+        ValueError: ``steps`` or ``batch_size`` is below 1 (named), or the models and bridges
+            do not fit together (``check_pair``).
+    """
     check_pair(dense, sparse, bridges)
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")

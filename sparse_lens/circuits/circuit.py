@@ -304,7 +304,12 @@ class Circuit:
         return out
 
     def fwd_hooks(self, model: HookedSparseTransformer, tokens: Tensor | None = None) -> HookList:
-        """Hooks running ``model`` as this circuit. ``tokens`` is needed with frozen norms."""
+        """Hooks running ``model`` as this circuit. ``tokens`` is needed with frozen norms.
+
+        Raises:
+            ValueError: ``model`` does not match the circuit, the circuit is resample-ablated (use
+                the ``Pruner``), or it freezes norms and ``tokens`` is None.
+        """
         self.check_model(model)
         if self.ablation == "resample":
             raise ValueError("a resample-ablated circuit needs resample sources; use the Pruner")
@@ -321,7 +326,11 @@ class Circuit:
         return {h: torch.tensor(v) for h, v in self.baselines.items()}
 
     def removed_edge_refs(self, cfg: SparseTransformerConfig) -> list[Edge]:
-        """``removed_edges`` as ``(source hook, channel, destination hook, channel)``."""
+        """``removed_edges`` as ``(source hook, channel, destination hook, channel)``.
+
+        Raises:
+            ValueError: a removed edge names a node the circuit does not keep.
+        """
         refs = {r.label: r for r in self.node_refs(cfg)}
         try:
             return [
@@ -333,7 +342,14 @@ class Circuit:
 
     @torch.no_grad()
     def to_model(self, model: HookedSparseTransformer) -> HookedSparseTransformer:
-        """A standalone model computing this circuit (see the module docstring)."""
+        """A standalone model computing this circuit (see the module docstring).
+
+        Raises:
+            ValueError: ``model`` does not match the circuit, or the circuit is resample-ablated or
+                freezes norms (neither bakes into weights).
+            RuntimeError: the weights do not transfer to the new model (missing/unexpected keys
+                named).
+        """
         self.check_model(model)
         if self.ablation == "resample" or self.freeze_norms:
             raise ValueError(

@@ -134,7 +134,11 @@ def _cached_reads(pruner: Pruner, masks: dict[str, Tensor], reads: set[str]) -> 
 def remove_edges(
     pruner: Pruner, kept: dict[str, list[int]], max_evals: int = 4000
 ) -> tuple[list[Edge], int]:
-    """Stage 2: drop single edges between kept nodes while the loss stays <= target."""
+    """Stage 2: drop single edges between kept nodes while the loss stays <= target.
+
+    Raises:
+        ValueError: the pruner's ablation is ``resample`` (edges need per-channel fill values).
+    """
     if pruner.ablation.kind == "resample":
         raise ValueError("edge clean-up needs a mean or zero ablation (per-channel fill values)")
     target = pruner.pcfg.target_loss

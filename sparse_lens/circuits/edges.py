@@ -83,7 +83,11 @@ def edge_hooks(
     model: HookedSparseTransformer, removed: list[Edge], baselines: dict[str, Tensor]
 ) -> HookList:
     """TL hooks ablating the ``removed`` edges (see the module docstring); add them after the
-    node-mask hooks. ``baselines``: per source hook, its ``[channels]`` ablation values."""
+    node-mask hooks. ``baselines``: per source hook, its ``[channels]`` ablation values.
+
+    Raises:
+        ValueError: edges are removed from a model with ``use_attn_result``.
+    """
     if removed and model.cfg.use_attn_result:
         raise ValueError("edge ablation does not support use_attn_result models")
     hooks: HookList = []

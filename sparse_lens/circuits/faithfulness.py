@@ -167,7 +167,11 @@ def faithfulness_report(
     n: int = 128,
     controls: bool = True,
 ) -> dict[str, Any]:
-    """All checks of the module docstring for ``circuit`` on the task's test split."""
+    """All checks of the module docstring for ``circuit`` on the task's test split.
+
+    Raises:
+        ValueError: ``model`` has no tokenizer.
+    """
     tok = model.tokenizer
     if tok is None:
         raise ValueError("the faithfulness report needs a model with a tokenizer")

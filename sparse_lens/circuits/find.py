@@ -205,7 +205,11 @@ def seed_summary(circuits: dict[int, set[str]]) -> dict[str, Any]:
 def attribution_scores(pruner: Pruner, batch: TaskBatch) -> dict[str, Tensor]:
     """Per node, |attribution-patching estimate| of the task-loss change when it is ablated:
     ``|sum_(examples, positions) (x - fill) dL/dx| / n_examples``, which is ``|dL/dm|`` at the
-    all-ones mask ``m`` (one forward and backward)."""
+    all-ones mask ``m`` (one forward and backward).
+
+    Raises:
+        RuntimeError: the task loss does not depend on some masks (their hooks are named).
+    """
     masks = {loc.hook: torch.ones(loc.size, requires_grad=True) for loc in pruner.locs}
     live = MaskHolder(pruner.locs, pruner.ablation)
     idx = torch.arange(len(batch))

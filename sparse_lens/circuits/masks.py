@@ -237,7 +237,12 @@ def make_ablation(
     exclude_separators: bool = True,
 ) -> Ablation:
     """Build the ablation values for ``kind`` (mean, zero or resample); a mean leaves out
-    separator positions unless ``exclude_separators`` is False (``ablation_means``)."""
+    separator positions unless ``exclude_separators`` is False (``ablation_means``).
+
+    Raises:
+        ValueError: an unknown ``kind`` (named); ``resample`` without ``batch``, or with
+            pretraining windows shorter than the task contexts.
+    """
     locs = node_locations(model.cfg)
     if kind == "zero":
         return Ablation("zero", {loc.hook: torch.zeros(loc.size) for loc in locs}, {"data": None})
@@ -607,6 +612,14 @@ class Pruner:
         return {"scale": float(scale.detach()), "shift": float(shift.detach())}, val_loss
 
     def run(self, progress: bool = False) -> PruneResult:
+        """Learn masks, bisect to the smallest circuit reaching the target loss and, with
+        ``calibrate``, fit its logit calibration.
+
+        Raises:
+            FloatingPointError: the pruned circuit's loss is not finite.
+            ValueError: even keeping every node the task loss is above ``target_loss`` (checked
+                before any mask is learned).
+        """
         full = self.full_loss()  # fails before any time is spent on masks
         taus, losses = self.learn_masks(progress)
         k, loss, curve = self.bisect(taus, full)

@@ -175,7 +175,11 @@ def idiom_document(rng: random.Random) -> str:
 
 
 def idiom_documents(n_docs: int, seed: int) -> list[str]:
-    """``n_docs`` snippets from ``random.Random(seed)``."""
+    """``n_docs`` snippets from ``random.Random(seed)``.
+
+    Raises:
+        ValueError: ``n_docs`` is below 1 (named).
+    """
     if n_docs < 1:
         raise ValueError(f"n_docs must be >= 1, got {n_docs!r}")
     rng = random.Random(seed)

@@ -42,7 +42,11 @@ def tokenizer_hash(tokenizer: Tokenizer) -> str:
 
 
 def build_shard(corpus: Corpus, tokenizer: Tokenizer, split: Split, cache_dir: Path) -> Path:
-    """Tokenise ``split`` of ``corpus`` into a cached ``uint16`` shard; returns its path."""
+    """Tokenise ``split`` of ``corpus`` into a cached ``uint16`` shard; returns its path.
+
+    Raises:
+        ValueError: the tokenizer's vocabulary does not fit ``uint16`` ids.
+    """
     if tokenizer.vocab_size > 2**16:
         raise ValueError(f"vocab of {tokenizer.vocab_size} does not fit uint16 shards")
     path = Path(cache_dir) / f"tokens-{corpus.fingerprint}-{tokenizer_hash(tokenizer)}-{split}.bin"
@@ -98,6 +102,11 @@ class TokenData:
         return cls(train=train, val=val)
 
     def check_fits(self, n_ctx: int) -> None:
+        """Check that each split holds at least one window of ``n_ctx + 1`` tokens.
+
+        Raises:
+            ValueError: a split has fewer than ``n_ctx + 1`` tokens (split and count named).
+        """
         for name, arr in (("training", self.train), ("validation", self.val)):
             if len(arr) < n_ctx + 1:
                 raise ValueError(
@@ -153,6 +162,11 @@ class MixedData:
             raise ValueError(f"idiom_frac must be in (0, 1), got {self.idiom_frac!r}")
 
     def check_fits(self, n_ctx: int) -> None:
+        """Check that the base splits and the idiom stream each hold one ``n_ctx + 1`` window.
+
+        Raises:
+            ValueError: a base split or the idiom stream has fewer than ``n_ctx + 1`` tokens.
+        """
         self.base.check_fits(n_ctx)
         if len(self.idioms) < n_ctx + 1:
             raise ValueError(f"the idiom stream has {len(self.idioms)} tokens, fewer than n_ctx+1")

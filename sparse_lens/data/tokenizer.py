@@ -28,6 +28,11 @@ class Tokenizer:
     """Thin wrapper over a ``tokenizers.Tokenizer`` with the ids TL's surface needs."""
 
     def __init__(self, tok: HFTokenizer) -> None:
+        """Wrap a trained ``tokenizers.Tokenizer`` whose vocabulary holds ``EOT``.
+
+        Raises:
+            ValueError: ``tok`` has no ``EOT`` token.
+        """
         eot = tok.token_to_id(EOT)
         if eot is None:
             raise ValueError(f"tokenizer has no {EOT!r} token")
@@ -46,7 +51,11 @@ class Tokenizer:
 
     def token_str(self, i: int) -> str:
         """The text of token ``i`` alone. A byte-level token holding part of one UTF-8 character
-        shows its bytes escaped (``'\\xe2\\x82'``) instead of decoding to ``U+FFFD``."""
+        shows its bytes escaped (``'\\xe2\\x82'``) instead of decoding to ``U+FFFD``.
+
+        Raises:
+            ValueError: ``i`` is not in the vocabulary (named, with the vocabulary size).
+        """
         added = self._tok.get_added_tokens_decoder()
         if i in added:
             return added[i].content
@@ -79,6 +88,12 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
+        """Load a tokenizer saved as ``tokenizer.json`` at ``path``.
+
+        Raises:
+            FileNotFoundError: the file ``path`` is missing.
+            ValueError: the file is not a readable tokenizer.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file {str(path)!r} is missing")
@@ -138,7 +153,13 @@ def train_bpe(
     texts: list[str], vocab_size: int = 2048, required: tuple[str, ...] = REQUIRED_TOKENS
 ) -> Tokenizer:
     """Train a byte-level BPE of exactly ``vocab_size`` tokens with ``EOT`` as the last id and
-    every string in ``required`` a single token."""
+    every string in ``required`` a single token.
+
+    Raises:
+        ValueError: ``vocab_size`` is below ``257 + len(required)`` (named).
+        RuntimeError: the trained tokenizer breaks an invariant (a required string is not one
+            token, or the size or ``EOT`` id is wrong).
+    """
     if vocab_size < 257 + len(required):
         raise ValueError(f"vocab_size must be >= {257 + len(required)}, got {vocab_size}")
     tok = Tokenizer(_train(texts, vocab_size - 1, []))

@@ -133,7 +133,12 @@ def remove_stale_temps(folder: Path, of: str | None = None) -> list[Path]:
 
 
 def read_json(path: Path, what: str) -> Any:
-    """Parse a JSON file, raising ``FileNotFoundError``/``ValueError`` that name the file."""
+    """Parse a JSON file, raising ``FileNotFoundError``/``ValueError`` that name the file.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file is not valid UTF-8 JSON.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {str(path)!r} is missing")

@@ -143,7 +143,11 @@ class SparseActivationCache(ActivationCache):
 
     def logit_lens(self, **kwargs: Any) -> Any:
         """TL's ``logit_lens`` with the bigram table's logits added at each position, so the
-        final entry equals the model's logits. Needs ``bigram.hook_logits`` in the cache."""
+        final entry equals the model's logits. Needs ``bigram.hook_logits`` in the cache.
+
+        Raises:
+            KeyError: the model has a bigram table and ``bigram.hook_logits`` is not in the cache.
+        """
         model = cast(_SparseModel, self.model)
         self._require_no_override("logit_lens", final=True)
         if not model.cfg.use_bigram_table:

@@ -44,7 +44,11 @@ DEFAULT_MIN_NUMEL = 2**20
 
 
 def as_matrix(W: Float[Tensor, "..."], layout: str) -> Float[Tensor, "d_in d_out"]:
-    """``W`` as the matrix its product multiplies by (a copy for ``heads_in``)."""
+    """``W`` as the matrix its product multiplies by (a copy for ``heads_in``).
+
+    Raises:
+        ValueError: an unknown ``layout`` (named).
+    """
     if layout == "in_out":
         return W
     if layout == "heads_in":
@@ -171,6 +175,9 @@ def refresh_csr_weights(
 
     A copy whose weight is unchanged since its build is kept, so calling this before every
     training step rebuilds only what the last step changed.
+
+    Raises:
+        ValueError: ``max_density`` outside ``[0, 1]`` or a negative ``min_numel`` (named).
     """
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")

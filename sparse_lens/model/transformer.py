@@ -113,6 +113,13 @@ class ReadoutAdapter:
             self._rows, self._next = None, 0
 
     def apply_output_logits_transform(self, logits: Tensor) -> Tensor:
+        """``logits`` plus the bigram table's rows being added (see ``adding_rows``), cycling over
+        positions; unchanged without a bigram table.
+
+        Raises:
+            ValueError: the model has a bigram table and no rows are being added (a bare
+                ``ln_final -> unembed`` readout, which would leave out the bigram logits).
+        """
         if not self._cfg_of().use_bigram_table:
             return logits
         if self._rows is None:
@@ -135,6 +142,12 @@ class HookedSparseTransformer(HookedRootModule):
     """
 
     def __init__(self, cfg: SparseTransformerConfig, tokenizer: Tokenizer | None = None) -> None:
+        """Build the model with fresh weights for ``cfg``; ``tokenizer`` is optional.
+
+        Raises:
+            TypeError: ``cfg`` is not a ``SparseTransformerConfig`` (its type is named).
+            ValueError: ``tokenizer``'s vocabulary size is not ``cfg.d_vocab`` (both named).
+        """
         super().__init__()
         if not isinstance(cfg, SparseTransformerConfig):
             raise TypeError(f"cfg must be a SparseTransformerConfig, got {type(cfg).__name__}")
@@ -431,6 +444,11 @@ class HookedSparseTransformer(HookedRootModule):
         positions count real tokens only, so left padding does not shift them. The third entry
         (TL's shortformer positional embedding) is always ``None``. With ``past_kv_cache`` the
         input continues the cached positions and the returned mask covers all of them.
+
+        Raises:
+            TypeError: ``input`` is not a string, list of strings or token tensor.
+            ValueError: cached plus new positions exceed ``n_ctx`` (both named), or a bad
+                ``attention_mask``.
         """
         if isinstance(input, str | list):
             tokens, mask = self._tokenize(input, prepend_bos, padding_side or "right")
@@ -544,7 +562,11 @@ class HookedSparseTransformer(HookedRootModule):
         per_token: bool = False,
     ) -> Float[Tensor, "..."]:
         """Next-token cross-entropy as TL's ``loss_fn``; with ``attention_mask`` padded targets
-        are left out (per-token losses there are 0, the mean is over real targets)."""
+        are left out (per-token losses there are 0, the mean is over real targets).
+
+        Raises:
+            ValueError: ``tokens`` has fewer than 2 positions.
+        """
         if tokens.shape[1] < 2:
             raise ValueError("a loss needs at least 2 positions")
         loss = lm_cross_entropy(logits, tokens, per_token=True)
@@ -636,7 +658,11 @@ class HookedSparseTransformer(HookedRootModule):
 
     # ------------------------------------------------------------------ tokenizer surface
     def require_tokenizer(self) -> Tokenizer:
-        """``self.tokenizer``; ``ValueError`` if the model has none."""
+        """``self.tokenizer``; ``ValueError`` if the model has none.
+
+        Raises:
+            ValueError: the model has no tokenizer.
+        """
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; pass token ids or set model.tokenizer")
         return self.tokenizer
@@ -704,7 +730,12 @@ class HookedSparseTransformer(HookedRootModule):
 
     def to_string(self, tokens: Int[Tensor, "..."] | list[int] | int | Any) -> str | list[str]:
         """Decode one id, a ``[pos]`` sequence (tensor, list or numpy array) to a string, or
-        ``[batch pos]`` to a list of strings."""
+        ``[batch pos]`` to a list of strings.
+
+        Raises:
+            ValueError: ``ids`` has more than 2 dimensions (its shape is named), or the model has no
+                tokenizer.
+        """
         tok = self.require_tokenizer()
         ids = torch.as_tensor(tokens)
         if ids.ndim == 0:
@@ -745,7 +776,11 @@ class HookedSparseTransformer(HookedRootModule):
         return ids[0]
 
     def to_single_str_token(self, int_token: int) -> str:
-        """The text of token id ``int_token`` (see ``to_str_tokens``)."""
+        """The text of token id ``int_token`` (see ``to_str_tokens``).
+
+        Raises:
+            ValueError: ``int_token`` is not an ``int`` in ``[0, d_vocab)`` (named).
+        """
         if not isinstance(int_token, int) or not 0 <= int_token < self.cfg.d_vocab:
             raise ValueError(
                 f"int_token must be an id in [0, {self.cfg.d_vocab}), got {int_token!r}"
@@ -787,6 +822,11 @@ class HookedSparseTransformer(HookedRootModule):
 
     @property
     def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
+        """The learned positional embedding ``[n_ctx d_model]`` (TL's ``W_pos``).
+
+        Raises:
+            AttributeError: the model has no positional embedding (``positional_embedding='none'``).
+        """
         if self.cfg.positional_embedding != "learned":
             raise AttributeError(
                 "this model has no positional embedding (positional_embedding='none')"
@@ -874,7 +914,11 @@ class HookedSparseTransformer(HookedRootModule):
     ) -> Float[Tensor, " d_model"]:
         """Sum of the output biases (``b_O``, ``b_out``) written before ``layer``'s attention
         (or MLP if ``mlp_input``). Under AbsTopK at a write site the written bias is masked per
-        position; ``SparseActivationCache`` adds that correction."""
+        position; ``SparseActivationCache`` adds that correction.
+
+        Raises:
+            ValueError: ``mlp_input`` with ``layer >= n_layers``.
+        """
         bias = torch.zeros(self.cfg.d_model, dtype=self.cfg.dtype, device=self.W_E.device)
         for i in range(layer):
             bias = bias + self.blocks[i].attn.b_O

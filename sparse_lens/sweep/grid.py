@@ -234,7 +234,11 @@ def _check_budget(mcfg: Any) -> None:
 
 
 def grid(scfg: SweepConfig, d_vocab: int) -> tuple[list[PointSpec], dict[str, str]]:
-    """The grid's points, largest first, and the points skipped (name -> reason)."""
+    """The grid's points, largest first, and the points skipped (name -> reason).
+
+    Raises:
+        ValueError: a width is not a multiple of the preset's ``d_head`` (both named).
+    """
     preset = get_preset(scfg.preset)
     base_w, base_e = preset.model.weight_density, preset.model.embed_density
     afracs = scfg.afracs or (preset.build(d_vocab)[0].afrac,)
@@ -269,7 +273,11 @@ def grid(scfg: SweepConfig, d_vocab: int) -> tuple[list[PointSpec], dict[str, st
 
 
 def deal(points: list[PointSpec], jobs: int) -> list[list[PointSpec]]:
-    """Points dealt round-robin to ``jobs`` groups (largest first, so groups balance)."""
+    """Points dealt round-robin to ``jobs`` groups (largest first, so groups balance).
+
+    Raises:
+        ValueError: ``jobs`` is below 1 (named).
+    """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs!r}")
     groups = [points[i::jobs] for i in range(min(jobs, len(points)))]

@@ -137,7 +137,12 @@ class Launch:
 
 def check_settings(out: Path, scfg: SweepConfig) -> None:
     """Write ``sweep.json``, or refuse a folder whose sweep has other settings (the grid axes
-    may grow: new widths, budgets or fractions are new points)."""
+    may grow: new widths, budgets or fractions are new points).
+
+    Raises:
+        ValueError: ``sweep.json`` in ``out`` is unreadable, or holds other settings (the
+            differing keys are named).
+    """
     path = out / "sweep.json"
     grid_keys = {"widths", "l0s", "afracs", "dense", "tasks"}
 

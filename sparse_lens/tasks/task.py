@@ -58,7 +58,12 @@ class Task:
     fixed: tuple[TaskExample, ...] = ()
 
     def pairs(self, split: TaskSplit, n: int, seed: int = 0) -> list[TaskPair]:
-        """``n`` distinct minimal pairs of ``split``, deterministic in ``seed``."""
+        """``n`` distinct minimal pairs of ``split``, deterministic in ``seed``.
+
+        Raises:
+            ValueError: the task has fixed examples (no generator), ``split`` is unknown (named), or
+                the generator yields fewer than ``n`` distinct pairs of ``split``.
+        """
         if self.generator is None:
             raise ValueError(f"task {self.name!r} has fixed examples, not pairs")
         if split not in SPLITS:
@@ -93,7 +98,11 @@ class Task:
 
 
 def get_task(name: str) -> Task:
-    """A built-in task by its paper name."""
+    """A built-in task by its paper name.
+
+    Raises:
+        ValueError: an unknown task name (named, with close matches or the known names).
+    """
     if name not in GENERATORS:
         import difflib
 
@@ -199,6 +208,9 @@ def tokenize_examples(
 
     With ``require_boundary`` (built-in tasks), examples whose candidate does not start a new
     token after the context are dropped, in pairs, and counted in ``n_dropped``.
+
+    Raises:
+        ValueError: no example survives tokenisation (the number dropped is named).
     """
     rows, lasts, cors, incs, ctxs = [], [], [], [], []
     dropped = 0

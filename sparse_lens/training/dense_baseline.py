@@ -124,6 +124,10 @@ def train_dense_hf(
     ``resume`` continues the run in ``out`` from its checkpoint (or returns at once if it is
     finished); ``halt_after`` stops after that many steps of this call as if killed (to test
     resuming). A folder that already holds a run is refused without ``resume``.
+
+    Raises:
+        ValueError: training diverged (the last training loss is not finite), ``out`` holds a
+            run and ``resume`` is not set, or the run in ``out`` has other settings.
     """
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -248,7 +252,13 @@ def _check_weights(weights: Path) -> None:
 
 
 def load_dense(path: str | Path, *, compatibility_mode: bool = True) -> Any:
-    """The dense model in ``path`` as a ``TransformerBridge``, built offline."""
+    """The dense model in ``path`` as a ``TransformerBridge``, built offline.
+
+    Raises:
+        FileNotFoundError: ``path`` has no ``config.json`` or no ``tokenizer.json``.
+        ValueError: ``config.json`` is corrupt, or the folder holds an unfinished run (a trainer
+            checkpoint and no ``dense.json``).
+    """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer, GPT2LMHeadModel
 

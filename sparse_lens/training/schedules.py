@@ -45,7 +45,11 @@ def block_density(progress: float, weight_density: float) -> float:
 def embed_density_at(
     progress: float, weight_density: float, embed_density: float, mode: EmbedAnneal = "linear"
 ) -> float:
-    """Nonzero fraction of embeddings, unembedding and biases at anneal ``progress``."""
+    """Nonzero fraction of embeddings, unembedding and biases at anneal ``progress``.
+
+    Raises:
+        ValueError: an unknown anneal ``mode`` (named).
+    """
     if mode == "linear":
         return annealed_density(progress, embed_density)
     if mode == "paper_bug":

@@ -278,6 +278,10 @@ def train_step(
     outside ``core`` get their gradients from the same backward pass and are the caller's).
     ``sparsity`` is the handle of ``sparsity_hooks`` already on ``optimizer`` (its counter is
     set to ``step``); without it the hooks are attached for this step only.
+
+    Raises:
+        FloatingPointError: the loss is not finite (before the backward pass; its value is
+            named).
     """
     mcfg = core.cfg
     max_density = tcfg.sparse_matmul_max_density
