@@ -410,7 +410,11 @@ def _node_panel(
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl`` (malformed lines raise, naming the line)."""
+    """The records of a run's ``metrics.jsonl`` (malformed lines raise, naming the line).
+
+    Raises:
+        ValueError: a line is not JSON (``path:line`` named).
+    """
     out = []
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():

@@ -37,8 +37,8 @@ def find_sources(source: Path, model_dir: Path | None = None) -> ReportSources:
 
     Raises:
         FileNotFoundError: ``source`` does not exist, or no model folder is found in it.
-        ValueError: ``source`` is a circuit file recording no model folder and ``model_dir`` is
-            None.
+        ValueError: ``source`` is a circuit file that is not JSON, or records no model folder
+            and ``model_dir`` is None.
     """
     source = Path(source)
     if not source.exists():

@@ -128,3 +128,68 @@ def test_library_cites_the_paper_not_notes_outside_the_repository():
         if note in path.read_text(encoding="utf-8")
     ]
     assert not bad, bad
+
+
+def _undocumented_raisers(source: str) -> list[str]:
+    """Public module-level functions, and public methods (and ``__init__``) of public classes,
+    whose body (nested functions included) holds a ``raise X`` but whose docstring has no
+    ``Raises`` section; bare re-raises do not count."""
+    bad = []
+    for node in ast.parse(source).body:
+        funcs = [node] if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else []
+        if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            funcs += [n for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for f in funcs:
+            if f.name.startswith("_") and f.name != "__init__":
+                continue
+            raises = any(isinstance(n, ast.Raise) and n.exc is not None for n in ast.walk(f))
+            if raises and "Raises" not in (ast.get_docstring(f) or ""):
+                bad.append(f"{f.name}:{f.lineno}")
+    return bad
+
+
+def test_public_functions_that_raise_say_so():
+    """Public docstrings name the errors raised (a Google-style ``Raises:`` section)."""
+    bad = [
+        f"{path.relative_to(ROOT)}:{where}"
+        for path in _modules().values()
+        for where in _undocumented_raisers(path.read_text(encoding="utf-8"))
+    ]
+    assert not bad, bad
+
+
+def test_raises_scan_flags_undocumented_raises():
+    source = '''
+def documented(x):
+    """Doc.
+
+    Raises:
+        ValueError: bad ``x``.
+    """
+    raise ValueError(x)
+
+def undocumented(x):
+    """Says nothing about errors."""
+    raise ValueError(x)
+
+def reraises():
+    try:
+        pass
+    except OSError:
+        raise
+
+def _private():
+    raise ValueError
+
+class Public:
+    def __init__(self):
+        raise TypeError
+
+    def _helper(self):
+        raise ValueError
+
+class _Private:
+    def method(self):
+        raise ValueError
+'''
+    assert _undocumented_raisers(source) == ["undocumented:10", "__init__:24"]

@@ -183,7 +183,12 @@ class Bridges(nn.Module):
 
 
 def check_pair(dense: Any, sparse: Any, bridges: Bridges | None = None) -> None:
-    """Raise ``ValueError`` if the two models (and bridges) cannot be bridged."""
+    """Raise ``ValueError`` if the two models (and bridges) cannot be bridged.
+
+    Raises:
+        ValueError: the models' ``d_vocab``, ``n_layers`` or tokenizers differ, or ``bridges``
+            do not fit the models' widths and depth (the mismatch is named).
+    """
     if dense.cfg.d_vocab != sparse.cfg.d_vocab:
         raise ValueError(
             f"vocabularies differ: dense d_vocab {dense.cfg.d_vocab}, sparse {sparse.cfg.d_vocab}"

@@ -287,7 +287,12 @@ class Circuit:
 
     # -- running -------------------------------------------------------------------------------
     def check_model(self, model: HookedSparseTransformer) -> None:
-        """Raise ``ValueError`` unless ``model`` is the model this circuit was extracted from."""
+        """Raise ``ValueError`` unless ``model`` is the model this circuit was extracted from.
+
+        Raises:
+            ValueError: ``model``'s fingerprint is not the circuit's, or its config does not fit
+                the circuit (``validate``).
+        """
         got = model_fingerprint(model)
         if got != self.model_fingerprint:
             raise ValueError(

@@ -546,7 +546,11 @@ class Pruner:
 
     # -- discretisation ----------------------------------------------------------------------
     def full_loss(self) -> float:
-        """Validation loss with every node kept; raises if it misses the target."""
+        """Validation loss with every node kept; raises if it misses the target.
+
+        Raises:
+            ValueError: the loss with every node kept is above ``target_loss`` (both named).
+        """
         full = self.loss_of({loc.hook: torch.ones(loc.size) for loc in self.locs})
         if full > self.pcfg.target_loss:
             raise ValueError(

@@ -122,7 +122,11 @@ def check_shapes(
     where: str,
 ) -> None:
     """Raise ``ValueError`` naming the first tensor missing, extra or of another shape than
-    ``cfg`` implies for the model ``build(cfg)``."""
+    ``cfg`` implies for the model ``build(cfg)``.
+
+    Raises:
+        ValueError: a tensor is missing, extra or of another shape (the first one is named).
+    """
     expected = expected_shapes(cfg, build)
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
@@ -140,7 +144,11 @@ def check_shapes(
 
 
 def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
-    """Raise ``ValueError`` naming the first tensor holding NaN or infinity."""
+    """Raise ``ValueError`` naming the first tensor holding NaN or infinity.
+
+    Raises:
+        ValueError: a tensor holds NaN or infinity (the first one is named).
+    """
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())

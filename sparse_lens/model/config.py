@@ -219,7 +219,12 @@ class SparseTransformerConfig(TransformerLensConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any]) -> "SparseTransformerConfig":
-        """Inverse of ``to_dict``; unknown or missing keys raise ``ValueError``."""
+        """Inverse of ``to_dict``; unknown or missing keys raise ``ValueError``.
+
+        Raises:
+            ValueError: ``config_dict`` is not an object, has unknown or missing keys, a dtype that
+                is not a floating-point torch dtype, or a field inconsistent with the others (named).
+        """
         d = config_dict
         if not isinstance(d, dict):
             raise ValueError(f"config must be a JSON object, got {type(d).__name__}")

@@ -313,6 +313,11 @@ class HookedSparseTransformer(HookedRootModule):
         canonical name; an unknown or never-firing name in a list or string raises; only hooks
         that fire are hooked; and the AbsTopK write masks (``hook_out_mask``) are cached
         whenever anything is, because exact decompositions need them.
+
+        Raises:
+            KeyError: an unknown hook name in a list or string filter (named).
+            ValueError: a name that would never fire (named, with the reason), or a ``names_filter``
+                that is not a string, a list of strings or a function.
         """
         if isinstance(names_filter, str):
             names_filter = [names_filter]
@@ -707,7 +712,12 @@ class HookedSparseTransformer(HookedRootModule):
         """Tokenise ``input`` to ``[batch pos]``; lists are padded with the end-of-text id on
         ``padding_side`` (default right). Pass ``attention_mask=model.get_attention_mask(...)``
         or the strings themselves to the forward so padding is masked. ``truncate=False``
-        raises instead of cutting at ``n_ctx``."""
+        raises instead of cutting at ``n_ctx``.
+
+        Raises:
+            ValueError: with ``truncate=False``, an input longer than ``n_ctx`` (both named); or the
+                model has no tokenizer.
+        """
         tokens, _ = self._tokenize(input, prepend_bos, padding_side or "right")
         if not truncate:
             tok = self.require_tokenizer()
@@ -769,7 +779,11 @@ class HookedSparseTransformer(HookedRootModule):
         return [tok.token_str(int(i)) for i in ids.reshape(-1)]
 
     def to_single_token(self, string: str) -> int:
-        """The id of ``string``; raises ``ValueError`` if it is not exactly one token."""
+        """The id of ``string``; raises ``ValueError`` if it is not exactly one token.
+
+        Raises:
+            ValueError: ``string`` is not exactly one token (its ids are named).
+        """
         ids = self.require_tokenizer().encode(string)
         if len(ids) != 1:
             raise ValueError(f"{string!r} is {len(ids)} tokens, not one: {ids}")

@@ -263,7 +263,11 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    """The preset called ``name``; an unknown name raises ``ValueError`` listing the known ones."""
+    """The preset called ``name``; an unknown name raises ``ValueError`` listing the known ones.
+
+    Raises:
+        ValueError: an unknown ``name`` (named, with the known presets).
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]

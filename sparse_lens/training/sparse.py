@@ -212,7 +212,12 @@ def lr_at(step: int, tcfg: TrainConfig, mcfg: SparseTransformerConfig) -> float:
 
 
 def check_sparsity_budget(model: HookedSparseTransformer) -> None:
-    """Raise before training if the final density cannot keep the per-neuron minimum."""
+    """Raise before training if the final density cannot keep the per-neuron minimum.
+
+    Raises:
+        ValueError: the final density keeps fewer entries of a weight than
+            ``min_nonzero_per_neuron`` per neuron (the first such weight is named).
+    """
     cfg = model.cfg
     densities = {"matrix": cfg.weight_density, "embed": cfg.embed_density}
     short = budget_shortfalls(sparse_params(model), densities, cfg.min_nonzero_per_neuron)
