@@ -94,3 +94,17 @@ def test_settings_defaults_are_the_parsers(cls, argv, given):
     required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
     built = cls(**{name: getattr(args, name) for name in required | given})
     assert built == cls.from_args(args)
+
+
+def test_demo_prunes_its_demo_tasks_first_then_the_best_solved_others():
+    from analyses.cli.demo import DEMO_TASKS, FULL, _first_circuits
+
+    table = {"a": {"loss": 0.05}, "b": {"loss": 0.01}, DEMO_TASKS[1]: {"loss": 0.3}}
+    chosen = {"a": 0.15, "b": 0.15, DEMO_TASKS[1]: 0.4}
+    first, left = _first_circuits(chosen, table, 2)
+    assert list(first) == [DEMO_TASKS[1], "b"] and left == {"a": 0.15}
+    assert _first_circuits(chosen, table, 5) == (
+        {DEMO_TASKS[1]: 0.4, "b": 0.15, "a": 0.15},
+        {},
+    )
+    assert FULL.max_circuits >= 1
