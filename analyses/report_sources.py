@@ -37,15 +37,20 @@ def find_sources(source: Path, model_dir: Path | None = None) -> ReportSources:
 
     Raises:
         FileNotFoundError: ``source`` does not exist, or no model folder is found in it.
-        ValueError: ``source`` is a circuit file that is not JSON, or records no model folder
-            and ``model_dir`` is None.
+        ValueError: ``source`` is a circuit file that is not JSON or not a circuit's JSON
+            object, or records no model folder and ``model_dir`` is None.
     """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
     if source.is_file():
         circuit = read_json(source, "circuit")
-        recorded = circuit.get("extra", {}).get("model_dir")
+        if not isinstance(circuit, dict) or not isinstance(circuit.get("extra") or {}, dict):
+            raise ValueError(
+                f"{source}: not a circuit file (a JSON object with an 'extra' object); "
+                "pass a file written by `sparse-lens prune`"
+            )
+        recorded = (circuit.get("extra") or {}).get("model_dir")
         model = model_dir or (Path(recorded) if recorded else None)
         if model is None:
             raise ValueError(f"{source}: no model folder recorded in the circuit; pass --model")

@@ -629,11 +629,11 @@ class Pruner:
         k, loss, curve = self.bisect(taus, full)
         masks = self.masks_from_ranking(taus, k)
         kept = {h: m.nonzero().squeeze(-1).tolist() for h, m in masks.items()}
+        if not math.isfinite(loss):
+            raise FloatingPointError("pruned loss is not finite")
         result = PruneResult(taus, kept, k, loss, full, curve, losses)
         if self.pcfg.calibrate:
             result.calibration, result.calibrated_loss = self.calibrate(masks)
-        if not math.isfinite(loss):
-            raise FloatingPointError("pruned loss is not finite")
         return result
 
 

@@ -90,7 +90,10 @@ def atomic_dir(path: Path, replaces: Collection[str] = ()) -> Iterator[Path]:
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
+                os.chmod(f, 0o644)  # some writers (safetensors) make 0600; results are shared
                 _fsync(f)
+            elif f.is_dir():
+                os.chmod(f, 0o755)
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700
         fault_point(f"dir:{path.name}")
         if path.exists():

@@ -609,7 +609,8 @@ class HookedSparseTransformer(HookedRootModule):
         Raises:
             ValueError: if the output would exceed ``n_ctx``, or on a bad setting.
         """
-        if max_new_tokens < 0 or temperature <= 0 or (top_k is not None and top_k < 1):
+        bad_t = not math.isfinite(temperature) or temperature <= 0
+        if max_new_tokens < 0 or bad_t or (top_k is not None and top_k < 1):
             raise ValueError(
                 f"bad generate settings: max_new_tokens={max_new_tokens}, "
                 f"temperature={temperature}, top_k={top_k}"

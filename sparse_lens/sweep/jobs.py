@@ -155,6 +155,8 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
     if path.exists():
         old = read_json(path, "sweep settings")
         try:
+            if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
+                raise TypeError(f"holds a JSON {type(old).__name__}, not the settings object")
             theirs = settings(SweepConfig.from_dict(old.get("config", {})))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path} is not a readable sweep settings file: {e}") from e

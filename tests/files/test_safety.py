@@ -553,3 +553,32 @@ def test_circuit_fields_of_the_wrong_type_are_named(tmp_path, field, value):
 def test_config_floats_must_be_finite_and_positive(field, value):
     with pytest.raises(ValueError, match=field):
         SparseTransformerConfig.tiny(**{field: value})
+
+
+def test_model_folder_files_are_readable_by_others(tmp_path):
+    """Whole-folder writes leave the files 0644 and the folder 0755 (safetensors and mkdtemp
+    would leave 0600 / 0700, so a shared run folder could not be read by a colleague)."""
+    folder = build_model().save_pretrained(tmp_path / "m")
+    assert folder.stat().st_mode & 0o777 == 0o755
+    for f in folder.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f.name
+
+
+@pytest.mark.parametrize("text", ["[]", '{"extra": [1]}', "3"])
+def test_report_of_a_json_that_is_not_a_circuit_is_a_clear_error(tmp_path, text):
+    from analyses.report_sources import find_sources
+
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="not a circuit file"):
+        find_sources(path)
+
+
+@pytest.mark.parametrize("text", ["[]", '{"config": 3}', '"x"'])
+def test_sweep_settings_that_are_not_an_object_are_refused_by_name(tmp_path, text):
+    from sparse_lens.sweep.grid import SweepConfig
+    from sparse_lens.sweep.jobs import check_settings
+
+    (tmp_path / "sweep.json").write_text(text)
+    with pytest.raises(ValueError, match="not a readable sweep settings file"):
+        check_settings(tmp_path, SweepConfig(preset="tiny", widths=(32,), l0s=(1,)))

@@ -512,3 +512,11 @@ def test_circuit_model_with_overridden_writes_refuses_decompositions():
     for call in (c.stack_head_results, c.get_full_resid_decomposition, c.logit_lens):
         with pytest.raises(ValueError, match="ablation value"):
             call()
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), 0.0, -1.0])
+def test_generate_refuses_a_temperature_that_is_not_a_positive_number(tokenizer, temperature):
+    model = _model(d_vocab=tokenizer.vocab_size, n_ctx=32)
+    model.tokenizer = tokenizer
+    with pytest.raises(ValueError, match=f"temperature={temperature}"):
+        model.generate("x = [", max_new_tokens=2, temperature=temperature)
