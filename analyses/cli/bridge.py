@@ -216,7 +216,9 @@ def _train_bridged(args: argparse.Namespace) -> int:
             tokenizer.vocab_size, seed=args.seed, steps=args.steps, batch_size=args.batch_size
         )
         # the preset's training data: its share of generated idioms too (sparse_lens.data.idioms)
-        data = with_idioms(data, tokenizer, preset.idioms(), args.cache_dir.expanduser())
+        data = with_idioms(
+            data, tokenizer, preset.idioms(), args.cache_dir.expanduser(), kinds=preset.idiom_kinds
+        )
         sparse = HookedSparseTransformer(mcfg, tokenizer=tokenizer)
         check_pair(dense, sparse)
         bridges = Bridges(

@@ -55,6 +55,7 @@ class TrainSettings:
     batch_size: int | None = None
     lr: float | None = None
     idiom_frac: float | None = None
+    idiom_kinds: str | None = None
     resume: bool = False
     dense: bool = False
     no_abstopk: bool = False
@@ -94,6 +95,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         type=number(float, 0, 0.99),
         default=None,
         help="share of each batch from the synthetic idiom stream (see sparse_lens.data.idioms)",
+    )
+    p.add_argument(
+        "--idiom-kinds",
+        default=None,
+        help="comma-separated idiom kinds: literals, statements (default: the preset's)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--dense", action="store_true", help="dense baseline: weight density 1")
@@ -144,6 +150,7 @@ def train_run(s: TrainSettings) -> None:
     """
     import torch.distributed as dist
 
+    from sparse_lens.data.idioms import check_kinds
     from sparse_lens.data.token_data import prepare_data, with_idioms
     from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.training.loop import DistInfo
@@ -179,7 +186,10 @@ def train_run(s: TrainSettings) -> None:
             lr=s.lr,
             sparse_matmul_max_density=0.0 if s.dense_kernels else None,
         )
-        data = with_idioms(data, tokenizer, preset.idioms(s.idiom_frac), cache_dir)
+        kinds = preset.idiom_kinds
+        if s.idiom_kinds is not None:
+            kinds = check_kinds(tuple(k.strip() for k in s.idiom_kinds.split(",")))
+        data = with_idioms(data, tokenizer, preset.idioms(s.idiom_frac), cache_dir, kinds=kinds)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
     metadata = {"preset": preset.name, "corpus": corpus.metadata()}

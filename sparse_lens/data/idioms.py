@@ -26,6 +26,11 @@ measured on the corpus' validation split only.
 """
 
 import random
+from typing import Literal, get_args
+
+IdiomKind = Literal["literals", "statements"]
+"""``literals``: this module's data literals; ``statements``: the loops, branches, classes and
+calls of :mod:`sparse_lens.data.statement_idioms`."""
 
 # Bump when the generator's output changes: it keys the token cache.
 IDIOMS_VERSION = 3
@@ -174,13 +179,33 @@ def idiom_document(rng: random.Random) -> str:
     return "".join(line for line in lines if not line.startswith("return"))
 
 
-def idiom_documents(n_docs: int, seed: int) -> list[str]:
-    """``n_docs`` snippets from ``random.Random(seed)``.
+def check_kinds(kinds: tuple[str, ...]) -> tuple[IdiomKind, ...]:
+    """``kinds`` as idiom kinds.
 
     Raises:
-        ValueError: ``n_docs`` is below 1 (named).
+        ValueError: ``kinds`` is empty, repeats a kind or names an unknown one (named).
     """
+    known = get_args(IdiomKind)
+    bad = [k for k in kinds if k not in known]
+    if not kinds or bad or len(set(kinds)) != len(kinds):
+        raise ValueError(f"idiom kinds must be distinct, from {known}; got {kinds!r}")
+    return tuple(k for k in known if k in kinds)  # type: ignore[misc]
+
+
+def idiom_documents(n_docs: int, seed: int, kinds: tuple[str, ...] = ("literals",)) -> list[str]:
+    """``n_docs`` snippets from ``random.Random(seed)``, each of a kind drawn uniformly from
+    ``kinds`` (with one kind no draw is made, so ``("literals",)`` is the stream it always was).
+
+    Raises:
+        ValueError: ``n_docs`` is below 1, or bad ``kinds`` (named).
+    """
+    from sparse_lens.data.statement_idioms import statement_document
+
     if n_docs < 1:
         raise ValueError(f"n_docs must be >= 1, got {n_docs!r}")
+    checked = check_kinds(kinds)
+    make = {"literals": idiom_document, "statements": statement_document}
     rng = random.Random(seed)
-    return [idiom_document(rng) for _ in range(n_docs)]
+    if len(checked) == 1:
+        return [make[checked[0]](rng) for _ in range(n_docs)]
+    return [make[rng.choice(checked)](rng) for _ in range(n_docs)]

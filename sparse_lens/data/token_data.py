@@ -21,6 +21,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from sparse_lens.data.corpus import Corpus, Split
+from sparse_lens.data.idioms import IdiomKind
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_write
 from sparse_lens.files.outputs import cache_entry
@@ -66,15 +67,26 @@ def _write_shard(path: Path, texts: list[str], tokenizer: Tokenizer) -> None:
     atomic_write(path, lambda p: array.tofile(p))
 
 
-def build_idiom_shard(tokenizer: Tokenizer, n_docs: int, seed: int, cache_dir: Path) -> Path:
-    """Tokenise ``n_docs`` idiom snippets (seed ``seed``) into a cached ``uint16`` shard."""
+def build_idiom_shard(
+    tokenizer: Tokenizer,
+    n_docs: int,
+    seed: int,
+    cache_dir: Path,
+    kinds: tuple[IdiomKind, ...] = ("literals",),
+) -> Path:
+    """Tokenise ``n_docs`` idiom snippets of ``kinds`` (seed ``seed``) into a cached ``uint16``
+    shard."""
     from sparse_lens.data.idioms import IDIOMS_VERSION, idiom_documents
+    from sparse_lens.data.statement_idioms import STATEMENTS_VERSION
 
-    name = f"idioms-v{IDIOMS_VERSION}-{seed}-{n_docs}-{tokenizer_hash(tokenizer)}.bin"
+    tag = f"v{IDIOMS_VERSION}"
+    if "statements" in kinds:
+        tag = "-".join(kinds) + f"-v{IDIOMS_VERSION}.{STATEMENTS_VERSION}"
+    name = f"idioms-{tag}-{seed}-{n_docs}-{tokenizer_hash(tokenizer)}.bin"
     path = Path(cache_dir) / name
     with cache_entry(path):
         if not path.is_file():
-            _write_shard(path, idiom_documents(n_docs, seed), tokenizer)
+            _write_shard(path, idiom_documents(n_docs, seed, kinds), tokenizer)
     return path
 
 
@@ -199,14 +211,25 @@ def with_idioms(
     *,
     n_docs: int = 20_000,
     seed: int = 1234,
+    kinds: tuple[IdiomKind, ...] = ("literals",),
 ) -> "TokenData | MixedData":
-    """``data`` itself when ``idiom_frac`` is 0, else ``data`` mixed with the idiom stream."""
+    """``data`` itself when ``idiom_frac`` is 0, else ``data`` mixed with the idiom stream of
+    ``kinds`` (``n_docs`` snippets of each kind).
+
+    Raises:
+        ValueError: bad ``kinds`` (named).
+    """
     if idiom_frac == 0:
         return data
-    from sparse_lens.data.idioms import IDIOMS_VERSION
+    from sparse_lens.data.idioms import IDIOMS_VERSION, check_kinds
+    from sparse_lens.data.statement_idioms import STATEMENTS_VERSION
 
-    path = build_idiom_shard(tokenizer, n_docs, seed, cache_dir)
+    kinds = check_kinds(kinds)
+    n_docs *= len(kinds)
+    path = build_idiom_shard(tokenizer, n_docs, seed, cache_dir, kinds)
     info: dict[str, object] = {"version": IDIOMS_VERSION, "n_docs": n_docs, "seed": seed}
+    if kinds != ("literals",):  # recorded only when set, so runs from before kinds still resume
+        info |= {"kinds": list(kinds), "statements_version": STATEMENTS_VERSION}
     return MixedData(base=data, idioms=_load(path), idiom_frac=idiom_frac, idiom_info=info)
 
 

@@ -13,6 +13,7 @@ import torch
 
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.data.corpus import Corpus
+from sparse_lens.data.idioms import IdiomKind
 from sparse_lens.data.token_data import MixedData, TokenData
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_write_json, read_json
@@ -21,6 +22,7 @@ from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean, point_configs
 from sparse_lens.tasks.task import Task
 from sparse_lens.training.loop import DistInfo
+from sparse_lens.training.presets import get_preset
 from sparse_lens.training.sparse import TrainConfig
 
 
@@ -112,13 +114,16 @@ class Prepared:
 
         corpus, tokenizer, data = prepare_data(scfg.corpus, cache_dir)
         prepared = cls(corpus, tokenizer, data, cache_dir)
-        with_idioms(data, tokenizer, scfg.idiom_share(), cache_dir)  # builds the idiom cache once
+        kinds = get_preset(scfg.preset).idiom_kinds
+        with_idioms(data, tokenizer, scfg.idiom_share(), cache_dir, kinds=kinds)  # builds the cache
         return prepared
 
-    def mixed(self, idiom_frac: float) -> TokenData | MixedData:
+    def mixed(
+        self, idiom_frac: float, kinds: tuple[IdiomKind, ...] = ("literals",)
+    ) -> TokenData | MixedData:
         from sparse_lens.data.token_data import with_idioms
 
-        return with_idioms(self.data, self.tokenizer, idiom_frac, self.cache_dir)
+        return with_idioms(self.data, self.tokenizer, idiom_frac, self.cache_dir, kinds=kinds)
 
     def windows(self, n_ctx: int, seed: int) -> torch.Tensor:
         """Pretraining windows for the ablation means (as ``sparse-lens prune`` draws them)."""
@@ -139,7 +144,7 @@ def train_point(
         _check_spec(pdir, _spec_record(spec, mcfg, tcfg, scfg.idiom_share()))
     if (run / "final" / "config.json").is_file():
         return
-    data = prepared.mixed(scfg.idiom_share())
+    data = prepared.mixed(scfg.idiom_share(), get_preset(scfg.preset).idiom_kinds)
     model = HookedSparseTransformer(mcfg, tokenizer=tokenizer)
     meta = {
         "preset": scfg.preset,

@@ -44,6 +44,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from sparse_lens.data.idioms import IdiomKind
 from sparse_lens.model.config import PAPER_ACT_SITES, ActSite, SparseTransformerConfig
 from sparse_lens.training.sparse import TrainConfig
 
@@ -109,6 +110,7 @@ class Preset:
     train: PresetTrain
     description: str
     idiom_frac: float = 0.0
+    idiom_kinds: tuple[IdiomKind, ...] = ("literals",)
 
     def idioms(self, override: float | None = None) -> float:
         """The idiom share to train with: ``override`` unless None, else the preset's.
@@ -233,7 +235,8 @@ PRESETS: dict[str, Preset] = {
             log_every=50,
             val_windows=128,
         ),
-        idiom_frac=0.35,
+        idiom_frac=0.5,
+        idiom_kinds=("literals", "statements"),
     ),
     "paper": Preset(
         name="paper",

@@ -1,6 +1,8 @@
 import ast
+import builtins
 import dataclasses
 import json
+import keyword
 import re
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 from analyses.cli import main as cli_main
-from sparse_lens.data import idioms
+from sparse_lens.data import idioms, statement_idioms
 from sparse_lens.data.corpus import stdlib_root
 from sparse_lens.data.token_data import MixedData, TokenData, build_idiom_shard, with_idioms
 from sparse_lens.tasks import suite as task_suite
@@ -23,21 +25,71 @@ def _identifiers(strings):
     return {w for s in strings for w in IDENT.findall(s)}
 
 
-def test_idiom_pools_share_no_identifier_with_the_task_suite():
-    """No name, word or call in the idiom stream occurs anywhere in the task generators, so the
-    task prompts never appear verbatim in training and the tasks test new names."""
+def _suite_identifiers():
     src = Path(task_suite.__file__).read_text()
-    suite = _identifiers(
+    return _identifiers(
         n.value
         for n in ast.walk(ast.parse(src))
         if isinstance(n, ast.Constant) and isinstance(n.value, str)
     )
+
+
+# Python's own words: keywords, builtins and the builtin methods the statements call. The
+# ``f`` of an f-string and the ``'w'``/``'r'`` of ``open`` are syntax too, removed before the check.
+SYNTAX = (
+    set(keyword.kwlist)
+    | set(dir(builtins))
+    | {"self", "n", "__init__", "add", "format", "read", "write", "close"}
+)
+
+
+def _names_in(docs):
+    text = (re.sub(r"\d+", " ", d) for d in docs)
+    text = (re.sub(r"\bf(?=\")", " ", re.sub(r"'[wr]'\)", ")", d)) for d in text)
+    return _identifiers(text) - SYNTAX
+
+
+def test_idiom_pools_share_no_identifier_with_the_task_suite():
+    """No name, word or call in the idiom stream occurs anywhere in the task generators, so the
+    task prompts never appear verbatim in training and the tasks test new names."""
+    suite = _suite_identifiers()
     pools = (idioms.NAMES, idioms.ELEMS, idioms.FUNCNAMES, idioms.CALLNAMES, idioms.TEXT)
+    pools += tuple(
+        getattr(statement_idioms, name)
+        for name in ("COLLS", "LOOP", "FLAGS", "NUMERIC", "ATTRS_", "CLASSES_", "FUNCS_")
+        + ("EMIT", "WRITE_FILES", "READ_FILES", "EXTS", "LABELS")
+    )
     assert _identifiers(x for pool in pools for x in pool).isdisjoint(suite)
-    keywords = {"def", "return", "self", "n"}
-    docs = idioms.idiom_documents(300, seed=0)
-    used = _identifiers(re.sub(r"\d+", " ", d) for d in docs) - keywords
-    assert used.isdisjoint(suite - keywords), used & suite
+    for kinds in (("literals",), ("statements",), ("literals", "statements")):
+        used = _names_in(idioms.idiom_documents(600, seed=0, kinds=kinds))
+        assert used and used.isdisjoint(suite - SYNTAX), (kinds, used & suite)
+
+
+def test_statement_idioms_hold_each_construct_and_parse():
+    docs = idioms.idiom_documents(600, seed=5, kinds=("statements",))
+    for d in docs:
+        ast.parse(d)
+    text = "".join(docs)
+    needles = ("for ", "while ", "elif ", "else:", " if ", "with open(", ") as ", "= open(")
+    needles += ("lambda ", "zip(", "range(", "while True:", "return True", "= set()", " += ")
+    needles += ('f"', ".format(", "def __init__(self, ", "=None", " == True")
+    for needle in needles:
+        assert needle in text, needle
+    assert re.search(r"(\w+), (\w+) = \2, \1\n", text)  # swaps
+    assert (
+        re.search(r"open\('(export|summary|backup|digest|snapshot|journal)\.\w+', 'r'", text)
+        is None
+    )
+    assert re.search(r"open\('(notes|draft|manifest|inbox|catalog|recipe)\.\w+', 'w'", text) is None
+    for sig in re.findall(r"def \w+\((.*)\):", text):  # no parameter without a default after one
+        has = ["=" in part for part in sig.split(", ")]
+        assert has == sorted(has), sig
+    mixed = idioms.idiom_documents(400, seed=5, kinds=("statements", "literals"))
+    assert mixed == idioms.idiom_documents(400, seed=5, kinds=("literals", "statements"))
+    assert idioms.idiom_documents(50, seed=1) == idioms.idiom_documents(50, 1, ("literals",))
+    for bad in ((), ("literals", "literals"), ("poems",)):
+        with pytest.raises(ValueError, match="idiom kinds"):
+            idioms.idiom_documents(5, seed=0, kinds=bad)
 
 
 def test_idiom_documents_are_valid_python_deterministic_and_varied():
