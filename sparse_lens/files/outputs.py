@@ -200,7 +200,12 @@ def claim_output(
             _check_owner(folder, command, owned, legacy)
             if not (folder / OWNER).is_file():
                 atomic_write_json(folder / OWNER, {"command": command})
-        yield p
+        try:
+            yield p
+        except BaseException:
+            if kind == "folder" and not any(not _own_entry(e.name) for e in folder.iterdir()):
+                (folder / OWNER).unlink(missing_ok=True)  # refused before writing: not claimed
+            raise
 
 
 @contextmanager

@@ -582,3 +582,20 @@ def test_sweep_settings_that_are_not_an_object_are_refused_by_name(tmp_path, tex
     (tmp_path / "sweep.json").write_text(text)
     with pytest.raises(ValueError, match="not a readable sweep settings file"):
         check_settings(tmp_path, SweepConfig(preset="tiny", widths=(32,), l0s=(1,)))
+
+
+def test_a_command_refused_before_writing_leaves_the_folder_unclaimed(tmp_path, capsys):
+    """A refused command (here: an unknown idiom kind, found after --out was taken) must not leave
+    the folder owned by it: another command can then use the folder."""
+    out = tmp_path / "out"
+    argv = ["train", "--preset", "tiny", "--idiom-kinds", "poems", "--idiom-frac", "0.2"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "poems" in capsys.readouterr().err
+    assert not (out / ".sparse_lens-owner.json").exists()
+    from sparse_lens.files.outputs import claim_output
+
+    with claim_output(out, "report") as p:  # another command takes it
+        (p / "index.html").write_text("x")
+    with pytest.raises(ValueError, match="was written by 'report'"):
+        with claim_output(out, "train"):
+            pass
