@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run its command; returns the exit status.
     A ``CLIError`` is written as ``sparse-lens CMD: error: ...`` and gives status 2; a bad
-    option stops the parser with ``SystemExit(2)``."""
+    option stops the parser with ``SystemExit(2)``; Ctrl-C is one line and status 130 (every
+    file is written atomically, so what was written is whole; ``--resume`` goes on)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
@@ -58,3 +59,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     except CLIError as e:
         sys.stderr.write(f"sparse-lens {args.command}: error: {e}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"sparse-lens {args.command}: interrupted; files written so far are whole "
+            "(run it again to resume where it can)\n"
+        )
+        return 130

@@ -108,3 +108,24 @@ def test_demo_prunes_its_demo_tasks_first_then_the_best_solved_others():
         {},
     )
     assert FULL.max_circuits >= 1
+
+
+def test_ctrl_c_is_one_line_and_status_130(tmp_path):
+    """SIGINT during training: one line, no traceback, status 130."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "analyses.cli", "train", "--preset", "tiny", "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--steps", "100000"], stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
