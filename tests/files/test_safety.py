@@ -596,6 +596,5 @@ def test_a_command_refused_before_writing_leaves_the_folder_unclaimed(tmp_path, 
 
     with claim_output(out, "report") as p:  # another command takes it
         (p / "index.html").write_text("x")
-    with pytest.raises(ValueError, match="was written by 'report'"):
-        with claim_output(out, "train"):
-            pass
+    with pytest.raises(ValueError, match="was written by 'report'"), claim_output(out, "train"):
+        pass
