@@ -59,6 +59,23 @@ POSITIVE_FLOAT = number(float, 0, open_low=True)
 FRACTION = number(float, 0, 1)
 
 
+def int_range(text: str) -> str:
+    """An argparse ``type`` for ``LOW,HIGH``: two integers with ``1 <= LOW <= HIGH``; returns
+    ``text`` unchanged (normalised to ``LOW,HIGH``).
+
+    Raises:
+        argparse.ArgumentTypeError: not two integers, or out of order (named).
+    """
+    parts = text.split(",")
+    try:
+        low, high = (int(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be LOW,HIGH integers, got {text!r}") from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"must be LOW,HIGH with 1 <= LOW <= HIGH, got {text!r}")
+    return f"{low},{high}"
+
+
 def out_path(text: str) -> Path:
     """An argparse ``type`` for ``--out``: refuses the empty string (an unset variable), which
     ``Path`` would read as the current folder.

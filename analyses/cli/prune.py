@@ -18,6 +18,7 @@ from analyses.cli.options import (
     SEED,
     CLIError,
     claim,
+    int_range,
     out_path,
 )
 
@@ -126,6 +127,7 @@ def _add_search(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--epochs",
+        type=int_range,
         default="8,64",
         help="optuna: LOW,HIGH epochs over the task's training pairs (log-uniform)",
     )

@@ -10,7 +10,9 @@ stops.
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from analyses.cli.options import (
     DEFAULT_CACHE,
@@ -23,18 +25,21 @@ from analyses.cli.options import (
 )
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any, ...]]:
+    """An argparse ``type``: a comma-separated, non-empty list, each item parsed by ``item``
+    (range-checked), so ``--widths 0`` stops at the parser, before torch is imported."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        parts = [v.strip() for v in text.split(",") if v.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"must be comma-separated {what}, got {text!r}")
+        return tuple(item(v) for v in parts)
+
+    return parse
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+_ints = _list_of(POSITIVE_INT, "positive integers")
+_floats = _list_of(number(float, 0, 1, open_low=True), "fractions in (0, 1]")
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
