@@ -16,12 +16,14 @@ ef`` vs ``pfrac / ef^2``); a budget above the dense count, or one that leaves a 
 
 Layout of a sweep folder::
 
-    sweep.json                 the settings (a rerun with other settings is refused)
+    sweep.json                 the settings (a rerun with other training settings is refused;
+                               other pruning settings re-prune, ``sweep.jobs.check_settings``)
     points/{name}/spec.json    the point's model and training configs
     points/{name}/run/         the training run (resumable)
     points/{name}/tasks.json   task table of the final model
     points/{name}/circuits/    one circuit JSON per solved task (a ``.skip.json`` if it failed)
     points/{name}/point.json   the point's results, written last: a point with it is done
+    points/{name}/circuits.TAG/, point.TAG.json   set aside when the pruning settings changed
     submitit/                  submitit's job files and logs
 
 A killed sweep resumes: done points are skipped, a half-trained run continues from its latest

@@ -7,6 +7,7 @@ of that many processes (submitit's ``tasks_per_node`` and ``TorchDistributedEnvi
 """
 
 import datetime
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -135,35 +136,65 @@ class Launch:
             require_min(self, ("threads",), 1)
 
 
+PRUNE_KEYS = frozenset(
+    {"target_loss", "prune_steps", "prune_search", "prune_trials", "prune_cleanup"}
+    | {"prune_cleanup_evals", "prune_examples"}
+)
+
+
+def _settings(cfg: SweepConfig) -> dict[str, Any]:
+    """The settings a sweep folder must keep, as JSON reads them back (lists); the grid axes
+    may grow and are left out."""
+    grid_keys = {"widths", "l0s", "afracs", "dense", "tasks"}
+    return {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in grid_keys}
+
+
+def _set_aside(out: Path, old: dict[str, Any]) -> str:
+    """Move every point's circuits and ``point.json`` to ``circuits.TAG`` / ``point.TAG.json``
+    (nothing is deleted) and return TAG, named by the old target and a hash of the old pruning
+    settings."""
+    prune = {k: old[k] for k in sorted(PRUNE_KEYS) if k in old}
+    digest = hashlib.sha256(json.dumps(prune, sort_keys=True).encode()).hexdigest()[:8]
+    tag = f"t{old.get('target_loss')}-{digest}"
+    for pdir in sorted((out / "points").glob("*")):
+        for src, dst in ((pdir / "circuits", pdir / f"circuits.{tag}"),
+                         (pdir / "point.json", pdir / f"point.{tag}.json")):  # fmt: skip
+            if src.exists() and not dst.exists():
+                src.rename(dst)
+    return tag
+
+
 def check_settings(out: Path, scfg: SweepConfig) -> None:
     """Write ``sweep.json``, or refuse a folder whose sweep has other settings (the grid axes
-    may grow: new widths, budgets or fractions are new points).
+    may grow: new widths, budgets or fractions are new points). Other *pruning* settings
+    (``PRUNE_KEYS``: the target loss and the search) are accepted: the trained runs and task
+    tables are kept, each point's circuits and ``point.json`` are set aside under a tag (listed
+    in ``sweep.json``'s ``earlier``), and the points are pruned again.
 
     Raises:
-        ValueError: ``sweep.json`` in ``out`` is unreadable, or holds other settings (the
-            differing keys are named).
+        ValueError: ``sweep.json`` in ``out`` is unreadable, or holds other training or task
+            settings (the differing keys are named).
     """
     path = out / "sweep.json"
-    grid_keys = {"widths", "l0s", "afracs", "dense", "tasks"}
-
-    def settings(cfg: SweepConfig) -> dict[str, Any]:  # as JSON reads them back (lists)
-        return {
-            k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in grid_keys
-        }
-
-    mine = settings(scfg)
+    mine, earlier = _settings(scfg), []
     if path.exists():
         old = read_json(path, "sweep settings")
         try:
             if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
                 raise TypeError(f"holds a JSON {type(old).__name__}, not the settings object")
-            theirs = settings(SweepConfig.from_dict(old.get("config", {})))
+            theirs = _settings(SweepConfig.from_dict(old.get("config", {})))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path} is not a readable sweep settings file: {e}") from e
-        if theirs != mine:
-            diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if set(diff) - PRUNE_KEYS:
             raise ValueError(f"{out} holds a sweep with other settings ({', '.join(diff)})")
-    atomic_write_json(path, {"version": SWEEP_VERSION, "config": scfg.to_dict()})
+        earlier = list(old.get("earlier", []))
+        if diff:
+            tag = _set_aside(out, theirs)
+            earlier.append({"tag": tag, "config": old["config"]})
+            logger.info("pruning settings changed (%s): earlier circuits in *.%s", diff, tag)
+    record = {"version": SWEEP_VERSION, "config": scfg.to_dict()}
+    atomic_write_json(path, record | ({"earlier": earlier} if earlier else {}))
 
 
 def run_sweep(

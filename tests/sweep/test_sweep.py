@@ -219,3 +219,40 @@ def test_point_circuit_search_is_optuna_with_a_resumable_study(sweep, tmp_path):
     again = find_circuit(model, task, windows, scfg, cache, storage)
     assert optuna.get_all_study_summaries(f"sqlite:///{storage}")[0].n_trials == 2
     assert again.nodes == circuit.nodes
+
+
+def test_other_pruning_settings_reprune_without_retraining(sweep, tmp_path, capsys):
+    """A new target loss keeps the trained runs and task tables, sets the old circuits aside
+    (nothing deleted) and prunes again; training settings are still refused."""
+    out, common = sweep
+    copy = tmp_path / "sw"
+    shutil.copytree(out, copy)
+    common = [*common[:-1], str(copy)]
+    weights = {p: p.stat().st_mtime_ns for p in copy.glob("points/*/run/final/model.safetensors")}
+    tables = {p: p.read_text() for p in copy.glob("points/*/tasks.json")}
+    losses = {
+        p.parent.name: json.loads(p.read_text())["single_double_quote"]["loss"] for p in tables
+    }
+    new_target = sorted(losses.values())[len(losses) // 2]  # solved by about half the points
+    args = [*ARGS, *common, "--executor", "debug"]
+    args[args.index("--target-loss") + 1] = str(new_target)
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in weights} == weights  # not retrained
+    assert {p: p.read_text() for p in tables} == tables
+    settings = json.loads((copy / "sweep.json").read_text())
+    assert settings["config"]["target_loss"] == new_target
+    (earlier,) = settings["earlier"]
+    assert earlier["config"]["target_loss"] == 2.0 and earlier["tag"].startswith("t2.0-")
+    for name, loss in losses.items():
+        pdir = copy / "points" / name
+        old = json.loads((pdir / f"point.{earlier['tag']}.json").read_text())
+        assert old["solved"] == ["single_double_quote"] and old["target_loss"] == 2.0
+        assert (pdir / f"circuits.{earlier['tag']}" / "single_double_quote.json").is_file()
+        row = json.loads((pdir / "point.json").read_text())
+        assert row["target_loss"] == new_target
+        assert row["solved"] == (["single_double_quote"] if loss <= new_target else [])
+        pruned = [f.name for f in (pdir / "circuits").glob("single_double_quote.*json")]
+        assert bool(pruned) == (loss <= new_target), pruned  # a circuit, or why it has none
+    args[args.index("--steps") + 1] = "5"
+    assert main(args) == 2
+    assert "other settings (steps)" in capsys.readouterr().err
