@@ -11,6 +11,7 @@ curves, the task-loss table and every circuit. All pages are self-contained (``a
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,7 @@ def _tokens_of(model: HookedSparseTransformer, batch: TaskBatch, i: int) -> list
 def _summary_rows(circuit: Circuit, task: Task) -> list[list[Any]]:
     rows = [
         ["task", circuit.task],
-        ["description", task.description or "-"],
+        ["description", re.sub(r"``(.+?)``", r"\1", task.description) or "-"],
         ["nodes / total", f"{circuit.n_nodes} / {sum(circuit.sizes.values())}"],
         ["edges", circuit.n_edges],
         ["target loss", circuit.target_loss],

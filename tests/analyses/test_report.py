@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from analyses.circuit_graph import circuit_dot, layout, residual_paths
-from analyses.html import circuitsvis_bundle
+from analyses.html import circuitsvis_bundle, esc
 from analyses.node_panels import attribution_effects, knockout_effects
 from analyses.plots import Series, bar_chart, embed, heatmap, line_chart
 from analyses.report import ReportConfig, circuit_page, index_page, training_plots
@@ -108,6 +108,9 @@ def test_page_sections_and_numbers(setup):
     assert set(data["attribution_effects"]) == set(circuit.node_labels(setup[0].cfg))
     assert len(data["knockout_effects"]) == 6
     assert all(0 <= h["sink_mass_last"] <= 1 for h in data["heads"])
+    description = get_task(TASK).description
+    assert "``" in description and esc(description) not in html  # RST literals shown plain
+    assert esc(re.sub(r"``(.+?)``", r"\1", description)) in html
 
 
 class _ResourceFinder(HTMLParser):
