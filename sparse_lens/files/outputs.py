@@ -166,6 +166,23 @@ def _check_owner(
         )
 
 
+def _check_not_in_owned_folder(folder: Path, command: str, option: str, p: Path) -> None:
+    """A file output may not go into a folder another command owns (e.g. a training run:
+    ``train --resume`` would then refuse the folder)."""
+    owner_file = folder / OWNER
+    if not owner_file.is_file():
+        return
+    try:
+        owner = json.loads(owner_file.read_text(encoding="utf-8")).get("command")
+    except (ValueError, AttributeError):
+        owner = None
+    if owner != command:
+        raise ValueError(
+            f"{option} {str(p)!r} is inside {str(folder)!r}, which {owner!r} writes; "
+            "pick a place outside it"
+        )
+
+
 @contextmanager
 def claim_output(
     path: str | Path,
@@ -184,7 +201,8 @@ def claim_output(
     existing file is replaced only if its name matches ``owned``.
 
     Raises:
-        ValueError: a bad path or a foreign folder (see ``check_output_path``).
+        ValueError: a bad path or a foreign folder (see ``check_output_path``), or a file
+            inside a folder another command owns.
         OutputBusy: another process writes there.
     """
     p = check_output_path(path, kind, option)
@@ -193,6 +211,8 @@ def claim_output(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"{option} {str(p)!r}: cannot create {str(folder)!r}: {e}") from e
+    if kind == "file":
+        _check_not_in_owned_folder(folder, command, option, p)
     lock = folder / (LOCK if kind == "folder" else f".{p.name}.lock")
     with output_lock(lock, f"{option} {str(p)!r}"):
         remove_stale_temps(folder, None if kind == "folder" else p.name)

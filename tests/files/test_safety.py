@@ -606,3 +606,20 @@ def test_a_command_refused_before_writing_leaves_the_folder_unclaimed(tmp_path, 
         (p / "index.html").write_text("x")
     with pytest.raises(ValueError, match="was written by 'report'"), claim_output(out, "train"):
         pass
+
+
+def test_a_file_output_inside_another_commands_folder_is_refused(tmp_path):
+    """``prune --out RUN/c.json`` inside a training run would block ``train --resume``."""
+    from sparse_lens.files.outputs import claim_output
+
+    run = tmp_path / "run"
+    with claim_output(run, "train") as p:
+        (p / "run.json").write_text("{}")
+    refused = pytest.raises(ValueError, match="inside .*'train' writes")
+    with refused, claim_output(run / "c.json", "prune", kind="file"):
+        pass
+    assert not (run / "c.json").exists() and not (run / ".c.json.lock").exists()
+    with claim_output(run / "sub" / "c.json", "prune", kind="file") as c:  # a folder of its own
+        c.write_text("{}")
+    with claim_output(run, "train"):  # the run is still the training run's
+        pass
