@@ -17,7 +17,12 @@ def add_tasks(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--custom", type=Path, default=None, help="a JSONL custom task to add")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
-    p.add_argument("--n", type=POSITIVE_INT, default=200, help="examples per task")
+    p.add_argument(
+        "--n",
+        type=POSITIVE_INT,
+        default=200,
+        help="examples per task (an odd N is rounded up to whole minimal pairs)",
+    )
     p.add_argument("--seed", type=SEED, default=0, help="generator seed")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

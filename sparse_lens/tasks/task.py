@@ -86,7 +86,8 @@ class Task:
         return out
 
     def examples(self, split: TaskSplit, n: int, seed: int = 0) -> list[TaskExample]:
-        """``n`` examples of ``split``: ``n // 2`` pairs, each giving the ``a`` and ``b`` sides."""
+        """``n`` examples of ``split``: ``ceil(n / 2)`` pairs, each giving the ``a`` and ``b``
+        sides (an odd ``n`` is rounded up so that both sides of every pair are kept)."""
         if self.generator is None:
             chosen = [e for e in self.fixed if split_of_text(e.context) == split]
             return chosen[:n]
