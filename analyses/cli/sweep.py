@@ -62,6 +62,12 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lr", type=POSITIVE_FLOAT, default=None, help="override the peak learning rate"
     )
+    p.add_argument(
+        "--dense-lr",
+        type=POSITIVE_FLOAT,
+        default=None,
+        help="peak learning rate of the dense baselines (default: the sparse points')",
+    )
     p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of every point")
     p.add_argument("--target-loss", type=POSITIVE_FLOAT, default=0.15, help="solved/pruning target")
@@ -115,6 +121,7 @@ def _config(args: argparse.Namespace):
         checkpoint_every=args.checkpoint_every,
         idiom_frac=args.idiom_frac,
         lr=args.lr,
+        dense_lr=args.dense_lr,
         corpus=args.corpus,
         seed=args.seed,
         target_loss=args.target_loss,

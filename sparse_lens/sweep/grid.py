@@ -66,7 +66,9 @@ class SweepConfig:
     ``widths`` are ``d_model`` values; ``l0s`` nonzero budgets (see the module docstring);
     ``afracs`` AbsTopK fractions at the preset's activation sites (empty: the preset's).
     ``steps``, ``batch_size``, ``checkpoint_every`` and ``lr`` override the preset's training
-    settings, ``idiom_frac`` its idiom share of the data, when not ``None``. ``tasks`` restricts
+    settings, ``idiom_frac`` its idiom share of the data, when not ``None``; ``dense_lr`` is
+    the dense baselines' peak learning rate (default: the sparse points'; dense models train
+    best at a lower rate than weight-sparse ones). ``tasks`` restricts
     the task suite (empty: all tasks); ``task_n`` examples per task for the table. Every solved
     task is pruned with the circuit search of ``circuits.find`` (``prune_search``: ``"optuna"``,
     ``prune_trials`` trials, no wall-clock limit so the result does not depend on machine load;
@@ -85,6 +87,7 @@ class SweepConfig:
     checkpoint_every: int | None = None
     idiom_frac: float | None = None
     lr: float | None = None
+    dense_lr: float | None = None
     corpus: str | None = None
     seed: int = 0
     target_loss: float = 0.15
@@ -108,6 +111,8 @@ class SweepConfig:
         for a in self.afracs:
             if not 0.0 < a <= 1.0:
                 raise ValueError(f"afracs must be in (0, 1], got {a!r}")
+        if self.dense_lr is not None and not (math.isfinite(self.dense_lr) and self.dense_lr > 0):
+            raise ValueError(f"dense_lr must be finite and > 0, got {self.dense_lr!r}")
         if not self.target_loss > 0:
             raise ValueError(f"target_loss must be > 0, got {self.target_loss!r}")
         require_min(
@@ -177,11 +182,14 @@ def point_configs(
 ) -> tuple[SparseTransformerConfig, TrainConfig]:
     """(model config, train config) of a grid point."""
     preset = get_preset(scfg.preset)
+    train = scfg.train_overrides()
+    if spec.kind == "dense" and scfg.dense_lr is not None:
+        train["lr"] = scfg.dense_lr
     return preset.build(
         d_vocab,
         seed=scfg.seed,
         model_overrides=spec.model_overrides(preset.model.d_head),
-        **scfg.train_overrides(),
+        **train,
     )
 
 

@@ -2,6 +2,7 @@
 a few steps, tiny pruning) through submitit's local executor, then a killed point resumed."""
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -13,7 +14,15 @@ from safetensors.torch import load_file
 
 from analyses.cli import main
 from sparse_lens.data.corpus import stdlib_root
-from sparse_lens.sweep.grid import PointSpec, SweepConfig, deal, densities_for_l0, grid, l0_at
+from sparse_lens.sweep.grid import (
+    PointSpec,
+    SweepConfig,
+    deal,
+    densities_for_l0,
+    grid,
+    l0_at,
+    point_configs,
+)
 from sparse_lens.sweep.table import match_dense, overall_ratio
 
 ARGS = [
@@ -162,6 +171,20 @@ def test_sweep_config_rejects_bad_values():
     del old["prune_cleanup"], old["prune_trials"], old["prune_cleanup_evals"]
     back = SweepConfig.from_dict(old)
     assert back.prune_search == "grid" and back.prune_cleanup == ()
+    with pytest.raises(ValueError, match="dense_lr must be finite and > 0, got -0.1"):
+        SweepConfig(preset="tiny", widths=(32,), l0s=(1,), dense_lr=-0.1)
+    old = cfg.to_dict()
+    del old["dense_lr"]  # a sweep folder written before dense_lr reads back with the default
+    assert SweepConfig.from_dict(old) == cfg
+
+
+def test_dense_lr_sets_the_dense_baselines_rate_only():
+    cfg = SweepConfig(preset="tiny", widths=(32,), l0s=(40000,), lr=0.01, dense_lr=0.003)
+    points, _ = grid(cfg, 300)
+    rates = {p.kind: point_configs(p, cfg, 300)[1].lr for p in points}
+    assert rates == {"sparse": 0.01, "dense": 0.003}
+    plain = dataclasses.replace(cfg, dense_lr=None)
+    assert {point_configs(p, plain, 300)[1].lr for p in points} == {0.01}
 
 
 @pytest.mark.slow
