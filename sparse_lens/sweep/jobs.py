@@ -164,12 +164,22 @@ def _set_aside(out: Path, old: dict[str, Any]) -> str:
     return tag
 
 
+def _set_aside_dense(out: Path, old_lr: Any) -> None:
+    """Move every dense point to ``points/NAME.lr{old_lr}`` (kept, not deleted) so that it is
+    trained again at the new ``dense_lr``."""
+    for pdir in sorted((out / "points").glob("*-dense")):
+        dst = pdir.with_name(f"{pdir.name}.lr{old_lr}")
+        if pdir.is_dir() and not dst.exists():
+            pdir.rename(dst)
+
+
 def check_settings(out: Path, scfg: SweepConfig) -> None:
     """Write ``sweep.json``, or refuse a folder whose sweep has other settings (the grid axes
     may grow: new widths, budgets or fractions are new points). Other *pruning* settings
     (``PRUNE_KEYS``: the target loss and the search) are accepted: the trained runs and task
     tables are kept, each point's circuits and ``point.json`` are set aside under a tag (listed
-    in ``sweep.json``'s ``earlier``), and the points are pruned again.
+    in ``sweep.json``'s ``earlier``), and the points are pruned again. Another ``dense_lr``
+    sets the dense points aside (``points/NAME.lrOLD``) and trains them again.
 
     Raises:
         ValueError: ``sweep.json`` in ``out`` is unreadable, or holds other training or task
@@ -186,9 +196,11 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path} is not a readable sweep settings file: {e}") from e
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        if set(diff) - PRUNE_KEYS:
+        if set(diff) - PRUNE_KEYS - {"dense_lr"}:
             raise ValueError(f"{out} holds a sweep with other settings ({', '.join(diff)})")
         earlier = list(old.get("earlier", []))
+        if "dense_lr" in diff:
+            _set_aside_dense(out, theirs.get("dense_lr"))
         if diff:
             tag = _set_aside(out, theirs)
             earlier.append({"tag": tag, "config": old["config"]})

@@ -279,3 +279,22 @@ def test_other_pruning_settings_reprune_without_retraining(sweep, tmp_path, caps
     args[args.index("--steps") + 1] = "5"
     assert main(args) == 2
     assert "other settings (steps)" in capsys.readouterr().err
+
+
+def test_another_dense_lr_retrains_only_the_dense_points(sweep, tmp_path):
+    out, common = sweep
+    copy = tmp_path / "sw"
+    shutil.copytree(out, copy)
+    common = [*common[:-1], str(copy)]
+    sparse = {
+        p: p.stat().st_mtime_ns for p in copy.glob("points/*-af*/run/final/model.safetensors")
+    }
+    assert main([*ARGS, *common, "--executor", "debug", "--dense-lr", "0.002"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in sparse} == sparse  # sparse points not retrained
+    for width in (32, 64):
+        run = json.loads((copy / "points" / f"w{width}-dense" / "run" / "run.json").read_text())
+        assert run["train_config"]["lr"] == 0.002
+        kept = copy / "points" / f"w{width}-dense.lrNone" / "run" / "run.json"
+        assert json.loads(kept.read_text())["train_config"]["lr"] != 0.002  # the old one, kept
+    rows = {r["name"]: r for r in json.loads((copy / "table.json").read_text())["rows"]}
+    assert set(rows) == NAMES
