@@ -201,10 +201,13 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
         earlier = list(old.get("earlier", []))
         if "dense_lr" in diff:
             _set_aside_dense(out, theirs.get("dense_lr"))
-        if diff:
+            earlier.append({"dense_points": f"*-dense.lr{theirs.get('dense_lr')}"})
+        if set(diff) & PRUNE_KEYS:
             tag = _set_aside(out, theirs)
-            earlier.append({"tag": tag, "config": old["config"]})
+            earlier.append({"tag": tag})
             logger.info("pruning settings changed (%s): earlier circuits in *.%s", diff, tag)
+        if diff:
+            earlier[-1]["config"] = old["config"]
     record = {"version": SWEEP_VERSION, "config": scfg.to_dict()}
     atomic_write_json(path, record | ({"earlier": earlier} if earlier else {}))
 

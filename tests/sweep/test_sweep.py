@@ -298,3 +298,6 @@ def test_another_dense_lr_retrains_only_the_dense_points(sweep, tmp_path):
         assert json.loads(kept.read_text())["train_config"]["lr"] != 0.002  # the old one, kept
     rows = {r["name"]: r for r in json.loads((copy / "table.json").read_text())["rows"]}
     assert set(rows) == NAMES
+    assert not list(copy.glob("points/*/circuits.*"))  # the sparse circuits were kept in place
+    earlier = json.loads((copy / "sweep.json").read_text())["earlier"]
+    assert earlier[-1]["dense_points"] == "*-dense.lrNone" and "tag" not in earlier[-1]
