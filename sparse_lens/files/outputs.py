@@ -138,6 +138,14 @@ def output_lock(lock_path: Path, what: str) -> Iterator[None]:
         lock.release()
 
 
+def _owner_command(owner_file: Path) -> str | None:
+    """The command an owner file names (``None`` if the file is unreadable or names none)."""
+    try:
+        return json.loads(owner_file.read_text(encoding="utf-8")).get("command")
+    except (ValueError, AttributeError):
+        return None
+
+
 def _check_owner(
     folder: Path, command: str, owned: Sequence[str], legacy: Sequence[str] | None
 ) -> None:
@@ -151,10 +159,7 @@ def _check_owner(
         )
     owner_file = folder / OWNER
     if owner_file.is_file():
-        try:
-            owner = json.loads(owner_file.read_text(encoding="utf-8")).get("command")
-        except (ValueError, AttributeError):
-            owner = None
+        owner = _owner_command(owner_file)
         if owner != command:
             raise ValueError(
                 f"{str(folder)!r} was written by {owner!r}, not {command!r}; pick another folder"
@@ -172,10 +177,7 @@ def _check_not_in_owned_folder(folder: Path, command: str, option: str, p: Path)
     owner_file = folder / OWNER
     if not owner_file.is_file():
         return
-    try:
-        owner = json.loads(owner_file.read_text(encoding="utf-8")).get("command")
-    except (ValueError, AttributeError):
-        owner = None
+    owner = _owner_command(owner_file)
     if owner != command:
         raise ValueError(
             f"{option} {str(p)!r} is inside {str(folder)!r}, which {owner!r} writes; "
