@@ -33,7 +33,7 @@ IdiomKind = Literal["literals", "statements"]
 calls of :mod:`sparse_lens.data.statement_idioms`."""
 
 # Bump when the generator's output changes: it keys the token cache.
-IDIOMS_VERSION = 3
+IDIOMS_VERSION = 4
 
 NAMES = [
     "lattice",
@@ -63,7 +63,7 @@ NAMES = [
     "stack",
     "tags",
     "fields",
-    "choices",
+    "picks",
     "heights",
     "offsets",
 ]
@@ -83,7 +83,7 @@ TEXT = [
     "shape",
     "into",
     "mesh",
-    "total",
+    "overall",
     "score",
     "was",
     "very",
@@ -173,7 +173,7 @@ def idiom_document(rng: random.Random) -> str:
     """One snippet: 2-7 statements at module level or in a function."""
     n = rng.randint(2, 7)
     if rng.random() < 0.4:
-        head = f"def {rng.choice(FUNCNAMES)}({rng.choice(['', 'self', 'n', 'self, n'])}):\n"
+        head = f"def {rng.choice(FUNCNAMES)}({rng.choice(['', 'self', 'k', 'self, k'])}):\n"
         return head + "".join(_statement(rng, "    ") for _ in range(n))
     lines = [_statement(rng, "") for _ in range(n)]
     return "".join(line for line in lines if not line.startswith("return"))

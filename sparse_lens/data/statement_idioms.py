@@ -21,12 +21,12 @@ each construct appears in several shapes and both members of a pair (``for`` and
 import random
 
 # Bump when the generator's output changes: it keys the token cache.
-STATEMENTS_VERSION = 1
+STATEMENTS_VERSION = 2
 
 COLLS = ["board", "tiles", "cells", "pixels", "atoms", "cards", "coins", "stars", "leaves", "rings"]
 LOOP = ["cell", "tile", "pixel", "atom", "card", "coin", "star", "leaf", "ring", "q", "z", "t"]
 FLAGS = ["stale", "busy", "armed", "locked", "dirty", "fresh", "idle", "muted", "early", "late"]
-NUMERIC = ["tempo", "speed", "mass", "angle", "total", "width", "height", "stage", "pos", "limit"]
+NUMERIC = ["tempo", "speed", "mass", "angle", "tally", "width", "height", "stage", "pos", "limit"]
 ATTRS_ = ["mass", "radius", "angle", "owner", "title", "price", "weight", "color", "speed", "tag"]
 CLASSES_ = ["Planet", "Engine", "Sprite", "Widget", "Cursor", "Vector", "Socket", "Lantern"]
 FUNCS_ = ["tick", "advance", "draw_frame", "spin", "bounce", "glow", "sweep_up", "redraw", "sift"]
