@@ -127,7 +127,9 @@ def run_demo(
     if not (run / "final" / "config.json").exists():
         resume = (run / "run.json").exists()
         with contextlib.ExitStack() as stack:
-            held = claim(stack, run, "train", owned=RUN_FILES, legacy=("run.json",))
+            held = claim(
+                stack, run, "train", owned=RUN_FILES, legacy=("run.json",), within=("demo",)
+            )
             train_run(
                 TrainSettings(
                     preset=s.preset, out=held, cache_dir=cache_dir, resume=resume, quiet=quiet
@@ -143,7 +145,14 @@ def run_demo(
     t0 = time.perf_counter()
     rcfg = ReportConfig(max_node_panels=s.node_panels, n_windows=s.windows, n_examples=s.examples)
     with contextlib.ExitStack() as stack:
-        report = claim(stack, out / "report", "report", owned=REPORT_FILES, legacy=("index.html",))
+        report = claim(
+            stack,
+            out / "report",
+            "report",
+            owned=REPORT_FILES,
+            legacy=("index.html",),
+            within=("demo",),
+        )
         try:
             index = build_report(
                 out, report, cache_dir=cache_dir.expanduser(), rcfg=rcfg, progress=not quiet
@@ -224,7 +233,7 @@ def _prune_chosen(
         )
         try:
             with contextlib.ExitStack() as stack:
-                held = claim(stack, path, "prune", kind="file")
+                held = claim(stack, path, "prune", kind="file", within=("demo",))
                 prune_run(dataclasses.replace(settings, out=held))
             done: dict[str, Any] = {"file": str(path)}
         except CLIError as e:

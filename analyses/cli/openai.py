@@ -80,7 +80,7 @@ def add_import_oai_circuit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", required=True, help="our task name (e.g. single_double_quote)")
     p.add_argument("--out", type=out_path, required=True, help="circuit JSON to write")
     p.add_argument("--corpus", default=None, help="pretraining text for mean ablation (stdlib)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="token/means cache")
+    p.add_argument("--cache-dir", type=out_path, default=DEFAULT_CACHE, help="token/means cache")
     p.add_argument("--faithfulness", action="store_true", help="add the faithfulness report")
     p.add_argument("--n", type=POSITIVE_INT, default=128, help="task examples for the report")
     p.add_argument(

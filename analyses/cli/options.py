@@ -59,6 +59,61 @@ POSITIVE_FLOAT = number(float, 0, open_low=True)
 FRACTION = number(float, 0, 1)
 
 
+CHANCE_LOSS = math.log(2)  # sparse_lens.tasks.task.CHANCE_LOSS (this module stays torch-free)
+
+
+def _target_loss(text: str) -> float:
+    """An argparse ``type`` for a task target loss in nats: ``0 < t < ln 2``. Every task is a
+    choice between two tokens, so ``ln 2`` (0.693) is a coin flip's loss: a target at or above it
+    would count a model at chance as solving the task.
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, not finite, or out of range (named).
+    """
+    value = number(float, 0, open_low=True)(text)
+    if value >= CHANCE_LOSS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range: must be > 0 and below ln 2 = {CHANCE_LOSS:.3f} nats, "
+            "the loss of a coin flip between the two candidate tokens"
+        )
+    return value
+
+
+TARGET_LOSS = _target_loss
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type`` for ``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (torch's names
+    for the devices this package trains on); whether CUDA is there is checked later
+    (``check_device``), after the parser, where torch is imported.
+
+    Raises:
+        argparse.ArgumentTypeError: another name (named, with the allowed ones).
+    """
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be cpu, cuda or cuda:N")
+    return text
+
+
+def check_device(device: str) -> None:
+    """Refuse a CUDA ``device`` this machine does not have.
+
+    Raises:
+        CLIError: CUDA is not available, or ``cuda:N`` names a GPU beyond the count.
+    """
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise CLIError(f"--device {device}: CUDA is not available on this machine; use cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+
+
 def int_range(text: str) -> str:
     """An argparse ``type`` for ``LOW,HIGH``: two integers with ``1 <= LOW <= HIGH``; returns
     ``text`` unchanged (normalised to ``LOW,HIGH``).
@@ -86,6 +141,21 @@ def out_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty (an unset shell variable?); name a path")
     return Path(text)
+
+
+def cache_path(path: Path) -> Path:
+    """``--cache-dir`` expanded (``~``), after ``check_output_path``: not empty, not a file,
+    writable.
+
+    Raises:
+        CLIError: it cannot hold a cache (the message names it).
+    """
+    from sparse_lens.files.outputs import check_output_path
+
+    try:
+        return check_output_path(path, "folder", "--cache-dir")
+    except ValueError as e:
+        raise CLIError(str(e)) from e
 
 
 def claim(stack: contextlib.ExitStack, path: Path, command: str, **kw: Any) -> Path:

@@ -16,6 +16,7 @@ from analyses.cli.options import (
     POSITIVE_FLOAT,
     POSITIVE_INT,
     SEED,
+    TARGET_LOSS,
     CLIError,
     claim,
     int_range,
@@ -70,7 +71,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         "--out", type=out_path, required=True, help="circuit JSON (a folder with --all-tasks)"
     )
     p.add_argument(
-        "--target-loss", type=POSITIVE_FLOAT, default=0.15, help="task loss the circuit must reach"
+        "--target-loss", type=TARGET_LOSS, default=0.15, help="task loss the circuit must reach"
     )
     p.add_argument(
         "--ablation",
@@ -327,10 +328,12 @@ def _write_all_tasks(out: Path, summary: dict[str, dict[str, Any]]) -> None:
             sys.stdout.write(f"{name:30s} {r['nodes']:6d} {r['edges']:7d} {r['loss']:7.3f}\n")
         else:
             sys.stdout.write(f"{name:30s} skipped: {r['skipped']}\n")
-    geo = table["geometric_mean_edges"]
+    geo, n_empty = table["geometric_mean_edges"], table["n_empty_circuits"]
     if geo is not None:
-        n = table["n_circuits"]
+        n = table["n_circuits"] - n_empty
         sys.stdout.write(f"geometric mean of edges over {n} circuits: {geo:.1f}\n")
+    if n_empty:
+        sys.stdout.write(f"{n_empty} circuit(s) of 0 edges (left out of the mean)\n")
 
 
 def _search_config(s: PruneSettings) -> Any:  # noqa: ANN401

@@ -46,7 +46,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
     with contextlib.ExitStack() as stack:
-        args.out = claim(stack, args.out, "report", owned=REPORT_FILES, legacy=("index.html",))
+        args.out = claim(
+            stack,
+            args.out,
+            "report",
+            owned=REPORT_FILES,
+            legacy=("index.html",),
+            within=("demo",),  # a demo's report/ is the report command's
+        )
         try:
             rcfg = ReportConfig(
                 max_node_panels=args.node_panels, n_windows=args.windows, n_examples=args.examples

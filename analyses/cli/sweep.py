@@ -9,6 +9,7 @@ stops.
 """
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,10 @@ from analyses.cli.options import (
     POSITIVE_FLOAT,
     POSITIVE_INT,
     SEED,
+    TARGET_LOSS,
     CLIError,
+    cache_path,
+    claim,
     number,
     out_path,
 )
@@ -70,8 +74,16 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of every point")
-    p.add_argument("--target-loss", type=POSITIVE_FLOAT, default=0.15, help="solved/pruning target")
+    p.add_argument("--target-loss", type=TARGET_LOSS, default=0.15, help="solved/pruning target")
     p.add_argument("--task", action="append", default=None, help="task (repeatable; default all)")
+    p.add_argument(
+        "--custom-task",
+        action="append",
+        type=Path,
+        default=None,
+        help='a JSONL task of {"context", "correct", "incorrect"} records, named by its file '
+        "(repeatable; added to the built-in tasks)",
+    )
     p.add_argument("--task-n", type=POSITIVE_INT, default=200, help="test examples per task")
     p.add_argument("--prune-steps", type=POSITIVE_INT, default=80, help="mask steps per search run")
     p.add_argument(
@@ -100,10 +112,17 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tasks-per-point", type=POSITIVE_INT, default=1, help="DDP processes per point"
     )
-    p.add_argument("--timeout-min", type=POSITIVE_INT, default=24 * 60, help="time limit per job")
+    p.add_argument(
+        "--timeout-min",
+        type=number(int, 1, 60 * 24 * 365),
+        default=24 * 60,
+        help="time limit per job, minutes (at most a year)",
+    )
     p.add_argument("--slurm-partition", default=None, help="SLURM partition")
     p.add_argument("--dry-run", action="store_true", help="list the grid and stop")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="tokenizer/token cache")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
 
 
 def _config(args: argparse.Namespace):
@@ -126,6 +145,7 @@ def _config(args: argparse.Namespace):
         seed=args.seed,
         target_loss=args.target_loss,
         tasks=tuple(args.task or ()),
+        custom_tasks=tuple(str(p.expanduser().resolve()) for p in args.custom_task or ()),
         task_n=args.task_n,
         prune_steps=args.prune_steps,
         prune_search="none" if args.no_search else args.prune_search,
@@ -143,7 +163,7 @@ def _config(args: argparse.Namespace):
     return scfg, launch
 
 
-def _dry_run(scfg, cache_dir: Path) -> int:
+def _dry_run(scfg: Any, cache_dir: Path) -> int:  # noqa: ANN401
     from sparse_lens.sweep.grid import grid, point_configs, sparse_numels
     from sparse_lens.sweep.point import Prepared
 
@@ -164,24 +184,39 @@ def _dry_run(scfg, cache_dir: Path) -> int:
     return 0
 
 
+SWEEP_FILES = (
+    "sweep.json", "points", "submitit", "table.json", "table.csv", "circuits.csv",
+    "frontier.html", "figures",
+)  # fmt: skip
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``sparse-lens sweep``: run (or with ``--dry-run`` list) the sweep grid; returns the
-    exit code.
+    exit code. The grid is checked first, then ``--out`` is taken (``claim``: a sweep folder,
+    locked, so a second sweep into it is refused while this one runs), before any work.
 
     Raises:
-        CLIError: the sweep fails on a missing file, a bad value or a permission (the message is
-            the cause's).
+        CLIError: a bad grid or setting, an ``--out`` that is not a sweep folder or is busy, or
+            a missing file or permission during the sweep (the message is the cause's).
     """
+    cache_dir = cache_path(args.cache_dir)
+    try:
+        scfg, launch = _config(args)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    if args.dry_run:
+        return _dry_run(scfg, cache_dir)
+    with contextlib.ExitStack() as stack:
+        out = claim(stack, args.out, "sweep", owned=SWEEP_FILES, legacy=("sweep.json",))
+        return _run(scfg, launch, out, cache_dir)
+
+
+def _run(scfg: Any, launch: Any, out: Path, cache_dir: Path) -> int:  # noqa: ANN401
     from analyses.frontier import write_frontier
     from sparse_lens.sweep.jobs import run_sweep
     from sparse_lens.sweep.table import collect, match_dense, write_table
 
-    cache_dir = args.cache_dir.expanduser()
-    out = args.out.expanduser()
     try:
-        scfg, launch = _config(args)
-        if args.dry_run:
-            return _dry_run(scfg, cache_dir)
         points, status = run_sweep(scfg, out, cache_dir, launch)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e

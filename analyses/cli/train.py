@@ -23,7 +23,9 @@ from analyses.cli.options import (
     PRESET_NAMES,
     SEED,
     CLIError,
+    check_device,
     claim,
+    device_name,
     number,
     out_path,
 )
@@ -116,7 +118,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="train a standard HF GPT-2 of the preset's shape instead (load with load_dense)",
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed for init and data order")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument(
         "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
     )
@@ -136,6 +138,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             else:
                 command, owned, legacy = "train", RUN_FILES, ("run.json",)
             args.out = claim(stack, args.out, command, owned=owned, legacy=legacy)
+            if args.resume and not any((args.out / name).exists() for name in legacy):
+                raise CLIError(
+                    f"--resume: {str(args.out)!r} holds no run to resume (no "
+                    f"{' or '.join(legacy)}); leave out --resume to start one there"
+                )
         train_run(TrainSettings.from_args(args))
         return 0
 
@@ -159,8 +166,17 @@ def train_run(s: TrainSettings) -> None:
 
     try:
         preset = get_preset(s.preset)
+        kinds = preset.idiom_kinds
+        if s.idiom_kinds is not None:
+            kinds = check_kinds(tuple(k.strip() for k in s.idiom_kinds.split(",")))
+            if preset.idioms(s.idiom_frac) == 0:
+                raise ValueError(
+                    f"--idiom-kinds {s.idiom_kinds} has no effect: preset {preset.name!r} mixes "
+                    "in no idioms; add --idiom-frac (e.g. 0.35)"
+                )
     except ValueError as e:
         raise CLIError(str(e)) from e
+    check_device(s.device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dist_info = DistInfo(rank=int(os.environ.get("RANK", "0")), world_size=world)
     if world > 1 and not dist.is_initialized():
@@ -186,9 +202,6 @@ def train_run(s: TrainSettings) -> None:
             lr=s.lr,
             sparse_matmul_max_density=0.0 if s.dense_kernels else None,
         )
-        kinds = preset.idiom_kinds
-        if s.idiom_kinds is not None:
-            kinds = check_kinds(tuple(k.strip() for k in s.idiom_kinds.split(",")))
         data = with_idioms(data, tokenizer, preset.idioms(s.idiom_frac), cache_dir, kinds=kinds)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e

@@ -293,6 +293,9 @@ def run_search(
         unit="trial",
     )
     base = pruner.pcfg
+    quiet = _InterruptFilter()
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    optuna_log.addFilter(quiet)
     try:
         while time.monotonic() < deadline:
             if isinstance(storage, optuna.storages.RDBStorage):
@@ -309,6 +312,24 @@ def run_search(
             )
             study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
     finally:
+        optuna_log.removeFilter(quiet)
         pruner.pcfg = base
         bar.close()
     return study
+
+
+class _InterruptFilter(logging.Filter):
+    """Drops Optuna's two warnings about a trial failed by Ctrl-C (a traceback, then "failed
+    with value None"): the ``KeyboardInterrupt`` goes on to the caller, which reports it in one
+    line; the trial stays FAILED in the study and is retried on resume."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        if exc is not None and issubclass(exc, KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value" in record.getMessage())

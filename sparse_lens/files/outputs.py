@@ -171,18 +171,24 @@ def _check_owner(
         )
 
 
-def _check_not_in_owned_folder(folder: Path, command: str, option: str, p: Path) -> None:
-    """A file output may not go into a folder another command owns (e.g. a training run:
-    ``train --resume`` would then refuse the folder)."""
-    owner_file = folder / OWNER
-    if not owner_file.is_file():
-        return
-    owner = _owner_command(owner_file)
-    if owner != command:
-        raise ValueError(
-            f"{option} {str(p)!r} is inside {str(folder)!r}, which {owner!r} writes; "
-            "pick a place outside it"
-        )
+def _check_not_in_owned_folder(
+    start: Path, command: str, option: str, p: Path, within: Sequence[str]
+) -> None:
+    """An output may not go into a folder another command owns, at any depth (e.g. a circuit
+    in a training run's ``checkpoints/``: ``train --resume`` would then refuse the run, or a
+    resumed run would replace it). ``start`` and every folder above it are checked; only a
+    folder owned by one of ``within`` (a command that writes its outputs inside its own folder,
+    e.g. ``demo``) is allowed. (``command`` names the claimant in the message only.)"""
+    for folder in (start, *start.absolute().parents):
+        owner_file = folder / OWNER
+        if not owner_file.is_file():
+            continue
+        owner = _owner_command(owner_file)
+        if owner not in within:
+            raise ValueError(
+                f"{option} {str(p)!r} of {command!r} is inside {str(folder)!r}, which "
+                f"{owner!r} writes; pick a place outside it"
+            )
 
 
 @contextmanager
@@ -194,40 +200,63 @@ def claim_output(
     owned: Sequence[str] = ("*",),
     legacy: Sequence[str] | None = None,
     option: str = "--out",
+    within: Sequence[str] = (),
 ) -> Iterator[Path]:
     """Check, lock and take ``path`` for ``command`` (see the module docstring); yields it.
 
     ``owned``: glob patterns of the names ``command`` writes in the folder; ``legacy``: names
     of which one marks a folder an older version of ``command`` wrote (``None``: any folder of
     only owned names is accepted). For ``kind="file"`` the lock sits beside the file and an
-    existing file is replaced only if its name matches ``owned``.
+    existing file is replaced only if its name matches ``owned``. No folder above the output
+    (nor a file output's own folder) may be owned by another command, except one of ``within``.
 
     Raises:
-        ValueError: a bad path or a foreign folder (see ``check_output_path``), or a file
-            inside a folder another command owns.
+        ValueError: a bad path or a foreign folder (see ``check_output_path``), or an output
+            inside a folder another command owns (at any depth).
         OutputBusy: another process writes there.
     """
     p = check_output_path(path, kind, option)
     folder = p if kind == "folder" else p.parent
+    above = folder.absolute().parent if kind == "folder" else folder.absolute()
+    _check_not_in_owned_folder(above, command, option, p, within)
+    created = [f for f in (folder, *folder.parents) if not f.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"{option} {str(p)!r}: cannot create {str(folder)!r}: {e}") from e
-    if kind == "file":
-        _check_not_in_owned_folder(folder, command, option, p)
     lock = folder / (LOCK if kind == "folder" else f".{p.name}.lock")
-    with output_lock(lock, f"{option} {str(p)!r}"):
-        remove_stale_temps(folder, None if kind == "folder" else p.name)
-        if kind == "folder":
-            _check_owner(folder, command, owned, legacy)
-            if not (folder / OWNER).is_file():
-                atomic_write_json(folder / OWNER, {"command": command})
+    wrote = True
+    try:
+        with output_lock(lock, f"{option} {str(p)!r}"):
+            remove_stale_temps(folder, None if kind == "folder" else p.name)
+            if kind == "folder":
+                _check_owner(folder, command, owned, legacy)
+                if not (folder / OWNER).is_file():
+                    atomic_write_json(folder / OWNER, {"command": command})
+            try:
+                yield p
+            except BaseException:
+                if kind == "folder" and not any(not _own_entry(e.name) for e in folder.iterdir()):
+                    (folder / OWNER).unlink(missing_ok=True)  # refused before writing: not claimed
+                    wrote = False
+                raise
+    finally:
+        if created and (not wrote or (kind == "file" and not p.exists())):
+            _remove_created(created, lock)
+
+
+def _remove_created(created: list[Path], lock: Path) -> None:
+    """Undo the folders a refused claim created (deepest first), when they hold nothing but
+    this package's lock files."""
+    lock.unlink(missing_ok=True)
+    for folder in created:
         try:
-            yield p
-        except BaseException:
-            if kind == "folder" and not any(not _own_entry(e.name) for e in folder.iterdir()):
-                (folder / OWNER).unlink(missing_ok=True)  # refused before writing: not claimed
-            raise
+            for e in folder.iterdir():
+                if _own_entry(e.name) and e.is_file():
+                    e.unlink(missing_ok=True)
+            folder.rmdir()
+        except OSError:
+            return  # not empty (someone else wrote there): keep it and everything above
 
 
 @contextmanager

@@ -49,6 +49,7 @@ from hooks.topk import n_keep
 from sparse_lens.circuits.find import SearchMethod
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.sparsity import ParamRole, density_for, param_role
+from sparse_lens.tasks.task import CHANCE_LOSS
 from sparse_lens.training.presets import get_preset
 from sparse_lens.training.sparse import TrainConfig
 from sparse_lens.validation import require_min
@@ -69,7 +70,9 @@ class SweepConfig:
     settings, ``idiom_frac`` its idiom share of the data, when not ``None``; ``dense_lr`` is
     the dense baselines' peak learning rate (default: the sparse points'; dense models train
     best at a lower rate than weight-sparse ones). ``tasks`` restricts
-    the task suite (empty: all tasks); ``task_n`` examples per task for the table. Every solved
+    the task suite (empty: all tasks); ``custom_tasks`` adds JSONL tasks of the user's
+    (``tasks.task.load_custom_task``, named by the file's stem; resolved paths, their content
+    is part of the settings); ``task_n`` examples per task for the table. Every solved
     task is pruned with the circuit search of ``circuits.find`` (``prune_search``: ``"optuna"``,
     ``prune_trials`` trials, no wall-clock limit so the result does not depend on machine load;
     ``"grid"``; or ``"none"``, one run of ``prune_steps`` mask steps), then cleaned up
@@ -92,6 +95,7 @@ class SweepConfig:
     seed: int = 0
     target_loss: float = 0.15
     tasks: tuple[str, ...] = ()
+    custom_tasks: tuple[str, ...] = ()
     task_n: int = 200
     prune_steps: int = 80
     prune_search: PruneSearch = "optuna"
@@ -111,10 +115,18 @@ class SweepConfig:
         for a in self.afracs:
             if not 0.0 < a <= 1.0:
                 raise ValueError(f"afracs must be in (0, 1], got {a!r}")
+        _check_distinct(self)
+        d_head = get_preset(self.preset).model.d_head
+        for width in self.widths:
+            if width % d_head:
+                raise ValueError(f"width {width} is not a multiple of d_head {d_head}")
         if self.dense_lr is not None and not (math.isfinite(self.dense_lr) and self.dense_lr > 0):
             raise ValueError(f"dense_lr must be finite and > 0, got {self.dense_lr!r}")
-        if not self.target_loss > 0:
-            raise ValueError(f"target_loss must be > 0, got {self.target_loss!r}")
+        if not 0 < self.target_loss < CHANCE_LOSS:
+            raise ValueError(
+                f"target_loss must be > 0 and below ln 2 = {CHANCE_LOSS:.3f} (chance on a "
+                f"two-token task), got {self.target_loss!r}"
+            )
         require_min(
             self,
             ("task_n", "prune_steps", "prune_examples", "prune_trials", "prune_cleanup_evals"),
@@ -131,19 +143,28 @@ class SweepConfig:
 
         for t in self.tasks:
             get_task(t)
+        _check_custom_tasks(self.custom_tasks)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
-        tuples = ("widths", "l0s", "afracs", "tasks", "prune_cleanup")
+        tuples = ("widths", "l0s", "afracs", "tasks", "custom_tasks", "prune_cleanup")
         d = dict(d)
         if isinstance(d.get("prune_search"), bool):  # sweeps written before the Optuna search
             d["prune_search"] = "grid" if d["prune_search"] else "none"
             d.setdefault("prune_cleanup", ())
         fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in d.items()}
         return cls(**fields)
+
+    def task_names(self) -> list[str]:
+        """The names of the tasks every point tables: the built-in ones, then the custom."""
+        from pathlib import Path
+
+        from sparse_lens.tasks.task import TASK_NAMES
+
+        return [*(self.tasks or TASK_NAMES), *(Path(p).stem for p in self.custom_tasks)]
 
     def train_overrides(self) -> dict[str, Any]:
         keys = ("steps", "batch_size", "checkpoint_every", "lr")
@@ -152,6 +173,46 @@ class SweepConfig:
     def idiom_share(self) -> float:
         """The share of idiom windows per training batch: ``idiom_frac``, else the preset's."""
         return get_preset(self.preset).idioms(self.idiom_frac)
+
+
+def _check_custom_tasks(paths: tuple[str, ...]) -> None:
+    """Custom task files exist and their names (file stems) are new.
+
+    Raises:
+        ValueError: a missing file, or a stem that is a built-in task or given twice (named).
+    """
+    from pathlib import Path
+
+    from sparse_lens.tasks.task import TASK_NAMES
+
+    stems = [Path(p).stem for p in paths]
+    for path, stem in zip(paths, stems, strict=True):
+        if not Path(path).is_file():
+            raise ValueError(f"custom task file {path!r} does not exist")
+        if stem in TASK_NAMES or stems.count(stem) > 1:
+            raise ValueError(
+                f"custom task {path!r} is named {stem!r} (its file name), which is taken by "
+                "a built-in task or another custom task; rename the file"
+            )
+
+
+def afrac_label(afrac: float) -> str:
+    """The AbsTopK fraction as it appears in a point's name (``w64-l0_40000-af0.25``)."""
+    return f"{afrac:g}"
+
+
+def _check_distinct(cfg: SweepConfig) -> None:
+    """Every grid value once: two equal widths (or budgets, or fractions whose names
+    ``afrac_label`` are equal) would be one folder, run and counted twice."""
+    for name, label in (("widths", str), ("l0s", str), ("afracs", afrac_label)):
+        values = getattr(cfg, name)
+        labels = [label(v) for v in values]
+        twice = sorted({v for v, lab in zip(values, labels, strict=True) if labels.count(lab) > 1})
+        if twice:
+            raise ValueError(
+                f"{name} lists a value twice (or two that name one point): "
+                f"{', '.join(map(repr, twice))}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,19 +305,14 @@ def _check_budget(mcfg: Any) -> None:
 
 
 def grid(scfg: SweepConfig, d_vocab: int) -> tuple[list[PointSpec], dict[str, str]]:
-    """The grid's points, largest first, and the points skipped (name -> reason).
-
-    Raises:
-        ValueError: a width is not a multiple of the preset's ``d_head`` (both named).
-    """
+    """The grid's points, largest first, and the points skipped (name -> reason). (Widths are
+    multiples of the preset's ``d_head``: ``SweepConfig`` checks it.)"""
     preset = get_preset(scfg.preset)
     base_w, base_e = preset.model.weight_density, preset.model.embed_density
     afracs = scfg.afracs or (preset.build(d_vocab)[0].afrac,)
     points: list[PointSpec] = []
     skipped: dict[str, str] = {}
     for width in scfg.widths:
-        if width % preset.model.d_head:
-            raise ValueError(f"width {width} is not a multiple of d_head {preset.model.d_head}")
         dense = PointSpec(
             name=f"w{width}-dense", kind="dense", d_model=width, afrac=1.0,
             weight_density=1.0, embed_density=1.0,
@@ -264,7 +320,7 @@ def grid(scfg: SweepConfig, d_vocab: int) -> tuple[list[PointSpec], dict[str, st
         numels = sparse_numels(point_configs(dense, scfg, d_vocab)[0])
         for l0 in scfg.l0s:
             for afrac in afracs:
-                name = f"w{width}-l0_{l0}-af{afrac:g}"
+                name = f"w{width}-l0_{l0}-af{afrac_label(afrac)}"
                 try:
                     w, e = densities_for_l0(numels, l0, base_e / base_w)
                     spec = PointSpec(
@@ -295,7 +351,24 @@ def deal(points: list[PointSpec], jobs: int) -> list[list[PointSpec]]:
 
 
 def geometric_mean(values: list[int] | list[float]) -> float | None:
-    """Geometric mean of ``max(v, 1)`` (a circuit of no edges counts as 1), ``None`` if empty."""
+    """Geometric mean of positive ``values``, ``None`` if empty.
+
+    Callers leave out circuits of 0 edges (see ``nonempty_edges``): ``log 0`` has no value, and
+    counting such a circuit as 1 edge would inflate any ratio taken against it.
+
+    Raises:
+        ValueError: a value is not > 0 (named).
+    """
     if not values:
         return None
-    return math.exp(sum(math.log(max(v, 1)) for v in values) / len(values))
+    bad = [v for v in values if not v > 0]
+    if bad:
+        raise ValueError(f"a geometric mean needs positive values, got {bad[0]!r}")
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def nonempty_edges(edges: list[int]) -> tuple[list[int], int]:
+    """(the edge counts above 0, the number of circuits of 0 edges). A circuit of 0 edges is
+    the mean-ablated model alone meeting the target: the task needs no circuit, so it has no
+    size to average (reported as ``n_empty_circuits`` instead)."""
+    return [e for e in edges if e > 0], sum(1 for e in edges if e == 0)

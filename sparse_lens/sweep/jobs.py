@@ -140,89 +140,192 @@ PRUNE_KEYS = frozenset(
     {"target_loss", "prune_steps", "prune_search", "prune_trials", "prune_cleanup"}
     | {"prune_cleanup_evals", "prune_examples"}
 )
+GRID_KEYS = frozenset({"widths", "l0s", "afracs", "dense"})
+CHANGEABLE = (
+    "the grid (widths, l0s, afracs, dense), the tasks (--task, --custom-task), dense_lr and "
+    "the pruning settings"
+)
 
 
-def _settings(cfg: SweepConfig) -> dict[str, Any]:
-    """The settings a sweep folder must keep, as JSON reads them back (lists); the grid axes
-    may grow and are left out."""
-    grid_keys = {"widths", "l0s", "afracs", "dense", "tasks"}
-    return {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in grid_keys}
+def _effective(cfg: SweepConfig) -> dict[str, Any]:
+    """The settings a sweep folder must keep, as they take effect and as JSON reads them back:
+    a training override left unset is the preset's value, ``dense_lr`` unset is the sparse
+    points' rate, ``prune_trials`` counts only for the Optuna search. The grid axes may grow
+    and are left out."""
+    from sparse_lens.training.presets import get_preset
+
+    d = json.loads(json.dumps(cfg.to_dict()))
+    train = get_preset(cfg.preset).train
+    for key in ("steps", "batch_size", "checkpoint_every", "lr"):
+        if d[key] is None:
+            d[key] = getattr(train, key)
+    d["idiom_frac"] = cfg.idiom_share()
+    d["dense_lr"] = d["lr"] if d["dense_lr"] is None else d["dense_lr"]
+    if d["prune_search"] != "optuna":
+        d["prune_trials"] = None
+    d["custom_tasks"] = {
+        Path(p).stem: hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]
+        if Path(p).is_file()
+        else None
+        for p in cfg.custom_tasks
+    }  # a task is its content, wherever its file lies
+    return {k: v for k, v in d.items() if k not in GRID_KEYS}
 
 
-def _set_aside(out: Path, old: dict[str, Any]) -> str:
-    """Move every point's circuits and ``point.json`` to ``circuits.TAG`` / ``point.TAG.json``
-    (nothing is deleted) and return TAG, named by the old target and a hash of the old pruning
-    settings."""
-    prune = {k: old[k] for k in sorted(PRUNE_KEYS) if k in old}
-    digest = hashlib.sha256(json.dumps(prune, sort_keys=True).encode()).hexdigest()[:8]
-    tag = f"t{old.get('target_loss')}-{digest}"
-    for pdir in sorted((out / "points").glob("*")):
-        for src, dst in ((pdir / "circuits", pdir / f"circuits.{tag}"),
-                         (pdir / "point.json", pdir / f"point.{tag}.json")):  # fmt: skip
-            if src.exists() and not dst.exists():
-                src.rename(dst)
+def _free_tag(out: Path, base: str) -> str:
+    """``base``, or ``base.2``, ``base.3``...: the first tag no point has set anything aside
+    under (going back to earlier settings must not reuse a tag: nothing would move)."""
+    pdirs = sorted((out / "points").glob("*"))
+    tag, i = base, 1
+    while any(
+        (d / f"circuits.{tag}").exists() or (d / f"point.{tag}.json").exists() for d in pdirs
+    ):
+        i += 1
+        tag = f"{base}.{i}"
     return tag
 
 
-def _set_aside_dense(out: Path, old_lr: Any) -> None:
-    """Move every dense point to ``points/NAME.lr{old_lr}`` (kept, not deleted) so that it is
-    trained again at the new ``dense_lr``."""
-    for pdir in sorted((out / "points").glob("*-dense")):
-        dst = pdir.with_name(f"{pdir.name}.lr{old_lr}")
-        if pdir.is_dir() and not dst.exists():
-            pdir.rename(dst)
+def _set_aside(out: Path, base: str, circuits: bool) -> str:
+    """Move every point's ``point.json`` to ``point.TAG.json`` and, with ``circuits``, its
+    ``circuits/`` to ``circuits.TAG/`` (the circuit paths in the moved ``point.json`` follow);
+    nothing is deleted. Returns TAG (``_free_tag`` of ``base``)."""
+    tag = _free_tag(out, base)
+    for pdir in sorted((out / "points").glob("*")):
+        if circuits and (pdir / "circuits").exists():
+            (pdir / "circuits").rename(pdir / f"circuits.{tag}")
+        point = pdir / "point.json"
+        if point.exists():
+            row = read_json(point, "sweep point")
+            for c in row.get("circuits", {}).values() if circuits else ():
+                if isinstance(c, dict) and str(c.get("file", "")).startswith("circuits/"):
+                    c["file"] = f"circuits.{tag}/" + c["file"].removeprefix("circuits/")
+            atomic_write_json(pdir / f"point.{tag}.json", row)
+            point.unlink()
+    return tag
+
+
+def _digest(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _set_aside_dense(out: Path, old_lr: Any) -> str:
+    """Move every dense point to ``points/NAME.lr{old_lr}`` (or ``.lr{old_lr}.2``... when that
+    is taken; kept, not deleted) so that it is trained again at the new ``dense_lr``; returns
+    the suffix."""
+    pdirs = [d for d in sorted((out / "points").glob("*-dense")) if d.is_dir()]
+    suffix, i = f"lr{old_lr}", 1
+    while any(d.with_name(f"{d.name}.{suffix}").exists() for d in pdirs):
+        i += 1
+        suffix = f"lr{old_lr}.{i}"
+    for pdir in pdirs:
+        pdir.rename(pdir.with_name(f"{pdir.name}.{suffix}"))
+    return suffix
+
+
+def _drop_custom_results(out: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """For every custom task whose file changed (same name, other content), drop its row from
+    each point's ``tasks.json`` and move its circuit files to ``NAME.OLDHASH.*`` (kept), so the
+    points table and prune it again."""
+    changed = {name: h for name, h in old.items() if name in new and new[name] != h}
+    for pdir in sorted((out / "points").glob("*")):
+        table_path = pdir / "tasks.json"
+        if table_path.exists() and changed:
+            table = read_json(table_path, "task table")
+            atomic_write_json(table_path, {k: v for k, v in table.items() if k not in changed})
+        for name, h in changed.items():
+            for f in sorted((pdir / "circuits").glob(f"{name}.*")):
+                if f.name.split(".")[1] in ("json", "skip", "optuna"):
+                    f.rename(f.with_name(f"{name}.{h}.{f.name.split('.', 1)[1]}"))
+
+
+def _read_old(path: Path) -> tuple[dict[str, Any], SweepConfig]:
+    old = read_json(path, "sweep settings")
+    try:
+        if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
+            raise TypeError(f"holds a JSON {type(old).__name__}, not the settings object")
+        return old, SweepConfig.from_dict(old.get("config", {}))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable sweep settings file: {e}") from e
 
 
 def check_settings(out: Path, scfg: SweepConfig) -> None:
-    """Write ``sweep.json``, or refuse a folder whose sweep has other settings (the grid axes
-    may grow: new widths, budgets or fractions are new points). Other *pruning* settings
-    (``PRUNE_KEYS``: the target loss and the search) are accepted: the trained runs and task
-    tables are kept, each point's circuits and ``point.json`` are set aside under a tag (listed
-    in ``sweep.json``'s ``earlier``), and the points are pruned again. Another ``dense_lr``
-    sets the dense points aside (``points/NAME.lrOLD``) and trains them again.
+    """Write ``sweep.json``, or refuse a folder whose sweep has other settings. Settings are
+    compared as they take effect (``_effective``). The grid axes may grow: new widths, budgets
+    or fractions are new points. Other *pruning* settings (``PRUNE_KEYS``: the target loss and
+    the search) are accepted: the trained runs and task tables are kept, each point's circuits
+    and ``point.json`` are set aside under a tag (listed in ``sweep.json``'s ``earlier``), and
+    the points are pruned again. Other ``tasks`` set each ``point.json`` aside (circuits kept):
+    the points table the new tasks and prune those they solve. Another ``dense_lr`` sets the
+    dense points aside (``points/NAME.lrOLD``) and trains them again.
 
     Raises:
         ValueError: ``sweep.json`` in ``out`` is unreadable, or holds other training or task
-            settings (the differing keys are named).
+            settings (each differing key named with both values).
     """
     path = out / "sweep.json"
-    mine, earlier = _settings(scfg), []
+    earlier: list[dict[str, Any]] = []
     if path.exists():
-        old = read_json(path, "sweep settings")
-        try:
-            if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
-                raise TypeError(f"holds a JSON {type(old).__name__}, not the settings object")
-            theirs = _settings(SweepConfig.from_dict(old.get("config", {})))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path} is not a readable sweep settings file: {e}") from e
+        old, old_cfg = _read_old(path)
+        mine, theirs = _effective(scfg), _effective(old_cfg)
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        if set(diff) - PRUNE_KEYS - {"dense_lr"}:
-            raise ValueError(f"{out} holds a sweep with other settings ({', '.join(diff)})")
+        fixed = [k for k in diff if k not in PRUNE_KEYS | {"dense_lr", "tasks", "custom_tasks"}]
+        if fixed:
+            said = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in fixed)
+            raise ValueError(
+                f"{out} holds a sweep with other settings ({said}); only {CHANGEABLE} may "
+                "change in a sweep folder: pick another --out"
+            )
         earlier = list(old.get("earlier", []))
-        if "dense_lr" in diff:
-            _set_aside_dense(out, theirs.get("dense_lr"))
-            earlier.append({"dense_points": f"*-dense.lr{theirs.get('dense_lr')}"})
-        if set(diff) & PRUNE_KEYS:
-            tag = _set_aside(out, theirs)
-            earlier.append({"tag": tag})
-            logger.info("pruning settings changed (%s): earlier circuits in *.%s", diff, tag)
-        if diff:
-            earlier[-1]["config"] = old["config"]
+        for entry in _move_changed(out, diff, theirs, mine):
+            earlier.append(entry | {"config": old["config"]})
     record = {"version": SWEEP_VERSION, "config": scfg.to_dict()}
     atomic_write_json(path, record | ({"earlier": earlier} if earlier else {}))
+
+
+def _move_changed(
+    out: Path, diff: list[str], theirs: dict[str, Any], mine: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Set aside what the changed settings ``diff`` outdate (``check_settings``); one
+    ``earlier`` entry per move."""
+    moved: list[dict[str, Any]] = []
+    if "dense_lr" in diff:
+        suffix = _set_aside_dense(out, theirs.get("dense_lr"))
+        moved.append({"dense_points": f"*-dense.{suffix}"})
+    if set(diff) & PRUNE_KEYS:
+        prune = {k: theirs[k] for k in sorted(PRUNE_KEYS) if k in theirs}
+        tag = _set_aside(out, f"t{theirs.get('target_loss')}-{_digest(prune)}", circuits=True)
+        moved.append({"tag": tag, "set_aside": "circuits, point.json"})
+        logger.info("pruning settings changed (%s): earlier circuits in *.%s", diff, tag)
+    elif "tasks" in diff or "custom_tasks" in diff:
+        if "custom_tasks" in diff:  # a changed file outdates its table rows and circuits
+            _drop_custom_results(out, theirs["custom_tasks"], mine["custom_tasks"])
+        tasks = [theirs.get("tasks"), theirs.get("custom_tasks")]
+        tag = _set_aside(out, f"tasks-{_digest(tasks)}", circuits=False)
+        moved.append({"tag": tag, "set_aside": "point.json"})
+    return moved
 
 
 def run_sweep(
     scfg: SweepConfig, out: Path, cache_dir: Path, launch: Launch
 ) -> tuple[list[PointSpec], dict[str, str]]:
     """Run every unfinished point through submitit; returns the grid and name -> status
-    (skipped points with their reason, failed jobs with theirs)."""
+    (skipped points with their reason, failed jobs with theirs).
+
+    Raises:
+        ValueError: a custom task file does not fit the tokenizer, the folder holds a sweep of
+            other settings (``check_settings``), or the executor cannot start here; all before
+            any point runs.
+    """
     import submitit
 
-    out.mkdir(parents=True, exist_ok=True)
-    check_settings(out, scfg)
+    from sparse_lens.tasks.task import load_custom_task
+
     prepared = Prepared.load(scfg, cache_dir)  # before the jobs: they find the cache built
+    for path in scfg.custom_tasks:  # the tokenizer is known now: single-token candidates
+        load_custom_task(path, prepared.tokenizer)
     points, status = grid(scfg, prepared.tokenizer.vocab_size)
+    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, scfg)  # last: it may set results aside, so nothing may refuse after
     status = {k: f"skipped: {v}" for k, v in status.items()}
     todo = [p for p in points if not (out / "points" / p.name / "point.json").exists()]
     status |= {p.name: "done before" for p in points if p not in todo}
@@ -230,7 +333,10 @@ def run_sweep(
         if todo:
             status |= run_points(todo, scfg, out, cache_dir, launch.threads)
         return points, status
-    executor = submitit.AutoExecutor(folder=out / "submitit", cluster=launch.cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=out / "submitit", cluster=launch.cluster)
+    except RuntimeError as e:  # e.g. no srun/sbatch: not on a SLURM cluster
+        raise ValueError(f"executor {launch.cluster!r} cannot start here: {e}") from e
     params: dict[str, Any] = {
         "name": "sparse-lens-sweep",
         "timeout_min": launch.timeout_min,
@@ -245,10 +351,30 @@ def run_sweep(
     with executor.batch():
         for group in groups:
             jobs.append(executor.submit(run_points, group, scfg, out, cache_dir, launch.threads))
-    for group, job in zip(groups, jobs, strict=True):
-        try:
-            status |= job.results()[0]  # one result per task; rank 0's has the statuses
-        except Exception as e:  # a job that crashed: its points stay unfinished, resumable
-            logger.error("sweep job %s failed: %s", job.job_id, e)
-            status |= {p.name: f"failed: job {job.job_id}: {str(e)[-300:]}" for p in group}
+    try:
+        for group, job in zip(groups, jobs, strict=True):
+            try:
+                status |= job.results()[0]  # one result per task; rank 0's has the statuses
+            except Exception as e:  # a job that crashed: its points stay unfinished, resumable
+                logger.error("sweep job %s failed: %s", job.job_id, e)
+                status |= {p.name: f"failed: job {job.job_id}: {str(e)[-300:]}" for p in group}
+    except KeyboardInterrupt:
+        _cancel(jobs)
+        raise
     return points, status
+
+
+def _cancel(jobs: list[Any], wait_s: float = 30.0) -> None:
+    """Stop the sweep's jobs (Ctrl-C): submitit's ``cancel`` (SIGINT to a local job,
+    ``scancel`` on SLURM), waiting up to ``wait_s`` for local jobs to end; what they had
+    written stays and the sweep resumes from it."""
+    import time
+
+    for job in jobs:
+        try:
+            job.cancel(check=False)
+        except Exception as e:  # a job that already ended, or scancel missing
+            logger.warning("could not cancel sweep job %s: %s", job.job_id, e)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not all(job.done() for job in jobs):
+        time.sleep(0.2)

@@ -19,7 +19,13 @@ from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_write_json, read_json
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean, point_configs
+from sparse_lens.sweep.grid import (
+    PointSpec,
+    SweepConfig,
+    geometric_mean,
+    nonempty_edges,
+    point_configs,
+)
 from sparse_lens.tasks.task import Task
 from sparse_lens.training.loop import DistInfo
 from sparse_lens.training.presets import get_preset
@@ -160,21 +166,27 @@ def train_point(
 
 
 def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Prepared) -> None:
-    """Task table (``tasks.json``), one circuit per solved task, then ``point.json``."""
+    """Task table (``tasks.json``: every task the point was ever asked for, so a sweep whose
+    tasks change tables only the new ones), one circuit per solved task of the sweep's tasks,
+    then ``point.json`` (those tasks only)."""
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.tasks.task import TASK_NAMES, get_task, task_table
+    from sparse_lens.tasks.task import task_table
 
     model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final").eval()
     tasks_path = pdir / "tasks.json"
-    if not tasks_path.exists():
-        table: dict[str, Any] = {}
-        for name in scfg.tasks or TASK_NAMES:
-            try:
-                table |= task_table(model, [get_task(name)], "test", scfg.task_n, scfg.seed)
-            except ValueError as e:
-                table[name] = {"error": str(e)}
+    wanted = scfg.task_names()
+    table: dict[str, Any] = read_json(tasks_path, "task table") if tasks_path.exists() else {}
+    missing = [name for name in wanted if name not in table]
+    for name in missing:  # a new point, or tasks added to the sweep since the table was made
+        try:
+            table |= task_table(
+                model, [_task(name, scfg, prepared)], "test", scfg.task_n, scfg.seed
+            )
+        except ValueError as e:
+            table[name] = {"error": str(e)}
+    if missing:
         atomic_write_json(tasks_path, table)
-    table = read_json(tasks_path, "task table")
+    table = {name: table[name] for name in wanted}  # the sweep's tasks only
     solved = [n for n, r in table.items() if "loss" in r and r["loss"] <= scfg.target_loss]
     windows = prepared.windows(model.cfg.n_ctx, scfg.seed)
     for name in solved:
@@ -186,7 +198,7 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
         try:
             path.parent.mkdir(exist_ok=True)
             storage = path.with_suffix(".optuna.db")
-            task = get_task(name)
+            task = _task(name, scfg, prepared)
             circuit = find_circuit(model, task, windows, scfg, prepared.cache_dir, storage)
         except (ValueError, FloatingPointError) as e:
             atomic_write_json(skip, {"task": name, "skipped": str(e)})
@@ -195,6 +207,20 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
         circuit.extra["model_dir"] = str((pdir / "run" / "final").resolve())
         circuit.save(path)
     atomic_write_json(pdir / "point.json", point_row(spec, scfg, pdir, table, solved))
+
+
+def _task(name: str, scfg: SweepConfig, prepared: Prepared) -> Task:
+    """A task of the sweep by name: built-in, or one of ``scfg.custom_tasks`` (its stem).
+
+    Raises:
+        ValueError: an unknown name, or a malformed custom task file (its line named).
+    """
+    from sparse_lens.tasks.task import get_task, load_custom_task
+
+    for path in scfg.custom_tasks:
+        if Path(path).stem == name:
+            return load_custom_task(path, prepared.tokenizer)
+    return get_task(name)
 
 
 def point_row(
@@ -220,7 +246,7 @@ def point_row(
             }  # fmt: skip
         else:
             circuits[name] = read_json(path.with_suffix(".skip.json"), "skipped circuit")
-    edges = [c["edges"] for c in circuits.values() if "edges" in c]
+    edges, n_empty = nonempty_edges([c["edges"] for c in circuits.values() if "edges" in c])
     return dataclasses.asdict(spec) | {
         "d_mlp": mcfg["d_mlp"],
         "n_layers": mcfg["n_layers"],
@@ -234,7 +260,8 @@ def point_row(
         "tasks": table,
         "solved": solved,
         "circuits": circuits,
-        "n_circuits": len(edges),
+        "n_circuits": len(edges) + n_empty,
+        "n_empty_circuits": n_empty,
         "geo_mean_edges": geometric_mean(edges),
         "timings": _timings(pdir),
     }

@@ -3,7 +3,9 @@
 ``match_dense`` pairs every sparse point with the dense baseline of the nearest final
 validation loss (the paper's Fig. 2 compares models matched on pretraining loss) and gives
 the dense/sparse circuit-edge ratio: the geometric mean, over the tasks both models solve and
-both have a circuit for, of ``edges_dense / edges_sparse`` (edges counted as ``max(e, 1)``).
+both have a circuit of at least one edge for, of ``edges_dense / edges_sparse``. A circuit of
+0 edges (the mean-ablated model alone meets the target) has no size to compare: its task is
+left out and counted in ``n_empty_tasks``.
 The loss gap of the match is reported with it: with one dense model per width the match is only
 as close as the dense losses allow.
 
@@ -23,7 +25,8 @@ from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean
 POINT_COLUMNS = (
     "name", "kind", "d_model", "d_mlp", "n_layers", "afrac", "l0", "weight_density",
     "embed_density", "l0_total", "steps", "tokens", "val_loss", "n_solved", "n_circuits",
-    "geo_mean_edges", "matched_dense", "loss_gap", "edge_ratio", "n_common_tasks", "train_s",
+    "n_empty_circuits", "geo_mean_edges", "matched_dense", "loss_gap", "edge_ratio",
+    "n_common_tasks", "n_empty_tasks", "train_s",
     "status",
 )  # fmt: skip
 CIRCUIT_COLUMNS = (
@@ -51,22 +54,25 @@ def _edges(row: dict[str, Any]) -> dict[str, int]:
 
 def match_dense(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` with ``matched_dense``, ``loss_gap``, ``edge_ratio`` and ``n_common_tasks`` set
-    on the sparse rows (``None`` where no dense baseline or no common circuit)."""
+    and ``n_empty_tasks`` set on the sparse rows (``None`` where no dense baseline or no common
+    circuit of at least one edge)."""
     dense = [r for r in rows if r["kind"] == "dense" and math.isfinite(r["val_loss"])]
     out = []
     for row in rows:
         extra: dict[str, Any] = dict.fromkeys(("matched_dense", "loss_gap", "edge_ratio"))
-        extra["n_common_tasks"] = 0
+        extra |= {"n_common_tasks": 0, "n_empty_tasks": 0}
         if row["kind"] == "sparse" and dense and math.isfinite(row["val_loss"]):
             match = min(dense, key=lambda d: abs(d["val_loss"] - row["val_loss"]))
             mine, theirs = _edges(row), _edges(match)
-            common = sorted(mine.keys() & theirs.keys())
-            ratios = [max(theirs[t], 1) / max(mine[t], 1) for t in common]
+            both = mine.keys() & theirs.keys()
+            common = sorted(t for t in both if mine[t] > 0 and theirs[t] > 0)
+            ratios = [theirs[t] / mine[t] for t in common]
             extra |= {
                 "matched_dense": match["name"],
                 "loss_gap": match["val_loss"] - row["val_loss"],
                 "edge_ratio": geometric_mean(ratios),
                 "n_common_tasks": len(common),
+                "n_empty_tasks": len(both) - len(common),
             }
         out.append(row | extra)
     return out

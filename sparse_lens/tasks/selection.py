@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sparse_lens.sweep.grid import geometric_mean
+from sparse_lens.sweep.grid import geometric_mean, nonempty_edges
 from sparse_lens.tasks.task import Task, task_table
 
 PAPER_TARGET = 0.15
@@ -81,13 +81,17 @@ def task_table_with_worst(
 
 def all_tasks_summary(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The summary of one circuit per task: ``{"tasks": per_task, "geometric_mean_edges": g,
-    "n_circuits": k}``, where a task's entry holds ``"edges"`` when it has a circuit (else e.g.
-    ``{"skipped": why}``) and ``g`` is the geometric mean of ``max(edges, 1)`` over the ``k``
-    circuits (``None`` when there are none): the paper's circuit-size metric.
+    "n_circuits": k, "n_empty_circuits": z}``, where a task's entry holds ``"edges"`` when it
+    has a circuit (else e.g. ``{"skipped": why}``), ``k`` counts the circuits, ``z`` those of 0
+    edges (the mean-ablated model alone meets the target), and ``g`` is the geometric mean of
+    the edges of the other ``k - z`` (``None`` when there are none): the paper's circuit-size
+    metric (Sec. 3.2). A 0-edge circuit is left out of ``g``: counting it as 1 edge would make
+    the model look smaller than any circuit it has.
     """
-    edges = [r["edges"] for r in per_task.values() if "edges" in r]
+    edges, n_empty = nonempty_edges([r["edges"] for r in per_task.values() if "edges" in r])
     return {
         "tasks": dict(per_task),
         "geometric_mean_edges": geometric_mean(edges),
-        "n_circuits": len(edges),
+        "n_circuits": len(edges) + n_empty,
+        "n_empty_circuits": n_empty,
     }

@@ -16,6 +16,7 @@ Built-in examples are kept only where the candidate is a natural token boundary:
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from sparse_lens.tasks.suite import GENERATORS, Generator, TaskPair
 TaskSplit = Literal["train", "val", "test"]
 SPLITS: tuple[TaskSplit, ...] = ("train", "val", "test")
 TASK_NAMES: tuple[str, ...] = tuple(GENERATORS)
+CHANCE_LOSS = math.log(2)
+"""The task loss of a coin flip between the two candidate tokens (nats): a target loss must be
+below it, or a model at chance would count as solving the task."""
 
 
 def split_of_text(text: str) -> TaskSplit:

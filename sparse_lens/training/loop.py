@@ -96,7 +96,8 @@ def refuse_fresh_start(exists: bool, resume: bool, where: str) -> None:
     """
     if exists and not resume:
         raise ValueError(
-            f"{where} already holds a run; pass resume=True (--resume) or pick a new folder"
+            f"{where} already holds a run; resume it (--resume on the command line, "
+            "resume=True in Python) or pick a new folder"
         )
 
 

@@ -564,7 +564,8 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> 
     if share != new_share:  # compared apart: an older record keeps it in train_config
         raise ValueError(
             f"cannot resume {run_dir}: its data mixes in idioms at idiom_frac={share}, this "
-            f"data at {new_share}; resume with the run's own data or pick a new --out"
+            f"data at {new_share}; resume with the run's own --preset, --idiom-frac and "
+            "--idiom-kinds, or pick a new --out"
         )
     old = dict(old)
     old["train_config"] = TrainConfig.with_defaults(old.get("train_config", {}))
@@ -582,7 +583,8 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> 
             diff = first_difference(theirs, mine)
             raise ValueError(
                 f"cannot resume {run_dir}: its {key} differs from this one ({diff}); resume "
-                "with the run's own settings (corpus, tokenizer, data, preset) or pick a new --out"
+                "with the run's own settings (--preset, --corpus, --idiom-frac, --idiom-kinds, "
+                "--steps, --batch-size, --lr, --seed) or pick a new --out"
             )
 
 

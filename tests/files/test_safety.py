@@ -615,11 +615,40 @@ def test_a_file_output_inside_another_commands_folder_is_refused(tmp_path):
     run = tmp_path / "run"
     with claim_output(run, "train") as p:
         (p / "run.json").write_text("{}")
-    refused = pytest.raises(ValueError, match="inside .*'train' writes")
+    refused = pytest.raises(ValueError, match="'prune' is inside .*'train' writes")
     with refused, claim_output(run / "c.json", "prune", kind="file"):
         pass
     assert not (run / "c.json").exists() and not (run / ".c.json.lock").exists()
-    with claim_output(run / "sub" / "c.json", "prune", kind="file") as c:  # a folder of its own
-        c.write_text("{}")
+    for deeper in ("sub/c.json", "checkpoints/c.json", "final/x/c.json"):  # at any depth
+        with refused, claim_output(run / deeper, "prune", kind="file"):
+            pass
+    folder_refused = pytest.raises(ValueError, match="inside .*'train' writes")
+    with folder_refused, claim_output(run / "final" / "report", "report"):  # folders too
+        pass
+    assert sorted(e.name for e in run.iterdir()) == sorted(
+        [".sparse_lens-owner.json", ".sparse_lens.lock", "run.json"]
+    )  # nothing was created inside the run
     with claim_output(run, "train"):  # the run is still the training run's
         pass
+    demo = tmp_path / "demo"  # a command nesting its own outputs
+    with claim_output(demo, "demo"), claim_output(demo / "run", "train", within=("demo",)) as r:
+        (r / "run.json").write_text("{}")
+
+
+def test_a_refused_claim_removes_the_folders_it_created(tmp_path):
+    """A command refused after its --out was created leaves no empty folder (with a lock file)
+    behind, but never removes a folder that was there or that someone wrote into."""
+    from sparse_lens.files.outputs import claim_output
+
+    new = tmp_path / "a" / "b" / "out"
+    with pytest.raises(RuntimeError), claim_output(new, "train"):
+        raise RuntimeError("refused")
+    assert not (tmp_path / "a").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(RuntimeError), claim_output(kept, "train"):
+        raise RuntimeError("refused")
+    assert kept.is_dir() and not (kept / ".sparse_lens-owner.json").exists()
+    with pytest.raises(RuntimeError), claim_output(tmp_path / "f" / "x.json", "prune", kind="file"):
+        raise RuntimeError("refused")
+    assert not (tmp_path / "f").exists()

@@ -1,10 +1,12 @@
 """``sparse-lens sweep`` end to end on the tiny preset (2 widths x 2 budgets + 2 dense baselines,
-a few steps, tiny pruning) through submitit's local executor, then a killed point resumed."""
+300 steps on a corpus that teaches a custom bracket task, tiny pruning) through submitit's local
+executor, then a killed point resumed, settings changed, bad input refused."""
 
 import csv
 import dataclasses
 import json
 import math
+import random
 import shutil
 from pathlib import Path
 
@@ -26,8 +28,8 @@ from sparse_lens.sweep.grid import (
 from sparse_lens.sweep.table import match_dense, overall_ratio
 
 ARGS = [
-    "sweep", "--preset", "tiny", "--widths", "32,64", "--l0", "40000,80000", "--steps", "4",
-    "--checkpoint-every", "2", "--target-loss", "2.0", "--task", "single_double_quote",
+    "sweep", "--preset", "tiny", "--widths", "32,64", "--l0", "40000,80000", "--steps", "300",
+    "--checkpoint-every", "150", "--target-loss", "0.6", "--task", "single_double_quote",
     "--task-n", "16", "--prune-steps", "2", "--prune-examples", "16", "--no-search",
     "--threads", "1",
 ]  # fmt: skip
@@ -37,14 +39,51 @@ NAMES = {
 }  # fmt: skip
 
 
+TARGET = 0.6  # below ln 2: a coin flip between the candidates does not solve a task
+CUSTOM = "close"  # a custom task 300 steps teach most points: which bracket closes a word
+WORDS = ("alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta", "zeta", "rho")
+
+
+def bracket_corpus(folder: Path) -> Path:
+    """Five standard-library files and 20,000 lines of ``v = (word)`` / ``v = [word]``: a corpus
+    on which the tiny models learn, within 300 steps, to close the bracket they opened (an
+    attention task: the bigram table alone cannot, so its circuits have edges)."""
+    folder.mkdir()
+    for path in sorted(stdlib_root().glob("*.py"))[:5]:
+        shutil.copy(path, folder / path.name)
+    rng = random.Random(0)
+    pairs = [rng.choice([("(", ")"), ("[", "]")]) for _ in range(20_000)]
+    lines = [f"v = {o}{rng.choice(WORDS)}{c}\n" for o, c in pairs]
+    (folder / "brackets.py").write_text("".join(lines))
+    return folder
+
+
+def write_close_task(path: Path) -> Path:
+    """``close``: after ``v = (word`` the next token is ``)``, after ``v = [word`` it is ``]``
+    (a counter line first makes every context distinct, for the task's splits)."""
+    rows = []
+    for i, word in enumerate(WORDS * 40):
+        for o, c, bad in (("(", ")", "]"), ("[", "]", ")")):
+            context = f"n{i}{o == '('} = 0\nv = {o}{word}"
+            rows.append({"context": context, "correct": c, "incorrect": bad})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    corpus = tmp / "corpus"
-    corpus.mkdir()
-    for path in sorted(stdlib_root().glob("*.py"))[:60]:
-        shutil.copy(path, corpus / path.name)
-    common = ["--corpus", str(corpus), "--cache-dir", str(tmp / "cache"), "--out", str(tmp / "sw")]
+    corpus = bracket_corpus(tmp / "corpus")
+    task = write_close_task(tmp / f"{CUSTOM}.jsonl")
+    common = [
+        "--corpus",
+        str(corpus),
+        "--cache-dir",
+        str(tmp / "cache"),
+        "--custom-task",
+        str(task),
+    ]
+    common += ["--out", str(tmp / "sw")]
     assert main([*ARGS, *common, "--executor", "local", "--jobs", "2"]) == 0
     return tmp / "sw", common
 
@@ -55,19 +94,24 @@ def test_sweep_writes_table_csv_and_figures(sweep):
     rows = {r["name"]: r for r in table["rows"]}
     assert set(rows) == NAMES
     for r in rows.values():
-        assert math.isfinite(r["val_loss"]) and r["steps"] == 4
+        assert math.isfinite(r["val_loss"]) and r["steps"] == 300
         if r["kind"] == "sparse":
             assert r["l0"] <= r["l0_total"] <= 1.01 * r["l0"]  # the budget, plus per-neuron minima
             assert r["matched_dense"] in {"w32-dense", "w64-dense"}
         else:
             assert r["weight_density"] == 1.0 and r["afrac"] == 1.0
-        assert r["solved"] == ["single_double_quote"]  # every loss is below the target of 2
+        assert set(r["tasks"]) == {"single_double_quote", CUSTOM}
+        solved = [t for t, v in r["tasks"].items() if v["loss"] <= TARGET]
+        assert r["solved"] == solved and "single_double_quote" not in solved
+        assert set(r["circuits"]) == set(solved)
+    edges = [r["circuits"][CUSTOM]["edges"] for r in rows.values() if r["solved"]]
+    assert len(edges) >= 3 and sum(e > 0 for e in edges) >= 2, edges  # circuits to draw
     assert len(list((out / "submitit").glob("*_result.pkl"))) == 2  # two local jobs ran
     with (out / "table.csv").open() as f:
         assert {r["name"] for r in csv.DictReader(f)} == NAMES
     with (out / "circuits.csv").open() as f:
         circuits = list(csv.DictReader(f))
-    assert {c["point"] for c in circuits} == NAMES
+    assert {c["point"] for c in circuits} == {n for n, r in rows.items() if r["solved"]}
     page = (out / "frontier.html").read_text()
     assert page.count('<svg class="figure"') == 3 and "no data" not in page
     assert {p.name for p in (out / "figures").glob("*.png")} == {
@@ -76,7 +120,7 @@ def test_sweep_writes_table_csv_and_figures(sweep):
 
 
 def test_killed_sweep_resumes(sweep, capsys):
-    """A point killed after its step-2 checkpoint resumes there and ends with the same weights;
+    """A point killed after its step-150 checkpoint resumes there and ends with the same weights;
     finished points are not touched."""
     out, common = sweep
     point = out / "points" / "w32-l0_40000-af0.25"
@@ -86,10 +130,10 @@ def test_killed_sweep_resumes(sweep, capsys):
     }
     for name in ("point.json", "tasks.json", "timings.json"):
         (point / name).unlink()
-    shutil.rmtree(point / "circuits")
+    shutil.rmtree(point / "circuits", ignore_errors=True)  # none if it solved nothing
     shutil.rmtree(point / "run" / "final")
-    shutil.rmtree(point / "run" / "checkpoints" / "step-0000004")
-    latest = {"step": 2, "dir": "step-0000002"}
+    shutil.rmtree(point / "run" / "checkpoints" / "step-0000300")
+    latest = {"step": 150, "dir": "step-0000150"}
     (point / "run" / "checkpoints" / "latest.json").write_text(json.dumps(latest))
     assert main([*ARGS, *common, "--executor", "debug"]) == 0
     assert "w32-l0_40000-af0.25: done\n" in capsys.readouterr().out
@@ -98,7 +142,7 @@ def test_killed_sweep_resumes(sweep, capsys):
     assert json.loads((point / "timings.json").read_text())["resumed"] == 1.0
     lines = (point / "run" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in lines]
-    assert steps == sorted(set(steps)) and steps[-1] == 4
+    assert steps == sorted(set(steps)) and steps[-1] == 300
     assert {p: p.stat().st_mtime_ns for p in others} == others
 
 
@@ -107,7 +151,8 @@ def test_sweep_refuses_other_settings(sweep, capsys):
     args = [*ARGS, *common, "--executor", "debug"]
     args[args.index("--steps") + 1] = "5"
     assert main(args) == 2
-    assert "other settings (steps)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "other settings (steps: 300 there, 5 now)" in err and "may change" in err
 
 
 def test_densities_meet_the_budget_and_infeasible_points_are_skipped():
@@ -121,8 +166,8 @@ def test_densities_meet_the_budget_and_infeasible_points_are_skipped():
     assert [p.name for p in points] == ["w32-dense", "w32-l0_20000-af0.25"]
     assert "min_nonzero_per_neuron" in skipped["w32-l0_5000-af0.25"]
     assert "exceeds" in skipped["w32-l0_10000000-af0.25"]
-    with pytest.raises(ValueError, match="not a multiple of d_head"):
-        grid(SweepConfig(preset="tiny", widths=(40,), l0s=(1,)), d_vocab=300)
+    with pytest.raises(ValueError, match="not a multiple of d_head"):  # before any work
+        SweepConfig(preset="tiny", widths=(40,), l0s=(1,))
 
 
 def test_deal_balances_points_over_jobs():
@@ -199,7 +244,8 @@ def test_point_as_a_two_process_ddp_job(sweep, tmp_path):
     assert main(args) == 0
     point = tmp_path / "ddp" / "points" / "w32-l0_40000-af0.25"
     assert json.loads((point / "run" / "run.json").read_text())["world_size"] == 2
-    assert json.loads((point / "point.json").read_text())["solved"] == ["single_double_quote"]
+    row = json.loads((point / "point.json").read_text())
+    assert row["solved"] == [t for t, v in row["tasks"].items() if v["loss"] <= TARGET]
 
 
 def test_sweep_cli_reports_bad_input(tmp_path, capsys):
@@ -219,23 +265,23 @@ def test_point_circuit_search_is_optuna_with_a_resumable_study(sweep, tmp_path):
 
     from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.sweep.point import find_circuit
-    from sparse_lens.tasks.task import get_task
+    from sparse_lens.tasks.task import load_custom_task
 
     out, common = sweep
     cache = Path(common[common.index("--cache-dir") + 1])
-    point = out / "points" / "w32-dense" / "run" / "final"
+    point = out / "points" / "w64-dense" / "run" / "final"  # a point that solves the task
     model = HookedSparseTransformer.from_pretrained(point).eval()
     scfg = SweepConfig(
-        preset="tiny", widths=(32,), l0s=(1,), target_loss=2.0, prune_trials=2,
+        preset="tiny", widths=(32,), l0s=(1,), target_loss=TARGET, prune_trials=2,
         prune_examples=16, prune_cleanup_evals=20,
     )  # fmt: skip
     windows = torch.randint(
         0, model.cfg.d_vocab, (8, model.cfg.n_ctx), generator=torch.Generator().manual_seed(0)
     )
     storage = tmp_path / "quote.optuna.db"
-    task = get_task("single_double_quote")
+    task = load_custom_task(common[common.index("--custom-task") + 1], model.tokenizer)
     circuit = find_circuit(model, task, windows, scfg, cache, storage)
-    assert circuit.loss <= 2.0 and circuit.hparams["search"]["method"] == "optuna"
+    assert circuit.loss <= TARGET and circuit.hparams["search"]["method"] == "optuna"
     assert [st["stage"] for st in circuit.extra["stages"]][-2:] == ["nodes", "edges"]
     studies = optuna.get_all_study_summaries(f"sqlite:///{storage}")
     assert len(studies) == 1 and studies[0].n_trials == 2
@@ -253,10 +299,9 @@ def test_other_pruning_settings_reprune_without_retraining(sweep, tmp_path, caps
     common = [*common[:-1], str(copy)]
     weights = {p: p.stat().st_mtime_ns for p in copy.glob("points/*/run/final/model.safetensors")}
     tables = {p: p.read_text() for p in copy.glob("points/*/tasks.json")}
-    losses = {
-        p.parent.name: json.loads(p.read_text())["single_double_quote"]["loss"] for p in tables
-    }
-    new_target = sorted(losses.values())[len(losses) // 2]  # solved by about half the points
+    losses = {p.parent.name: json.loads(p.read_text())[CUSTOM]["loss"] for p in tables}
+    losses = {k: v for k, v in losses.items() if v <= TARGET}  # the points that prune it
+    new_target = sorted(losses.values())[len(losses) // 2]  # solved by about half of them
     args = [*ARGS, *common, "--executor", "debug"]
     args[args.index("--target-loss") + 1] = str(new_target)
     assert main(args) == 0
@@ -265,20 +310,21 @@ def test_other_pruning_settings_reprune_without_retraining(sweep, tmp_path, caps
     settings = json.loads((copy / "sweep.json").read_text())
     assert settings["config"]["target_loss"] == new_target
     (earlier,) = settings["earlier"]
-    assert earlier["config"]["target_loss"] == 2.0 and earlier["tag"].startswith("t2.0-")
+    assert earlier["config"]["target_loss"] == TARGET and earlier["tag"].startswith("t0.6-")
     for name, loss in losses.items():
         pdir = copy / "points" / name
         old = json.loads((pdir / f"point.{earlier['tag']}.json").read_text())
-        assert old["solved"] == ["single_double_quote"] and old["target_loss"] == 2.0
-        assert (pdir / f"circuits.{earlier['tag']}" / "single_double_quote.json").is_file()
+        assert old["solved"] == [CUSTOM] and old["target_loss"] == TARGET
+        assert old["circuits"][CUSTOM]["file"] == f"circuits.{earlier['tag']}/{CUSTOM}.json"
+        assert (pdir / old["circuits"][CUSTOM]["file"]).is_file()
         row = json.loads((pdir / "point.json").read_text())
         assert row["target_loss"] == new_target
-        assert row["solved"] == (["single_double_quote"] if loss <= new_target else [])
-        pruned = [f.name for f in (pdir / "circuits").glob("single_double_quote.*json")]
+        assert row["solved"] == ([CUSTOM] if loss <= new_target else [])
+        pruned = [f.name for f in (pdir / "circuits").glob(f"{CUSTOM}.*json")]
         assert bool(pruned) == (loss <= new_target), pruned  # a circuit, or why it has none
     args[args.index("--steps") + 1] = "5"
     assert main(args) == 2
-    assert "other settings (steps)" in capsys.readouterr().err
+    assert "other settings (steps: 300 there, 5 now)" in capsys.readouterr().err
 
 
 def test_another_dense_lr_retrains_only_the_dense_points(sweep, tmp_path):
@@ -294,10 +340,142 @@ def test_another_dense_lr_retrains_only_the_dense_points(sweep, tmp_path):
     for width in (32, 64):
         run = json.loads((copy / "points" / f"w{width}-dense" / "run" / "run.json").read_text())
         assert run["train_config"]["lr"] == 0.002
-        kept = copy / "points" / f"w{width}-dense.lrNone" / "run" / "run.json"
+        kept = copy / "points" / f"w{width}-dense.lr0.01" / "run" / "run.json"  # the old rate
         assert json.loads(kept.read_text())["train_config"]["lr"] != 0.002  # the old one, kept
     rows = {r["name"]: r for r in json.loads((copy / "table.json").read_text())["rows"]}
     assert set(rows) == NAMES
     assert not list(copy.glob("points/*/circuits.*"))  # the sparse circuits were kept in place
     earlier = json.loads((copy / "sweep.json").read_text())["earlier"]
-    assert earlier[-1]["dense_points"] == "*-dense.lrNone" and "tag" not in earlier[-1]
+    assert earlier[-1]["dense_points"] == "*-dense.lr0.01" and "tag" not in earlier[-1]
+
+
+def _fake_point(out: Path, name: str = "w32-l0_1-af0.25") -> Path:
+    """A finished point as the pruning step leaves it: a circuit and its ``point.json``."""
+    pdir = out / "points" / name
+    (pdir / "circuits").mkdir(parents=True, exist_ok=True)
+    (pdir / "circuits" / "a.json").write_text("{}")
+    row = {"solved": ["a"], "circuits": {"a": {"edges": 3, "file": "circuits/a.json"}}}
+    (pdir / "point.json").write_text(json.dumps(row))
+    (pdir / "tasks.json").write_text(json.dumps({"a": {"loss": 0.1}}))
+    return pdir
+
+
+def test_going_back_to_earlier_pruning_settings_never_reuses_a_tag(tmp_path):
+    """Target A, then B, then A, then B: every change moves the circuits of the settings it
+    leaves to a new tag, so no stale circuit is ever read as the new settings'."""
+    from sparse_lens.sweep.jobs import check_settings
+
+    cfg = {t: SweepConfig(preset="tiny", widths=(32,), l0s=(1,), target_loss=t) for t in (0.3, 0.2)}
+    check_settings(tmp_path, cfg[0.3])
+    tags = []
+    for target in (0.2, 0.3, 0.2):
+        pdir = _fake_point(tmp_path)  # the points pruned again at the settings in force
+        check_settings(tmp_path, cfg[target])
+        tag = json.loads((tmp_path / "sweep.json").read_text())["earlier"][-1]["tag"]
+        tags.append(tag)
+        assert not (pdir / "circuits").exists() and not (pdir / "point.json").exists()
+        assert (pdir / f"circuits.{tag}" / "a.json").is_file()
+        moved = json.loads((pdir / f"point.{tag}.json").read_text())
+        assert moved["circuits"]["a"]["file"] == f"circuits.{tag}/a.json"
+        assert (pdir / "tasks.json").is_file()  # task tables do not depend on pruning
+    assert len(set(tags)) == 3 and tags[2] == f"{tags[0]}.2", tags
+
+
+def test_other_tasks_retable_and_keep_the_circuits(tmp_path):
+    from sparse_lens.sweep.jobs import check_settings
+
+    check_settings(tmp_path, SweepConfig(preset="tiny", widths=(32,), l0s=(1,)))
+    pdir = _fake_point(tmp_path)
+    fewer = SweepConfig(preset="tiny", widths=(32,), l0s=(1,), tasks=("single_double_quote",))
+    check_settings(tmp_path, fewer)
+    (earlier,) = json.loads((tmp_path / "sweep.json").read_text())["earlier"]
+    assert earlier["set_aside"] == "point.json" and earlier["config"]["tasks"] == []
+    assert (pdir / f"point.{earlier['tag']}.json").is_file() and not (pdir / "point.json").exists()
+    assert (pdir / "circuits" / "a.json").is_file()  # same pruning settings: kept for reuse
+
+
+def test_settings_compare_as_they_take_effect(tmp_path, capsys):
+    """An override equal to the preset's value, or trials of a search that runs none, is not a
+    change; a real one is refused naming both values and what may change."""
+    from sparse_lens.sweep.jobs import check_settings
+    from sparse_lens.training.presets import get_preset
+
+    base = SweepConfig(preset="tiny", widths=(32,), l0s=(1,), prune_search="none")
+    check_settings(tmp_path, base)
+    pdir = _fake_point(tmp_path)
+    same = dataclasses.replace(base, lr=get_preset("tiny").train.lr, prune_trials=5)
+    check_settings(tmp_path, same)
+    assert "earlier" not in json.loads((tmp_path / "sweep.json").read_text())
+    assert (pdir / "point.json").is_file()
+    with pytest.raises(ValueError, match=r"\(seed: 0 there, 3 now\); only the grid"):
+        check_settings(tmp_path, dataclasses.replace(base, seed=3))
+
+
+def test_grid_values_must_be_distinct_and_targets_below_chance(capsys, tmp_path):
+    for kw, bad in (
+        ({"widths": (32, 32)}, "32"),
+        ({"l0s": (5, 5)}, "5"),
+        ({"afracs": (0.1234561, 0.1234562)}, "0.1234561"),  # one name, af0.123456
+    ):
+        args = {"preset": "tiny", "widths": (32,), "l0s": (1,)} | kw
+        with pytest.raises(ValueError, match=f"lists a value twice.*{bad}"):
+            SweepConfig(**args)
+    for target in (math.log(2), 0.7, 2.0):
+        with pytest.raises(ValueError, match="below ln 2"):
+            SweepConfig(preset="tiny", widths=(32,), l0s=(1,), target_loss=target)
+    with pytest.raises(SystemExit):
+        main(["sweep", "--preset", "tiny", "--widths", "32", "--l0", "1", "--out",
+              str(tmp_path / "s"), "--target-loss", "0.7"])  # fmt: skip
+    assert "below ln 2" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [
+        (lambda d: (d / "table.csv").write_text("mine"), "no sweep.json"),  # a user's folder
+        (lambda d: (d / ".sparse_lens-owner.json").write_text('{"command": "train"}'), "'train'"),
+        (lambda d: (d.rmdir(), d.write_text("x")), "is an existing file"),
+    ],
+)
+def test_sweep_out_must_be_a_sweep_folder(tmp_path, capsys, setup, match):
+    out = tmp_path / "s"
+    out.mkdir()
+    setup(out)
+
+    def names():  # the lock of the refused claim aside
+        return sorted(p.name for p in tmp_path.rglob("*") if p.name != ".sparse_lens.lock")
+
+    before = names()
+    argv = ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "40000", "--out", str(out)]
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err
+    assert names() == before  # nothing written
+
+
+def test_custom_task_files_are_checked_before_any_work(tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "40000", "--out", str(out)]
+    assert main([*argv, "--custom-task", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    clash = write_close_task(tmp_path / "single_double_quote.jsonl")
+    assert main([*argv, "--custom-task", str(clash)]) == 2
+    assert "taken by a built-in task" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_zero_edge_circuits_are_left_out_of_means_and_ratios():
+    def row(name, kind, loss, edges):
+        return {"name": name, "kind": kind, "val_loss": loss,
+                "circuits": {t: {"edges": e} for t, e in edges.items()}}  # fmt: skip
+
+    (s, _) = match_dense([
+        row("s", "sparse", 3.0, {"a": 10, "b": 0, "c": 4}),
+        row("d", "dense", 3.0, {"a": 40, "b": 30, "c": 0}),
+    ])  # fmt: skip
+    assert s["edge_ratio"] == pytest.approx(4.0)  # task a only: b and c have an empty side
+    assert s["n_common_tasks"] == 1 and s["n_empty_tasks"] == 2
+    from sparse_lens.sweep.grid import geometric_mean
+
+    with pytest.raises(ValueError, match="positive values, got 0"):
+        geometric_mean([3, 0])

@@ -77,13 +77,21 @@ def test_task_table_with_worst_takes_the_worse_of_test_and_validation(monkeypatc
 def test_all_tasks_summary_geometric_mean_over_circuits_only():
     rows = {
         "a": {"nodes": 3, "edges": 4, "loss": 0.1},
-        "b": {"nodes": 1, "edges": 0, "loss": 0.1},  # no edges counts as 1
+        "b": {"nodes": 1, "edges": 0, "loss": 0.1},  # no edges: counted, not averaged
         "c": {"skipped": "the full model misses the target"},
         "d": {"nodes": 5, "edges": 16, "loss": 0.1},
     }
     summary = all_tasks_summary(rows)
     assert summary["tasks"] == rows
     assert summary["n_circuits"] == 3
-    assert summary["geometric_mean_edges"] == pytest.approx((4 * 1 * 16) ** (1 / 3))
+    assert summary["n_empty_circuits"] == 1
+    assert summary["geometric_mean_edges"] == pytest.approx(8.0)  # sqrt(4 * 16)
     empty = all_tasks_summary({"c": rows["c"]})
-    assert empty == {"tasks": {"c": rows["c"]}, "geometric_mean_edges": None, "n_circuits": 0}
+    assert empty == {
+        "tasks": {"c": rows["c"]},
+        "geometric_mean_edges": None,
+        "n_circuits": 0,
+        "n_empty_circuits": 0,
+    }
+    only_empty = all_tasks_summary({"b": rows["b"]})
+    assert only_empty["geometric_mean_edges"] is None and only_empty["n_empty_circuits"] == 1

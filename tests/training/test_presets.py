@@ -1,4 +1,4 @@
-"""Every preset builds a valid model; the provisional ``study`` preset trains a few steps."""
+"""Every preset builds a valid model; the ``study`` preset trains a few steps."""
 
 import json
 import math

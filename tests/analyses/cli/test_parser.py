@@ -129,3 +129,60 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
+
+
+SWEEP = ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "1", "--out", "o"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["prune", "m", "--task", "t", "--out", "o.json", "--target-loss", "0.7"], "below ln 2"),
+        (["train", "--preset", "tiny", "--out", "o", "--device", "tpu"], "cpu, cuda or cuda:N"),
+        ([*SWEEP, "--cache-dir", ""], "is empty"),
+        ([*SWEEP, "--timeout-min", "99999999"], "out of range"),
+    ],
+)
+def test_options_are_checked_by_the_parser(tmp_path, monkeypatch, capsys, argv, message):
+    from analyses.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_input_refused_before_any_work(tmp_path, capsys):
+    """--resume of nothing, idiom kinds without idioms, CUDA where there is none: one line each,
+    nothing left behind."""
+    import torch
+
+    from analyses.cli import main
+
+    base = ["train", "--preset", "tiny", "--out", str(tmp_path / "run")]
+    assert main([*base, "--resume"]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err
+    assert main([*base, "--idiom-kinds", "statements"]) == 2
+    err = capsys.readouterr().err
+    assert "has no effect" in err and "add --idiom-frac" in err
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_optuna_warnings_of_an_interrupted_trial_are_dropped():
+    import logging
+
+    from sparse_lens.circuits.hparam_search import _InterruptFilter
+
+    def record(msg, exc=None):
+        info = (exc, exc(), None) if exc else None
+        return logging.LogRecord("optuna", logging.WARNING, "", 0, msg, (), info)
+
+    f = _InterruptFilter()
+    assert f.filter(record("Trial 0 failed with value None.", None))  # a real failure: kept
+    assert f.filter(record("Trial 1 failed because of ...", ValueError))
+    assert not f.filter(record("Trial 2 failed because of ...", KeyboardInterrupt))
+    assert not f.filter(record("Trial 2 failed with value None."))
