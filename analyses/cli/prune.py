@@ -16,7 +16,6 @@ from analyses.cli.options import (
     POSITIVE_FLOAT,
     POSITIVE_INT,
     SEED,
-    TARGET_LOSS,
     CLIError,
     claim,
     int_range,
@@ -71,7 +70,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         "--out", type=out_path, required=True, help="circuit JSON (a folder with --all-tasks)"
     )
     p.add_argument(
-        "--target-loss", type=TARGET_LOSS, default=0.15, help="task loss the circuit must reach"
+        "--target-loss", type=POSITIVE_FLOAT, default=0.15, help="task loss the circuit must reach"
     )
     p.add_argument(
         "--ablation",

@@ -137,7 +137,7 @@ SWEEP = ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "1", "--out", "o
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["prune", "m", "--task", "t", "--out", "o.json", "--target-loss", "0.7"], "below ln 2"),
+        ([*SWEEP, "--target-loss", "0.7"], "below ln 2"),
         (["train", "--preset", "tiny", "--out", "o", "--device", "tpu"], "cpu, cuda or cuda:N"),
         ([*SWEEP, "--cache-dir", ""], "is empty"),
         ([*SWEEP, "--timeout-min", "99999999"], "out of range"),
