@@ -126,7 +126,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Take ``--out`` (checked, locked, not foreign; rank 0 only) before any work, then train."""
+    """Take ``--out`` (checked, locked, not foreign; rank 0 only) before any work, then train.
+
+    Raises:
+        CLIError: ``--out`` is refused, ``--resume`` names a folder with no run, or training
+            refuses its input (``train_run``).
+    """
     with contextlib.ExitStack() as stack:
         if int(os.environ.get("RANK", "0")) == 0:
             if args.dense_hf:
