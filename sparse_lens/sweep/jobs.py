@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -172,17 +173,25 @@ def _effective(cfg: SweepConfig) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in GRID_KEYS}
 
 
-def _free_tag(out: Path, base: str) -> str:
-    """``base``, or ``base.2``, ``base.3``...: the first tag no point has set anything aside
-    under (going back to earlier settings must not reuse a tag: nothing would move)."""
-    pdirs = sorted((out / "points").glob("*"))
-    tag, i = base, 1
-    while any(
-        (d / f"circuits.{tag}").exists() or (d / f"point.{tag}.json").exists() for d in pdirs
-    ):
+def _first_free(base: str, taken: Callable[[str], bool]) -> str:
+    """``base``, or ``base.2``, ``base.3``...: the first name ``taken`` says is free (going
+    back to earlier settings must not reuse a name: nothing would move)."""
+    name, i = base, 1
+    while taken(name):
         i += 1
-        tag = f"{base}.{i}"
-    return tag
+        name = f"{base}.{i}"
+    return name
+
+
+def _free_tag(out: Path, base: str) -> str:
+    """The first tag (``_first_free``) no point has set anything aside under."""
+    pdirs = sorted((out / "points").glob("*"))
+    return _first_free(
+        base,
+        lambda tag: any(
+            (d / f"circuits.{tag}").exists() or (d / f"point.{tag}.json").exists() for d in pdirs
+        ),
+    )
 
 
 def _set_aside(out: Path, base: str, circuits: bool) -> str:
@@ -213,10 +222,9 @@ def _set_aside_dense(out: Path, old_lr: Any) -> str:
     is taken; kept, not deleted) so that it is trained again at the new ``dense_lr``; returns
     the suffix."""
     pdirs = [d for d in sorted((out / "points").glob("*-dense")) if d.is_dir()]
-    suffix, i = f"lr{old_lr}", 1
-    while any(d.with_name(f"{d.name}.{suffix}").exists() for d in pdirs):
-        i += 1
-        suffix = f"lr{old_lr}.{i}"
+    suffix = _first_free(
+        f"lr{old_lr}", lambda sfx: any(d.with_name(f"{d.name}.{sfx}").exists() for d in pdirs)
+    )
     for pdir in pdirs:
         pdir.rename(pdir.with_name(f"{pdir.name}.{suffix}"))
     return suffix
@@ -325,18 +333,20 @@ def run_sweep(
         load_custom_task(path, prepared.tokenizer)
     points, status = grid(scfg, prepared.tokenizer.vocab_size)
     out.mkdir(parents=True, exist_ok=True)
+    executor = None
+    if launch.cluster != "debug":
+        try:
+            executor = submitit.AutoExecutor(folder=out / "submitit", cluster=launch.cluster)
+        except RuntimeError as e:  # e.g. no srun/sbatch: not on a SLURM cluster
+            raise ValueError(f"executor {launch.cluster!r} cannot start here: {e}") from e
     check_settings(out, scfg)  # last: it may set results aside, so nothing may refuse after
     status = {k: f"skipped: {v}" for k, v in status.items()}
     todo = [p for p in points if not (out / "points" / p.name / "point.json").exists()]
     status |= {p.name: "done before" for p in points if p not in todo}
-    if launch.cluster == "debug":
+    if executor is None:
         if todo:
             status |= run_points(todo, scfg, out, cache_dir, launch.threads)
         return points, status
-    try:
-        executor = submitit.AutoExecutor(folder=out / "submitit", cluster=launch.cluster)
-    except RuntimeError as e:  # e.g. no srun/sbatch: not on a SLURM cluster
-        raise ValueError(f"executor {launch.cluster!r} cannot start here: {e}") from e
     params: dict[str, Any] = {
         "name": "sparse-lens-sweep",
         "timeout_min": launch.timeout_min,
