@@ -111,7 +111,11 @@ def test_demo_prunes_its_demo_tasks_first_then_the_best_solved_others():
 
 
 def test_ctrl_c_is_one_line_and_status_130(tmp_path):
-    """SIGINT during training: one line, no traceback, status 130."""
+    """SIGINT during training: one line, no traceback, status 130.
+
+    The child gets SIGINT's default action back before it starts: a job started with ``&``
+    by a non-interactive shell (a CI script, ``pytest ... &``) inherits SIGINT as ignored,
+    POSIX's rule for background jobs, and Python then keeps ignoring it."""
     import signal
     import subprocess
     import time
@@ -119,7 +123,11 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "analyses.cli", "train", "--preset", "tiny", "--out", str(out)]
     proc = subprocess.Popen(
-        [*cmd, "--steps", "100000"], stderr=subprocess.PIPE, text=True, cwd=ROOT
+        [*cmd, "--steps", "100000"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
