@@ -234,7 +234,7 @@ def _drop_custom_results(out: Path, old: dict[str, Any], new: dict[str, Any]) ->
     """For every custom task whose file changed (same name, other content), drop its row from
     each point's ``tasks.json`` and move its circuit files to ``NAME.OLDHASH.*`` (kept), so the
     points table and prune it again."""
-    changed = {name: h for name, h in old.items() if name in new and new[name] != h}
+    changed = {name: h or "unknown" for name, h in old.items() if name in new and new[name] != h}
     for pdir in sorted((out / "points").glob("*")):
         table_path = pdir / "tasks.json"
         if table_path.exists() and changed:
@@ -263,7 +263,9 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
     the search) are accepted: the trained runs and task tables are kept, each point's circuits
     and ``point.json`` are set aside under a tag (listed in ``sweep.json``'s ``earlier``), and
     the points are pruned again. Other ``tasks`` set each ``point.json`` aside (circuits kept):
-    the points table the new tasks and prune those they solve. Another ``dense_lr`` sets the
+    the points table the new tasks and prune those they solve. A custom task is its content, as
+    hashed into ``sweep.json`` when it was tabled: a file edited in place since is another
+    task (its rows and circuits are redone). Another ``dense_lr`` sets the
     dense points aside (``points/NAME.lrOLD``) and trains them again.
 
     Raises:
@@ -275,6 +277,11 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
     if path.exists():
         old, old_cfg = _read_old(path)
         mine, theirs = _effective(scfg), _effective(old_cfg)
+        # the content the old sweep tabled, as recorded then: its file may have been edited in
+        # place since (an old record without hashes: unknown, so every custom task is redone)
+        theirs["custom_tasks"] = old.get("custom_task_hashes") or dict.fromkeys(
+            theirs["custom_tasks"]
+        )
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         fixed = [k for k in diff if k not in PRUNE_KEYS | {"dense_lr", "tasks", "custom_tasks"}]
         if fixed:
@@ -287,6 +294,7 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
         for entry in _move_changed(out, diff, theirs, mine):
             earlier.append(entry | {"config": old["config"]})
     record = {"version": SWEEP_VERSION, "config": scfg.to_dict()}
+    record["custom_task_hashes"] = _effective(scfg)["custom_tasks"]
     atomic_write_json(path, record | ({"earlier": earlier} if earlier else {}))
 
 

@@ -394,6 +394,27 @@ def test_other_tasks_retable_and_keep_the_circuits(tmp_path):
     assert (pdir / "circuits" / "a.json").is_file()  # same pruning settings: kept for reuse
 
 
+def test_a_custom_task_edited_in_place_is_tabled_and_pruned_again(tmp_path):
+    """The content a sweep tabled is recorded, so editing the file in place (same path) drops
+    the task's rows and sets its circuit aside instead of reporting the old content's loss."""
+    from sparse_lens.sweep.jobs import check_settings
+
+    task = tmp_path / "a.jsonl"
+    task.write_text('{"prompt": "x = (", "correct": ")", "incorrect": "]"}\n')
+    cfg = SweepConfig(preset="tiny", widths=(32,), l0s=(1,), tasks=("if_equals",))
+    cfg = dataclasses.replace(cfg, custom_tasks=(str(task),))
+    out = tmp_path / "sweep"
+    check_settings(out, cfg)
+    pdir = _fake_point(out)
+    check_settings(out, cfg)  # unchanged: nothing moves
+    assert (pdir / "point.json").is_file() and (pdir / "circuits" / "a.json").is_file()
+    task.write_text('{"prompt": "x = (", "correct": "]", "incorrect": ")"}\n')  # same path
+    check_settings(out, cfg)
+    assert "a" not in json.loads((pdir / "tasks.json").read_text())
+    assert not (pdir / "point.json").exists() and not (pdir / "circuits" / "a.json").exists()
+    assert len(list((pdir / "circuits").glob("a.*.json"))) == 1  # set aside, not deleted
+
+
 def test_settings_compare_as_they_take_effect(tmp_path, capsys):
     """An override equal to the preset's value, or trials of a search that runs none, is not a
     change; a real one is refused naming both values and what may change."""
