@@ -223,8 +223,14 @@ def _run(scfg: Any, launch: Any, out: Path, cache_dir: Path) -> int:  # noqa: AN
     rows = match_dense(collect(out, points, status))
     paths = write_table(out, scfg, rows, status)
     page = write_frontier(out, scfg, rows, status)
-    failed = {k: v for k, v in status.items() if v.startswith("failed")}
+    unfinished = {k: v for k, v in status.items() if v.startswith(("failed", "busy"))}
     for name, why in status.items():
         sys.stdout.write(f"{name}: {why}\n")
     sys.stdout.write(f"table: {paths['csv']}, figures: {page}\n")
-    return 1 if failed else 0
+    if any(v.startswith("busy") for v in unfinished.values()):
+        sys.stderr.write(
+            "sparse-lens sweep: some points are held by another process (a job of a sweep that "
+            "was killed goes on: submitit's local jobs outlive their sweep); the table lacks "
+            "them: run the sweep again once that process has ended, or stop it first\n"
+        )
+    return 1 if unfinished else 0

@@ -10,6 +10,8 @@ import datetime
 import hashlib
 import json
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from sparse_lens.training.loop import DistInfo
 from sparse_lens.validation import require_min
 
 logger = logging.getLogger(__name__)
+HOLDER = ".holder.json"  # pid and host of the process that holds a point's lock
 
 
 def _init_distributed() -> DistInfo:
@@ -71,8 +74,9 @@ def run_point(
             lock = FileLock(pdir / ".lock")
             try:
                 lock.acquire(timeout=0)
+                atomic_write_json(pdir / HOLDER, {"pid": os.getpid(), "host": socket.gethostname()})
             except Timeout:
-                lock, action = None, "busy: another process holds it"
+                lock, action = None, f"busy: {_holder(pdir)} holds it"
     action = _agree(action, dist_info)
     if action != "run":
         return action
@@ -83,8 +87,19 @@ def run_point(
             table_and_prune(spec, scfg, pdir, prepared)
     finally:
         if lock is not None:
+            (pdir / HOLDER).unlink(missing_ok=True)
             lock.release()
     return "done"
+
+
+def _holder(pdir: Path) -> str:
+    """Who holds a point's lock, from its ``HOLDER`` file: e.g. a job of a sweep that was
+    killed (submitit's local jobs outlive the process that submitted them)."""
+    try:
+        who = read_json(pdir / HOLDER, "point holder")
+        return f"process {who['pid']} on {who['host']}"
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return "another process"
 
 
 def run_points(

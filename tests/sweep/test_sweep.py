@@ -500,3 +500,36 @@ def test_zero_edge_circuits_are_left_out_of_means_and_ratios():
 
     with pytest.raises(ValueError, match="positive values, got 0"):
         geometric_mean([3, 0])
+
+
+def test_a_point_held_by_another_process_names_it(tmp_path):
+    """A point whose lock another process holds (a job of a killed sweep goes on) is reported
+    as busy with that process's pid, not run twice and not counted as done."""
+    import os
+    import subprocess
+    import sys
+
+    from sparse_lens.sweep.jobs import HOLDER, run_point
+    from sparse_lens.sweep.point import Prepared
+    from sparse_lens.training.loop import DistInfo
+
+    scfg = SweepConfig(preset="tiny", widths=(32,), l0s=(40000,))
+    spec = grid(scfg, 300)[0][0]
+    pdir = tmp_path / "points" / spec.name
+    pdir.mkdir(parents=True)
+    hold = (
+        "import json, os, sys, time; from filelock import FileLock; "
+        f"lock = FileLock({str(pdir / '.lock')!r}); lock.acquire(); "
+        f"open({str(pdir / HOLDER)!r}, 'w').write(json.dumps({{'pid': os.getpid(), "
+        "'host': 'h'})); print('held', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        unused = Prepared.__new__(Prepared)  # a busy point loads no data
+        status = run_point(spec, scfg, tmp_path, unused, DistInfo())
+        assert status == f"busy: process {child.pid} on h holds it", status
+        assert not (pdir / "point.json").exists() and child.pid != os.getpid()
+    finally:
+        child.kill()
+        child.communicate()
