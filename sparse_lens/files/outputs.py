@@ -230,7 +230,11 @@ def claim_output(
         with output_lock(lock, f"{option} {str(p)!r}"):
             remove_stale_temps(folder, None if kind == "folder" else p.name)
             if kind == "folder":
-                _check_owner(folder, command, owned, legacy)
+                try:
+                    _check_owner(folder, command, owned, legacy)
+                except ValueError:
+                    wrote = False  # refused: leave no lock file in someone else's folder
+                    raise
                 if not (folder / OWNER).is_file():
                     atomic_write_json(folder / OWNER, {"command": command})
             try:
@@ -243,6 +247,8 @@ def claim_output(
     finally:
         if created and (not wrote or (kind == "file" and not p.exists())):
             _remove_created(created, lock)
+        elif not wrote and not (folder / OWNER).is_file():
+            lock.unlink(missing_ok=True)
 
 
 def _remove_created(created: list[Path], lock: Path) -> None:

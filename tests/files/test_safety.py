@@ -66,6 +66,11 @@ def test_train_refuses_a_folder_of_foreign_files(tmp_path, capsys):
     (tmp_path / "run.json").write_text("{}")
     assert main(["train", "--preset", "tiny", "--out", str(tmp_path)]) == 2
     assert "notes.txt" in _err(capsys)
+    mine = {"metrics.jsonl", "final", "notes.txt", "run.json"}
+    assert {p.name for p in tmp_path.iterdir()} == mine  # no lock file left in the user's folder
+    sweep = ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "40000", "--out", str(tmp_path)]
+    assert main(sweep) == 2
+    assert {p.name for p in tmp_path.iterdir()} == mine
 
 
 def test_prune_refuses_to_replace_a_file_that_is_not_a_circuit(tmp_path, model_dir, capsys):
