@@ -34,8 +34,8 @@ def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any
     (range-checked), so ``--widths 0`` stops at the parser, before torch is imported."""
 
     def parse(text: str) -> tuple[Any, ...]:
-        parts = [v.strip() for v in text.split(",") if v.strip()]
-        if not parts:
+        parts = [v.strip() for v in text.split(",")]
+        if not all(parts):  # "", "32,", "32,,64": an empty item is a typo, not a shorter grid
             raise argparse.ArgumentTypeError(f"must be comma-separated {what}, got {text!r}")
         return tuple(item(v) for v in parts)
 
@@ -46,8 +46,24 @@ _ints = _list_of(POSITIVE_INT, "positive integers")
 _floats = _list_of(number(float, 0, 1, open_low=True), "fractions in (0, 1]")
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Help that ends each option with its default, where it has one worth saying (not
+    ``None``/``False``/empty, and not already in the help text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d is None or d is False or d == () or d == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def add_sweep(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="grid of width x L0 x AbsTopK runs: the frontier figures")
+    p = sub.add_parser(
+        "sweep",
+        help="grid of width x L0 x AbsTopK runs: the frontier figures",
+        formatter_class=_DefaultsShown,
+    )
     p.set_defaults(handler=cmd_sweep)
     p.add_argument("--preset", required=True, help="the preset every point starts from")
     p.add_argument("--out", type=out_path, required=True, help="sweep folder")
@@ -220,7 +236,7 @@ def _run(scfg: Any, launch: Any, out: Path, cache_dir: Path) -> int:  # noqa: AN
         points, status = run_sweep(scfg, out, cache_dir, launch)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
-    rows = match_dense(collect(out, points, status))
+    rows = match_dense(collect(out, points))
     paths = write_table(out, scfg, rows, status)
     page = write_frontier(out, scfg, rows, status)
     unfinished = {k: v for k, v in status.items() if v.startswith(("failed", "busy"))}

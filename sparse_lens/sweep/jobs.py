@@ -381,9 +381,12 @@ def run_sweep(
     executor.update_parameters(**params)
     groups = deal(todo, launch.jobs) if todo else []
     jobs = []
-    with executor.batch():
-        for group in groups:
-            jobs.append(executor.submit(run_points, group, scfg, out, cache_dir, launch.threads))
+    if groups:  # an empty batch makes submitit warn "No submission happened"
+        with executor.batch():
+            for group in groups:
+                jobs.append(
+                    executor.submit(run_points, group, scfg, out, cache_dir, launch.threads)
+                )
     try:
         for group, job in zip(groups, jobs, strict=True):
             try:

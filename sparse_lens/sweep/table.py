@@ -35,16 +35,16 @@ CIRCUIT_COLUMNS = (
 )  # fmt: skip
 
 
-def collect(out: Path, points: list[PointSpec], status: dict[str, str]) -> list[dict[str, Any]]:
-    """The rows of every point of the grid that has finished (``point.json``)."""
+def collect(out: Path, points: list[PointSpec]) -> list[dict[str, Any]]:
+    """The rows of every point of the grid that has finished (``point.json``); a finished
+    point's status is ``done`` whether this run or an earlier one finished it (``table.json``'s
+    ``status`` says which, per point), so a resumed sweep tables like an uninterrupted one."""
     rows = []
     for spec in points:
         path = out / "points" / spec.name / "point.json"
         if path.exists():
             row = read_json(path, "sweep point")
-            rows.append(
-                row | {"status": status.get(spec.name, "done"), "n_solved": len(row["solved"])}
-            )
+            rows.append(row | {"status": "done", "n_solved": len(row["solved"])})
     return rows
 
 

@@ -149,6 +149,8 @@ SWEEP = ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "1", "--out", "o
         (["train", "--preset", "tiny", "--out", "o", "--device", "tpu"], "cpu, cuda or cuda:N"),
         ([*SWEEP, "--cache-dir", ""], "is empty"),
         ([*SWEEP, "--timeout-min", "99999999"], "out of range"),
+        ([*SWEEP, "--widths", "32,"], "comma-separated"),
+        ([*SWEEP, "--l0", "1,,2"], "comma-separated"),
     ],
 )
 def test_options_are_checked_by_the_parser(tmp_path, monkeypatch, capsys, argv, message):
