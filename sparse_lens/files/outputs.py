@@ -164,10 +164,33 @@ def _check_owner(
             raise ValueError(
                 f"{str(folder)!r} was written by {owner!r}, not {command!r}; pick another folder"
             )
-    elif entries and legacy is not None and not any((folder / m).exists() for m in legacy):
+    elif entries and legacy is not None:
+        if not any((folder / m).exists() for m in legacy):
+            raise ValueError(
+                f"{str(folder)!r} holds {', '.join(entries[:5])} but no {' or '.join(legacy)}: "
+                f"not a folder {command!r} wrote; pick an empty or new folder"
+            )
+        for name in legacy:
+            _check_legacy_marker(folder / name, command)
+
+
+# The keys an older version's marker file always held: a file of that name without them is
+# the user's (e.g. their own run.json), and is never adopted, let alone overwritten.
+LEGACY_KEYS = {"run.json": ("model_config", "train_config"), "sweep.json": ("version", "config")}
+
+
+def _check_legacy_marker(path: Path, command: str) -> None:
+    keys = LEGACY_KEYS.get(path.name)
+    if keys is None or not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict) or any(k not in data for k in keys):
         raise ValueError(
-            f"{str(folder)!r} holds {', '.join(entries[:5])} but no {' or '.join(legacy)}: "
-            f"not a folder {command!r} wrote; pick an empty or new folder"
+            f"{str(path)!r} is not a {path.name} that {command!r} wrote (it lacks "
+            f"{', '.join(keys)}); pick an empty or new folder"
         )
 
 

@@ -657,3 +657,23 @@ def test_a_refused_claim_removes_the_folders_it_created(tmp_path):
     with pytest.raises(RuntimeError), claim_output(tmp_path / "f" / "x.json", "prune", kind="file"):
         raise RuntimeError("refused")
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize(
+    ("marker", "argv"),
+    [
+        ("run.json", ["train", "--preset", "tiny", "--steps", "2"]),
+        ("sweep.json", ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "40000"]),
+    ],
+)
+@pytest.mark.parametrize("text", ['{"mine": 1}', "[1]", "x"])
+def test_a_users_file_named_like_an_old_marker_is_never_adopted(
+    tmp_path, capsys, marker, argv, text
+):
+    """A folder holding only the user's own ``run.json``/``sweep.json`` (not one this package
+    wrote: it lacks the keys every old one held) is refused, untouched and with no lock left."""
+    (tmp_path / marker).write_text(text)
+    assert main([*argv, "--out", str(tmp_path), "--cache-dir", "/nonexistent-cache"]) == 2
+    assert f"is not a {marker} that" in _err(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == [marker]
+    assert (tmp_path / marker).read_text() == text
