@@ -124,7 +124,12 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--jobs", type=POSITIVE_INT, default=1, help="submitit jobs (points dealt among them)"
     )
-    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads per process")
+    p.add_argument(
+        "--threads",
+        type=POSITIVE_INT,
+        default=None,
+        help="torch threads per process (default: torch's own, the number of cores)",
+    )
     p.add_argument(
         "--tasks-per-point", type=POSITIVE_INT, default=1, help="DDP processes per point"
     )
