@@ -174,9 +174,21 @@ def _check_owner(
             _check_legacy_marker(folder / name, command)
 
 
-# The keys an older version's marker file always held: a file of that name without them is
-# the user's (e.g. their own run.json), and is never adopted, let alone overwritten.
-LEGACY_KEYS = {"run.json": ("model_config", "train_config"), "sweep.json": ("version", "config")}
+# The keys an older version's marker file always held (``a.b``: key ``b`` of the object at
+# ``a``): a file of that name without them is the user's (e.g. their own run.json), and is
+# never adopted, let alone overwritten.
+LEGACY_KEYS = {
+    "run.json": ("model_config", "train_config"),
+    "sweep.json": ("version", "config.preset", "config.widths", "config.l0s"),
+}
+
+
+def _has_key(data: object, dotted: str) -> bool:
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return False
+        data = data[key]
+    return True
 
 
 def _check_legacy_marker(path: Path, command: str) -> None:
@@ -187,7 +199,7 @@ def _check_legacy_marker(path: Path, command: str) -> None:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         data = None
-    if not isinstance(data, dict) or any(k not in data for k in keys):
+    if not all(_has_key(data, k) for k in keys):
         raise ValueError(
             f"{str(path)!r} is not a {path.name} that {command!r} wrote (it lacks "
             f"{', '.join(keys)}); pick an empty or new folder"

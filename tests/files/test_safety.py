@@ -666,7 +666,7 @@ def test_a_refused_claim_removes_the_folders_it_created(tmp_path):
         ("sweep.json", ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "40000"]),
     ],
 )
-@pytest.mark.parametrize("text", ['{"mine": 1}', "[1]", "x"])
+@pytest.mark.parametrize("text", ['{"mine": 1}', "[1]", "x", '{"version": 1, "config": {}}'])
 def test_a_users_file_named_like_an_old_marker_is_never_adopted(
     tmp_path, capsys, marker, argv, text
 ):
