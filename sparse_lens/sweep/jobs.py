@@ -209,10 +209,12 @@ def _free_tag(out: Path, base: str) -> str:
     )
 
 
-def _set_aside(out: Path, base: str, circuits: bool) -> str:
+def _set_aside(out: Path, base: str, circuits: bool, renamed: dict[str, str] | None = None) -> str:
     """Move every point's ``point.json`` to ``point.TAG.json`` and, with ``circuits``, its
-    ``circuits/`` to ``circuits.TAG/`` (the circuit paths in the moved ``point.json`` follow);
-    nothing is deleted. Returns TAG (``_free_tag`` of ``base``)."""
+    ``circuits/`` to ``circuits.TAG/`` (the circuit paths in the moved ``point.json`` follow,
+    as do those of the custom tasks in ``renamed``, name -> the hash their files were moved
+    to by ``_drop_custom_results``); nothing is deleted. Returns TAG (``_free_tag`` of
+    ``base``)."""
     tag = _free_tag(out, base)
     for pdir in sorted((out / "points").glob("*")):
         if circuits and (pdir / "circuits").exists():
@@ -223,6 +225,10 @@ def _set_aside(out: Path, base: str, circuits: bool) -> str:
             for c in row.get("circuits", {}).values() if circuits else ():
                 if isinstance(c, dict) and str(c.get("file", "")).startswith("circuits/"):
                     c["file"] = f"circuits.{tag}/" + c["file"].removeprefix("circuits/")
+            for name, h in (renamed or {}).items():
+                c = row.get("circuits", {}).get(name)
+                if isinstance(c, dict) and c.get("file") == f"circuits/{name}.json":
+                    c["file"] = f"circuits/{name}.{h}.json"
             atomic_write_json(pdir / f"point.{tag}.json", row)
             point.unlink()
     return tag
@@ -245,11 +251,13 @@ def _set_aside_dense(out: Path, old_lr: Any) -> str:
     return suffix
 
 
-def _drop_custom_results(out: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+def _drop_custom_results(out: Path, old: dict[str, Any], new: dict[str, Any]) -> dict[str, str]:
     """For every custom task whose file changed (same name, other content), drop its row from
     each point's ``tasks.json`` and move its circuit files to ``NAME.OLDHASH.*`` (kept), so the
-    points table and prune it again."""
+    points table and prune it again. Returns name -> OLDHASH of the moved tasks."""
     changed = {name: h or "unknown" for name, h in old.items() if name in new and new[name] != h}
+    if not changed:
+        return changed
     for pdir in sorted((out / "points").glob("*")):
         table_path = pdir / "tasks.json"
         if table_path.exists() and changed:
@@ -259,6 +267,7 @@ def _drop_custom_results(out: Path, old: dict[str, Any], new: dict[str, Any]) ->
             for f in sorted((pdir / "circuits").glob(f"{name}.*")):
                 if f.name.split(".")[1] in ("json", "skip", "optuna"):
                     f.rename(f.with_name(f"{name}.{h}.{f.name.split('.', 1)[1]}"))
+    return changed
 
 
 def _read_old(path: Path) -> tuple[dict[str, Any], SweepConfig]:
@@ -328,10 +337,11 @@ def _move_changed(
         moved.append({"tag": tag, "set_aside": "circuits, point.json"})
         logger.info("pruning settings changed (%s): earlier circuits in *.%s", diff, tag)
     elif "tasks" in diff or "custom_tasks" in diff:
+        renamed = {}
         if "custom_tasks" in diff:  # a changed file outdates its table rows and circuits
-            _drop_custom_results(out, theirs["custom_tasks"], mine["custom_tasks"])
+            renamed = _drop_custom_results(out, theirs["custom_tasks"], mine["custom_tasks"])
         tasks = [theirs.get("tasks"), theirs.get("custom_tasks")]
-        tag = _set_aside(out, f"tasks-{_digest(tasks)}", circuits=False)
+        tag = _set_aside(out, f"tasks-{_digest(tasks)}", circuits=False, renamed=renamed)
         moved.append({"tag": tag, "set_aside": "point.json"})
     return moved
 

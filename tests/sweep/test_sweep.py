@@ -412,7 +412,9 @@ def test_a_custom_task_edited_in_place_is_tabled_and_pruned_again(tmp_path):
     check_settings(out, cfg)
     assert "a" not in json.loads((pdir / "tasks.json").read_text())
     assert not (pdir / "point.json").exists() and not (pdir / "circuits" / "a.json").exists()
-    assert len(list((pdir / "circuits").glob("a.*.json"))) == 1  # set aside, not deleted
+    (moved,) = (pdir / "circuits").glob("a.*.json")  # set aside, not deleted
+    (kept,) = pdir.glob("point.*.json")  # the set-aside row points at the moved circuit
+    assert json.loads(kept.read_text())["circuits"]["a"]["file"] == f"circuits/{moved.name}"
 
 
 def test_settings_compare_as_they_take_effect(tmp_path, capsys):
