@@ -44,9 +44,11 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
         if model.tokenizer is None:
             raise CLIError(f"{args.model_dir} has no tokenizer.json")
-        tasks = [get_task(n) for n in (args.task or TASK_NAMES)]
-        if args.custom is not None:
-            tasks.append(load_custom_task(args.custom, model.tokenizer))
+        custom = None if args.custom is None else load_custom_task(args.custom, model.tokenizer)
+        own = custom.name if custom is not None else None  # --task OWN picks it too
+        tasks = [get_task(n) for n in (args.task or TASK_NAMES) if n != own]
+        if custom is not None and (not args.task or own in args.task):
+            tasks.append(custom)
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
     try:

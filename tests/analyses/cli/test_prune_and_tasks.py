@@ -59,6 +59,24 @@ def test_tasks_table_and_json(tiny_run, capsys):
     assert "bracket_counting" in table and "mean" in table
 
 
+def test_tasks_picks_a_custom_task_by_its_name(tiny_run, tmp_path, capsys):
+    """``--custom F`` adds task ``F``'s stem to every table, and ``--task STEM`` picks it
+    alone or beside built-in tasks."""
+    final = str(tiny_run[0] / "run" / "final")
+    recs = [{"context": f'print("x{i}', "correct": '")', "incorrect": "')"} for i in range(30)]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs))
+    for picks, want in [
+        ([], None),
+        (["--task", "mine"], {"mine"}),
+        (["--task", "mine", "--task", "lambda_func"], {"mine", "lambda_func"}),
+        (["--task", "lambda_func"], {"lambda_func"}),
+    ]:
+        assert main(["tasks", final, "--custom", str(path), *picks, "--n", "10", "--json"]) == 0
+        got = set(json.loads(capsys.readouterr().out))
+        assert got == want if want else "mine" in got and "if_equals" in got, (picks, got)
+
+
 def test_tasks_errors(tiny_run, capsys):
     root, _ = tiny_run
     assert main(["tasks", str(root / "run" / "final"), "--task", "nope"]) == 2
