@@ -260,7 +260,7 @@ def _drop_custom_results(out: Path, old: dict[str, Any], new: dict[str, Any]) ->
         return changed
     for pdir in sorted((out / "points").glob("*")):
         table_path = pdir / "tasks.json"
-        if table_path.exists() and changed:
+        if table_path.exists():
             table = read_json(table_path, "task table")
             atomic_write_json(table_path, {k: v for k, v in table.items() if k not in changed})
         for name, h in changed.items():
@@ -298,9 +298,10 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
     """
     path = out / "sweep.json"
     earlier: list[dict[str, Any]] = []
+    mine = _effective(scfg)
     if path.exists():
         old, old_cfg = _read_old(path)
-        mine, theirs = _effective(scfg), _effective(old_cfg)
+        theirs = _effective(old_cfg)
         # the content the old sweep tabled, as recorded then: its file may have been edited in
         # place since (an old record without hashes: unknown, so every custom task is redone)
         theirs["custom_tasks"] = old.get("custom_task_hashes") or dict.fromkeys(
@@ -318,7 +319,7 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
         for entry in _move_changed(out, diff, theirs, mine):
             earlier.append(entry | {"config": old["config"]})
     record = {"version": SWEEP_VERSION, "config": scfg.to_dict()}
-    record["custom_task_hashes"] = _effective(scfg)["custom_tasks"]
+    record["custom_task_hashes"] = mine["custom_tasks"]
     atomic_write_json(path, record | ({"earlier": earlier} if earlier else {}))
 
 
