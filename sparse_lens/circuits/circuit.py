@@ -350,8 +350,9 @@ class Circuit:
         """A standalone model computing this circuit (see the module docstring).
 
         Raises:
-            ValueError: ``model`` does not match the circuit, or the circuit is resample-ablated or
-                freezes norms (neither bakes into weights).
+            ValueError: ``model`` does not match the circuit, or the circuit is resample-ablated,
+                freezes norms, or removes a ``v -> attn_out`` edge in a model with attention
+                sinks (none of these bakes into weights).
             RuntimeError: the weights do not transfer to the new model (missing/unexpected keys
                 named).
         """

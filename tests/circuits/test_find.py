@@ -23,8 +23,9 @@ from tests.search_worker import planted_pruner, search_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_removed_edges_hooks_match_to_model_under_abstopk():
-    model = build_model()
+@pytest.mark.parametrize("sinks", [False, True])
+def test_removed_edges_hooks_match_to_model_under_abstopk(sinks):
+    model = build_model(attn_sinks=sinks)
     g = torch.Generator().manual_seed(0)
     kept = {
         loc.hook: sorted(torch.randperm(loc.size, generator=g)[: loc.size // 2].tolist())
@@ -41,10 +42,39 @@ def test_removed_edges_hooks_match_to_model_under_abstopk():
     assert circuit.n_edges == full.n_edges - len(removed)
     tokens = random_tokens(3, 9, seed=4)
     hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model))
-    torch.testing.assert_close(circuit.to_model(model)(tokens), hooked, atol=1e-5, rtol=1e-5)
+    if sinks:  # a removed v -> attn_out edge's fill depends on the sink mass: no weight edit
+        with pytest.raises(ValueError, match="attention sinks"):
+            circuit.to_model(model)
+    else:
+        torch.testing.assert_close(circuit.to_model(model)(tokens), hooked, atol=1e-5, rtol=1e-5)
     before = model.run_with_hooks(tokens, fwd_hooks=full.fwd_hooks(model))
     assert not torch.allclose(before, hooked, atol=1e-4)  # the removal did something
     assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_cutting_every_out_edge_of_a_value_channel_equals_cutting_the_channel(ablation):
+    """With attention sinks a value node's ablation reaches ``z`` as (1 - p_sink) * fill; the
+    edges' fill must match it (it was ``fill``: a 25-33% error of the node's effect)."""
+    model = build_model(attn_sinks=True)
+    kept = {loc.hook: list(range(loc.size)) for loc in node_locations(model.cfg)}
+    abl = make_ablation(ablation, model, random_tokens(8, 12, seed=3))
+    full = Circuit.from_nodes(model, kept, abl.values, task="t")
+    v_edges = [(s, t) for s, t, _ in full.edges if ".attn.v." in s]
+    node = v_edges[0][0]
+    out_edges = [(s, t) for s, t in v_edges if s == node]
+    ref = {r.label: r for r in full.node_refs(model.cfg)}[node]
+    without_node = {
+        h: [c for c in ch if (h, c) != (ref.hook, ref.channel)] for h, ch in kept.items()
+    }
+    cut_edges = Circuit.from_nodes(model, kept, abl.values, task="t", removed_edges=out_edges)
+    cut_node = Circuit.from_nodes(model, without_node, abl.values, task="t")
+    tokens = random_tokens(3, 9, seed=4)
+    by_edges = model.run_with_hooks(tokens, fwd_hooks=cut_edges.fwd_hooks(model))
+    by_node = model.run_with_hooks(tokens, fwd_hooks=cut_node.fwd_hooks(model))
+    torch.testing.assert_close(by_edges, by_node, atol=1e-5, rtol=1e-5)
+    if ablation == "mean":  # the cut changed something, so the equality is not vacuous
+        assert not torch.allclose(by_node, model(tokens), atol=1e-4)
 
 
 def test_removed_edges_round_trip_and_bad_edge(tmp_path):
