@@ -148,8 +148,9 @@ def find_circuit(
     With ``test`` pairs (mean or zero ablation), every stage also reports its test loss.
 
     Raises:
-        ValueError: an unknown method, the full model misses the target, or no search trial
-            reached it.
+        ValueError: an unknown method, the full model misses the target, no search trial
+            reached it, or the final circuit's validation loss is above the target.
+        FloatingPointError: the final loss is not finite.
     """
     if method not in SEARCH_METHODS:
         raise ValueError(f"search must be one of {SEARCH_METHODS}, got {method!r}")
@@ -176,6 +177,12 @@ def find_circuit(
     found.loss = found.stages[-1].val_loss
     if not math.isfinite(found.loss):
         raise FloatingPointError("pruned loss is not finite")
+    if found.loss > pruner.pcfg.target_loss:
+        raise ValueError(
+            f"the final circuit's validation loss {found.loss:.4f} is above its target "
+            f"{pruner.pcfg.target_loss} (search {found.search.get('method')!r}); it is not "
+            "reported as a circuit at that target"
+        )
     return found
 
 

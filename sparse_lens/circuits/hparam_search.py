@@ -26,13 +26,20 @@ Reproducibility and storage:
   safe for concurrent writers) works; across machines a database URL such as
   ``postgresql://user@host/db``. Two processes that sample at the same instant may draw the
   same parameters; that wastes a trial, nothing else.
+* A study records its identity (``study_identity``): the model, the task's train and
+  validation pairs, the ablation values and every pruning setting that the trials do not sample
+  (target, ablation, frozen norms, q/k tying, steps, batch, seed, ...), the epochs range and the
+  search space. Resuming a study whose identity differs is refused, naming what changed: its
+  trials scored another objective, and their circuits would be reported under the new settings.
 """
 
+import hashlib
+import json
 import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +49,8 @@ from optuna.storages.journal import JournalFileBackend
 from tqdm.auto import tqdm
 
 from sparse_lens.circuits.circuit import circuit_edges
-from sparse_lens.circuits.masks import PruneConfig, Pruner
+from sparse_lens.circuits.masks import PruneConfig, Pruner, model_fingerprint
+from sparse_lens.tasks.task import TaskBatch
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +255,75 @@ def _objective(pruner: Pruner, scfg: SearchConfig, full_loss: float) -> Any:
     return objective
 
 
+# PruneConfig fields a trial samples (``trial_config``), or that do not change its objective
+_NOT_IDENTITY = (*SPACE, "beta2", "epochs", "calibrate")
+
+
+def _digest(tensors: list[Any]) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _batch_digest(batch: TaskBatch) -> str:
+    return _digest([batch.tokens, batch.last, batch.correct, batch.incorrect])
+
+
+def study_identity(pruner: Pruner, scfg: SearchConfig) -> dict[str, Any]:
+    """Everything that changes a trial's objective, as JSON values: the model fingerprint, the
+    hashes of the train / val pairs and of the ablation values, the pruning settings the trials
+    do not sample, the epochs range and the search space (module docstring)."""
+    values = pruner.ablation.values
+    fixed = {k: v for k, v in asdict(pruner.pcfg).items() if k not in _NOT_IDENTITY}
+    identity = {
+        "model": model_fingerprint(pruner.model),
+        "train_pairs": _batch_digest(pruner.train),
+        "val_pairs": _batch_digest(pruner.val),
+        "ablation_values": _digest([values[h] for h in sorted(values)]),
+        "prune_config": fixed,
+        "epochs": list(scfg.epochs),
+        "space": SPACE,
+    }
+    return json.loads(json.dumps(identity))  # tuples as lists: equal to what storage returns
+
+
+def check_identity(study: optuna.Study, identity: dict[str, Any]) -> None:
+    """Record ``identity`` on a new study; refuse an existing one recorded with another.
+
+    Raises:
+        ValueError: the study holds trials but another identity (the changed settings named),
+            or none (a study from before identities were recorded).
+    """
+    old = study.user_attrs.get("identity")
+    if old is None and not study.get_trials(deepcopy=False):
+        study.set_user_attr("identity", identity)
+        return
+    if old == identity:
+        return
+    if old is None:
+        changed = "its settings were not recorded"
+    else:
+        diff = _differences(old, identity)
+        changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff)
+    raise ValueError(
+        f"the Optuna study {study.study_name!r} was run with other settings ({changed}); its "
+        "trials would be reused for an objective they did not score. Give another --storage "
+        "file or study name, or rerun with the study's settings"
+    )
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key != "space":
+            out += [(f"{key}.{k}", x, y) for k, x, y in _differences(a, b)]
+        elif a != b:
+            out.append((key, a, b))
+    return out
+
+
 def _counts(study: optuna.Study) -> tuple[int, int]:
     states = [t.state for t in study.get_trials(deepcopy=False)]
     done = sum(
@@ -266,7 +343,8 @@ def run_search(
     spent ``scfg.budget_minutes``; returns the study (``study.best_trial`` is the circuit).
 
     Raises:
-        ValueError: a bad storage string, or the full model misses the target.
+        ValueError: a bad storage string, the full model misses the target, or the study was
+            run with other settings (``check_identity``).
     """
     full_loss = pruner.full_loss()
     storage = open_storage(scfg.storage, scfg)
@@ -277,6 +355,7 @@ def run_search(
         load_if_exists=True,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=scfg.n_startup_trials),
     )
+    check_identity(study, study_identity(pruner, scfg))
     if scfg.enqueue_first and not study.get_trials(deepcopy=False):
         lo, hi = scfg.epochs
         for first in FIRST_TRIALS:

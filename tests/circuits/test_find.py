@@ -266,6 +266,54 @@ def test_two_processes_share_one_study(tmp_path, kind):
     assert outs[0]["value"] == outs[1]["value"] == study.best_value
 
 
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (dict(tie_qk=True), "prune_config.tie_qk"),
+        (dict(freeze_norms=True), "prune_config.freeze_norms"),
+        (dict(steps=123), "prune_config.steps"),
+        ("epochs", "epochs"),
+        ("ablation", "ablation_values"),
+        ("val", "val_pairs"),
+    ],
+)
+def test_a_study_run_with_other_settings_is_refused_not_reused(tmp_path, change, named):
+    """Every setting that changes the objective is part of the study's identity: a rerun with
+    one changed was silently given the old trials' nodes."""
+    import dataclasses
+
+    from sparse_lens.circuits.masks import Pruner
+    from tests.circuits.test_masks import planted_batch
+
+    storage = f"journal:{tmp_path / 'study.log'}"
+    pruner = planted_pruner()
+    run_search(pruner, search_config(storage, 1), study_name="planted")
+    scfg = search_config(storage, 2)
+    again = planted_pruner()
+    if isinstance(change, dict):
+        again.pcfg = dataclasses.replace(again.pcfg, **change)
+    elif change == "epochs":
+        scfg = dataclasses.replace(scfg, epochs=(9, 24))
+    elif change == "ablation":
+        again.ablation.values = {h: v + 0.01 for h, v in again.ablation.values.items()}
+    else:
+        again = Pruner(again.model, again.train, planted_batch(32, 7), again.ablation, again.pcfg)
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        run_search(again, scfg, study_name="planted")
+    run_search(planted_pruner(), search_config(storage, 2), study_name="planted")  # resumes
+
+
+def test_a_final_circuit_above_its_target_is_an_error(monkeypatch):
+    from sparse_lens.circuits import find
+
+    pruner = planted_pruner()
+    pruner.pcfg = pruner.pcfg.__class__(**{**pruner.pcfg.__dict__, "steps": 20})
+    # a clean-up stage that broke the circuit (what a stale search's nodes did unnoticed)
+    monkeypatch.setattr(find, "remove_nodes", lambda p, kept, score, n: ({}, 0))
+    with pytest.raises(ValueError, match="above its target"):
+        find.find_circuit(pruner, "none", cleanup=("nodes",))
+
+
 def test_knockout_effects_with_removed_edges_equal_the_smaller_circuit():
     """A node knocked out on a circuit with removed edges: the edge hooks that share the
     node's hook point stay in place (regression: the edge's read hook was replaced)."""
