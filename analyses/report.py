@@ -86,14 +86,12 @@ def _summary_rows(circuit: Circuit, task: Task) -> list[list[Any]]:
         ["target loss", circuit.target_loss],
         ["circuit loss (val)", circuit.loss],
         ["circuit loss (test)", circuit.test_loss if circuit.test_loss is not None else "-"],
-        [
-            "calibrated loss",
-            circuit.calibrated_loss if circuit.calibrated_loss is not None else "-",
-        ],
         ["full-model loss", circuit.full_loss],
         ["ablation", circuit.ablation + (", frozen norms" if circuit.freeze_norms else "")],
         ["model fingerprint", circuit.model_fingerprint],
     ]
+    if circuit.calibrated_loss is not None:  # only when asked for (PruneConfig.calibrate)
+        rows.append(["logit-calibrated loss (not a faithfulness measure)", circuit.calibrated_loss])
     if "prune_seconds" in circuit.extra:
         rows.append(["pruning time (s)", round(circuit.extra["prune_seconds"], 1)])
     if circuit.hparams.get("chosen"):
@@ -167,24 +165,58 @@ def search_section(circuit: Circuit) -> str:
 
 
 def _faithfulness(report: dict[str, Any]) -> str:
-    rows: list[list[Any]] = []
-    for key in ("full_model_loss", "sufficiency_loss", "necessity_loss", "n_nodes"):
+    """The verdict table (check, status, value, threshold, reason), what it was computed on,
+    then the measurements behind it."""
+    on = report.get("computed_on", {})
+    where = (
+        f"Computed on the {on.get('split', '?')} split, n = {on.get('n', '?')} examples, "
+        f"{on.get('ablation', '?')} ablation (source: {json.dumps(on.get('ablation_source'))}), "
+        f"seed {on.get('seed', '?')}."
+    )
+    verdicts = report.get("verdicts", [])
+    rows = [
+        [v["check"], v["status"].upper(), v["value"], v["threshold"], v["reason"]] for v in verdicts
+    ]
+    parts = [f'<p class="note">{esc(where)}</p>']
+    if rows:
+        parts.append(table(["check", "verdict", "value", "threshold", "why"], rows))
+    else:
+        parts.append('<p class="note">This report predates verdicts (prune again).</p>')
+    measured: list[list[Any]] = []
+    for key in ("full_model_loss", "n_nodes"):
         if key in report:
-            rows.append([key.replace("_", " "), report[key]])
+            measured.append([key.replace("_", " "), report[key]])
+    for key in ("sufficiency", "frozen_norms"):
+        if isinstance(report.get(key), dict):
+            measured += [[f"{key} {k}", v] for k, v in report[key].items()]
     agree = report.get("node_agreement")
     if isinstance(agree, dict):
-        rows += [[f"node agreement {k}", v] for k, v in agree.items() if isinstance(v, int | float)]
+        measured += [[f"node agreement {k}", v] for k, v in agree.items() if _number(v)]
     inter = report.get("interchange")
-    if isinstance(inter, dict):
-        rows += [[f"interchange loss at fraction {k}", v] for k, v in inter.items()]
-    for key in ("random_init_control", "nonsense_task_control"):
-        ctl = report.get(key)
-        if isinstance(ctl, dict):
-            text = ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in ctl.items()
+    if isinstance(inter, dict) and isinstance(inter.get("fractions"), dict):
+        for k, v in inter["fractions"].items():
+            measured.append(
+                [f"interchange at fraction {k} (loss, KL)", f"{v['loss']:.4g}, {v['kl']:.4g}"]
             )
-            rows.append([key.replace("_", " "), text])
-    return table(["check", "value"], rows)
+    parts.append(table(["measurement", "value"], measured))
+    return "".join(parts)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def failed_banner(circuit: Circuit) -> str:
+    """A warning naming the failed faithfulness checks, for the top of a circuit page ("" if
+    none failed or there is no report)."""
+    failed = circuit.extra.get("faithfulness", {}).get("failed", [])
+    if not failed:
+        return ""
+    return (
+        f'<p class="warn"><strong>This circuit fails {len(failed)} faithfulness check'
+        f"{'s' if len(failed) > 1 else ''}: {esc(', '.join(failed))}.</strong> "
+        '<a href="#faithfulness">Why</a></p>'
+    )
 
 
 def circuit_page(
@@ -211,6 +243,7 @@ def circuit_page(
     page = Page(title=f"Circuit for {circuit.task}")
     if back_link:
         page.add(f'<nav><a href="{esc(back_link)}">← index</a></nav>')
+    page.add(failed_banner(circuit))
     page.add(table(["", ""], _summary_rows(circuit, task)))
 
     attribution = attribution_effects(model, circuit, batch)

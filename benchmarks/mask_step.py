@@ -6,7 +6,11 @@ mask parameters) and a plain step (the model's own forward and backward to its w
 batch, same task loss) are timed interleaved in one process so machine noise hits both alike.
 It writes one JSON of medians and the ratio (goal: mask / plain <= 1.5), and for comparison
 the step as it was before (``rebuilt``: fresh ``node_mask`` hooks through ``run_with_hooks``
-every step).
+every step). ``frozen``: the same mask step with every RMSNorm scale frozen at the full
+model's (``PruneConfig(freeze_norms=True)``, the norm-cheating control of Drori 2026), whose
+cost must stay within 1.2x of the default step (``frozen_over_mask``) so that the honest
+setting is not the slow one; ``frozen_per_step`` is how it was done before (the full model's
+scales recomputed by an extra forward pass every step).
 
     python benchmarks/mask_step.py --out benchmarks/results/mask_step.json
     python benchmarks/mask_step.py --quick            # tiny model, a few repeats (smoke test)
@@ -57,9 +61,30 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
     model, batch = build(quick)
     ablation = make_ablation("mean", model, batch.tokens[:16])
     pruner = Pruner(model, batch, batch, ablation, PruneConfig(batch_pairs=len(batch) // 2))
+    frozen = Pruner(
+        model, batch, batch, ablation, PruneConfig(batch_pairs=len(batch) // 2, freeze_norms=True)
+    )
     taus = {h: torch.nn.Parameter(t) for h, t in pruner.init_taus(torch.Generator()).items()}
     idx = torch.arange(len(batch))
     live = MaskHolder(pruner.locs, ablation)
+    frozen.frozen_scales(batch)  # once per batch, as learn_masks does before its first step
+
+    def frozen_step(per_step: bool = False) -> None:
+        for q in model.parameters():
+            q.requires_grad_(False)
+        if per_step:  # before: the full model's scales recomputed every step
+            frozen._scales.clear()
+            live.masks = {}
+            frozen.frozen_scales(batch)
+        with model.hooks(fwd_hooks=live.hooks()):
+            masks = frozen.masks_of(taus)
+            loss = (
+                frozen.train_loss(live, masks, batch, idx)
+                + 1e-4 * torch.cat(list(masks.values())).sum()
+            )
+            loss.backward()
+        for t in taus.values():
+            t.grad = None
 
     def mask_step() -> None:
         for q in model.parameters():
@@ -99,9 +124,22 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
             mask_step()
         prof.disable()
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(20)
-    times: dict[str, list[float]] = {"mask": [], "rebuilt": [], "plain": []}
+    times: dict[str, list[float]] = {
+        "mask": [],
+        "rebuilt": [],
+        "plain": [],
+        "frozen": [],
+        "frozen_per_step": [],
+    }
+    steps = (
+        ("mask", mask_step),
+        ("rebuilt", rebuilt_step),
+        ("plain", plain_step),
+        ("frozen", frozen_step),
+        ("frozen_per_step", lambda: frozen_step(per_step=True)),
+    )
     for _ in range(repeats):
-        for name, fn in (("mask", mask_step), ("rebuilt", rebuilt_step), ("plain", plain_step)):
+        for name, fn in steps:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -124,6 +162,10 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
         "rebuilt_hooks_step_s": rebuilt,
         "mask_over_plain": mask / plain,
         "rebuilt_hooks_over_plain": rebuilt / plain,
+        "frozen_norms_step_s": statistics.median(times["frozen"]),
+        "frozen_per_step_s": statistics.median(times["frozen_per_step"]),
+        "frozen_over_mask": statistics.median(times["frozen"]) / mask,
+        "frozen_per_step_over_mask": statistics.median(times["frozen_per_step"]) / mask,
     }
 
 

@@ -308,8 +308,20 @@ class Circuit:
             out[hook] = m
         return out
 
-    def fwd_hooks(self, model: HookedSparseTransformer, tokens: Tensor | None = None) -> HookList:
+    def fwd_hooks(
+        self,
+        model: HookedSparseTransformer,
+        tokens: Tensor | None = None,
+        *,
+        patches: HookList | None = None,
+        masks: dict[str, Tensor] | None = None,
+    ) -> HookList:
         """Hooks running ``model`` as this circuit. ``tokens`` is needed with frozen norms.
+
+        ``patches`` (e.g. full-model values for some kept nodes) run after the node masks and
+        before the removed edges' hooks, so a removed edge carries the patched value's ablation,
+        never the patch; ``masks`` (hook -> ``[channels]``, 1 keeps) replaces ``self.masks()``
+        (e.g. a partly ablated complement).
 
         Raises:
             ValueError: ``model`` does not match the circuit, the circuit is resample-ablated (use
@@ -323,8 +335,9 @@ class Circuit:
             if tokens is None:
                 raise ValueError("this circuit freezes norm scales: pass the tokens it will run on")
             hooks += norm_scale_hooks(model, tokens)
-        for hook, mask in self.masks().items():
+        for hook, mask in (self.masks() if masks is None else masks).items():
             hooks.append((hook, node_mask(mask, torch.tensor(self.baselines[hook]))))
+        hooks += patches or []
         return hooks + edge_hooks(model, self.removed_edge_refs(model.cfg), self._fills())
 
     def _fills(self) -> dict[str, Tensor]:
@@ -411,7 +424,11 @@ class Circuit:
         }[loc.kind]()
 
     def summary(self) -> str:
-        cal = f", calibrated {self.calibrated_loss:.3f}" if self.calibrated_loss is not None else ""
+        cal = (
+            f", logit-calibrated {self.calibrated_loss:.3f} (not a faithfulness measure)"
+            if self.calibrated_loss is not None
+            else ""
+        )
         return (
             f"{self.task}: {self.n_nodes} nodes, {self.n_edges} edges, loss {self.loss:.3f}{cal} "
             f"(target {self.target_loss}, full model {self.full_loss:.3f}, {self.ablation} ablation)"

@@ -1,159 +1,159 @@
-"""Is a pruned circuit faithful? The paper's checks (App. A.5, App. E) and Drori 2026's controls.
+"""Is a pruned circuit faithful? Every check with a verdict: pass or fail, its threshold, why.
 
-| check | what it measures | a faithful circuit |
-|---|---|---|
-| sufficiency | task loss of the circuit alone (everything else ablated), test split | <= target |
-| necessity | task loss with only the circuit's nodes ablated | well above the full model |
-| random-init control | pruning a randomly initialised model of the same shape | fails, or needs far more nodes |
-| nonsense-task control | pruning the model for the same contexts with shuffled answers | fails, or needs far more nodes |
-| node agreement | per kept node, correlation of its activation in the circuit vs the full model | near 1 |
-| interchange | loss when a random fraction of circuit nodes take the full model's values | stays low |
+The paper's checks (arXiv 2511.13653 §6.1, App. A.5, App. E) and those of its critique (Drori
+2026, "Weight-Sparse Circuits May Be Interpretable Yet Unfaithful"), computed on the task's
+test split by ``circuits/checks.py`` and ``circuits/controls.py``:
 
-The controls train masks with the same settings and count the nodes the learned mask keeps
-(``tau >= 0``) if that mask reaches the target; otherwise they report that pruning failed.
+| check | passes when |
+|---|---|
+| ``sufficiency`` | circuit loss <= target |
+| ``frozen_norms`` | circuit loss with every RMSNorm scale frozen at the full model's <= target |
+| ``norm_scale`` | final-norm scale ratio circuit/full in ``NORM_BAND`` (below: the norm amplifies) |
+| ``logit_diff`` | logit-difference ratio circuit/full in ``LOGIT_DIFF_BAND`` |
+| ``necessity`` | ablating the circuit alone costs more than ``MIN_NECESSITY_SHARE`` of random node sets of the same size per location |
+| ``node_agreement`` | at most ``MAX_FVU_SHARE`` of kept nodes have FVU above 0.5 |
+| ``interchange`` | KL(full, circuit) on the two candidates <= ``MAX_KL`` nats at every patched fraction |
+| ``partial_complement`` | worst loss over random and adversarial partial ablations <= target |
+| ``random_control`` | a permuted-weight model's masks at the circuit's size miss the target, and reaching it needs > ``CONTROL_FACTOR`` x the nodes |
+| ``nonsense_control`` | likewise for the nonsense rule on this model |
+
+A check that could not run (no final nodes, an unbalanced nonsense rule) says "not run" with
+the reason, never "pass". The report's ``failed`` lists the failing checks. ``mib`` holds the
+field's yardstick, MIB's faithfulness curve with CPR and CMD (``circuits/mib.py``): a measure
+to set beside circuits other tools find, with no verdict of its own.
 """
 
-import random
-from typing import Any
+import dataclasses
+import math
+from typing import Any, Literal
 
-import torch
 from torch import Tensor
 
-from hooks import flat, node_mask, record
-from hooks.types import HookList
-from sparse_lens.circuits.circuit import Circuit
-from sparse_lens.circuits.masks import Ablation, PruneConfig, Pruner, heaviside_ste
-from sparse_lens.data.tokenizer import Tokenizer
-from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import (
-    Task,
-    TaskBatch,
-    TaskExample,
-    task_batch,
-    task_loss,
+from sparse_lens.circuits import checks, controls
+from sparse_lens.circuits.checks import (
+    interchange,
+    necessity,
+    necessity_baseline,
+    node_agreement,
+    partial_complement,
 )
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.controls import nonsense_batch, permuted_model
+from sparse_lens.circuits.find import attribution_scores
+from sparse_lens.circuits.masks import Ablation, PruneConfig, Pruner, make_ablation
+from sparse_lens.circuits.mib import faithfulness_curve
+from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.task import Task, TaskBatch, task_batch
+
+__all__ = [
+    "faithfulness_report",
+    "interchange",
+    "necessity",
+    "necessity_baseline",
+    "node_agreement",
+    "nonsense_batch",
+    "partial_complement",
+    "permuted_model",
+    "verdict",
+]
+
+NORM_BAND = (0.8, 1.25)
+LOGIT_DIFF_BAND = (2 / 3, 1.5)
+MAX_KL = 0.1
+MIN_NECESSITY_SHARE = 0.75
+MAX_FVU_SHARE = 0.2
+CONTROL_FACTOR = 2.0
+MIN_RULE_BALANCE = 0.2
+Status = Literal["pass", "fail", "not run"]
 
 
-def necessity(model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch) -> float:
-    """Task loss with only the circuit's nodes replaced by their ablation values."""
-    hooks: HookList = [
-        (h, node_mask(1 - m, torch.tensor(circuit.baselines[h])))
-        for h, m in circuit.masks().items()
-    ]
-    return task_loss(model, batch, hooks)
-
-
-def node_agreement(
-    model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch
-) -> dict[str, Any]:
-    """Pearson correlation of every kept node's activation, circuit run vs full model, over the
-    task's tokens (padding excluded)."""
-    hooks_wanted = [h for h, idx in circuit.nodes.items() if idx]
-    valid = torch.arange(batch.tokens.shape[1])[None, :] <= batch.last[:, None]
-    with torch.no_grad():
-        _, full = model.run_with_cache(batch.tokens, names_filter=lambda n: n in hooks_wanted)
-        store: dict[str, Tensor] = {}
-        model.run_with_hooks(
-            batch.tokens,
-            fwd_hooks=circuit.fwd_hooks(model, batch.tokens)
-            + [(h, record(store)) for h in hooks_wanted],
-        )
-    per_node = {}
-    for h in hooks_wanted:
-        size = circuit.sizes[h]
-        a = flat(full[h], size)[valid].reshape(-1, size)
-        b = flat(store[h], size)[valid].reshape(-1, size)
-        for i in circuit.nodes[h]:
-            x, y = a[:, i].double(), b[:, i].double()
-            dx, dy = x - x.mean(), y - y.mean()
-            denom = float(dx.norm() * dy.norm())
-            if denom < 1e-12:  # a constant activation: agreement means equal values
-                corr = 1.0 if torch.allclose(x, y, atol=1e-6) else 0.0
-            else:
-                corr = float((dx * dy).sum()) / denom
-            per_node[f"{h}[{i}]"] = corr
-    values = list(per_node.values())
+def verdict(check: str, passed: bool | None, value: Any, threshold: str, reason: str) -> dict:
+    """One check's verdict as recorded: ``status`` pass / fail / not run (``passed`` None)."""
+    status: Status = "not run" if passed is None else "pass" if passed else "fail"
     return {
-        "mean": sum(values) / max(len(values), 1),
-        "min": min(values) if values else None,
-        "fraction_below_0.5": sum(v < 0.5 for v in values) / max(len(values), 1),
-        "per_node": per_node,
+        "check": check,
+        "status": status,
+        "value": value,
+        "threshold": threshold,
+        "reason": reason,
     }
 
 
-def interchange(
-    model: HookedSparseTransformer,
-    circuit: Circuit,
-    batch: TaskBatch,
-    fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
-    seed: int = 0,
-) -> dict[str, float]:
-    """Loss when a random ``fraction`` of the circuit's nodes take the full model's activations."""
-    kept = [(h, i) for h, idx in circuit.nodes.items() for i in idx]
-    hooks_wanted = sorted({h for h, _ in kept})
-    with torch.no_grad():
-        _, full = model.run_with_cache(batch.tokens, names_filter=lambda n: n in hooks_wanted)
-    rng = random.Random(seed)
-    out = {}
-    for frac in fractions:
-        chosen = rng.sample(kept, round(frac * len(kept)))
-        by_hook: dict[str, list[int]] = {}
-        for h, i in chosen:
-            by_hook.setdefault(h, []).append(i)
-        patches = []
-        for h, idx in by_hook.items():
-            keep = torch.ones(circuit.sizes[h])
-            keep[idx] = 0.0  # the chosen channels take the full model's values
-            patches.append((h, node_mask(keep, flat(full[h], circuit.sizes[h]))))
-        out[str(frac)] = task_loss(model, batch, circuit.fwd_hooks(model, batch.tokens) + patches)
-    return out
+def _in_band(x: float, band: tuple[float, float]) -> bool:
+    return math.isfinite(x) and band[0] <= x <= band[1]
 
 
-def learned_mask_size(
-    model: HookedSparseTransformer,
-    train: TaskBatch,
-    val: TaskBatch,
-    ablation: Ablation,
-    pcfg: PruneConfig,
-) -> dict[str, Any]:
-    """Train masks; report the learned mask's size and loss, and whether it reaches the target."""
-    pruner = Pruner(model, train, val, ablation, pcfg)
-    taus, _ = pruner.learn_masks()
-    masks = {h: heaviside_ste(t, pcfg.heaviside_temp).detach() for h, t in taus.items()}
-    loss = pruner.loss_of(masks)
-    n = int(sum(float(m.sum()) for m in masks.values()))
-    return {
-        "nodes": n,
-        "loss": loss,
-        "reached_target": loss <= pcfg.target_loss,
-        "total_nodes": pruner.n_nodes,
-    }
+def model_verdicts(report: dict[str, Any], target: float) -> list[dict]:
+    """Verdicts of the checks on the circuit itself (not the controls)."""
+    suff, frozen = report["sufficiency"], report["frozen_norms"]
+    nec, agree = report["necessity"], report["node_agreement"]
+    inter, part = report["interchange"], report["partial_complement"]
+    worst_kl = max(r["kl"] for r in inter["fractions"].values())
+    return [
+        verdict("sufficiency", suff["loss"] <= target, suff["loss"], f"<= target {target}",
+                "circuit alone, every other node ablated"),
+        verdict("frozen_norms", frozen["loss"] <= target, frozen["loss"], f"<= target {target}",
+                "circuit with every RMSNorm scale frozen at the full model's: a circuit that "
+                "reaches the target only through the norm's rescaling fails"),
+        verdict("norm_scale", _in_band(suff["norm_scale_ratio"], NORM_BAND),
+                suff["norm_scale_ratio"], f"in {NORM_BAND}",
+                "final-norm scale circuit/full at the answer; below the band the final norm "
+                "amplifies the circuit's writes"),
+        verdict("logit_diff", _in_band(suff["logit_diff_ratio"], LOGIT_DIFF_BAND),
+                suff["logit_diff_ratio"], f"in ({LOGIT_DIFF_BAND[0]:.3g}, {LOGIT_DIFF_BAND[1]})",
+                "mean logit difference circuit/full: a circuit far more (or less) confident "
+                "than its model does not reproduce it"),
+        verdict("necessity", nec["random_below"] >= MIN_NECESSITY_SHARE, nec["random_below"],
+                f">= {MIN_NECESSITY_SHARE} of random same-mix sets cost less",
+                f"only the circuit ablated (loss {nec['loss']:.4g}) against {nec['sets']} random "
+                "node sets of the same size per location"),
+        verdict("node_agreement", agree["fraction_fvu_above_0.5"] <= MAX_FVU_SHARE,
+                agree["fraction_fvu_above_0.5"], f"<= {MAX_FVU_SHARE} of nodes with FVU > 0.5",
+                "kept nodes' activations in the circuit against the full model"),
+        verdict("interchange", worst_kl <= MAX_KL, worst_kl, f"KL <= {MAX_KL} nats",
+                "random fractions of the circuit's non-final nodes take the full model's "
+                "values, norms frozen; distance from the full model"),
+        verdict("partial_complement", part["worst"]["loss"] <= target, part["worst"]["loss"],
+                f"<= target {target}",
+                "worst loss with random and adversarial parts of the complement ablated"),
+    ]  # fmt: skip
 
 
-def nonsense_task(
-    task: Task, n: int = 256, seed: int = 0, tokenizer: Tokenizer | None = None
-) -> Task:
-    """The task's contexts with answers assigned by a coin flip per pair (a nonsense rule).
-
-    With ``tokenizer``, pairs whose candidates are not single tokens of it are left out (as the
-    task itself drops them), so the control runs on any vocabulary (e.g. an imported model's).
-    """
-    rng = random.Random(f"nonsense:{seed}")
-    examples: list[TaskExample] = []
-    for split in ("train", "val", "test"):
-        exs = task.examples(split, n, seed)
-        for i in range(0, len(exs) - 1, 2):
-            pair = exs[i : i + 2]
-            if tokenizer is not None and not all(
-                tokenizer.is_single_token(c) for e in pair for c in (e.correct, e.incorrect)
-            ):
-                continue
-            if rng.random() < 0.5:
-                pair = [TaskExample(e.context, e.incorrect, e.correct) for e in pair]
-            examples += pair
-    return Task(
-        name=f"{task.name}_nonsense", description="answers by coin flip", fixed=tuple(examples)
+def control_verdict(name: str, ctl: dict[str, Any], target: float, real_nodes: int) -> dict:
+    """A control passes when its masks miss the target at the real circuit's size and any
+    circuit that reaches the target is over ``CONTROL_FACTOR`` times larger."""
+    if ctl.get("not_run"):
+        return verdict(name, None, None, "-", ctl["not_run"])
+    small = ctl["reached_target"] and ctl["nodes"] <= CONTROL_FACTOR * real_nodes
+    passed = ctl["loss_at_real_size"] > target and not small
+    value = ctl["nodes"] if ctl["reached_target"] else ctl["loss_at_real_size"]
+    return verdict(
+        name,
+        passed,
+        value,
+        f"loss at {real_nodes} nodes > {target}, nodes at target > {CONTROL_FACTOR:g}x",
+        "the same pruning where there is nothing to find: nodes at the target if reached, "
+        "else its loss at the real circuit's size",
     )
+
+
+def circuit_checks(
+    model: HookedSparseTransformer, circuit: Circuit, test: TaskBatch, seed: int
+) -> dict[str, Any]:
+    """Every measurement of ``circuits/checks.py`` on the ``test`` pairs."""
+    tokens = test.tokens.to(model.W_E.device)
+    full = checks.readout(model, test, [])
+    hooks = circuit.fwd_hooks(model, tokens)
+    frozen = checks.frozen_norm_hooks(model, circuit, tokens)
+    return {
+        "full_model_loss": checks.compare(full, full)["loss"],
+        "sufficiency": checks.compare(full, checks.readout(model, test, hooks)),
+        "frozen_norms": checks.compare(full, checks.readout(model, test, frozen + hooks)),
+        "necessity": necessity_baseline(model, circuit, test, seed=seed),
+        "node_agreement": node_agreement(model, circuit, test),
+        "interchange": interchange(model, circuit, test, seed=seed),
+        "partial_complement": partial_complement(model, circuit, test, seed=seed),
+    }
 
 
 def faithfulness_report(
@@ -167,38 +167,99 @@ def faithfulness_report(
     n: int = 128,
     controls: bool = True,
 ) -> dict[str, Any]:
-    """All checks of the module docstring for ``circuit`` on the task's test split.
+    """All checks of the module docstring for ``circuit`` on ``n`` test pairs of ``task``,
+    each with its verdict (``verdicts``; ``failed`` names the failing ones) and what the
+    numbers were computed on (``computed_on``: split, n, ablation source, seed).
+
+    ``pcfg``: the circuit's chosen pruning settings, which the controls reuse with the
+    circuit's own train / val sizes (``circuit.extra``, else ``n``).
 
     Raises:
-        ValueError: ``model`` has no tokenizer.
+        ValueError: ``model`` has no tokenizer, or does not match the circuit.
     """
     tok = model.tokenizer
     if tok is None:
         raise ValueError("the faithfulness report needs a model with a tokenizer")
     test = task_batch(task, tok, model.cfg.n_ctx, "test", n, pcfg.seed)
-    full = task_loss(model, test, [])
-    report: dict[str, Any] = {
-        "full_model_loss": full,
-        "sufficiency_loss": task_loss(model, test, circuit.fwd_hooks(model, test.tokens)),
-        "necessity_loss": necessity(model, circuit, test),
-        "node_agreement": node_agreement(model, circuit, test),
-        "interchange": interchange(model, circuit, test),
-        "n_nodes": circuit.n_nodes,
+    report = circuit_checks(model, circuit, test, pcfg.seed)
+    report["n_nodes"] = circuit.n_nodes
+    report["computed_on"] = {
+        "split": "test",
+        "n": len(test),
+        "ablation": circuit.ablation,
+        "ablation_source": circuit.extra.get("ablation_source", ablation.source),
+        "seed": pcfg.seed,
     }
+    verdicts = model_verdicts(report, circuit.target_loss)
+    sizes = (circuit.extra.get("n_train", n), circuit.extra.get("n_val", n))
+    batches = [task_batch(task, tok, model.cfg.n_ctx, s, k, pcfg.seed)
+               for s, k in zip(("train", "val"), sizes, strict=True)]  # fmt: skip
+    report["mib"] = mib_curve(model, circuit, batches, ablation, pcfg, test)
     if controls:
-        train = task_batch(task, tok, model.cfg.n_ctx, "train", n, pcfg.seed)
-        val = task_batch(task, tok, model.cfg.n_ctx, "val", n, pcfg.seed)
-        random_model = HookedSparseTransformer(
-            model.cfg.replace(seed=pcfg.seed + 12345), tok
-        ).eval()
-        from sparse_lens.circuits.masks import make_ablation
-
-        rand_abl = make_ablation(
-            "zero" if ablation.kind == "zero" else "mean", random_model, pretrain_windows
-        )
-        report["random_init_control"] = learned_mask_size(random_model, train, val, rand_abl, pcfg)
-        ns = nonsense_task(task, n, pcfg.seed, tok)
-        ns_train = task_batch(ns, tok, model.cfg.n_ctx, "train", n, pcfg.seed)
-        ns_val = task_batch(ns, tok, model.cfg.n_ctx, "val", n, pcfg.seed)
-        report["nonsense_task_control"] = learned_mask_size(model, ns_train, ns_val, ablation, pcfg)
+        report |= run_controls(model, circuit, batches, ablation, pcfg, pretrain_windows)
+        for name in ("random_control", "nonsense_control"):
+            verdicts.append(
+                control_verdict(name, report[name], circuit.target_loss, circuit.n_nodes)
+            )
+    report["verdicts"] = verdicts
+    report["failed"] = [v["check"] for v in verdicts if v["status"] == "fail"]
     return report
+
+
+def mib_curve(
+    model: HookedSparseTransformer,
+    circuit: Circuit,
+    batches: list[TaskBatch],
+    ablation: Ablation,
+    pcfg: PruneConfig,
+    test: TaskBatch,
+) -> dict[str, Any]:
+    """MIB's faithfulness curve, CPR and CMD (``circuits/mib.py``) with nodes ranked by their
+    attribution on the train pairs; ``{"not_run": reason}`` where it is undefined."""
+    if ablation.kind == "resample":
+        return {"not_run": "MIB's curve needs fixed ablation values (mean or zero)"}
+    pruner = Pruner(model, batches[0], batches[1], ablation, pcfg)
+    try:
+        scores = attribution_scores(pruner, pruner.train)
+        return faithfulness_curve(model, circuit, scores, test)
+    except (RuntimeError, ValueError) as e:
+        return {"not_run": str(e)}
+
+
+def run_controls(
+    model: HookedSparseTransformer,
+    circuit: Circuit,
+    batches: list[TaskBatch],
+    ablation: Ablation,
+    pcfg: PruneConfig,
+    pretrain_windows: Tensor,
+) -> dict[str, Any]:
+    """The random-weight and nonsense controls (``circuits/controls.py``) on the circuit's
+    train / val batches, with the circuit's chosen settings ``pcfg`` and its target."""
+    train, val = batches
+    pcfg = dataclasses.replace(pcfg, target_loss=circuit.target_loss)
+    shuffled = permuted_model(model, pcfg.seed)
+    rand_abl = make_ablation(
+        "zero" if ablation.kind == "zero" else "mean",
+        shuffled,
+        pretrain_windows,
+        exclude_separators=pcfg.mean_excludes_separators,
+    )
+    out: dict[str, Any] = {
+        "random_control": controls.control_run(
+            shuffled, train, val, rand_abl, pcfg, circuit.n_nodes
+        )
+        | {"model": "trained weights, nonzero values permuted per tensor"}
+    }
+    balance = min(controls.rule_balance(train), controls.rule_balance(val))
+    if balance < MIN_RULE_BALANCE:
+        out["nonsense_control"] = {
+            "not_run": f"the nonsense rule (parity of the last token id) is unbalanced on this "
+            f"task's pairs: {balance:.2f} in the smaller class, under {MIN_RULE_BALANCE}",
+            "balance": balance,
+        }
+        return out
+    out["nonsense_control"] = controls.control_run(
+        model, nonsense_batch(train), nonsense_batch(val), ablation, pcfg, circuit.n_nodes
+    ) | {"rule": "lower-id candidate right where the last token id is even", "balance": balance}
+    return out

@@ -60,6 +60,12 @@ class PruneConfig:
     ``tie_qk`` shares one mask parameter between each query channel and the key channel of the
     same head and index (the paper's hindsight suggestion, §3). The learning rate warms up
     linearly over ``warmup_frac`` of the steps, then decays linearly to 0.
+
+    ``calibrate`` (off by default) fits a logit scale and shift to the pruned circuit (§3.6).
+    The paper itself doubts it is principled: the scale rescales the logits as the final norm
+    does in "norm cheating", so a calibrated circuit can score far below its own full model
+    (0.000 against 0.032 on the demo model's ``else_elif``), a number that says nothing about
+    faithfulness. It is kept only to compare with the paper's logit-scaled sweeps.
     """
 
     target_loss: float = 0.15
@@ -77,7 +83,7 @@ class PruneConfig:
     epochs: int = 0
     batch_pairs: int = 32
     tie_qk: bool = False
-    calibrate: bool = True
+    calibrate: bool = False
     seed: int = 0
     mean_excludes_separators: bool = True  # leave <|endoftext|> positions out of ablation means
 
@@ -359,13 +365,36 @@ class Pruner:
         self.pcfg = pcfg
         self.locs: list[Location] = node_locations(model.cfg)
         self.n_nodes = sum(loc.size for loc in self.locs)
+        self._scales: dict[int, tuple[TaskBatch, dict[str, Tensor]]] = {}
+
+    def frozen_scales(self, batch: TaskBatch) -> dict[str, Tensor]:
+        """The full model's RMSNorm scales on ``batch`` (hook name -> ``[batch pos ...]``),
+        computed once per batch, so frozen-norm pruning costs one forward pass per batch, not
+        one per step. Call it with no mask hooks installed (``learn_masks`` does)."""
+        if id(batch) not in self._scales:
+            names = [n for n in self.model.hook_dict if n.endswith("hook_scale")]
+            with torch.no_grad():
+                _, cache = self.model.run_with_cache(
+                    batch.tokens.to(self.model.W_E.device), names_filter=lambda n: n in names
+                )
+            self._scales[id(batch)] = (batch, {n: cache[n] for n in names})
+        return self._scales[id(batch)][1]
+
+    def _norm_hooks(self, batch: TaskBatch, idx: Tensor | None = None) -> HookList:
+        """Frozen-norm hooks for ``batch``, or for ``self.train.subset(idx)`` with ``idx``."""
+        if not self.pcfg.freeze_norms:
+            return []
+        if idx is None:
+            return [(n, replace(s)) for n, s in self.frozen_scales(batch).items()]
+        width = batch.tokens.shape[1]
+        rows = idx.to(self.model.W_E.device)
+        return [(n, replace(s[rows, :width])) for n, s in self.frozen_scales(self.train).items()]
 
     # -- evaluation ------------------------------------------------------------------------
     def _hooks(self, masks: dict[str, Tensor], batch: TaskBatch, idx: Tensor | None) -> list:
-        hooks = []
-        if self.pcfg.freeze_norms:
-            hooks += norm_scale_hooks(self.model, batch.tokens.to(self.model.W_E.device))
-        return hooks + mask_hooks(masks, self.ablation, idx, batch.tokens.shape[1])
+        return self._norm_hooks(batch) + mask_hooks(
+            masks, self.ablation, idx, batch.tokens.shape[1]
+        )
 
     def logits(
         self,
@@ -488,6 +517,8 @@ class Pruner:
         marks = {((i + 1) * n_steps) // 10 - 1: i for i in range(10)}
         losses: list[float] = []
         live = MaskHolder(self.locs, self.ablation)
+        if p.freeze_norms:
+            self.frozen_scales(self.train)  # before any mask hook is installed
         requires = [q.requires_grad for q in self.model.parameters()]
         for q in self.model.parameters():
             q.requires_grad_(False)
@@ -533,12 +564,10 @@ class Pruner:
     def train_loss(
         self, live: "MaskHolder", masks: dict[str, Tensor], sub: TaskBatch, idx: Tensor
     ) -> Tensor:
-        """Mean task loss of one training batch under ``masks``, with ``live``'s hooks already
-        installed on the model (one mask-training forward pass)."""
-        norm_hooks = []
-        if self.pcfg.freeze_norms:  # the full model's scales: masks off while they are read
-            live.masks = {}
-            norm_hooks = norm_scale_hooks(self.model, sub.tokens.to(self.model.W_E.device))
+        """Mean task loss of one training batch ``sub`` (``self.train.subset(idx)``) under
+        ``masks``, with ``live``'s hooks already installed on the model (one mask-training
+        forward pass); with frozen norms, the full model's scales of those rows."""
+        norm_hooks = self._norm_hooks(sub, idx)
         live.set(masks, idx if self.ablation.kind == "resample" else None, sub.tokens.shape[1])
         with self.model.hooks(fwd_hooks=norm_hooks):
             logits = self.model(sub.tokens.to(self.model.W_E.device))

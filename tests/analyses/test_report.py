@@ -1,5 +1,6 @@
 """Circuit reports: graph, panels, plots, offline-ness, and a headless-Chromium rendering test."""
 
+import copy
 import math
 import os
 import re
@@ -19,6 +20,7 @@ from analyses.report import ReportConfig, circuit_page, index_page, training_plo
 from hooks import node_mask
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.faithfulness import circuit_checks, model_verdicts
 from sparse_lens.circuits.masks import ablation_means
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.tasks.task import binary_logits, binary_task_loss, get_task, task_batch
@@ -49,8 +51,13 @@ def setup():
         loss=0.69,
         full_loss=0.68,
         curve=[(0, 0.9), (20, 0.75), (40, 0.69), (total, 0.68)],
-        extra={"faithfulness": {"sufficiency_loss": 0.69, "necessity_loss": 1.3}},
     )
+    test = task_batch(get_task(TASK), tok, 64, "test", 8)
+    report = circuit_checks(model, circuit, test, seed=0)
+    report["verdicts"] = model_verdicts(report, circuit.target_loss)
+    report["failed"] = [v["check"] for v in report["verdicts"] if v["status"] == "fail"]
+    report["computed_on"] = {"split": "test", "n": len(test), "ablation": "mean", "seed": 0}
+    circuit.extra["faithfulness"] = report
     rcfg = ReportConfig(n_examples=8, n_windows=8, max_node_panels=3, n_exact_knockouts=6)
     html, data = circuit_page(model, circuit, get_task(TASK), windows, rcfg, dot_name="c.dot")
     return model, circuit, html, data
@@ -104,7 +111,11 @@ def test_page_sections_and_numbers(setup):
     for anchor in ("graph", "curve", "faithfulness", "heads", "nodes"):
         assert f'id="{anchor}"' in html
     assert 'href="c.dot"' in html
-    assert "necessity loss" in html and "sufficiency loss" in html
+    for check in ("sufficiency", "frozen_norms", "necessity", "partial_complement"):
+        assert f"<td>{check}</td>" in html  # a verdict row per check
+    assert "Computed on the test split, n = " in html
+    failed = circuit.extra["faithfulness"]["failed"]
+    assert ("This circuit fails" in html) == bool(failed)
     assert set(data["attribution_effects"]) == set(circuit.node_labels(setup[0].cfg))
     assert len(data["knockout_effects"]) == 6
     assert all(0 <= h["sink_mass_last"] <= 1 for h in data["heads"])
@@ -421,3 +432,15 @@ def test_browser_renders_the_figures(setup, tmp_path):
     assert {p.name for p in (tmp_path / "png").iterdir()} == {
         "frontier.png", "sparse_vs_dense.png", "edge_ratio.png",
     }  # fmt: skip
+
+
+def test_a_failed_check_is_named_at_the_top_of_the_page(setup):
+    from analyses.report import failed_banner
+
+    _, circuit, _, _ = setup
+    bad = copy.deepcopy(circuit)
+    bad.extra["faithfulness"] = {"failed": ["frozen_norms", "logit_diff"]}
+    banner = failed_banner(bad)
+    assert "fails 2 faithfulness checks: frozen_norms, logit_diff" in banner
+    bad.extra["faithfulness"] = {"failed": []}
+    assert failed_banner(bad) == ""

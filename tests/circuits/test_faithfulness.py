@@ -1,120 +1,240 @@
-import pytest
+"""Faithfulness checks: each can pass and fail, on planted ground truth (a faithful circuit and
+one that reaches the target only through the final norm)."""
 
-from sparse_lens.circuits.circuit import Circuit
-from sparse_lens.circuits.faithfulness import (
+import pytest
+import torch
+
+from sparse_lens import HookedSparseTransformer
+from sparse_lens.circuits.checks import (
+    _fvu,
+    _pearson,
     interchange,
-    learned_mask_size,
     necessity,
-    node_agreement,
-    nonsense_task,
+    necessity_baseline,
 )
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.controls import (
+    control_run,
+    nonsense_batch,
+    permuted_model,
+    rule_balance,
+)
+from sparse_lens.circuits.faithfulness import circuit_checks, control_verdict, model_verdicts
 from sparse_lens.circuits.masks import PruneConfig, make_ablation
-from sparse_lens.tasks.task import get_task
+from sparse_lens.tasks.task import TaskBatch, mean_task_loss
 from tests.circuits.test_masks import (
+    ANS_A,
+    ANS_B,
+    BOS,
+    FILLERS,
     PLANTED,
     PLANTED_LOCS,
+    A,
+    B,
     plain_circuit_loss,
     planted_batch,
     planted_model,
     pretrain_windows,
 )
 
+FAITHFUL = PLANTED | {
+    "blocks.0.hook_attn_out": [2, 9],
+    "blocks.0.hook_resid_post": [2, 8, 9],  # the signal, its weak copy and the norm anchor
+}
+# the weak copy alone, without the anchor: the final norm amplifies it to the target
+CHEATING = PLANTED | {"blocks.0.hook_attn_out": [9], "blocks.0.hook_resid_post": [9]}
 
-def planted_circuit(model):
+
+def planted_circuit(model, nodes=PLANTED):
     abl = make_ablation("mean", model, pretrain_windows())
-    return Circuit.from_nodes(model, PLANTED, abl.values, task="planted"), abl
+    return Circuit.from_nodes(model, nodes, abl.values, task="planted"), abl
 
 
-def test_necessity_sufficiency_and_interchange_on_the_planted_circuit():
-    model = planted_model()
-    circuit, _ = planted_circuit(model)
+@pytest.fixture(scope="module")
+def norm_model_reports():
+    model = planted_model(norm_channels=True)
     batch = planted_batch(32, 5)
-    means = make_ablation("mean", model, pretrain_windows()).values
-    # necessity: only the circuit's nodes ablated (every other node kept), recomputed plainly
+    out = {}
+    for name, nodes in (("faithful", FAITHFUL), ("cheating", CHEATING)):
+        circuit, _ = planted_circuit(model, nodes)
+        report = circuit_checks(model, circuit, batch, seed=0)
+        out[name] = (report, {v["check"]: v for v in model_verdicts(report, 0.15)})
+    return out
+
+
+def test_the_faithful_planted_circuit_passes_every_check(norm_model_reports):
+    report, verdicts = norm_model_reports["faithful"]
+    assert report["full_model_loss"] < 0.15
+    assert {k: v["status"] for k, v in verdicts.items()} == dict.fromkeys(verdicts, "pass")
+
+
+def test_the_cheating_circuit_reaches_its_target_and_is_flagged(norm_model_reports):
+    report, verdicts = norm_model_reports["cheating"]
+    # the trap: sufficiency alone passes, and the kept nodes compute what the full model does
+    assert verdicts["sufficiency"]["status"] == "pass"
+    assert verdicts["node_agreement"]["status"] == "pass"
+    for check in ("frozen_norms", "logit_diff", "norm_scale", "partial_complement", "interchange"):
+        assert verdicts[check]["status"] == "fail", (check, verdicts[check])
+    assert report["sufficiency"]["norm_scale_ratio"] < 0.5  # the final norm amplifies
+    assert report["sufficiency"]["logit_diff_ratio"] > 1.5
+
+
+def test_necessity_and_its_random_baseline():
+    model = planted_model()
+    circuit, abl = planted_circuit(model)
+    batch = planted_batch(32, 5)
     others = {
         h: [c for c in range(n) if c not in PLANTED.get(h, [])] for h, n in PLANTED_LOCS.items()
     }
     nec = necessity(model, circuit, batch)
-    assert nec == pytest.approx(plain_circuit_loss(model, batch, others, means), abs=1e-5)
-    assert nec > 0.6  # removing the circuit breaks the task
-    inter = interchange(model, circuit, batch)
-    assert set(inter) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
-    # fraction 0 is the circuit alone; fraction 1 gives every circuit node its full-model value
-    assert inter["0.0"] == pytest.approx(plain_circuit_loss(model, batch, PLANTED, means), abs=1e-5)
-    # On the planted circuit the kept nodes already carry their full-model values, so patching
-    # them is a no-op; without the key node they do not, and fraction 1 restores them.
-    partial = {h: v for h, v in PLANTED.items() if h != "blocks.0.attn.hook_k"}
-    part_inter = interchange(model, Circuit.from_nodes(model, partial, means, task="p"), batch)
-    _, full = model.run_with_cache(batch.tokens)
-    patched = {}
-    for h in PLANTED_LOCS:
-        value = means[h].expand_as(full[h].flatten(2)).clone()
-        value[..., partial.get(h, [])] = full[h].flatten(2)[..., partial.get(h, [])]
-        patched[h] = value
-    ref = plain_circuit_loss(model, batch, {}, patched)
-    assert part_inter["1.0"] == pytest.approx(ref, abs=1e-5)
-    assert abs(part_inter["1.0"] - part_inter["0.0"]) > 0.05
-    assert max(inter.values()) < 0.15  # full-model values in circuit nodes keep the task solved
-    agree = node_agreement(model, circuit, batch)
-    assert len(agree["per_node"]) == 6
-    # q/k/v and reads agree exactly; the final residual channel is rescaled but correlated
-    assert agree["min"] > 0.9, agree
+    assert nec == pytest.approx(plain_circuit_loss(model, batch, others, abl.values), abs=1e-5)
+
+    # on the norm model the faithful circuit costs more than most random same-mix sets; a
+    # "circuit" of distractor nodes with the same mix does not
+    model = planted_model(norm_channels=True)
+    base = necessity_baseline(model, planted_circuit(model, FAITHFUL)[0], batch)
+    assert len(base["random_losses"]) == 8 and base["random_below"] >= 0.75
+    fake = {h: [c for c in range(10) if c not in idx][: len(idx)] for h, idx in FAITHFUL.items()}
+    fake_base = necessity_baseline(model, planted_circuit(model, fake)[0], batch)
+    assert fake_base["random_below"] < 0.75
 
 
-def test_random_init_control_fails_and_real_model_succeeds():
+def test_interchange_keeps_final_nodes_apart_and_freezes_norms():
     model = planted_model()
-    train, val = planted_batch(32, 1), planted_batch(16, 2)
-    pcfg = PruneConfig(steps=150, lr=0.01, k_coef=1e-3, batch_pairs=16)
-    real = learned_mask_size(
-        model, train, val, make_ablation("mean", model, pretrain_windows()), pcfg
-    )
-    assert (
-        real["reached_target"] and real["nodes"] <= 10
-    )  # 6 planted (+ stragglers before bisection)
-    from sparse_lens import HookedSparseTransformer
-
-    random_model = HookedSparseTransformer(model.cfg.replace(seed=99)).eval()
-    rand = learned_mask_size(
-        random_model, train, val, make_ablation("mean", random_model, pretrain_windows()), pcfg
-    )
-    assert not rand["reached_target"]
-
-
-def test_nonsense_task_flips_answers_per_pair(tokenizer):
-    task = get_task("single_double_quote")
-    ns = nonsense_task(task, n=40, seed=0)
-    exs = ns.examples("train", 200)
-    assert exs and ns.name == "single_double_quote_nonsense"
-    original = {
-        e.context: e.correct for s in ("train", "val", "test") for e in task.examples(s, 40)
-    }
-    flipped = sum(original[e.context] != e.correct for e in exs)
-    assert 0 < flipped < len(exs)
-
-
-def test_checks_on_a_cleaned_circuit_honour_its_removed_edges():
-    """A spurious edge removed by the clean-up: sufficiency through ``fwd_hooks`` equals the
-    clean-up's own loss, and the checks run on the cleaned circuit."""
-    import torch
-
-    from sparse_lens.circuits.cleanup import circuit_loss
-    from sparse_lens.circuits.masks import Pruner
-    from sparse_lens.tasks.task import task_loss
-
-    model = planted_model()
-    with torch.no_grad():
-        model.blocks[0].attn.W_V[0, 1, 0] = 0.5  # marker channel -> value: a removable edge
     circuit, abl = planted_circuit(model)
     batch = planted_batch(32, 5)
-    edge = ("0.attn.attn_in.1", "0.attn.v.h0.c0")
-    assert edge in {(s, t) for s, t, _ in circuit.edges}
-    cleaned = Circuit.from_nodes(model, PLANTED, abl.values, task="planted", removed_edges=[edge])
-    assert cleaned.n_edges == circuit.n_edges - 1
-    pruner = Pruner(model, batch, batch, abl, PruneConfig())
-    removed = [("blocks.0.attn.hook_in", 1, "blocks.0.attn.hook_v", 0)]
-    suff = task_loss(model, batch, cleaned.fwd_hooks(model))
-    assert abs(suff - circuit_loss(pruner, PLANTED, removed)) < 1e-6
-    assert abs(suff - task_loss(model, batch, circuit.fwd_hooks(model))) > 1e-4
-    assert necessity(model, cleaned, batch) > 0.6
-    assert max(interchange(model, cleaned, batch).values()) < 0.15
-    assert len(node_agreement(model, cleaned, batch)["per_node"]) == 6
+    inter = interchange(model, circuit, batch)
+    assert inter["n_final_nodes"] == 1 and inter["n_inner_nodes"] == circuit.n_nodes - 1
+    assert inter["final_only"] is not None and inter["frozen_norms"]
+    # fraction 0 is the circuit alone under the full model's norm scales
+    frozen = plain_circuit_loss(model, batch, PLANTED, abl.values, frozen_scales=True)
+    assert inter["fractions"]["0.0"]["loss"] == pytest.approx(frozen, abs=1e-5)
+
+
+def test_patches_act_before_the_removed_edges():
+    """A patched source of a removed edge: the edge carries the ablation value, never the
+    patch (it carried the patch's difference when patches ran after the edge hooks)."""
+    from tests.helpers import build_model, random_tokens
+
+    model = build_model(attn_sinks=False)
+    kept = {h: list(range(n)) for h, n in Circuit.from_nodes(model, {}, {}, task="t").sizes.items()}
+    abl = make_ablation("mean", model, random_tokens(8, 12, seed=3))
+    edge = next(
+        (s, t)
+        for s, t, _ in Circuit.from_nodes(model, kept, abl.values, task="t").edges
+        if ".attn.attn_in." in s
+    )
+    circuit = Circuit.from_nodes(model, kept, abl.values, task="t", removed_edges=[edge])  # fmt: skip
+    ref = {r.label: r for r in circuit.node_refs(model.cfg)}[edge[0]]
+    keep = torch.ones(circuit.sizes[ref.hook])
+    keep[ref.channel] = 0.0
+    from hooks import node_mask
+
+    patch = [(ref.hook, node_mask(keep, torch.full((circuit.sizes[ref.hook],), 3.0)))]
+    tokens = random_tokens(3, 9, seed=4)
+    hooked = model.run_with_hooks(tokens, fwd_hooks=circuit.fwd_hooks(model, patches=patch))
+    baked = circuit.to_model(model).run_with_hooks(tokens, fwd_hooks=patch)
+    torch.testing.assert_close(hooked, baked, atol=1e-5, rtol=1e-5)
+
+
+def test_fvu_sees_a_rescaling_that_correlation_misses():
+    a = torch.randn(50, dtype=torch.float64)
+    assert _pearson(a, 2 * a) == pytest.approx(1.0)
+    assert _fvu(a, 2 * a) > 0.5 and _fvu(a, a) == 0.0
+
+
+def varied_batch(n_pairs: int, seed: int) -> TaskBatch:
+    """Planted pairs with 4-9 fillers, right-padded (the last filler varies, so the nonsense
+    rule, last-token parity, is balanced)."""
+    g = torch.Generator().manual_seed(seed)
+    rows, last, correct, incorrect = [], [], [], []
+    for _ in range(n_pairs):
+        n = int(torch.randint(4, 10, (1,), generator=g))
+        fill = torch.tensor(FILLERS)[torch.randint(0, len(FILLERS), (n,), generator=g)]
+        for marker, right, wrong in ((A, ANS_A, ANS_B), (B, ANS_B, ANS_A)):
+            row = torch.cat([torch.tensor([BOS, marker]), fill])
+            rows.append(torch.cat([row, torch.full((11 - len(row),), BOS)]))
+            last.append(len(row) - 1)
+            correct.append(right)
+            incorrect.append(wrong)
+    return TaskBatch(
+        tokens=torch.stack(rows),
+        last=torch.tensor(last),
+        correct=torch.tensor(correct),
+        incorrect=torch.tensor(incorrect),
+        contexts=[str(r.tolist()) for r in rows],
+    )
+
+
+def test_the_nonsense_rule_is_consistent_unrelated_to_the_task_and_learnable():
+    batch = varied_batch(64, 1)
+    ns = nonsense_batch(batch)
+    # a fixed function of the context: both members of a pair (same last token) get one
+    # answer, while the task gives them opposite answers
+    assert torch.equal(ns.correct[0::2], ns.correct[1::2])
+    assert not torch.equal(batch.correct[0::2], batch.correct[1::2])
+    assert 0.3 < rule_balance(batch) <= 0.5
+    same_last = planted_batch(8, 0)
+    same_last.tokens[:, -1] = FILLERS[0]
+    assert rule_balance(same_last) == 0.0  # one last token everywhere: unbalanced, not run
+    # positive control: a model trained on the rule solves it on held-out pairs
+    model = HookedSparseTransformer(planted_model().cfg.replace(seed=3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = mean_task_loss(model(ns.tokens), ns)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    held_out = nonsense_batch(varied_batch(32, 2))
+    with torch.no_grad():
+        assert float(mean_task_loss(model.eval()(held_out.tokens), held_out)) < 0.15
+
+
+def test_the_random_control_is_scale_matched_and_its_verdict_can_fail():
+    model = planted_model()
+    shuffled = permuted_model(model, seed=0)
+    for (name, p), q in zip(
+        model.state_dict().items(), shuffled.state_dict().values(), strict=True
+    ):
+        assert int((p != 0).sum()) == int((q != 0).sum()), name
+        assert torch.equal(p[p != 0].sort().values, q[q != 0].sort().values), name
+    assert not torch.equal(model.blocks[0].attn.W_K, shuffled.blocks[0].attn.W_K)
+    train, val = planted_batch(32, 1), planted_batch(16, 2)
+    pcfg = PruneConfig(steps=150, lr=0.01, k_coef=1e-3, batch_pairs=16)
+    real_nodes = 6
+    rand = control_run(
+        shuffled, train, val, make_ablation("mean", shuffled, pretrain_windows()), pcfg, real_nodes
+    )
+    assert control_verdict("random_control", rand, 0.15, real_nodes)["status"] == "pass"
+    # the check can fail: the trained model itself as a "control" reaches the target small
+    same = control_run(
+        model, train, val, make_ablation("mean", model, pretrain_windows()), pcfg, real_nodes
+    )
+    assert same["reached_target"] and same["nodes"] <= 2 * real_nodes
+    assert control_verdict("random_control", same, 0.15, real_nodes)["status"] == "fail"
+    not_run = control_verdict("nonsense_control", {"not_run": "unbalanced"}, 0.15, 6)
+    assert not_run["status"] == "not run"
+
+
+def test_mib_curve_counts_edges_exactly_and_scores_the_planted_circuit():
+    from sparse_lens.circuits.circuit import circuit_edges
+    from sparse_lens.circuits.mib import area, count_edges, faithfulness_curve
+    from sparse_lens.circuits.nodes import node_locations
+
+    model = planted_model(norm_channels=True)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        keep = {loc.hook: (torch.rand(loc.size, generator=g) < 0.5).float() for loc in node_locations(model.cfg)}  # fmt: skip
+        nodes = {h: m.nonzero().squeeze(-1).tolist() for h, m in keep.items()}
+        assert count_edges(model, keep) == len(circuit_edges(model, nodes))
+    assert area([0.0, 0.5, 1.0], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
+    batch = planted_batch(32, 5)
+    scores = {loc.hook: torch.rand(loc.size, generator=g) for loc in node_locations(model.cfg)}
+    good = faithfulness_curve(model, planted_circuit(model, FAITHFUL)[0], scores, batch)
+    assert 0.9 < good["circuit_f"] < 1.1 and good["points"][-1]["f"] == pytest.approx(1, abs=0.05)
+    assert [p["percent"] for p in good["points"]][0] == 0.1
+    assert all(p["edges"] >= p["percent"] / 100 * good["total_edges"] for p in good["points"])
+    # a circuit of distractors carries none of the behaviour: small circuits score near 0
+    fake = {h: [c for c in range(10) if c not in idx][: len(idx)] for h, idx in FAITHFUL.items()}
+    bad = faithfulness_curve(model, planted_circuit(model, fake)[0], scores, batch)
+    assert bad["circuit_f"] < 0.5 and bad["cpr"] < good["cpr"] and bad["cmd"] > good["cmd"]

@@ -22,14 +22,21 @@ A, B, ANS_A, ANS_B, BOS = 1, 2, 3, 4, 0
 FILLERS = list(range(5, 16))
 
 
-def planted_model() -> HookedSparseTransformer:
+def planted_model(norm_channels: bool = False) -> HookedSparseTransformer:
     """One layer; head 0 copies the quote type of the marker token (A or B) to the last position.
 
     Residual channels: 0 = quote type (+1 A, -1 B, random sign on fillers), 1 = "is a marker",
     2 = the head's output read by the unembedding; 3-7 are distractors used by head 1 and the MLP.
+
+    ``norm_channels`` adds two channels for the norm-cheating checks: 8 = an "anchor" of
+    magnitude 8, + on even token ids and - on odd (mean near 0), which dominates the final RMS and which no task
+    reads (a faithful circuit keeps it at the final residual: ablated to its mean, the final
+    norm would amplify everything else); 9 = a weak copy of the head's output (0.35 x), read by
+    the unembedding like channel 2. A circuit keeping only the weak copy and not the anchor
+    reaches the target only through the final norm's amplification (``CHEATING``).
     """
     cfg = SparseTransformerConfig(
-        d_model=8,
+        d_model=10 if norm_channels else 8,
         d_head=4,
         n_heads=2,
         n_layers=1,
@@ -55,23 +62,29 @@ def planted_model() -> HookedSparseTransformer:
         W_E[BOS, 3] = 1.0
         for t in FILLERS:
             W_E[t, 0] = 1.0 if torch.rand(1, generator=g) < 0.5 else -1.0
-            W_E[t, 3:] = torch.randn(5, generator=g)
+            W_E[t, 3:8] = torch.randn(5, generator=g)
         attn = model.blocks[0].attn
         attn.b_Q[0, 0] = 3.0  # constant query
         attn.W_K[0, 1, 0] = 1.0  # key: the marker channel (not saturated, so gradients flow)
         attn.W_V[0, 0, 0] = 1.0  # value: the quote-type channel
         attn.W_O[0, 0, 2] = 1.0  # write to channel 2
         # distractor head 1 and MLP on channels 3-7
-        attn.W_Q[1, 3:, :] = torch.randn(5, 4, generator=g)
-        attn.W_K[1, 3:, :] = torch.randn(5, 4, generator=g)
-        attn.W_V[1, 3:, :] = torch.randn(5, 4, generator=g)
-        attn.W_O[1, :, 4:] = torch.randn(4, 4, generator=g) * 0.5
+        attn.W_Q[1, 3:8, :] = torch.randn(5, 4, generator=g)
+        attn.W_K[1, 3:8, :] = torch.randn(5, 4, generator=g)
+        attn.W_V[1, 3:8, :] = torch.randn(5, 4, generator=g)
+        attn.W_O[1, :, 4:8] = torch.randn(4, 4, generator=g) * 0.5
         mlp = model.blocks[0].mlp
-        mlp.W_in[3:, :] = torch.randn(5, 8, generator=g)
-        mlp.W_out[:, 5:] = torch.randn(8, 3, generator=g) * 0.5
+        mlp.W_in[3:8, :] = torch.randn(5, 8, generator=g)
+        mlp.W_out[:, 5:8] = torch.randn(8, 3, generator=g) * 0.5
         model.unembed.W_U[2, ANS_A] = 3.0
         model.unembed.W_U[2, ANS_B] = -3.0
-        model.unembed.W_U[3:, 5:] = torch.randn(5, 11, generator=g)
+        model.unembed.W_U[3:8, 5:] = torch.randn(5, 11, generator=g)
+        if norm_channels:
+            W_E[:, 8] = 8.0 * (1 - 2 * (torch.arange(cfg.d_vocab) % 2))  # +8 even ids, -8 odd
+            attn.b_Q[0, 0] = 24.0  # the anchor dilutes the normalised marker: a sharper query
+            attn.W_O[0, 0, 9] = 0.35  # the weak copy
+            model.unembed.W_U[2, ANS_A], model.unembed.W_U[2, ANS_B] = 16.0, -16.0
+            model.unembed.W_U[9, ANS_A], model.unembed.W_U[9, ANS_B] = 16.0, -16.0
     return model.eval()
 
 

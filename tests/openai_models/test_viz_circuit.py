@@ -99,7 +99,7 @@ def test_faithfulness_report_on_imported_circuit(imported, tmp_path, capsys):
     code, out = _run(root, corpus, viz_path, out_path, capsys, *faith, task="var_swap")
     assert code == 0, out.err
     report = Circuit.load(tmp_path / "c.json").extra["faithfulness"]
-    assert {"sufficiency_loss", "necessity_loss", "random_init_control"} <= set(report)
+    assert {"sufficiency", "necessity", "random_control", "verdicts"} <= set(report)
 
 
 @pytest.mark.parametrize(

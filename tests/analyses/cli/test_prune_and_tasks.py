@@ -179,8 +179,9 @@ def test_prune_cli_optuna_search_cleanup_and_seeds(tiny_run):
     assert main(args) == 0
     circuit = Circuit.load(out)
     faith = circuit.extra["faithfulness"]  # on the cleaned circuit, controls included
-    assert {"random_init_control", "nonsense_task_control"} <= set(faith)
-    assert abs(faith["sufficiency_loss"] - circuit.test_loss) < 1e-4
+    assert {"random_control", "nonsense_control", "mib", "verdicts", "failed"} <= set(faith)
+    assert {v["check"] for v in faith["verdicts"]} >= {"sufficiency", "random_control"}
+    assert abs(faith["sufficiency"]["loss"] - circuit.test_loss) < 1e-4
     search = circuit.hparams["search"]
     assert search["method"] == "optuna" and search["complete"] + search["pruned"] == 3
     assert [s["stage"] for s in circuit.extra["stages"]] == ["bisection", "nodes", "edges"]
