@@ -338,3 +338,58 @@ def write_hub_cache(root: Path, snapshot_writer: Any) -> Path:
     (cache / "refs" / "main").write_text(commit)
     snapshot_writer(cache / "snapshots" / commit)
     return cache
+
+
+def _pair(w: torch.Tensor, tgt: list[int], src: list[int], bias: torch.Tensor | None) -> Any:
+    """``[matrix [n_src(+1) n_tgt], sources, targets]`` from an ``[out, in]`` weight."""
+    matrix = w[tgt][:, src].T
+    if bias is None:
+        return matrix, list(src), list(tgt)
+    return torch.cat([matrix, bias[tgt][None]]), [*src, "bias"], list(tgt)
+
+
+def released_viz_data(
+    cfg: dict[str, Any], sd: dict[str, torch.Tensor], kept: dict[str, list[int]], tokens: Any
+) -> dict[str, Any]:
+    """A ``viz_data.pt`` dict with the released structure: ``circuit_data`` (int64 index tensors),
+    ``importances`` (losses stored doubled, ``ch_interv_losses`` one per kept channel,
+    ``loc_interv_losses``, ``task_samples``, ``pair_data(_connections)`` from the weights with a
+    ``"bias"`` source row), ``prune_config``, ``all_loss``, ``num_total_nodes``, ``samples``."""
+    he = cfg["n_head"] * cfg["d_head"]
+    pairs = []
+    for layer in range(cfg["n_layer"]):
+        p, a, m = f"transformer.h.{layer}.", f"{layer}.attn.", f"{layer}.mlp."
+        w, b = sd[p + "attn.c_attn.weight"], sd.get(p + "attn.c_attn.bias")
+        for i, kind in enumerate("qkv"):
+            if a + "act_in" in kept and a + kind in kept:
+                rows = [r + i * he for r in kept[a + kind]]
+                mat, srcs, _ = _pair(w, rows, kept[a + "act_in"], b)
+                pairs.append([mat, srcs, kept[a + kind], (a + "act_in", a + kind)])
+        links = [
+            (a + "v", a + "resid_delta", "attn.c_proj"),
+            (m + "act_in", m + "post_act", "mlp.c_fc"),
+            (m + "post_act", m + "resid_delta", "mlp.c_proj"),
+        ]
+        for src, tgt, name in links:
+            if src in kept and tgt in kept:
+                w, b = sd[p + name + ".weight"], sd.get(p + name + ".bias")
+                pairs.append([*_pair(w, kept[tgt], kept[src], b), (src, tgt)])
+    acts = {loc: {c: torch.zeros(tokens.shape) for c in idx} for loc, idx in kept.items()}
+    return {
+        "circuit_data": {k: torch.tensor(v, dtype=torch.int64) for k, v in kept.items()},
+        "importances": {
+            "loss": 0.2,
+            "interv_loss": 0.3,
+            "ch_interv_losses": {k: [0.4] * len(v) for k, v in kept.items()},
+            "loc_interv_losses": {k: 0.5 for k in kept},
+            "layer_interv_losses": {f"{i}.{s}": 0.5 for i in range(2) for s in ("attn", "mlp")},
+            "task_samples": (tokens, acts),
+            "pair_data": pairs,
+            "pair_data_connections": pairs,
+            "beeg_model_config": dict(cfg),
+        },
+        "prune_config": {"k": 64, "lr": 0.01},
+        "all_loss": [[0, 0.9], [1, 0.3]],
+        "num_total_nodes": 1234,
+        "samples": {k: {} for k in kept},
+    }

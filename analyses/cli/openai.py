@@ -137,4 +137,21 @@ def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
     circuit.extra["model_dir"] = str(args.model.resolve())
     circuit.save(args.out)
     sys.stdout.write(circuit.summary() + f" -> {args.out}\n")
+    edges = circuit.extra["oai_file_edges"]
+    sys.stdout.write(
+        f"OpenAI's file: {circuit.extra['oai_file_nodes']} nodes, "
+        f"{'no pair_data_connections' if edges is None else f'{edges} edges'}; ours: "
+        f"{circuit.n_nodes} nodes, {circuit.n_edges} edges (nonzero weights between kept "
+        "nodes of one block)\n"
+    )
+    report = circuit.extra.get("faithfulness", {})
+    numbers = {k: v for k, v in report.items() if isinstance(v, int | float | bool)}
+    if numbers:
+        sys.stdout.write(
+            "faithfulness (our task data): "
+            + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()
+            )
+            + f" (full report in {args.out})\n"
+        )
     return 0

@@ -11,16 +11,19 @@ The model has ``d_model`` 12 but ``n_head * d_head`` 18, so q/k/v indices (proje
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from analyses.cli import main
 from sparse_lens import HookedSparseTransformer
+from sparse_lens.circuits.circuit import Circuit
 from tests.helpers import TEXTS
 from tests.oai_files import (
     gpt_state_dict,
     reference_forward,
     released_config,
+    released_viz_data,
     write_gpt2_bpe,
     write_hf_snapshot,
     write_hub_cache,
@@ -170,3 +173,97 @@ def test_bad_config_is_one_line_naming_it(edit, message, tok_dir, tmp_path, caps
     code, out = _import(src, tmp_path / "m", tok_dir, capsys)
     assert code == 2 and message in out.err, out.err
     assert len(out.err.strip().splitlines()) == 1 and "Traceback" not in out.err
+
+
+# ------------------------------------------------------------------------- viz_data.pt
+KEPT = {
+    "0.attn.act_in": [0, 3, 7, 11],
+    "0.attn.q": [1, 4, 15, 17],  # projected space: above d_model
+    "0.attn.k": [1, 2, 16],
+    "0.attn.v": [0, 5, 13],
+    "0.attn.resid_delta": [2, 3],
+    "0.mlp.post_act": [6],
+    "1.mlp.act_in": [0, 1, 2, 5],
+    "1.mlp.post_act": [3, 10, 20],
+    "1.mlp.resid_delta": [4],
+    "final_resid": [1, 4],
+}
+# right-padded with id 0; sample 1 holds a real 0 inside, sample 2 fills the row
+TOKENS = torch.tensor(
+    [[5, 6, 7, 0, 0, 0], [8, 0, 9, 10, 0, 0], [1, 2, 3, 4, 5, 6], [11, 12, 0, 0, 0, 0]]
+)
+
+
+@pytest.fixture(scope="module")
+def released(tok_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("released")
+    sd = _state(seed=9)
+    src = write_oai_folder(root / "csp", CONFIG, sd)
+    out = root / "model"
+    assert main(["import-oai", str(src), "--out", str(out), "--tokenizer", str(tok_dir)]) == 0
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i in range(30):
+        (corpus / f"m{i}.py").write_text(TEXTS[i % 5] * 4)
+    return root, sd, corpus
+
+
+def _run(root, corpus, viz, out, capsys, *extra):
+    torch.save(viz, out.parent / "viz_data.pt")
+    args = ["import-oai-circuit", str(out.parent / "viz_data.pt"), "--model", str(root / "model")]
+    args += ["--task", "var_swap", "--out", str(out), "--corpus", str(corpus)]
+    code = main([*args, "--cache-dir", str(root / "cache"), *extra])
+    return code, capsys.readouterr()
+
+
+def test_released_viz_data_to_our_checks(released, tmp_path, capsys):
+    root, sd, corpus = released
+    viz = released_viz_data(FULL, sd, KEPT, TOKENS)
+    faith = ("--faithfulness", "--n", "40", "--steps", "5")
+    code, out = _run(root, corpus, viz, tmp_path / "c.json", capsys, *faith)
+    assert code == 0, out.err
+    circuit = Circuit.load(tmp_path / "c.json")
+    assert circuit.nodes["blocks.0.attn.hook_q"] == [1, 4, 15, 17]
+    assert circuit.nodes["blocks.1.hook_resid_post"] == [1, 4]
+    n_nodes = sum(len(v) for v in KEPT.values())
+    # the file's edges: nonzero weights of pair_data_connections, the "bias" rows left out
+    n_edges = sum(int((m[: len(s) - (s[-1] == "bias")] != 0).sum()) for m, s, *_ in
+                  viz["importances"]["pair_data_connections"])  # fmt: skip
+    with_bias = sum(int((m != 0).sum()) for m, *_ in viz["importances"]["pair_data_connections"])
+    assert circuit.n_nodes == n_nodes and circuit.n_edges == n_edges < with_bias
+    assert f"OpenAI's file: {n_nodes} nodes, {n_edges} edges; ours: {n_nodes} nodes, " in out.out
+    assert f"{n_edges} edges (nonzero weights" in out.out
+    assert circuit.extra["oai_file_edges"] == n_edges
+    assert circuit.extra["oai_task_samples"]["answer_positions"] == [2, 3, 5, 1]
+    assert circuit.extra["prune_config"] == {"k": 64, "lr": 0.01}
+    assert circuit.extra["oai_num_total_nodes"] == 1234
+    assert "faithfulness (our task data): " in out.out
+    assert {"sufficiency_loss", "necessity_loss"} <= set(circuit.extra["faithfulness"])
+    # act_in indices are in the residual space: 13 fits q/k/v (18) but not act_in (12)
+    bad = released_viz_data(FULL, sd, KEPT, TOKENS)
+    bad["circuit_data"]["0.attn.act_in"] = torch.tensor([13])
+    del bad["importances"]["ch_interv_losses"]["0.attn.act_in"]
+    code, out = _run(root, corpus, bad, tmp_path / "c2.json", capsys)
+    assert code == 2 and "blocks.0.attn.hook_in: channels [13] outside 0..11" in out.err
+
+
+@pytest.mark.parametrize(
+    "value",
+    [torch.tensor([1.0, 4.7]), np.array([1.5, 2.0]), [1, 2.5]],
+    ids=["torch", "numpy", "list"],
+)
+def test_float_channel_indices_are_refused(value, released, tmp_path, capsys):
+    root, sd, corpus = released
+    viz = released_viz_data(FULL, sd, KEPT, TOKENS)
+    viz["circuit_data"]["0.attn.q"] = value
+    code, out = _run(root, corpus, viz, tmp_path / "c.json", capsys)
+    assert code == 2 and not (tmp_path / "c.json").exists()
+    assert "circuit_data['0.attn.q']" in out.err and "must be integers" in out.err
+
+
+def test_per_channel_losses_must_match_the_kept_channels(released, tmp_path, capsys):
+    root, sd, corpus = released
+    viz = released_viz_data(FULL, sd, KEPT, TOKENS)
+    viz["importances"]["ch_interv_losses"]["0.attn.k"] = [0.1]
+    code, out = _run(root, corpus, viz, tmp_path / "c.json", capsys)
+    assert code == 2 and "ch_interv_losses['0.attn.k'] has 1 entries for 3 kept" in out.err
