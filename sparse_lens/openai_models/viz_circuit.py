@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from jaxtyping import Int
 from torch import Tensor
 
 from sparse_lens.circuits.circuit import Circuit
@@ -160,7 +161,7 @@ def file_counts(viz: dict[str, Any]) -> tuple[int, int | None]:
     return n_nodes, n_edges
 
 
-def task_sample_ends(tokens: Tensor) -> list[int]:
+def task_sample_ends(tokens: Int[Tensor, "n T"]) -> list[int]:
     """Index of the last real token of each of OpenAI's ``task_samples`` ``[n, T]`` (right-padded
     with id 0, a real token: as OpenAI's visualiser does, the padding is the run of zeros at
     the end), i.e. where the answer is read.
@@ -168,10 +169,8 @@ def task_sample_ends(tokens: Tensor) -> list[int]:
     Source: the task tab of ``circuit_sparsity/viz.py`` (github.com/openai/circuit_sparsity).
 
     Raises:
-        ValueError: ``tokens`` is not a 2-D integer tensor, or a sample is all padding.
+        ValueError: a sample is all padding.
     """
-    if tokens.dim() != 2 or tokens.is_floating_point():
-        raise ValueError(f"task_samples tokens: expected [n, T] integers, got {tokens.dtype}")
     nonzero = tokens != 0
     width = tokens.shape[1]
     last = width - 1 - nonzero.flip(1).int().argmax(1)
@@ -194,6 +193,8 @@ def _check_importances(imp: dict[str, Any], data: dict[str, Any], cfg: Any) -> d
     if samples is None:
         return {}
     tokens = torch.as_tensor(np.asarray(samples[0]))
+    if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
+        raise ValueError(f"task_samples tokens: expected [n, T] integers, got {tokens.dtype}")
     ends = task_sample_ends(tokens)
     if int(tokens.max()) >= cfg.d_vocab or tokens.shape[1] > cfg.n_ctx:
         raise ValueError(
