@@ -144,6 +144,12 @@ def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
         f"{circuit.n_nodes} nodes, {circuit.n_edges} edges (nonzero weights between kept "
         "nodes of one block)\n"
     )
+    samples = circuit.extra.get("oai_task_samples")
+    if samples:
+        sys.stdout.write(
+            f"on the file's {samples['n']} task samples the circuit's top token at the answer "
+            f"position is the full model's in {samples['circuit_top1_agrees']:.0%}\n"
+        )
     report = circuit.extra.get("faithfulness", {})
     numbers = {k: v for k, v in report.items() if isinstance(v, int | float | bool)}
     if numbers:

@@ -180,8 +180,11 @@ def task_sample_ends(tokens: Int[Tensor, "n T"]) -> list[int]:
     return last.tolist()
 
 
-def _check_importances(imp: dict[str, Any], data: dict[str, Any], cfg: Any) -> dict[str, Any]:
-    """Check the file's ``importances`` against its nodes and the model; returns a summary."""
+def _check_importances(
+    imp: dict[str, Any], data: dict[str, Any], cfg: Any
+) -> Int[Tensor, "n T"] | None:
+    """Check the file's ``importances`` against its nodes and the model; returns the task
+    samples' tokens (``None`` if the file has none)."""
     for loc, losses in (imp.get("ch_interv_losses") or {}).items():
         kept = data.get(loc)
         if kept is not None and len(losses) != len(_indices(loc, kept)):
@@ -191,17 +194,34 @@ def _check_importances(imp: dict[str, Any], data: dict[str, Any], cfg: Any) -> d
             )
     samples = imp.get("task_samples")
     if samples is None:
-        return {}
+        return None
     tokens = torch.as_tensor(np.asarray(samples[0]))
     if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
         raise ValueError(f"task_samples tokens: expected [n, T] integers, got {tokens.dtype}")
-    ends = task_sample_ends(tokens)
     if int(tokens.max()) >= cfg.d_vocab or tokens.shape[1] > cfg.n_ctx:
         raise ValueError(
             f"task_samples {tuple(tokens.shape)} with token ids up to {int(tokens.max())} do "
             f"not fit this model (vocab {cfg.d_vocab}, n_ctx {cfg.n_ctx}): another model's file?"
         )
-    return {"n": len(ends), "answer_positions": ends}
+    return tokens
+
+
+def task_sample_agreement(
+    model: HookedSparseTransformer, circuit: Circuit, tokens: Int[Tensor, "n T"]
+) -> dict[str, Any]:
+    """On OpenAI's own task samples: the answer positions (``task_sample_ends``) and the fraction
+    of samples where the circuit's top next token there is the full model's.
+
+    Raises:
+        ValueError: a sample is all padding, or the circuit does not fit ``model``.
+    """
+    ends = torch.tensor(task_sample_ends(tokens))
+    rows = torch.arange(len(ends))
+    with torch.no_grad():
+        full = model(tokens)[rows, ends].argmax(-1)
+        kept = circuit.to_model(model)(tokens)[rows, ends].argmax(-1)
+    agree = float((full == kept).float().mean())
+    return {"n": len(ends), "answer_positions": ends.tolist(), "circuit_top1_agrees": agree}
 
 
 def circuit_from_viz_data(
@@ -216,8 +236,9 @@ def circuit_from_viz_data(
 
     ``ablation_values`` are the mean-ablation values per hook (``circuits.masks.ablation_means``). The
     file's losses (halved, per sequence) go to ``loss`` / ``full_loss``; its ``prune_config``,
-    raw numbers, own node and edge counts (``file_counts``) and task-sample answer positions
-    (``task_sample_ends``) to ``extra``.
+    raw numbers, own node and edge counts (``file_counts``) and, on its task samples, how
+    often the circuit's top token at the answer position is the model's
+    (``task_sample_agreement``) to ``extra``.
 
     Raises:
         ValueError: an unknown location, a channel index that is not an integer or lies outside
@@ -232,7 +253,7 @@ def circuit_from_viz_data(
         if bad:
             raise ValueError(f"{hook}: channels {bad[:5]} outside 0..{sizes[hook] - 1}")
     imp = viz.get("importances", {}) or {}
-    task_samples = _check_importances(imp, viz["circuit_data"], cfg)
+    tokens = _check_importances(imp, viz["circuit_data"], cfg)
     file_nodes, file_edges = file_counts(viz)
 
     def halved(key: str) -> float:
@@ -240,7 +261,7 @@ def circuit_from_viz_data(
         return float(value) / 2 if isinstance(value, int | float | Tensor) else float("nan")
 
     prune_config = viz["circuit_data"].get("prune_config", viz.get("prune_config"))
-    return Circuit.from_nodes(
+    circuit = Circuit.from_nodes(
         model,
         nodes,
         ablation_values,
@@ -258,10 +279,12 @@ def circuit_from_viz_data(
             "oai_file_edges": file_edges,
             "oai_num_total_nodes": _plain(viz.get("num_total_nodes")),
             "oai_loc_interv_losses": _plain(imp.get("loc_interv_losses")),
-            "oai_task_samples": task_samples,
             "total_nodes": sum(sizes.values()),
         },
     )
+    if tokens is not None:
+        circuit.extra["oai_task_samples"] = task_sample_agreement(model, circuit, tokens)
+    return circuit
 
 
 def _plain(value: Any) -> Any:

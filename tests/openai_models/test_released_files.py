@@ -234,7 +234,16 @@ def test_released_viz_data_to_our_checks(released, tmp_path, capsys):
     assert f"OpenAI's file: {n_nodes} nodes, {n_edges} edges; ours: {n_nodes} nodes, " in out.out
     assert f"{n_edges} edges (nonzero weights" in out.out
     assert circuit.extra["oai_file_edges"] == n_edges
-    assert circuit.extra["oai_task_samples"]["answer_positions"] == [2, 3, 5, 1]
+    samples = circuit.extra["oai_task_samples"]
+    assert samples["answer_positions"] == [2, 3, 5, 1]  # the last real token, 0s inside kept
+    # the circuit's top token at those positions against the full model's, on the same tokens
+    model = HookedSparseTransformer.from_pretrained(root / "model").eval()
+    rows, ends = torch.arange(4), torch.tensor([2, 3, 5, 1])
+    with torch.no_grad():
+        full = model(TOKENS)[rows, ends].argmax(-1)
+        kept = circuit.to_model(model)(TOKENS)[rows, ends].argmax(-1)
+    assert samples["circuit_top1_agrees"] == pytest.approx(float((full == kept).float().mean()))
+    assert "on the file's 4 task samples the circuit's top token" in out.out
     assert circuit.extra["prune_config"] == {"k": 64, "lr": 0.01}
     assert circuit.extra["oai_num_total_nodes"] == 1234
     assert "faithfulness (our task data): " in out.out
