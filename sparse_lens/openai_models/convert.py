@@ -23,6 +23,14 @@ Name table (OpenAI ``nn.Linear`` weights are ``[out, in]``; TL layout is ``[in, 
 | ``final_logits_bias`` ``[V]`` | ``unembed.b_U`` |
 | ``bigram_table`` ``[V V]`` | ``bigram.W_bigram`` |
 
+Config keys (``check_gpt_config``): every key is typed and range-checked (``CONFIG_KINDS``)
+before any tensor is built. Keys that change the forward pass must hold their one supported
+value (``SUPPORTED_ONLY``: RMSNorm, identity residual, no concatenated positions, no tied aux
+matrix, and the ten fields the Hugging Face checkpoint's ``to_circuit_config()`` passes);
+training-only keys are dropped, each with a reason (``TRAINING_ONLY``). Every tensor's shape is
+compared with the config (``check_oai_tensors``, naming the key and both shapes) before
+anything is reshaped.
+
 Unsupported variants (LayerNorm instead of RMSNorm, concatenated positional embeddings, ReLU on
 the residual stream) raise ``ValueError``.
 """
