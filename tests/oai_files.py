@@ -244,3 +244,152 @@ def reference_forward(
     if cfg["enable_bigram_table"]:
         logits = logits + sd["bigram_table"][idx]
     return logits
+
+
+# ------------------------------------------------------------------------- released files
+# What the released files hold beyond what OpenAI's code declares, as public code written against
+# them documents it (nothing can be downloaded here):
+# * beeg_config.json: github.com/openai/circuit_sparsity ``circuit_sparsity/inference/gpt.py``
+#   (``load_model`` pops ``bigram_table_rank`` and ``pfrac``, renames ``n_mlp`` to ``d_mlp`` and
+#   asserts ``use_tied_aux_matrix`` is false); readers of the released ``csp_yolo1`` folder list
+#   ``bigram_table_rank, n_embd, pfrac, expansion_factor, expansion_factor_mlp,
+#   debug_exact_topk, sparse_matmul_impl`` beyond ``GPTConfig``.
+# * the Hugging Face checkpoint ``openai/circuit-sparsity`` (``trust_remote_code``:
+#   ``modeling_circuitgpt.py`` + ``gpt.py``; the GPT under ``circuit_model``): its
+#   ``to_circuit_config()`` passes ten fields the published ``GPTConfig`` lacks, each with one
+#   value (``HF_EXTRA_FIELDS``), as a public server loading that checkpoint records.
+# * viz_data.pt: ``circuit_sparsity/viz.py`` (``load_graph_data``, ``build_figure``, the task
+#   tab), github.com/michaelwaves/circuit_sparsity ``scripts/pt_to_parquet.py`` and
+#   ``CIRCUIT_EXPLORER_PLAN.md``.
+RELEASED_EXTRA_KEYS = dict(
+    bigram_table_rank=None,
+    pfrac=0.0625,
+    expansion_factor=4,
+    expansion_factor_mlp=4,
+    debug_exact_topk=False,
+    sparse_matmul_impl="dense",
+)
+HF_EXTRA_FIELDS = dict(
+    unembed_rank=None,
+    bigram_table_rank=None,
+    afrac_ste=False,
+    afrac_ste_only_non_neurons=False,
+    afrac_approx=False,
+    rtopk=False,
+    mup=False,
+    mup_width_multiplier=None,
+    enable_fp8_linear=False,
+    scale_invariance=False,
+)
+
+
+def released_config(**overrides: Any) -> dict[str, Any]:
+    """A ``beeg_config.json`` as released: ``GPTConfig``'s fields, ``n_mlp`` for ``d_mlp``,
+    ``use_tied_aux_matrix: false`` and the training keys beyond ``GPTConfig``."""
+    cfg = gpt_config(**overrides)
+    cfg["n_mlp"] = cfg.pop("d_mlp")
+    return cfg | {"use_tied_aux_matrix": False, "n_embd": cfg["d_model"]} | RELEASED_EXTRA_KEYS
+
+
+REMOTE_CODE = """import pathlib
+pathlib.Path({marker!r}).write_text("the snapshot's code ran")
+raise RuntimeError("remote code executed")
+"""
+
+
+def write_hf_snapshot(
+    directory: Path, cfg: dict[str, Any], sd: dict[str, torch.Tensor], marker: Path, pickled: bool
+) -> Path:
+    """A Hugging Face snapshot folder of ``openai/circuit-sparsity``: ``config.json`` (the
+    ``GPTConfig`` fields, the ten extra fields, transformers' own), the weights under
+    ``circuit_model.`` (``model.safetensors`` or ``pytorch_model.bin``) and Python files that
+    write ``marker`` and raise if anything imports them."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = HF_EXTRA_FIELDS | cfg
+    config |= {
+        "architectures": ["CircuitGPTForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "modeling_circuitgpt.CircuitGPTConfig",
+            "AutoModelForCausalLM": "modeling_circuitgpt.CircuitGPTForCausalLM",
+        },
+        "model_type": "circuitgpt",
+        "torch_dtype": "float32",
+        "transformers_version": "4.57.0",
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    tensors = {f"circuit_model.{k}": v.clone().contiguous() for k, v in sd.items()}
+    if pickled:
+        torch.save(tensors, directory / "pytorch_model.bin")
+    else:
+        save_file(tensors, str(directory / "model.safetensors"))
+    for name in ("modeling_circuitgpt.py", "gpt.py", "__init__.py"):
+        (directory / name).write_text(REMOTE_CODE.format(marker=str(marker)))
+    return directory
+
+
+def write_hub_cache(root: Path, snapshot_writer: Any) -> Path:
+    """``models--openai--circuit-sparsity`` as the Hub cache lays it out (``refs/main`` naming
+    ``snapshots/<commit>``); ``snapshot_writer(folder)`` fills the snapshot."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = root / "models--openai--circuit-sparsity"
+    (cache / "refs").mkdir(parents=True)
+    (cache / "refs" / "main").write_text(commit)
+    snapshot_writer(cache / "snapshots" / commit)
+    return cache
+
+
+def _pair(w: torch.Tensor, tgt: list[int], src: list[int], bias: torch.Tensor | None) -> Any:
+    """``[matrix [n_src(+1) n_tgt], sources, targets]`` from an ``[out, in]`` weight."""
+    matrix = w[tgt][:, src].T
+    if bias is None:
+        return matrix, list(src), list(tgt)
+    return torch.cat([matrix, bias[tgt][None]]), [*src, "bias"], list(tgt)
+
+
+def released_viz_data(
+    cfg: dict[str, Any], sd: dict[str, torch.Tensor], kept: dict[str, list[int]], tokens: Any
+) -> dict[str, Any]:
+    """A ``viz_data.pt`` dict with the released structure: ``circuit_data`` (int64 index tensors),
+    ``importances`` (losses stored doubled, ``ch_interv_losses`` one per kept channel,
+    ``loc_interv_losses``, ``task_samples``, ``pair_data(_connections)`` from the weights with a
+    ``"bias"`` source row), ``prune_config``, ``all_loss``, ``num_total_nodes``, ``samples``."""
+    he = cfg["n_head"] * cfg["d_head"]
+    pairs = []
+    for layer in range(cfg["n_layer"]):
+        p, a, m = f"transformer.h.{layer}.", f"{layer}.attn.", f"{layer}.mlp."
+        w, b = sd[p + "attn.c_attn.weight"], sd.get(p + "attn.c_attn.bias")
+        for i, kind in enumerate("qkv"):
+            if a + "act_in" in kept and a + kind in kept:
+                rows = [r + i * he for r in kept[a + kind]]
+                mat, srcs, _ = _pair(w, rows, kept[a + "act_in"], b)
+                pairs.append([mat, srcs, kept[a + kind], (a + "act_in", a + kind)])
+        links = [
+            (a + "v", a + "resid_delta", "attn.c_proj"),
+            (m + "act_in", m + "post_act", "mlp.c_fc"),
+            (m + "post_act", m + "resid_delta", "mlp.c_proj"),
+        ]
+        for src, tgt, name in links:
+            if src in kept and tgt in kept:
+                w, b = sd[p + name + ".weight"], sd.get(p + name + ".bias")
+                pairs.append([*_pair(w, kept[tgt], kept[src], b), (src, tgt)])
+    acts = {loc: {c: torch.zeros(tokens.shape) for c in idx} for loc, idx in kept.items()}
+    return {
+        "circuit_data": {k: torch.tensor(v, dtype=torch.int64) for k, v in kept.items()},
+        "importances": {
+            "loss": 0.2,
+            "interv_loss": 0.3,
+            "ch_interv_losses": {k: [0.4] * len(v) for k, v in kept.items()},
+            "loc_interv_losses": {k: 0.5 for k in kept},
+            "layer_interv_losses": {f"{i}.{s}": 0.5 for i in range(2) for s in ("attn", "mlp")},
+            "task_samples": (tokens, acts),
+            "pair_data": pairs,
+            "pair_data_connections": pairs,
+            "beeg_model_config": dict(cfg),
+        },
+        "prune_config": {"k": 64, "lr": 0.01},
+        "all_loss": [[0, 0.9], [1, 0.3]],
+        "num_total_nodes": 1234,
+        "samples": {k: {} for k in kept},
+    }

@@ -1,10 +1,13 @@
 """``sparse-lens import-oai SRC --out DIR [--tokenizer DIR]``.
 
-Reads a model folder as OpenAI publishes it (``beeg_config.json`` + ``final_model.pt``) and the
-tinypython tokenizer files (``vocab.bpe`` + ``encoder.json``; default: in ``SRC``), and writes an
-ordinary sparse_lens model folder (``model.safetensors`` + ``config.json`` + ``tokenizer.json``).
-It then lists the task-suite candidates that are not single tokens of that vocabulary (those
-tasks drop such examples). ``--out`` must be new or empty: nothing is overwritten.
+Reads a model as OpenAI publishes it (a blob folder, ``beeg_config.json`` + ``final_model.pt``,
+or a Hugging Face snapshot of ``openai/circuit-sparsity``, ``config.json`` + weights, whose
+Python files are never run) and the tinypython tokenizer files (``vocab.bpe`` +
+``encoder.json``; default: in ``SRC``), and writes an ordinary sparse_lens model folder
+(``model.safetensors`` + ``config.json`` + ``tokenizer.json``; ``config.json`` lists the source
+config keys dropped and why). It then lists the task-suite candidates that are not single tokens
+of that vocabulary (those tasks drop such examples). ``--out`` must be new or empty: nothing is
+overwritten.
 
 ``sparse-lens import-oai-circuit VIZ_DATA --model DIR --task NAME --out FILE [--faithfulness]``
 turns a circuit OpenAI published (``viz_data.pt``) into a circuit JSON of the imported model,
@@ -24,7 +27,11 @@ def add_import_oai(sub: argparse._SubParsersAction) -> None:
         "import-oai", help="import an OpenAI circuit_sparsity model folder (beeg_config.json)"
     )
     p.set_defaults(handler=cmd_import_oai)
-    p.add_argument("src", type=Path, help="folder with beeg_config.json and final_model.pt")
+    p.add_argument(
+        "src",
+        type=Path,
+        help="blob folder (beeg_config.json, final_model.pt) or Hugging Face snapshot folder",
+    )
     p.add_argument("--out", type=out_path, required=True, help="new model folder to write")
     p.add_argument(
         "--tokenizer",
@@ -49,13 +56,17 @@ def cmd_import_oai(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CLIError(f"--out {out} exists and is not an empty folder; pick a new one")
     try:
-        model, config = import_oai(args.src.expanduser(), args.tokenizer)
+        got = import_oai(args.src.expanduser(), args.tokenizer)
     except (FileNotFoundError, ValueError) as e:  # UnsafeCheckpointError is a ValueError
         raise CLIError(str(e)) from e
-    save_pretrained(model, out)
+    model = got.model
+    record = {"source": got.source, "path": str(args.src), "dropped_config_keys": got.dropped}
+    save_pretrained(model, out, imported_from=record)
     cfg = model.cfg
+    for key, why in got.dropped.items():
+        sys.stdout.write(f"dropped config key {key}: {why}\n")
     sys.stdout.write(
-        f"imported {args.src} -> {out}: {cfg.n_layers} layers, d_model {cfg.d_model}, "
+        f"imported {got.source} {args.src} -> {out}: {cfg.n_layers} layers, d_model {cfg.d_model}, "
         f"{cfg.n_heads} heads x d_head {cfg.d_head}, d_mlp {cfg.d_mlp}, vocab {cfg.d_vocab}, "
         f"sinks {cfg.attn_sinks}, bigram table {cfg.use_bigram_table}, "
         f"positions {cfg.positional_embedding}, afrac {cfg.afrac}\n"
@@ -126,4 +137,27 @@ def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
     circuit.extra["model_dir"] = str(args.model.resolve())
     circuit.save(args.out)
     sys.stdout.write(circuit.summary() + f" -> {args.out}\n")
+    edges = circuit.extra["oai_file_edges"]
+    sys.stdout.write(
+        f"OpenAI's file: {circuit.extra['oai_file_nodes']} nodes, "
+        f"{'no pair_data_connections' if edges is None else f'{edges} edges'}; ours: "
+        f"{circuit.n_nodes} nodes, {circuit.n_edges} edges (nonzero weights between kept "
+        "nodes of one block)\n"
+    )
+    samples = circuit.extra.get("oai_task_samples")
+    if samples:
+        sys.stdout.write(
+            f"on the file's {samples['n']} task samples the circuit's top token at the answer "
+            f"position is the full model's in {samples['circuit_top1_agrees']:.0%}\n"
+        )
+    report = circuit.extra.get("faithfulness", {})
+    numbers = {k: v for k, v in report.items() if isinstance(v, int | float | bool)}
+    if numbers:
+        sys.stdout.write(
+            "faithfulness (our task data): "
+            + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()
+            )
+            + f" (full report in {args.out})\n"
+        )
     return 0

@@ -32,6 +32,8 @@ CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 MODEL_FILES = (WEIGHTS, CONFIG, TOKENIZER)
 TOKENIZER_SHA = "tokenizer_sha256"  # in config.json, beside the config's own fields
+# in config.json of an imported model: where it came from and the source keys dropped (why)
+IMPORTED_FROM = "imported_from"
 
 
 @runtime_checkable
@@ -55,14 +57,19 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_model_files(model: FolderModel, directory: Path, name: str) -> None:
+def write_model_files(
+    model: FolderModel, directory: Path, name: str, imported_from: dict | None = None
+) -> None:
     """Write the three files into ``directory``, a folder ``atomic_dir`` builds for the model
-    folder called ``name`` (which names the fault points ``dir:NAME/FILE``)."""
+    folder called ``name`` (which names the fault points ``dir:NAME/FILE``); ``imported_from``
+    (JSON-ready) is recorded in ``config.json`` under that name."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     label = f"dir:{name}"
     save_file(tensors, str(directory / WEIGHTS), metadata={"format": "pt"})
     fault_point(f"{label}/{WEIGHTS}")
     config = model.cfg.to_dict()
+    if imported_from is not None:
+        config[IMPORTED_FROM] = imported_from
     if model.tokenizer is not None:
         text = model.tokenizer.to_json()
         config[TOKENIZER_SHA] = _sha256(text)
@@ -72,15 +79,18 @@ def write_model_files(model: FolderModel, directory: Path, name: str) -> None:
     fault_point(f"{label}/{CONFIG}")
 
 
-def save_pretrained(model: FolderModel, directory: str | Path) -> Path:
+def save_pretrained(
+    model: FolderModel, directory: str | Path, imported_from: dict | None = None
+) -> Path:
     """Write the model folder whole (replacing a model folder already there); returns its path.
+    ``imported_from``: what an imported model came from, kept in ``config.json``.
 
     Raises:
         ValueError: ``directory`` holds files other than a model's (nothing is deleted).
     """
     directory = Path(directory)
     with atomic_dir(directory, replaces=MODEL_FILES) as tmp:
-        write_model_files(model, tmp, directory.name)
+        write_model_files(model, tmp, directory.name, imported_from)
     return directory
 
 
@@ -99,6 +109,7 @@ def read_config(cfg_path: Path) -> tuple[SparseTransformerConfig, str | None]:
         )
     raw = dict(raw)
     sha = raw.pop(TOKENIZER_SHA, None)
+    raw.pop(IMPORTED_FROM, None)  # a record for the reader, not a setting
     try:
         return SparseTransformerConfig.from_dict(raw), sha
     except ValueError as e:

@@ -125,5 +125,5 @@ def test_import_errors_are_specific():
     with pytest.raises(ValueError, match="rms_norm"):
         from_circuit_sparsity(dict(sd), CFG | {"rms_norm": False})
     wrong = dict(sd) | {"lm_head.weight": torch.zeros(41, 12)}
-    with pytest.raises(ValueError, match="W_U"):
+    with pytest.raises(ValueError, match=r"lm_head.weight has shape \(41, 12\)"):
         from_circuit_sparsity(wrong, CFG)

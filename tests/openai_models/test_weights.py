@@ -144,7 +144,7 @@ def test_code_payload_is_refused(tok_dir, tmp_path, capsys, monkeypatch):
             lambda sd, c: sd.update({"transformer.h.0.attn.extra": torch.zeros(2)}),
             "transformer.h.0.attn.extra",
         ),
-        (lambda sd, c: sd.update({"lm_head.weight": torch.zeros(VOCAB + 1, 12)}), "W_U"),
+        (lambda sd, c: sd.update({"lm_head.weight": torch.zeros(VOCAB + 1, 12)}), "lm_head.weight"),
         (lambda sd, c: sd.update({"bigram_table": torch.zeros(VOCAB, 3)}), "bigram"),
         (lambda sd, c: c.update({"mystery": 1}), "mystery"),
         (lambda sd, c: c.update({"rms_norm": False}), "rms_norm"),
