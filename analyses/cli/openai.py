@@ -150,14 +150,14 @@ def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
             f"on the file's {samples['n']} task samples the circuit's top token at the answer "
             f"position is the full model's in {samples['circuit_top1_agrees']:.0%}\n"
         )
-    report = circuit.extra.get("faithfulness", {})
-    numbers = {k: v for k, v in report.items() if isinstance(v, int | float | bool)}
-    if numbers:
+    report = circuit.extra.get("faithfulness")
+    if report:
+        from sparse_lens.circuits.faithfulness import verdict_lines
+
+        lines = verdict_lines(report)
         sys.stdout.write(
-            "faithfulness (our task data): "
-            + ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()
-            )
-            + f" (full report in {args.out})\n"
+            "faithfulness on our task data:\n"
+            + "".join(f"  {line}\n" for line in lines)
+            + f"(full report in {args.out})\n"
         )
     return 0

@@ -217,6 +217,12 @@ def prune_run(s: PruneSettings) -> dict[str, dict[str, Any]]:
             "file": str(path),
         }
         sys.stdout.write(circuit.summary() + f" -> {path}\n")
+        if s.faithfulness:
+            from sparse_lens.circuits.faithfulness import verdict_lines
+
+            faith = circuit.extra["faithfulness"]
+            summary[task.name]["failed_checks"] = faith["failed"]
+            sys.stdout.write("".join(f"  {line}\n" for line in verdict_lines(faith)))
     if s.all_tasks:
         _write_all_tasks(s.out, summary)
     return summary

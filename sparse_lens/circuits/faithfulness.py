@@ -79,6 +79,20 @@ def verdict(check: str, passed: bool | None, value: Any, threshold: str, reason:
     }
 
 
+def verdict_lines(report: dict[str, Any]) -> list[str]:
+    """One line per verdict of a faithfulness report, then the computed-on line and the
+    failed checks (``[]`` for a report without verdicts)."""
+    lines = []
+    for v in report.get("verdicts", []):
+        value = f"{v['value']:.4g}" if isinstance(v["value"], float) else v["value"]
+        lines.append(f"{v['status'].upper():8} {v['check']:18} {value} ({v['threshold']})")
+    if lines:
+        on = report.get("computed_on", {})
+        lines.append(f"computed on the {on.get('split')} split, n = {on.get('n')}")
+        lines.append(f"failed: {', '.join(report.get('failed', [])) or 'none'}")
+    return lines
+
+
 def _in_band(x: float, band: tuple[float, float]) -> bool:
     return math.isfinite(x) and band[0] <= x <= band[1]
 
