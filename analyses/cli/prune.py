@@ -188,8 +188,9 @@ def prune_run(s: PruneSettings) -> dict[str, dict[str, Any]]:
 
     if not s.verbose:  # one line per trial is noise next to the progress bar
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pcfg, cleanup, scfg, tasks, model, data = _prepare(s)
+    pcfg, cleanup, scfg, tasks, model, data, provenance = _prepare(s)
     windows = data.sample(64, model.cfg.n_ctx, torch.Generator().manual_seed(s.seed))
+    provenance = provenance | window_record(windows, s.seed)
     summary = {}
     for task in tasks:
         start = time.perf_counter()
@@ -202,6 +203,9 @@ def prune_run(s: PruneSettings) -> dict[str, dict[str, Any]]:
             raise CLIError(str(e)) from e
         circuit.extra["prune_seconds"] = time.perf_counter() - start
         circuit.extra["model_dir"] = str(s.model_dir.resolve())
+        circuit.extra["ablation_source"] = circuit.extra.get("ablation_source", {}) | {
+            "windows": provenance
+        }
         if s.faithfulness:
             _add_faithfulness(s, model, circuit, task, windows, pcfg)
         path = s.out / f"{task.name}.json" if s.all_tasks else s.out
@@ -232,7 +236,7 @@ def _prepare(s: PruneSettings) -> tuple:
     """The pruning, clean-up and search settings, the tasks, the model and its token data."""
     from sparse_lens.circuits.cleanup import parse_stages
     from sparse_lens.circuits.masks import AblationKind, PruneConfig
-    from sparse_lens.data.token_data import model_token_data
+    from sparse_lens.data.token_data import model_token_data, run_info_beside, training_mix
     from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.tasks.task import TASK_NAMES, get_task
 
@@ -256,9 +260,25 @@ def _prepare(s: PruneSettings) -> tuple:
         if model.tokenizer is None:
             raise CLIError(f"{s.model_dir} has no tokenizer.json")
         data = model_token_data(model, s.corpus, s.cache_dir.expanduser())
+        data, provenance = training_mix(
+            data, model.tokenizer, run_info_beside(s.model_dir), s.cache_dir.expanduser()
+        )
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
-    return pcfg, cleanup, scfg, tasks, model, data
+    return pcfg, cleanup, scfg, tasks, model, data, provenance
+
+
+def window_record(windows: Any, seed: int) -> dict[str, Any]:
+    """What a circuit file records of the pretraining windows behind its ablation means."""
+    from sparse_lens.data.token_data import windows_digest
+
+    return {
+        "split": "train",
+        "n_windows": int(windows.shape[0]),
+        "n_ctx": int(windows.shape[1]),
+        "seed": seed,
+        "sha256": windows_digest(windows),
+    }
 
 
 def _find(

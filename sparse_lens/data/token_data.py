@@ -233,6 +233,67 @@ def with_idioms(
     return MixedData(base=data, idioms=_load(path), idiom_frac=idiom_frac, idiom_info=info)
 
 
+def training_mix(
+    data: TokenData,
+    tokenizer: Tokenizer,
+    run_info: dict[str, Any] | None,
+    cache_dir: Path,
+) -> "tuple[TokenData | MixedData, dict[str, Any]]":
+    """The model's own training distribution: ``data`` (its corpus) with the idiom stream its
+    ``run.json`` records (share, kinds, documents, seed), so ablation means are taken over what
+    the model was trained on; and a provenance record saying so. Without a ``run.json`` (an
+    imported model, a lone folder) the corpus alone, and the record says that.
+
+    Raises:
+        ValueError: the ``run.json`` records an idiom stream this package cannot rebuild.
+    """
+    if run_info is None:
+        return data, {"distribution": "corpus only (no run.json: training mix unknown)"}
+    recorded = run_info.get("data") if isinstance(run_info.get("data"), dict) else {}
+    frac = float(recorded.get("idiom_frac", run_info.get("train_config", {}).get("idiom_frac", 0)))
+    if frac == 0:
+        return data, {"distribution": "training mix: corpus, no idioms", "idiom_frac": 0.0}
+    info = recorded.get("idioms", {})
+    kinds = tuple(info.get("kinds", ["literals"]))
+    try:
+        n_docs, seed = int(info.get("n_docs", 20_000 * len(kinds))), int(info.get("seed", 1234))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"run.json records an unreadable idiom stream {info!r}: {e}") from e
+    mixed = with_idioms(
+        data, tokenizer, frac, cache_dir, n_docs=n_docs // len(kinds), seed=seed, kinds=kinds
+    )
+    return mixed, {
+        "distribution": "training mix: corpus and idiom stream",
+        "idiom_frac": frac,
+        "idioms": {"kinds": list(kinds), "n_docs": n_docs, "seed": seed},
+    }
+
+
+def run_info_beside(model_dir: Path) -> dict[str, Any] | None:
+    """The ``run.json`` of the training run a model folder belongs to (the folder itself, or
+    ``RUN/final``, ``RUN/checkpoints/NAME``), or None.
+
+    Raises:
+        ValueError: a ``run.json`` that is not a JSON object (named).
+    """
+    from sparse_lens.files.atomic import read_json
+
+    for folder in (model_dir, model_dir.parent, model_dir.parent.parent):
+        path = folder / "run.json"
+        if path.is_file():
+            info = read_json(path, "run")
+            if not isinstance(info, dict):
+                raise ValueError(f"{path}: not a run.json (a JSON {type(info).__name__})")
+            return info
+    return None
+
+
+def windows_digest(windows: Tensor) -> str:
+    """SHA-256 prefix of a ``[batch pos]`` window tensor (what a circuit file records of the
+    windows its ablation means came from)."""
+    return hashlib.sha256(windows.contiguous().numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+
+
 def prepare_data(
     corpus_path: str | Path | None,
     cache_dir: Path,

@@ -109,6 +109,36 @@ def test_prune_cli_writes_a_loadable_circuit(tiny_run, capsys):
     assert "prune_seconds" in circuit.extra
 
 
+def test_ablation_means_come_from_the_models_own_training_mix(tiny_run, tmp_path):
+    """A model trained with idioms is mean-ablated over corpus + idioms (its run.json says so),
+    and the circuit file records the distribution and the windows' hash; a lone model folder
+    (no run.json) falls back to the corpus and says that."""
+    import shutil
+
+    root, cache = tiny_run
+    run = tmp_path / "run"
+    train = ["train", "--preset", "tiny", "--out", str(run), "--cache-dir", str(cache)]
+    assert main([*train, "--idiom-frac", "0.5", "--quiet", "--dense-kernels"]) == 0
+    lone = tmp_path / "lone"
+    shutil.copytree(run / "final", lone)
+
+    def prune(model_dir, out):
+        args = ["prune", str(model_dir), "--task", "single_double_quote", "--out", str(out)]
+        args += ["--target-loss", "5.0", "--steps", "2", "--no-search", "--cache-dir", str(cache)]
+        assert main([*args, "--quiet"]) == 0
+        return Circuit.load(out)
+
+    mixed = prune(run / "final", tmp_path / "mixed.json")
+    windows = mixed.extra["ablation_source"]["windows"]
+    assert windows["distribution"] == "training mix: corpus and idiom stream"
+    assert windows["idiom_frac"] == 0.5 and windows["split"] == "train"
+    assert len(windows["sha256"]) == 16 and windows["n_windows"] == 64
+    corpus_only = prune(lone, tmp_path / "lone.json")
+    alone = corpus_only.extra["ablation_source"]["windows"]
+    assert alone["distribution"].startswith("corpus only") and alone["sha256"] != windows["sha256"]
+    assert mixed.baselines != corpus_only.baselines
+
+
 def test_prune_cli_errors(tiny_run, capsys):
     root, cache = tiny_run
     base = [
