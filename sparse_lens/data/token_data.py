@@ -249,7 +249,8 @@ def training_mix(
     """
     if run_info is None:
         return data, {"distribution": "corpus only (no run.json: training mix unknown)"}
-    recorded = run_info.get("data") if isinstance(run_info.get("data"), dict) else {}
+    data_info = run_info.get("data")
+    recorded: dict[str, Any] = data_info if isinstance(data_info, dict) else {}
     frac = float(recorded.get("idiom_frac", run_info.get("train_config", {}).get("idiom_frac", 0)))
     if frac == 0:
         return data, {"distribution": "training mix: corpus, no idioms", "idiom_frac": 0.0}
