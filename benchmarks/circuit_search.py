@@ -33,7 +33,7 @@ from sparse_lens.circuits.masks import PruneConfig
 from sparse_lens.circuits.prune_task import prune_task
 from sparse_lens.data.token_data import prepare_data
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.selection import choose_tasks, task_table_with_worst
+from sparse_lens.tasks.selection import choose_tasks, task_tables
 from sparse_lens.tasks.task import TASK_NAMES, get_task
 
 
@@ -76,12 +76,13 @@ def one(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     model = HookedSparseTransformer.from_pretrained(args.model).eval()
     tasks = [get_task(name) for name in TASK_NAMES]
-    table, worst = task_table_with_worst(model, tasks, 20 if args.quick else 200)
+    _, val = task_tables(model, tasks, 20 if args.quick else 200)  # chosen on validation only
+    val_loss = {name: row["loss"] for name, row in val.items()}
     if args.quick:  # an untrained tiny model: a target its full model reaches
         name = "single_double_quote"
-        chosen = {name: round(worst[name] + 0.002, 4)}
+        chosen = {name: round(val_loss[name] + 0.002, 4)}
     else:
-        chosen = choose_tasks(table, worst)
+        chosen = choose_tasks(val, val_loss)
     _, _, data = prepare_data(args.corpus, args.cache_dir)
     windows = data.sample(64, model.cfg.n_ctx, torch.Generator().manual_seed(0))
     rows: dict[str, Any] = {}

@@ -138,10 +138,10 @@ def run_demo(
     timings["train_s"] = time.perf_counter() - start
     model_dir = run / "final"
     t0 = time.perf_counter()
-    task_table, worst = _task_table(model_dir, s.task_examples)
+    task_table, val_table = _task_table(model_dir, s.task_examples)
     atomic_write_text(out / "tasks.json", json.dumps(task_table, indent=2) + "\n")
     timings["tasks_s"] = time.perf_counter() - t0
-    circuits = _prune_chosen(out, s, model_dir, task_table, worst, cache_dir, quiet, verbose)
+    circuits = _prune_chosen(out, s, model_dir, val_table, cache_dir, quiet, verbose)
     t0 = time.perf_counter()
     rcfg = ReportConfig(max_node_panels=s.node_panels, n_windows=s.windows, n_examples=s.examples)
     with contextlib.ExitStack() as stack:
@@ -189,25 +189,29 @@ def _prune_chosen(
     out: Path,
     s: DemoSettings,
     model_dir: Path,
-    task_table: dict[str, dict[str, float]],
-    worst: dict[str, float],
+    val_table: dict[str, dict[str, float]],
     cache_dir: Path,
     quiet: bool,
     verbose: bool,
 ) -> dict[str, dict[str, Any]]:
-    """One circuit per chosen task in ``out/circuits``; per demo task what became of it."""
+    """One circuit per chosen task in ``out/circuits``; per demo task what became of it. Tasks
+    and targets are chosen on the validation table (``val_table``) only."""
     from sparse_lens.tasks.selection import choose_tasks
 
+    val_loss = {name: row["loss"] for name, row in val_table.items()}
     if s.smoke:  # the smoke run's model is untrained: keep what its loss needs
-        chosen = {DEMO_TASKS[0]: round(worst[DEMO_TASKS[0]] + 0.002, 4)}
+        chosen = {DEMO_TASKS[0]: round(val_loss[DEMO_TASKS[0]] + 0.002, 4)}
     else:
-        chosen = choose_tasks(task_table, worst, relaxed=DEMO_TASKS, min_accuracy=MIN_ACCURACY)
+        chosen = choose_tasks(val_table, val_loss, relaxed=DEMO_TASKS, min_accuracy=MIN_ACCURACY)
     circuits: dict[str, dict[str, Any]] = {
-        n: {"skipped": f"full model accuracy {task_table[n]['accuracy']:.2f} < {MIN_ACCURACY}"}
+        n: {
+            "skipped": f"full model validation accuracy {val_table[n]['accuracy']:.2f} "
+            f"< {MIN_ACCURACY}"
+        }
         for n in DEMO_TASKS
         if n not in chosen
     }
-    chosen, left = _first_circuits(chosen, task_table, s.max_circuits)
+    chosen, left = _first_circuits(chosen, val_table, s.max_circuits)
     for name, target in left.items():
         circuits[name] = {
             "not_pruned": f"the demo prunes {s.max_circuits} circuits; run `sparse-lens prune "
@@ -284,15 +288,17 @@ def check_reused_run(run: Path, preset_name: str) -> None:
                 )
 
 
-def _task_table(model_dir: Path, n: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Test-split task table of the model in ``model_dir``, and per task the worse of its test
-    and validation losses (``sparse_lens.tasks.selection.task_table_with_worst``)."""
+def _task_table(
+    model_dir: Path, n: int
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Test- and validation-split task tables of the model in ``model_dir``
+    (``sparse_lens.tasks.selection.task_tables``)."""
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.tasks.selection import task_table_with_worst
+    from sparse_lens.tasks.selection import task_tables
     from sparse_lens.tasks.task import TASK_NAMES, get_task
 
     try:
         model = HookedSparseTransformer.from_pretrained(model_dir).eval()
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
-    return task_table_with_worst(model, [get_task(name) for name in TASK_NAMES], n)
+    return task_tables(model, [get_task(name) for name in TASK_NAMES], n)

@@ -112,6 +112,7 @@ def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
     from sparse_lens.data.token_data import model_token_data
     from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.openai_models.viz_circuit import circuit_from_viz_data, load_viz_data
+    from sparse_lens.tasks.selection import other_task
     from sparse_lens.tasks.task import get_task
 
     cache = args.cache_dir.expanduser()
@@ -129,9 +130,11 @@ def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
         circuit = circuit_from_viz_data(viz, model, means, task=task.name)
         if args.faithfulness:
             abl = make_ablation("mean", model, windows, cache_dir=cache)
+            other = other_task(model, task.name, min(args.n, 32))
             circuit.extra["faithfulness"] = faithfulness_report(
-                model, circuit, task, abl, PruneConfig(steps=args.steps), windows, n=args.n
-            )
+                model, circuit, task, abl, PruneConfig(steps=args.steps), windows, n=args.n,
+                other_task=other,
+            )  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
     circuit.extra["model_dir"] = str(args.model.resolve())

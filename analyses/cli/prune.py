@@ -310,10 +310,14 @@ def _add_faithfulness(
 ) -> None:
     from sparse_lens.circuits.faithfulness import faithfulness_report
     from sparse_lens.circuits.masks import make_ablation
+    from sparse_lens.tasks.selection import other_task
 
     abl = make_ablation(pcfg.ablation, model, windows, cache_dir=s.cache_dir.expanduser())
     chosen = dataclasses.replace(pcfg, **circuit.hparams["chosen"])
-    circuit.extra["faithfulness"] = faithfulness_report(model, circuit, task, abl, chosen, windows)
+    other = other_task(model, task.name)
+    circuit.extra["faithfulness"] = faithfulness_report(
+        model, circuit, task, abl, chosen, windows, other_task=other
+    )
 
 
 def _log_circuit(name: str, circuit: Any) -> None:

@@ -11,6 +11,7 @@ a few surviving writes once most of the model is mean-ablated: "norm cheating").
 | ``readout`` / ``compare`` | loss, KL(full, run) on the two candidates (nats), logit-difference ratio run/full, final-norm scale ratio run/full (< 1: the norm amplifies) |
 | ``frozen_norm_hooks`` | every RMSNorm scale frozen at the full model's on the same tokens |
 | ``necessity_baseline`` | loss with only the circuit ablated, against random node sets of the same size per location |
+| ``specificity`` | the same ablation on another task's pairs: what the circuit costs a task it is not for |
 | ``node_agreement`` | per kept node: Pearson correlation and FVU (fraction of variance unexplained) circuit vs full |
 | ``interchange`` | random fractions of the circuit's nodes given the full model's values (frozen norms; final nodes apart) |
 | ``partial_complement`` | random and adversarial subsets of the non-circuit nodes ablated, one pattern per batch |
@@ -125,6 +126,17 @@ def necessity_baseline(
         "random_mean": sum(losses) / len(losses),
         "sets": sets,
     }
+
+
+def specificity(
+    model: HookedSparseTransformer, circuit: Circuit, other: TaskBatch, task: str
+) -> dict[str, Any]:
+    """Ablating only the circuit's nodes on another task's pairs (``other``, of task
+    ``task``): that task's loss with and without the ablation. A circuit specific to its own
+    task costs another task little."""
+    full = float(binary_task_loss(readout(model, other, []).two).mean())
+    ablated = _ablated_loss(model, circuit, other, circuit.nodes)
+    return {"task": task, "full_loss": full, "ablated_loss": ablated, "increase": ablated - full}
 
 
 def _fvu(a: Tensor, b: Tensor) -> float:

@@ -11,6 +11,7 @@ test split by ``circuits/checks.py`` and ``circuits/controls.py``:
 | ``norm_scale`` | final-norm scale ratio circuit/full in ``NORM_BAND`` (below: the norm amplifies) |
 | ``logit_diff`` | logit-difference ratio circuit/full in ``LOGIT_DIFF_BAND`` |
 | ``necessity`` | ablating the circuit alone costs more than ``MIN_NECESSITY_SHARE`` of random node sets of the same size per location |
+| ``specificity`` | ablating the circuit raises another task's loss by at most ``MAX_OTHER_SHARE`` of what it raises its own task's |
 | ``node_agreement`` | at most ``MAX_FVU_SHARE`` of kept nodes have FVU above 0.5 |
 | ``interchange`` | KL(full, circuit) on the two candidates <= ``MAX_KL`` nats at every patched fraction |
 | ``partial_complement`` | worst loss over random and adversarial partial ablations <= target |
@@ -36,6 +37,7 @@ from sparse_lens.circuits.checks import (
     necessity_baseline,
     node_agreement,
     partial_complement,
+    specificity,
 )
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.controls import nonsense_batch, permuted_model
@@ -61,6 +63,7 @@ NORM_BAND = (0.8, 1.25)
 LOGIT_DIFF_BAND = (2 / 3, 1.5)
 MAX_KL = 0.1
 MIN_NECESSITY_SHARE = 0.75
+MAX_OTHER_SHARE = 0.5
 MAX_FVU_SHARE = 0.2
 CONTROL_FACTOR = 2.0
 MIN_RULE_BALANCE = 0.2
@@ -133,6 +136,22 @@ def model_verdicts(report: dict[str, Any], target: float) -> list[dict]:
     ]  # fmt: skip
 
 
+def specificity_verdict(report: dict[str, Any]) -> dict:
+    """Verdict of ``report["specificity"]`` against the circuit's own necessity increase."""
+    spec = report.get("specificity")
+    if not spec or "not_run" in spec:
+        reason = spec["not_run"] if spec else "no other task given"
+        return verdict("specificity", None, None, "-", reason)
+    own = report["necessity"]["loss"] - report["full_model_loss"]
+    return verdict(
+        "specificity",
+        spec["increase"] <= MAX_OTHER_SHARE * own,
+        spec["increase"],
+        f"<= {MAX_OTHER_SHARE} x the own task's increase ({own:.4g})",
+        f"loss increase of task {spec['task']!r} when only the circuit is ablated",
+    )
+
+
 def control_verdict(name: str, ctl: dict[str, Any], target: float, real_nodes: int) -> dict:
     """A control passes when its masks miss the target at the real circuit's size and any
     circuit that reaches the target is over ``CONTROL_FACTOR`` times larger."""
@@ -180,8 +199,10 @@ def faithfulness_report(
     *,
     n: int = 128,
     controls: bool = True,
+    other_task: Task | None = None,
 ) -> dict[str, Any]:
-    """All checks of the module docstring for ``circuit`` on ``n`` test pairs of ``task``,
+    """All checks of the module docstring for ``circuit`` on ``n`` test pairs of ``task``
+    (and of ``other_task`` for specificity: "not run" without one),
     each with its verdict (``verdicts``; ``failed`` names the failing ones) and what the
     numbers were computed on (``computed_on``: split, n, ablation source, seed).
 
@@ -204,7 +225,10 @@ def faithfulness_report(
         "ablation_source": circuit.extra.get("ablation_source", ablation.source),
         "seed": pcfg.seed,
     }
-    verdicts = model_verdicts(report, circuit.target_loss)
+    if other_task is not None:
+        other = task_batch(other_task, tok, model.cfg.n_ctx, "test", n, pcfg.seed)
+        report["specificity"] = specificity(model, circuit, other, other_task.name)
+    verdicts = [*model_verdicts(report, circuit.target_loss), specificity_verdict(report)]
     sizes = (circuit.extra.get("n_train", n), circuit.extra.get("n_val", n))
     batches = [task_batch(task, tok, model.cfg.n_ctx, s, k, pcfg.seed)
                for s, k in zip(("train", "val"), sizes, strict=True)]  # fmt: skip

@@ -87,10 +87,13 @@ def prune_task(
             circuit.extra["seeds"] = _other_seeds(
                 pruner, found.cfg, found, seeds, cleanup, cleanup_evals
             )
-        if attribution:
+        if attribution:  # both arms bisected, neither cleaned up: like against like
             base = attribution_baseline(pruner)
-            base["learned_over_attribution_nodes"] = circuit.n_nodes / max(base["nodes"], 1)
-            base["learned_over_attribution_edges"] = circuit.n_edges / max(base["edges"], 1)
+            learned = found.stages[0]  # the learned ranking's bisection, before any clean-up
+            base["learned_nodes"], base["learned_edges"] = learned.nodes, learned.edges
+            base["learned_over_attribution_nodes"] = learned.nodes / max(base["nodes"], 1)
+            base["learned_over_attribution_edges"] = learned.edges / max(base["edges"], 1)
+            base["compared"] = "both bisected on the validation pairs, neither cleaned up"
             circuit.extra["attribution"] = base
     finally:
         pruner.pcfg = pcfg

@@ -238,3 +238,26 @@ def test_mib_curve_counts_edges_exactly_and_scores_the_planted_circuit():
     fake = {h: [c for c in range(10) if c not in idx][: len(idx)] for h, idx in FAITHFUL.items()}
     bad = faithfulness_curve(model, planted_circuit(model, fake)[0], scores, batch)
     assert bad["circuit_f"] < 0.5 and bad["cpr"] < good["cpr"] and bad["cmd"] > good["cmd"]
+
+
+def test_specificity_verdict_passes_a_specific_circuit_and_fails_a_general_one():
+    from sparse_lens.circuits.checks import specificity
+    from sparse_lens.circuits.faithfulness import specificity_verdict
+
+    model = planted_model(norm_channels=True)
+    circuit, _ = planted_circuit(model, FAITHFUL)
+    own = planted_batch(32, 5)
+    report = {"full_model_loss": 0.0, "necessity": {"loss": necessity(model, circuit, own)}}
+    # another task: the same contexts asked about a token the circuit does not carry (the
+    # distractor head's output): ablating the planted circuit barely moves it
+    other = planted_batch(32, 6)
+    other.correct, other.incorrect = (
+        torch.full_like(other.correct, 6),
+        torch.full_like(other.incorrect, 7),
+    )
+    report["specificity"] = specificity(model, circuit, other, "distractor")
+    assert specificity_verdict(report)["status"] == "pass", report
+    # the task itself as the "other" task: the circuit is not specific to anything else
+    report["specificity"] = specificity(model, circuit, own, "itself")
+    assert specificity_verdict(report)["status"] == "fail"
+    assert specificity_verdict({"necessity": {}})["status"] == "not run"

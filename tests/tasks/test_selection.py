@@ -10,7 +10,7 @@ from sparse_lens.tasks.selection import (
     all_tasks_summary,
     choose_tasks,
     relaxed_target,
-    task_table_with_worst,
+    task_tables,
 )
 from sparse_lens.tasks.task import get_task
 
@@ -56,22 +56,22 @@ def test_choose_tasks_relaxes_the_papers_quote_and_bracket_tasks_by_default():
         choose_tasks({"single_double_quote": table["single_double_quote"]}, worst)
 
 
-def test_task_table_with_worst_takes_the_worse_of_test_and_validation(monkeypatch):
+def test_tasks_are_chosen_on_validation_and_reported_on_test(monkeypatch):
+    """The split a circuit's loss is reported on (test) never picks its task or target."""
     calls = []
     a, b = get_task("else_elif"), get_task("for_while")
-    losses = {"test": {a.name: 0.2, b.name: 0.5}, "val": {a.name: 0.3, b.name: 0.4}}
+    losses = {"test": {a.name: 0.1, b.name: 0.5}, "val": {a.name: 0.3, b.name: 0.12}}
 
     def fake_table(model, tasks, split, n):
         calls.append((split, n))
         return {t.name: {"loss": losses[split][t.name], "accuracy": 1.0, "n": n} for t in tasks}
 
     monkeypatch.setattr(selection, "task_table", fake_table)
-    table, worst = task_table_with_worst(None, [a, b], 200)
-    assert table == fake_table(None, [a, b], "test", 200)
-    assert worst == {a.name: 0.3, b.name: 0.5}
-    assert calls[:2] == [("test", 200), ("val", 100)]
-    task_table_with_worst(None, [a], 20)
-    assert calls[-1] == ("val", 16)  # at least 16 validation examples
+    test, val = task_tables(None, [a, b], 200)
+    assert test == fake_table(None, [a, b], "test", 200)
+    assert calls[:2] == [("test", 200), ("val", 200)]
+    chosen = choose_tasks(val, {n: r["loss"] for n, r in val.items()}, relaxed=())
+    assert chosen == {b.name: PAPER_TARGET}  # solved on validation; a's test loss plays no part
 
 
 def test_all_tasks_summary_geometric_mean_over_circuits_only():

@@ -224,8 +224,10 @@ def test_prune_cli_optuna_search_cleanup_and_seeds(tiny_run):
     attribution = circuit.extra["attribution"]  # a bisected baseline: reaches the target
     assert attribution["loss"] <= circuit.target_loss
     assert 0 <= attribution["nodes"] <= circuit.extra["total_nodes"]
+    bisected = circuit.extra["stages"][0]  # like against like: both arms before clean-up
+    assert attribution["learned_nodes"] == bisected["nodes"] >= circuit.n_nodes
     assert attribution["learned_over_attribution_nodes"] == pytest.approx(
-        circuit.n_nodes / max(attribution["nodes"], 1)
+        bisected["nodes"] / max(attribution["nodes"], 1)
     )
     assert out.with_suffix(".optuna.db").is_file()
     assert main(args) == 0  # the study is complete: resumed, no new trials
