@@ -24,7 +24,8 @@ Reproducibility and storage:
 * Several processes (or machines) can work on one study: give each the same ``storage`` and
   ``study_name``. On one machine an SQLite file or ``journal:PATH`` (Optuna's file journal,
   safe for concurrent writers) works; across machines a database URL such as
-  ``postgresql://user@host/db``. Two processes that sample at the same instant may draw the
+  ``postgresql://user@host/db``. A new SQLite study is created under a lock file beside it
+  (``_creation_lock``), so workers may start at the same instant. Two processes that sample at the same instant may draw the
   same parameters; that wastes a trial, nothing else.
 """
 
@@ -32,12 +33,15 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from filelock import FileLock, Timeout
 from optuna.storages.journal import JournalFileBackend
 from tqdm.auto import tqdm
 
@@ -206,6 +210,56 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
         raise ValueError(f"cannot open the Optuna storage {url!r}: {e}") from e
 
 
+def open_study(scfg: SearchConfig, *, study_name: str) -> optuna.Study:
+    """Create or load the study ``scfg.study_name or study_name`` in ``scfg.storage`` (with
+    ``FIRST_TRIALS`` enqueued in a new one, ``scfg.enqueue_first``).
+
+    Raises:
+        ValueError: a bad storage string, or the storage cannot be opened (named).
+    """
+    with _creation_lock(scfg.storage):
+        storage = open_storage(scfg.storage, scfg)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=scfg.study_name or study_name,
+            direction="minimize",
+            load_if_exists=True,
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=scfg.n_startup_trials),
+        )
+        if scfg.enqueue_first and not study.get_trials(deepcopy=False):
+            lo, hi = scfg.epochs
+            for first in FIRST_TRIALS:
+                epochs = min(max(int(first["epochs"]), lo), hi)
+                study.enqueue_trial(first | {"epochs": epochs}, skip_if_exists=True)
+    return study
+
+
+@contextmanager
+def _creation_lock(url: str | None, timeout_s: float = 300.0) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside the SQLite file of ``url`` (``filelock``) while the storage
+    and the study are created: Optuna creates an RDB's tables and its ``alembic_version`` row
+    without a guard, so two processes opening one new SQLite file at the same instant fail
+    ("table studies already exists", "UNIQUE constraint failed"). Other storages need no lock
+    (a journal file locks itself; a database server has transactional DDL).
+
+    Raises:
+        ValueError: the lock was not free within ``timeout_s`` (its file named).
+    """
+    if url is None or not url.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(url.removeprefix("sqlite:///")).expanduser()
+    lock = db.with_name(f".{db.name}.lock")
+    try:
+        with FileLock(str(lock), timeout=timeout_s):
+            yield
+    except Timeout:
+        raise ValueError(
+            f"storage {url!r}: another process has held {str(lock)!r} for {timeout_s:g} s "
+            "while creating the study; if none is running, delete that file"
+        ) from None
+
+
 def trial_config(trial: optuna.Trial, base: PruneConfig, scfg: SearchConfig) -> PruneConfig:
     """The pruning settings a trial samples (log-uniform over ``SPACE`` and ``scfg.epochs``)."""
     values = {name: trial.suggest_float(name, lo, hi, log=True) for name, (lo, hi) in SPACE.items()}
@@ -269,19 +323,8 @@ def run_search(
         ValueError: a bad storage string, or the full model misses the target.
     """
     full_loss = pruner.full_loss()
-    storage = open_storage(scfg.storage, scfg)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=scfg.study_name or study_name,
-        direction="minimize",
-        load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=scfg.n_startup_trials),
-    )
-    if scfg.enqueue_first and not study.get_trials(deepcopy=False):
-        lo, hi = scfg.epochs
-        for first in FIRST_TRIALS:
-            epochs = min(max(int(first["epochs"]), lo), hi)
-            study.enqueue_trial(first | {"epochs": epochs}, skip_if_exists=True)
+    study = open_study(scfg, study_name=study_name)
+    rdb = scfg.storage is not None and not scfg.storage.startswith("journal:")
     objective = _objective(pruner, scfg, full_loss)
     deadline = time.monotonic() + 60 * scfg.budget_minutes
     done, _ = _counts(study)
@@ -298,7 +341,7 @@ def run_search(
     optuna_log.addFilter(quiet)
     try:
         while time.monotonic() < deadline:
-            if isinstance(storage, optuna.storages.RDBStorage):
+            if rdb:  # heartbeats: trials of a dead process are failed
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)

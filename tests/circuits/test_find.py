@@ -272,3 +272,48 @@ def test_knockout_effects_with_removed_edges_equal_the_smaller_circuit():
     smaller = Circuit.from_nodes(model, smaller_nodes, abl.values, task="t", removed_edges=still)
     expected = task_loss(model, batch, smaller.fwd_hooks(model)) - base
     assert effects[node] == pytest.approx(expected, abs=1e-5)
+
+
+def _shared_study_rounds(folder: Path, n_workers: int, rounds: int) -> list[str]:
+    """``n_workers`` processes (``tests.study_worker``) open one new SQLite study together,
+    ``rounds`` times; every failure, as the workers report it."""
+    from tests.study_worker import PERIOD
+
+    folder.mkdir()
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.study_worker", str(folder), str(r), str(rounds)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(n_workers)
+    ]
+    deadline = time.monotonic() + 180
+    while len(list(folder.glob("ready.*"))) < n_workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tmp = folder / "go.tmp"
+    tmp.write_text(repr(time.time() + 0.5))
+    tmp.rename(folder / "go")
+    failures = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180 + rounds * PERIOD)
+        assert proc.returncode == 0, err[-2000:]
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert len(lines) == rounds, (out, err[-2000:])
+        failures += [f"round {x['round']}: {x['outcome']}" for x in lines if x["outcome"] != "ok"]
+    for i in range(rounds):
+        study = optuna.load_study(study_name="shared", storage=f"sqlite:///{folder}/round{i}.db")
+        assert len(study.trials) == n_workers  # one trial per worker, in one study
+    return failures
+
+
+@pytest.mark.parametrize("n_workers", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_workers_started_together_share_one_new_sqlite_study(tmp_path, n_workers):
+    """Two (then, slow: four) processes open one new SQLite study at the same instant, 8 times:
+    the schema and the study are created once (under a file lock), and every worker gets it
+    (before the lock, 8 of 8 rounds of two workers failed: "table studies already exists")."""
+    assert _shared_study_rounds(tmp_path / "w", n_workers, rounds=8) == []
