@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from sparse_lens.circuits.circuit import circuit_edges
 from sparse_lens.circuits.masks import PruneConfig, Pruner
+from sparse_lens.files.outputs import check_name_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def _storage_file(url: str, path_text: str, kind: str) -> Path:
             "(an in-memory study cannot be resumed: leave --storage out for the default file)"
         )
     path = Path(path_text).expanduser()
+    check_name_lengths(path, f"storage {url[:60]!r}")
     if path.is_dir():
         raise ValueError(f"storage {url!r}: {str(path)!r} is a folder, not a {kind} file")
     if not path.parent.is_dir():
@@ -194,7 +196,10 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
             backend = JournalFileBackend(str(path))
         except OSError as e:
             raise ValueError(f"cannot open the Optuna journal {url!r}: {e}") from e
-        return optuna.storages.JournalStorage(backend)
+        try:  # reads the journal: a file of another kind (an SQLite database, text) fails here
+            return optuna.storages.JournalStorage(backend)
+        except _NOT_A_JOURNAL as e:
+            raise _not_a_journal(url, e) from e
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -207,7 +212,26 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
                 else None,
             )
     except (ImportError, OSError, sqlalchemy.exc.SQLAlchemyError) as e:
-        raise ValueError(f"cannot open the Optuna storage {url!r}: {e}") from e
+        raise ValueError(f"cannot open the Optuna storage {url!r}: {_first_line(e)}") from e
+
+
+# What Optuna's journal reader raises on a file that is not a journal (or on its first read)
+_NOT_A_JOURNAL = (ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def _not_a_journal(url: str, e: BaseException) -> ValueError:
+    path = url.removeprefix("journal:")
+    return ValueError(
+        f"storage {url!r}: {path!r} is not an Optuna journal file "
+        f"({type(e).__name__}: {_first_line(e)}); give the journal's own file or a new one"
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message up to its first line break (SQLAlchemy appends the SQL and a
+    link on further lines): errors are one line."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def open_study(scfg: SearchConfig, *, study_name: str) -> optuna.Study:
@@ -219,13 +243,22 @@ def open_study(scfg: SearchConfig, *, study_name: str) -> optuna.Study:
     """
     with _creation_lock(scfg.storage):
         storage = open_storage(scfg.storage, scfg)
-        study = optuna.create_study(
-            storage=storage,
-            study_name=scfg.study_name or study_name,
-            direction="minimize",
-            load_if_exists=True,
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=scfg.n_startup_trials),
-        )
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=scfg.study_name or study_name,
+                direction="minimize",
+                load_if_exists=True,
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=scfg.n_startup_trials),
+            )
+        except _NOT_A_JOURNAL as e:
+            if not str(scfg.storage).startswith("journal:"):
+                raise
+            raise _not_a_journal(str(scfg.storage), e) from e
+        except (OSError, sqlalchemy.exc.SQLAlchemyError) as e:  # e.g. a read-only database
+            raise ValueError(
+                f"cannot create the study in the Optuna storage {scfg.storage!r}: {_first_line(e)}"
+            ) from e
         if scfg.enqueue_first and not study.get_trials(deepcopy=False):
             lo, hi = scfg.epochs
             for first in FIRST_TRIALS:
@@ -250,14 +283,20 @@ def _creation_lock(url: str | None, timeout_s: float = 300.0) -> Iterator[None]:
         return
     db = Path(url.removeprefix("sqlite:///")).expanduser()
     lock = db.with_name(f".{db.name}.lock")
+    file_lock = FileLock(str(lock), timeout=timeout_s)
     try:
-        with FileLock(str(lock), timeout=timeout_s):
-            yield
+        file_lock.acquire()
     except Timeout:
         raise ValueError(
             f"storage {url!r}: another process has held {str(lock)!r} for {timeout_s:g} s "
             "while creating the study; if none is running, delete that file"
         ) from None
+    except OSError as e:
+        raise ValueError(f"storage {url!r}: cannot create {str(lock)!r}: {e.strerror}") from e
+    try:
+        yield
+    finally:
+        file_lock.release()
 
 
 def trial_config(trial: optuna.Trial, base: PruneConfig, scfg: SearchConfig) -> PruneConfig:

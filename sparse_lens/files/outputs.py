@@ -62,14 +62,7 @@ def check_output_path(path: str | Path, kind: OutputKind, option: str = "--out")
     if str(path).strip() == "":
         raise ValueError(f"{option} is empty (an unset shell variable?); name a {kind}")
     p = Path(path).expanduser()
-    for part in p.parts:
-        if len(os.fsencode(part)) > NAME_MAX:
-            raise ValueError(
-                f"{option} {str(p)[:80]!r}...: the name {part[:40]!r}... is longer than "
-                f"{NAME_MAX} bytes; pick a shorter name"
-            )
-    if len(os.fsencode(str(p.absolute()))) >= PATH_MAX:
-        raise ValueError(f"{option} {str(p)[:80]!r}... is longer than {PATH_MAX} bytes")
+    check_name_lengths(p, option)
     if kind == "folder" and p.exists() and not p.is_dir():
         raise ValueError(f"{option} {str(p)!r} is an existing file; name a folder")
     if kind == "file" and p.is_dir():
@@ -82,6 +75,24 @@ def check_output_path(path: str | Path, kind: OutputKind, option: str = "--out")
         raise ValueError(f"{option} {str(p)!r} lies below {str(existing)!r}, which is a file")
     _probe_writable(existing, p, option)
     return p
+
+
+def check_name_lengths(path: Path, option: str) -> None:
+    """Refuse a path the file system cannot hold: a name (a part between slashes) longer than
+    255 bytes, or the whole path longer than 4096 (``OSError`` "File name too long" otherwise,
+    from the first call that touches it).
+
+    Raises:
+        ValueError: naming ``option``, the path (shortened) and the name that is too long.
+    """
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ValueError(
+                f"{option} {str(path)[:80]!r}...: the name {part[:40]!r}... is longer than "
+                f"{NAME_MAX} bytes; pick a shorter name"
+            )
+    if len(os.fsencode(str(path.absolute()))) >= PATH_MAX:
+        raise ValueError(f"{option} {str(path)[:80]!r}... is longer than {PATH_MAX} bytes")
 
 
 def _probe_writable(folder: Path, target: Path, option: str) -> None:

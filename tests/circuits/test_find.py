@@ -14,7 +14,12 @@ import torch
 from sparse_lens.circuits.circuit import Circuit, circuit_edges
 from sparse_lens.circuits.cleanup import greedy_remove, parse_stages
 from sparse_lens.circuits.find import attribution_baseline, attribution_scores, seed_summary
-from sparse_lens.circuits.hparam_search import SearchConfig, open_storage, run_search
+from sparse_lens.circuits.hparam_search import (
+    SearchConfig,
+    open_storage,
+    open_study,
+    run_search,
+)
 from sparse_lens.circuits.masks import make_ablation
 from sparse_lens.circuits.nodes import node_locations
 from tests.helpers import build_model, random_tokens
@@ -161,6 +166,9 @@ def test_storage_strings(tmp_path):
         ("sqlite:///{tmp}", "is a folder"),
         ("sqlite:///{tmp}/missing/s.db", "does not exist"),
         ("runs/optuna.db", "storage must be"),
+        ("sqlite:///{tmp}/" + "s" * 300 + ".db", "longer than 255 bytes"),
+        ("journal:{tmp}/" + "j" * 300, "longer than 255 bytes"),
+        ("sqlite:///{tmp}/" + "d/" * 2100 + "s.db", "longer than 4096 bytes"),
     ],
 )
 def test_bad_storage_is_refused_before_any_work_and_creates_nothing(tmp_path, url, match):
@@ -168,8 +176,29 @@ def test_bad_storage_is_refused_before_any_work_and_creates_nothing(tmp_path, ur
     for attempt in (lambda: SearchConfig(storage=url), lambda: open_storage(url, SearchConfig())):
         with pytest.raises(ValueError, match=match) as info:
             attempt()
-        assert repr(url) in str(info.value)  # the bad value is named
+        assert url[:60] in str(info.value)  # the bad value is named (a long one cut short)
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_storage_file_of_another_kind_is_one_line_naming_it(tmp_path):
+    """An SQLite database given as a journal (``journal:STUDY.db``), a text or binary file as
+    either kind: a one-line ``ValueError`` naming the file, not a decoder's traceback."""
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "STUDY.db")
+    con.execute("create table x (a)")
+    con.commit()
+    con.close()
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    (tmp_path / "bin.dat").write_bytes(b"\xff\xfe\x00\x01" * 40)
+    for name in ("STUDY.db", "notes.txt", "bin.dat"):
+        for url in (f"journal:{tmp_path / name}", f"sqlite:///{tmp_path / name}"):
+            if url.startswith("sqlite") and name == "STUDY.db":
+                continue  # a database of its own: Optuna adds its tables beside the user's
+            with pytest.raises(ValueError) as info:
+                open_study(SearchConfig(storage=url), study_name="s")
+            message = str(info.value)
+            assert name in message and "\n" not in message, message
 
 
 def _worker(storage: str, trials: int) -> subprocess.Popen:
