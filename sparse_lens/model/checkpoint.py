@@ -14,6 +14,9 @@ unpickled.
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
@@ -81,6 +84,37 @@ def save_pretrained(model: FolderModel, directory: str | Path) -> Path:
     directory = Path(directory)
     with atomic_dir(directory, replaces=MODEL_FILES) as tmp:
         write_model_files(model, tmp, directory.name)
+    return directory
+
+
+def save_into(model: FolderModel, directory: Path) -> Path:
+    """Write the model files into ``directory``, an existing folder the caller holds (e.g. by
+    ``files.outputs.claim_output``, whose lock and owner files stay there): each file is written
+    to a temporary folder inside it and renamed into place, ``config.json`` removed first and
+    renamed last, so a killed write leaves a folder that does not load (never one whose config
+    names other weights). A ``tokenizer.json`` of an earlier model is removed when this model
+    has none. Returns ``directory``.
+
+    Raises:
+        ValueError: ``directory`` is not a folder.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{str(directory)!r} is not a folder; create (and hold) it first")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory))
+    try:
+        write_model_files(model, tmp, directory.name)
+        (directory / CONFIG).unlink(missing_ok=True)
+        for name in (WEIGHTS, TOKENIZER, CONFIG):
+            if not (tmp / name).exists():
+                (directory / name).unlink(missing_ok=True)
+                continue
+            os.chmod(tmp / name, 0o644)
+            with (tmp / name).open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp / name, directory / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
