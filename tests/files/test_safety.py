@@ -220,10 +220,19 @@ def test_circuit_load_validates_against_the_model(circuit_file, tamper, match):
 
 
 # -- 6. non-finite numbers ------------------------------------------------------------------------
+def _record_weights_digest(model_dir):
+    from sparse_lens.model.checkpoint import file_sha256
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["weights_sha256"] = file_sha256(model_dir / "model.safetensors")
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+
+
 def test_nan_weights_are_refused_on_load(model_dir, capsys):
     state = load_file(str(model_dir / "model.safetensors"))
     state["blocks.0.mlp.W_in"][0, 0] = float("nan")
     save_file(state, str(model_dir / "model.safetensors"))
+    _record_weights_digest(model_dir)  # as a writer of NaN weights would: past the digest
     with pytest.raises(ValueError, match="blocks.0.mlp.W_in holds 1 non-finite"):
         HookedSparseTransformer.from_pretrained(model_dir)
     assert main(["tasks", str(model_dir)]) == 2
