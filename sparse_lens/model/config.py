@@ -311,10 +311,10 @@ def check_device_available(device: str | torch.device) -> None:
             "use cpu"
         )
     count = getattr(backend, "device_count", None)
-    if d.index is not None and callable(count) and d.index >= count():
+    n = count() if callable(count) else None
+    if d.index is not None and isinstance(n, int) and d.index >= n:
         raise ValueError(
-            f"device {str(device)!r} is not available: this machine has {count()} "
-            f"{d.type} device(s)"
+            f"device {str(device)!r} is not available: this machine has {n} {d.type} device(s)"
         )
 
 
