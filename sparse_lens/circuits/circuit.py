@@ -245,8 +245,8 @@ class Circuit:
         within one block and in the forward direction (``EDGE_KINDS``), ``recorded``
         ``n_nodes``/``n_edges`` (when given) against the lists, the ``derived_from`` digests
         (when given; files written before them have none) against the nodes, removed edges,
-        edges and losses, and with ``model`` the edges against those its weights give for the
-        nodes.
+        edges and losses, and with ``model`` (the one the circuit was extracted from) the edges
+        against those its weights give for the nodes.
 
         Raises:
             ValueError: naming ``where`` and the first field that does not match.
@@ -280,6 +280,8 @@ class Circuit:
             self._check_edges_against(model, where, stale)
 
     def _check_edges_against(self, model: HookedSparseTransformer, where: str, stale: str) -> None:
+        if model_fingerprint(model) != self.model_fingerprint:
+            return  # another model's weights say nothing of the file (check_model refuses it)
         gone = set(self.removed_edges)
         want = {(s, t): w for s, t, w in circuit_edges(model, self.nodes) if (s, t) not in gone}
         have = {(s, t): w for s, t, w in self.edges}
