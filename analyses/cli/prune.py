@@ -17,6 +17,7 @@ from analyses.cli.options import (
     POSITIVE_INT,
     SEED,
     CLIError,
+    check_replaceable_circuit,
     claim,
     int_range,
     out_path,
@@ -153,24 +154,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
             owned = (*(f"{n}.json" for n in TASK_NAMES), "summary.json", "optuna.db")
             args.out = claim(stack, args.out, "prune --all-tasks", owned=owned)
         else:
-            args.out = claim(stack, args.out, "prune", kind="file")
-            _check_replaceable_circuit(args.out)
+            args.out = claim(
+                stack, args.out, "prune", kind="file", check_existing=check_replaceable_circuit
+            )
         prune_run(PruneSettings.from_args(args))
         return 0
-
-
-def _check_replaceable_circuit(path: Path) -> None:
-    """An existing ``--out`` file is replaced only if it is a circuit (not someone's file)."""
-    import json
-
-    if not path.exists():
-        return
-    try:
-        is_circuit = "circuit_version" in json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, TypeError, OSError):
-        is_circuit = False
-    if not is_circuit:
-        raise CLIError(f"--out {str(path)!r} exists and is not a circuit file; pick another name")
 
 
 def prune_run(s: PruneSettings) -> dict[str, dict[str, Any]]:
