@@ -66,15 +66,16 @@ def choose_tasks(
 def task_tables(
     model: Any, tasks: Sequence[Task], n: int
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """The test-split and validation-split task tables of ``model`` (``n`` examples a task
-    each). Tasks and relaxed targets are chosen on the validation table only
+    """The test-split (``n`` examples a task) and validation-split (``max(n // 2, 16)``: the
+    split is smaller) task tables of ``model``. Tasks and relaxed targets are chosen on the
+    validation table only
     (``choose_tasks(val, {name: val[name]["loss"]})``); the test table reports, so the split a
     circuit's loss is reported on never picked its task or target.
 
     Raises:
         ValueError: a task has no example that fits the model's tokenizer and context.
     """
-    return task_table(model, tasks, "test", n), task_table(model, tasks, "val", n)
+    return task_table(model, tasks, "test", n), task_table(model, tasks, "val", max(n // 2, 16))
 
 
 def other_task(model: Any, name: str, n: int = 32) -> Task | None:

@@ -69,7 +69,7 @@ def test_tasks_are_chosen_on_validation_and_reported_on_test(monkeypatch):
     monkeypatch.setattr(selection, "task_table", fake_table)
     test, val = task_tables(None, [a, b], 200)
     assert test == fake_table(None, [a, b], "test", 200)
-    assert calls[:2] == [("test", 200), ("val", 200)]
+    assert calls[:2] == [("test", 200), ("val", 100)]  # the validation split is smaller
     chosen = choose_tasks(val, {n: r["loss"] for n, r in val.items()}, relaxed=())
     assert chosen == {b.name: PAPER_TARGET}  # solved on validation; a's test loss plays no part
 
