@@ -36,7 +36,7 @@ class PruneSettings:
     all_tasks: bool = False
     target_loss: float = 0.15
     ablation: str = "mean"
-    freeze_norms: bool = False
+    freeze_norms: bool = True
     search: str = "optuna"
     trials: int = 24
     budget_minutes: float = 5.0
@@ -79,8 +79,20 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         choices=["mean", "zero", "resample"],
         help="ablation of removed nodes",
     )
-    p.add_argument(
-        "--freeze-norms", action="store_true", help="freeze RMSNorm scales at the full model's"
+    norms = p.add_mutually_exclusive_group()
+    norms.add_argument(
+        "--freeze-norms",
+        dest="freeze_norms",
+        action="store_true",
+        default=True,
+        help="freeze RMSNorm scales at the full model's (the default: see README, Faithfulness)",
+    )
+    norms.add_argument(
+        "--live-norms",
+        dest="freeze_norms",
+        action="store_false",
+        help="recompute RMSNorm scales in the pruned model (lets the final norm amplify a few "
+        "surviving writes: smaller circuits that fail the frozen-norm check)",
     )
     _add_search(p)
     p.add_argument(

@@ -130,7 +130,10 @@ def test_seed_summary():
 
 
 def test_attribution_scores_are_the_first_order_ablation_effect():
+    import dataclasses
+
     pruner = planted_pruner()
+    pruner.pcfg = dataclasses.replace(pruner.pcfg, freeze_norms=False)  # the reference's norms
     scores = attribution_scores(pruner, pruner.val)
     top = max(((float(v.max()), h) for h, v in scores.items()))[1]
     assert top in {
@@ -299,7 +302,7 @@ def test_two_processes_share_one_study(tmp_path, kind):
     "change, named",
     [
         (dict(tie_qk=True), "prune_config.tie_qk"),
-        (dict(freeze_norms=True), "prune_config.freeze_norms"),
+        (dict(freeze_norms=False), "prune_config.freeze_norms"),
         (dict(steps=123), "prune_config.steps"),
         ("epochs", "epochs"),
         ("ablation", "ablation_values"),
