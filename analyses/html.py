@@ -23,6 +23,7 @@ td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 .note { color: #666; font-size: 0.9em; } .bad { color: #b00; } .good { color: #070; }
 .warn { background: #fde8e8; border: 1px solid #b00; padding: 0.5em; }
+.verdicts td:nth-child(2), .verdicts td:last-child { text-align: left; }
 .graph { overflow-x: auto; border: 1px solid #eee; }
 .node-panel { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; margin: 8px 0; }
 .cv-panel { min-height: 20px; }

@@ -174,12 +174,20 @@ def _faithfulness(report: dict[str, Any]) -> str:
         f"seed {on.get('seed', '?')}."
     )
     verdicts = report.get("verdicts", [])
+    colour = {"pass": "good", "fail": "bad", "not run": "note"}
     rows = [
-        [v["check"], v["status"].upper(), v["value"], v["threshold"], v["reason"]] for v in verdicts
+        [
+            v["check"],
+            RawHTML(f'<span class="{colour[v["status"]]}">{esc(v["status"].upper())}</span>'),
+            v["value"],
+            v["threshold"],
+            v["reason"],
+        ]
+        for v in verdicts
     ]
     parts = [f'<p class="note">{esc(where)}</p>']
     if rows:
-        parts.append(table(["check", "verdict", "value", "threshold", "why"], rows))
+        parts.append(table(["check", "verdict", "value", "threshold", "why"], rows, "verdicts"))
     else:
         parts.append('<p class="note">This report predates verdicts (prune again).</p>')
     measured: list[list[Any]] = []
@@ -198,6 +206,16 @@ def _faithfulness(report: dict[str, Any]) -> str:
             measured.append(
                 [f"interchange at fraction {k} (loss, KL)", f"{v['loss']:.4g}, {v['kl']:.4g}"]
             )
+    part = report.get("partial_complement")
+    if isinstance(part, dict):
+        measured.append(["partial complement: worst loss", part["worst"]["loss"]])
+        measured.append(["partial complement: median random loss", part["random_median"]])
+        adv = ", ".join(f"{x:.4g}" for x in part["adversarial_losses"]) or "-"
+        measured.append(["partial complement: adversarial losses", adv])
+    mib = report.get("mib")
+    if isinstance(mib, dict) and "cpr" in mib:
+        measured += [["MIB CPR (higher is better)", mib["cpr"]], ["MIB CMD (lower is better)", mib["cmd"]]]  # fmt: skip
+        measured.append(["MIB f of this circuit", mib["circuit_f"]])
     parts.append(table(["measurement", "value"], measured))
     return "".join(parts)
 

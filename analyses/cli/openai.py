@@ -6,7 +6,8 @@ Python files are never run) and the tinypython tokenizer files (``vocab.bpe`` +
 ``encoder.json``; default: in ``SRC``), and writes an ordinary sparse_lens model folder
 (``model.safetensors`` + ``config.json`` + ``tokenizer.json``; ``config.json`` lists the source
 config keys dropped and why). It then lists the task-suite candidates that are not single tokens
-of that vocabulary (those tasks drop such examples). ``--out`` must be new or empty: nothing is
+of that vocabulary (those tasks drop such examples). ``--out`` must be new or empty, or a folder
+an earlier ``import-oai`` wrote (``files.outputs.claim_output``): nothing of anyone else's is
 overwritten.
 
 ``sparse-lens import-oai-circuit VIZ_DATA --model DIR --task NAME --out FILE [--faithfulness]``
@@ -16,10 +17,19 @@ tokenised with the model's tokenizer) and optionally our faithfulness report.
 """
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
-from analyses.cli.options import DEFAULT_CACHE, POSITIVE_INT, CLIError, out_path
+from analyses.cli.options import (
+    DEFAULT_CACHE,
+    POSITIVE_INT,
+    CLIError,
+    cache_path,
+    check_replaceable_circuit,
+    claim,
+    out_path,
+)
 
 
 def add_import_oai(sub: argparse._SubParsersAction) -> None:
@@ -42,26 +52,37 @@ def add_import_oai(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import_oai(args: argparse.Namespace) -> int:
-    """``sparse-lens import-oai``: convert an OpenAI checkpoint; returns the exit code.
+    """``sparse-lens import-oai``: take ``--out`` (``claim``: a new or empty folder, or one an
+    earlier ``import-oai`` wrote; locked) before any work, then convert; returns the exit code.
 
     Raises:
-        CLIError: ``--out`` exists and is not an empty folder, or the import fails on a missing
-            file or a bad (or unsafe) checkpoint (the message is the cause's).
+        CLIError: ``--out`` is refused (a file, a folder holding other files, a bad path, busy).
     """
-    from sparse_lens.model.checkpoint import save_pretrained
+    from sparse_lens.model.checkpoint import MODEL_FILES
+
+    with contextlib.ExitStack() as stack:
+        out = claim(stack, args.out, "import-oai", owned=MODEL_FILES, legacy=())
+        return _import_oai(args, out)
+
+
+def _import_oai(args: argparse.Namespace, out: Path) -> int:
+    """``import-oai`` into the held folder ``out``; returns the exit code.
+
+    Raises:
+        CLIError: the import fails on a missing file or a bad (or unsafe) checkpoint (the
+            message is the cause's).
+    """
+    from sparse_lens.model.checkpoint import save_into
     from sparse_lens.openai_models.weights import import_oai
     from sparse_lens.tasks.task import TASK_NAMES, get_task, non_single_candidates
 
-    out = args.out.expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CLIError(f"--out {out} exists and is not an empty folder; pick a new one")
     try:
         got = import_oai(args.src.expanduser(), args.tokenizer)
     except (FileNotFoundError, ValueError) as e:  # UnsafeCheckpointError is a ValueError
         raise CLIError(str(e)) from e
     model = got.model
     record = {"source": got.source, "path": str(args.src), "dropped_config_keys": got.dropped}
-    save_pretrained(model, out, imported_from=record)
+    save_into(model, out, imported_from=record)
     cfg = model.cfg
     for key, why in got.dropped.items():
         sys.stdout.write(f"dropped config key {key}: {why}\n")
@@ -100,8 +121,27 @@ def add_import_oai_circuit(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import_oai_circuit(args: argparse.Namespace) -> int:
-    """``sparse-lens import-oai-circuit``: import an OpenAI viz circuit and check it;
-    returns the exit code.
+    """``sparse-lens import-oai-circuit``: take ``--out`` (``claim``: a new file, or a circuit
+    file; locked) and check ``--cache-dir`` before any work, then import; returns the exit code.
+
+    Raises:
+        CLIError: ``--out`` is refused (someone's other file, a folder, a bad path, busy), or
+            ``--cache-dir`` cannot hold a cache.
+    """
+    with contextlib.ExitStack() as stack:
+        args.out = claim(
+            stack,
+            args.out,
+            "import-oai-circuit",
+            kind="file",
+            check_existing=check_replaceable_circuit,
+        )
+        args.cache_dir = cache_path(args.cache_dir)
+        return _import_oai_circuit(args)
+
+
+def _import_oai_circuit(args: argparse.Namespace) -> int:
+    """``import-oai-circuit`` into the held file ``args.out``; returns the exit code.
 
     Raises:
         CLIError: the model has no ``tokenizer.json``, or a file is missing or a value is bad

@@ -170,3 +170,24 @@ def claim(stack: contextlib.ExitStack, path: Path, command: str, **kw: Any) -> P
         return stack.enter_context(claim_output(path, command, **kw))
     except ValueError as e:
         raise CLIError(str(e)) from e
+
+
+def check_replaceable_circuit(path: Path) -> None:
+    """An existing ``--out`` file is replaced only if it is a circuit file (a JSON object with
+    ``circuit_version``), never someone's other file (``notes.txt``, a JSON of their own); for
+    ``claim(..., check_existing=check_replaceable_circuit)``.
+
+    Raises:
+        ValueError: ``path`` exists and is not a circuit file.
+    """
+    import json
+
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        is_circuit = isinstance(data, dict) and "circuit_version" in data
+    except (ValueError, TypeError, OSError):
+        is_circuit = False
+    if not is_circuit:
+        raise ValueError(f"--out {str(path)!r} exists and is not a circuit file; pick another name")

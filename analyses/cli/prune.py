@@ -17,6 +17,7 @@ from analyses.cli.options import (
     POSITIVE_INT,
     SEED,
     CLIError,
+    check_replaceable_circuit,
     claim,
     int_range,
     out_path,
@@ -35,7 +36,7 @@ class PruneSettings:
     all_tasks: bool = False
     target_loss: float = 0.15
     ablation: str = "mean"
-    freeze_norms: bool = False
+    freeze_norms: bool = True
     search: str = "optuna"
     trials: int = 24
     budget_minutes: float = 5.0
@@ -78,8 +79,20 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         choices=["mean", "zero", "resample"],
         help="ablation of removed nodes",
     )
-    p.add_argument(
-        "--freeze-norms", action="store_true", help="freeze RMSNorm scales at the full model's"
+    norms = p.add_mutually_exclusive_group()
+    norms.add_argument(
+        "--freeze-norms",
+        dest="freeze_norms",
+        action="store_true",
+        default=True,
+        help="freeze RMSNorm scales at the full model's (the default: see README, Faithfulness)",
+    )
+    norms.add_argument(
+        "--live-norms",
+        dest="freeze_norms",
+        action="store_false",
+        help="recompute RMSNorm scales in the pruned model (lets the final norm amplify a few "
+        "surviving writes: smaller circuits that fail the frozen-norm check)",
     )
     _add_search(p)
     p.add_argument(
@@ -153,24 +166,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
             owned = (*(f"{n}.json" for n in TASK_NAMES), "summary.json", "optuna.db")
             args.out = claim(stack, args.out, "prune --all-tasks", owned=owned)
         else:
-            args.out = claim(stack, args.out, "prune", kind="file")
-            _check_replaceable_circuit(args.out)
+            args.out = claim(
+                stack, args.out, "prune", kind="file", check_existing=check_replaceable_circuit
+            )
         prune_run(PruneSettings.from_args(args))
         return 0
-
-
-def _check_replaceable_circuit(path: Path) -> None:
-    """An existing ``--out`` file is replaced only if it is a circuit (not someone's file)."""
-    import json
-
-    if not path.exists():
-        return
-    try:
-        is_circuit = "circuit_version" in json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, TypeError, OSError):
-        is_circuit = False
-    if not is_circuit:
-        raise CLIError(f"--out {str(path)!r} exists and is not a circuit file; pick another name")
 
 
 def prune_run(s: PruneSettings) -> dict[str, dict[str, Any]]:

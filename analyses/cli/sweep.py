@@ -239,9 +239,9 @@ def _run(scfg: Any, launch: Any, out: Path, cache_dir: Path) -> int:  # noqa: AN
 
     try:
         points, status = run_sweep(scfg, out, cache_dir, launch)
+        rows = match_dense(collect(out, points))  # a point.json that does not read: one line
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
-    rows = match_dense(collect(out, points))
     paths = write_table(out, scfg, rows, status)
     page = write_frontier(out, scfg, rows, status)
     unfinished = {k: v for k, v in status.items() if v.startswith(("failed", "busy"))}

@@ -308,7 +308,8 @@ def partial_complement(
     worst = max(rand + adv, key=lambda r: r["loss"])
     return {
         "worst": worst,
-        "worst_is_adversarial": bool(adv) and worst is max(adv, key=lambda r: r["loss"]),
+        "worst_random": max(rand, key=lambda r: r["loss"]),
+        "worst_adversarial": max(adv, key=lambda r: r["loss"]) if adv else None,
         "random_losses": losses,
         "random_median": losses[len(losses) // 2],
         "adversarial_losses": [r["loss"] for r in adv],

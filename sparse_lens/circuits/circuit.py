@@ -12,6 +12,7 @@ weights zeroed), and every removed node is overwritten by its ablation value by 
 of a removed q/k/v or residual-write channel sees the same values as under the hooks.
 """
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -180,10 +181,14 @@ class Circuit:
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The circuit as JSON, with the counts and ``derived_from`` (digests of the nodes, the
+        removed edges, the edges and the losses, which were computed together), checked on
+        load: a file edited by hand is refused rather than reported with stale numbers."""
         return {
             "circuit_version": CIRCUIT_VERSION,
             "n_nodes": self.n_nodes,
             "n_edges": self.n_edges,
+            "derived_from": _derived_from(self),
         } | asdict(self)
 
     def save(self, path: str | Path) -> Path:
@@ -195,10 +200,16 @@ class Circuit:
     def load(cls, path: str | Path, model: HookedSparseTransformer | None = None) -> "Circuit":
         """Read a circuit file; with ``model``, also check it against the model (``validate``).
 
+        The fields derived from the nodes are checked too (``check_derived``): the counts, the
+        digests of the nodes and removed edges the edges and losses were computed for (a file
+        edited by hand is refused, not reported with stale edges and loss), edges only within a
+        block in the forward direction, and with ``model`` the edges recomputed from its weights.
+
         Raises:
             FileNotFoundError: no such file.
-            ValueError: not a circuit file of this version, malformed, or (with ``model``) an
-                entry that does not exist in the model, naming the entry.
+            ValueError: not a circuit file of this version, malformed (a channel that is not an
+                integer, ...), derived fields that do not match the nodes, or (with ``model``)
+                an entry that does not exist in the model; the file and the field named.
         """
         d = read_json(Path(path), "circuit")
         if not isinstance(d, dict):
@@ -207,18 +218,86 @@ class Circuit:
             raise ValueError(
                 f"{path}: circuit_version {d.get('circuit_version')!r} is not supported"
             )
-        d = {k: v for k, v in d.items() if k not in ("circuit_version", "n_nodes", "n_edges")}
+        recorded = {k: d.pop(k, None) for k in ("n_nodes", "n_edges", "derived_from")}
+        d = {k: v for k, v in d.items() if k != "circuit_version"}
         _check_field_types(d, path)
+        _check_structure(d, path)
         try:
-            d["edges"] = [(str(s), str(t), float(w)) for s, t, w in d["edges"]]
-            d["curve"] = [(int(k), float(v)) for k, v in d.get("curve", [])]
-            d["removed_edges"] = [(str(s), str(t)) for s, t in d.get("removed_edges", [])]
+            d["edges"] = [(s, t, float(w)) for s, t, w in d["edges"]]
+            d["curve"] = [(k, float(v)) for k, v in d.get("curve", [])]
+            d["removed_edges"] = [(s, t) for s, t in d.get("removed_edges", [])]
             circuit = cls(**d)
         except (TypeError, KeyError, ValueError) as e:
             raise ValueError(f"{path}: malformed circuit file: {e}") from e
         if model is not None:
             circuit.validate(model.cfg, where=str(path))
+        circuit.check_derived(recorded, where=str(path), model=model)
         return circuit
+
+    def check_derived(
+        self,
+        recorded: dict[str, Any],
+        *,
+        where: str = "circuit",
+        model: HookedSparseTransformer | None = None,
+    ) -> None:
+        """Check what a circuit file derives from its nodes against the nodes: every edge
+        within one block and in the forward direction (``EDGE_KINDS``), ``recorded``
+        ``n_nodes``/``n_edges`` (when given) against the lists, the ``derived_from`` digests
+        (when given; files written before them have none) against the nodes, removed edges,
+        edges and losses, and with ``model`` (the one the circuit was extracted from) the edges
+        against those its weights give for the nodes.
+
+        Raises:
+            ValueError: naming ``where`` and the first field that does not match.
+        """
+        stale = (
+            "the file was edited by hand: its edges and losses are stale; prune again or restore it"
+        )
+        for i, (src, dst, _) in enumerate(self.edges):
+            _check_edge_direction(i, src, dst, where)
+        for name, got in (("n_nodes", self.n_nodes), ("n_edges", self.n_edges)):
+            if recorded.get(name) is not None and recorded[name] != got:
+                raise ValueError(
+                    f"{where}: field {name!r} is {recorded[name]!r} but the file lists {got}; "
+                    + stale
+                )
+        digests = recorded.get("derived_from")
+        if digests is not None:
+            now = _derived_from(self)
+            if not isinstance(digests, dict):
+                raise ValueError(
+                    f"{where}: field 'derived_from' must be an object, got {digests!r:.60}"
+                )
+            for name, digest in now.items():
+                if digests.get(name) != digest:
+                    raise ValueError(
+                        f"{where}: field {name!r} does not match the digest recorded when the "
+                        f"circuit was computed (derived_from.{name} "
+                        f"{str(digests.get(name))[:12]!r}, now {digest[:12]!r}): " + stale
+                    )
+        if model is not None:
+            self._check_edges_against(model, where, stale)
+
+    def _check_edges_against(self, model: HookedSparseTransformer, where: str, stale: str) -> None:
+        if model_fingerprint(model) != self.model_fingerprint:
+            return  # another model's weights say nothing of the file (check_model refuses it)
+        gone = set(self.removed_edges)
+        want = {(s, t): w for s, t, w in circuit_edges(model, self.nodes) if (s, t) not in gone}
+        have = {(s, t): w for s, t, w in self.edges}
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        if missing or extra:
+            said = f"{len(missing)} missing (e.g. {missing[:1]}), {len(extra)} extra (e.g. {extra[:1]})"
+            raise ValueError(
+                f"{where}: field 'edges' does not match the model's weights between the kept "
+                f"nodes ({said}); " + stale
+            )
+        for key, w in have.items():
+            if not math.isclose(w, want[key], rel_tol=1e-5, abs_tol=1e-8):
+                raise ValueError(
+                    f"{where}: field 'edges' gives {key[0]} -> {key[1]} weight {w}, the model "
+                    f"{want[key]}; " + stale
+                )
 
     def validate(self, cfg: SparseTransformerConfig, where: str = "circuit") -> None:
         """Check every entry against a model of ``cfg``: known hooks with their sizes, channels
@@ -437,6 +516,105 @@ class Circuit:
 
 def dumps(circuit: Circuit) -> str:
     return json.dumps(circuit.to_dict(), indent=2)
+
+
+# (source kind, destination kind) of every edge (``circuits/nodes.py``): within one block,
+# forward only
+EDGE_KINDS = frozenset(
+    {
+        ("attn_in", "q"),
+        ("attn_in", "k"),
+        ("attn_in", "v"),
+        ("v", "attn_out"),
+        ("mlp_in", "neuron"),
+        ("neuron", "mlp_out"),
+    }
+)
+
+
+def _derived_from(circuit: "Circuit") -> dict[str, str]:
+    """SHA-256 digests (hex) of what was computed together: the nodes, the removed edges, the
+    edges and the losses (``LOSS_FIELDS``), each as JSON writes it."""
+
+    def digest(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    return {
+        "nodes": digest(circuit.nodes),
+        "removed_edges": digest([list(e) for e in circuit.removed_edges]),
+        "edges": digest([list(e) for e in circuit.edges]),
+        "losses": digest({name: getattr(circuit, name) for name in LOSS_FIELDS}),
+    }
+
+
+LOSS_FIELDS = ("loss", "full_loss", "test_loss", "calibrated_loss", "curve")
+
+
+def _label_place(label: str) -> tuple[int, str] | None:
+    """``(layer, kind)`` of a node label (``node_label``: ``1.attn.v.h3.c2``,
+    ``0.mlp.neuron.57``), or None if it is not one."""
+    parts = label.split(".")
+    if len(parts) < 4 or not parts[0].isdigit():
+        return None
+    return int(parts[0]), parts[2]
+
+
+def _check_edge_direction(i: int, src: str, dst: str, where: str) -> None:
+    a, b = _label_place(src), _label_place(dst)
+    if a is None or b is None:
+        bad = src if a is None else dst
+        raise ValueError(
+            f"{where}: edges[{i}] names {bad!r}, not a node label (e.g. 0.mlp.neuron.5)"
+        )
+    if a[0] != b[0] or (a[1], b[1]) not in EDGE_KINDS:
+        raise ValueError(
+            f"{where}: edges[{i}] ({src} -> {dst}) is not an edge of the model: edges join "
+            f"{', '.join(f'{x} -> {y}' for x, y in sorted(EDGE_KINDS))} within one layer"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_structure(d: dict[str, Any], path: Any) -> None:
+    """Raise ``ValueError`` naming the file and the first entry of the wrong JSON type inside
+    a field: a channel or size that is not an integer (``3.0`` would be truncated), an edge
+    that is not ``[source, destination, weight]``, a curve point that is not ``[k, loss]``.
+
+    Raises:
+        ValueError: the first bad entry, named.
+    """
+    for hook, chans in (d.get("nodes") or {}).items():
+        if not isinstance(chans, list):
+            raise ValueError(
+                f"{path}: nodes[{hook!r}] must be a list of channels, got {chans!r:.60}"
+            )
+        for c in chans:
+            if not _is_int(c):
+                raise ValueError(f"{path}: nodes[{hook!r}] has channel {c!r}, not an integer")
+    for hook, size in (d.get("sizes") or {}).items():
+        if not _is_int(size):
+            raise ValueError(f"{path}: sizes[{hook!r}] is {size!r}, not an integer")
+    for i, e in enumerate(d.get("edges") or []):
+        if not (isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e[:2])
+                and isinstance(e[2], _NUMBER) and not isinstance(e[2], bool)):  # fmt: skip
+            raise ValueError(
+                f"{path}: edges[{i}] must be [source, destination, weight], got {e!r:.80}"
+            )
+    for i, e in enumerate(d.get("removed_edges") or []):
+        if not (isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)):
+            raise ValueError(
+                f"{path}: removed_edges[{i}] must be [source, destination], got {e!r:.80}"
+            )
+    for i, e in enumerate(d.get("curve") or []):
+        if not (
+            isinstance(e, list) and len(e) == 2 and _is_int(e[0]) and isinstance(e[1], _NUMBER)
+        ):
+            raise ValueError(
+                f"{path}: curve[{i}] must be [nodes (an integer), loss], got {e!r:.80}"
+            )
 
 
 _NUMBER = (int, float)

@@ -24,8 +24,9 @@ Reproducibility and storage:
 * Several processes (or machines) can work on one study: give each the same ``storage`` and
   ``study_name``. On one machine an SQLite file or ``journal:PATH`` (Optuna's file journal,
   safe for concurrent writers) works; across machines a database URL such as
-  ``postgresql://user@host/db``. Two processes that sample at the same instant may draw the
-  same parameters; that wastes a trial, nothing else.
+  ``postgresql://user@host/db``. A new SQLite study is created under a lock file beside it
+  (``_creation_lock``), so workers may start at the same instant. Two processes that sample at
+  the same instant may draw the same parameters; that wastes a trial, nothing else.
 * A study records its identity (``study_identity``): the model, the task's train and
   validation pairs, the ablation values and every pruning setting that the trials do not sample
   (target, ablation, frozen norms, q/k tying, steps, batch, seed, ...), the epochs range and the
@@ -39,17 +40,21 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy.exc
+from filelock import FileLock, Timeout
 from optuna.storages.journal import JournalFileBackend
 from tqdm.auto import tqdm
 
 from sparse_lens.circuits.circuit import circuit_edges
 from sparse_lens.circuits.masks import PruneConfig, Pruner, model_fingerprint
+from sparse_lens.files.outputs import check_name_lengths
 from sparse_lens.tasks.task import TaskBatch
 
 logger = logging.getLogger(__name__)
@@ -150,6 +155,7 @@ def _storage_file(url: str, path_text: str, kind: str) -> Path:
             "(an in-memory study cannot be resumed: leave --storage out for the default file)"
         )
     path = Path(path_text).expanduser()
+    check_name_lengths(path, f"storage {url[:60]!r}")
     if path.is_dir():
         raise ValueError(f"storage {url!r}: {str(path)!r} is a folder, not a {kind} file")
     if not path.parent.is_dir():
@@ -198,7 +204,10 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
             backend = JournalFileBackend(str(path))
         except OSError as e:
             raise ValueError(f"cannot open the Optuna journal {url!r}: {e}") from e
-        return optuna.storages.JournalStorage(backend)
+        try:  # reads the journal: a file of another kind (an SQLite database, text) fails here
+            return optuna.storages.JournalStorage(backend)
+        except _NOT_A_JOURNAL as e:
+            raise _not_a_journal(url, e) from e
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -211,7 +220,97 @@ def open_storage(url: str | None, scfg: SearchConfig) -> optuna.storages.BaseSto
                 else None,
             )
     except (ImportError, OSError, sqlalchemy.exc.SQLAlchemyError) as e:
-        raise ValueError(f"cannot open the Optuna storage {url!r}: {e}") from e
+        raise ValueError(f"cannot open the Optuna storage {url!r}: {_first_line(e)}") from e
+
+
+# What Optuna's journal reader raises on a file that is not a journal (or on its first read)
+_NOT_A_JOURNAL = (ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def _not_a_journal(url: str, e: BaseException) -> ValueError:
+    path = url.removeprefix("journal:")
+    return ValueError(
+        f"storage {url!r}: {path!r} is not an Optuna journal file "
+        f"({type(e).__name__}: {_first_line(e)}); give the journal's own file or a new one"
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message up to its first line break (SQLAlchemy appends the SQL and a
+    link on further lines): errors are one line."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def open_study(
+    scfg: SearchConfig, *, study_name: str, identity: dict[str, Any] | None = None
+) -> optuna.Study:
+    """Create or load the study ``scfg.study_name or study_name`` in ``scfg.storage`` (with
+    ``FIRST_TRIALS`` enqueued in a new one, ``scfg.enqueue_first``); with ``identity``, recorded
+    on a new study and checked on an old one (``check_identity``) before anything is enqueued.
+
+    Raises:
+        ValueError: a bad storage string, the storage cannot be opened (named), or the study
+            was run with another identity.
+    """
+    with _creation_lock(scfg.storage):
+        storage = open_storage(scfg.storage, scfg)
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=scfg.study_name or study_name,
+                direction="minimize",
+                load_if_exists=True,
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=scfg.n_startup_trials),
+            )
+        except _NOT_A_JOURNAL as e:
+            if not str(scfg.storage).startswith("journal:"):
+                raise
+            raise _not_a_journal(str(scfg.storage), e) from e
+        except (OSError, sqlalchemy.exc.SQLAlchemyError) as e:  # e.g. a read-only database
+            raise ValueError(
+                f"cannot create the study in the Optuna storage {scfg.storage!r}: {_first_line(e)}"
+            ) from e
+        if identity is not None:
+            check_identity(study, identity)
+        if scfg.enqueue_first and not study.get_trials(deepcopy=False):
+            lo, hi = scfg.epochs
+            for first in FIRST_TRIALS:
+                epochs = min(max(int(first["epochs"]), lo), hi)
+                study.enqueue_trial(first | {"epochs": epochs}, skip_if_exists=True)
+    return study
+
+
+@contextmanager
+def _creation_lock(url: str | None, timeout_s: float = 300.0) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside the SQLite file of ``url`` (``filelock``) while the storage
+    and the study are created: Optuna creates an RDB's tables and its ``alembic_version`` row
+    without a guard, so two processes opening one new SQLite file at the same instant fail
+    ("table studies already exists", "UNIQUE constraint failed"). Other storages need no lock
+    (a journal file locks itself; a database server has transactional DDL).
+
+    Raises:
+        ValueError: the lock was not free within ``timeout_s`` (its file named).
+    """
+    if url is None or not url.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(url.removeprefix("sqlite:///")).expanduser()
+    lock = db.with_name(f".{db.name}.lock")
+    file_lock = FileLock(str(lock), timeout=timeout_s)
+    try:
+        file_lock.acquire()
+    except Timeout:
+        raise ValueError(
+            f"storage {url!r}: another process has held {str(lock)!r} for {timeout_s:g} s "
+            "while creating the study; if none is running, delete that file"
+        ) from None
+    except OSError as e:
+        raise ValueError(f"storage {url!r}: cannot create {str(lock)!r}: {e.strerror}") from e
+    try:
+        yield
+    finally:
+        file_lock.release()
 
 
 def trial_config(trial: optuna.Trial, base: PruneConfig, scfg: SearchConfig) -> PruneConfig:
@@ -347,20 +446,8 @@ def run_search(
             run with other settings (``check_identity``).
     """
     full_loss = pruner.full_loss()
-    storage = open_storage(scfg.storage, scfg)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=scfg.study_name or study_name,
-        direction="minimize",
-        load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=scfg.n_startup_trials),
-    )
-    check_identity(study, study_identity(pruner, scfg))
-    if scfg.enqueue_first and not study.get_trials(deepcopy=False):
-        lo, hi = scfg.epochs
-        for first in FIRST_TRIALS:
-            epochs = min(max(int(first["epochs"]), lo), hi)
-            study.enqueue_trial(first | {"epochs": epochs}, skip_if_exists=True)
+    study = open_study(scfg, study_name=study_name, identity=study_identity(pruner, scfg))
+    rdb = scfg.storage is not None and not scfg.storage.startswith("journal:")
     objective = _objective(pruner, scfg, full_loss)
     deadline = time.monotonic() + 60 * scfg.budget_minutes
     done, _ = _counts(study)
@@ -377,7 +464,7 @@ def run_search(
     optuna_log.addFilter(quiet)
     try:
         while time.monotonic() < deadline:
-            if isinstance(storage, optuna.storages.RDBStorage):
+            if rdb:  # heartbeats: trials of a dead process are failed
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)

@@ -61,6 +61,13 @@ class PruneConfig:
     same head and index (the paper's hindsight suggestion, §3). The learning rate warms up
     linearly over ``warmup_frac`` of the steps, then decays linearly to 0.
 
+    ``freeze_norms`` (on by default) holds every RMSNorm scale at the full model's on the same
+    tokens. With live norms, mean-ablating most of the model shrinks the final residual's RMS
+    and ``ln_final`` amplifies the few surviving writes ("norm cheating", Drori 2026): on the
+    demo model's ``else_elif`` the live-norm circuit (89 nodes / 187 edges) has a final-norm
+    scale 0.36 of the full model's and a frozen-norm loss of 0.33 against its target 0.15; the
+    frozen-norm circuit (122 / 271) reaches 0.146 with the full model's scale (README).
+
     ``calibrate`` (off by default) fits a logit scale and shift to the pruned circuit (§3.6).
     The paper itself doubts it is principled: the scale rescales the logits as the final norm
     does in "norm cheating", so a calibrated circuit can score far below its own full model
@@ -70,7 +77,7 @@ class PruneConfig:
 
     target_loss: float = 0.15
     ablation: AblationKind = "mean"
-    freeze_norms: bool = False
+    freeze_norms: bool = True
     k_coef: float = 1e-4
     lr: float = 3e-3
     weight_decay: float = 1e-3

@@ -22,7 +22,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -56,20 +56,19 @@ def check_output_path(path: str | Path, kind: OutputKind, option: str = "--out")
 
     Raises:
         ValueError: ``path`` is empty, has a name longer than 255 bytes, is an existing file
-            where a folder is expected (or a folder where a file is), or lies where nothing can
-            be written (read-only, or below a file).
+            where a folder is expected (or a folder where a file is), is a symbolic link that
+            leads nowhere (or, for a file, any symbolic link: writing would replace the link),
+            or lies where nothing can be written (read-only, or below a file).
     """
     if str(path).strip() == "":
         raise ValueError(f"{option} is empty (an unset shell variable?); name a {kind}")
     p = Path(path).expanduser()
-    for part in p.parts:
-        if len(os.fsencode(part)) > NAME_MAX:
-            raise ValueError(
-                f"{option} {str(p)[:80]!r}...: the name {part[:40]!r}... is longer than "
-                f"{NAME_MAX} bytes; pick a shorter name"
-            )
-    if len(os.fsencode(str(p.absolute()))) >= PATH_MAX:
-        raise ValueError(f"{option} {str(p)[:80]!r}... is longer than {PATH_MAX} bytes")
+    check_name_lengths(p, option)
+    if p.is_symlink() and (kind == "file" or not p.exists()):
+        raise ValueError(
+            f"{option} {str(p)!r} is a symbolic link (to {os.readlink(p)!r}"
+            f"{'' if p.exists() else ', which does not exist'}); name the {kind} itself"
+        )
     if kind == "folder" and p.exists() and not p.is_dir():
         raise ValueError(f"{option} {str(p)!r} is an existing file; name a folder")
     if kind == "file" and p.is_dir():
@@ -82,6 +81,24 @@ def check_output_path(path: str | Path, kind: OutputKind, option: str = "--out")
         raise ValueError(f"{option} {str(p)!r} lies below {str(existing)!r}, which is a file")
     _probe_writable(existing, p, option)
     return p
+
+
+def check_name_lengths(path: Path, option: str) -> None:
+    """Refuse a path the file system cannot hold: a name (a part between slashes) longer than
+    255 bytes, or the whole path longer than 4096 (``OSError`` "File name too long" otherwise,
+    from the first call that touches it).
+
+    Raises:
+        ValueError: naming ``option``, the path (shortened) and the name that is too long.
+    """
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ValueError(
+                f"{option} {str(path)[:80]!r}...: the name {part[:40]!r}... is longer than "
+                f"{NAME_MAX} bytes; pick a shorter name"
+            )
+    if len(os.fsencode(str(path.absolute()))) >= PATH_MAX:
+        raise ValueError(f"{option} {str(path)[:80]!r}... is longer than {PATH_MAX} bytes")
 
 
 def _probe_writable(folder: Path, target: Path, option: str) -> None:
@@ -147,13 +164,13 @@ def _owner_command(owner_file: Path) -> str | None:
 
 
 def _check_owner(
-    folder: Path, command: str, owned: Sequence[str], legacy: Sequence[str] | None
+    folder: Path, command: str, owned: Sequence[str], legacy: Sequence[str] | None, option: str
 ) -> None:
     entries = sorted(e.name for e in folder.iterdir() if not _own_entry(e.name))
     foreign = [e for e in entries if not any(fnmatch.fnmatch(e, pat) for pat in owned)]
     if foreign:
         raise ValueError(
-            f"{str(folder)!r} holds files that {command!r} did not write "
+            f"{option} {str(folder)!r} holds files that {command!r} did not write "
             f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); "
             "pick an empty or new folder"
         )
@@ -162,16 +179,18 @@ def _check_owner(
         owner = _owner_command(owner_file)
         if owner != command:
             raise ValueError(
-                f"{str(folder)!r} was written by {owner!r}, not {command!r}; pick another folder"
+                f"{option} {str(folder)!r} was written by {owner!r}, not {command!r}; pick "
+                "another folder"
             )
     elif entries and legacy is not None:
         if not any((folder / m).exists() for m in legacy):
             raise ValueError(
-                f"{str(folder)!r} holds {', '.join(entries[:5])} but no {' or '.join(legacy)}: "
+                f"{option} {str(folder)!r} holds {', '.join(entries[:5])} but no "
+                f"{' or '.join(legacy) or 'file of its own'}: "
                 f"not a folder {command!r} wrote; pick an empty or new folder"
             )
         for name in legacy:
-            _check_legacy_marker(folder / name, command)
+            _check_legacy_marker(folder / name, command, option)
 
 
 # The keys an older version's marker file always held (``a.b``: key ``b`` of the object at
@@ -191,7 +210,7 @@ def _has_key(data: object, dotted: str) -> bool:
     return True
 
 
-def _check_legacy_marker(path: Path, command: str) -> None:
+def _check_legacy_marker(path: Path, command: str, option: str) -> None:
     keys = LEGACY_KEYS.get(path.name)
     if keys is None or not path.is_file():
         return
@@ -201,7 +220,7 @@ def _check_legacy_marker(path: Path, command: str) -> None:
         data = None
     if not all(_has_key(data, k) for k in keys):
         raise ValueError(
-            f"{str(path)!r} is not a {path.name} that {command!r} wrote (it lacks "
+            f"{option}: {str(path)!r} is not a {path.name} that {command!r} wrote (it lacks "
             f"{', '.join(keys)}); pick an empty or new folder"
         )
 
@@ -236,14 +255,18 @@ def claim_output(
     legacy: Sequence[str] | None = None,
     option: str = "--out",
     within: Sequence[str] = (),
+    check_existing: Callable[[Path], None] | None = None,
 ) -> Iterator[Path]:
     """Check, lock and take ``path`` for ``command`` (see the module docstring); yields it.
 
     ``owned``: glob patterns of the names ``command`` writes in the folder; ``legacy``: names
     of which one marks a folder an older version of ``command`` wrote (``None``: any folder of
     only owned names is accepted). For ``kind="file"`` the lock sits beside the file and an
-    existing file is replaced only if its name matches ``owned``. No folder above the output
-    (nor a file output's own folder) may be owned by another command, except one of ``within``.
+    existing file is replaced only if its name matches ``owned`` and ``check_existing(path)``
+    (raising ``ValueError`` for a file that is not the command's kind, e.g. someone's notes)
+    passes, checked before the lock file is made (a refusal leaves nothing beside the user's
+    file) and again under the lock. No folder above the output (nor a file output's own
+    folder) may be owned by another command, except one of ``within``.
 
     Raises:
         ValueError: a bad path or a foreign folder (see ``check_output_path``), or an output
@@ -251,6 +274,8 @@ def claim_output(
         OutputBusy: another process writes there.
     """
     p = check_output_path(path, kind, option)
+    if kind == "file" and check_existing is not None and p.exists():
+        check_existing(p)
     folder = p if kind == "folder" else p.parent
     above = folder.absolute().parent if kind == "folder" else folder.absolute()
     _check_not_in_owned_folder(above, command, option, p, within)
@@ -264,9 +289,11 @@ def claim_output(
     try:
         with output_lock(lock, f"{option} {str(p)!r}"):
             remove_stale_temps(folder, None if kind == "folder" else p.name)
+            if kind == "file" and check_existing is not None and p.exists():
+                check_existing(p)  # again, under the lock: another process may have written it
             if kind == "folder":
                 try:
-                    _check_owner(folder, command, owned, legacy)
+                    _check_owner(folder, command, owned, legacy, option)
                 except ValueError:
                     wrote = False  # refused: leave no lock file in someone else's folder
                     raise

@@ -3,17 +3,22 @@
 A folder is written whole or not at all: its files are built in a temporary sibling folder that
 is renamed into place (``files.atomic.atomic_dir``). ``config.json`` records the SHA-256 of the
 ``tokenizer.json`` written with it (``tokenizer_sha256``), so a tokenizer from another run placed
-next to the model is refused.
+next to the model is refused, and of ``model.safetensors`` (``weights_sha256``), so weights
+changed on disk (a flipped bit, another run's file) are refused on load. A folder written before
+the weights had a digest (no ``weights_sha256``) loads as before, with every other check.
 
 Loading is strict and checks before it allocates: the config must be a well-typed object, the
 shapes in the safetensors header must be those the config implies (read without building the
-model, so a crafted ``d_vocab`` cannot make it allocate), no tensor may be missing or extra, and
-every weight must be finite. Errors name the file, the value and what to do. Nothing is
+model, so a crafted ``d_vocab`` cannot make it allocate), every tensor must be floating point,
+no tensor may be missing or extra, and every weight must be finite. Errors name the file, the value and what to do. Nothing is
 unpickled.
 """
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
@@ -25,7 +30,7 @@ from torch import nn
 
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_dir, fault_point, read_json
-from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.config import SparseTransformerConfig, check_device_available
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -34,6 +39,9 @@ MODEL_FILES = (WEIGHTS, CONFIG, TOKENIZER)
 TOKENIZER_SHA = "tokenizer_sha256"  # in config.json, beside the config's own fields
 # in config.json of an imported model: where it came from and the source keys dropped (why)
 IMPORTED_FROM = "imported_from"
+WEIGHTS_SHA = "weights_sha256"  # likewise; absent in folders written before it was recorded
+DIGESTS = (TOKENIZER_SHA, WEIGHTS_SHA)
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors' names of torch's float dtypes
 
 
 @runtime_checkable
@@ -57,6 +65,15 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_model_files(
     model: FolderModel, directory: Path, name: str, imported_from: dict | None = None
 ) -> None:
@@ -70,6 +87,7 @@ def write_model_files(
     config = model.cfg.to_dict()
     if imported_from is not None:
         config[IMPORTED_FROM] = imported_from
+    config[WEIGHTS_SHA] = file_sha256(directory / WEIGHTS)
     if model.tokenizer is not None:
         text = model.tokenizer.to_json()
         config[TOKENIZER_SHA] = _sha256(text)
@@ -94,12 +112,56 @@ def save_pretrained(
     return directory
 
 
+def save_into(model: FolderModel, directory: Path, imported_from: dict | None = None) -> Path:
+    """Write the model files into ``directory``, an existing folder the caller holds (e.g. by
+    ``files.outputs.claim_output``, whose lock and owner files stay there): each file is written
+    to a temporary folder inside it and renamed into place, ``config.json`` removed first and
+    renamed last, so a killed write leaves a folder that does not load (never one whose config
+    names other weights). A ``tokenizer.json`` of an earlier model is removed when this model
+    has none. ``imported_from`` as in ``save_pretrained``. Returns ``directory``.
+
+    Raises:
+        ValueError: ``directory`` is not a folder.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{str(directory)!r} is not a folder; create (and hold) it first")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory))
+    try:
+        write_model_files(model, tmp, directory.name, imported_from)
+        (directory / CONFIG).unlink(missing_ok=True)
+        for name in (WEIGHTS, TOKENIZER, CONFIG):
+            if not (tmp / name).exists():
+                (directory / name).unlink(missing_ok=True)
+                continue
+            os.chmod(tmp / name, 0o644)
+            with (tmp / name).open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp / name, directory / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
 def read_config(cfg_path: Path) -> tuple[SparseTransformerConfig, str | None]:
     """The config in ``cfg_path`` and the tokenizer digest it records (``None`` if none).
 
     Raises:
         FileNotFoundError: the file is missing.
         ValueError: not JSON, not an object, or a field of the wrong type or value (named).
+    """
+    cfg, digests = read_config_digests(cfg_path)
+    return cfg, digests[TOKENIZER_SHA]
+
+
+def read_config_digests(cfg_path: Path) -> tuple[SparseTransformerConfig, dict[str, str | None]]:
+    """The config in ``cfg_path`` and the digests it records (``DIGESTS``: name -> SHA-256 hex,
+    ``None`` where absent).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: not JSON, not an object, a field of the wrong type or value, or a digest
+            that is not 64 hex digits (each named with the file).
     """
     raw = read_json(cfg_path, "config")
     if not isinstance(raw, dict):
@@ -108,10 +170,20 @@ def read_config(cfg_path: Path) -> tuple[SparseTransformerConfig, str | None]:
             "restore the file written with the model"
         )
     raw = dict(raw)
-    sha = raw.pop(TOKENIZER_SHA, None)
     raw.pop(IMPORTED_FROM, None)  # a record for the reader, not a setting
+    digests = {name: raw.pop(name, None) for name in DIGESTS}
+    for name, value in digests.items():
+        if value is not None and not (
+            isinstance(value, str)
+            and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value)
+        ):
+            raise ValueError(
+                f"{cfg_path}: {name} must be a SHA-256 (64 hex digits), got {value!r:.80}; "
+                "restore the file written with the model"
+            )
     try:
-        return SparseTransformerConfig.from_dict(raw), sha
+        return SparseTransformerConfig.from_dict(raw), digests
     except ValueError as e:
         raise ValueError(f"{cfg_path}: {e}; restore the file written with the model") from e
 
@@ -170,11 +242,45 @@ def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
 
 
 def _header_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the safetensors header, after checking each is floating
+    point (an integer tensor would load into a float parameter without complaint).
+
+    Raises:
+        ValueError: the file is corrupt or truncated, or a tensor is not floating point.
+    """
     try:
         with safe_open(str(weights_path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118
+            dtypes = {k: str(v.get_dtype()) for k, v in slices.items()}
+            shapes = {k: tuple(v.get_shape()) for k, v in slices.items()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"weights file {str(weights_path)!r} is corrupt or truncated: {e}") from e
+    for name, dtype in dtypes.items():
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(
+                f"weights file {str(weights_path)!r}: {name} is {dtype}, not floating point "
+                f"({', '.join(FLOAT_DTYPES)}); a model's weights are floats: restore the file "
+                "written with the model"
+            )
+    return shapes
+
+
+def check_weights_digest(weights_path: Path, recorded: str | None) -> None:
+    """Compare the SHA-256 of ``weights_path`` with the one ``config.json`` records (nothing to
+    compare for a folder written before it was recorded, ``recorded=None``).
+
+    Raises:
+        ValueError: the digests differ (the file was changed or corrupted on disk).
+    """
+    if recorded is None:
+        return
+    got = file_sha256(weights_path)
+    if got != recorded:
+        raise ValueError(
+            f"weights file {str(weights_path)!r} is not the one saved with this model (sha256 "
+            f"{got[:12]}..., {CONFIG} records {WEIGHTS_SHA} {recorded[:12]}...): it was changed "
+            "or corrupted on disk; restore it from the run that wrote the model"
+        )
 
 
 def load_pretrained(
@@ -185,19 +291,23 @@ def load_pretrained(
 
     Raises:
         FileNotFoundError: the folder, its config or its weights are missing.
-        ValueError: a file is corrupt or truncated, the config is malformed, the weights do not
+        ValueError: ``device`` is not available here, a file is corrupt or truncated, the
+            config is malformed (or names a device this machine lacks), the weights are
+            not the ones ``config.json`` records the digest of, are not floating point, do not
             match the config or are not finite, or the tokenizer is not the one saved with them.
     """
     directory = Path(directory)
+    check_device_available(device)
     if not directory.is_dir():
         raise FileNotFoundError(f"model folder {str(directory)!r} does not exist")
     cfg_path = directory / CONFIG
-    cfg, sha = read_config(cfg_path)
+    cfg, digests = read_config_digests(cfg_path)
     tok_path = directory / TOKENIZER
-    tokenizer = _load_tokenizer(tok_path, sha)
+    tokenizer = _load_tokenizer(tok_path, digests[TOKENIZER_SHA])
     weights_path = directory / WEIGHTS
     if not weights_path.is_file():
         raise FileNotFoundError(f"weights file {str(weights_path)!r} is missing")
+    check_weights_digest(weights_path, digests[WEIGHTS_SHA])
     check_shapes(_header_shapes(weights_path), cfg, build, f"weights file {str(weights_path)!r}")
     try:
         state = load_file(str(weights_path))

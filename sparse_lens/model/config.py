@@ -136,6 +136,8 @@ class SparseTransformerConfig(TransformerLensConfig):
                 )
         if self.device is not None and not isinstance(self.device, str | torch.device):
             raise ValueError(f"device must be a str, a torch.device or None, got {self.device!r}")
+        if self.device is not None:
+            check_device_available(self.device)
         if self.normalization_type not in get_args(NormalizationType):
             raise ValueError(
                 f"normalization_type must be one of {get_args(NormalizationType)}, "
@@ -285,6 +287,35 @@ def _json_type(hint: Any) -> Any:
     if get_origin(hint) is tuple and get_origin(get_args(hint)[0]) is Literal:
         return tuple[str, ...]
     return hint
+
+
+def check_device_available(device: str | torch.device) -> None:
+    """Refuse a device this machine does not have (``cuda`` without CUDA, ``cuda:3`` on a
+    one-GPU machine, ``mps`` off a Mac) or a name torch does not know, before any tensor is
+    put there (torch's own error is an ``AssertionError`` from deep inside ``.to``).
+
+    Raises:
+        ValueError: naming the device and what the machine has.
+    """
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"device {str(device)!r} is not a torch device (e.g. cpu, cuda:0)") from e
+    if d.type in ("cpu", "meta"):
+        return
+    backend = getattr(torch, d.type, None)  # torch.cuda, torch.mps, torch.xpu ...
+    is_available = getattr(backend, "is_available", None)
+    if not callable(is_available) or not is_available():
+        raise ValueError(
+            f"device {str(device)!r} is not available on this machine (no {d.type.upper()}); "
+            "use cpu"
+        )
+    count = getattr(backend, "device_count", None)
+    n = count() if callable(count) else None
+    if d.index is not None and isinstance(n, int) and d.index >= n:
+        raise ValueError(
+            f"device {str(device)!r} is not available: this machine has {n} {d.type} device(s)"
+        )
 
 
 def _check_field_types(d: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -280,7 +280,9 @@ def _read_old(path: Path) -> tuple[dict[str, Any], SweepConfig]:
         raise ValueError(f"{path} is not a readable sweep settings file: {e}") from e
 
 
-def check_settings(out: Path, scfg: SweepConfig) -> None:
+def check_settings(
+    out: Path, scfg: SweepConfig, points: Sequence[PointSpec] = (), d_vocab: int = 0
+) -> None:
     """Write ``sweep.json``, or refuse a folder whose sweep has other settings. Settings are
     compared as they take effect (``_effective``). The grid axes may grow: new widths, budgets
     or fractions are new points. Other *pruning* settings (``PRUNE_KEYS``: the target loss and
@@ -290,37 +292,56 @@ def check_settings(out: Path, scfg: SweepConfig) -> None:
     the points table the new tasks and prune those they solve. A custom task is its content, as
     hashed into ``sweep.json`` when it was tabled: a file edited in place since is another
     task (its rows and circuits are redone). Another ``dense_lr`` sets the
-    dense points aside (``points/NAME.lrOLD``) and trains them again.
+    dense points aside (``points/NAME.lrOLD``) and trains them again. Before anything moves,
+    each of ``points`` (of vocabulary ``d_vocab``) already in ``out`` is checked against its
+    own records (``recorded.check_points``): ``sweep.json`` alone never decides.
 
     Raises:
         ValueError: ``sweep.json`` in ``out`` is unreadable, or holds other training or task
-            settings (each differing key named with both values).
+            settings (each differing key named with both values), or a point's own records
+            differ or do not read (``recorded.check_points``).
     """
+    from sparse_lens.sweep.recorded import check_points
+
     path = out / "sweep.json"
-    earlier: list[dict[str, Any]] = []
     mine = _effective(scfg)
-    if path.exists():
-        old, old_cfg = _read_old(path)
-        theirs = _effective(old_cfg)
-        # the content the old sweep tabled, as recorded then: its file may have been edited in
-        # place since (an old record without hashes: unknown, so every custom task is redone)
-        theirs["custom_tasks"] = old.get("custom_task_hashes") or dict.fromkeys(
-            theirs["custom_tasks"]
-        )
-        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        fixed = [k for k in diff if k not in PRUNE_KEYS | {"dense_lr", "tasks", "custom_tasks"}]
-        if fixed:
-            said = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in fixed)
-            raise ValueError(
-                f"{out} holds a sweep with other settings ({said}); only {CHANGEABLE} may "
-                "change in a sweep folder: pick another --out"
-            )
+    before = _compare(out, path, mine) if path.exists() else None
+    if points:  # before anything moves: each point by its own records
+        diff = None if before is None else before[2]
+        check_points(out, scfg, list(points), d_vocab, diff, PRUNE_KEYS)
+    earlier: list[dict[str, Any]] = []
+    if before is not None:
+        old, theirs, diff = before
         earlier = list(old.get("earlier", []))
         for entry in _move_changed(out, diff, theirs, mine):
             earlier.append(entry | {"config": old["config"]})
     record = {"version": SWEEP_VERSION, "config": scfg.to_dict()}
     record["custom_task_hashes"] = mine["custom_tasks"]
     atomic_write_json(path, record | ({"earlier": earlier} if earlier else {}))
+
+
+def _compare(
+    out: Path, path: Path, mine: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The old ``sweep.json``, its effective settings and the keys that differ from ``mine``.
+
+    Raises:
+        ValueError: the file is unreadable, or a setting that may not change did (each named).
+    """
+    old, old_cfg = _read_old(path)
+    theirs = _effective(old_cfg)
+    # the content the old sweep tabled, as recorded then: its file may have been edited in
+    # place since (an old record without hashes: unknown, so every custom task is redone)
+    theirs["custom_tasks"] = old.get("custom_task_hashes") or dict.fromkeys(theirs["custom_tasks"])
+    diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    fixed = [k for k in diff if k not in PRUNE_KEYS | {"dense_lr", "tasks", "custom_tasks"}]
+    if fixed:
+        said = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in fixed)
+        raise ValueError(
+            f"{out} holds a sweep with other settings ({said}); only {CHANGEABLE} may "
+            "change in a sweep folder: pick another --out"
+        )
+    return old, theirs, diff
 
 
 def _move_changed(
@@ -354,9 +375,9 @@ def run_sweep(
     (skipped points with their reason, failed jobs with theirs).
 
     Raises:
-        ValueError: a custom task file does not fit the tokenizer, the folder holds a sweep of
-            other settings (``check_settings``), or the executor cannot start here; all before
-            any point runs.
+        ValueError: a custom task file does not fit the tokenizer, no sparse point of the
+            grid is feasible, the folder holds a sweep or points of other settings
+            (``check_settings``), or the executor cannot start here; all before any point runs.
     """
     import submitit
 
@@ -366,6 +387,11 @@ def run_sweep(
     for path in scfg.custom_tasks:  # the tokenizer is known now: single-token candidates
         load_custom_task(path, prepared.tokenizer)
     points, status = grid(scfg, prepared.tokenizer.vocab_size)
+    if not any(p.kind == "sparse" for p in points):
+        said = "; ".join(f"{k}: {v}" for k, v in status.items())
+        raise ValueError(
+            f"no sparse point of the grid is feasible ({said}); change --widths or --l0"
+        )
     out.mkdir(parents=True, exist_ok=True)
     executor = None
     if launch.cluster != "debug":
@@ -373,7 +399,8 @@ def run_sweep(
             executor = submitit.AutoExecutor(folder=out / "submitit", cluster=launch.cluster)
         except RuntimeError as e:  # e.g. no srun/sbatch: not on a SLURM cluster
             raise ValueError(f"executor {launch.cluster!r} cannot start here: {e}") from e
-    check_settings(out, scfg)  # last: it may set results aside, so nothing may refuse after
+    # last: it may set results aside, so nothing may refuse after
+    check_settings(out, scfg, points, prepared.tokenizer.vocab_size)
     status = {k: f"skipped: {v}" for k, v in status.items()}
     todo = [p for p in points if not (out / "points" / p.name / "point.json").exists()]
     status |= {p.name: "done before" for p in points if p not in todo}

@@ -69,7 +69,7 @@ def find_circuit(
     )  # fmt: skip
 
 
-def _spec_record(
+def spec_record(
     spec: PointSpec, mcfg: SparseTransformerConfig, tcfg: TrainConfig, idiom_frac: float
 ) -> dict[str, Any]:
     """The point's settings as they read back from ``spec.json`` (tuples as lists)."""
@@ -82,19 +82,50 @@ def _spec_record(
     return json.loads(json.dumps(record))
 
 
-def _check_spec(pdir: Path, record: dict[str, Any]) -> None:
+def read_spec(pdir: Path) -> dict[str, Any] | None:
+    """The settings a point recorded in ``spec.json`` when it started training (as
+    ``spec_record`` writes them now), or None if it has none.
+
+    Raises:
+        ValueError: the file is corrupt or not an object (named).
+    """
     path = pdir / "spec.json"
-    if path.exists():
-        old = read_json(path, "point spec")
-        if isinstance(old, dict) and "idiom_frac" not in old:  # written when train_config held it
-            train = dict(old.get("train_config", {}))
-            old = old | {"train_config": train, "idiom_frac": train.pop("idiom_frac", 0.0)}
-        if old != record:
-            raise ValueError(
-                f"{pdir} holds a point with other settings; pass another --out or delete it"
-            )
-    else:
-        atomic_write_json(path, record)
+    if not path.exists():
+        return None
+    old = read_json(path, "point spec")
+    if not isinstance(old, dict):
+        raise ValueError(f"point spec file {str(path)!r} holds a JSON {type(old).__name__}")
+    if "idiom_frac" not in old:  # written when train_config held it
+        train = dict(old.get("train_config") or {})
+        old = old | {"train_config": train, "idiom_frac": train.pop("idiom_frac", 0.0)}
+    return old
+
+
+def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section.key: old there, new now`` for every setting two spec records differ in."""
+    out = []
+    for section in sorted(old.keys() | new.keys()):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [
+                f"{section}.{k}: {a.get(k)!r} there, {b.get(k)!r} now"
+                for k in sorted(a.keys() | b.keys())
+                if a.get(k) != b.get(k)
+            ]
+        elif a != b:
+            out.append(f"{section}: {a!r} there, {b!r} now")
+    return out
+
+
+def _check_spec(pdir: Path, record: dict[str, Any]) -> None:
+    old = read_spec(pdir)
+    if old is None:
+        atomic_write_json(pdir / "spec.json", record)
+    elif old != record:
+        said = "; ".join(spec_differences(old, record)[:3])
+        raise ValueError(
+            f"{pdir} holds a point with other settings ({said}); pass another --out or delete it"
+        )
 
 
 def _timings(pdir: Path, **new: float) -> dict[str, float]:
@@ -147,7 +178,7 @@ def train_point(
     mcfg, tcfg = point_configs(spec, scfg, tokenizer.vocab_size)
     run = pdir / "run"
     if dist_info.is_main:
-        _check_spec(pdir, _spec_record(spec, mcfg, tcfg, scfg.idiom_share()))
+        _check_spec(pdir, spec_record(spec, mcfg, tcfg, scfg.idiom_share()))
     if (run / "final" / "config.json").is_file():
         return
     data = prepared.mixed(scfg.idiom_share(), get_preset(scfg.preset).idiom_kinds)

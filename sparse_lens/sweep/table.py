@@ -19,8 +19,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sparse_lens.files.atomic import atomic_write_json, atomic_write_text, read_json
+from sparse_lens.files.atomic import atomic_write_json, atomic_write_text
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean
+from sparse_lens.sweep.recorded import read_point_row
 
 POINT_COLUMNS = (
     "name", "kind", "d_model", "d_mlp", "n_layers", "afrac", "l0", "weight_density",
@@ -43,7 +44,7 @@ def collect(out: Path, points: list[PointSpec]) -> list[dict[str, Any]]:
     for spec in points:
         path = out / "points" / spec.name / "point.json"
         if path.exists():
-            row = read_json(path, "sweep point")
+            row = read_point_row(path)
             rows.append(row | {"status": "done", "n_solved": len(row["solved"])})
     return rows
 

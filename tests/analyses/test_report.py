@@ -111,7 +111,7 @@ def test_page_sections_and_numbers(setup):
     for anchor in ("graph", "curve", "faithfulness", "heads", "nodes"):
         assert f'id="{anchor}"' in html
     assert 'href="c.dot"' in html
-    for check in ("sufficiency", "frozen_norms", "necessity", "partial_complement"):
+    for check in ("sufficiency", "frozen_norms", "necessity", "partial_complement_random"):
         assert f"<td>{check}</td>" in html  # a verdict row per check
     assert "Computed on the test split, n = " in html
     failed = circuit.extra["faithfulness"]["failed"]

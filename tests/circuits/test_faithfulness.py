@@ -73,7 +73,14 @@ def test_the_cheating_circuit_reaches_its_target_and_is_flagged(norm_model_repor
     # the trap: sufficiency alone passes, and the kept nodes compute what the full model does
     assert verdicts["sufficiency"]["status"] == "pass"
     assert verdicts["node_agreement"]["status"] == "pass"
-    for check in ("frozen_norms", "logit_diff", "norm_scale", "partial_complement", "interchange"):
+    for check in (
+        "frozen_norms",
+        "logit_diff",
+        "norm_scale",
+        "partial_complement_random",
+        "partial_complement_adversarial",
+        "interchange",
+    ):
         assert verdicts[check]["status"] == "fail", (check, verdicts[check])
     assert report["sufficiency"]["norm_scale_ratio"] < 0.5  # the final norm amplifies
     assert report["sufficiency"]["logit_diff_ratio"] > 1.5

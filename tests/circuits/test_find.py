@@ -14,7 +14,12 @@ import torch
 from sparse_lens.circuits.circuit import Circuit, circuit_edges
 from sparse_lens.circuits.cleanup import greedy_remove, parse_stages
 from sparse_lens.circuits.find import attribution_baseline, attribution_scores, seed_summary
-from sparse_lens.circuits.hparam_search import SearchConfig, open_storage, run_search
+from sparse_lens.circuits.hparam_search import (
+    SearchConfig,
+    open_storage,
+    open_study,
+    run_search,
+)
 from sparse_lens.circuits.masks import make_ablation
 from sparse_lens.circuits.nodes import node_locations
 from tests.helpers import build_model, random_tokens
@@ -125,7 +130,10 @@ def test_seed_summary():
 
 
 def test_attribution_scores_are_the_first_order_ablation_effect():
+    import dataclasses
+
     pruner = planted_pruner()
+    pruner.pcfg = dataclasses.replace(pruner.pcfg, freeze_norms=False)  # the reference's norms
     scores = attribution_scores(pruner, pruner.val)
     top = max(((float(v.max()), h) for h, v in scores.items()))[1]
     assert top in {
@@ -191,6 +199,9 @@ def test_storage_strings(tmp_path):
         ("sqlite:///{tmp}", "is a folder"),
         ("sqlite:///{tmp}/missing/s.db", "does not exist"),
         ("runs/optuna.db", "storage must be"),
+        ("sqlite:///{tmp}/" + "s" * 300 + ".db", "longer than 255 bytes"),
+        ("journal:{tmp}/" + "j" * 300, "longer than 255 bytes"),
+        ("sqlite:///{tmp}/" + "d/" * 2100 + "s.db", "longer than 4096 bytes"),
     ],
 )
 def test_bad_storage_is_refused_before_any_work_and_creates_nothing(tmp_path, url, match):
@@ -198,8 +209,29 @@ def test_bad_storage_is_refused_before_any_work_and_creates_nothing(tmp_path, ur
     for attempt in (lambda: SearchConfig(storage=url), lambda: open_storage(url, SearchConfig())):
         with pytest.raises(ValueError, match=match) as info:
             attempt()
-        assert repr(url) in str(info.value)  # the bad value is named
+        assert url[:60] in str(info.value)  # the bad value is named (a long one cut short)
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_storage_file_of_another_kind_is_one_line_naming_it(tmp_path):
+    """An SQLite database given as a journal (``journal:STUDY.db``), a text or binary file as
+    either kind: a one-line ``ValueError`` naming the file, not a decoder's traceback."""
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "STUDY.db")
+    con.execute("create table x (a)")
+    con.commit()
+    con.close()
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    (tmp_path / "bin.dat").write_bytes(b"\xff\xfe\x00\x01" * 40)
+    for name in ("STUDY.db", "notes.txt", "bin.dat"):
+        for url in (f"journal:{tmp_path / name}", f"sqlite:///{tmp_path / name}"):
+            if url.startswith("sqlite") and name == "STUDY.db":
+                continue  # a database of its own: Optuna adds its tables beside the user's
+            with pytest.raises(ValueError) as info:
+                open_study(SearchConfig(storage=url), study_name="s")
+            message = str(info.value)
+            assert name in message and "\n" not in message, message
 
 
 def _worker(storage: str, trials: int) -> subprocess.Popen:
@@ -270,7 +302,7 @@ def test_two_processes_share_one_study(tmp_path, kind):
     "change, named",
     [
         (dict(tie_qk=True), "prune_config.tie_qk"),
-        (dict(freeze_norms=True), "prune_config.freeze_norms"),
+        (dict(freeze_norms=False), "prune_config.freeze_norms"),
         (dict(steps=123), "prune_config.steps"),
         ("epochs", "epochs"),
         ("ablation", "ablation_values"),
@@ -350,3 +382,48 @@ def test_knockout_effects_with_removed_edges_equal_the_smaller_circuit():
     smaller = Circuit.from_nodes(model, smaller_nodes, abl.values, task="t", removed_edges=still)
     expected = task_loss(model, batch, smaller.fwd_hooks(model)) - base
     assert effects[node] == pytest.approx(expected, abs=1e-5)
+
+
+def _shared_study_rounds(folder: Path, n_workers: int, rounds: int) -> list[str]:
+    """``n_workers`` processes (``tests.study_worker``) open one new SQLite study together,
+    ``rounds`` times; every failure, as the workers report it."""
+    from tests.study_worker import PERIOD
+
+    folder.mkdir()
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.study_worker", str(folder), str(r), str(rounds)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(n_workers)
+    ]
+    deadline = time.monotonic() + 180
+    while len(list(folder.glob("ready.*"))) < n_workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tmp = folder / "go.tmp"
+    tmp.write_text(repr(time.time() + 0.5))
+    tmp.rename(folder / "go")
+    failures = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180 + rounds * PERIOD)
+        assert proc.returncode == 0, err[-2000:]
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert len(lines) == rounds, (out, err[-2000:])
+        failures += [f"round {x['round']}: {x['outcome']}" for x in lines if x["outcome"] != "ok"]
+    for i in range(rounds):
+        study = optuna.load_study(study_name="shared", storage=f"sqlite:///{folder}/round{i}.db")
+        assert len(study.trials) == n_workers  # one trial per worker, in one study
+    return failures
+
+
+@pytest.mark.parametrize("n_workers", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_workers_started_together_share_one_new_sqlite_study(tmp_path, n_workers):
+    """Two (then, slow: four) processes open one new SQLite study at the same instant, 8 times:
+    the schema and the study are created once (under a file lock), and every worker gets it
+    (before the lock, 8 of 8 rounds of two workers failed: "table studies already exists")."""
+    assert _shared_study_rounds(tmp_path / "w", n_workers, rounds=8) == []

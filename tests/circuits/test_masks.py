@@ -134,7 +134,9 @@ def planted_result():
     model = planted_model()
     train, val = planted_batch(64, 1), planted_batch(32, 2)
     ablation = make_ablation("mean", model, pretrain_windows())
-    pcfg = PruneConfig(steps=150, lr=0.01, k_coef=1e-3, batch_pairs=16, calibrate=True)
+    pcfg = PruneConfig(
+        steps=150, lr=0.01, k_coef=1e-3, batch_pairs=16, calibrate=True, freeze_norms=False
+    )  # live norms: the references below recompute them
     return model, Pruner(model, train, val, ablation, pcfg).run()
 
 
@@ -312,7 +314,7 @@ def test_resample_and_frozen_norm_pruning_run():
         train,
         val,
         abl,
-        PruneConfig(steps=20, lr=0.03, ablation="resample", target_loss=target),
+        PruneConfig(steps=20, lr=0.03, ablation="resample", target_loss=target, freeze_norms=False),
     ).run()
     # The validation rows are ablated with the val part of the resample values (after train's).
     val_values = {h: v[len(train) :] for h, v in abl.values.items()}

@@ -219,12 +219,12 @@ def test_cli_idiom_frac_is_recorded_and_checked(tmp_path, capsys):
 
 def test_sweep_points_that_stored_the_share_in_train_config_are_recognised(tmp_path):
     from sparse_lens.sweep.grid import SweepConfig, grid, point_configs
-    from sparse_lens.sweep.point import _check_spec, _spec_record
+    from sparse_lens.sweep.point import _check_spec, spec_record
 
     scfg = SweepConfig(preset="tiny", widths=(32,), l0s=(2000,), idiom_frac=0.25)
     spec = grid(scfg, 300)[0][0]
     mcfg, tcfg = point_configs(spec, scfg, 300)
-    record = _spec_record(spec, mcfg, tcfg, scfg.idiom_share())
+    record = spec_record(spec, mcfg, tcfg, scfg.idiom_share())
     assert record["idiom_frac"] == 0.25 and "idiom_frac" not in record["train_config"]
     old = {k: v for k, v in record.items() if k != "idiom_frac"}
     old["train_config"] = record["train_config"] | {"idiom_frac": 0.25}  # the earlier layout

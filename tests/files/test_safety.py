@@ -219,11 +219,110 @@ def test_circuit_load_validates_against_the_model(circuit_file, tamper, match):
         circuit.fwd_hooks(model)
 
 
+def _add_node(d):
+    """A node added by hand, to a location that had it removed (channel 1 of the first MLP)."""
+    d["nodes"]["blocks.0.mlp.hook_post"] = sorted([*d["nodes"]["blocks.0.mlp.hook_post"], 1])
+
+
+@pytest.mark.parametrize(
+    ("tamper", "field"),
+    [
+        (_add_node, "n_nodes"),  # the count written with the file no longer matches
+        (lambda d: (_add_node(d), d.update(n_nodes=d["n_nodes"] + 1)), "'nodes'"),
+        (lambda d: d["removed_edges"].append(list(d["edges"][0][:2])), "n_edges|removed_edges"),
+        (lambda d: d["edges"].pop(), "n_edges"),
+        (lambda d: (d["edges"].pop(), d.update(n_edges=d["n_edges"] - 1)), "'edges'"),
+        (lambda d: d.update(loss=0.01), "'losses'"),
+    ],
+)
+def test_a_circuit_edited_by_hand_is_refused_not_reported_stale(circuit_file, tamper, field):
+    """Nodes added (or edges dropped, or a loss changed) by hand: the edges and the loss in the
+    file are no longer those of its nodes. Refused on load, with or without the model, naming
+    the file and the field (the counts, the digests in ``derived_from``)."""
+    model, path = circuit_file
+    d = json.loads(path.read_text())
+    tamper(d)
+    path.write_text(json.dumps(d))
+    for m in (None, model):
+        with pytest.raises(ValueError, match=rf"c\.json.*({field}).*edited by hand") as info:
+            Circuit.load(path, model=m)
+        assert "\n" not in str(info.value)
+
+
+def test_a_circuit_written_before_the_digests_is_checked_against_the_model(circuit_file):
+    """A file without ``derived_from`` and counts (as older versions or a careful hand wrote):
+    it loads, and nodes added to it are caught by recomputing the edges from the model."""
+    model, path = circuit_file
+    d = json.loads(path.read_text())
+    for key in ("derived_from", "n_nodes", "n_edges"):
+        del d[key]
+    path.write_text(json.dumps(d))
+    Circuit.load(path, model=model)
+    _add_node(d)
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"c\.json.*field 'edges' does not match.*edited by hand"):
+        Circuit.load(path, model=model)
+
+
+@pytest.mark.parametrize(
+    ("edge", "match"),
+    [
+        (["1.mlp.neuron.0", "0.mlp.mlp_out.0", 1.0], "not an edge of the model"),  # backwards
+        (["0.mlp.mlp_out.0", "0.mlp.neuron.0", 1.0], "not an edge of the model"),  # reversed
+        (["0.mlp.neuron.0", "1.mlp.mlp_out.0", 1.0], "not an edge of the model"),  # across layers
+        (["0.attn.attn_in.0", "0.mlp.neuron.0", 1.0], "not an edge of the model"),
+        (["neuron 0", "0.mlp.mlp_out.0", 1.0], "not a node label"),
+        (["0.mlp.neuron.0", "0.mlp.mlp_out.0"], r"edges\[\d+\] must be"),
+        (["0.mlp.neuron.0", "0.mlp.mlp_out.0", "1"], r"edges\[\d+\] must be"),
+    ],
+)
+def test_an_edge_the_architecture_lacks_is_refused(circuit_file, edge, match):
+    """An edge from layer 1 back to layer 0 (or against the forward direction, across layers,
+    between kinds no weight joins, or malformed): refused on load, even without the model."""
+    _, path = circuit_file
+    d = json.loads(path.read_text())
+    d["edges"].append(edge)
+    d["n_edges"] += 1
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=rf"c\.json.*{match}"):
+        Circuit.load(path)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "match"),
+    [
+        (lambda d: d["nodes"]["blocks.0.mlp.hook_post"].__setitem__(0, 0.0), "channel 0.0"),
+        (lambda d: d["nodes"]["blocks.0.mlp.hook_post"].__setitem__(0, 2.5), "channel 2.5"),
+        (lambda d: d["nodes"]["blocks.0.mlp.hook_post"].__setitem__(0, True), "channel True"),
+        (lambda d: d["sizes"].update({"blocks.0.mlp.hook_post": 32.0}), "sizes"),
+        (lambda d: d.update(curve=[[3.7, 0.1]]), "curve"),
+    ],
+)
+def test_indices_of_a_circuit_file_must_be_integers(circuit_file, tamper, match):
+    """A channel (or size, or curve node count) written as a float was truncated by ``int()``
+    or passed as a float; now refused on load, naming the file and the entry."""
+    _, path = circuit_file
+    d = json.loads(path.read_text())
+    tamper(d)
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=rf"c\.json.*{match}.*(integer|must be)"):
+        Circuit.load(path)
+
+
 # -- 6. non-finite numbers ------------------------------------------------------------------------
+def _record_weights_digest(model_dir):
+    from sparse_lens.model.checkpoint import file_sha256
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["weights_sha256"] = file_sha256(model_dir / "model.safetensors")
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+
+
 def test_nan_weights_are_refused_on_load(model_dir, capsys):
     state = load_file(str(model_dir / "model.safetensors"))
     state["blocks.0.mlp.W_in"][0, 0] = float("nan")
     save_file(state, str(model_dir / "model.safetensors"))
+    _record_weights_digest(model_dir)  # as a writer of NaN weights would: past the digest
     with pytest.raises(ValueError, match="blocks.0.mlp.W_in holds 1 non-finite"):
         HookedSparseTransformer.from_pretrained(model_dir)
     assert main(["tasks", str(model_dir)]) == 2

@@ -169,7 +169,7 @@ def test_out_folder_and_tokenizer_are_checked(tok_dir, tmp_path, capsys):
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
     assert main(["import-oai", str(src), "--out", str(busy), "--tokenizer", str(tok_dir)]) == 2
-    assert "not an empty folder" in capsys.readouterr().err and (busy / "keep.txt").exists()
+    assert "did not write" in capsys.readouterr().err and (busy / "keep.txt").exists()
     assert main(["import-oai", str(src), "--out", str(tmp_path / "m")]) == 2
     assert "--tokenizer" in capsys.readouterr().err
     small = tmp_path / "small"

@@ -535,3 +535,121 @@ def test_a_point_held_by_another_process_names_it(tmp_path):
     finally:
         child.kill()
         child.communicate()
+
+
+def _recorded_point(out: Path, scfg: SweepConfig, spec: PointSpec) -> Path:
+    """A finished point as a sweep of ``scfg`` leaves it, without training: its ``spec.json``
+    (the settings it was trained with) and a ``point.json`` row (target and tasks)."""
+    from sparse_lens.sweep.point import spec_record
+
+    pdir = out / "points" / spec.name
+    (pdir / "circuits").mkdir(parents=True, exist_ok=True)
+    mcfg, tcfg = point_configs(spec, scfg, 300)
+    (pdir / "spec.json").write_text(json.dumps(spec_record(spec, mcfg, tcfg, scfg.idiom_share())))
+    row = dataclasses.asdict(spec) | {
+        "steps": tcfg.steps, "val_loss": 3.0, "target_loss": scfg.target_loss,
+        "tasks": {name: {"loss": 0.1} for name in scfg.task_names()}, "solved": [],
+        "circuits": {}, "n_circuits": 0, "n_empty_circuits": 0,
+    }  # fmt: skip
+    (pdir / "point.json").write_text(json.dumps(row))
+    return pdir
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"steps": 5},  # training settings: the point's spec.json
+        {"seed": 3},
+        {"lr": 0.5},
+        {"target_loss": 0.3},  # pruning settings: the point's point.json
+        {"tasks": ("if_equals",)},
+    ],
+)
+def test_a_sweep_folder_without_sweep_json_is_judged_by_its_points(tmp_path, change):
+    """``sweep.json`` deleted, then a rerun with other settings: each point's own records
+    (``spec.json``, ``point.json``) refuse it, naming the point and the setting, before
+    anything is written; the folder's true settings are still accepted afterwards."""
+    from sparse_lens.sweep.jobs import check_settings
+
+    base = SweepConfig(preset="tiny", widths=(32,), l0s=(40000,), tasks=("single_double_quote",))
+    points = grid(base, 300)[0]
+    for spec in points:
+        _recorded_point(tmp_path, base, spec)
+    check_settings(tmp_path, base, points, 300)
+    (tmp_path / "sweep.json").unlink()
+    other = dataclasses.replace(base, **change)
+    with pytest.raises(ValueError, match=f"({next(iter(change))}).*(there|not)") as info:
+        check_settings(tmp_path, other, grid(other, 300)[0], 300)
+    assert "point" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "sweep.json").exists()
+    check_settings(tmp_path, base, points, 300)  # the settings the points recorded
+    assert json.loads((tmp_path / "sweep.json").read_text())["config"]["seed"] == 0
+
+
+def test_a_sweep_json_of_other_settings_does_not_override_the_points(tmp_path):
+    """Another sweep's ``sweep.json`` copied in (steps 5): a rerun with steps 5 agrees with it,
+    but the points were trained with 300 steps, and say so."""
+    from sparse_lens.sweep.jobs import check_settings
+
+    base = SweepConfig(preset="tiny", widths=(32,), l0s=(40000,), steps=300)
+    points = grid(base, 300)[0]
+    _recorded_point(tmp_path, base, points[0])
+    fake = dataclasses.replace(base, steps=5)
+    check_settings(tmp_path / "elsewhere", fake)
+    shutil.copy(tmp_path / "elsewhere" / "sweep.json", tmp_path / "sweep.json")
+    with pytest.raises(ValueError, match=r"train_config.steps: 300 there, 5 now"):
+        check_settings(tmp_path, fake, points, 300)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],  # cut in half
+        lambda text: "",
+        lambda text: "[1, 2]",
+        lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "solved"}),
+        lambda text: json.dumps(json.loads(text) | {"circuits": {"a": 3}}),
+        lambda text: json.dumps(json.loads(text) | {"val_loss": "low"}),
+    ],
+)
+def test_a_damaged_point_json_is_one_line_naming_it(tmp_path, damage):
+    """A ``point.json`` cut short (or of another shape): refused before anything is written,
+    naming the file and what to do, not a traceback from the table."""
+    from sparse_lens.sweep.jobs import check_settings
+    from sparse_lens.sweep.table import collect
+
+    base = SweepConfig(preset="tiny", widths=(32,), l0s=(40000,))
+    points = grid(base, 300)[0]
+    pdir = _recorded_point(tmp_path, base, points[0])
+    check_settings(tmp_path, base, points, 300)
+    before = (tmp_path / "sweep.json").read_text()
+    (pdir / "point.json").write_text(damage((pdir / "point.json").read_text()))
+    for attempt in (
+        lambda: check_settings(tmp_path, base, points, 300),
+        lambda: collect(tmp_path, points),
+    ):
+        with pytest.raises(ValueError, match=r"point.json.*delete it") as info:
+            attempt()
+        assert "\n" not in str(info.value)
+    assert (tmp_path / "sweep.json").read_text() == before
+
+
+def test_a_sweep_of_no_feasible_sparse_point_exits_non_zero(tmp_path, capsys, monkeypatch):
+    """Every sparse point infeasible (a budget below the minimum, or above the model): exit 2
+    with one line saying so and why, before anything is trained or written (it exited 0)."""
+    from types import SimpleNamespace
+
+    from sparse_lens.sweep.point import Prepared
+
+    fake = SimpleNamespace(tokenizer=SimpleNamespace(vocab_size=300))  # no corpus to tokenise
+    monkeypatch.setattr(Prepared, "load", classmethod(lambda cls, scfg, cache_dir: fake))
+    out = tmp_path / "s"
+    argv = ["sweep", "--preset", "tiny", "--widths", "32", "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--executor", "debug"]  # fmt: skip
+    for l0s in ("1", "1,10000000"):
+        for dense in ([], ["--no-dense"]):
+            assert main([*argv, "--l0", l0s, *dense]) == 2
+            err = capsys.readouterr().err
+            assert "no sparse point of the grid is feasible" in err and "w32-l0_1-" in err
+            assert len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

@@ -196,3 +196,23 @@ def test_optuna_warnings_of_an_interrupted_trial_are_dropped():
     assert f.filter(record("Trial 1 failed because of ...", ValueError))
     assert not f.filter(record("Trial 2 failed because of ...", KeyboardInterrupt))
     assert not f.filter(record("Trial 2 failed with value None."))
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("sqlite:///{tmp}/" + "s" * 300 + ".db", "longer than 255 bytes"),
+        ("journal:{tmp}/" + "j" * 300 + ".log", "longer than 255 bytes"),
+        ("journal:{tmp}/" + "d/" * 2100 + "j.log", "longer than 4096 bytes"),
+    ],
+)
+def test_prune_storage_of_a_name_too_long_is_one_line(tmp_path, capsys, storage, message):
+    """``prune --storage`` with a file name the file system cannot hold: exit 2, one line
+    naming the storage (it was an ``OSError`` traceback); checked before the model is read."""
+    from analyses.cli import main
+
+    storage = storage.format(tmp=tmp_path)
+    argv = ["prune", str(tmp_path / "model"), "--task", "single_double_quote"]
+    assert main([*argv, "--out", str(tmp_path / "c.json"), "--storage", storage]) == 2
+    err = capsys.readouterr().err
+    assert message in err and storage[:60] in err and len(err.strip().splitlines()) == 1, err
