@@ -6,11 +6,12 @@ mask parameters) and a plain step (the model's own forward and backward to its w
 batch, same task loss) are timed interleaved in one process so machine noise hits both alike.
 It writes one JSON of medians and the ratio (goal: mask / plain <= 1.5), and for comparison
 the step as it was before (``rebuilt``: fresh ``node_mask`` hooks through ``run_with_hooks``
-every step). ``frozen``: the same mask step with every RMSNorm scale frozen at the full
-model's (``PruneConfig(freeze_norms=True)``, the norm-cheating control of Drori 2026), whose
-cost must stay within 1.2x of the default step (``frozen_over_mask``) so that the honest
-setting is not the slow one; ``frozen_per_step`` is how it was done before (the full model's
-scales recomputed by an extra forward pass every step).
+every step). ``mask`` recomputes the RMSNorm scales (``--live-norms``); ``frozen`` holds them
+at the full model's (``PruneConfig(freeze_norms=True)``, the default since the norm-cheating
+measurements of the README), whose cost must stay within 1.2x of the live step
+(``frozen_over_mask``) so that the honest setting is not the slow one; ``frozen_per_step`` is
+how frozen norms were done before (the full model's scales recomputed by an extra forward pass
+every step).
 
     python benchmarks/mask_step.py --out benchmarks/results/mask_step.json
     python benchmarks/mask_step.py --quick            # tiny model, a few repeats (smoke test)
@@ -60,44 +61,41 @@ def build(quick: bool) -> tuple[HookedSparseTransformer, TaskBatch]:
 def run(quick: bool, repeats: int, profile: bool) -> dict:
     model, batch = build(quick)
     ablation = make_ablation("mean", model, batch.tokens[:16])
-    pruner = Pruner(model, batch, batch, ablation, PruneConfig(batch_pairs=len(batch) // 2))
+    pairs = len(batch) // 2
+    pruner = Pruner(
+        model, batch, batch, ablation, PruneConfig(batch_pairs=pairs, freeze_norms=False)
+    )
     frozen = Pruner(
-        model, batch, batch, ablation, PruneConfig(batch_pairs=len(batch) // 2, freeze_norms=True)
+        model, batch, batch, ablation, PruneConfig(batch_pairs=pairs, freeze_norms=True)
     )
     taus = {h: torch.nn.Parameter(t) for h, t in pruner.init_taus(torch.Generator()).items()}
     idx = torch.arange(len(batch))
     live = MaskHolder(pruner.locs, ablation)
     frozen.frozen_scales(batch)  # once per batch, as learn_masks does before its first step
 
-    def frozen_step(per_step: bool = False) -> None:
+    def step(p: Pruner, fresh_scales: bool = False) -> None:
+        """One mask-training step of ``p`` (live or frozen norms); ``fresh_scales``: the full
+        model's scales recomputed first, as every frozen-norm step did before they were cached."""
         for q in model.parameters():
             q.requires_grad_(False)
-        if per_step:  # before: the full model's scales recomputed every step
-            frozen._scales.clear()
+        if fresh_scales:
+            p._scales.clear()
             live.masks = {}
-            frozen.frozen_scales(batch)
+            p.frozen_scales(batch)
         with model.hooks(fwd_hooks=live.hooks()):
-            masks = frozen.masks_of(taus)
+            masks = p.masks_of(taus)
             loss = (
-                frozen.train_loss(live, masks, batch, idx)
-                + 1e-4 * torch.cat(list(masks.values())).sum()
+                p.train_loss(live, masks, batch, idx) + 1e-4 * torch.cat(list(masks.values())).sum()
             )
             loss.backward()
         for t in taus.values():
             t.grad = None
 
     def mask_step() -> None:
-        for q in model.parameters():
-            q.requires_grad_(False)
-        with model.hooks(fwd_hooks=live.hooks()):
-            masks = pruner.masks_of(taus)
-            loss = (
-                pruner.train_loss(live, masks, batch, idx)
-                + 1e-4 * torch.cat(list(masks.values())).sum()
-            )
-            loss.backward()
-        for t in taus.values():
-            t.grad = None
+        step(pruner)
+
+    def frozen_step(per_step: bool = False) -> None:
+        step(frozen, fresh_scales=per_step)
 
     def rebuilt_step() -> None:  # before: fresh hooks through run_with_hooks every step
         for q in model.parameters():
