@@ -107,9 +107,7 @@ def model_verdicts(report: dict[str, Any], target: float) -> list[dict]:
     nec, agree = report["necessity"], report["node_agreement"]
     inter, part = report["interchange"], report["partial_complement"]
     worst_kl = max(r["kl"] for r in inter["fractions"].values())
-    return [
-        verdict("sufficiency", suff["loss"] <= target, suff["loss"], f"<= target {target}",
-                "circuit alone, every other node ablated"),
+    norm_checks = [
         verdict("frozen_norms", frozen["loss"] <= target, frozen["loss"], f"<= target {target}",
                 "circuit with every RMSNorm scale frozen at the full model's: a circuit that "
                 "reaches the target only through the norm's rescaling fails"),
@@ -117,6 +115,15 @@ def model_verdicts(report: dict[str, Any], target: float) -> list[dict]:
                 suff["norm_scale_ratio"], f"in {NORM_BAND}",
                 "final-norm scale circuit/full at the answer; below the band the final norm "
                 "amplifies the circuit's writes"),
+    ]  # fmt: skip
+    if report.get("norms") == "frozen":  # equal to sufficiency and to 1 by construction
+        why = ("the circuit runs with the full model's norm scales (pruned with frozen norms), so "
+               "the norm cannot rescale it; this check applies to live-norm circuits")  # fmt: skip
+        norm_checks = [verdict(v["check"], None, v["value"], "-", why) for v in norm_checks]
+    return [
+        verdict("sufficiency", suff["loss"] <= target, suff["loss"], f"<= target {target}",
+                "circuit alone, every other node ablated"),
+        *norm_checks,
         verdict("logit_diff", _in_band(suff["logit_diff_ratio"], LOGIT_DIFF_BAND),
                 suff["logit_diff_ratio"], f"in ({LOGIT_DIFF_BAND[0]:.3g}, {LOGIT_DIFF_BAND[1]})",
                 "mean logit difference circuit/full: a circuit far more (or less) confident "
@@ -165,7 +172,7 @@ def specificity_verdict(report: dict[str, Any]) -> dict:
         "specificity",
         spec["increase"] <= MAX_OTHER_SHARE * own,
         spec["increase"],
-        f"<= {MAX_OTHER_SHARE} x the own task's increase ({own:.4g})",
+        f"<= {MAX_OTHER_SHARE * own:.4g} ({MAX_OTHER_SHARE} x the own task's increase {own:.4g})",
         f"loss increase of task {spec['task']!r} when only the circuit is ablated",
     )
 
@@ -204,6 +211,7 @@ def circuit_checks(
         "node_agreement": node_agreement(model, circuit, test),
         "interchange": interchange(model, circuit, test, seed=seed),
         "partial_complement": partial_complement(model, circuit, test, seed=seed),
+        "norms": "frozen" if circuit.freeze_norms else "live",
     }
 
 

@@ -17,7 +17,9 @@ given edge budget is the smallest prefix of a node ranking whose induced edges (
 between kept nodes, ``circuits/nodes.py``) reach the budget. The ranking puts the pruned
 circuit's nodes first, then every other node; within each group, nodes are ordered by the
 attribution-patching estimate of their effect (``find.attribution_scores``) on the training
-pairs, so nothing is chosen on the test pairs that the curve is measured on.
+pairs, so nothing is chosen on the test pairs that the curve is measured on. Every circuit runs
+under the pruned circuit's norm regime (the full model's RMSNorm scales for a frozen-norm
+circuit), and the circuit's own ``f`` with its removed edges, as the faithfulness checks run it.
 """
 
 import math
@@ -29,6 +31,7 @@ from torch import Tensor
 from hooks import node_mask
 from hooks.types import HookList
 from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.masks import norm_scale_hooks
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, binary_logits
@@ -96,8 +99,10 @@ def _logit_diff(model: HookedSparseTransformer, batch: TaskBatch, hooks: HookLis
     return float((two[:, 0] - two[:, 1]).mean())
 
 
-def _hooks(circuit: Circuit, keep: dict[str, Tensor]) -> HookList:
-    return [(h, node_mask(m, torch.tensor(circuit.baselines[h]))) for h, m in keep.items()]
+def _hooks(circuit: Circuit, keep: dict[str, Tensor], norms: HookList) -> HookList:
+    """Node masks keeping ``keep``, under the circuit's norm regime ``norms`` (the full model's
+    scales for a frozen-norm circuit, none for a live-norm one)."""
+    return norms + [(h, node_mask(m, torch.tensor(circuit.baselines[h]))) for h, m in keep.items()]
 
 
 def area(xs: list[float], ys: list[float]) -> float:
@@ -121,13 +126,17 @@ def faithfulness_curve(
     sizes = {loc.hook: loc.size for loc in node_locations(model.cfg)}
     order = ranking(circuit, scores)
     total = count_edges(model, {h: torch.ones(s) for h, s in sizes.items()})
+    tokens = test.tokens.to(model.W_E.device)
+    norms = norm_scale_hooks(model, tokens) if circuit.freeze_norms else []
     full = _logit_diff(model, test, [])
-    empty = _logit_diff(model, test, _hooks(circuit, {h: torch.zeros(s) for h, s in sizes.items()}))
+    empty = _logit_diff(
+        model, test, _hooks(circuit, {h: torch.zeros(s) for h, s in sizes.items()}, norms)
+    )
     if abs(full - empty) < 1e-9:
         raise ValueError(f"the full and the empty circuit both give logit difference {full:.4g}")
 
     def f(keep: dict[str, Tensor]) -> float:
-        return (_logit_diff(model, test, _hooks(circuit, keep)) - empty) / (full - empty)
+        return (_logit_diff(model, test, _hooks(circuit, keep, norms)) - empty) / (full - empty)
 
     points = []
     for pct in percents:
@@ -144,7 +153,9 @@ def faithfulness_curve(
         "points": points,
         "cpr": area(xs, ys),
         "cmd": area(xs, [abs(1 - y) for y in ys]),
-        "circuit_f": f(circuit.masks()),
+        # the circuit itself as the checks run it: its norms and its removed edges
+        "circuit_f": (_logit_diff(model, test, circuit.fwd_hooks(model, tokens)) - empty)
+        / (full - empty),
         "circuit_edge_percent": 100 * circuit.n_edges / max(total, 1),
         "ranking": "circuit nodes first, then the rest; each by attribution on the train pairs",
     }

@@ -268,3 +268,49 @@ def test_specificity_verdict_passes_a_specific_circuit_and_fails_a_general_one()
     report["specificity"] = specificity(model, circuit, own, "itself")
     assert specificity_verdict(report)["status"] == "fail"
     assert specificity_verdict({"necessity": {}})["status"] == "not run"
+
+
+def test_norm_checks_are_not_run_on_a_frozen_norm_circuit_and_mib_uses_its_norms():
+    """A frozen-norm circuit equals its frozen-norm loss and has scale ratio 1 by construction:
+    those checks say "not run", never a free pass; MIB's f of the circuit runs it the same way
+    (it ran it with live norms and without its removed edges)."""
+    from sparse_lens.circuits import checks
+    from sparse_lens.circuits.mib import faithfulness_curve
+    from sparse_lens.circuits.nodes import node_locations
+
+    model = planted_model(norm_channels=True)
+    abl = make_ablation("mean", model, pretrain_windows())
+    batch = planted_batch(32, 5)
+    frozen = Circuit.from_nodes(model, CHEATING, abl.values, task="p", freeze_norms=True)
+    report = circuit_checks(model, frozen, batch, seed=0)
+    verdicts = {v["check"]: v for v in model_verdicts(report, 0.15)}
+    assert verdicts["frozen_norms"]["status"] == verdicts["norm_scale"]["status"] == "not run"
+    assert verdicts["sufficiency"]["status"] == "fail"  # frozen, the weak copy misses
+    g = torch.Generator().manual_seed(0)
+    scores = {loc.hook: torch.rand(loc.size, generator=g) for loc in node_locations(model.cfg)}
+    curve = faithfulness_curve(model, frozen, scores, batch)
+    run = checks.readout(model, batch, frozen.fwd_hooks(model, batch.tokens))
+    ld = float((run.two[:, 0] - run.two[:, 1]).mean())
+    want = (ld - curve["empty_logit_diff"]) / (curve["full_logit_diff"] - curve["empty_logit_diff"])
+    assert curve["circuit_f"] == pytest.approx(want, abs=1e-5)
+    live = faithfulness_curve(model, planted_circuit(model, CHEATING)[0], scores, batch)
+    assert live["circuit_f"] > curve["circuit_f"] + 0.3  # the live norm amplifies the weak copy
+
+
+def test_a_verdict_edited_by_hand_is_refused_on_load(tmp_path):
+    import json
+
+    model = planted_model(norm_channels=True)
+    circuit, _ = planted_circuit(model, CHEATING)
+    report = circuit_checks(model, circuit, planted_batch(8, 5), seed=0)
+    report["verdicts"] = model_verdicts(report, 0.15)
+    circuit.extra["faithfulness"] = report
+    path = circuit.save(tmp_path / "c.json")
+    assert Circuit.load(path).extra["faithfulness"]["verdicts"] == json.loads(
+        json.dumps(report["verdicts"])
+    )
+    d = json.loads(path.read_text())
+    d["extra"]["faithfulness"]["verdicts"][1]["status"] = "pass"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="faithfulness"):
+        Circuit.load(path)
