@@ -109,6 +109,7 @@ def test_prune_cli_writes_a_loadable_circuit(tiny_run, capsys):
     assert "prune_seconds" in circuit.extra
 
 
+@pytest.mark.slow  # trains a second tiny model (~50 s)
 def test_ablation_means_come_from_the_models_own_training_mix(tiny_run, tmp_path):
     """A model trained with idioms is mean-ablated over corpus + idioms (its run.json says so),
     and the circuit file records the distribution and the windows' hash; a lone model folder
