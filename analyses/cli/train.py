@@ -20,7 +20,6 @@ from analyses.cli.options import (
     DEFAULT_CACHE,
     POSITIVE_FLOAT,
     POSITIVE_INT,
-    PRESET_NAMES,
     SEED,
     CLIError,
     check_device,
@@ -29,6 +28,7 @@ from analyses.cli.options import (
     number,
     out_path,
 )
+from sparse_lens.vocab import PRESET_NAMES
 
 RUN_FILES = ("run.json", "metrics.jsonl", "checkpoints", "final")
 DENSE_FILES = (
