@@ -228,9 +228,11 @@ class SparseActivationCache(ActivationCache):
         if p is None:
             out = post[..., None] * W_out * mask[..., None, :]
         else:
-            # [..., d_mlp, n_outs] = post[..., n] * sum_d W_out[n, d] m[..., d] p[d, o]
+            # [..., d_mlp, n_outs] = post[..., n] * sum_d W_out[n, d] (m[..., d] p[d, o]): the
+            # mask is folded into the projection first, so no [..., d_mlp, d_model] is built
             p2 = p[:, None] if p.ndim == 1 else p
-            out = post[..., None] * torch.einsum("nd,...d,do->...no", W_out, mask, p2)
+            masked_p = mask[..., :, None] * p2.to(mask.dtype)  # [..., d_model, n_outs]
+            out = post[..., None] * (W_out @ masked_p)
             out = out.squeeze(-1) if p.ndim == 1 else out
         return out.squeeze(post.ndim - 1) if one else out
 
