@@ -7,12 +7,41 @@
 torch.Size([1, 4, 64])
 """
 
-from hooks.topk import abs_topk
-from sparse_lens.model.config import ACT_SITES, PAPER_ACT_SITES, SparseTransformerConfig
-from sparse_lens.model.sparsity import project_weights_
-from sparse_lens.model.transformer import HookedSparseTransformer
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from sparse_lens.vocab import ACT_SITES, PAPER_ACT_SITES
+
+if TYPE_CHECKING:
+    from hooks.topk import abs_topk
+    from sparse_lens.model.config import SparseTransformerConfig
+    from sparse_lens.model.sparsity import project_weights_
+    from sparse_lens.model.transformer import HookedSparseTransformer
 
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562), so that `import sparse_lens.vocab` (the command line's
+# parser) does not import torch.
+_LAZY = {
+    "HookedSparseTransformer": "sparse_lens.model.transformer",
+    "SparseTransformerConfig": "sparse_lens.model.config",
+    "abs_topk": "hooks.topk",
+    "project_weights_": "sparse_lens.model.sparsity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The curated names that need torch, imported on first access.
+
+    Raises:
+        AttributeError: ``name`` is not one of this package's names.
+    """
+    if name not in _LAZY:
+        raise AttributeError(f"module 'sparse_lens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ACT_SITES",

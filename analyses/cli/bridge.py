@@ -24,13 +24,13 @@ from analyses.cli.options import (
     DEFAULT_CACHE,
     POSITIVE_FLOAT,
     POSITIVE_INT,
-    PRESET_NAMES,
     SEED,
     CLIError,
     claim,
     number,
     out_path,
 )
+from sparse_lens.vocab import PRESET_NAMES
 
 CHECKPOINT = Path("checkpoint") / "trainer.pt"  # the loop's state while a run is unfinished
 

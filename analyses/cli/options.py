@@ -1,6 +1,7 @@
 """What every command shares, torch-free: option types that range-check numbers and refuse an
-empty ``--out``, the error type reported as ``error: ...``, the output-folder claim, and the
-preset names (``sparse-lens --help`` imports neither torch nor the library's models)."""
+empty ``--out``, the error type reported as ``error: ...``, and the output-folder claim. The
+library's enumerations (preset names, splits, ...) come from the torch-free ``sparse_lens.vocab``
+(``sparse-lens --help`` imports neither torch nor the library's models)."""
 
 import argparse
 import contextlib
@@ -9,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sparse_lens.vocab import CHANCE_LOSS
+
 DEFAULT_CACHE = Path("~/.cache/sparse_lens")
-PRESET_NAMES = ("demo", "paper", "study", "tiny")  # sparse_lens.training.presets.PRESETS, sorted
 
 
 class CLIError(Exception):
@@ -57,9 +59,6 @@ POSITIVE_INT = number(int, 1)
 SEED = number(int, 0, 2**63 - 1)
 POSITIVE_FLOAT = number(float, 0, open_low=True)
 FRACTION = number(float, 0, 1)
-
-
-CHANCE_LOSS = math.log(2)  # sparse_lens.tasks.task.CHANCE_LOSS (this module stays torch-free)
 
 
 def _target_loss(text: str) -> float:

@@ -27,6 +27,7 @@ from analyses.cli.options import (
     number,
     out_path,
 )
+from sparse_lens.vocab import CLUSTERS, SEARCH_METHODS
 
 
 def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any, ...]]:
@@ -104,7 +105,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prune-steps", type=POSITIVE_INT, default=80, help="mask steps per search run")
     p.add_argument(
         "--prune-search",
-        choices=("optuna", "grid", "none"),
+        choices=SEARCH_METHODS,
         default="optuna",
         help="circuit search per solved task (default optuna)",
     )
@@ -118,7 +119,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--executor",
         default="local",
-        choices=["local", "slurm", "debug"],
+        choices=CLUSTERS,
         help="submitit local processes, SLURM jobs, or this process (debug)",
     )
     p.add_argument(

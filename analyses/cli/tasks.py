@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from analyses.cli.options import POSITIVE_INT, SEED, CLIError
+from sparse_lens.vocab import SPLITS
 
 
 def add_tasks(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def add_tasks(sub: argparse._SubParsersAction) -> None:
         "--task", action="append", default=None, help="task name (repeatable); default all"
     )
     p.add_argument("--custom", type=Path, default=None, help="a JSONL custom task to add")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+    p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     p.add_argument(
         "--n",
         type=POSITIVE_INT,

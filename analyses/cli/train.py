@@ -10,7 +10,6 @@ without its parser (the demo calls it).
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,6 @@ from analyses.cli.options import (
     DEFAULT_CACHE,
     POSITIVE_FLOAT,
     POSITIVE_INT,
-    PRESET_NAMES,
     SEED,
     CLIError,
     check_device,
@@ -29,6 +27,7 @@ from analyses.cli.options import (
     number,
     out_path,
 )
+from sparse_lens.vocab import PRESET_NAMES
 
 RUN_FILES = ("run.json", "metrics.jsonl", "checkpoints", "final")
 DENSE_FILES = (
@@ -218,7 +217,7 @@ def train_run(s: TrainSettings) -> None:
     metadata["tokenizer"] = {
         "vocab_size": tokenizer.vocab_size,
         "eot_id": tokenizer.eot_id,
-        "sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
+        "sha256": tokenizer.sha256(),
     }
     try:
         train(

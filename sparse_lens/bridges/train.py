@@ -12,7 +12,6 @@ generator, records) every ``every`` steps in one trainer-state file (``training.
 resumes from it to the same result as an uninterrupted run.
 """
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -51,9 +50,7 @@ def _inputs_record(data: Any, sparse: Any) -> dict[str, Any]:
     tok = getattr(sparse, "tokenizer", None)
     return {
         "data": data.metadata() if hasattr(data, "metadata") else None,
-        "tokenizer_sha256": None
-        if tok is None
-        else hashlib.sha256(tok.to_json().encode()).hexdigest(),
+        "tokenizer_sha256": None if tok is None else tok.sha256(),
     }
 
 

@@ -18,12 +18,9 @@ unembedding entries, biases, and q-k pairings (a dot product, not a weight).
 """
 
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 from sparse_lens.model.config import SparseTransformerConfig
-
-NodeKind = Literal["attn_in", "q", "k", "v", "attn_out", "mlp_in", "neuron", "mlp_out", "final"]
-NODE_KINDS: tuple[NodeKind, ...] = get_args(NodeKind)
+from sparse_lens.vocab import NodeKind
 
 
 @dataclass(frozen=True)

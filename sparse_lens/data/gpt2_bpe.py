@@ -15,13 +15,12 @@ Text is split before BPE with the tinypython pattern below (not GPT-2's).
 downloaded: the user fetches the files (see the README).
 """
 
-from functools import cache
 from pathlib import Path
 
 from tokenizers import Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
-from sparse_lens.data.tokenizer import EOT, Tokenizer
+from sparse_lens.data.tokenizer import EOT, Tokenizer, byte_alphabet
 from sparse_lens.files.atomic import read_json
 
 VOCAB_BPE = "vocab.bpe"
@@ -30,19 +29,6 @@ ENCODER_JSON = "encoder.json"
 TINYPYTHON_PATTERN = (
     r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-
-
-@cache
-def byte_alphabet() -> tuple[str, ...]:
-    """GPT-2's byte -> printable character table: entry ``b`` spells byte ``b``."""
-    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return tuple(table[b] for b in range(256))
 
 
 def _expected_ids(merges: list[tuple[str, str]]) -> dict[str, int]:

@@ -39,7 +39,7 @@ class WindowSource(Protocol):
 
 
 def tokenizer_hash(tokenizer: Tokenizer) -> str:
-    return hashlib.sha256(tokenizer.to_json().encode()).hexdigest()[:12]
+    return tokenizer.sha256()[:12]
 
 
 def build_shard(corpus: Corpus, tokenizer: Tokenizer, split: Split, cache_dir: Path) -> Path:

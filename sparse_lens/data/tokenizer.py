@@ -9,8 +9,10 @@ stays exactly ``vocab_size``.
 Trained tokenizers are cached on disk under the corpus fingerprint.
 """
 
+import hashlib
 import logging
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
@@ -79,6 +81,10 @@ class Tokenizer:
     def to_json(self) -> str:
         return self._tok.to_str()
 
+    def sha256(self) -> str:
+        """``json_sha256`` of ``to_json()``: this tokenizer's fingerprint."""
+        return json_sha256(self.to_json())
+
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), self.to_json())
 
@@ -115,8 +121,11 @@ class Tokenizer:
         )
 
 
-def _unicode_to_byte() -> dict[str, int]:
-    """Inverse of the byte-level pre-tokenizer's byte -> printable character map (GPT-2's)."""
+@cache
+def byte_alphabet() -> tuple[str, ...]:
+    """GPT-2's byte -> printable character table of the byte-level pre-tokenizer: entry ``b``
+    spells byte ``b``. Printable bytes spell themselves; the others (control bytes, space,
+    ``0x7f``-``0xa0``, ``0xad``) get ``chr(256 + n)`` in byte order."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
     printable += range(ord("®"), ord("ÿ") + 1)
     chars = {b: chr(b) for b in printable}
@@ -125,7 +134,19 @@ def _unicode_to_byte() -> dict[str, int]:
         if b not in chars:
             chars[b] = chr(256 + n)
             n += 1
-    return {c: b for b, c in chars.items()}
+    return tuple(chars[b] for b in range(256))
+
+
+@cache
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of ``byte_alphabet``."""
+    return {c: b for b, c in enumerate(byte_alphabet())}
+
+
+def json_sha256(text: str) -> str:
+    """The SHA-256 hex digest of a tokenizer's JSON (``Tokenizer.to_json()``, or the text of a
+    saved ``tokenizer.json``): the fingerprint that ties models, caches and runs to it."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _train(texts: Iterable[str], n_learned: int, added: list[str]) -> HFTokenizer:

@@ -21,11 +21,13 @@ model's logits.
 
 import functools
 import inspect
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from transformer_lens import ActivationCache
 
 # TL re-exports Slice here without listing it in __all__ (the public path since TL 3)
@@ -35,8 +37,47 @@ from sparse_lens.model.components import ChannelOverride, TransformerBlocks
 from sparse_lens.model.config import SparseTransformerConfig
 
 
-class _RowAdapter(Protocol):
-    def adding_rows(self, rows: torch.Tensor) -> AbstractContextManager[None]: ...
+class ReadoutAdapter:
+    """What TL's logit readouts (``logit_lens``, ``logit_readout``) apply to the
+    ``ln_final -> unembed`` logits of each row (``apply_output_logits_transform``).
+
+    The bigram table adds a token-dependent row that a residual vector alone cannot give, so with
+    the table on a readout refuses, except inside ``adding_rows`` (used by
+    ``SparseActivationCache.logit_lens``), which adds the cached table rows in TL's row order.
+    """
+
+    def __init__(self, cfg_of: Callable[[], SparseTransformerConfig]) -> None:
+        self._cfg_of = cfg_of
+        self._rows: Tensor | None = None
+        self._next = 0
+
+    @contextmanager
+    def adding_rows(self, rows: Float[Tensor, "n d_vocab"]) -> Iterator[None]:
+        self._rows, self._next = rows, 0
+        try:
+            yield
+        finally:
+            self._rows, self._next = None, 0
+
+    def apply_output_logits_transform(self, logits: Tensor) -> Tensor:
+        """``logits`` plus the bigram table's rows being added (see ``adding_rows``), cycling over
+        positions; unchanged without a bigram table.
+
+        Raises:
+            ValueError: the model has a bigram table and no rows are being added (a bare
+                ``ln_final -> unembed`` readout, which would leave out the bigram logits).
+        """
+        if not self._cfg_of().use_bigram_table:
+            return logits
+        if self._rows is None:
+            raise ValueError(
+                "this readout maps residual vectors through ln_final -> unembed only and would "
+                "leave out the bigram table's logits (bigram.hook_logits), so it is not the "
+                "model's prediction; use cache.logit_lens() of a SparseActivationCache"
+            )
+        index = torch.arange(self._next, self._next + logits.shape[0]) % self._rows.shape[0]
+        self._next += logits.shape[0]
+        return logits + self._rows[index.to(self._rows.device)].to(logits.dtype)
 
 
 class _SparseModel(Protocol):
@@ -46,7 +87,7 @@ class _SparseModel(Protocol):
     cfg: SparseTransformerConfig
     blocks: TransformerBlocks
     override_final: ChannelOverride
-    adapter: _RowAdapter
+    adapter: ReadoutAdapter
 
 
 class SparseActivationCache(ActivationCache):
@@ -187,9 +228,11 @@ class SparseActivationCache(ActivationCache):
         if p is None:
             out = post[..., None] * W_out * mask[..., None, :]
         else:
-            # [..., d_mlp, n_outs] = post[..., n] * sum_d W_out[n, d] m[..., d] p[d, o]
+            # [..., d_mlp, n_outs] = post[..., n] * sum_d W_out[n, d] (m[..., d] p[d, o]): the
+            # mask is folded into the projection first, so no [..., d_mlp, d_model] is built
             p2 = p[:, None] if p.ndim == 1 else p
-            out = post[..., None] * torch.einsum("nd,...d,do->...no", W_out, mask, p2)
+            masked_p = mask[..., :, None] * p2.to(mask.dtype)  # [..., d_model, n_outs]
+            out = post[..., None] * (W_out @ masked_p)
             out = out.squeeze(-1) if p.ndim == 1 else out
         return out.squeeze(post.ndim - 1) if one else out
 

@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sparse_lens.data.tokenizer import Tokenizer
+from sparse_lens.data.tokenizer import Tokenizer, json_sha256
 from sparse_lens.files.atomic import atomic_dir, fault_point, read_json
 from sparse_lens.model.config import SparseTransformerConfig, check_device_available
 
@@ -61,10 +61,6 @@ M = TypeVar("M", bound=nn.Module)
 ModelBuilder = Callable[..., M]
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
@@ -90,7 +86,7 @@ def write_model_files(
     config[WEIGHTS_SHA] = file_sha256(directory / WEIGHTS)
     if model.tokenizer is not None:
         text = model.tokenizer.to_json()
-        config[TOKENIZER_SHA] = _sha256(text)
+        config[TOKENIZER_SHA] = json_sha256(text)
         (directory / TOKENIZER).write_text(text, encoding="utf-8")
         fault_point(f"{label}/{TOKENIZER}")
     (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -329,7 +325,7 @@ def _load_tokenizer(tok_path: Path, sha: str | None) -> Tokenizer | None:
         return None
     tokenizer = Tokenizer.load(tok_path)  # a corrupt file is reported as such
     if sha is not None:
-        got = _sha256(tok_path.read_text(encoding="utf-8"))
+        got = json_sha256(tok_path.read_text(encoding="utf-8"))
         if got != sha:
             raise ValueError(
                 f"tokenizer file {str(tok_path)!r} is not the one saved with this model "

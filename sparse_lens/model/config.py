@@ -19,29 +19,8 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 from transformer_lens.config import TransformerLensConfig
 
-ActSite = Literal[
-    "attn_in",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_out",
-    "mlp_in",
-    "mlp_neuron",
-    "mlp_out",
-    "resid_post_attn",
-    "resid_post_mlp",
-]
-ACT_SITES: tuple[ActSite, ...] = get_args(ActSite)
-PAPER_ACT_SITES: tuple[ActSite, ...] = (
-    "attn_in",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_out",
-    "mlp_in",
-    "mlp_neuron",
-    "mlp_out",
-)
+from sparse_lens.vocab import ACT_SITES, PAPER_ACT_SITES, ActSite
+
 PositionalEmbedding = Literal["none", "learned"]
 ActFn = Literal["gelu", "relu"]
 NormalizationType = Literal["RMS"]

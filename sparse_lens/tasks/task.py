@@ -16,12 +16,11 @@ Built-in examples are kept only where the candidate is a natural token boundary:
 
 import hashlib
 import json
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -31,13 +30,10 @@ from hooks.types import HookList
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.suite import GENERATORS, Generator, TaskPair
+from sparse_lens.vocab import CHANCE_LOSS as CHANCE_LOSS  # re-exported (sweep.grid)
+from sparse_lens.vocab import SPLITS, TaskSplit
 
-TaskSplit = Literal["train", "val", "test"]
-SPLITS: tuple[TaskSplit, ...] = ("train", "val", "test")
 TASK_NAMES: tuple[str, ...] = tuple(GENERATORS)
-CHANCE_LOSS = math.log(2)
-"""The task loss of a coin flip between the two candidate tokens (nats): a target loss must be
-below it, or a model at chance would count as solving the task."""
 
 
 def split_of_text(text: str) -> TaskSplit:

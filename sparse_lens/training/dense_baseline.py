@@ -14,7 +14,6 @@ and reaches the same weights as an uninterrupted run.
 sparse model's (``blocks.{l}.hook_resid_pre``, ``hook_resid_mid``, ``attn.hook_pattern`` ...).
 """
 
-import hashlib
 import json
 import logging
 import math
@@ -163,7 +162,7 @@ def train_dense_hf(
     describe = getattr(data, "metadata", None)  # test fakes lack it
     loop_settings = settings | {
         "data": describe() if describe is not None else None,
-        "tokenizer_sha256": hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
+        "tokenizer_sha256": tokenizer.sha256(),
     }
     if resume and state_path.exists():
         state = load_trainer_state(state_path, settings=loop_settings, where=str(out))

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 from sparse_lens.data.idioms import IdiomKind
 from sparse_lens.model.config import PAPER_ACT_SITES, ActSite, SparseTransformerConfig
 from sparse_lens.training.sparse import TrainConfig
+from sparse_lens.vocab import PRESET_NAMES, PresetName
 
 
 class _FieldMapping(Mapping[str, Any]):
@@ -158,7 +159,7 @@ def _embed_density(pfrac: float, ef: float) -> float:
     return min(1.0, pfrac / ef)
 
 
-PRESETS: dict[str, Preset] = {
+PRESETS: dict[PresetName, Preset] = {
     "tiny": Preset(
         name="tiny",
         description="CI smoke run: 2 layers, d_model 32, 20 steps",
@@ -272,6 +273,6 @@ def get_preset(name: str) -> Preset:
     Raises:
         ValueError: an unknown ``name`` (named, with the known presets).
     """
-    if name not in PRESETS:
+    if name not in PRESET_NAMES:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]

@@ -87,3 +87,18 @@ def test_candidate_check_names_the_missing_tokens(bpe_files):
                 if len(tok.encode(cand)) != 1:
                     assert cand in missing[task.name], (task.name, cand)
     assert missing, "a vocabulary this small was expected to miss some candidates"
+
+
+def test_byte_alphabet_is_gpt2s_bytes_to_unicode():
+    """One table for the reader and the tokenizer: printable bytes (not space) spell themselves,
+    the 68 others ``chr(256 + n)`` in byte order, and its inverse decodes token strings."""
+    from sparse_lens.data.gpt2_bpe import byte_alphabet as reader_table
+    from sparse_lens.data.tokenizer import _unicode_to_byte, byte_alphabet
+
+    table = byte_alphabet()
+    assert reader_table is byte_alphabet and len(set(table)) == 256
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    assert all(table[b] == chr(b) for b in printable)
+    others = [b for b in range(256) if b not in printable]
+    assert [table[b] for b in others] == [chr(256 + n) for n in range(len(others))]
+    assert _unicode_to_byte() == {c: b for b, c in enumerate(table)}
