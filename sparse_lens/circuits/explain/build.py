@@ -17,7 +17,6 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from sparse_lens.circuits.circuit import Circuit, NodeRef
 from sparse_lens.circuits.explain.captions import (
     head_caption,
     node_caption,
@@ -33,6 +32,7 @@ from sparse_lens.circuits.explain.positions import (
     is_paired,
     task_view,
 )
+from sparse_lens.circuits.explain.protocols import CircuitLike, NodeRefLike
 from sparse_lens.circuits.explain.roles import (
     WRITES,
     ExplainConfig,
@@ -87,7 +87,7 @@ def _position_contrast(
     )
 
 
-def _unit_sd(ref: NodeRef, m: Measured, s: TaskView) -> float:
+def _unit_sd(ref: NodeRefLike, m: Measured, s: TaskView) -> float:
     """The node's sd on the pretraining sample, else over the task examples' valid positions."""
     if m.profiles is not None:
         return m.profiles[ref.label].sd
@@ -95,7 +95,7 @@ def _unit_sd(ref: NodeRef, m: Measured, s: TaskView) -> float:
     return float(v.double().std()) if len(v) > 1 else 0.0
 
 
-def _direct(ref: NodeRef, m: Measured, s: TaskView) -> tuple[float | None, float | None]:
+def _direct(ref: NodeRefLike, m: Measured, s: TaskView) -> tuple[float | None, float | None]:
     if ref.kind not in WRITES:
         return None, None
     base = m.baselines[ref.hook][ref.channel]
@@ -109,7 +109,7 @@ def _direct(ref: NodeRef, m: Measured, s: TaskView) -> tuple[float | None, float
 
 
 def _node(
-    ref: NodeRef, m: Measured, s: TaskView, cfg: ExplainConfig, ko_min: float, d_head: int
+    ref: NodeRefLike, m: Measured, s: TaskView, cfg: ExplainConfig, ko_min: float, d_head: int
 ) -> NodeExplanation:
     gen = torch.Generator().manual_seed(cfg.seed)
     sd = _unit_sd(ref, m, s)
@@ -161,7 +161,7 @@ def _node(
 
 
 def _heads(
-    refs: list[NodeRef], m: Measured, s: TaskView, cfg: ExplainConfig
+    refs: list[NodeRefLike], m: Measured, s: TaskView, cfg: ExplainConfig
 ) -> tuple[HeadExplanation, ...]:
     out = []
     for layer, head in sorted(m.attention):
@@ -218,7 +218,7 @@ def _summary(
 
 def explain(
     model: HookedSparseTransformer,
-    circuit: Circuit,
+    circuit: CircuitLike,
     batch: TaskBatch | None = None,
     *,
     windows: Int[Tensor, "window pos"] | None = None,
@@ -260,7 +260,7 @@ def explain(
     tok = model.tokenizer
     decode: Callable[[int], str] = (lambda t: tok.decode([t])) if tok else (lambda t: f"<{t}>")
     s = task_view(batch, decode)
-    refs = circuit.node_refs(model.cfg)
+    refs = list(circuit.node_refs(model.cfg))
     m, losses = measure(model, circuit, refs, s, windows, cfg)
     ko_min = cfg.knockout_threshold(losses["circuit"], losses["empty"])
     nodes = tuple(_node(r, m, s, cfg, ko_min, model.cfg.d_head) for r in refs)
@@ -283,7 +283,7 @@ def explain(
 
 
 def _provenance(
-    circuit: Circuit,
+    circuit: CircuitLike,
     batch: TaskBatch,
     split: str,
     cfg: ExplainConfig,

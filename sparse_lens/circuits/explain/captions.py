@@ -1,8 +1,8 @@
 """The card's sentences: node names, one caption per node and head, and a summary, generated
 from the measurements (every number with what it was measured on)."""
 
-from sparse_lens.circuits.circuit import NodeRef
 from sparse_lens.circuits.explain.card import Attention, CorpusProfile, Role
+from sparse_lens.circuits.explain.protocols import NodeRefLike
 from sparse_lens.circuits.explain.stats import Contrast
 
 _KIND_NAMES = {
@@ -25,7 +25,7 @@ CLASS_PHRASES = {
 }
 
 
-def node_name(ref: NodeRef, d_head: int) -> str:
+def node_name(ref: NodeRefLike, d_head: int) -> str:
     """E.g. ``Layer 0 MLP neuron 17``, ``Layer 1 head 2 value channel 0``."""
     if ref.kind == "final":
         return f"Final residual channel {ref.channel}"

@@ -47,12 +47,15 @@ class CorpusProfile:
 @dataclass(frozen=True, kw_only=True)
 class Attention:
     """Where a head's attention goes from the answer position: the mean share on each position
-    class (``positions.POSITION_CLASSES``), the sink mass, and the largest share's class."""
+    class (``positions.POSITION_CLASSES``), the sink mass, the largest share's class, and its
+    ``lift``: that share over the share uniform attention would give the class (the class's
+    share of the positions; 1.0 for the sink)."""
 
     shares: dict[str, float]
     sink: float
     top_class: str
     top_share: float
+    lift: float
 
 
 @dataclass(frozen=True, kw_only=True)

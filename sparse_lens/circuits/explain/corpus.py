@@ -15,8 +15,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from hooks import flat
-from sparse_lens.circuits.circuit import NodeRef
 from sparse_lens.circuits.explain.card import CorpusContext, CorpusProfile
+from sparse_lens.circuits.explain.protocols import NodeRefLike
 from sparse_lens.model.transformer import HookedSparseTransformer
 
 
@@ -33,7 +33,7 @@ class CorpusValues:
 @torch.no_grad()
 def corpus_values(
     model: HookedSparseTransformer,
-    refs: Sequence[NodeRef],
+    refs: Sequence[NodeRefLike],
     sizes: dict[str, int],
     windows: Int[Tensor, "window pos"],
     exclude_ids: tuple[int, ...],

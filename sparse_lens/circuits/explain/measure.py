@@ -19,10 +19,15 @@ from torch import Tensor
 
 from hooks import flat, node_mask, record
 from hooks.types import HookList
-from sparse_lens.circuits.circuit import Circuit, NodeRef
 from sparse_lens.circuits.explain.card import Attention, CorpusProfile
 from sparse_lens.circuits.explain.corpus import corpus_profile, corpus_values
-from sparse_lens.circuits.explain.positions import TaskView, class_shares, source_positions
+from sparse_lens.circuits.explain.positions import (
+    INVALID,
+    TaskView,
+    class_shares,
+    source_positions,
+)
+from sparse_lens.circuits.explain.protocols import CircuitLike, NodeRefLike
 from sparse_lens.circuits.explain.roles import ExplainConfig
 from sparse_lens.circuits.masks import norm_scale_hooks, separator_ids
 from sparse_lens.model.transformer import HookedSparseTransformer
@@ -46,7 +51,7 @@ class Run:
 def record_run(
     model: HookedSparseTransformer,
     batch: TaskBatch,
-    refs: Sequence[NodeRef],
+    refs: Sequence[NodeRefLike],
     heads: Sequence[tuple[int, int]],
     fwd_hooks: HookList,
     sizes: dict[str, int],
@@ -77,7 +82,7 @@ def record_run(
     return Run(values=values, pattern=pattern, sink=sink, final_scale=scale)
 
 
-def norm_hooks(model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch) -> HookList:
+def norm_hooks(model: HookedSparseTransformer, circuit: CircuitLike, batch: TaskBatch) -> HookList:
     """The circuit's norm regime for a run on ``batch`` (none with live norms)."""
     if not circuit.freeze_norms:
         return []
@@ -86,7 +91,7 @@ def norm_hooks(model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatc
 
 @torch.no_grad()
 def circuit_knockouts(
-    model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch
+    model: HookedSparseTransformer, circuit: CircuitLike, batch: TaskBatch
 ) -> tuple[float, float, dict[str, float]]:
     """``(circuit loss, empty-circuit loss, label -> loss increase)``: each kept node alone
     removed from the circuit (set to its ablation value), the rest of the circuit kept."""
@@ -116,7 +121,7 @@ def circuit_knockouts(
 
 @torch.no_grad()
 def full_knockouts(
-    model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch
+    model: HookedSparseTransformer, circuit: CircuitLike, batch: TaskBatch
 ) -> tuple[float, dict[str, float]]:
     """``(full-model loss, label -> loss increase)``: each kept node alone set to its ablation
     value in the full model."""
@@ -160,9 +165,12 @@ def direct_effect(
 def attention_of(run: Run, key: tuple[int, int], codes: Tensor) -> Attention:
     """Head ``key``'s attention from the answer position in ``run``, by position class."""
     shares = class_shares(run.pattern[key], codes)
+    valid = (codes != INVALID).float()
+    uniform = class_shares(valid / valid.sum(dim=1, keepdim=True), codes)
     sink = float(run.sink[key].mean())
-    ranked = sorted([*shares.items(), ("sink", sink)], key=lambda kv: -kv[1])
-    return Attention(shares=shares, sink=sink, top_class=ranked[0][0], top_share=ranked[0][1])
+    top, share = max([*shares.items(), ("sink", sink)], key=lambda kv: kv[1])
+    lift = share / uniform[top] if top != "sink" and uniform[top] > 0 else 1.0
+    return Attention(shares=shares, sink=sink, top_class=top, top_share=share, lift=lift)
 
 
 def sources(full: Run, heads: list[tuple[int, int]], codes: Tensor) -> dict[Any, Tensor]:
@@ -192,8 +200,8 @@ class Measured:
 
 def measure(
     model: HookedSparseTransformer,
-    circuit: Circuit,
-    refs: list[NodeRef],
+    circuit: CircuitLike,
+    refs: list[NodeRefLike],
     s: TaskView,
     windows: Tensor | None,
     cfg: ExplainConfig,

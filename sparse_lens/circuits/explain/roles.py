@@ -9,8 +9,9 @@ threshold is ``max(min_knockout, knockout_share * (empty-circuit loss - circuit 
 2. **mover**: a value channel whose head sends at least ``attention_share`` of its attention
    (in the circuit, from the answer position) to one earlier position class (the marked token,
    a candidate token, or other tokens; not the answer position, the first token or the sink),
-   and whose value at its head's source position has a significant class contrast: it carries
-   the class from there to the answer position (the paper's Fig. 4 head reading the quote type).
+   at least ``min_lift`` times the share uniform attention would give that class, and whose
+   value at its head's source position has a significant class contrast: it carries the class
+   from there to the answer position (the paper's Fig. 4 head reading the quote type).
 3. **output**: a residual write or final channel whose direct effect on the logit difference
    through the unembedding (in the circuit) is at least ``min_direct_effect`` logits.
 4. **detector**: a significant position contrast (its value at the marked token against the
@@ -40,7 +41,8 @@ from sparse_lens.tasks.task import SPLITS, TaskSplit
 RULES: tuple[str, ...] = (
     "1. no measurable role: |knockout| below the threshold in the circuit and in the full model",
     "2. mover: a value channel whose head sends >= attention_share of its attention from the "
-    "answer position to one earlier position class, with a class contrast at its source",
+    "answer position to one earlier position class (>= min_lift x uniform), with a class "
+    "contrast at its source",
     "3. output: a residual write or final channel with |direct effect| >= min_direct_effect",
     "4. detector: a position contrast at the marked token, no class contrast there",
     "5. classifier: a class contrast at the marked token or at the source position",
@@ -67,6 +69,7 @@ class ExplainConfig:
             cost to be measurable.
         min_knockout: smallest measurable knockout, nats.
         attention_share: share of a head's attention that makes a position class its source.
+        min_lift: ... and how many times uniform attention's share of that class it must be.
         min_direct_effect: smallest direct effect of an ``output`` node, logits.
         n_contexts: pretraining windows shown per node.
         context_width: tokens shown up to a window's peak.
@@ -82,6 +85,7 @@ class ExplainConfig:
     knockout_share: float = 0.02
     min_knockout: float = 0.005
     attention_share: float = 0.5
+    min_lift: float = 2.0
     min_direct_effect: float = 0.1
     n_contexts: int = 3
     context_width: int = 8
@@ -98,7 +102,7 @@ class ExplainConfig:
         for name in ("alpha", "knockout_share", "attention_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
-        for name in ("min_contrast_sd", "min_knockout", "min_direct_effect"):
+        for name in ("min_contrast_sd", "min_knockout", "min_direct_effect", "min_lift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -110,11 +114,13 @@ class ExplainConfig:
         return contrast is not None and contrast.significant(self.alpha, self.min_contrast_sd)
 
     def moves(self, attention: Attention | None) -> bool:
-        """Whether ``attention`` puts ``attention_share`` on one earlier position class."""
+        """Whether ``attention`` puts ``attention_share`` (and ``min_lift`` times uniform's
+        share) on one earlier position class."""
         return (
             attention is not None
             and attention.top_class in MOVE_CLASSES
             and attention.top_share >= self.attention_share
+            and attention.lift >= self.min_lift
         )
 
 
@@ -192,6 +198,7 @@ def rules_table(cfg: ExplainConfig, ko_min: float) -> dict[str, object]:
         "knockout_share": cfg.knockout_share,
         "min_knockout_nats": cfg.min_knockout,
         "attention_share": cfg.attention_share,
+        "min_lift": cfg.min_lift,
         "min_direct_effect_logits": cfg.min_direct_effect,
         "n_permutations": cfg.n_permutations,
     }
