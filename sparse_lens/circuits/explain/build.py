@@ -47,6 +47,11 @@ from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, get_task, task_batch
 
 
+def visible(text: str) -> str:
+    """A token's text with newlines and tabs written ``\\n`` and ``\\t`` (one line)."""
+    return text.replace("\n", "\\n").replace("\t", "\\t")
+
+
 def _contrasts(
     values: Tensor,
     s: TaskView,
@@ -258,7 +263,9 @@ def explain(
     else:
         split = "caller's batch"
     tok = model.tokenizer
-    decode: Callable[[int], str] = (lambda t: tok.decode([t])) if tok else (lambda t: f"<{t}>")
+    decode: Callable[[int], str] = (
+        (lambda t: visible(tok.decode([t]))) if tok else (lambda t: f"<{t}>")
+    )
     s = task_view(batch, decode)
     refs = list(circuit.node_refs(model.cfg))
     m, losses = measure(model, circuit, refs, s, windows, cfg)

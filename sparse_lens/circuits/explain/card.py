@@ -20,7 +20,8 @@ HeadRole = Literal["mover", "local", "sink", "diffuse"]
 
 @dataclass(frozen=True, kw_only=True)
 class CorpusContext:
-    """A pretraining window where a node is largest: ``tokens`` (decoded) around the peak at
+    """A pretraining window where a node is largest: ``tokens`` (decoded, newlines and tabs
+    written ``\\n``, ``\\t``) around the peak at
     ``tokens[peak]``, the node's ``value`` there, and where it is in the sample."""
 
     tokens: tuple[str, ...]
