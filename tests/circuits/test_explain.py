@@ -115,3 +115,17 @@ def test_explain_refuses_resample_circuits_and_bad_settings(planted_card):
         ExplainConfig(attention_share=1.5)
     with pytest.raises(ValueError, match="n_permutations must be >= 1, got 0"):
         ExplainConfig(n_permutations=0)
+
+
+def test_the_notebook_nouns_are_top_level():
+    import sparse_lens
+    from sparse_lens import Circuit as TopCircuit
+    from sparse_lens import explain as top_explain
+    from sparse_lens import faithfulness_report, get_task
+
+    assert TopCircuit is Circuit and top_explain is explain
+    assert get_task("single_double_quote").name == "single_double_quote"
+    assert callable(faithfulness_report)
+    assert {"Circuit", "explain", "get_task", "faithfulness_report"} <= set(sparse_lens.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        sparse_lens.nope  # noqa: B018
