@@ -47,6 +47,14 @@ from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, get_task, task_batch
 
 
+def _decoder(model: HookedSparseTransformer) -> Callable[[int], str]:
+    """Token id -> its text on one line (``<id>`` without a tokenizer)."""
+    tok = model.tokenizer
+    if tok is None:
+        return lambda t: f"<{t}>"
+    return lambda t: visible(tok.decode([t]))
+
+
 def visible(text: str) -> str:
     """A token's text with newlines and tabs written ``\\n`` and ``\\t`` (one line)."""
     return text.replace("\n", "\\n").replace("\t", "\\t")
@@ -254,19 +262,13 @@ def explain(
     if circuit.ablation == "resample":
         raise ValueError("explain needs a mean- or zero-ablated circuit, not 'resample'")
     circuit.check_model(model)
-    split: str = cfg.split
+    split = cfg.split if batch is None else "caller's batch"
     if batch is None:
         tok = model.require_tokenizer()
         batch = task_batch(
             get_task(circuit.task), tok, model.cfg.n_ctx, cfg.split, cfg.n_examples, cfg.seed
         )
-    else:
-        split = "caller's batch"
-    tok = model.tokenizer
-    decode: Callable[[int], str] = (
-        (lambda t: visible(tok.decode([t]))) if tok else (lambda t: f"<{t}>")
-    )
-    s = task_view(batch, decode)
+    s = task_view(batch, _decoder(model))
     refs = list(circuit.node_refs(model.cfg))
     m, losses = measure(model, circuit, refs, s, windows, cfg)
     ko_min = cfg.knockout_threshold(losses["circuit"], losses["empty"])
