@@ -14,9 +14,13 @@ from sparse_lens.vocab import ACT_SITES, PAPER_ACT_SITES
 
 if TYPE_CHECKING:
     from hooks.topk import abs_topk
+    from sparse_lens.circuits.circuit import Circuit
+    from sparse_lens.circuits.explain import explain
+    from sparse_lens.circuits.faithfulness import faithfulness_report
     from sparse_lens.model.config import SparseTransformerConfig
     from sparse_lens.model.sparsity import project_weights_
     from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.tasks.task import get_task
 
 __version__ = "0.1.0"
 
@@ -27,6 +31,10 @@ _LAZY = {
     "SparseTransformerConfig": "sparse_lens.model.config",
     "abs_topk": "hooks.topk",
     "project_weights_": "sparse_lens.model.sparsity",
+    "Circuit": "sparse_lens.circuits.circuit",
+    "explain": "sparse_lens.circuits.explain",
+    "faithfulness_report": "sparse_lens.circuits.faithfulness",
+    "get_task": "sparse_lens.tasks.task",
 }
 
 
@@ -46,10 +54,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ACT_SITES",
     "PAPER_ACT_SITES",
+    "Circuit",
     "HookedSparseTransformer",
     "SparseTransformerConfig",
     "abs_topk",
+    "explain",
+    "faithfulness_report",
     "from_circuit_sparsity",
+    "get_task",
     "load_dense",
     "project_weights_",
 ]

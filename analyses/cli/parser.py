@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from analyses.cli.bridge import add_bridge_report, add_fit_bridges, add_train_bridged
 from analyses.cli.demo import add_demo
+from analyses.cli.explain import add_explain
 from analyses.cli.openai import add_import_oai, add_import_oai_circuit
 from analyses.cli.options import CLIError
 from analyses.cli.prune import add_prune
@@ -30,6 +31,7 @@ ADDERS: tuple[Adder, ...] = (
     add_fit_bridges,
     add_train_bridged,
     add_report,
+    add_explain,
     add_demo,
     add_bridge_report,
     add_import_oai,

@@ -514,6 +514,13 @@ class Circuit:
             f"(target {self.target_loss}, full model {self.full_loss:.3f}, {self.ablation} ablation)"
         )
 
+    def explain(self, model: HookedSparseTransformer, *args: Any, **kwargs: Any) -> Any:
+        """Every kept node's measurements and role on this circuit's task, as a
+        ``CircuitCard``: ``sparse_lens.circuits.explain.explain(model, self, ...)``."""
+        from sparse_lens.circuits.explain import explain
+
+        return explain(model, self, *args, **kwargs)
+
 
 def dumps(circuit: Circuit) -> str:
     return json.dumps(circuit.to_dict(), indent=2)

@@ -70,7 +70,7 @@ def test_console_script_and_module_run_the_same_main():
 def test_every_command_in_the_help_runs_a_handler():
     sub = build_parser()._subparsers._group_actions[0]
     assert set(sub.choices) == {
-        "train", "tasks", "prune", "fit-bridges", "train-bridged", "report", "demo",
+        "train", "tasks", "prune", "fit-bridges", "train-bridged", "report", "explain", "demo",
         "bridge-report", "import-oai", "import-oai-circuit", "sweep",
     }  # fmt: skip
     for name, p in sub.choices.items():

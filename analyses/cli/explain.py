@@ -1,0 +1,145 @@
+"""``sparse-lens explain CIRCUIT [--model M] [--out DIR]``: the circuit card of one circuit,
+what every kept node does by stated rules (``sparse_lens.circuits.explain``), written as
+``DIR/{circuit stem}.card.json`` and ``.card.md`` (``analyses.card``)."""
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from analyses.cli.options import (
+    DEFAULT_CACHE,
+    POSITIVE_INT,
+    SEED,
+    CLIError,
+    check_device,
+    claim,
+    device_name,
+    number,
+    out_path,
+)
+
+CARD_FILES = ("*.card.json", "*.card.md")
+
+
+def add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="circuit card: each kept node's role, by stated rules")
+    p.set_defaults(handler=cmd_explain)
+    p.add_argument("circuit", type=Path, help="a circuit JSON written by `sparse-lens prune`")
+    p.add_argument(
+        "--model", type=Path, default=None, help="model folder (default: the circuit's record)"
+    )
+    p.add_argument(
+        "--out", type=out_path, default=None, help="folder for the card (default: cards/ beside it)"
+    )
+    p.add_argument(
+        "--corpus", default=None, help="pretraining corpus for top contexts (default: the run's)"
+    )
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
+    p.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="task split measured"
+    )
+    p.add_argument("--examples", type=POSITIVE_INT, default=64, help="task examples measured")
+    p.add_argument(
+        "--windows",
+        type=number(int, 0),
+        default=64,
+        help="pretraining windows sampled for top contexts (0: none)",
+    )
+    p.add_argument("--permutations", type=POSITIVE_INT, default=999, help="per significance test")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the examples, windows, tests")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """``sparse-lens explain``: write the card of ``args.circuit``; returns the exit code.
+
+    Raises:
+        CLIError: ``--out`` is refused, or the circuit, model or corpus cannot be read or do
+            not fit together (the message is the cause's).
+    """
+    check_device(args.device)
+    out = args.out if args.out is not None else args.circuit.parent / "cards"
+    with contextlib.ExitStack() as stack:
+        out = claim(stack, out, "explain", owned=CARD_FILES, within=("demo",))
+        try:
+            path = write_card(args, out)
+        except (FileNotFoundError, ValueError, PermissionError, KeyError) as e:
+            raise CLIError(str(e)) from e
+    sys.stdout.write(f"card written to {path} and {path.with_suffix('.json')}\n")
+    return 0
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    """``--model``, else the model folder the circuit file records.
+
+    Raises:
+        ValueError: neither is there, or the circuit file is not a JSON object.
+    """
+    from sparse_lens.files.atomic import read_json
+
+    if args.model is not None:
+        return args.model
+    data = read_json(args.circuit, "circuit")
+    recorded = (data.get("extra") or {}).get("model_dir") if isinstance(data, dict) else None
+    if not recorded:
+        raise ValueError(f"{args.circuit}: no model folder recorded in the circuit; pass --model")
+    return Path(recorded)
+
+
+def _windows(args: argparse.Namespace, model: Any, model_dir: Path) -> tuple[Any, dict | None]:
+    """``--windows`` pretraining windows (training split, seeded) and how they were drawn."""
+    import torch
+
+    from sparse_lens.data.token_data import model_token_data, run_info_beside, windows_digest
+
+    if args.windows == 0:
+        return None, None
+    corpus = args.corpus
+    info = run_info_beside(model_dir)
+    if corpus is None and info and info.get("corpus", {}).get("source") not in (None, "stdlib"):
+        corpus = info["corpus"]["source"]
+    data = model_token_data(model, corpus, args.cache_dir.expanduser())
+    gen = torch.Generator().manual_seed(args.seed)
+    windows = data.sample(args.windows, model.cfg.n_ctx, gen)
+    source = {
+        "data": "pretraining corpus, training split, random windows",
+        "corpus": corpus or "stdlib",
+        "seed": args.seed,
+        "digest": windows_digest(windows),
+    }
+    return windows, source
+
+
+def write_card(args: argparse.Namespace, out: Path) -> Path:
+    """Explain the circuit and write its card into ``out``; returns the Markdown file's path.
+
+    Raises:
+        FileNotFoundError, ValueError: as ``Circuit.load``, ``from_pretrained`` or ``explain``.
+    """
+    from analyses.card import card_markdown
+    from sparse_lens.circuits.circuit import Circuit
+    from sparse_lens.circuits.explain import ExplainConfig, explain
+    from sparse_lens.files.atomic import atomic_write_json, atomic_write_text
+    from sparse_lens.model.transformer import HookedSparseTransformer
+
+    if not args.circuit.is_file():
+        raise FileNotFoundError(f"circuit file {str(args.circuit)!r} does not exist")
+    model_dir = _model_dir(args)
+    model = HookedSparseTransformer.from_pretrained(model_dir, device=args.device).eval()
+    circuit = Circuit.load(args.circuit, model=model)
+    windows, source = _windows(args, model, model_dir)
+    cfg = ExplainConfig(
+        split=args.split,
+        n_examples=args.examples,
+        seed=args.seed,
+        n_permutations=args.permutations,
+    )
+    card = explain(model, circuit, windows=windows, windows_source=source, config=cfg)
+    stem = args.circuit.stem
+    atomic_write_json(out / f"{stem}.card.json", card.to_json())
+    atomic_write_text(out / f"{stem}.card.md", card_markdown(card))
+    return out / f"{stem}.card.md"

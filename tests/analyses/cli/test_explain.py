@@ -1,0 +1,75 @@
+"""``sparse-lens explain``: a circuit file in, its card out as JSON and Markdown."""
+
+import json
+
+import pytest
+import torch
+
+import sparse_lens.data.token_data
+from analyses.cli import main
+from sparse_lens import HookedSparseTransformer
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.masks import ablation_means
+from sparse_lens.circuits.nodes import node_locations
+from tests.helpers import build_cfg, tiny_tokenizer
+
+FAST = ["--examples", "16", "--permutations", "49"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    tok = tiny_tokenizer()
+    model = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size, n_ctx=64), tokenizer=tok)
+    model.save_pretrained(root / "model")
+    windows = torch.randint(0, tok.vocab_size, (4, 64), generator=torch.Generator().manual_seed(3))
+    nodes = {loc.hook: list(range(0, loc.size, 13)) for loc in node_locations(model.cfg)}
+    circuit = Circuit.from_nodes(
+        model.eval(), nodes, ablation_means(model, windows), task="single_double_quote"
+    )
+    circuit.extra["model_dir"] = str(root / "model")
+    circuit.save(root / "circuits" / "quote.json")
+    return root, circuit
+
+
+def test_explain_writes_the_card_as_json_and_markdown(saved, capsys):
+    root, circuit = saved
+    assert main(["explain", str(root / "circuits" / "quote.json"), "--windows", "0", *FAST]) == 0
+    md = root / "circuits" / "cards" / "quote.card.md"
+    assert f"card written to {md}" in capsys.readouterr().out
+    card = json.loads(md.with_suffix(".json").read_text())
+    assert card["task"] == "single_double_quote" and len(card["nodes"]) == circuit.n_nodes
+    assert card["provenance"]["split"] == "test" and card["provenance"]["n_examples"] <= 16
+    assert card["provenance"]["pretraining_sample"] is None
+    text = md.read_text()
+    assert text.startswith("# Circuit card: `single_double_quote`")
+    for section in ("## Computed on", "## Stages", "## Heads", "## Every node", "## Role rules"):
+        assert section in text
+    assert all(f"`{n['label']}`" in text for n in card["nodes"])
+
+
+def test_explain_samples_pretraining_windows(saved, data, tmp_path, monkeypatch, capsys):
+    """``--windows N`` draws N seeded windows from the model's corpus (here the test corpus,
+    tokenised by the same tiny tokenizer) for each node's top contexts."""
+    root, _ = saved
+    monkeypatch.setattr(sparse_lens.data.token_data, "model_token_data", lambda *a: data)
+    out = tmp_path / "cards"
+    args = ["explain", str(root / "circuits" / "quote.json"), "--out", str(out), *FAST]
+    assert main([*args, "--windows", "6", "--model", str(root / "model")]) == 0
+    card = json.loads((out / "quote.card.json").read_text())
+    sample = card["provenance"]["pretraining_sample"]
+    assert sample["n_windows"] == 6 and sample["seed"] == 0 and len(sample["digest"]) == 16
+    assert all(n["corpus"] is not None for n in card["nodes"])
+    assert "pretraining sample" in card["provenance"]["sd_unit"]
+
+
+def test_explain_errors(saved, tmp_path, capsys):
+    root, _ = saved
+    orphan = tmp_path / "orphan.json"
+    orphan.write_text(json.dumps({"circuit_version": 1, "extra": {}}))
+    assert main(["explain", str(orphan), "--out", str(tmp_path / "c"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "no model folder recorded" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()  # refused before writing: nothing left
+    assert main(["explain", str(tmp_path / "missing.json"), "--out", str(tmp_path / "c")]) == 2
+    assert "does not exist" in capsys.readouterr().err

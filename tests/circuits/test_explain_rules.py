@@ -1,0 +1,181 @@
+"""``explain``'s parts: the statistics, the position classes and the role rules."""
+
+import math
+
+import pytest
+import torch
+
+from sparse_lens import HookedSparseTransformer
+from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.explain import ROLES, Attention, Contrast, ExplainConfig
+from sparse_lens.circuits.explain.positions import (
+    POSITION_CLASSES,
+    answer_classes,
+    is_paired,
+    marked_positions,
+    position_classes,
+)
+from sparse_lens.circuits.explain.roles import NodeFacts, assign_role, head_role
+from sparse_lens.circuits.explain.stats import class_contrast, position_contrast
+from sparse_lens.circuits.masks import ablation_means
+from sparse_lens.circuits.nodes import node_locations
+from sparse_lens.tasks.task import TaskBatch
+from tests.helpers import build_cfg, tiny_tokenizer
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_class_contrast_numbers():
+    a, b = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    c = class_contrast(a, b, where="answer", sd=2.0, n_permutations=999, generator=gen())
+    assert c.mean_a == 2.5 and c.mean_b == 0.5 and c.contrast_sd == 1.0
+    se = math.sqrt(a.var().item() / 4 + b.var().item() / 4)
+    assert c.t == pytest.approx(2.0 / se)
+    # of the 70 ways to split the 8 values 4/4, 6 give a difference of means as large: p ~ 6/70
+    assert c.p_value == pytest.approx(6 / 70, abs=0.025) and c.n_a == c.n_b == 4
+    again = class_contrast(a, b, where="answer", sd=2.0, n_permutations=999, generator=gen())
+    assert again == c  # seeded
+
+
+def test_a_constant_node_has_no_contrast():
+    flat = torch.ones(16)
+    c = class_contrast(flat, flat, where="answer", sd=0.0, n_permutations=99, generator=gen())
+    assert c.p_value == 1.0 and c.contrast_sd == 0.0 and c.t == 0.0
+    assert not c.significant(0.01, 1.0)
+    split = class_contrast(flat, flat * 0, where="x", sd=0.0, n_permutations=99, generator=gen())
+    assert math.isinf(split.contrast_sd) and split.p_value == pytest.approx(1 / 100)
+
+
+def test_position_contrast_is_paired():
+    at = torch.arange(10.0) + 1.0  # one more than elsewhere in every example
+    c = position_contrast(at, at - 1.0, where="marked", sd=0.5, n_permutations=499, generator=gen())
+    assert c.contrast_sd == 2.0 and c.test == "positions" and c.p_value == pytest.approx(1 / 500)
+    with pytest.raises(ValueError, match="paired values"):
+        position_contrast(at[:1], at[:1], where="m", sd=1.0, n_permutations=9, generator=gen())
+
+
+def _batch(rows, last, correct, incorrect) -> TaskBatch:
+    tokens = torch.tensor(rows)
+    return TaskBatch(
+        tokens=tokens,
+        last=torch.tensor(last),
+        correct=torch.tensor(correct),
+        incorrect=torch.tensor(incorrect),
+        contexts=[str(r) for r in rows],
+    )
+
+
+def test_positions_of_minimal_pairs():
+    rows = [[0, 7, 5, 9], [0, 8, 5, 9], [0, 7, 6, 3], [0, 8, 6, 3]]
+    batch = _batch(rows, [3, 3, 3, 2], [3, 4, 3, 4], [4, 3, 4, 3])
+    assert is_paired(batch) and answer_classes(batch).tolist() == [True, False, True, False]
+    marked = marked_positions(batch)
+    assert marked.tolist() == [1, 1, 1, 1]
+    codes = position_classes(batch, marked)
+    name = [[POSITION_CLASSES[c] if c >= 0 else None for c in row] for row in codes.tolist()]
+    assert name[0] == ["first", "marked", "other", "answer"]
+    assert name[2] == ["first", "marked", "other", "answer"]  # token 3 is the answer position
+    assert name[3] == ["first", "marked", "answer", None]  # past the answer: padding
+
+
+def test_unpaired_batches_split_by_correct_token():
+    rows = [[0, 5, 3], [0, 6, 5], [0, 7, 5], [0, 5, 6], [0, 5, 5]]
+    batch = _batch(rows, [2] * 5, [3, 3, 4, 4, 3], [4, 4, 3, 3, 4])
+    assert not is_paired(batch)
+    assert answer_classes(batch).tolist() == [True, True, False, False, True]
+    assert marked_positions(batch).tolist() == [-1] * 5
+    codes = position_classes(batch, marked_positions(batch))
+    assert POSITION_CLASSES[codes[3, 2]] == "answer" and POSITION_CLASSES[codes[0, 1]] == "other"
+    one_class = _batch(rows, [2] * 5, [3] * 5, [4] * 5)
+    with pytest.raises(ValueError, match="two classes"):
+        answer_classes(one_class)
+
+
+def _contrast(where: str, size: float, p: float, test: str = "classes") -> Contrast:
+    return Contrast(
+        where=where,
+        test="classes" if test == "classes" else "positions",
+        mean_a=size,
+        mean_b=0.0,
+        sd=1.0,
+        contrast_sd=size,
+        t=size,
+        p_value=p,
+        n_a=32,
+        n_b=32,
+        n_permutations=999,
+    )
+
+
+def _facts(**kw) -> NodeFacts:
+    base = dict(
+        kind="neuron",
+        contrasts={},
+        position_contrast=None,
+        knockout_circuit=0.5,
+        knockout_full=0.3,
+        direct_effect=None,
+        attention=None,
+    )
+    return NodeFacts(**(base | kw))
+
+
+CFG = ExplainConfig()
+
+
+def test_the_detector_rule_needs_a_significant_position_contrast():
+    strong = _contrast("marked", 3.0, 0.001, "positions")
+    assert assign_role(_facts(position_contrast=strong), CFG, 0.01)[0] == "detector"
+    for weak in (
+        _contrast("marked", 0.1, 0.001, "positions"),  # significant but tiny
+        _contrast("marked", 3.0, 0.2, "positions"),  # large but not significant (small n)
+        None,  # no marked position at all
+    ):
+        role, reason, _ = assign_role(_facts(position_contrast=weak), CFG, 0.01)
+        assert role == "contributor" and "rule 8" in reason
+    # a class contrast at the marked token makes it a classifier, not a detector
+    both = _facts(position_contrast=strong, contrasts={"marked": _contrast("marked", 2.0, 0.001)})
+    assert assign_role(both, CFG, 0.01)[:3:2] == ("classifier", "marked")
+
+
+def test_rule_order():
+    quiet = _facts(knockout_circuit=0.001, knockout_full=-0.002, kind="final", direct_effect=5.0)
+    assert assign_role(quiet, CFG, 0.01)[0] == "no measurable role"
+    harmful = _facts(knockout_circuit=-0.5)  # removing it helps a lot: measurable
+    assert assign_role(harmful, CFG, 0.01)[0] == "contributor"
+    assert assign_role(_facts(kind="attn_out", direct_effect=-0.4), CFG, 0.01)[0] == "output"
+    amp = _facts(contrasts={"answer": _contrast("answer", -2.0, 0.001)})
+    assert assign_role(amp, CFG, 0.01)[0] == "amplifier"
+    moving = Attention(shares={}, sink=0.0, top_class="marked", top_share=0.8, lift=8.0)
+    uniform = Attention(shares={}, sink=0.0, top_class="other", top_share=0.7, lift=1.0)
+    src = {"source": _contrast("source", 2.0, 0.001)}
+    v = _facts(kind="v", attention=moving, contrasts=src)
+    assert assign_role(v, CFG, 0.01)[0] == "mover"
+    assert assign_role(_facts(kind="v", attention=uniform, contrasts=src), CFG, 0.01)[0] == (
+        "classifier"
+    )
+    assert assign_role(_facts(kind="k", attention=moving), CFG, 0.01)[0] == "mover"
+    assert head_role(moving, True, CFG) == "mover" and head_role(moving, False, CFG) == "diffuse"
+    assert head_role(uniform, True, CFG) == "diffuse"
+    assert set(ROLES) >= {"detector", "classifier", "mover", "amplifier", "no measurable role"}
+
+
+def test_circuit_explain_builds_its_task_batch():
+    """Without a batch, ``circuit.explain(model)`` tokenises the circuit's built-in task
+    (``ExplainConfig.split``/``n_examples``) with the model's tokenizer."""
+    tok = tiny_tokenizer()
+    model = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size, n_ctx=64), tokenizer=tok)
+    model.eval()
+    windows = torch.randint(0, tok.vocab_size, (4, 64), generator=gen(3))
+    nodes = {loc.hook: list(range(0, loc.size, 11)) for loc in node_locations(model.cfg)}
+    circuit = Circuit.from_nodes(
+        model, nodes, ablation_means(model, windows), task="single_double_quote", freeze_norms=True
+    )
+    card = circuit.explain(model, config=ExplainConfig(n_examples=16, n_permutations=49))
+    assert card.provenance["split"] == "test" and card.provenance["n_examples"] <= 16
+    assert card.provenance["norms"].startswith("frozen")
+    assert len(card.nodes) == circuit.n_nodes and all(n.role in ROLES for n in card.nodes)
+    assert card.classes[0] != card.classes[1]
+    assert [s.index for s in card.stages] == list(range(len(card.stages)))
