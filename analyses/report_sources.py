@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyses.circuit_graph import circuit_dot
-from analyses.report import ReportConfig, circuit_page, index_page, read_metrics
+from analyses.circuit_view import render_circuit_page
+from analyses.report import ReportConfig, circuit_page_data, index_page, read_metrics
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.data.token_data import model_token_data
 from sparse_lens.files.atomic import atomic_write_text, read_json
@@ -176,19 +177,11 @@ def build_report(
         task = get_task(circuit.task)
         dot = f"{circuit.task}.dot"
         atomic_write_text(out / "circuits" / dot, circuit_dot(circuit, model.cfg))
-        html, data = circuit_page(
-            model,
-            circuit,
-            task,
-            windows,
-            rcfg,
-            dot_name=dot,
-            back_link="../index.html",
-            progress=progress,
-        )
+        page = circuit_page_data(model, circuit, task, windows, rcfg, progress=progress)
+        html = render_circuit_page(page, dot_name=dot, back_link="../index.html")
         atomic_write_text(out / "circuits" / f"{circuit.task}.html", html)
         atomic_write_text(
-            out / "circuits" / f"{circuit.task}.report.json", json.dumps(data, indent=2)
+            out / "circuits" / f"{circuit.task}.report.json", json.dumps(page.numbers(), indent=2)
         )
         links.append((circuit, f"circuits/{circuit.task}.html"))
         log.info("circuit page: %s", out / "circuits" / f"{circuit.task}.html")

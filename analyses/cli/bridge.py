@@ -279,7 +279,8 @@ def cmd_bridge_report(args: argparse.Namespace) -> int:
 
 
 def _bridge_report(args: argparse.Namespace) -> int:
-    from analyses.bridge_report import bridge_analyses, bridge_page
+    from analyses.bridge_report import bridge_page_data
+    from analyses.bridge_view import render_bridge_page
     from sparse_lens.bridges.maps import Bridges
     from sparse_lens.circuits.circuit import Circuit
     from sparse_lens.data.token_data import prepare_data
@@ -296,21 +297,21 @@ def _bridge_report(args: argparse.Namespace) -> int:
         circuit = Circuit.load(args.circuit, model=sparse) if args.circuit else None
         _, _, data = prepare_data(args.corpus, args.cache_dir.expanduser())
         windows = data.val_windows(16, sparse.cfg.n_ctx)
-        result = bridge_analyses(dense, sparse, bridges, task, windows, circuit=circuit, n=args.n)
+        result = bridge_page_data(dense, sparse, bridges, task, windows, circuit=circuit, n=args.n)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CLIError(str(e).strip("'\"")) from e
     page = args.out / f"bridge_{task.name}.html"
-    atomic_write_text(page, bridge_page(dense, sparse, result, task))
-    s = result["steering"]
+    atomic_write_text(page, render_bridge_page(result))
+    s = result.steering
     summary = {
-        "bridges": result["bridges"],
+        "bridges": result.bridges,
         "steering": {
             "node": s.node,
             "site": s.site,
-            "strengths": s.strengths,
-            "p_target": s.p_target,
-            "p_target_random": s.p_target_random,
-            "p_presented": s.p_presented,
+            "strengths": list(s.strengths),
+            "p_target": list(s.p_target),
+            "p_target_random": list(s.p_target_random),
+            "p_presented": list(s.p_presented),
             "n_pairs": s.n_pairs,
         },
     }

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from analyses.circuit_graph import circuit_dot, layout, residual_paths
+from analyses.circuit_view import failed_banner, render_circuit_page
 from analyses.html import circuitsvis_bundle, esc
 from analyses.node_panels import attribution_effects, knockout_effects
 from analyses.plots import Series, bar_chart, embed, heatmap, line_chart
-from analyses.report import ReportConfig, circuit_page, index_page, training_plots
+from analyses.report import ReportConfig, circuit_page_data, index_page, training_plots
 from hooks import node_mask
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.circuits.circuit import Circuit
@@ -59,8 +60,8 @@ def setup():
     report["computed_on"] = {"split": "test", "n": len(test), "ablation": "mean", "seed": 0}
     circuit.extra["faithfulness"] = report
     rcfg = ReportConfig(n_examples=8, n_windows=8, max_node_panels=3, n_exact_knockouts=6)
-    html, data = circuit_page(model, circuit, get_task(TASK), windows, rcfg, dot_name="c.dot")
-    return model, circuit, html, data
+    page = circuit_page_data(model, circuit, get_task(TASK), windows, rcfg)
+    return model, circuit, render_circuit_page(page, dot_name="c.dot"), page.numbers()
 
 
 def test_graph_has_every_node_and_edge(setup):
@@ -435,12 +436,14 @@ def test_browser_renders_the_figures(setup, tmp_path):
 
 
 def test_a_failed_check_is_named_at_the_top_of_the_page(setup):
-    from analyses.report import failed_banner
+    from analyses.report import circuit_facts
 
     _, circuit, _, _ = setup
     bad = copy.deepcopy(circuit)
     bad.extra["faithfulness"] = {"failed": ["frozen_norms", "logit_diff"]}
-    banner = failed_banner(bad)
-    assert "fails 2 faithfulness checks: frozen_norms, logit_diff" in banner
+    failed = circuit_facts(bad, get_task(TASK)).failed_checks
+    assert "fails 2 faithfulness checks: frozen_norms, logit_diff" in failed_banner(failed)
     bad.extra["faithfulness"] = {"failed": []}
-    assert failed_banner(bad) == ""
+    assert failed_banner(circuit_facts(bad, get_task(TASK)).failed_checks) == ""
+    del bad.extra["faithfulness"]
+    assert circuit_facts(bad, get_task(TASK)).failed_checks == ()
