@@ -11,7 +11,6 @@ the training curves, the task-loss table and every circuit. All pages are self-c
 (``analyses/html.py``).
 """
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -298,22 +297,6 @@ def _node_panel_data(
 
 
 # -- index page and training curves -----------------------------------------------------------
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl`` (malformed lines raise, naming the line).
-
-    Raises:
-        ValueError: a line is not JSON (``path:line`` named).
-    """
-    out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not JSON ({e})") from e
-    return out
 
 
 def training_plots(records: list[dict[str, Any]], png_dir: Path | None = None) -> str:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from analyses.circuit_graph import circuit_dot
 from analyses.circuit_view import render_circuit_page
-from analyses.report import ReportConfig, circuit_page_data, index_page, read_metrics
+from analyses.report import ReportConfig, circuit_page_data, index_page
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.data.token_data import model_token_data
 from sparse_lens.files.atomic import atomic_write_text, read_json
+from sparse_lens.files.jsonl import read_jsonl
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TASK_NAMES, get_task, task_table
 
@@ -165,7 +166,7 @@ def build_report(
     windows = data.val_windows(rcfg.n_windows, model.cfg.n_ctx)
     metrics = None
     if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
-        metrics = read_metrics(src.run_dir / "metrics.jsonl")
+        metrics = read_jsonl(src.run_dir / "metrics.jsonl")
     if src.task_table:
         table = read_json(src.task_table, "task table")
     else:  # a lone circuit needs only its own task; a run folder tables every task it can
