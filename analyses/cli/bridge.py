@@ -28,6 +28,8 @@ from analyses.cli.options import (
     SEED,
     CLIError,
     claim,
+    load_dense_model,
+    load_model,
     number,
     out_path,
 )
@@ -103,10 +105,9 @@ def _checkpointing(args: argparse.Namespace):  # noqa: ANN202
 
 def _load(args: argparse.Namespace) -> tuple:
     from sparse_lens.data.token_data import prepare_data
-    from sparse_lens.training.dense_baseline import load_dense
 
+    dense = load_dense_model(args.dense)
     try:
-        dense = load_dense(args.dense)
         _, tokenizer, data = prepare_data(args.corpus, args.cache_dir.expanduser())
         args.out.mkdir(parents=True, exist_ok=True)
     except (FileNotFoundError, ValueError, OSError) as e:
@@ -163,13 +164,12 @@ def _claimed(run: Callable[[argparse.Namespace], int], command: str) -> Callable
 def _fit_bridges(args: argparse.Namespace) -> int:
     from sparse_lens.bridges.maps import BridgeConfig, Bridges, check_pair
     from sparse_lens.bridges.train import fit_bridges
-    from sparse_lens.model.transformer import HookedSparseTransformer
 
     if _finished(args):
         return 0
     dense, _, data = _load(args)
+    sparse = load_model(args.sparse, "--sparse", need_tokenizer=False)
     try:
-        sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
         check_pair(dense, sparse)
         bcfg = BridgeConfig(
             d_dense=dense.cfg.d_model,
@@ -285,14 +285,12 @@ def _bridge_report(args: argparse.Namespace) -> int:
     from sparse_lens.circuits.circuit import Circuit
     from sparse_lens.data.token_data import prepare_data
     from sparse_lens.files.atomic import atomic_write_text
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.tasks.task import get_task
-    from sparse_lens.training.dense_baseline import load_dense
 
     try:
         task = get_task(args.task)
-        sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
-        dense = load_dense(args.dense)
+        sparse = load_model(args.sparse, "--sparse")
+        dense = load_dense_model(args.dense)
         bridges = Bridges.load(args.bridges)
         circuit = Circuit.load(args.circuit, model=sparse) if args.circuit else None
         _, _, data = prepare_data(args.corpus, args.cache_dir.expanduser())

@@ -28,6 +28,7 @@ from analyses.cli.options import (
     cache_path,
     check_replaceable_circuit,
     claim,
+    load_model,
     out_path,
 )
 
@@ -150,7 +151,6 @@ def _import_oai_circuit(args: argparse.Namespace) -> int:
     from sparse_lens.circuits.faithfulness import faithfulness_report
     from sparse_lens.circuits.masks import PruneConfig, ablation_means, make_ablation
     from sparse_lens.data.token_data import model_token_data
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.openai_models.viz_circuit import circuit_from_viz_data, load_viz_data
     from sparse_lens.tasks.selection import other_task
     from sparse_lens.tasks.task import get_task
@@ -158,9 +158,7 @@ def _import_oai_circuit(args: argparse.Namespace) -> int:
     cache = args.cache_dir.expanduser()
     try:
         task = get_task(args.task)
-        model = HookedSparseTransformer.from_pretrained(args.model).eval()
-        if model.tokenizer is None:
-            raise CLIError(f"{args.model} has no tokenizer.json")
+        model = load_model(args.model, "--model")
         viz = load_viz_data(args.viz_data)
         data = model_token_data(model, args.corpus, cache)
         n_ctx = min(model.cfg.n_ctx, 256)
