@@ -34,6 +34,9 @@ from analyses.cli.options import (
     out_path,
 )
 
+# The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
+
 CHECKPOINT = Path("checkpoint") / "trainer.pt"  # the loop's state while a run is unfinished
 
 

@@ -32,6 +32,9 @@ from analyses.cli.options import (
     out_path,
 )
 
+# The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
+
 
 def add_import_oai(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -148,7 +151,7 @@ def _import_oai_circuit(args: argparse.Namespace) -> int:
         CLIError: the model has no ``tokenizer.json``, or a file is missing or a value is bad
             (the message is the cause's).
     """
-    from sparse_lens.circuits.faithfulness import faithfulness_report
+    from sparse_lens.circuits.faithfulness import faithfulness_report, verdict_lines
     from sparse_lens.circuits.masks import PruneConfig, ablation_means, make_ablation
     from sparse_lens.data.token_data import model_token_data
     from sparse_lens.openai_models.viz_circuit import circuit_from_viz_data, load_viz_data
@@ -193,8 +196,6 @@ def _import_oai_circuit(args: argparse.Namespace) -> int:
         )
     report = circuit.extra.get("faithfulness")
     if report:
-        from sparse_lens.circuits.faithfulness import verdict_lines
-
         lines = verdict_lines(report)
         sys.stdout.write(
             "faithfulness on our task data:\n"

@@ -5,7 +5,9 @@ library's models: the functions that need them import them when a command runs).
 
 import argparse
 import contextlib
+import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,8 +96,6 @@ def device_name(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: another name (named, with the allowed ones).
     """
-    import re
-
     if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"{text!r}: must be cpu, cuda or cuda:N")
     return text
@@ -184,8 +184,6 @@ def check_replaceable_circuit(path: Path) -> None:
     Raises:
         ValueError: ``path`` exists and is not a circuit file.
     """
-    import json
-
     if not path.exists():
         return
     try:

@@ -2,10 +2,14 @@
 loss and accuracy of a model, as a table (with the mean over tasks) or JSON."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from analyses.cli.options import POSITIVE_INT, SEED, CLIError, load_model
+
+# The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
 
 
 def add_tasks(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +39,6 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         CLIError: the model has no ``tokenizer.json``, or loading or scoring fails on a missing
             file or a bad value (the message is the cause's).
     """
-    import json
-
     from sparse_lens.tasks.task import TASK_NAMES, get_task, load_custom_task, task_table
 
     model = load_model(args.model_dir, "MODEL_DIR")

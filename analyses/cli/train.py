@@ -30,6 +30,9 @@ from analyses.cli.options import (
     out_path,
 )
 
+# The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
+
 RUN_FILES = ("run.json", "metrics.jsonl", "checkpoints", "final")
 DENSE_FILES = (
     "config.json",
