@@ -10,6 +10,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from jaxtyping import Int
+
 from analyses.circuit_graph import circuit_dot
 from analyses.circuit_view import render_circuit_page
 from analyses.report import ReportConfig, circuit_page_data, index_page
@@ -152,16 +155,9 @@ def build_report(
         raise ValueError(f"{src.model_dir} has no tokenizer.json")
     circuits = [Circuit.load(p, model=model) for p in src.circuits]
     run_info = read_json(src.run_dir / "run.json", "run") if src.run_dir else None
-    if (
-        corpus is None
-        and run_info
-        and run_info.get("corpus", {}).get("source")
-        not in (
-            None,
-            "stdlib",
-        )
-    ):
-        corpus = run_info["corpus"]["source"]
+    recorded = (run_info or {}).get("corpus", {}).get("source")
+    if corpus is None and recorded not in (None, "stdlib"):  # the run's own, unless the default
+        corpus = recorded
     data = model_token_data(model, corpus, cache_dir)
     windows = data.val_windows(rcfg.n_windows, model.cfg.n_ctx)
     metrics = None
@@ -173,6 +169,30 @@ def build_report(
         names = [c.task for c in circuits] if Path(source).is_file() else list(TASK_NAMES)
         table = _task_table(model, names, task_n, rcfg.seed, src.notes)
     out.mkdir(parents=True, exist_ok=True)
+    links = _circuit_pages(model, circuits, windows, out, rcfg, progress)
+    index = index_page(
+        title=title or f"sparse_lens report: {src.model_dir}",
+        run_info=run_info,
+        metrics=metrics,
+        task_table=table,
+        circuits=links,
+        notes=src.notes,
+        png_dir=out / "figures",
+    )
+    atomic_write_text(out / "index.html", index)
+    return out / "index.html"
+
+
+def _circuit_pages(
+    model: HookedSparseTransformer,
+    circuits: list[Circuit],
+    windows: Int[torch.Tensor, "window n_ctx"],
+    out: Path,
+    rcfg: ReportConfig,
+    progress: bool,
+) -> list[tuple[Circuit, str]]:
+    """Write each circuit's page, its numbers (``.report.json``) and its ``.dot`` into
+    ``out/circuits``; returns each circuit with its page's path relative to ``out``."""
     links = []
     for circuit in circuits:
         task = get_task(circuit.task)
@@ -186,14 +206,4 @@ def build_report(
         )
         links.append((circuit, f"circuits/{circuit.task}.html"))
         log.info("circuit page: %s", out / "circuits" / f"{circuit.task}.html")
-    index = index_page(
-        title=title or f"sparse_lens report: {src.model_dir}",
-        run_info=run_info,
-        metrics=metrics,
-        task_table=table,
-        circuits=links,
-        notes=src.notes,
-        png_dir=out / "figures",
-    )
-    atomic_write_text(out / "index.html", index)
-    return out / "index.html"
+    return links
