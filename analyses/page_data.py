@@ -97,8 +97,9 @@ class NodePanelData:
 @dataclass(frozen=True, kw_only=True)
 class CircuitPageData:
     """Everything a circuit page shows (``render_circuit_page``). Effects are task-loss
-    increases in nats on ``n_test`` test examples: exact knockouts for ``n_exact`` nodes,
-    attribution-patching estimates (arXiv 2511.13653 ranks nodes the same way) for the rest."""
+    increases in nats on ``n_test`` test examples when a node is removed as well (mask
+    locations of arXiv 2511.13653, App. A.5): exact knockouts for the ``n_exact`` nodes with the
+    largest attribution-patching estimate, that estimate for the rest."""
 
     facts: CircuitFacts
     graph: CircuitGraph
