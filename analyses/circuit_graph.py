@@ -10,6 +10,7 @@ for reading, not counted as edges.
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,15 +105,40 @@ def residual_paths(nodes: list[GraphNode]) -> list[tuple[GraphNode, GraphNode]]:
     ]
 
 
+@dataclass(frozen=True, kw_only=True)
+class CircuitGraph:
+    """A circuit laid out for drawing: its task, nodes with positions (``layout``), the row
+    names (bottom row first) and its edges ``(source label, destination label, weight)``."""
+
+    task: str
+    nodes: tuple[GraphNode, ...]
+    rows: tuple[str, ...]
+    edges: tuple[tuple[str, str, float], ...]
+
+
+def circuit_graph(circuit: Circuit, cfg: SparseTransformerConfig) -> CircuitGraph:
+    """``circuit`` laid out as a ``CircuitGraph`` (for ``graph_svg``)."""
+    nodes, names = layout(circuit, cfg)
+    edges = tuple((s, d, w) for s, d, w in circuit.edges)
+    return CircuitGraph(task=circuit.task, nodes=tuple(nodes), rows=tuple(names), edges=edges)
+
+
 def circuit_svg(
     circuit: Circuit,
     cfg: SparseTransformerConfig,
-    node_info: dict[str, dict[str, float]] | None = None,
+    node_info: Mapping[str, Mapping[str, float]] | None = None,
+) -> str:
+    """The layered graph as an ``<svg>`` (``graph_svg`` of ``circuit_graph``)."""
+    return graph_svg(circuit_graph(circuit, cfg), node_info)
+
+
+def graph_svg(
+    graph: CircuitGraph, node_info: Mapping[str, Mapping[str, float]] | None = None
 ) -> str:
     """The layered graph as an ``<svg>``; ``node_info[label]`` adds hover facts (and an
     ``effect`` key sets the node's size)."""
     node_info = node_info or {}
-    nodes, names = layout(circuit, cfg)
+    nodes, names = list(graph.nodes), list(graph.rows)
     if not nodes:
         return '<p class="note">the circuit keeps no nodes</p>'
     pos = {n.label: n for n in nodes}
@@ -120,29 +146,16 @@ def circuit_svg(
     dense_rows = max(Counter(n.row for n in nodes).values()) * DX > MAX_WIDTH
     radius_scale = 0.6 if dense_rows else 1.0
     height = int(PAD * 2 + len(names) * DY)
-    wmax = max((abs(w) for _, _, w in circuit.edges), default=1.0) or 1.0
-    emax = max((abs(i.get("effect", 0.0)) for i in node_info.values()), default=0.0)
+    wmax = max((abs(w) for _, _, w in graph.edges), default=1.0) or 1.0
     out = [
         f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'style="max-width:100%;height:auto;font:10px sans-serif" class="circuit-graph" '
-        f'role="img" aria-label="circuit graph of {esc(circuit.task)}">'
+        f'role="img" aria-label="circuit graph of {esc(graph.task)}">'
     ]
     for r, name in enumerate(names):
         y = PAD + (len(names) - 1 - r) * DY + 20
         out.append(f'<text x="6" y="{y + 4}" fill="#555">{esc(name)}</text>')
-    heads: dict[tuple[int, int], list[GraphNode]] = {}
-    for n in nodes:
-        if n.head is not None:
-            heads.setdefault((n.layer, n.head), []).append(n)
-    for i, ((layer, head), members) in enumerate(sorted(heads.items())):
-        x0, x1 = min(m.x for m in members) - 7, max(m.x for m in members) + 7
-        y = members[0].y
-        ty = y - 14 if i % 2 == 0 else y + 22  # alternate so narrow heads' labels do not overlap
-        out.append(
-            f'<rect x="{x0:.1f}" y="{y - 12}" width="{x1 - x0:.1f}" height="24" rx="5" '
-            f'fill="#f3eefa" stroke="#c9b8e6"/><text x="{x0 + 1:.1f}" y="{ty}" '
-            f'fill="#7a5aa8">L{layer}H{head}</text>'
-        )
+    out += _head_boxes(nodes)
     out.append('<g class="residual-paths">')
     for w, r in residual_paths(nodes):
         out.append(
@@ -152,7 +165,7 @@ def circuit_svg(
             f"{esc(w.label)} → {esc(r.label)}</title></line>"
         )
     out.append('</g><g class="edges">')
-    for s, d, w in circuit.edges:
+    for s, d, w in graph.edges:
         a, b = pos[s], pos[d]
         colour = "#1f5fbf" if w > 0 else "#c0392b"
         sw = 0.4 + 3.0 * abs(w) / wmax
@@ -163,6 +176,36 @@ def circuit_svg(
             f"w = {w:+.4g}</title></line>"
         )
     out.append('</g><g class="nodes">')
+    out += _node_marks(nodes, node_info, radius_scale)
+    out.append("</g></svg>")
+    return "".join(out)
+
+
+def _head_boxes(nodes: list[GraphNode]) -> list[str]:
+    """A labelled box around each head's q/k/v nodes."""
+    heads: dict[tuple[int, int], list[GraphNode]] = {}
+    for n in nodes:
+        if n.head is not None:
+            heads.setdefault((n.layer, n.head), []).append(n)
+    out = []
+    for i, ((layer, head), members) in enumerate(sorted(heads.items())):
+        x0, x1 = min(m.x for m in members) - 7, max(m.x for m in members) + 7
+        y = members[0].y
+        ty = y - 14 if i % 2 == 0 else y + 22  # alternate so narrow heads' labels do not overlap
+        out.append(
+            f'<rect x="{x0:.1f}" y="{y - 12}" width="{x1 - x0:.1f}" height="24" rx="5" '
+            f'fill="#f3eefa" stroke="#c9b8e6"/><text x="{x0 + 1:.1f}" y="{ty}" '
+            f'fill="#7a5aa8">L{layer}H{head}</text>'
+        )
+    return out
+
+
+def _node_marks(
+    nodes: list[GraphNode], node_info: Mapping[str, Mapping[str, float]], radius_scale: float
+) -> list[str]:
+    """A circle per node, its area growing with ``|effect|``, its hover facts as a title."""
+    emax = max((abs(i.get("effect", 0.0)) for i in node_info.values()), default=0.0)
+    out = []
     for n in nodes:
         info = node_info.get(n.label, {})
         eff = abs(info.get("effect", 0.0))
@@ -173,8 +216,7 @@ def circuit_svg(
             f'r="{radius:.1f}" fill="{KIND_COLOUR[n.kind]}" stroke="#fff" stroke-width="0.8"/>'
             f"<title>{esc(n.label)}\n{esc(n.hook)} channel {n.channel}{esc(facts)}</title></g>"
         )
-    out.append("</g></svg>")
-    return "".join(out)
+    return out
 
 
 GRAPH_SCRIPT = """

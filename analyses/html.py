@@ -1,9 +1,10 @@
 """Self-contained HTML pages with circuitsvis panels that share one copy of its bundle.
 
 circuitsvis renders offline only through ``RenderedHTML.local_src``, and every ``local_src``
-inlines the whole 1.3 MB bundle. ``Page.circuitsvis`` calls the public circuitsvis function,
-takes its ``local_src`` and cuts the bundle out of it, keeping the ``CircuitsVis.render`` call;
-the page inlines the bundle once, in ``<head>``. No page loads anything over the network.
+inlines the whole 1.3 MB bundle. ``circuitsvis_html`` calls the public circuitsvis function,
+takes its ``local_src`` and cuts the bundle out of it, keeping the ``CircuitsVis.render`` call
+(an analysis does this and keeps the result in its page data); ``Page.panel`` shows it, and the
+page inlines the bundle once, in ``<head>``. No page loads anything over the network.
 """
 
 import html
@@ -69,6 +70,35 @@ class RawHTML:
     html: str
 
 
+@dataclass(frozen=True)
+class CircuitsvisHTML:
+    """A circuitsvis view without its bundle copy (``circuitsvis_html``); a ``Page`` that shows
+    it (``Page.panel``) inlines the bundle once."""
+
+    html: str
+
+
+def circuitsvis_html(fn: Callable[..., Any], **kwargs: Any) -> CircuitsvisHTML:
+    """The circuitsvis function ``fn(**kwargs)`` rendered offline, less its bundle copy.
+
+    Raises:
+        RuntimeError: circuitsvis's ``local_src`` does not inline the bundle (so it cannot be
+            taken out).
+    """
+    src = fn(**kwargs).local_src
+    bundle = circuitsvis_bundle()
+    if bundle not in src:
+        raise RuntimeError(f"circuitsvis {fn.__name__}: local_src does not inline the bundle")
+    body = src.replace(bundle, "")
+    # circuitsvis writes a self-closing <div/>, which HTML parses as an open tag
+    body = re.sub(
+        r'<div id="(circuits-vis-[^"]+)" style="([^"]*)"/>',
+        r'<div id="\1" class="cv-panel" style="\2"></div>',
+        body,
+    )
+    return CircuitsvisHTML(body)
+
+
 @dataclass
 class Page:
     """An HTML page assembled from sections; ``render()`` returns the whole document."""
@@ -86,26 +116,10 @@ class Page:
     def p(self, text: str, cls: str = "") -> None:
         self.add(f'<p class="{cls}">{esc(text)}</p>')
 
-    def circuitsvis(self, fn: Callable[..., Any], **kwargs: Any) -> str:
-        """Markup for the circuitsvis function ``fn(**kwargs)`` without its bundle copy.
-
-        Raises:
-            RuntimeError: circuitsvis's ``local_src`` does not inline the bundle (so it cannot be
-                taken out).
-        """
-        src = fn(**kwargs).local_src
-        bundle = circuitsvis_bundle()
-        if bundle not in src:
-            raise RuntimeError(f"circuitsvis {fn.__name__}: local_src does not inline the bundle")
+    def panel(self, view: CircuitsvisHTML) -> str:
+        """The markup of a circuitsvis ``view``, counted so ``render`` inlines the bundle."""
         self.n_panels += 1
-        body = src.replace(bundle, "")
-        # circuitsvis writes a self-closing <div/>, which HTML parses as an open tag
-        body = re.sub(
-            r'<div id="(circuits-vis-[^"]+)" style="([^"]*)"/>',
-            r'<div id="\1" class="cv-panel" style="\2"></div>',
-            body,
-        )
-        return body
+        return view.html
 
     def render(self) -> str:
         needs_bundle = self.n_panels > 0

@@ -10,11 +10,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from jaxtyping import Int
+
 from analyses.circuit_graph import circuit_dot
-from analyses.report import ReportConfig, circuit_page, index_page, read_metrics
+from analyses.circuit_view import render_circuit_page
+from analyses.report import ReportConfig, circuit_page_data, index_page
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.data.token_data import model_token_data
 from sparse_lens.files.atomic import atomic_write_text, read_json
+from sparse_lens.files.jsonl import read_jsonl
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TASK_NAMES, get_task, task_table
 
@@ -150,48 +155,21 @@ def build_report(
         raise ValueError(f"{src.model_dir} has no tokenizer.json")
     circuits = [Circuit.load(p, model=model) for p in src.circuits]
     run_info = read_json(src.run_dir / "run.json", "run") if src.run_dir else None
-    if (
-        corpus is None
-        and run_info
-        and run_info.get("corpus", {}).get("source")
-        not in (
-            None,
-            "stdlib",
-        )
-    ):
-        corpus = run_info["corpus"]["source"]
+    recorded = (run_info or {}).get("corpus", {}).get("source")
+    if corpus is None and recorded not in (None, "stdlib"):  # the run's own, unless the default
+        corpus = recorded
     data = model_token_data(model, corpus, cache_dir)
     windows = data.val_windows(rcfg.n_windows, model.cfg.n_ctx)
     metrics = None
     if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
-        metrics = read_metrics(src.run_dir / "metrics.jsonl")
+        metrics = read_jsonl(src.run_dir / "metrics.jsonl")
     if src.task_table:
         table = read_json(src.task_table, "task table")
     else:  # a lone circuit needs only its own task; a run folder tables every task it can
         names = [c.task for c in circuits] if Path(source).is_file() else list(TASK_NAMES)
         table = _task_table(model, names, task_n, rcfg.seed, src.notes)
     out.mkdir(parents=True, exist_ok=True)
-    links = []
-    for circuit in circuits:
-        task = get_task(circuit.task)
-        dot = f"{circuit.task}.dot"
-        atomic_write_text(out / "circuits" / dot, circuit_dot(circuit, model.cfg))
-        html, data = circuit_page(
-            model,
-            circuit,
-            task,
-            windows,
-            rcfg,
-            dot_name=dot,
-            back_link="../index.html",
-            progress=progress,
-        )
-        atomic_write_text(out / "circuits" / f"{circuit.task}.html", html)
-        atomic_write_text(
-            out / "circuits" / f"{circuit.task}.report.json", json.dumps(data, indent=2)
-        )
-        links.append((circuit, f"circuits/{circuit.task}.html"))
-        log.info("circuit page: %s", out / "circuits" / f"{circuit.task}.html")
+    links = _circuit_pages(model, circuits, windows, out, rcfg, progress)
     index = index_page(
         title=title or f"sparse_lens report: {src.model_dir}",
         run_info=run_info,
@@ -203,3 +181,29 @@ def build_report(
     )
     atomic_write_text(out / "index.html", index)
     return out / "index.html"
+
+
+def _circuit_pages(
+    model: HookedSparseTransformer,
+    circuits: list[Circuit],
+    windows: Int[torch.Tensor, "window n_ctx"],
+    out: Path,
+    rcfg: ReportConfig,
+    progress: bool,
+) -> list[tuple[Circuit, str]]:
+    """Write each circuit's page, its numbers (``.report.json``) and its ``.dot`` into
+    ``out/circuits``; returns each circuit with its page's path relative to ``out``."""
+    links = []
+    for circuit in circuits:
+        task = get_task(circuit.task)
+        dot = f"{circuit.task}.dot"
+        atomic_write_text(out / "circuits" / dot, circuit_dot(circuit, model.cfg))
+        page = circuit_page_data(model, circuit, task, windows, rcfg, progress=progress)
+        html = render_circuit_page(page, dot_name=dot, back_link="../index.html")
+        atomic_write_text(out / "circuits" / f"{circuit.task}.html", html)
+        atomic_write_text(
+            out / "circuits" / f"{circuit.task}.report.json", json.dumps(page.numbers(), indent=2)
+        )
+        links.append((circuit, f"circuits/{circuit.task}.html"))
+        log.info("circuit page: %s", out / "circuits" / f"{circuit.task}.html")
+    return links

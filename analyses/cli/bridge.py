@@ -27,10 +27,15 @@ from analyses.cli.options import (
     SEED,
     CLIError,
     claim,
+    load_dense_model,
+    load_model,
     number,
     out_path,
 )
 from sparse_lens.vocab import PRESET_NAMES
+
+# The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
 
 CHECKPOINT = Path("checkpoint") / "trainer.pt"  # the loop's state while a run is unfinished
 
@@ -103,10 +108,9 @@ def _checkpointing(args: argparse.Namespace):  # noqa: ANN202
 
 def _load(args: argparse.Namespace) -> tuple:
     from sparse_lens.data.token_data import prepare_data
-    from sparse_lens.training.dense_baseline import load_dense
 
+    dense = load_dense_model(args.dense)
     try:
-        dense = load_dense(args.dense)
         _, tokenizer, data = prepare_data(args.corpus, args.cache_dir.expanduser())
         args.out.mkdir(parents=True, exist_ok=True)
     except (FileNotFoundError, ValueError, OSError) as e:
@@ -163,13 +167,12 @@ def _claimed(run: Callable[[argparse.Namespace], int], command: str) -> Callable
 def _fit_bridges(args: argparse.Namespace) -> int:
     from sparse_lens.bridges.maps import BridgeConfig, Bridges, check_pair
     from sparse_lens.bridges.train import fit_bridges
-    from sparse_lens.model.transformer import HookedSparseTransformer
 
     if _finished(args):
         return 0
     dense, _, data = _load(args)
+    sparse = load_model(args.sparse, "--sparse", need_tokenizer=False)
     try:
-        sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
         check_pair(dense, sparse)
         bcfg = BridgeConfig(
             d_dense=dense.cfg.d_model,
@@ -279,38 +282,37 @@ def cmd_bridge_report(args: argparse.Namespace) -> int:
 
 
 def _bridge_report(args: argparse.Namespace) -> int:
-    from analyses.bridge_report import bridge_analyses, bridge_page
+    from analyses.bridge_report import bridge_page_data
+    from analyses.bridge_view import render_bridge_page
     from sparse_lens.bridges.maps import Bridges
     from sparse_lens.circuits.circuit import Circuit
     from sparse_lens.data.token_data import prepare_data
     from sparse_lens.files.atomic import atomic_write_text
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.tasks.task import get_task
-    from sparse_lens.training.dense_baseline import load_dense
 
     try:
         task = get_task(args.task)
-        sparse = HookedSparseTransformer.from_pretrained(args.sparse).eval()
-        dense = load_dense(args.dense)
+        sparse = load_model(args.sparse, "--sparse")
+        dense = load_dense_model(args.dense)
         bridges = Bridges.load(args.bridges)
         circuit = Circuit.load(args.circuit, model=sparse) if args.circuit else None
         _, _, data = prepare_data(args.corpus, args.cache_dir.expanduser())
         windows = data.val_windows(16, sparse.cfg.n_ctx)
-        result = bridge_analyses(dense, sparse, bridges, task, windows, circuit=circuit, n=args.n)
+        result = bridge_page_data(dense, sparse, bridges, task, windows, circuit=circuit, n=args.n)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CLIError(str(e).strip("'\"")) from e
     page = args.out / f"bridge_{task.name}.html"
-    atomic_write_text(page, bridge_page(dense, sparse, result, task))
-    s = result["steering"]
+    atomic_write_text(page, render_bridge_page(result))
+    s = result.steering
     summary = {
-        "bridges": result["bridges"],
+        "bridges": result.bridges,
         "steering": {
             "node": s.node,
             "site": s.site,
-            "strengths": s.strengths,
-            "p_target": s.p_target,
-            "p_target_random": s.p_target_random,
-            "p_presented": s.p_presented,
+            "strengths": list(s.strengths),
+            "p_target": list(s.p_target),
+            "p_target_random": list(s.p_target_random),
+            "p_presented": list(s.p_presented),
             "n_pairs": s.n_pairs,
         },
     }

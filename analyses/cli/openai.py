@@ -28,8 +28,12 @@ from analyses.cli.options import (
     cache_path,
     check_replaceable_circuit,
     claim,
+    load_model,
     out_path,
 )
+
+# The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
 
 
 def add_import_oai(sub: argparse._SubParsersAction) -> None:
@@ -147,10 +151,9 @@ def _import_oai_circuit(args: argparse.Namespace) -> int:
         CLIError: the model has no ``tokenizer.json``, or a file is missing or a value is bad
             (the message is the cause's).
     """
-    from sparse_lens.circuits.faithfulness import faithfulness_report
+    from sparse_lens.circuits.faithfulness import faithfulness_report, verdict_lines
     from sparse_lens.circuits.masks import PruneConfig, ablation_means, make_ablation
     from sparse_lens.data.token_data import model_token_data
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.openai_models.viz_circuit import circuit_from_viz_data, load_viz_data
     from sparse_lens.tasks.selection import other_task
     from sparse_lens.tasks.task import get_task
@@ -158,9 +161,7 @@ def _import_oai_circuit(args: argparse.Namespace) -> int:
     cache = args.cache_dir.expanduser()
     try:
         task = get_task(args.task)
-        model = HookedSparseTransformer.from_pretrained(args.model).eval()
-        if model.tokenizer is None:
-            raise CLIError(f"{args.model} has no tokenizer.json")
+        model = load_model(args.model, "--model")
         viz = load_viz_data(args.viz_data)
         data = model_token_data(model, args.corpus, cache)
         n_ctx = min(model.cfg.n_ctx, 256)
@@ -195,8 +196,6 @@ def _import_oai_circuit(args: argparse.Namespace) -> int:
         )
     report = circuit.extra.get("faithfulness")
     if report:
-        from sparse_lens.circuits.faithfulness import verdict_lines
-
         lines = verdict_lines(report)
         sys.stdout.write(
             "faithfulness on our task data:\n"

@@ -1,14 +1,20 @@
 """What every command shares, torch-free: option types that range-check numbers and refuse an
-empty ``--out``, the error type reported as ``error: ...``, and the output-folder claim. The
-library's enumerations (preset names, splits, ...) come from the torch-free ``sparse_lens.vocab``
-(``sparse-lens --help`` imports neither torch nor the library's models)."""
+empty ``--out``, the error type reported as ``error: ...``, the output-folder claim and loading a
+model folder. The library's enumerations (preset names, splits, ...) come from the torch-free
+``sparse_lens.vocab`` (``sparse-lens --help`` imports neither torch nor the library's models:
+the functions that need them import them when a command runs)."""
 
 import argparse
 import contextlib
+import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: importing the model imports torch
+    from sparse_lens.model.transformer import HookedSparseTransformer
 
 from sparse_lens.vocab import CHANCE_LOSS
 
@@ -89,8 +95,6 @@ def device_name(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: another name (named, with the allowed ones).
     """
-    import re
-
     if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"{text!r}: must be cpu, cuda or cuda:N")
     return text
@@ -179,8 +183,6 @@ def check_replaceable_circuit(path: Path) -> None:
     Raises:
         ValueError: ``path`` exists and is not a circuit file.
     """
-    import json
-
     if not path.exists():
         return
     try:
@@ -190,3 +192,48 @@ def check_replaceable_circuit(path: Path) -> None:
         is_circuit = False
     if not is_circuit:
         raise ValueError(f"--out {str(path)!r} exists and is not a circuit file; pick another name")
+
+
+def load_model(
+    path: Path, option: str, *, need_tokenizer: bool = True
+) -> "HookedSparseTransformer":
+    """The sparse model in the folder ``path`` (written by ``save_pretrained``), in eval mode;
+    every command opens a model folder through this. ``option`` names the argument in errors
+    (``--model``, ``MODEL_DIR``).
+
+    Raises:
+        CLIError: ``path`` is missing or a file, a model file is missing or corrupt, or (with
+            ``need_tokenizer``) the folder has no ``tokenizer.json``; the message names the
+            option and the path (or the file in it).
+    """
+    from sparse_lens.model.transformer import HookedSparseTransformer  # torch, once a command runs
+
+    folder = path.expanduser()
+    if folder.is_file():
+        raise CLIError(
+            f"{option} {str(path)!r} is a file; name a model folder (config.json, "
+            "model.safetensors, tokenizer.json), e.g. RUN/final"
+        )
+    try:
+        model = HookedSparseTransformer.from_pretrained(folder).eval()
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(f"{option}: {e}") from e  # the library's message names the path
+    if need_tokenizer and model.tokenizer is None:
+        raise CLIError(f"{option} {str(path)!r} has no tokenizer.json")
+    return model
+
+
+def load_dense_model(path: Path, option: str = "--dense") -> Any:
+    """The dense GPT-2 in the folder ``path`` (``train --dense-hf``) as a TL
+    ``TransformerBridge`` (``load_dense``).
+
+    Raises:
+        CLIError: the folder or one of its files is missing or unusable (the message names the
+            option and the path or file).
+    """
+    from sparse_lens.training.dense_baseline import load_dense  # torch, once a command runs
+
+    try:
+        return load_dense(path.expanduser())
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise CLIError(f"{option}: {e}") from e  # load_dense's message names the path

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from analyses.cli.options import DEFAULT_CACHE, POSITIVE_INT, CLIError, claim, out_path
 
+# The report's modules (and torch) are imported inside the handler, when the command runs:
+# `sparse-lens --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
+
 REPORT_FILES = ("index.html", "circuits", "figures")
 
 

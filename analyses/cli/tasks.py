@@ -2,11 +2,15 @@
 loss and accuracy of a model, as a table (with the mean over tasks) or JSON."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from analyses.cli.options import POSITIVE_INT, SEED, CLIError
+from analyses.cli.options import POSITIVE_INT, SEED, CLIError, load_model
 from sparse_lens.vocab import SPLITS
+
+# The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
 
 
 def add_tasks(sub: argparse._SubParsersAction) -> None:
@@ -36,16 +40,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         CLIError: the model has no ``tokenizer.json``, or loading or scoring fails on a missing
             file or a bad value (the message is the cause's).
     """
-    import json
-
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.tasks.task import TASK_NAMES, get_task, load_custom_task, task_table
 
+    model = load_model(args.model_dir, "MODEL_DIR")
     try:
-        model = HookedSparseTransformer.from_pretrained(args.model_dir).eval()
-        if model.tokenizer is None:
-            raise CLIError(f"{args.model_dir} has no tokenizer.json")
-        custom = None if args.custom is None else load_custom_task(args.custom, model.tokenizer)
+        tok = model.require_tokenizer()
+        custom = None if args.custom is None else load_custom_task(args.custom, tok)
         own = custom.name if custom is not None else None  # --task OWN picks it too
         tasks = [get_task(n) for n in (args.task or TASK_NAMES) if n != own]
         if custom is not None and (not args.task or own in args.task):

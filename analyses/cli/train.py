@@ -13,7 +13,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.cli.options import (
     DEFAULT_CACHE,
@@ -28,6 +28,13 @@ from analyses.cli.options import (
     out_path,
 )
 from sparse_lens.vocab import PRESET_NAMES
+
+if TYPE_CHECKING:  # annotations only: the library imports torch
+    from sparse_lens.data.idioms import IdiomKind
+    from sparse_lens.training.loop import DistInfo
+
+# The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
 
 RUN_FILES = ("run.json", "metrics.jsonl", "checkpoints", "final")
 DENSE_FILES = (
@@ -161,54 +168,15 @@ def train_run(s: TrainSettings) -> None:
     """
     import torch.distributed as dist
 
-    from sparse_lens.data.idioms import check_kinds
-    from sparse_lens.data.token_data import prepare_data, with_idioms
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.training.loop import DistInfo
-    from sparse_lens.training.presets import get_preset
     from sparse_lens.training.sparse import train
 
-    try:
-        preset = get_preset(s.preset)
-        kinds = preset.idiom_kinds
-        if s.idiom_kinds is not None:
-            kinds = check_kinds(tuple(k.strip() for k in s.idiom_kinds.split(",")))
-            if preset.idioms(s.idiom_frac) == 0:
-                raise ValueError(
-                    f"--idiom-kinds {s.idiom_kinds} has no effect: preset {preset.name!r} mixes "
-                    "in no idioms; add --idiom-frac (e.g. 0.35)"
-                )
-    except ValueError as e:
-        raise CLIError(str(e)) from e
+    preset, kinds = _preset_and_kinds(s)
     check_device(s.device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dist_info = DistInfo(rank=int(os.environ.get("RANK", "0")), world_size=world)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if s.device.startswith("cuda") else "gloo")
-    device = s.device
-    if device.startswith("cuda") and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    cache_dir = s.cache_dir.expanduser()
-    try:
-        out = s.out.expanduser()
-        prepared = prepare_data(s.corpus, cache_dir) if dist_info.is_main else None
-        dist_info.barrier()
-        if prepared is None:  # the other ranks, once the main one has built the cache
-            prepared = prepare_data(s.corpus, cache_dir)
-        corpus, tokenizer, data = prepared
-        mcfg, tcfg = preset.build(
-            tokenizer.vocab_size,
-            dense=s.dense,
-            no_abstopk=s.no_abstopk,
-            seed=s.seed,
-            steps=s.steps,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            sparse_matmul_max_density=0.0 if s.dense_kernels else None,
-        )
-        data = with_idioms(data, tokenizer, preset.idioms(s.idiom_frac), cache_dir, kinds=kinds)
-    except (FileNotFoundError, ValueError, PermissionError) as e:
-        raise CLIError(str(e)) from e
+    dist_info, device = _start_rank(s.device)
+    world = dist_info.world_size
+    out = s.out.expanduser()
+    corpus, tokenizer, data, mcfg, tcfg = _prepare(s, preset, kinds, dist_info)
     metadata = {"preset": preset.name, "corpus": corpus.metadata()}
     if s.dense_hf:
         _train_dense_hf(s, mcfg, tcfg, data, tokenizer, out, metadata, world)
@@ -237,6 +205,84 @@ def train_run(s: TrainSettings) -> None:
             dist.destroy_process_group()
     if dist_info.is_main:
         sys.stdout.write(f"model written to {out / 'final'}\n")
+
+
+def _preset_and_kinds(s: TrainSettings) -> tuple[Any, tuple["IdiomKind", ...]]:
+    """The preset named by ``s.preset`` and the idiom kinds to mix in (``--idiom-kinds``, else
+    the preset's).
+
+    Raises:
+        CLIError: an unknown preset or idiom kind, or ``--idiom-kinds`` for a preset that mixes
+            in no idioms (without ``--idiom-frac``).
+    """
+    from sparse_lens.data.idioms import check_kinds
+    from sparse_lens.training.presets import get_preset
+
+    try:
+        preset = get_preset(s.preset)
+        kinds = preset.idiom_kinds
+        if s.idiom_kinds is not None:
+            kinds = check_kinds(tuple(k.strip() for k in s.idiom_kinds.split(",")))
+            if preset.idioms(s.idiom_frac) == 0:
+                raise ValueError(
+                    f"--idiom-kinds {s.idiom_kinds} has no effect: preset {preset.name!r} mixes "
+                    "in no idioms; add --idiom-frac (e.g. 0.35)"
+                )
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    return preset, kinds
+
+
+def _start_rank(device: str) -> tuple["DistInfo", str]:
+    """This process's rank (from ``torchrun``'s ``RANK`` and ``WORLD_SIZE``; the process group
+    started when there are several) and its device (``cuda:LOCAL_RANK`` for a CUDA rank)."""
+    import torch.distributed as dist
+
+    from sparse_lens.training.loop import DistInfo
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dist_info = DistInfo(rank=int(os.environ.get("RANK", "0")), world_size=world)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return dist_info, device
+
+
+def _prepare(
+    s: TrainSettings, preset: Any, kinds: tuple["IdiomKind", ...], dist_info: "DistInfo"
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``(corpus, tokenizer, data, model config, train config)`` of the run: the corpus
+    tokenised (the main rank builds the cache, the others then read it), the preset built for
+    its vocabulary with ``s``'s overrides, and the preset's share of idioms mixed in.
+
+    Raises:
+        CLIError: the corpus is missing or empty, a setting is out of range, or the cache
+            folder cannot be written.
+    """
+    from sparse_lens.data.token_data import prepare_data, with_idioms
+
+    cache_dir = s.cache_dir.expanduser()
+    try:
+        prepared = prepare_data(s.corpus, cache_dir) if dist_info.is_main else None
+        dist_info.barrier()
+        if prepared is None:  # the other ranks, once the main one has built the cache
+            prepared = prepare_data(s.corpus, cache_dir)
+        corpus, tokenizer, data = prepared
+        mcfg, tcfg = preset.build(
+            tokenizer.vocab_size,
+            dense=s.dense,
+            no_abstopk=s.no_abstopk,
+            seed=s.seed,
+            steps=s.steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            sparse_matmul_max_density=0.0 if s.dense_kernels else None,
+        )
+        data = with_idioms(data, tokenizer, preset.idioms(s.idiom_frac), cache_dir, kinds=kinds)
+    except (FileNotFoundError, ValueError, PermissionError) as e:
+        raise CLIError(str(e)) from e
+    return corpus, tokenizer, data, mcfg, tcfg
 
 
 def _train_dense_hf(

@@ -1,1 +1,1 @@
-"""Files: atomic writes, output-folder claims and fault points for the kill tests."""
+"""Files: atomic writes, output-folder claims, fault points for the kill tests, JSON-lines reading."""

@@ -9,20 +9,31 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import circuitsvis.tokens
 import pytest
 import torch
 
 from analyses.circuit_graph import circuit_dot, layout, residual_paths
+from analyses.circuit_view import failed_banner, render_circuit_page
+from analyses.frontier import frontier_page
 from analyses.html import circuitsvis_bundle, esc
-from analyses.node_panels import attribution_effects, knockout_effects
+from analyses.node_panels import attribution_effects, circuit_patterns, knockout_effects
 from analyses.plots import Series, bar_chart, embed, heatmap, line_chart
-from analyses.report import ReportConfig, circuit_page, index_page, training_plots
+from analyses.report import (
+    ReportConfig,
+    circuit_facts,
+    circuit_page_data,
+    index_page,
+    training_plots,
+)
 from hooks import node_mask
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.faithfulness import circuit_checks, model_verdicts
 from sparse_lens.circuits.masks import ablation_means
 from sparse_lens.circuits.nodes import node_locations
+from sparse_lens.sweep.grid import SweepConfig
+from sparse_lens.sweep.table import match_dense
 from sparse_lens.tasks.task import binary_logits, binary_task_loss, get_task, task_batch
 from tests.helpers import build_cfg, tiny_tokenizer
 
@@ -59,8 +70,8 @@ def setup():
     report["computed_on"] = {"split": "test", "n": len(test), "ablation": "mean", "seed": 0}
     circuit.extra["faithfulness"] = report
     rcfg = ReportConfig(n_examples=8, n_windows=8, max_node_panels=3, n_exact_knockouts=6)
-    html, data = circuit_page(model, circuit, get_task(TASK), windows, rcfg, dot_name="c.dot")
-    return model, circuit, html, data
+    page = circuit_page_data(model, circuit, get_task(TASK), windows, rcfg)
+    return model, circuit, render_circuit_page(page, dot_name="c.dot"), page.numbers()
 
 
 def test_graph_has_every_node_and_edge(setup):
@@ -166,8 +177,6 @@ def test_no_network_resource_loads(setup):
 
 
 def test_resource_check_catches_cdn_pages():
-    import circuitsvis.tokens
-
     cdn = circuitsvis.tokens.colored_tokens(tokens=["a"], values=[1.0]).cdn_src
     assert network_loads(cdn)  # the CDN version imports from unpkg.com
     assert network_loads('<link rel="stylesheet" href="https://x.org/a.css">')
@@ -198,8 +207,6 @@ def test_attribution_is_the_derivative_of_the_masked_loss(setup):
 
 
 def test_circuit_patterns_are_the_circuit_runs_attention(setup):
-    from analyses.node_panels import circuit_patterns
-
     model, circuit, _, data = setup
     batch = task_batch(get_task(TASK), model.tokenizer, 64, "test", 8)
     patterns, sinks = circuit_patterns(model, circuit, batch.tokens)
@@ -357,8 +364,6 @@ window.addEventListener('load', function () {
 
 
 def _sweep_rows():
-    from sparse_lens.sweep.table import match_dense
-
     def row(name, kind, width, l0, loss, edges):
         circuits = {t: {"edges": e, "nodes": e // 2, "loss": 0.1} for t, e in edges.items()}
         return {
@@ -381,9 +386,6 @@ def _sweep_rows():
 def test_browser_renders_the_figures(setup, tmp_path):
     """Every matplotlib figure of the index page and of the sweep's page is laid out as SVG
     (non-empty box, text as text) by a real browser, offline."""
-    from analyses.frontier import frontier_page
-    from sparse_lens.sweep.grid import SweepConfig
-
     chromium = _chromium()
     if chromium is None:
         pytest.skip("chromium not installed (scripts/test.sh installs it)")
@@ -435,12 +437,12 @@ def test_browser_renders_the_figures(setup, tmp_path):
 
 
 def test_a_failed_check_is_named_at_the_top_of_the_page(setup):
-    from analyses.report import failed_banner
-
     _, circuit, _, _ = setup
     bad = copy.deepcopy(circuit)
     bad.extra["faithfulness"] = {"failed": ["frozen_norms", "logit_diff"]}
-    banner = failed_banner(bad)
-    assert "fails 2 faithfulness checks: frozen_norms, logit_diff" in banner
+    failed = circuit_facts(bad, get_task(TASK)).failed_checks
+    assert "fails 2 faithfulness checks: frozen_norms, logit_diff" in failed_banner(failed)
     bad.extra["faithfulness"] = {"failed": []}
-    assert failed_banner(bad) == ""
+    assert failed_banner(circuit_facts(bad, get_task(TASK)).failed_checks) == ""
+    del bad.extra["faithfulness"]
+    assert circuit_facts(bad, get_task(TASK)).failed_checks == ()

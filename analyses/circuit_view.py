@@ -1,0 +1,270 @@
+"""The circuit page, rendered from its data alone (``CircuitPageData``; no model, no tensors).
+
+Sections: a banner naming failed faithfulness checks, the circuit's summary, the layered graph
+(``analyses/circuit_graph.py``), task loss against circuit size from the bisection, the search
+record, the faithfulness report, the heads (attention patterns on task examples with their sink
+mass) and a panel per important node (top pretraining contexts, values on the task). The data
+comes from ``analyses.report.circuit_page_data``.
+"""
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from analyses.circuit_graph import GRAPH_SCRIPT, KIND_COLOUR, graph_svg
+from analyses.html import Page, RawHTML, esc, table
+from analyses.page_data import CircuitFacts, CircuitPageData, HeadsData, NodePanelData
+from analyses.plots import Series, chart_html, line_chart
+
+
+def render_circuit_page(
+    data: CircuitPageData, *, dot_name: str | None = None, back_link: str | None = None
+) -> str:
+    """The HTML page of ``data``; ``dot_name`` links the Graphviz export beside the page,
+    ``back_link`` the index page."""
+    facts = data.facts
+    page = Page(title=f"Circuit for {facts.task}")
+    if back_link:
+        page.add(f'<nav><a href="{esc(back_link)}">← index</a></nav>')
+    page.add(failed_banner(facts.failed_checks))
+    page.add(table(["", ""], _summary_rows(facts)))
+    _graph_section(page, data, dot_name)
+    page.h2("Task loss vs circuit size", "curve")
+    page.add(curve_plot(facts))
+    page.h2("Search, clean-up, seeds", "search")
+    page.add(search_section(facts))
+    page.h2("Faithfulness", "faithfulness")
+    if facts.faithfulness is not None:
+        page.add(faithfulness_section(facts.faithfulness))
+    else:
+        page.p("No faithfulness report in this circuit file (prune with --faithfulness).", "note")
+    _heads_section(page, data.heads)
+    page.h2("Nodes", "nodes")
+    page.p(
+        f"The {len(data.panels)} nodes with the largest knockout effect, of {facts.n_nodes}. "
+        f"Corpus contexts are {data.n_windows} pretraining windows; values are the full model's.",
+        "note",
+    )
+    for panel in data.panels:
+        page.add(_node_panel(page, panel))
+    return page.render()
+
+
+def failed_banner(failed: tuple[str, ...] | list[str]) -> str:
+    """A warning naming the ``failed`` faithfulness checks, for the top of a circuit page (""
+    if none failed)."""
+    if not failed:
+        return ""
+    return (
+        f'<p class="warn"><strong>This circuit fails {len(failed)} faithfulness check'
+        f"{'s' if len(failed) > 1 else ''}: {esc(', '.join(failed))}.</strong> "
+        '<a href="#faithfulness">Why</a></p>'
+    )
+
+
+def _summary_rows(facts: CircuitFacts) -> list[list[Any]]:
+    rows = [
+        ["task", facts.task],
+        ["description", re.sub(r"``(.+?)``", r"\1", facts.description) or "-"],
+        ["nodes / total", f"{facts.n_nodes} / {facts.n_total}"],
+        ["edges", facts.n_edges],
+        ["target loss", facts.target_loss],
+        ["circuit loss (val)", facts.loss],
+        ["circuit loss (test)", facts.test_loss if facts.test_loss is not None else "-"],
+        ["full-model loss", facts.full_loss],
+        ["ablation", facts.ablation + (", frozen norms" if facts.freeze_norms else "")],
+        ["model fingerprint", facts.model_fingerprint],
+    ]
+    if facts.calibrated_loss is not None:  # only when asked for (PruneConfig.calibrate)
+        rows.append(["logit-calibrated loss (not a faithfulness measure)", facts.calibrated_loss])
+    if facts.prune_seconds is not None:
+        rows.append(["pruning time (s)", round(facts.prune_seconds, 1)])
+    if facts.chosen_hparams:
+        rows.append(["chosen hyperparameters", json.dumps(facts.chosen_hparams)])
+    return rows
+
+
+def _graph_section(page: Page, data: CircuitPageData, dot_name: str | None) -> None:
+    page.h2("Graph", "graph")
+    legend = " ".join(f'<span style="color:{c}">●</span> {esc(k)}' for k, c in KIND_COLOUR.items())
+    page.add(
+        f'<p class="note">Bottom: layer 0; top: the final residual read. Node size: knockout '
+        f"effect (task-loss increase when the node is also removed; circuit loss "
+        f"{data.circuit_loss:.3f} on {data.n_test} test examples): exact for the {data.n_exact} "
+        f"nodes with the largest attribution-patching estimate, the estimate for the rest. Edges: "
+        f"blue positive, red negative weights, width |w|; dashed: residual identity paths (not "
+        f"counted). Hover a node to isolate its edges.<br>{legend}</p>"
+    )
+    if dot_name:
+        page.add(f'<p><a href="{esc(dot_name)}">Graphviz export ({esc(dot_name)})</a></p>')
+    page.add(f'<div class="graph">{graph_svg(data.graph, data.node_info)}</div>{GRAPH_SCRIPT}')
+
+
+def curve_plot(facts: CircuitFacts, png_dir: Path | None = None) -> str:
+    """Task loss of the top-k nodes (by learned mask) against k, from the bisection."""
+    pts = [(float(k), v) for k, v in facts.curve if k > 0]
+    title = f"{facts.task}: task loss vs circuit size"
+    fig = line_chart(
+        [Series(name="bisection", points=sorted(pts), markers=True)],
+        title=title,
+        xlabel="nodes kept (log)",
+        ylabel="task loss (log)",
+        xlog=True,
+        ylog=True,
+        hlines=[(facts.target_loss, "target"), (facts.full_loss, "full model")],
+        vlines=[(float(facts.n_nodes), f"{facts.n_nodes} nodes")],
+    )
+    return chart_html(fig, f"curve-{facts.task}", title, png_dir)
+
+
+def search_section(facts: CircuitFacts) -> str:
+    """How the circuit was found: the search, nodes and edges after bisection and each
+    clean-up stage (validation and test loss), the attribution baseline, and the seeds' core,
+    union and Jaccard similarity."""
+    parts = []
+    search = facts.search or {}
+    if search:
+        keys = ("method", "trials", "complete", "pruned", "best_trial", "study")
+        parts.append(table(["search", "value"], [[k, search[k]] for k in keys if k in search]))
+    if facts.stages:
+        rows = [
+            [st["stage"], st["nodes"], st["edges"], st["val_loss"], st.get("test_loss", "-")]
+            for st in facts.stages
+        ]
+        parts.append(table(["after", "nodes", "edges", "val loss", "test loss"], rows))
+    if facts.attribution:
+        parts.append(_attribution_table(facts.attribution))
+    if facts.seeds:
+        parts.append(_seeds_tables(facts.seeds))
+    return "".join(parts) or '<p class="note">No search record in this circuit file.</p>'
+
+
+def _attribution_table(attr: Mapping[str, Any]) -> str:
+    return table(
+        ["attribution-ranked baseline", "value"],
+        [
+            ["nodes / edges", f"{attr['nodes']} / {attr['edges']}"],
+            ["loss (val)", attr["loss"]],
+            ["learned / attribution nodes", attr["learned_over_attribution_nodes"]],
+            ["learned / attribution edges", attr["learned_over_attribution_edges"]],
+        ],
+    )
+
+
+def _seeds_tables(seeds: Mapping[str, Any]) -> str:
+    rows = [[f"seed {r['seed']}", r["nodes"], r["edges"], r["loss"]] for r in seeds["per_seed"]]
+    return table(["circuit", "nodes", "edges", "val loss"], rows) + table(
+        ["seeds", "value"],
+        [
+            ["core (nodes in every circuit)", seeds["n_core"]],
+            ["union", seeds["n_union"]],
+            ["mean pairwise Jaccard", seeds["mean_jaccard"]],
+            *[[f"Jaccard {k}", v] for k, v in seeds["jaccard"].items()],
+            ["core nodes", ", ".join(seeds["core"]) or "-"],
+        ],
+    )
+
+
+def faithfulness_section(report: Mapping[str, Any]) -> str:
+    """The verdict table (check, status, value, threshold, reason), what it was computed on,
+    then the measurements behind it."""
+    on = report.get("computed_on", {})
+    where = (
+        f"Computed on the {on.get('split', '?')} split, n = {on.get('n', '?')} examples, "
+        f"{on.get('ablation', '?')} ablation (source: {json.dumps(on.get('ablation_source'))}), "
+        f"seed {on.get('seed', '?')}."
+    )
+    colour = {"pass": "good", "fail": "bad", "not run": "note"}
+    rows = [
+        [
+            v["check"],
+            RawHTML(f'<span class="{colour[v["status"]]}">{esc(v["status"].upper())}</span>'),
+            v["value"],
+            v["threshold"],
+            v["reason"],
+        ]
+        for v in report.get("verdicts", [])
+    ]
+    parts = [f'<p class="note">{esc(where)}</p>']
+    if rows:
+        parts.append(table(["check", "verdict", "value", "threshold", "why"], rows, "verdicts"))
+    else:
+        parts.append('<p class="note">This report predates verdicts (prune again).</p>')
+    parts.append(table(["measurement", "value"], _measurements(report)))
+    return "".join(parts)
+
+
+def _measurements(report: Mapping[str, Any]) -> list[list[Any]]:
+    """The faithfulness report's numbers, one ``[name, value]`` row each."""
+    measured: list[list[Any]] = []
+    for key in ("full_model_loss", "n_nodes"):
+        if key in report:
+            measured.append([key.replace("_", " "), report[key]])
+    for key in ("sufficiency", "frozen_norms"):
+        if isinstance(report.get(key), dict):
+            measured += [[f"{key} {k}", v] for k, v in report[key].items()]
+    agree = report.get("node_agreement")
+    if isinstance(agree, dict):
+        measured += [[f"node agreement {k}", v] for k, v in agree.items() if _number(v)]
+    inter = report.get("interchange")
+    if isinstance(inter, dict) and isinstance(inter.get("fractions"), dict):
+        for k, v in inter["fractions"].items():
+            measured.append(
+                [f"interchange at fraction {k} (loss, KL)", f"{v['loss']:.4g}, {v['kl']:.4g}"]
+            )
+    part = report.get("partial_complement")
+    if isinstance(part, dict):
+        measured.append(["partial complement: worst loss", part["worst"]["loss"]])
+        measured.append(["partial complement: median random loss", part["random_median"]])
+        adv = ", ".join(f"{x:.4g}" for x in part["adversarial_losses"]) or "-"
+        measured.append(["partial complement: adversarial losses", adv])
+    mib = report.get("mib")
+    if isinstance(mib, dict) and "cpr" in mib:
+        measured += [["MIB CPR (higher is better)", mib["cpr"]], ["MIB CMD (lower is better)", mib["cmd"]]]  # fmt: skip
+        measured.append(["MIB f of this circuit", mib["circuit_f"]])
+    return measured
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _heads_section(page: Page, heads: HeadsData) -> None:
+    page.h2("Attention heads", "heads")
+    if not heads.n_heads:
+        page.p("The circuit keeps no q/k/v channel: no attention head takes part.", "note")
+        return
+    rows = [[h.head, h.sink_mass_last, h.sink_mass_mean] for h in heads.sinks]
+    page.add(
+        table(["head", "sink mass at answer position", "sink mass, all positions"], rows)
+        + '<p class="note">Patterns as run by the circuit (removed nodes ablated). Sink mass is '
+        "the attention a query gives to the sink (nothing); rows of a pattern sum to 1 minus it.</p>"
+    )
+    if heads.n_shown < heads.n_heads:
+        page.p(
+            f"Showing the {heads.n_shown} heads (of {heads.n_heads}) whose q/k/v nodes have the "
+            "largest summed knockout effect.",
+            "note",
+        )
+    for example in heads.examples:
+        page.add(f"<h3>Example answering {esc(repr(example.answer))}</h3>")
+        page.add(page.panel(example.view))
+
+
+def _node_panel(page: Page, panel: NodePanelData) -> str:
+    parts = [
+        f'<div class="node-panel" data-node="{esc(panel.label)}"><h3>{esc(panel.label)}</h3>'
+        f'<p class="note"><code>{esc(panel.hook)}</code> · knockout effect {panel.effect:+.4f} '
+        f"(attribution estimate {panel.attribution:+.4f}) · "
+        f"ablation value {panel.ablation_value:.4g} · {panel.n_in} edges in, {panel.n_out} out</p>"
+    ]
+    parts.append("<b>Top pretraining contexts</b> (|value|, peak at the last but three tokens)")
+    parts.append(page.panel(panel.contexts))
+    parts.append("<b>On the task</b>")
+    for example in panel.on_task:
+        parts.append(f'<p class="note">answer {esc(repr(example.answer))}</p>')
+        parts.append(page.panel(example.view))
+    parts.append("</div>")
+    return "".join(parts)

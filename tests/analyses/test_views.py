@@ -1,0 +1,244 @@
+"""Snapshot tests of the page renderers: hand-made page data in, HTML out, no model.
+
+Each test builds a small ``CircuitPageData`` or ``BridgePageData`` by hand, renders it, and
+compares the page with a checked-in snapshot under ``tests/analyses/snapshots/``. Two parts are
+replaced by placeholders before comparing, since they are not this package's markup: the
+inlined circuitsvis bundle (1.3 MB) and the matplotlib figures (their SVG changes with the
+matplotlib version; ``test_report.py`` tests the figures). After an intended change to a page,
+regenerate the snapshots and review their diff:
+
+    SPARSE_LENS_UPDATE_SNAPSHOTS=1 python -m pytest tests/analyses/test_views.py
+"""
+
+import ast
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from analyses.bridge_view import render_bridge_page
+from analyses.circuit_graph import CircuitGraph, GraphNode
+from analyses.circuit_view import render_circuit_page
+from analyses.html import CircuitsvisHTML, circuitsvis_bundle
+from analyses.page_data import (
+    BridgePageData,
+    CircuitFacts,
+    CircuitPageData,
+    ExampleView,
+    HeadPairView,
+    HeadsData,
+    HeadSink,
+    ModelFacts,
+    NodePanelData,
+    PatchingGrids,
+    SinkGrids,
+    SteeringView,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+UPDATE = os.environ.get("SPARSE_LENS_UPDATE_SNAPSHOTS") == "1"
+
+
+def _view(name: str) -> CircuitsvisHTML:
+    return CircuitsvisHTML(f'<div id="circuits-vis-{name}" class="cv-panel"></div>')
+
+
+def _normalised(html: str) -> str:
+    """``html`` with the circuitsvis bundle and each matplotlib figure as placeholders."""
+    html = re.sub(r"<head>(.*?)<script>.*?</script></head>", r"<head>\1<script>BUNDLE</script></head>", html, flags=re.S)  # fmt: skip
+    return re.sub(
+        r'<svg class="figure" data-name="([^"]+)".*?</svg>',
+        r'<svg class="figure" data-name="\1">FIGURE</svg>',
+        html,
+        flags=re.S,
+    )
+
+
+def _check_snapshot(name: str, html: str) -> None:
+    path = SNAPSHOTS / name
+    got = _normalised(html)
+    if UPDATE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(got, encoding="utf-8")
+    assert path.is_file(), f"no snapshot {path}; run with SPARSE_LENS_UPDATE_SNAPSHOTS=1"
+    assert got == path.read_text(encoding="utf-8"), (
+        f"{name} differs from its snapshot; if the change is intended, regenerate it (see the "
+        "module docstring) and review the diff"
+    )
+
+
+def _graph() -> CircuitGraph:
+    def node(label, hook, kind, row, x, head=None):  # noqa: ANN001, ANN202
+        y = 30.0 + (2 - row) * 70 + 20
+        return GraphNode(label, hook, kind, 0, 1, row, x, y, head)
+
+    return CircuitGraph(
+        task="quotes",
+        nodes=(
+            node("0.attn_in.1", "blocks.0.attn.hook_in", "attn_in", 0, 130.0),
+            node("0.v.H0.1", "blocks.0.attn.hook_v", "v", 1, 130.0, head=0),
+            node("0.attn_out.1", "blocks.0.hook_attn_out", "attn_out", 2, 130.0),
+        ),
+        rows=("L0 attn_in", "L0 qkv", "L0 attn_out"),
+        edges=(("0.attn_in.1", "0.v.H0.1", 0.5), ("0.v.H0.1", "0.attn_out.1", -0.25)),
+    )
+
+
+def _circuit_data(failed: tuple[str, ...] = ("necessity",)) -> CircuitPageData:
+    verdicts = [
+        {"check": "sufficiency", "status": "pass", "value": 0.61, "threshold": 0.7, "reason": "ok"},
+        {"check": "necessity", "status": "fail", "value": 0.65, "threshold": 0.69, "reason": "low"},
+    ]  # fmt: skip
+    faithfulness = {
+        "computed_on": {"split": "test", "n": 8, "ablation": "mean", "seed": 0},
+        "verdicts": verdicts,
+        "failed": list(failed),
+        "full_model_loss": 0.5,
+        "sufficiency": {"loss": 0.61},
+    }
+    facts = CircuitFacts(
+        task="quotes",
+        description="Close a string with its ``quote``.",
+        n_nodes=3,
+        n_total=100,
+        n_edges=2,
+        target_loss=0.7,
+        loss=0.61,
+        test_loss=None,
+        full_loss=0.5,
+        ablation="mean",
+        freeze_norms=True,
+        model_fingerprint="abc123",
+        prune_seconds=12.345,
+        chosen_hparams={"lr": 0.01},
+        curve=((0, 0.9), (3, 0.61), (100, 0.5)),
+        search={"method": "tpe", "trials": 4},
+        stages=({"stage": "bisection", "nodes": 4, "edges": 3, "val_loss": 0.6},),
+        faithfulness=faithfulness,
+        failed_checks=failed,
+    )
+    info = {"0.v.H0.1": {"effect": 0.2, "ablation value": 0.1, "attribution estimate": 0.15}}
+    panel = NodePanelData(
+        label="0.v.H0.1",
+        hook="blocks.0.attn.hook_v",
+        effect=0.2,
+        attribution=0.15,
+        ablation_value=0.1,
+        n_in=1,
+        n_out=1,
+        contexts=_view("contexts"),
+        on_task=(ExampleView(answer='"', view=_view("task")),),
+    )
+    heads = HeadsData(
+        sinks=(HeadSink(head="L0H0", sink_mass_last=0.25, sink_mass_mean=0.5),),
+        n_heads=2,
+        n_shown=1,
+        examples=(ExampleView(answer="'", view=_view("heads")),),
+    )
+    return CircuitPageData(
+        facts=facts,
+        graph=_graph(),
+        node_info=info,
+        circuit_loss=0.61,
+        n_test=8,
+        n_exact=1,
+        knockout_effects={"0.v.H0.1": 0.2},
+        attribution_effects={"0.v.H0.1": 0.15, "0.attn_in.1": 0.01, "0.attn_out.1": -0.02},
+        heads=heads,
+        n_windows=4,
+        panels=(panel,),
+    )
+
+
+def test_circuit_page_snapshot():
+    data = _circuit_data()
+    html = render_circuit_page(data, dot_name="quotes.dot", back_link="../index.html")
+    _check_snapshot("circuit_page.html", html)
+    assert 'class="warn"' in html and "fails 1 faithfulness check: necessity." in html
+    assert '<span class="bad">FAIL</span>' in html and '<span class="good">PASS</span>' in html
+    assert html.count(circuitsvis_bundle()[:200]) == 1  # three views, one bundle
+    assert data.n_panels == 3 and html.count('class="cv-panel"') == 3
+    assert "Close a string with its quote." in html  # RST literals shown plain
+    assert 'data-name="curve-quotes"' in html  # the bisection curve is drawn
+    numbers = data.numbers()
+    assert numbers["n_panels"] == 3 and numbers["heads"][0]["head"] == "L0H0"
+
+
+def test_circuit_page_without_failures_reports_or_heads():
+    data = _circuit_data(failed=())
+    html = _normalised(render_circuit_page(data))
+    assert 'class="warn"' not in html and "<nav>" not in html and ".dot" not in html
+    bare = dataclasses.replace(
+        data,
+        facts=dataclasses.replace(data.facts, faithfulness=None, search=None, stages=()),
+        heads=HeadsData(),
+        panels=(),
+    )
+    html = render_circuit_page(bare)
+    assert "No faithfulness report in this circuit file" in html
+    assert "No search record in this circuit file" in html
+    assert "no attention head takes part" in html
+    assert "CircuitsVis" not in html  # no view, no bundle
+
+
+def _bridge_data() -> BridgePageData:
+    grid = ((0.0, 0.5), (1.0, -0.25))
+    sinks = SinkGrids(
+        corpus_sink_mass=grid, task_sink_mass=grid, removal_effect=grid, threshold_score=grid
+    )
+    patching = PatchingGrids(resid_pre=grid, head_out=grid, tokens=("x", "="))
+    shape = {"n_layers": 2, "d_model": 16, "n_heads": 2}
+    return BridgePageData(
+        task="quotes",
+        sparse=ModelFacts(class_name="HookedSparseTransformer", **shape, ce=3.5),
+        dense=ModelFacts(class_name="TransformerBridge", **shape, ce=3.25),
+        bridges={
+            "per_site": {
+                "blocks.0.hook_resid_pre": {
+                    "nmse_d2s": 0.5,
+                    "nmse_s2d": 0.25,
+                    "kl_d2s": 0.125,
+                    "kl_s2d": 1.0,
+                }
+            }
+        },  # fmt: skip
+        steering=SteeringView(
+            node="0.attn_in.1",
+            site="blocks.0.hook_resid_pre",
+            node_score=1.5,
+            target="'",
+            presented='"',
+            strengths=(0.0, 1.0),
+            p_target=(0.1, 0.6),
+            p_target_random=(0.1, 0.12),
+            p_presented=(0.9, 0.4),
+            n_pairs=4,
+        ),
+        patching={"sparse": patching, "dense": patching},
+        sinks={"sparse": sinks, "dense": sinks},
+        heads=(HeadPairView(sparse=(0, 1), dense=(1, 0), similarity=0.75, view=_view("pair")),),
+    )
+
+
+def test_bridge_page_snapshot():
+    html = render_bridge_page(_bridge_data())
+    _check_snapshot("bridge_page.html", html)
+    figures = re.findall(r'<svg class="figure" data-name="([^"]+)"', html)
+    assert figures[0] == "steering" and len(figures) == 1 + 2 * 2 + 4 * 2
+    assert "sparse L0H1 ↔ dense L1H0 (similarity 0.75)" in html
+    assert "<td>TransformerBridge</td>" in html and "<td>blocks.0.hook_resid_pre</td>" in html
+    assert html.count(circuitsvis_bundle()[:200]) == 1
+
+
+@pytest.mark.parametrize("module", ["circuit_view", "bridge_view", "page_data"])
+def test_views_import_no_model_no_torch_no_analysis(module):
+    """A view module imports neither torch, nor the model, nor the analyses that run it."""
+    tree = ast.parse((ROOT / "analyses" / f"{module}.py").read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    allowed = {"analyses.html", "analyses.plots", "analyses.page_data", "analyses.circuit_graph"}
+    assert {m for m in names if m.split(".")[0] in ("analyses", "sparse_lens", "hooks")} <= allowed
+    assert not {m for m in names if m.split(".")[0] in ("torch", "transformer_lens", "circuitsvis")}
