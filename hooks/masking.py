@@ -8,6 +8,8 @@ node-mask hooks, the mask-training hooks of the pruner, and the baked-in channel
 circuit model.
 """
 
+from typing import cast
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -60,7 +62,9 @@ def blend(
         )
     base = align_value(like(value, act), act)
     try:
-        fits = torch.broadcast_shapes(base.shape, act.shape) == act.shape
+        # torch.broadcast_shapes is unannotated; it returns a ``Size``
+        shape = cast(torch.Size, torch.broadcast_shapes(base.shape, act.shape))  # pyright: ignore[reportUnknownMemberType]
+        fits = shape == act.shape
     except RuntimeError:
         fits = False
     if not fits:

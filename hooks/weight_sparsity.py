@@ -30,10 +30,11 @@ one): by default every ``nn.Linear`` weight, each output neuron keeping its mini
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from hooks.topk import n_keep, topk_weight_indices
 
@@ -45,6 +46,10 @@ NEURON_FAN_DIM: dict[str, int] = {"W_Q": 1, "W_K": 1, "W_V": 1, "W_O": 2, "W_in"
 
 DensitySchedule = Callable[[int], Mapping[str, float]]
 """Nonzero fraction per group of sparse parameters after optimizer step ``i`` (0-based)."""
+
+# The step's positional and keyword arguments torch passes an optimizer step hook (unused here).
+OptimizerArgs = tuple[object, ...]
+OptimizerKwargs = dict[str, object]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -68,13 +73,15 @@ class SparseParam:
 def linear_weights(model: nn.Module) -> list[SparseParam]:
     """Every ``nn.Linear`` weight ``[out in]`` of ``model``; each output neuron keeps its
     minimum fan-in (dim 1)."""
+    # torch leaves named_modules' return type to inference, which its recursion leaves unknown
+    modules = cast(Iterable[tuple[str, nn.Module]], model.named_modules())
     return [
         SparseParam(
             name=f"{name}.weight" if name else "weight",
             param=cast(nn.Parameter, m.weight),  # torch's stub types Linear.weight as Tensor
             fan_dim=1,
         )
-        for name, m in model.named_modules()
+        for name, m in modules
         if isinstance(m, nn.Linear)
     ]
 
@@ -158,7 +165,7 @@ def budget_shortfalls(
 ) -> list[tuple[str, int, int]]:
     """``(name, kept, needed)`` for every parameter whose top-k at ``densities`` keeps fewer
     entries than ``min_per_neuron`` per neuron needs (empty when every budget suffices)."""
-    short = []
+    short: list[tuple[str, int, int]] = []
     for sp in params:
         density = densities[sp.group]
         if sp.fan_dim is None or density >= 1.0 or min_per_neuron <= 0:
@@ -196,7 +203,9 @@ class GradRMSNormalization:
         self.eps = eps
         self.rms = 0.0
 
-    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def __call__(
+        self, optimizer: torch.optim.Optimizer, args: OptimizerArgs, kwargs: OptimizerKwargs
+    ) -> None:
         self.rms = normalize_grad_rms_(self.params, self.eps)
 
 
@@ -207,7 +216,9 @@ class FiniteCheck:
     def __init__(self, params: Sequence[nn.Parameter]) -> None:
         self.params = list(params)
 
-    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def __call__(
+        self, optimizer: torch.optim.Optimizer, args: OptimizerArgs, kwargs: OptimizerKwargs
+    ) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.params):
             lr = optimizer.param_groups[0]["lr"]
             raise FloatingPointError(f"the update at lr {lr:g} made weights non-finite")
@@ -235,7 +246,9 @@ class WeightProjection:
         self.densities: Mapping[str, float] = {}
         self.kept: dict[str, int] = {}
 
-    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def __call__(
+        self, optimizer: torch.optim.Optimizer, args: OptimizerArgs, kwargs: OptimizerKwargs
+    ) -> None:
         self.densities = self.schedule(self.step)
         self.kept = project_(self.params, self.densities, self.min_per_neuron)
         self.step += 1
@@ -249,7 +262,7 @@ class Sparsified:
         self,
         projection: WeightProjection,
         grad_norm: GradRMSNormalization | None,
-        handles: list[Any],
+        handles: list[RemovableHandle],
     ) -> None:
         self.projection = projection
         self.grad_norm = grad_norm
@@ -291,7 +304,7 @@ def attach(
 ) -> Sparsified:
     """Register the hooks on ``optimizer``: ``GradRMSNormalization(grad_params)`` before each
     step (if given), then ``FiniteCheck(finite_params)`` (if given) and ``projection`` after."""
-    handles = []
+    handles: list[RemovableHandle] = []
     grad_norm = None
     if grad_params is not None:
         grad_norm = GradRMSNormalization(grad_params, grad_rms_eps)

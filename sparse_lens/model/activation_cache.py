@@ -21,7 +21,7 @@ model's logits.
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
@@ -52,7 +52,7 @@ class ReadoutAdapter:
         self._next = 0
 
     @contextmanager
-    def adding_rows(self, rows: Float[Tensor, "n d_vocab"]) -> Iterator[None]:
+    def adding_rows(self, rows: Float[Tensor, "n d_vocab"]) -> Generator[None, None, None]:
         self._rows, self._next = rows, 0
         try:
             yield
@@ -146,6 +146,7 @@ class SparseActivationCache(ActivationCache):
 
     def decompose_resid(self, *args: Any, **kwargs: Any) -> Any:
         """TL's ``decompose_resid``; refused under AbsTopK on the residual stream."""
+        # Any: TL's arguments and result (a stack, or a stack and its labels), passed through
         self._require_additive_residual("decompose_resid")
         return super().decompose_resid(*args, **kwargs)
 
@@ -189,6 +190,7 @@ class SparseActivationCache(ActivationCache):
         Raises:
             KeyError: the model has a bigram table and ``bigram.hook_logits`` is not in the cache.
         """
+        # Any: TL's own logit_lens signature (keywords and result passed through)
         model = cast(_SparseModel, self.model)
         self._require_no_override("logit_lens", final=True)
         if not model.cfg.use_bigram_table:
@@ -213,6 +215,8 @@ class SparseActivationCache(ActivationCache):
     ) -> torch.Tensor:
         """``m * (post_n W_out[n])`` per neuron; with ``project_output_onto`` ``p`` it is
         ``post_n * (W_out[n] @ (m * p))``, never forming ``[..., d_mlp, d_model]``."""
+        # Any (the slices): whatever TL's Slice takes (a Slice, an int, a list or tuple of ints,
+        # a tensor, a Python slice ...); TL's declared SliceInput leaves some of them out
         self._require_no_override("get_neuron_results")
         mask = self._mask(layer, "mlp")
         if mask is None:
@@ -238,6 +242,7 @@ class SparseActivationCache(ActivationCache):
 
     def logit_attrs(self, *args: Any, **kwargs: Any) -> Any:
         """TL's ``logit_attrs``; refused on a circuit model whose final stream is overridden."""
+        # Any: TL's arguments and result, passed through
         self._require_no_override("logit_attrs", final=True)
         return super().logit_attrs(*args, **kwargs)
 
@@ -271,7 +276,10 @@ class SparseActivationCache(ActivationCache):
         pos_slice: Any = None,
         return_labels: bool = False,
         project_output_onto: torch.Tensor | None = None,
-    ) -> Any:
+    ) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
+        """TL's ``get_full_resid_decomposition`` (the stack, and its labels with
+        ``return_labels``), with the bias row corrected for the write masks."""
+        # Any (pos_slice): as in get_neuron_results
         self._require_additive_residual("get_full_resid_decomposition")
         self._require_no_override("get_full_resid_decomposition", final=True)
         if layer is None or layer == -1:
@@ -305,6 +313,7 @@ class SparseActivationCache(ActivationCache):
         return (stack, labels) if return_labels else stack
 
 
+# Any: wraps every ActivationCache method, whatever its arguments and result
 def _keep_class(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self: ActivationCache, *args: Any, **kwargs: Any) -> Any:

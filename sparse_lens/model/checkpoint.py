@@ -19,13 +19,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, cast, runtime_checkable
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+
+# safetensors annotates ``filename`` as a bare ``os.PathLike``; we pass ``str``
+from safetensors.torch import load_file, save_file  # pyright: ignore[reportUnknownVariableType]
 from torch import nn
 
 from sparse_lens.data.tokenizer import Tokenizer, json_sha256
@@ -61,6 +63,25 @@ M = TypeVar("M", bound=nn.Module)
 ModelBuilder = Callable[..., M]
 
 
+@runtime_checkable  # beartype (in the tests) checks get_slice's return against it
+class _SafeSlice(Protocol):
+    """What ``safe_open(...).get_slice`` returns (safetensors' stub leaves it untyped)."""
+
+    def get_dtype(self) -> str: ...
+
+    def get_shape(self) -> list[int]: ...
+
+
+@runtime_checkable
+class _SafeFile(Protocol):
+    """An open safetensors file, as ``_header_shapes`` uses it (safetensors' stub leaves
+    ``safe_open``'s ``__enter__`` and methods untyped)."""
+
+    def keys(self) -> list[str]: ...
+
+    def get_slice(self, name: str) -> _SafeSlice: ...
+
+
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
@@ -71,7 +92,10 @@ def file_sha256(path: Path) -> str:
 
 
 def write_model_files(
-    model: FolderModel, directory: Path, name: str, imported_from: dict | None = None
+    model: FolderModel,
+    directory: Path,
+    name: str,
+    imported_from: Mapping[str, object] | None = None,
 ) -> None:
     """Write the three files into ``directory``, a folder ``atomic_dir`` builds for the model
     folder called ``name`` (which names the fault points ``dir:NAME/FILE``); ``imported_from``
@@ -94,7 +118,7 @@ def write_model_files(
 
 
 def save_pretrained(
-    model: FolderModel, directory: str | Path, imported_from: dict | None = None
+    model: FolderModel, directory: str | Path, imported_from: Mapping[str, object] | None = None
 ) -> Path:
     """Write the model folder whole (replacing a model folder already there); returns its path.
     ``imported_from``: what an imported model came from, kept in ``config.json``.
@@ -108,7 +132,9 @@ def save_pretrained(
     return directory
 
 
-def save_into(model: FolderModel, directory: Path, imported_from: dict | None = None) -> Path:
+def save_into(
+    model: FolderModel, directory: Path, imported_from: Mapping[str, object] | None = None
+) -> Path:
     """Write the model files into ``directory``, an existing folder the caller holds (e.g. by
     ``files.outputs.claim_output``, whose lock and owner files stay there): each file is written
     to a temporary folder inside it and renamed into place, ``config.json`` removed first and
@@ -165,27 +191,35 @@ def read_config_digests(cfg_path: Path) -> tuple[SparseTransformerConfig, dict[s
             f"{cfg_path}: holds a JSON {type(raw).__name__}, not an object of config fields; "
             "restore the file written with the model"
         )
-    raw = dict(raw)
+    raw = dict(cast(dict[str, object], raw))  # a JSON object: str keys
     raw.pop(IMPORTED_FROM, None)  # a record for the reader, not a setting
-    digests = {name: raw.pop(name, None) for name in DIGESTS}
-    for name, value in digests.items():
-        if value is not None and not (
-            isinstance(value, str)
-            and len(value) == 64
-            and all(c in "0123456789abcdef" for c in value)
-        ):
-            raise ValueError(
-                f"{cfg_path}: {name} must be a SHA-256 (64 hex digits), got {value!r:.80}; "
-                "restore the file written with the model"
-            )
+    values = {name: raw.pop(name, None) for name in DIGESTS}
+    digests = {name: _check_digest(cfg_path, name, value) for name, value in values.items()}
     try:
         return SparseTransformerConfig.from_dict(raw), digests
     except ValueError as e:
         raise ValueError(f"{cfg_path}: {e}; restore the file written with the model") from e
 
 
+def _check_digest(cfg_path: Path, name: str, value: object) -> str | None:
+    """``value``, the digest ``name`` read from ``cfg_path``, once checked: ``None`` (absent) or
+    a SHA-256 of 64 lowercase hex digits.
+
+    Raises:
+        ValueError: anything else (named with the file).
+    """
+    if value is None or (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    ):
+        return value
+    raise ValueError(
+        f"{cfg_path}: {name} must be a SHA-256 (64 hex digits), got {value!r:.80}; "
+        "restore the file written with the model"
+    )
+
+
 def expected_shapes(
-    cfg: SparseTransformerConfig, build: ModelBuilder
+    cfg: SparseTransformerConfig, build: ModelBuilder[nn.Module]
 ) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor the model ``build(cfg)`` holds, without allocating it
     (built on the ``meta`` device)."""
@@ -197,7 +231,7 @@ def expected_shapes(
 def check_shapes(
     shapes: dict[str, tuple[int, ...]],
     cfg: SparseTransformerConfig,
-    build: ModelBuilder,
+    build: ModelBuilder[nn.Module],
     where: str,
 ) -> None:
     """Raise ``ValueError`` naming the first tensor missing, extra or of another shape than
@@ -245,7 +279,9 @@ def _header_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
         ValueError: the file is corrupt or truncated, or a tensor is not floating point.
     """
     try:
-        with safe_open(str(weights_path), framework="pt") as f:
+        # safetensors' stub leaves ``__enter__`` untyped; it returns the open file
+        with safe_open(str(weights_path), framework="pt") as opened:  # pyright: ignore[reportUnknownVariableType]
+            f = cast(_SafeFile, opened)
             slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118
             dtypes = {k: str(v.get_dtype()) for k, v in slices.items()}
             shapes = {k: tuple(v.get_shape()) for k, v in slices.items()}

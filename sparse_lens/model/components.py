@@ -14,7 +14,7 @@ Shapes use TL's names: ``W_Q [n_heads d_model d_head]``, ``W_O [n_heads d_head d
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -205,10 +205,11 @@ class Attention(nn.Module):
         return self.override_in(_site_topk(self.cfg, "attn_in", ln(x)))
 
     def _project(self, x: Tensor, name: str, b: Tensor, site: ActSite, pre: HookPoint) -> Tensor:
-        W = getattr(self, name)
+        W: Tensor = getattr(self, name)  # W_Q, W_K or W_V [head_index d_model d_head]
         csr = usable(self.csr_weights, name, W, x) if x.ndim == 3 else None
         if csr is not None:
-            out = csr_matmul(x, W, csr).unflatten(-1, W.shape[::2]) + b
+            # torch's Tensor.unflatten is unannotated (its result inferred partly unknown)
+            out = cast(Tensor, csr_matmul(x, W, csr).unflatten(-1, W.shape[::2])) + b
         elif x.ndim == 3:
             out = torch.einsum("bpd,hde->bphe", x, W) + b
         else:  # per-head inputs [batch pos head_index d_model]

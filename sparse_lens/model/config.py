@@ -13,8 +13,9 @@ swaps in a replaced config when they change.
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, cast, get_args, get_origin
 
 import torch
 from transformer_lens.config import TransformerLensConfig
@@ -29,7 +30,7 @@ CONFIG_VERSION = 1
 _RUNTIME_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in")
 # TransformerLensConfig fields this architecture fixes: each must keep this value, or the config
 # is refused (a field that would be accepted and ignored gives silently wrong numbers).
-UNSUPPORTED_TL_FIELDS: dict[str, tuple[Any, str]] = {
+UNSUPPORTED_TL_FIELDS: dict[str, tuple[object, str]] = {
     "attn_only": (False, "every block has an MLP (the paper's architecture)"),
     "gated_mlp": (False, "the MLP is W_in -> activation -> W_out, not gated"),
     "n_key_value_heads": (None, "attention has one key/value head per query head"),
@@ -113,7 +114,8 @@ class SparseTransformerConfig(TransformerLensConfig):
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} is not supported: {why}; it must be {required!r}"
                 )
-        if self.device is not None and not isinstance(self.device, str | torch.device):
+        # run-time checks of values a caller may pass against the annotations (here and below)
+        if self.device is not None and not isinstance(self.device, str | torch.device):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ValueError(f"device must be a str, a torch.device or None, got {self.device!r}")
         if self.device is not None:
             check_device_available(self.device)
@@ -129,7 +131,7 @@ class SparseTransformerConfig(TransformerLensConfig):
                 "positional_embedding must be one of "
                 f"{get_args(PositionalEmbedding)}, got {self.positional_embedding!r}"
             )
-        if not (isinstance(self.afrac, int | float) and 0.0 < self.afrac <= 1.0):
+        if not (isinstance(self.afrac, int | float) and 0.0 < self.afrac <= 1.0):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ValueError(f"afrac must be in (0, 1], got {self.afrac!r}")
         sites = tuple(self.act_sparse_sites)
         unknown = [s for s in sites if s not in ACT_SITES]
@@ -159,14 +161,14 @@ class SparseTransformerConfig(TransformerLensConfig):
         object.__setattr__(self, "final_rms", True)
         object.__setattr__(self, "_frozen", True)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         if getattr(self, "_frozen", False):
             raise dataclasses.FrozenInstanceError(
                 f"SparseTransformerConfig is immutable; use cfg.replace({name}=...)"
             )
         object.__setattr__(self, name, value)
 
-    def replace(self, **changes: Any) -> "SparseTransformerConfig":
+    def replace(self, **changes: object) -> "SparseTransformerConfig":
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -186,15 +188,16 @@ class SparseTransformerConfig(TransformerLensConfig):
     # Serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with a ``config_version`` field."""
+        # Any: one value type per field (int, float, str, list ...), read by name by callers
         out: dict[str, Any] = {"config_version": CONFIG_VERSION}
         for f in dataclasses.fields(self):
             if f.name in _RUNTIME_FLAGS or f.name in ("device",) or f.name in DERIVED_TL_FIELDS:
                 continue
-            value = getattr(self, f.name)
+            value: object = getattr(self, f.name)
             if isinstance(value, torch.dtype):
                 value = str(value).removeprefix("torch.")
             elif isinstance(value, tuple):
-                value = list(value)
+                value = list(cast(tuple[object, ...], value))  # isinstance leaves items unknown
             out[f.name] = value
         return out
 
@@ -206,8 +209,9 @@ class SparseTransformerConfig(TransformerLensConfig):
             ValueError: ``config_dict`` is not an object, has unknown or missing keys, a dtype that
                 is not a floating-point torch dtype, or a field inconsistent with the others (named).
         """
+        # Any: parsed JSON; each value's type is checked (``_check_field_types``) before ``cls(**d)``
         d = config_dict
-        if not isinstance(d, dict):
+        if not isinstance(d, dict):  # pyright: ignore[reportUnnecessaryIsInstance]  # parsed JSON
             raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
         d = _migrate(dict(d))
         derived = {name: d.pop(name) for name in DERIVED_TL_FIELDS if name in d}
@@ -236,6 +240,7 @@ class SparseTransformerConfig(TransformerLensConfig):
     @classmethod
     def tiny(cls, **overrides: Any) -> "SparseTransformerConfig":
         """A 2-layer toy for tests: sinks, bigram table, AbsTopK at all 8 paper sites."""
+        # Any: any fields of the constructor, each of its own type (checked by ``__post_init__``)
         base: dict[str, Any] = dict(
             d_model=16, d_head=4, n_heads=4, n_layers=2, d_mlp=32, d_vocab=64, n_ctx=16
         )
@@ -243,7 +248,8 @@ class SparseTransformerConfig(TransformerLensConfig):
         return cls(**base)
 
 
-_FIELD_TYPES: dict[Any, tuple[str, Any]] = {
+# A field's annotation -> (the JSON type it wants, in words; a check of a parsed JSON value).
+_FIELD_TYPES: dict[object, tuple[str, Callable[[object], bool]]] = {
     int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
     bool: ("true or false", lambda v: isinstance(v, bool)),
@@ -252,13 +258,17 @@ _FIELD_TYPES: dict[Any, tuple[str, Any]] = {
     int | None: ("an integer or null", lambda v: v is None or _FIELD_TYPES[int][1](v)),
     tuple[str, ...]: (
         "a list of strings",
-        lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v),
+        lambda v: (
+            isinstance(v, list | tuple)
+            # isinstance leaves the items unknown; a parsed JSON list holds objects
+            and all(isinstance(x, str) for x in cast(list[object] | tuple[object, ...], v))
+        ),
     ),
     torch.dtype: ("a dtype name such as 'float32'", lambda v: isinstance(v, str)),
 }
 
 
-def _json_type(hint: Any) -> Any:
+def _json_type(hint: object) -> object:
     """The ``_FIELD_TYPES`` key of a field's annotation: Literal values are checked as strings
     here (their allowed values in ``__post_init__``)."""
     if get_origin(hint) is Literal:
@@ -291,13 +301,14 @@ def check_device_available(device: str | torch.device) -> None:
         )
     count = getattr(backend, "device_count", None)
     n = count() if callable(count) else None
-    if d.index is not None and isinstance(n, int) and d.index >= n:
+    # torch's stub types ``device.index`` as ``int``; it is ``None`` for a bare ``cuda``
+    if d.index is not None and isinstance(n, int) and d.index >= n:  # pyright: ignore[reportUnnecessaryComparison]
         raise ValueError(
             f"device {str(device)!r} is not available: this machine has {n} {d.type} device(s)"
         )
 
 
-def _check_field_types(d: dict[str, Any]) -> None:
+def _check_field_types(d: Mapping[str, object]) -> None:
     """Raise ``ValueError`` naming the first field of a serialised config of the wrong JSON
     type (a string ``afrac``, an integer ``act_sparse_sites`` ...)."""
     hints = SparseTransformerConfig.__annotations__
@@ -309,6 +320,7 @@ def _check_field_types(d: dict[str, Any]) -> None:
 
 def _migrate(d: dict[str, Any]) -> dict[str, Any]:
     """Bring an older serialised config up to ``CONFIG_VERSION``."""
+    # Any: parsed JSON, passed on to ``from_dict`` (see there)
     version = d.pop("config_version", None)
     if version is None:
         raise ValueError("config has no 'config_version' field")

@@ -195,5 +195,6 @@ class GenerationMixin(TokenizingMixin):
         tok = self.require_tokenizer()
         real = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
         # each row without its left padding
-        text = [tok.decode(row[m].tolist()) for row, m in zip(tokens, real, strict=True)]
+        # torch types tolist as a bare list (here of ints)
+        text = [tok.decode(row[m].tolist()) for row, m in zip(tokens, real, strict=True)]  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
         return text[0] if isinstance(input, str) else text

@@ -22,10 +22,12 @@ kernels are only used on CPU; on other devices the products stay dense (not meas
 
 import warnings
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx
 
 # The products this module can take over, by parameter name, and how each weight reads as a
 # matrix [d_in d_out] (TL layout): "in_out" as it is; "heads_in" [n_heads d_model d_head] ->
@@ -95,7 +97,8 @@ def _crow(rows: Int[Tensor, " nnz"], n_rows: int) -> Int[Tensor, " n_rows_plus_1
 def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
     with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
-        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+        # torch's stub leaves the element type of its list alternatives open; we pass tensors
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)  # pyright: ignore[reportUnknownMemberType]
 
 
 @torch.no_grad()
@@ -115,22 +118,37 @@ def csr_weight(W: Float[Tensor, "..."], layout: str) -> CSRWeight:
     )
 
 
+class _CSRMatmulCtx(Protocol):
+    """``_CSRMatmul``'s ``ctx``: torch's ``FunctionCtx`` (at run time a node of the autograd
+    graph, with ``saved_tensors`` and ``needs_input_grad``) plus the two attributes the forward
+    sets on it for the backward."""
+
+    csr: CSRWeight
+    w_shape: torch.Size
+    saved_tensors: tuple[Tensor, ...]
+    needs_input_grad: tuple[bool, ...]
+
+    def save_for_backward(self, *tensors: Tensor) -> None: ...
+
+
 class _CSRMatmul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, W: Tensor, csr: CSRWeight) -> Tensor:  # noqa: ANN001
-        ctx.save_for_backward(x)
-        ctx.csr, ctx.w_shape = csr, W.shape
+    def forward(ctx: FunctionCtx, x: Tensor, W: Tensor, csr: CSRWeight) -> Tensor:
+        saved = cast(_CSRMatmulCtx, ctx)  # FunctionCtx declares none of the attributes set here
+        saved.save_for_backward(x)
+        saved.csr, saved.w_shape = csr, W.shape
         return torch.mm(csr.fwd, x.t()).t()
 
     @staticmethod
     # torch declares backward(ctx, *grad_outputs); one output, one gradient: the documented form
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: ANN001  # pyright: ignore[reportIncompatibleMethodOverride]
-        (x,) = ctx.saved_tensors
-        csr = ctx.csr
-        gx = torch.mm(csr.bwd, grad.t()).t() if ctx.needs_input_grad[0] else None
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # pyright: ignore[reportIncompatibleMethodOverride]
+        saved = cast(_CSRMatmulCtx, ctx)  # as filled by forward
+        (x,) = saved.saved_tensors
+        csr = saved.csr
+        gx = torch.mm(csr.bwd, grad.t()).t() if saved.needs_input_grad[0] else None
         gW = None
-        if ctx.needs_input_grad[1]:
-            gW = _from_matrix(x.t() @ grad, csr.layout, ctx.w_shape)
+        if saved.needs_input_grad[1]:
+            gW = _from_matrix(x.t() @ grad, csr.layout, saved.w_shape)
         return gx, gW, None
 
 
@@ -141,7 +159,8 @@ def csr_matmul(
 
     Not twice differentiable."""
     x2d = x.reshape(-1, x.shape[-1])
-    out = _CSRMatmul.apply(x2d, W, csr)
+    # torch types Function.apply's result as unknown; this one returns the [rows d_out] product
+    out = cast(Tensor, _CSRMatmul.apply(x2d, W, csr))  # pyright: ignore[reportUnknownMemberType]
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
@@ -188,8 +207,10 @@ def refresh_csr_weights(
         store = getattr(module, "csr_weights", None)
         if not isinstance(store, dict):
             continue
+        store = cast(dict[str, CSRWeight], store)  # a component's csr_weights (by weight name)
         for name, layout in LAYOUTS.items():
-            W = module._parameters.get(name)
+            # the module's own parameter of that name (not a buffer or attribute, not a child's)
+            W = module._parameters.get(name)  # pyright: ignore[reportPrivateUsage]
             if W is None:
                 continue
             old = store.pop(name, None)

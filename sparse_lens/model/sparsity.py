@@ -61,7 +61,7 @@ def sparse_params(model: nn.Module) -> list[SparseParam]:
     """The sparse parameters of a ``HookedSparseTransformer`` for ``hooks.weight_sparsity``:
     block matrices in group ``"matrix"`` with their neuron fan dimension (``NEURON_FAN_DIM``),
     embeddings, unembedding and biases in group ``"embed"`` without a per-neuron minimum."""
-    out = []
+    out: list[SparseParam] = []
     for name, p in model.named_parameters():
         role = param_role(name)
         if role == "matrix":

@@ -5,7 +5,7 @@ token ids and back, and the checks every token input passes before the forward p
 ``cfg``, ``tokenizer`` and ``embed`` (for the device).
 """
 
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, TypeGuard, cast, get_args
 
 import torch
 from jaxtyping import Int
@@ -98,7 +98,7 @@ class TokenizingMixin(nn.Module):
         texts = [input] if isinstance(input, str) else list(input)
         if not texts:
             raise ValueError("to_tokens got an empty list of strings; pass at least one string")
-        if not all(isinstance(t, str) for t in texts):
+        if not all(isinstance(t, str) for t in texts):  # pyright: ignore[reportUnnecessaryIsInstance]  # run-time check of the caller's input
             raise TypeError("input must be a string or a list of strings")
         seqs = [([tok.eot_id] if bos else []) + tok.encode(t) for t in texts]
         seqs = [s[: self.cfg.n_ctx] for s in seqs]
@@ -151,6 +151,7 @@ class TokenizingMixin(nn.Module):
         tokens, mask = self._tokenize(input, prepend_bos, padding_side or "right")
         return torch.ones_like(tokens) if mask is None else mask
 
+    # Any (here and in to_str_tokens): a numpy array or any other array-like torch.as_tensor takes
     def to_string(self, tokens: Int[Tensor, "..."] | list[int] | int | Any) -> str | list[str]:
         """Decode one id, a ``[pos]`` sequence (tensor, list or numpy array) to a string, or
         ``[batch pos]`` to a list of strings.
@@ -164,10 +165,10 @@ class TokenizingMixin(nn.Module):
         if ids.ndim == 0:
             return tok.decode([int(ids)])
         if ids.ndim == 2:
-            return [tok.decode(row.tolist()) for row in ids]
+            return [tok.decode(row.tolist()) for row in ids]  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]  # torch types tolist as a bare list
         if ids.ndim != 1:
             raise ValueError(f"to_string takes 0-, 1- or 2-d ids, got shape {tuple(ids.shape)}")
-        return tok.decode(ids.tolist())
+        return tok.decode(ids.tolist())  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]  # as above
 
     def to_str_tokens(
         self,
@@ -180,7 +181,7 @@ class TokenizingMixin(nn.Module):
         tok = self.require_tokenizer()
         if isinstance(input, str):
             ids = self.to_tokens(input, prepend_bos=prepend_bos)[0]
-        elif isinstance(input, list) and input and all(isinstance(t, str) for t in input):
+        elif _is_str_list(input):
             # each string gives a list[str]
             return [cast(list[str], self.to_str_tokens(t, prepend_bos=prepend_bos)) for t in input]
         else:
@@ -208,7 +209,8 @@ class TokenizingMixin(nn.Module):
         Raises:
             ValueError: ``int_token`` is not an ``int`` in ``[0, d_vocab)`` (named).
         """
-        if not isinstance(int_token, int) or not 0 <= int_token < self.cfg.d_vocab:
+        # run-time check of the caller's value
+        if not isinstance(int_token, int) or not 0 <= int_token < self.cfg.d_vocab:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ValueError(
                 f"int_token must be an id in [0, {self.cfg.d_vocab}), got {int_token!r}"
             )
@@ -241,3 +243,11 @@ class TokenizingMixin(nn.Module):
         if len(hits) == 0:
             raise ValueError(f"token {single_token!r} does not occur in the input")
         return int(hits[0] if mode == "first" else hits[-1])
+
+
+def _is_str_list(x: object) -> TypeGuard[list[str]]:
+    """Whether ``x`` is a non-empty list of strings."""
+    if not isinstance(x, list):
+        return False
+    items = cast(list[object], x)  # isinstance leaves the items unknown; checked one by one here
+    return len(items) > 0 and all(isinstance(t, str) for t in items)

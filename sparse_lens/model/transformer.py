@@ -29,9 +29,10 @@ input checks (``tokenizing.py``), TL's weight surface, weight processing and spa
 import difflib
 import logging
 import math
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import torch
 from jaxtyping import Float, Int
@@ -69,6 +70,12 @@ ModelInput = TokensInput | Float[Tensor, "batch pos d_model"]  # a residual with
 Logits = Float[Tensor, "batch pos d_vocab"]
 Loss = Float[Tensor, "..."]  # a scalar, or [batch pos-1] with loss_per_token
 Residual = Float[Tensor, "batch pos d_model"]
+# A TL hook function, called as fn(activation, hook=hook_point); a tensor it returns replaces the
+# activation. Any: it may return anything (None included); TL's HookFunction protocol also fixes
+# the first parameter's name, which the functions users pass as hooks do not follow.
+HookFn = Callable[..., Any]
+# (hook name, caching hook) pairs, as get_caching_hooks returns them for fwd_hooks/bwd_hooks.
+CachingHooks = list[tuple[str, Callable[..., None]]]
 
 # HookedTransformer 2.x/3.x names of the split-QKV forks, kept as lookups for old user code.
 _LEGACY_ALIASES = {
@@ -116,7 +123,8 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
             ValueError: ``tokenizer``'s vocabulary size is not ``cfg.d_vocab`` (both named).
         """
         super().__init__()
-        if not isinstance(cfg, SparseTransformerConfig):
+        # a run-time check of the caller's value
+        if not isinstance(cfg, SparseTransformerConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"cfg must be a SparseTransformerConfig, got {type(cfg).__name__}")
         if tokenizer is not None and tokenizer.vocab_size != cfg.d_vocab:
             raise ValueError(
@@ -227,12 +235,13 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
             raise ValueError(f"hook {name!r} would never fire: {reason}")
         return canonical
 
-    def _enable_hook_with_name(self, name: str, hook: Any, dir: Literal["fwd", "bwd"]) -> None:
+    def _enable_hook_with_name(self, name: str, hook: HookFn, dir: Literal["fwd", "bwd"]) -> None:
         self._resolve_hook_name(name)
-        super()._enable_hook_with_name(name, hook, dir)
+        # TL annotates hook as a bare Callable (its type arguments unknown)
+        super()._enable_hook_with_name(name, hook, dir)  # pyright: ignore[reportUnknownMemberType]
 
     def check_hooks_to_add(
-        self, hook_point: Any, hook_point_name: str, *args: Any, **kw: Any
+        self, hook_point: HookPoint, hook_point_name: str, *args: object, **kw: object
     ) -> None:
         """``add_hook`` refuses a hook that would never fire (see ``inactive_hook_reason``)."""
         self._resolve_hook_name(hook_point_name)
@@ -240,19 +249,31 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
     # add_hook takes fewer positional parameters than TL's (callers use keywords, as TL's own
     # code does); run_with_cache returns a SparseActivationCache where TL declares a dict.
     def add_hook(  # pyright: ignore[reportIncompatibleMethodOverride]
-        self, name: Any, hook: Any, dir: Literal["fwd", "bwd"] = "fwd", **kwargs: Any
+        self,
+        name: str | Callable[[str], bool],
+        hook: HookFn,
+        dir: Literal["fwd", "bwd"] = "fwd",
+        **kwargs: Any,
     ) -> None:
         """TL's ``add_hook``: a name refuses a hook that cannot fire; a filter function selects
         only the hook points that fire under the current config."""
+        # Any: TL's add_hook keywords (is_permanent: bool, level: int | None, prepend: bool)
         if callable(name) and not isinstance(name, str):
             chosen = name
             name = lambda n: chosen(n) and self.inactive_hook_reason(n) is None  # noqa: E731
         super().add_hook(name, hook, dir=dir, **kwargs)
 
-    def _enable_hooks_for_points(self, hook_points: Any, enabled: Any, hook: Any, dir: Any) -> None:
+    def _enable_hooks_for_points(
+        self,
+        hook_points: Iterable[tuple[str, HookPoint]],
+        enabled: Callable[[str], object],
+        hook: HookFn,
+        dir: Literal["fwd", "bwd"],
+    ) -> None:
         # A name filter selects only the hook points that fire under the current config.
         active = [(n, hp) for n, hp in hook_points if self.inactive_hook_reason(n) is None]
-        super()._enable_hooks_for_points(active, enabled, hook, dir)
+        # TL annotates enabled and hook as bare Callables (their type arguments unknown)
+        super()._enable_hooks_for_points(active, enabled, hook, dir)  # pyright: ignore[reportUnknownMemberType]
 
     def hook_pos_dim(self, name: str) -> int | None:
         """Position axis of hook ``name``'s batched activation (``None``: it has none).
@@ -264,15 +285,36 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
             return 2
         return 1
 
+    def _names_filter(self, names_filter: object) -> Callable[[str], object]:
+        """``get_caching_hooks``' ``names_filter`` as a function of a hook name.
+
+        Raises:
+            KeyError: an unknown hook name in a list or string filter (named).
+            ValueError: a name that would never fire, or a ``names_filter`` that is not a string,
+                a list of strings or a function.
+        """
+        if isinstance(names_filter, str):
+            names_filter = [names_filter]
+        if isinstance(names_filter, list | tuple):
+            # hook names: isinstance leaves the items unknown; _resolve_hook_name checks each
+            names = cast(list[str] | tuple[str, ...], names_filter)
+            wanted = {self._resolve_hook_name(n) for n in names}
+            return wanted.__contains__
+        if names_filter is None:
+            return lambda name: True
+        if not callable(names_filter):
+            raise ValueError("names_filter must be a string, a list of strings or a function")
+        return names_filter
+
     def get_caching_hooks(
         self,
-        names_filter: Any = None,
+        names_filter: object = None,
         incl_bwd: bool = False,
-        device: Any = None,
+        device: str | torch.device | None = None,
         remove_batch_dim: bool = False,
-        cache: dict | None = None,
+        cache: dict[str, Tensor] | None = None,
         pos_slice: Any = None,
-    ) -> tuple[dict, list, list]:
+    ) -> tuple[dict[str, Tensor], CachingHooks, CachingHooks]:
         """TL's caching hooks with this model's layouts.
 
         Differences from TL: ``pos_slice`` cuts each hook's own position axis (``hook_pos_dim``);
@@ -286,16 +328,11 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
             ValueError: a name that would never fire (named, with the reason), or a ``names_filter``
                 that is not a string, a list of strings or a function.
         """
-        if isinstance(names_filter, str):
-            names_filter = [names_filter]
-        if isinstance(names_filter, list | tuple):
-            wanted = {self._resolve_hook_name(n) for n in names_filter}
-            names_filter = wanted.__contains__
-        elif names_filter is None:
-            names_filter = lambda name: True  # noqa: E731
-        elif not callable(names_filter):
-            raise ValueError("names_filter must be a string, a list of strings or a function")
-        pos_slice = Slice.unwrap(pos_slice)
+        # names_filter: TL's NamesFilter (None, a name, a list of names or a function of a name);
+        # anything else raises. Any (pos_slice): whatever TL's Slice.unwrap takes (a Slice, an
+        # int, a list or tuple of ints, a tensor, a Python slice ...).
+        selects = self._names_filter(names_filter)
+        pos = Slice.unwrap(pos_slice)
         cache = {} if cache is None else cache
         active = [n for n in self.hook_dict if self.inactive_hook_reason(n) is None]
         aliases: dict[str, list[str]] = {}
@@ -303,7 +340,7 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
             if isinstance(module, HookPoint) and module.name != name:
                 aliases.setdefault(_hook_name(module), []).append(name)
         # A filter function may test a legacy name: a hook is chosen under any of its names.
-        chosen = [n for n in active if any(names_filter(a) for a in [n, *aliases.get(n, [])])]
+        chosen = [n for n in active if any(selects(a) for a in [n, *aliases.get(n, [])])]
         if chosen:
             chosen += [n for n in active if n.endswith("hook_out_mask") and n not in chosen]
 
@@ -313,23 +350,25 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
             if remove_batch_dim and value.ndim > 0 and value.shape[0] == 1:
                 value = value[0]
                 dim = None if dim is None else dim - 1
-            if dim is not None and value.ndim > dim and pos_slice.mode != "empty":
-                value = pos_slice.apply(value, dim=dim)
+            if dim is not None and value.ndim > dim and pos.mode != "empty":
+                value = pos.apply(value, dim=dim)
             cache[_hook_name(hook) + ("_grad" if is_backward else "")] = value
 
         self.is_caching = True
-        fwd = [(n, partial(save_hook, is_backward=False)) for n in chosen]
-        bwd = [(n, partial(save_hook, is_backward=True)) for n in chosen] if incl_bwd else []
+        fwd: CachingHooks = [(n, partial(save_hook, is_backward=False)) for n in chosen]
+        bwd: CachingHooks = (
+            [(n, partial(save_hook, is_backward=True)) for n in chosen] if incl_bwd else []
+        )
         return cache, fwd, bwd
 
     def add_caching_hooks(
         self,
-        names_filter: Any = None,
+        names_filter: object = None,
         incl_bwd: bool = False,
-        device: Any = None,
+        device: str | torch.device | None = None,
         remove_batch_dim: bool = False,
-        cache: dict | None = None,
-    ) -> dict:
+        cache: dict[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
         """TL's ``add_caching_hooks`` with ``get_caching_hooks``' rules (masks, layouts)."""
         cache, fwd, bwd = self.get_caching_hooks(
             names_filter, incl_bwd, device, remove_batch_dim=remove_batch_dim, cache=cache
@@ -348,8 +387,12 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
         **kwargs: Any,
     ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
         """TL's ``run_with_cache`` returning a ``SparseActivationCache`` (an ``ActivationCache``)."""
-        out, cache_dict = super().run_with_cache(
-            *model_args, remove_batch_dim=remove_batch_dim, **kwargs
+        # Any: the forward's arguments and TL's run_with_cache keywords, passed on; the forward's
+        # output for them (logits, loss, both or None). TL leaves the cache dict's types unknown:
+        # it holds get_caching_hooks' tensors by hook name.
+        out, cache_dict = cast(
+            tuple[Any, dict[str, Tensor]],
+            super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs),
         )
         if return_cache_object:
             return out, SparseActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
@@ -379,7 +422,7 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
         if isinstance(input, str | list):
             tokens, mask = self._tokenize(input, prepend_bos, padding_side or "right")
             attention_mask = mask if attention_mask is None else attention_mask
-        elif isinstance(input, Tensor):
+        elif isinstance(input, Tensor):  # pyright: ignore[reportUnnecessaryIsInstance]  # else: a run-time check
             tokens = self._validate_tokens(input)
             if attention_mask is None and padding_side == "left":
                 attention_mask = self._left_padding_mask(tokens, prepend_bos)

@@ -6,7 +6,7 @@ processing (refused, with the reason), and the sparsity accounting.
 submodules (``embed``, ``pos_embed``, ``blocks``, ``ln_final``, ``unembed``).
 """
 
-from typing import Any
+from typing import TypedDict
 
 import torch
 from jaxtyping import Float, Int
@@ -14,8 +14,37 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from sparse_lens.model.components import PosEmbed, RMSNorm, TransformerBlocks, Unembed
-from sparse_lens.model.sparsity import param_role
+from sparse_lens.model.sparsity import ParamRole, param_role
 from sparse_lens.model.tokenizing import TokenizingMixin
+
+
+class ParamStats(TypedDict):
+    """One parameter's entry in ``sparsity_stats()["params"]``."""
+
+    role: ParamRole
+    numel: int
+    nonzero: int
+    density: float  # nonzero / numel
+
+
+class SparsityStats(TypedDict):
+    """``sparsity_stats()``: nonzeros (the paper's L0) per parameter and in total, and the dead
+    units (see ``WeightSurfaceMixin.sparsity_stats``)."""
+
+    params: dict[str, ParamStats]
+    total_params: int
+    total_nonzero: int
+    density: float
+    sparse_params: int  # the parameters whose role is not "dense"
+    sparse_nonzero: int
+    sparse_density: float
+    dead_neurons: int
+    dead_q_channels: int
+    dead_k_channels: int
+    dead_v_channels: int
+    dead_residual_channels: int
+    n_neurons: int
+    n_qkv_channels: int
 
 
 class WeightSurfaceMixin(TokenizingMixin):
@@ -164,7 +193,7 @@ class WeightSurfaceMixin(TokenizingMixin):
             "decompositions are exact without it."
         )
 
-    def fold_layer_norm(self, *args: Any, **kwargs: Any) -> None:
+    def fold_layer_norm(self, *args: object, **kwargs: object) -> None:
         self._no_weight_processing(
             "fold_layer_norm",
             "the RMSNorm gains act before AbsTopK at attn_in/mlp_in, so folding them into "
@@ -172,33 +201,33 @@ class WeightSurfaceMixin(TokenizingMixin):
             "folds ln_final's gain instead",
         )
 
-    def center_writing_weights(self, *args: Any, **kwargs: Any) -> None:
+    def center_writing_weights(self, *args: object, **kwargs: object) -> None:
         self._no_weight_processing(
             "center_writing_weights",
             "RMSNorm does not subtract the mean, so centering residual writes changes every "
             "later layer, and it would make the sparse W_O/W_out/W_E dense",
         )
 
-    def center_unembed(self, *args: Any, **kwargs: Any) -> None:
+    def center_unembed(self, *args: object, **kwargs: object) -> None:
         self._no_weight_processing(
             "center_unembed", "it would make the weight-sparse W_U dense and shift every logit"
         )
 
-    def fold_value_biases(self, *args: Any, **kwargs: Any) -> None:
+    def fold_value_biases(self, *args: object, **kwargs: object) -> None:
         self._no_weight_processing(
             "fold_value_biases",
             "with attention sinks the pattern rows sum to 1 - sink probability (not 1), and "
             "AbsTopK at attn_v selects on the biased values, so b_V is not a constant write",
         )
 
-    def refactor_factored_attn_matrices(self, *args: Any, **kwargs: Any) -> None:
+    def refactor_factored_attn_matrices(self, *args: object, **kwargs: object) -> None:
         self._no_weight_processing(
             "refactor_factored_attn_matrices",
             "AbsTopK at attn_q/attn_k/attn_v selects channels in the stored basis; a change of "
             "basis changes the outputs",
         )
 
-    def process_weights(self, *args: Any, **kwargs: Any) -> None:
+    def process_weights(self, *args: object, **kwargs: object) -> None:
         self._no_weight_processing(
             "process_weights",
             "it runs fold_layer_norm, center_writing_weights, center_unembed "
@@ -232,14 +261,14 @@ class WeightSurfaceMixin(TokenizingMixin):
 
     # ------------------------------------------------------------------ sparsity accounting
     @torch.no_grad()
-    def sparsity_stats(self) -> dict[str, Any]:
+    def sparsity_stats(self) -> SparsityStats:
         """Nonzeros and density per parameter and in total, and dead neurons/channels.
 
         A neuron is dead when its input or its output weights are all zero (it can never write);
         a q/k/v channel when its input weights are all zero, a v channel also when its ``W_O``
         row is all zero; a residual channel when no embedding or block writes to it.
         """
-        params: dict[str, dict[str, Any]] = {}
+        params: dict[str, ParamStats] = {}
         total = nonzero = 0
         sparse_total = sparse_nonzero = 0
         for name, p in self.named_parameters():
