@@ -1,0 +1,146 @@
+"""A layered left-to-right layout of a ``Drawing`` that stays legible up to a few hundred boxes.
+
+Columns are the forward pass's steps (``graph.SITE_ORDER`` within each layer, layers left to
+right, the final residual last). Within a column, boxes are ordered to reduce edge crossings by
+barycentre sweeps (each box moved to the mean position of its neighbours in the columns already
+placed, alternately left to right and right to left; Sugiyama et al. 1981). A column of more than
+``max_rows`` boxes is wrapped into side-by-side sub-columns. Every box is as wide as the widest
+label of its sub-column (text width estimated at ``CHAR_PX`` per character of an 11 px
+sans-serif font), so no two label boxes overlap: columns and rows are disjoint by construction.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sparse_lens.circuits.graph_view.graph import Column, Drawing, Item, Link, column_name
+
+FONT_PX = 11
+CHAR_PX = 7.0  # a generous width per character at FONT_PX (digits and lowercase are ~6.2)
+PAD_X = 7.0  # text inset in its box, each side
+BOX_H, ROW_H = 18.0, 24.0  # box height, row pitch (px)
+COL_GAP, SUB_GAP = 64.0, 16.0  # between columns (room for edges), between sub-columns
+TOP, LEFT = 30.0, 10.0  # room for the column headers, left margin
+MAX_ROWS = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class Box:
+    """A placed label box (px, top-left origin); ``key`` is its item's (or ``header:...``)."""
+
+    key: str
+    text: str
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def overlaps(self, other: "Box") -> bool:
+        return (
+            self.x < other.x + other.w
+            and other.x < self.x + self.w
+            and self.y < other.y + other.h
+            and other.y < self.y + self.h
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """Where each item's box is (``boxes[key]``), the column headers, and the drawing's size."""
+
+    boxes: dict[str, Box]
+    headers: tuple[Box, ...]
+    width: float
+    height: float
+
+
+def text_width(text: str) -> float:
+    """The estimated width (px) of a box holding ``text``."""
+    return len(text) * CHAR_PX + 2 * PAD_X
+
+
+def _neighbours(items: Sequence[Item], links: Sequence[Link]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {it.key: set() for it in items}
+    for link in links:
+        if link.source in out and link.target in out:
+            out[link.source].add(link.target)
+            out[link.target].add(link.source)
+    return out
+
+
+def order_columns(
+    items: Sequence[Item], links: Sequence[Link], sweeps: int = 4
+) -> list[list[Item]]:
+    """The items by column (left to right), each column ordered by barycentre sweeps."""
+    columns: dict[Column, list[Item]] = {}
+    for it in sorted(items, key=lambda it: (it.column, it.order, it.key)):
+        columns.setdefault(it.column, []).append(it)
+    cols = [columns[c] for c in sorted(columns)]
+    index = {it.key: i for i, col in enumerate(cols) for it in col}
+    nbrs = _neighbours(items, links)
+    pos = {it.key: (j + 0.5) / len(col) for col in cols for j, it in enumerate(col)}
+    for sweep in range(2 * sweeps):
+        forward = sweep % 2 == 0
+        for c in range(1, len(cols)) if forward else range(len(cols) - 2, -1, -1):
+
+            def barycentre(it: Item, c: int = c, forward: bool = forward) -> float:
+                seen = [pos[n] for n in nbrs[it.key] if (index[n] < c if forward else index[n] > c)]
+                return sum(seen) / len(seen) if seen else pos[it.key]
+
+            cols[c] = sorted(cols[c], key=barycentre)
+            pos.update({it.key: (j + 0.5) / len(cols[c]) for j, it in enumerate(cols[c])})
+    return cols
+
+
+def crossings(cols: Sequence[Sequence[Item]], links: Sequence[Link]) -> int:
+    """Crossings of the links between adjacent columns in the order of ``cols``."""
+    rank = {it.key: (i, j) for i, col in enumerate(cols) for j, it in enumerate(col)}
+    total = 0
+    for i in range(len(cols) - 1):
+        pairs = []
+        for link in links:
+            a, b = rank.get(link.source), rank.get(link.target)
+            if a and b and {a[0], b[0]} == {i, i + 1}:
+                pairs.append((a[1], b[1]) if a[0] == i else (b[1], a[1]))
+        total += sum(1 for p in pairs for q in pairs if p[0] < q[0] and p[1] > q[1])
+    return total
+
+
+def _wrap(col: list[Item], max_rows: int) -> list[list[Item]]:
+    """``col`` in ``ceil(len / max_rows)`` sub-columns of near-equal length."""
+    n_sub = max(1, math.ceil(len(col) / max_rows))
+    size = math.ceil(len(col) / n_sub)
+    return [col[i : i + size] for i in range(0, len(col), size)]
+
+
+def layered_layout(drawing: Drawing, *, max_rows: int = MAX_ROWS, sweeps: int = 4) -> Layout:
+    """Boxes of ``drawing``'s items in columns (module docstring).
+
+    Raises:
+        ValueError: ``max_rows`` is below 1.
+    """
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows!r}")
+    cols = order_columns(drawing.items, drawing.links, sweeps)
+    wrapped = [_wrap(col, max_rows) for col in cols]
+    rows = max((len(sub) for subs in wrapped for sub in subs), default=0)
+    boxes: dict[str, Box] = {}
+    headers = []
+    x = LEFT
+    for col, subs in zip(cols, wrapped, strict=True):
+        title = column_name(col[0].column)
+        header_w = text_width(title)
+        for k, sub in enumerate(subs):
+            w = max(text_width(it.text) for it in sub)
+            if k == 0:
+                w = max(w, header_w)
+                headers.append(
+                    Box(key=f"header:{title}", text=title, x=x, y=4.0, w=header_w, h=BOX_H)
+                )
+            y0 = TOP + (rows - len(sub)) * ROW_H / 2
+            for j, it in enumerate(sub):
+                y = y0 + j * ROW_H + (ROW_H - BOX_H) / 2
+                boxes[it.key] = Box(key=it.key, text=it.text, x=x, y=y, w=w, h=BOX_H)
+            x += w + (SUB_GAP if k < len(subs) - 1 else COL_GAP)
+    width = x - COL_GAP + LEFT if cols else 2 * LEFT
+    return Layout(boxes=boxes, headers=tuple(headers), width=width, height=TOP + rows * ROW_H + 8)
