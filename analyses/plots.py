@@ -16,7 +16,13 @@ from pathlib import Path
 import matplotlib
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from analyses.html import esc
 from sparse_lens.files.atomic import atomic_write
@@ -119,18 +125,26 @@ def plain_number(value: float, _pos: object = None) -> str:
 
 def log_ticks(axis: Axis, limits: tuple[float, float]) -> None:
     """Log-axis ticks that never run into each other: powers of ten labelled as plain numbers,
-    minor ticks unlabelled; an axis spanning less than a decade labels 2x and 5x too (else it
-    would hold one label or none).
+    minor ticks unlabelled. An axis spanning less than a decade is labelled at 1x, 2x and 5x
+    powers of ten if two of them fall on it, else at four or so round numbers.
     """
     lo, hi = sorted(limits)
-    axis.set_major_locator(LogLocator(base=10))
+    minor = LogLocator(base=10, subs=tuple(float(i) for i in range(2, 10)))
+    axis.set_minor_locator(minor)
+    axis.set_minor_formatter(NullFormatter())
     axis.set_major_formatter(FuncFormatter(plain_number))
-    if lo > 0 and hi / lo < 10:
-        axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
-        axis.set_minor_formatter(FuncFormatter(plain_number))
-    else:
-        axis.set_minor_locator(LogLocator(base=10, subs=tuple(float(i) for i in range(2, 10))))
-        axis.set_minor_formatter(NullFormatter())
+    if lo <= 0 or hi / lo >= 10:
+        axis.set_major_locator(LogLocator(base=10))
+        return
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    ticks = [m * 10.0**k for k in range(k0, k1 + 1) for m in (1, 2, 5) if lo <= m * 10.0**k <= hi]
+    if len(ticks) < 2:
+        ticks = [
+            t
+            for t in MaxNLocator(nbins=4, steps=[1, 2, 5, 10]).tick_values(lo, hi)
+            if lo <= t <= hi
+        ]
+    axis.set_major_locator(FixedLocator(ticks))
 
 
 def bar_chart(

@@ -197,7 +197,7 @@ def test_circuit_page_snapshot():
     assert html.count('<details class="stage" open>') == 1
     assert 'data-view="core"' in html and 'data-view="full"' in html
     core = html[html.index('data-view="core"') : html.index('data-view="full"')]
-    assert "L0 H0 v 1 · mover" in core and "L0 attn in: 1 more node<" in core
+    assert "L0 H0 v 1 · mover" in core and ">1 more node<" in core
     assert "at least 5% of the gap" in html
     numbers = data.numbers()
     assert numbers["n_panels"] == 3 and numbers["heads"][0]["head"] == "L0H0"

@@ -17,7 +17,15 @@ from sparse_lens.circuits.graph_view.graph import (
     ViewNode,
     full_drawing,
 )
-from sparse_lens.circuits.graph_view.layout import crossings, layered_layout, order_columns
+from sparse_lens.circuits.graph_view.layout import (
+    MAX_ROWS,
+    MAX_WIDTH,
+    ROW_H,
+    crossings,
+    layered_layout,
+    order_columns,
+    text_width,
+)
 from sparse_lens.circuits.graph_view.svg import drawing_svg
 
 D_HEAD = 8
@@ -90,7 +98,7 @@ def test_core_drawing_collapses_the_rest_and_aggregates_edges():
     assert sum(g.count for g in groups) == len(graph.nodes) - len(core)
     assert len(groups) == len({n.column for n in graph.nodes if n.label not in core})
     g = next(g for g in groups if g.column == (0, 4))
-    assert re.fullmatch(r"L0 mlp: \d+ more nodes", g.text)
+    assert re.fullmatch(r"\d+ more nodes", g.text) and g.tooltip.startswith("L0 mlp: ")
     # every edge is kept or counted once
     solid = [link for link in drawing.links if not link.residual]
     assert sum(link.count for link in solid) == len(graph.edges)
@@ -108,11 +116,12 @@ def test_no_two_label_boxes_overlap_at_300_nodes():
         overlaps = [(a.key, b.key) for i, a in enumerate(boxes) for b in boxes[i + 1:]
                     if a.overlaps(b)]  # fmt: skip
         assert overlaps == [], overlaps[:5]
-        from sparse_lens.circuits.graph_view.layout import text_width
-
         assert all(b.w >= text_width(b.text) for b in boxes)  # each label fits its box
-    full = layered_layout(full_drawing(graph))
-    assert full.height < 1000  # tall columns are wrapped (32 rows at most)
+    # tall columns are wrapped, bands stacked: within a page's width
+    for drawing in (full_drawing(graph), core_drawing(graph)):
+        banded, single = layered_layout(drawing), layered_layout(drawing, max_width=None)
+        assert banded.width <= MAX_WIDTH < 2 * banded.width < single.width
+        assert single.height <= (MAX_ROWS + 2) * ROW_H and single.height < banded.height
 
 
 def test_barycentre_sweeps_remove_crossings():

@@ -20,7 +20,8 @@ def group_key(column: Column) -> str:
 
 
 def _groups(rest: list[ViewNode], any_core: bool) -> list[Item]:
-    """One box per column of the non-core nodes ``rest``."""
+    """One box per column of the non-core nodes ``rest``, its text the count (``73 more
+    nodes``; the column's header names the layer and site), its tooltip both and the labels."""
     by_column: dict[Column, list[ViewNode]] = {}
     for n in rest:
         by_column.setdefault(n.column, []).append(n)
@@ -29,11 +30,12 @@ def _groups(rest: list[ViewNode], any_core: bool) -> list[Item]:
         Item(
             key=group_key(col),
             column=col,
-            text=f"{column_name(col)}: {len(members)} {more}node{'s' if len(members) > 1 else ''}",
+            text=f"{len(members)} {more}node{'s' if len(members) > 1 else ''}",
             kind=None,
             count=len(members),
             order=float("inf"),  # below the column's core nodes until ordered
-            tooltip=f"{len(members)} nodes below the core threshold:\n"
+            tooltip=f"{column_name(col)}: {len(members)} {more}node{'s' if len(members) > 1 else ''}"
+            " (below the core threshold):\n"
             + ", ".join(m.label for m in members[:40])
             + (" ..." if len(members) > 40 else ""),
         )

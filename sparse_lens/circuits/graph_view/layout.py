@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from sparse_lens.circuits.graph_view.graph import Column, Drawing, Item, Link, column_name
 
 FONT_PX = 11
-CHAR_PX = 7.0  # a generous width per character at FONT_PX (digits and lowercase are ~6.2)
+CHAR_PX = 6.3  # width per character at FONT_PX: DejaVu Sans's, the widest common sans-serif,
+# averages 6.2 px on a digit-heavy label ("L0 mlp 212")
 PAD_X = 7.0  # text inset in its box, each side
 BOX_H, ROW_H = 18.0, 24.0  # box height, row pitch (px)
-COL_GAP, SUB_GAP = 64.0, 16.0  # between columns (room for edges), between sub-columns
+COL_GAP, SUB_GAP = 40.0, 12.0  # between columns (room for edges), between sub-columns
 TOP, LEFT = 30.0, 10.0  # room for the column headers, left margin
+BAND_GAP = 26.0  # between two bands
+MAX_WIDTH = 1100.0  # a band is cut where it would pass this (a page's width)
 MAX_ROWS = 32
 
 
@@ -113,19 +116,12 @@ def _wrap(col: list[Item], max_rows: int) -> list[list[Item]]:
     return [col[i : i + size] for i in range(0, len(col), size)]
 
 
-def layered_layout(drawing: Drawing, *, max_rows: int = MAX_ROWS, sweeps: int = 4) -> Layout:
-    """Boxes of ``drawing``'s items in columns (module docstring).
-
-    Raises:
-        ValueError: ``max_rows`` is below 1.
-    """
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be >= 1, got {max_rows!r}")
-    cols = order_columns(drawing.items, drawing.links, sweeps)
+def _place_band(
+    cols: list[list[Item]], max_rows: int, top: float, boxes: dict[str, Box], headers: list[Box]
+) -> tuple[float, float]:
+    """Place the columns of one band (one layer) from ``top``; returns its width and height."""
     wrapped = [_wrap(col, max_rows) for col in cols]
-    rows = max((len(sub) for subs in wrapped for sub in subs), default=0)
-    boxes: dict[str, Box] = {}
-    headers = []
+    rows = max(len(sub) for subs in wrapped for sub in subs)
     x = LEFT
     for col, subs in zip(cols, wrapped, strict=True):
         title = column_name(col[0].column)
@@ -134,13 +130,62 @@ def layered_layout(drawing: Drawing, *, max_rows: int = MAX_ROWS, sweeps: int = 
             w = max(text_width(it.text) for it in sub)
             if k == 0:
                 w = max(w, header_w)
-                headers.append(
-                    Box(key=f"header:{title}", text=title, x=x, y=4.0, w=header_w, h=BOX_H)
-                )
-            y0 = TOP + (rows - len(sub)) * ROW_H / 2
+                headers.append(Box(key=f"header:{title}", text=title, x=x, y=top + 4.0, w=header_w, h=BOX_H))  # fmt: skip
+            y0 = top + TOP + (rows - len(sub)) * ROW_H / 2
             for j, it in enumerate(sub):
                 y = y0 + j * ROW_H + (ROW_H - BOX_H) / 2
                 boxes[it.key] = Box(key=it.key, text=it.text, x=x, y=y, w=w, h=BOX_H)
             x += w + (SUB_GAP if k < len(subs) - 1 else COL_GAP)
-    width = x - COL_GAP + LEFT if cols else 2 * LEFT
-    return Layout(boxes=boxes, headers=tuple(headers), width=width, height=TOP + rows * ROW_H + 8)
+    return x - COL_GAP + LEFT, TOP + rows * ROW_H
+
+
+def _column_width(col: list[Item], max_rows: int) -> float:
+    """The width ``_place_band`` gives ``col`` (its sub-columns and the gaps between them)."""
+    subs = _wrap(col, max_rows)
+    widths = [max(text_width(it.text) for it in sub) for sub in subs]
+    widths[0] = max(widths[0], text_width(column_name(col[0].column)))
+    return sum(widths) + SUB_GAP * (len(subs) - 1)
+
+
+def _bands(cols: list[list[Item]], max_rows: int, max_width: float) -> list[list[list[Item]]]:
+    """The columns cut into bands: at each layer, and where a band would pass ``max_width``."""
+    bands: list[list[list[Item]]] = []
+    width = 0.0
+    for col in cols:
+        w = _column_width(col, max_rows) + COL_GAP
+        new_layer = not bands or bands[-1][-1][0].column[0] != col[0].column[0]
+        if new_layer or LEFT + width + w - COL_GAP > max_width:
+            bands.append([])
+            width = 0.0
+        bands[-1].append(col)
+        width += w
+    return bands
+
+
+def layered_layout(
+    drawing: Drawing,
+    *,
+    max_rows: int = MAX_ROWS,
+    sweeps: int = 4,
+    max_width: float | None = MAX_WIDTH,
+) -> Layout:
+    """Boxes of ``drawing``'s items in columns (module docstring). Each layer's columns are a
+    band of their own, stacked top to bottom (the final residual closes the last band), and a
+    band wider than ``max_width`` px is cut in two there (None: one band, however wide).
+
+    Raises:
+        ValueError: ``max_rows`` is below 1.
+    """
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows!r}")
+    cols = order_columns(drawing.items, drawing.links, sweeps)
+    bands = [cols] if max_width is None else _bands(cols, max_rows, max_width)
+    boxes: dict[str, Box] = {}
+    headers: list[Box] = []
+    width, top = 2 * LEFT, 0.0
+    for band in bands:
+        if band:
+            w, h = _place_band(band, max_rows, top, boxes, headers)
+            width, top = max(width, w), top + h + BAND_GAP
+    height = top - BAND_GAP + 8 if boxes else TOP
+    return Layout(boxes=boxes, headers=tuple(headers), width=width, height=height)

@@ -25,8 +25,9 @@ def esc(text: object) -> str:
 
 def _link_svg(link: Link, a: Box, b: Box, wmax: float) -> str:
     x1, y1, x2, y2 = a.x + a.w, a.y + a.h / 2, b.x, b.y + b.h / 2
-    mx = (x1 + x2) / 2
-    path = f"M{x1:.1f} {y1:.1f}C{mx:.1f} {y1:.1f} {mx:.1f} {y2:.1f} {x2:.1f} {y2:.1f}"
+    # within a band: control points halfway; to a later band (leftwards): out right, in left
+    c1, c2 = ((x1 + x2) / 2,) * 2 if x2 > x1 else (x1 + 90, x2 - 90)
+    path = f"M{x1:.1f} {y1:.1f}C{c1:.1f} {y1:.1f} {c2:.1f} {y2:.1f} {x2:.1f} {y2:.1f}"
     ends = f'data-src="{esc(link.source)}" data-dst="{esc(link.target)}" d="{path}" fill="none"'
     if link.residual:
         what = "residual identity path" + (f"s: {link.count}" if link.count > 1 else "")
