@@ -73,7 +73,7 @@ def _check_snapshot(name: str, html: str) -> None:
 
 def _graph() -> ViewGraph:
     def node(label, kind, knockout, role, head=None):  # noqa: ANN001, ANN202
-        return ViewNode(label=label, kind=kind, layer=0, channel=1, head=head, d_head=4,
+        return ViewNode(label=label, kind=kind, layer=0, channel=1, head=head,
                         role=role, knockout=knockout)  # fmt: skip
 
     return ViewGraph(

@@ -52,7 +52,7 @@ def synthetic_graph(n_layers: int = 2, n_core: int = 15, seed: int = 0) -> ViewG
             for c in sorted(rng.sample(range(width), n)):
                 head = c // D_HEAD if kind in ("q", "k", "v") else None
                 nodes.append(ViewNode(label=_label(kind, layer, c), kind=kind, layer=layer,  # type: ignore[arg-type]
-                                      channel=c, head=head, d_head=D_HEAD))  # fmt: skip
+                                      channel=c, head=head))  # fmt: skip
     nodes += [ViewNode(label=_label("final", n_layers - 1, c), kind="final", layer=n_layers - 1,
                        channel=c) for c in sorted(rng.sample(range(64), 10))]  # fmt: skip
     core = set(rng.sample(range(len(nodes)), n_core))
@@ -152,3 +152,57 @@ def test_svg_has_both_views_labels_and_counts():
     assert drawing_svg(Drawing(task="t", view="core", items=(), links=())).startswith("<p")
     with pytest.raises(ValueError, match="max_rows"):
         layered_layout(full_drawing(graph), max_rows=0)
+
+
+def _network_free(html: str) -> bool:
+    return not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//|https?://(?!www\.w3\.org)", html)
+
+
+def test_show_renders_the_core_and_the_card_inline_offline():
+    from sparse_lens.circuits.explain import explain
+    from sparse_lens.circuits.graph_view.show import CircuitView, show
+    from tests.circuits.test_explain import planted_circuit
+    from tests.circuits.test_masks import planted_batch, planted_model
+
+    model = planted_model()
+    circuit = planted_circuit(model)
+    batch = planted_batch(32, 5)
+    view = circuit.show(model, batch=batch)  # explain runs on the model
+    assert isinstance(view, CircuitView) and view.card is not None and view.graph.has_core
+    html = view._repr_html_()
+    assert html.startswith('<div class="sparse-lens-circuit">') and _network_free(html)
+    assert '<section class="circuit-card">' in html and "Head 0.0 moves information" in html
+    core = html[html.index('data-view="core"') : html.index('data-view="full"')]
+    assert "L0 H0 v 0 · mover" in core and "L0 attn in 1 · detector" in core
+    assert "0.mlp.neuron.3" not in re.findall(r'<g class="node" data-label="([^"]+)"', core)
+    # the same view from a card computed before, without the model
+    card = explain(model, circuit, batch)
+    again = show(circuit, card=card)
+    assert again.graph.core() == view.graph.core() and again.card == view.card
+    # no model, no card: the full graph, no core; q/k/v channels named by their edges
+    bare = circuit.show()
+    assert bare.card is None and not bare.graph.has_core
+    html = bare._repr_html_()
+    assert 'data-view="core"' not in html and '<details class="full-graph" open>' in html
+    labels = {n.label for n in bare.graph.nodes}
+    assert labels <= set(circuit.node_labels(model.cfg))
+    unnamed = circuit.n_nodes - len(labels)
+    assert (f"{unnamed} q/k/v channel(s) without edges" in bare.note) == (unnamed > 0)
+    assert {(s, d) for s, d, _ in bare.graph.edges} == {(s, d) for s, d, _ in circuit.edges}
+
+
+def test_the_renderers_import_without_torch():
+    """Layout, SVG, core view and card section are torch-free (``show`` alone runs explain)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys\n"
+        "import sparse_lens.circuits.graph_view.sections, sparse_lens.circuits.graph_view.card_html\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'analyses')))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
+                         timeout=60, check=True).stdout  # fmt: skip
+    assert out.strip() == "[]"

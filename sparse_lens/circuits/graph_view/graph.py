@@ -17,6 +17,7 @@ Residual identity paths (a write to channel c read later at channel c) are drawn
 not edges of the circuit (arXiv 2511.13653, App. A.5 counts weights between mask locations).
 """
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -57,14 +58,14 @@ class NodeLike(Protocol):
 class ViewNode:
     """One kept node; ``role`` and ``knockout`` (task-loss increase in nats when it alone is
     ablated in the circuit) come from an explain card, else None. ``channel`` is the channel of
-    its hook (for q/k/v: ``head * d_head + channel in head``; ``d_head`` is None when unknown)."""
+    its hook (without the model's config, a q/k/v node's channel within its head); a q/k/v
+    node's channel within its head is read off its label (``...h2.c3``)."""
 
     label: str
     kind: NodeKind
     layer: int
     channel: int
     head: int | None = None
-    d_head: int | None = None
     role: str | None = None
     knockout: float | None = None
 
@@ -78,9 +79,9 @@ class ViewNode:
         if self.kind == "final":
             return f"final {self.channel}"
         if self.kind in ("q", "k", "v"):
-            within = self.channel % self.d_head if self.d_head else self.channel
+            m = re.search(r"\.c(\d+)$", self.label)
             head = f"H{self.head} " if self.head is not None else ""
-            return f"L{self.layer} {head}{self.kind} {within}"
+            return f"L{self.layer} {head}{self.kind} {m.group(1) if m else self.channel}"
         return f"L{self.layer} {SITE_NAME[SITE_ORDER[self.kind]]} {self.channel}"
 
 
@@ -139,7 +140,6 @@ def view_graph(
     nodes: Iterable[NodeLike],
     edges: Iterable[tuple[str, str, float]],
     *,
-    d_head: int | None = None,
     roles: dict[str, tuple[str, float]] | None = None,
     losses: tuple[float, float] | None = None,
     core_share: float = CORE_SHARE,
@@ -158,7 +158,6 @@ def view_graph(
             layer=n.layer,
             channel=n.channel,
             head=n.head,
-            d_head=d_head,
             role=roles[n.label][0] if n.label in roles else None,
             knockout=roles[n.label][1] if n.label in roles else None,
         )

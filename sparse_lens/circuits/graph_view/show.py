@@ -87,9 +87,8 @@ def graph_of(
     """
     from sparse_lens.circuits.nodes import node_label, node_locations
 
-    note, d_head, nodes = "", None, list[ViewNode]()
+    note, nodes = "", list[ViewNode]()
     if cfg is not None:
-        d_head = cfg.d_head
         for loc in node_locations(cfg):
             for c in circuit.nodes.get(loc.hook, []):
                 head = c // cfg.d_head if loc.kind in ("q", "k", "v") else None
@@ -104,8 +103,8 @@ def graph_of(
                     "needs the model's d_head: pass the model).")  # fmt: skip
     roles = {n.label: (n.role, n.knockout_circuit) for n in card.nodes} if card else None
     losses = (card.losses["circuit"], card.losses["empty"]) if card else None
-    graph = view_graph(circuit.task, nodes, circuit.edges, d_head=d_head, roles=roles,
-                       losses=losses, core_share=core_share)  # fmt: skip
+    graph = view_graph(circuit.task, nodes, circuit.edges, roles=roles, losses=losses,
+                       core_share=core_share)  # fmt: skip
     return graph, note
 
 
