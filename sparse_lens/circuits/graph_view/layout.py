@@ -13,7 +13,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sparse_lens.circuits.graph_view.graph import Column, Drawing, Item, Link, column_name
+from sparse_lens.circuits.graph_view.graph import (
+    SITE_ORDER,
+    Column,
+    Drawing,
+    Item,
+    Link,
+    column_name,
+)
 
 FONT_PX = 11
 CHAR_PX = 6.3  # width per character at FONT_PX: DejaVu Sans's, the widest common sans-serif,
@@ -23,7 +30,7 @@ BOX_H, ROW_H = 18.0, 24.0  # box height, row pitch (px)
 COL_GAP, SUB_GAP = 40.0, 12.0  # between columns (room for edges), between sub-columns
 TOP, LEFT = 30.0, 10.0  # room for the column headers, left margin
 BAND_GAP = 26.0  # between two bands
-MAX_WIDTH = 1100.0  # a band is cut where it would pass this (a page's width)
+MAX_WIDTH = 1150.0  # a layer is cut where it would pass this (a report page's content width)
 MAX_ROWS = 32
 
 
@@ -148,17 +155,24 @@ def _column_width(col: list[Item], max_rows: int) -> float:
 
 
 def _bands(cols: list[list[Item]], max_rows: int, max_width: float) -> list[list[list[Item]]]:
-    """The columns cut into bands: at each layer, and where a band would pass ``max_width``."""
-    bands: list[list[list[Item]]] = []
-    width = 0.0
+    """The columns cut into bands: at each layer, and, where a layer is wider than
+    ``max_width``, between its attention and its MLP (no edge crosses either cut: edges stay
+    within a block, and the attention's writes reach the MLP's reads by residual paths only)."""
+    layers: dict[int, list[list[Item]]] = {}
     for col in cols:
-        w = _column_width(col, max_rows) + COL_GAP
-        new_layer = not bands or bands[-1][-1][0].column[0] != col[0].column[0]
-        if new_layer or LEFT + width + w - COL_GAP > max_width:
-            bands.append([])
-            width = 0.0
-        bands[-1].append(col)
-        width += w
+        layers.setdefault(col[0].column[0], []).append(col)
+    bands: list[list[list[Item]]] = []
+    for layer in layers.values():
+        width = LEFT + sum(_column_width(col, max_rows) + COL_GAP for col in layer) - COL_GAP
+        mlp = [
+            col for col in layer if SITE_ORDER["mlp_in"] <= col[0].column[1] < SITE_ORDER["final"]
+        ]
+        attn = [col for col in layer if col[0].column[1] < SITE_ORDER["mlp_in"]]
+        if width > max_width and attn and mlp:
+            final = [col for col in layer if col[0].column[1] == SITE_ORDER["final"]]
+            bands += [attn, mlp + final]
+        else:
+            bands.append(layer)
     return bands
 
 
@@ -170,8 +184,9 @@ def layered_layout(
     max_width: float | None = MAX_WIDTH,
 ) -> Layout:
     """Boxes of ``drawing``'s items in columns (module docstring). Each layer's columns are a
-    band of their own, stacked top to bottom (the final residual closes the last band), and a
-    band wider than ``max_width`` px is cut in two there (None: one band, however wide).
+    band of their own, stacked top to bottom (the final residual closes the last band); a layer
+    wider than ``max_width`` px is cut between its attention and its MLP (``_bands``; None:
+    one band, however wide). A half-layer wider than that is left wide (a page scrolls it).
 
     Raises:
         ValueError: ``max_rows`` is below 1.
