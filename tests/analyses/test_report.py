@@ -95,7 +95,8 @@ def test_card_and_core_statement(setup):
     (the core view itself: test_views.py, tests/circuits/test_graph_view.py)."""
     _, _, html, _ = setup
     assert html.index('id="card"') < html.index('id="graph"')
-    assert '<section class="circuit-card">' in html and '<details class="stage" open>' in html
+    assert '<section class="circuit-card">' in html and '<details class="stage">' in html
+    assert '<details class="stage" open>' not in html  # no stage has a node with a role
     assert "no knockout gap defines a core" in html
     assert 'data-view="core"' not in html and '<details class="full-graph" open>' in html
 

@@ -39,8 +39,9 @@ class CardView:
     heads: tuple[str, ...]
 
 
-def card_view(card: "CircuitCard") -> CardView:
-    """The section's strings of ``card``."""
+def card_view(card: "CircuitCard", *, examples: str | None = None) -> CardView:
+    """The section's strings of ``card``; ``examples`` names the examples it ran on (default:
+    its provenance's split)."""
     nodes = {n.label: n for n in card.nodes}
     stages = tuple(
         StageView(
@@ -52,8 +53,9 @@ def card_view(card: "CircuitCard") -> CardView:
         for st in card.stages
     )
     p = card.provenance
+    examples = examples or f"{p['split']} examples"
     computed_on = (
-        f"{p['n_examples']} examples of {card.task} ({p['split']}), {p['ablation']} ablation, "
+        f"{p['n_examples']} {card.task} {examples}, {p['ablation']} ablation, "
         f"{p['n_permutations']} permutations per test; knockouts: {p['knockouts']}."
     )
     heads = tuple(h.caption for h in card.heads)
@@ -71,8 +73,9 @@ def _caption(text: str) -> str:
     return f"<b>{_text(name)}</b>{sep}{_text(rest)}" if sep else _text(text)
 
 
-def card_html(card: CardView, *, open_stages: bool = True) -> str:
-    """The ``<section class="circuit-card">`` of ``card`` (module docstring)."""
+def card_html(card: CardView) -> str:
+    """The ``<section class="circuit-card">`` of ``card`` (module docstring); a stage with a
+    node of some role is open, one with none is closed."""
     out = [
         f'<section class="circuit-card"><p class="summary">{_text(card.summary)}</p>',
         f'<p class="note">Computed on {_text(card.computed_on)}</p>',
@@ -84,7 +87,7 @@ def card_html(card: CardView, *, open_stages: bool = True) -> str:
             labels = ", ".join(f"<code>{html.escape(q)}</code>" for q in st.quiet)
             items.append(f"<li>{len(st.quiet)} node(s) with {NO_ROLE}: {labels}</li>")
         out.append(
-            f'<details class="stage"{" open" if open_stages else ""}><summary><b>{i + 1}. '
+            f'<details class="stage"{" open" if st.captions else ""}><summary><b>{i + 1}. '
             f"{html.escape(st.name)}</b> ({html.escape(counts)})</summary>"
             f"<ul>{''.join(items)}</ul></details>"
         )
