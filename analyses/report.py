@@ -179,7 +179,9 @@ def circuit_page_data(
     return CircuitPageData(
         facts=circuit_facts(circuit, task),
         graph=graph,
-        card=card_view(card, examples="test examples of this page") if card is not None else None,
+        card=card_view(card, examples="the test split, as the rest of this page")
+        if card is not None
+        else None,
         card_note=card_note,
         node_info=fx.info,
         circuit_loss=fx.loss,

@@ -40,8 +40,8 @@ class CardView:
 
 
 def card_view(card: "CircuitCard", *, examples: str | None = None) -> CardView:
-    """The section's strings of ``card``; ``examples`` names the examples it ran on (default:
-    its provenance's split)."""
+    """The section's strings of ``card``; ``examples`` says which examples it ran on (default:
+    its provenance's split, or ``caller's batch``)."""
     nodes = {n.label: n for n in card.nodes}
     stages = tuple(
         StageView(
@@ -53,9 +53,9 @@ def card_view(card: "CircuitCard", *, examples: str | None = None) -> CardView:
         for st in card.stages
     )
     p = card.provenance
-    examples = examples or f"{p['split']} examples"
     computed_on = (
-        f"{p['n_examples']} {card.task} {examples}, {p['ablation']} ablation, "
+        f"{p['n_examples']} examples of {card.task} ({examples or p['split']}), "
+        f"{p['ablation']} ablation, "
         f"{p['n_permutations']} permutations per test; knockouts: {p['knockouts']}."
     )
     heads = tuple(h.caption for h in card.heads)
