@@ -134,6 +134,8 @@ class CircuitPageData:
             "attribution_effects": dict(self.attribution_effects),
             "heads": [dataclasses.asdict(h) for h in self.heads.sinks],
             "n_panels": self.n_panels,
+            "core_share": self.graph.core_share,
+            "core": [n.label for n in self.graph.core()],  # [] without a card or a gap
         }
 
 

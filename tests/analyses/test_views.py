@@ -200,6 +200,7 @@ def test_circuit_page_snapshot():
     assert "L0 H0 v 1 · mover" in core and ">1 more node<" in core
     assert "at least 5% of the gap" in html
     numbers = data.numbers()
+    assert numbers["core"] == ["0.attn.v.h0.c1", "0.attn.attn_out.1"]
     assert numbers["n_panels"] == 3 and numbers["heads"][0]["head"] == "L0H0"
 
 
