@@ -29,14 +29,16 @@ PAD_X = 7.0  # text inset in its box, each side
 BOX_H, ROW_H = 18.0, 24.0  # box height, row pitch (px)
 COL_GAP, SUB_GAP = 40.0, 12.0  # between columns (room for edges), between sub-columns
 TOP, LEFT = 30.0, 10.0  # room for the column headers, left margin
-BAND_GAP = 26.0  # between two bands
+BAND_GAP = 14.0  # between two bands
+LANE = 6.0  # a band's lane below its lowest row, for residual paths that skip columns
 MAX_WIDTH = 1150.0  # a layer is cut where it would pass this (a report page's content width)
 MAX_ROWS = 32
 
 
 @dataclass(frozen=True, kw_only=True)
 class Box:
-    """A placed label box (px, top-left origin); ``key`` is its item's (or ``header:...``)."""
+    """A placed label box (px, top-left origin); ``key`` is its item's (or ``header:...``);
+    ``below`` the y of the free lane under its band's lowest row."""
 
     key: str
     text: str
@@ -44,6 +46,7 @@ class Box:
     y: float
     w: float
     h: float
+    below: float = 0.0
 
     def overlaps(self, other: "Box") -> bool:
         return (
@@ -139,11 +142,12 @@ def _place_band(
                 w = max(w, header_w)
                 headers.append(Box(key=f"header:{title}", text=title, x=x, y=top + 4.0, w=header_w, h=BOX_H))  # fmt: skip
             y0 = top + TOP + (rows - len(sub)) * ROW_H / 2
+            below = top + TOP + rows * ROW_H + LANE
             for j, it in enumerate(sub):
                 y = y0 + j * ROW_H + (ROW_H - BOX_H) / 2
-                boxes[it.key] = Box(key=it.key, text=it.text, x=x, y=y, w=w, h=BOX_H)
+                boxes[it.key] = Box(key=it.key, text=it.text, x=x, y=y, w=w, h=BOX_H, below=below)
             x += w + (SUB_GAP if k < len(subs) - 1 else COL_GAP)
-    return x - COL_GAP + LEFT, TOP + rows * ROW_H
+    return x - COL_GAP + LEFT, TOP + rows * ROW_H + 2 * LANE
 
 
 def _column_width(col: list[Item], max_rows: int) -> float:
@@ -202,5 +206,5 @@ def layered_layout(
         if band:
             w, h = _place_band(band, max_rows, top, boxes, headers)
             width, top = max(width, w), top + h + BAND_GAP
-    height = top - BAND_GAP + 8 if boxes else TOP
+    height = top - BAND_GAP if boxes else TOP
     return Layout(boxes=boxes, headers=tuple(headers), width=width, height=height)

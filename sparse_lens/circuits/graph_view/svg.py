@@ -9,7 +9,14 @@ import math
 from collections.abc import Mapping
 
 from sparse_lens.circuits.graph_view.graph import Drawing, Item, Link
-from sparse_lens.circuits.graph_view.layout import FONT_PX, PAD_X, Box, Layout, layered_layout
+from sparse_lens.circuits.graph_view.layout import (
+    COL_GAP,
+    FONT_PX,
+    PAD_X,
+    Box,
+    Layout,
+    layered_layout,
+)
 
 KIND_COLOUR = {
     "attn_in": "#6b8fb5", "mlp_in": "#6b8fb5", "final": "#333333",
@@ -23,11 +30,24 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _link_svg(link: Link, a: Box, b: Box, wmax: float) -> str:
+def _path(a: Box, b: Box, residual: bool) -> str:
+    """A curve from ``a``'s right edge to ``b``'s left edge. A residual path that skips columns
+    of its band runs along the band's lane below its lowest row (so it passes under no box and
+    is not read as entering one); to a later band (leftwards) it leaves right and enters left."""
     x1, y1, x2, y2 = a.x + a.w, a.y + a.h / 2, b.x, b.y + b.h / 2
-    # within a band: control points halfway; to a later band (leftwards): out right, in left
+    if residual and a.below == b.below and x2 - x1 > COL_GAP + 1:
+        lane, r = a.below, COL_GAP / 2
+        return (
+            f"M{x1:.1f} {y1:.1f}C{x1 + r:.1f} {y1:.1f} {x1 + r:.1f} {lane:.1f} {x1 + r + 6:.1f} "
+            f"{lane:.1f}L{x2 - r - 6:.1f} {lane:.1f}C{x2 - r:.1f} {lane:.1f} {x2 - r:.1f} "
+            f"{y2:.1f} {x2:.1f} {y2:.1f}"
+        )
     c1, c2 = ((x1 + x2) / 2,) * 2 if x2 > x1 else (x1 + 90, x2 - 90)
-    path = f"M{x1:.1f} {y1:.1f}C{c1:.1f} {y1:.1f} {c2:.1f} {y2:.1f} {x2:.1f} {y2:.1f}"
+    return f"M{x1:.1f} {y1:.1f}C{c1:.1f} {y1:.1f} {c2:.1f} {y2:.1f} {x2:.1f} {y2:.1f}"
+
+
+def _link_svg(link: Link, a: Box, b: Box, wmax: float) -> str:
+    path = _path(a, b, link.residual)
     ends = f'data-src="{esc(link.source)}" data-dst="{esc(link.target)}" d="{path}" fill="none"'
     if link.residual:
         what = "residual identity path" + (f"s: {link.count}" if link.count > 1 else "")
