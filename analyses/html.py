@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-STYLE = """
+from sparse_lens.circuits.graph_view.sections import GRAPH_CSS
+
+STYLE = (
+    """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222;
        padding: 0 16px; }
 h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
@@ -25,12 +28,13 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 .note { color: #666; font-size: 0.9em; } .bad { color: #b00; } .good { color: #070; }
 .warn { background: #fde8e8; border: 1px solid #b00; padding: 0.5em; }
 .verdicts td:nth-child(2), .verdicts td:last-child { text-align: left; }
-.graph { overflow-x: auto; border: 1px solid #eee; }
 .node-panel { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; margin: 8px 0; }
 .cv-panel { min-height: 20px; }
 code { background: #f4f4f4; padding: 0 3px; }
 nav a { margin-right: 12px; }
 """
+    + GRAPH_CSS
+)
 
 
 @cache

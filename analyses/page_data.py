@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.circuit_graph import CircuitGraph
 from analyses.html import CircuitsvisHTML
+from sparse_lens.circuits.graph_view.card_html import CardView
+from sparse_lens.circuits.graph_view.graph import ViewGraph
 
 Grid = tuple[tuple[float, ...], ...]  # [row, column] values of a heatmap
 
@@ -99,10 +100,15 @@ class CircuitPageData:
     """Everything a circuit page shows (``render_circuit_page``). Effects are task-loss
     increases in nats on ``n_test`` test examples when a node is removed as well (mask
     locations of arXiv 2511.13653, App. A.5): exact knockouts for the ``n_exact`` nodes with the
-    largest attribution-patching estimate, that estimate for the rest."""
+    largest attribution-patching estimate, that estimate for the rest. ``graph`` holds every
+    node with its role and single-node knockout from the explain ``card`` (which defines the
+    core view), ``card`` the card's summary and stages (None, with ``card_note`` saying why,
+    when it could not be computed)."""
 
     facts: CircuitFacts
-    graph: CircuitGraph
+    graph: ViewGraph
+    card: CardView | None
+    card_note: str
     node_info: Mapping[str, Mapping[str, float]]  # label -> hover facts ("effect" sizes it)
     circuit_loss: float
     n_test: int
@@ -128,6 +134,8 @@ class CircuitPageData:
             "attribution_effects": dict(self.attribution_effects),
             "heads": [dataclasses.asdict(h) for h in self.heads.sinks],
             "n_panels": self.n_panels,
+            "core_share": self.graph.core_share,
+            "core": [n.label for n in self.graph.core()],  # [] without a card or a gap
         }
 
 

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from analyses.html import esc
 from sparse_lens.files.atomic import atomic_write
@@ -86,20 +94,57 @@ def line_chart(
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         style = {"linestyle": "none", "marker": "o", "markersize": 4} if s.markers else {}
         ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)], label=s.name, **style)
+    # reference labels inside the axes (right end of a line, top of a column): clear of the
+    # title and of the legend outside the axes
     for v, label in hlines:
         if not ylog or v > 0:
             ax.axhline(v, color="#555", linestyle="--", linewidth=1)
-            ax.annotate(label, (1, v), xycoords=("axes fraction", "data"), fontsize=8)
+            ax.annotate(label, (0.99, v), xycoords=("axes fraction", "data"), fontsize=8,
+                        ha="right", va="bottom", color="#333")  # fmt: skip
     for v, label in vlines:
         if not xlog or v > 0:
             ax.axvline(v, color="#555", linestyle="--", linewidth=1)
-            ax.annotate(label, (v, 1), xycoords=("data", "axes fraction"), fontsize=8)
+            ax.annotate(label, (v, 0.98), xycoords=("data", "axes fraction"), fontsize=8,
+                        ha="right", va="top", rotation=90, color="#333")  # fmt: skip
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.set_xscale("log" if xlog else "linear")
     ax.set_yscale("log" if ylog else "linear")
+    if xlog:
+        log_ticks(ax.xaxis, ax.get_xlim())
+    if ylog:
+        log_ticks(ax.yaxis, ax.get_ylim())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig
+
+
+def plain_number(value: float, _pos: object = None) -> str:
+    """A tick label without exponents: ``2,000``, ``50``, ``0.2``."""
+    return f"{value:,.0f}" if value >= 1 else f"{value:.3g}"
+
+
+def log_ticks(axis: Axis, limits: tuple[float, float]) -> None:
+    """Log-axis ticks that never run into each other: powers of ten labelled as plain numbers,
+    minor ticks unlabelled. An axis spanning less than a decade is labelled at 1x, 2x and 5x
+    powers of ten if two of them fall on it, else at four or so round numbers.
+    """
+    lo, hi = sorted(limits)
+    minor = LogLocator(base=10, subs=tuple(float(i) for i in range(2, 10)))
+    axis.set_minor_locator(minor)
+    axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(FuncFormatter(plain_number))
+    if lo <= 0 or hi / lo >= 10:
+        axis.set_major_locator(LogLocator(base=10))
+        return
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    ticks = [m * 10.0**k for k in range(k0, k1 + 1) for m in (1, 2, 5) if lo <= m * 10.0**k <= hi]
+    if len(ticks) < 2:
+        ticks = [
+            t
+            for t in MaxNLocator(nbins=4, steps=[1, 2, 5, 10]).tick_values(lo, hi)
+            if lo <= t <= hi
+        ]
+    axis.set_major_locator(FixedLocator(ticks))
 
 
 def bar_chart(

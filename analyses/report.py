@@ -2,7 +2,9 @@
 
 ``circuit_page_data`` runs the model for what a circuit page shows (``CircuitPageData``,
 ``analyses/page_data.py``); ``render_circuit_page`` (``analyses/circuit_view.py``) renders it. The
-page shows the layered graph (``analyses/circuit_graph.py``), the task loss against circuit size
+page shows the circuit card (``sparse_lens.circuits.explain`` on the page's test examples: every
+node's role, knockouts in the circuit and the empty circuit's loss, which define the core view),
+the graph (core view and full graph, ``sparse_lens.circuits.graph_view``), the task loss against circuit size
 from the bisection, the faithfulness report, the circuit's heads (attention patterns on task
 examples with their sink mass, circuitsvis ``attention_heads``) and a panel per important node
 (ranked by knockout effect): its top-activating pretraining contexts (``topk_samples``) and its
@@ -25,7 +27,6 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from analyses.circuit_graph import circuit_graph
 from analyses.html import Page, RawHTML, circuitsvis_html, esc, table
 from analyses.node_panels import (
     attribution_effects,
@@ -44,6 +45,10 @@ from analyses.page_data import (
 )
 from analyses.plots import Series, bar_chart, chart_html, line_chart
 from sparse_lens.circuits.circuit import Circuit, NodeRef
+from sparse_lens.circuits.explain import CircuitCard, explain
+from sparse_lens.circuits.graph_view.card_html import card_view
+from sparse_lens.circuits.graph_view.graph import CORE_SHARE
+from sparse_lens.circuits.graph_view.show import graph_of
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import Task, TaskBatch, task_batch
 from sparse_lens.training.sparse import recorded_idiom_frac
@@ -64,12 +69,15 @@ class ReportConfig:
     n_exact_knockouts: int = 48
     seed: int = 0
     contexts_exclude_separators: bool = True  # no top context peaks at <|endoftext|>
+    core_share: float = CORE_SHARE  # core view: share of the empty-circuit gap a knockout costs
 
     def __post_init__(self) -> None:
         require_min(
             self, ("n_examples", "n_windows", "n_contexts", "max_heads", "n_exact_knockouts"), 1
         )
         require_min(self, ("max_node_panels",), 0)
+        if not 0 < self.core_share <= 1:
+            raise ValueError(f"core_share must be in (0, 1], got {self.core_share!r}")
 
 
 def _class_examples(batch: TaskBatch) -> list[int]:
@@ -143,6 +151,10 @@ def circuit_page_data(
     """Run ``model`` as ``circuit`` on ``task``'s test examples and on the pretraining
     ``windows`` for everything the circuit page shows (``render_circuit_page``).
 
+    The circuit card (``explain``) runs on the same test examples and ``windows``; a circuit it
+    cannot explain (resample ablation, one answer class) gets a page without a card and with
+    the full graph only, saying why.
+
     Raises:
         ValueError: ``model`` has no tokenizer.
     """
@@ -162,9 +174,15 @@ def circuit_page_data(
         )
         for r in tqdm(shown, desc="node panels", disable=not progress)
     )
+    card, card_note = _card(model, circuit, batch, windows)
+    graph, _ = graph_of(circuit, model.cfg, card, core_share=rcfg.core_share)
     return CircuitPageData(
         facts=circuit_facts(circuit, task),
-        graph=circuit_graph(circuit, model.cfg),
+        graph=graph,
+        card=card_view(card, examples="the test split, as the rest of this page")
+        if card is not None
+        else None,
+        card_note=card_note,
         node_info=fx.info,
         circuit_loss=fx.loss,
         n_test=len(batch),
@@ -175,6 +193,21 @@ def circuit_page_data(
         n_windows=rcfg.n_windows,
         panels=panels,
     )
+
+
+def _card(
+    model: HookedSparseTransformer,
+    circuit: Circuit,
+    batch: TaskBatch,
+    windows: Int[torch.Tensor, "batch pos"],
+) -> tuple[CircuitCard | None, str]:
+    """The explain card of ``circuit`` on ``batch`` and ``windows``, or None and why not."""
+    source = {"data": "the report's pretraining windows"}
+    try:
+        return explain(model, circuit, batch, windows=windows, windows_source=source), ""
+    except ValueError as e:
+        log.warning("no circuit card for %s: %s", circuit.task, e)
+        return None, str(e)
 
 
 def _node_effects(

@@ -521,6 +521,13 @@ class Circuit:
 
         return explain(model, self, *args, **kwargs)
 
+    def show(self, model: HookedSparseTransformer | None = None, **kwargs: Any) -> Any:
+        """The circuit's graph inline in a notebook (core view and, with ``model``, the explain
+        card), offline: ``sparse_lens.circuits.graph_view.show.show(self, model, ...)``."""
+        from sparse_lens.circuits.graph_view.show import show
+
+        return show(self, model, **kwargs)
+
 
 def dumps(circuit: Circuit) -> str:
     return json.dumps(circuit.to_dict(), indent=2)

@@ -13,7 +13,7 @@ import circuitsvis.tokens
 import pytest
 import torch
 
-from analyses.circuit_graph import circuit_dot, layout, residual_paths
+from analyses.circuit_graph import circuit_dot, circuit_view_graph
 from analyses.circuit_view import failed_banner, render_circuit_page
 from analyses.frontier import frontier_page
 from analyses.html import circuitsvis_bundle, esc
@@ -30,6 +30,7 @@ from hooks import node_mask
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.faithfulness import circuit_checks, model_verdicts
+from sparse_lens.circuits.graph_view.graph import residual_paths
 from sparse_lens.circuits.masks import ablation_means
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.sweep.grid import SweepConfig
@@ -74,23 +75,43 @@ def setup():
     return model, circuit, render_circuit_page(page, dot_name="c.dot"), page.numbers()
 
 
+def _view(html: str, view: str) -> str:
+    start = html.index(f'<svg class="circuit-graph" data-view="{view}"')
+    return html[start : html.index("</svg>", start)]
+
+
 def test_graph_has_every_node_and_edge(setup):
     _, circuit, html, _ = setup
-    labels = re.findall(r'<g class="node" data-label="([^"]+)"', html)
+    full = _view(html, "full")
+    labels = re.findall(r'<g class="node" data-label="([^"]+)"', full)
     assert sorted(labels) == sorted(circuit.node_labels(setup[0].cfg))
-    weights = re.findall(r'<line class="edge" data-src', html)
+    weights = re.findall(r'<path class="edge" data-src', full)
     assert len(weights) == circuit.n_edges > 0
 
 
-def test_layout_rows_heads_and_residual_paths(setup):
+def test_card_and_core_statement(setup):
+    """The card sits above the graph; this untrained model's circuit is no better than the
+    empty circuit, so the page says no gap defines a core and opens the full graph
+    (the core view itself: test_views.py, tests/circuits/test_graph_view.py)."""
+    _, _, html, _ = setup
+    assert html.index('id="card"') < html.index('id="graph"')
+    assert '<section class="circuit-card">' in html and '<details class="stage">' in html
+    assert '<details class="stage" open>' not in html  # no stage has a node with a role
+    assert "no knockout gap defines a core" in html
+    assert 'data-view="core"' not in html and '<details class="full-graph" open>' in html
+
+
+def test_view_graph_columns_heads_and_residual_paths(setup):
     model, circuit, _, _ = setup
-    nodes, names = layout(circuit, model.cfg)
-    assert names[0] == "L0 attn_in" and names[-1] == "final resid"
-    assert all(a.y > b.y for a in nodes for b in nodes if a.row < b.row)  # bottom-up
-    qkv = [n for n in nodes if n.kind in ("q", "k", "v") and n.layer == 0]
-    assert [n.head for n in qkv] == sorted(n.head for n in qkv)  # grouped by head
-    paths = residual_paths(nodes)
-    assert paths and all(w.channel == r.channel and r.row > w.row for w, r in paths)
+    graph = circuit_view_graph(circuit, model.cfg)
+    assert sorted(n.label for n in graph.nodes) == sorted(circuit.node_labels(model.cfg))
+    columns = [n.column for n in graph.nodes]
+    assert columns == sorted(columns) and columns[-1][1] == 6  # forward order, final last
+    qkv = [n for n in graph.nodes if n.kind in ("q", "k", "v")]
+    assert all(n.head == n.channel // model.cfg.d_head for n in qkv)
+    assert all(n.name.startswith(f"L{n.layer} H{n.head} {n.kind} ") for n in qkv)
+    paths = residual_paths(graph.nodes)
+    assert paths and all(w.channel == r.channel and r.column > w.column for w, r in paths)
 
 
 def test_dot_export(setup):
@@ -100,7 +121,7 @@ def test_dot_export(setup):
     solid = [line for line in dot.splitlines() if "->" in line and "dashed" not in line]
     assert len(solid) == circuit.n_edges
     for label in circuit.node_labels(model.cfg):
-        assert f'"{label}" [fillcolor=' in dot
+        assert f'"{label}" [label=' in dot
 
 
 def test_one_bundle_and_every_panel(setup):
@@ -285,6 +306,31 @@ def test_plots(tmp_path):
     ]
     assert training_plots(records, tmp_path).count('<svg class="figure"') == 3
     assert (tmp_path / "training-l0.png").is_file()
+
+
+def test_log_axis_tick_labels_do_not_run_into_each_other():
+    """The loss-vs-size chart's log axes: plain numbers, powers of ten on a wide axis (minor
+    ticks unlabelled), 2x and 5x too on an axis under a decade; no two labels overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    pts = [(12, 0.69), (50, 0.55), (183, 0.527), (400, 0.47), (3000, 0.42)]
+    fig = line_chart([Series(name="b", points=pts, markers=True)], title="t", xlabel="x",
+                     ylabel="y", xlog=True, ylog=True, vlines=[(183.0, "183 nodes")])  # fmt: skip
+    assert fig is not None
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    ax = fig.axes[0]
+    for axis in (ax.xaxis, ax.yaxis):
+        labels = [t for t in axis.get_ticklabels(which="both") if t.get_text() and t.get_visible()]
+        lo, hi = sorted(axis.get_view_interval())
+        shown = {t.get_text() for t in labels if lo <= t.get_position()[axis is ax.yaxis] <= hi}
+        assert len(shown) >= 2, shown
+        assert not any("times" in t or "^" in t or "e" in t for t in shown), shown
+        boxes = [t.get_window_extent(renderer) for t in labels if t.get_text() in shown]
+        distinct = {(round(b.x0), round(b.y0)): b for b in boxes}.values()  # major = minor
+        assert not any(a.overlaps(b) for a in distinct for b in distinct if a is not b)
+    xs = {t.get_text() for t in ax.xaxis.get_ticklabels(which="minor") if t.get_text()}
+    assert xs == set()  # 12..3000 spans decades: minor ticks unlabelled
 
 
 def test_index_page_links_circuits(setup):

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from analyses.bridge_view import render_bridge_page
-from analyses.circuit_graph import CircuitGraph, GraphNode
 from analyses.circuit_view import render_circuit_page
 from analyses.html import CircuitsvisHTML, circuitsvis_bundle
 from analyses.page_data import (
@@ -36,6 +35,8 @@ from analyses.page_data import (
     SinkGrids,
     SteeringView,
 )
+from sparse_lens.circuits.graph_view.card_html import CardView, StageView
+from sparse_lens.circuits.graph_view.graph import ViewGraph, ViewNode
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -70,20 +71,40 @@ def _check_snapshot(name: str, html: str) -> None:
     )
 
 
-def _graph() -> CircuitGraph:
-    def node(label, hook, kind, row, x, head=None):  # noqa: ANN001, ANN202
-        y = 30.0 + (2 - row) * 70 + 20
-        return GraphNode(label, hook, kind, 0, 1, row, x, y, head)
+def _graph() -> ViewGraph:
+    def node(label, kind, knockout, role, head=None):  # noqa: ANN001, ANN202
+        return ViewNode(label=label, kind=kind, layer=0, channel=1, head=head,
+                        role=role, knockout=knockout)  # fmt: skip
 
-    return CircuitGraph(
+    return ViewGraph(
         task="quotes",
         nodes=(
-            node("0.attn_in.1", "blocks.0.attn.hook_in", "attn_in", 0, 130.0),
-            node("0.v.H0.1", "blocks.0.attn.hook_v", "v", 1, 130.0, head=0),
-            node("0.attn_out.1", "blocks.0.hook_attn_out", "attn_out", 2, 130.0),
+            node("0.attn.attn_in.1", "attn_in", 0.001, "no measurable role"),
+            node("0.attn.v.h0.c1", "v", 0.2, "mover", head=0),
+            node("0.attn.attn_out.1", "attn_out", 0.05, "output"),
         ),
-        rows=("L0 attn_in", "L0 qkv", "L0 attn_out"),
-        edges=(("0.attn_in.1", "0.v.H0.1", 0.5), ("0.v.H0.1", "0.attn_out.1", -0.25)),
+        edges=(
+            ("0.attn.attn_in.1", "0.attn.v.h0.c1", 0.5),
+            ("0.attn.v.h0.c1", "0.attn.attn_out.1", -0.25),
+        ),
+        circuit_loss=0.61,
+        empty_loss=0.9,
+    )
+
+
+def _card() -> CardView:
+    return CardView(
+        summary="quotes: `\"` vs `'`. Head 0.0 moves information from the opening quote.",
+        computed_on="8 examples of quotes (test), mean ablation",
+        stages=(
+            StageView(
+                name="Layer 0 attention",
+                roles=(("mover", 1), ("output", 1), ("no measurable role", 1)),
+                captions=("Layer 0 head 0 value channel 1 (mover): its head attends <there>",),
+                quiet=("0.attn.attn_in.1",),
+            ),
+        ),
+        heads=("Head 0.0 (mover): from the answer position, 90% on the opening quote.",),
     )
 
 
@@ -120,9 +141,9 @@ def _circuit_data(failed: tuple[str, ...] = ("necessity",)) -> CircuitPageData:
         faithfulness=faithfulness,
         failed_checks=failed,
     )
-    info = {"0.v.H0.1": {"effect": 0.2, "ablation value": 0.1, "attribution estimate": 0.15}}
+    info = {"0.attn.v.h0.c1": {"effect": 0.2, "ablation value": 0.1, "attribution estimate": 0.15}}
     panel = NodePanelData(
-        label="0.v.H0.1",
+        label="0.attn.v.h0.c1",
         hook="blocks.0.attn.hook_v",
         effect=0.2,
         attribution=0.15,
@@ -141,12 +162,18 @@ def _circuit_data(failed: tuple[str, ...] = ("necessity",)) -> CircuitPageData:
     return CircuitPageData(
         facts=facts,
         graph=_graph(),
+        card=_card(),
+        card_note="",
         node_info=info,
         circuit_loss=0.61,
         n_test=8,
         n_exact=1,
-        knockout_effects={"0.v.H0.1": 0.2},
-        attribution_effects={"0.v.H0.1": 0.15, "0.attn_in.1": 0.01, "0.attn_out.1": -0.02},
+        knockout_effects={"0.attn.v.h0.c1": 0.2},
+        attribution_effects={
+            "0.attn.v.h0.c1": 0.15,
+            "0.attn.attn_in.1": 0.01,
+            "0.attn.attn_out.1": -0.02,
+        },
         heads=heads,
         n_windows=4,
         panels=(panel,),
@@ -163,7 +190,17 @@ def test_circuit_page_snapshot():
     assert data.n_panels == 3 and html.count('class="cv-panel"') == 3
     assert "Close a string with its quote." in html  # RST literals shown plain
     assert 'data-name="curve-quotes"' in html  # the bisection curve is drawn
+    # the card on top, the core view (2 of 3 nodes over 5% of the 0.29 gap), the full graph
+    assert html.index('id="card"') < html.index('id="graph"') < html.index('id="curve"')
+    assert "<code>&quot;</code> vs <code>&#x27;</code>" in html
+    assert "<b>Layer 0 head 0 value channel 1 (mover)</b>: its head attends &lt;there&gt;" in html
+    assert html.count('<details class="stage" open>') == 1
+    assert 'data-view="core"' in html and 'data-view="full"' in html
+    core = html[html.index('data-view="core"') : html.index('data-view="full"')]
+    assert "L0 H0 v 1 · mover" in core and ">1 more node<" in core
+    assert "at least 5% of the gap" in html
     numbers = data.numbers()
+    assert numbers["core"] == ["0.attn.v.h0.c1", "0.attn.attn_out.1"]
     assert numbers["n_panels"] == 3 and numbers["heads"][0]["head"] == "L0H0"
 
 
@@ -173,6 +210,9 @@ def test_circuit_page_without_failures_reports_or_heads():
     assert 'class="warn"' not in html and "<nav>" not in html and ".dot" not in html
     bare = dataclasses.replace(
         data,
+        card=None,
+        card_note="explain needs a mean- or zero-ablated circuit, not 'resample'",
+        graph=dataclasses.replace(data.graph, circuit_loss=None, empty_loss=None),
         facts=dataclasses.replace(data.facts, faithfulness=None, search=None, stages=()),
         heads=HeadsData(),
         panels=(),
@@ -182,6 +222,8 @@ def test_circuit_page_without_failures_reports_or_heads():
     assert "No search record in this circuit file" in html
     assert "no attention head takes part" in html
     assert "CircuitsVis" not in html  # no view, no bundle
+    assert "No circuit card: explain needs a mean- or zero-ablated circuit" in html
+    assert 'data-view="core"' not in html and '<details class="full-graph" open>' in html
 
 
 def _bridge_data() -> BridgePageData:
@@ -239,6 +281,9 @@ def test_views_import_no_model_no_torch_no_analysis(module):
     tree = ast.parse((ROOT / "analyses" / f"{module}.py").read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    allowed = {"analyses.html", "analyses.plots", "analyses.page_data", "analyses.circuit_graph"}
+    allowed = {"analyses.html", "analyses.plots", "analyses.page_data"}
+    allowed |= {
+        f"sparse_lens.circuits.graph_view.{m}" for m in ("card_html", "graph", "sections", "svg")
+    }
     assert {m for m in names if m.split(".")[0] in ("analyses", "sparse_lens", "hooks")} <= allowed
     assert not {m for m in names if m.split(".")[0] in ("torch", "transformer_lens", "circuitsvis")}
