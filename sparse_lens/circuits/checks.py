@@ -27,8 +27,8 @@ from torch import Tensor
 
 from hooks import flat, node_mask, record
 from hooks.types import HookList
-from sparse_lens.circuits.circuit import Circuit
-from sparse_lens.circuits.masks import norm_scale_hooks
+from sparse_lens.circuits.ablation import norm_scale_hooks
+from sparse_lens.circuits.circuit import Circuit, node_masks
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
 
@@ -93,11 +93,8 @@ def _ablated_loss(
     batch: TaskBatch,
     nodes: dict[str, list[int]],
 ) -> float:
-    hooks: HookList = []
-    for hook, size in circuit.sizes.items():
-        keep = torch.ones(size)
-        keep[torch.tensor(nodes.get(hook, []), dtype=torch.long)] = 0.0
-        hooks.append((hook, node_mask(keep, torch.tensor(circuit.baselines[hook]))))
+    ablated = node_masks(circuit.sizes, nodes)  # 1 where ablated: keep the complement
+    hooks = circuit.mask_hooks({h: 1 - m for h, m in ablated.items()})
     return float(binary_task_loss(readout(model, batch, hooks).two).mean())
 
 
