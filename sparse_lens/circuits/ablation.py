@@ -127,12 +127,12 @@ def _means(
     kept = _kept_positions(windows, exclude_ids)
     if not bool(kept.any()):
         raise ValueError(f"every position of the windows is one of the excluded ids {exclude_ids}")
-    hooks = {loc.hook for loc in locs}
+    hooks = [loc.hook for loc in locs]
     sums = {loc.hook: torch.zeros(loc.size, dtype=torch.float64) for loc in locs}
     for i in range(0, len(windows), batch_size):
         batch = windows[i : i + batch_size].to(model.W_E.device)
         weight = kept[i : i + batch_size, :, None].double()
-        _, cache = model.run_with_cache(batch, names_filter=lambda n: n in hooks)
+        _, cache = model.run_with_cache(batch, names_filter=hooks)
         for loc in locs:
             act = flat(cache[loc.hook], loc.size).double().cpu()
             sums[loc.hook] += (act * weight).sum(dim=(0, 1))
@@ -221,9 +221,9 @@ def _resample(
     pick = torch.randint(0, len(windows), (len(batch),), generator=g)
     src = windows[pick, :width]
     locs = node_locations(model.cfg)
-    hooks = {loc.hook for loc in locs}
+    hooks = [loc.hook for loc in locs]
     with torch.no_grad():
-        _, cache = model.run_with_cache(src.to(model.W_E.device), names_filter=lambda n: n in hooks)
+        _, cache = model.run_with_cache(src.to(model.W_E.device), names_filter=hooks)
     values = {loc.hook: flat(cache[loc.hook], loc.size).cpu() for loc in locs}
     source = {"data": "pretraining windows", "n_windows": len(batch), "width": width}
     return Ablation("resample", values, source)
@@ -268,7 +268,7 @@ def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> HookList
     """Hooks that freeze every RMSNorm scale at the full model's value on ``tokens``."""
     names = [n for n in model.hook_dict if n.endswith("hook_scale")]
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        _, cache = model.run_with_cache(tokens, names_filter=names)
 
     # ``replace`` checks shapes: a scale saved before e.g. split-QKV was switched on never
     # broadcasts

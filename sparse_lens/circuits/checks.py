@@ -166,7 +166,7 @@ def node_agreement(
     tokens = batch.tokens.to(model.W_E.device)
     store: dict[str, Tensor] = {}
     with torch.no_grad():
-        _, full = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+        _, full = model.run_with_cache(tokens, names_filter=wanted)
         model.run_with_hooks(
             tokens,
             fwd_hooks=circuit.fwd_hooks(model, tokens) + [(h, record(store)) for h in wanted],
@@ -227,7 +227,7 @@ def interchange(
     inner = [(h, i) for h, i in kept if h not in final]
     tokens = batch.tokens.to(model.W_E.device)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in circuit.nodes)
+        _, cache = model.run_with_cache(tokens, names_filter=list(circuit.nodes))
     ref = readout(model, batch, [])
     frozen = frozen_norm_hooks(model, circuit, tokens)
     rng = random.Random(f"interchange:{seed}")

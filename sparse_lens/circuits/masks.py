@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from hooks import blend, flat, node_mask, replace
 from hooks.types import HookList
@@ -37,7 +38,7 @@ from sparse_lens.circuits.ablation import ABLATIONS, Ablation, AblationKind
 from sparse_lens.circuits.nodes import Location, node_locations
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss, mean_task_loss
-from sparse_lens.training.loop import Loop, MetricsLog, set_lr
+from sparse_lens.training.loop import set_lr
 from sparse_lens.training.schedules import warmup_linear_decay
 from sparse_lens.validation import require_min
 
@@ -218,7 +219,7 @@ class Pruner:
             names = [n for n in self.model.hook_dict if n.endswith("hook_scale")]
             with torch.no_grad():
                 _, cache = self.model.run_with_cache(
-                    batch.tokens.to(self.model.W_E.device), names_filter=lambda n: n in names
+                    batch.tokens.to(self.model.W_E.device), names_filter=names
                 )
             self._scales[id(batch)] = (batch, {n: cache[n] for n in names})
         return self._scales[id(batch)][1]
@@ -331,9 +332,9 @@ class Pruner:
     def learn_masks(
         self, progress: bool = False, report: Callable[[int, int, float], None] | None = None
     ) -> tuple[dict[str, Tensor], list[float]]:
-        """Train ``tau`` (paper §3.2), a step function run by the training loop
-        (``training.loop``). The node-mask hooks are installed once for the whole run and read
-        the current step's masks from a shared holder.
+        """Train ``tau`` (paper §3.2) for ``n_steps()`` AdamW steps under the trainers'
+        learning-rate schedule. The node-mask hooks are installed once for the whole run and
+        read the current step's masks from a shared holder.
 
         ``report(checkpoint, n_kept, task_loss)`` is called at 10 evenly spaced checkpoints
         (0-9) with the learned mask's size and the mean training task loss since the last one;
@@ -357,8 +358,8 @@ class Pruner:
         try:
             with self.model.hooks(fwd_hooks=live.hooks()):
                 batches = self._pair_batches(g)
-
-                def step(i: int, _log: bool) -> dict[str, Any]:
+                bar = tqdm(range(n_steps), disable=not progress, desc="prune", unit="step")
+                for i in bar:
                     set_lr(opt, self._lr_at(i, n_steps))
                     idx = next(batches)
                     masks = self.masks_of(taus)
@@ -375,10 +376,6 @@ class Pruner:
                         since = losses[-max(1, n_steps // 10) :]
                         kept = int(sum(int((t >= 0).sum()) for t in self.masks_of(taus).values()))
                         report(marks[i], kept, sum(since) / len(since))
-                    return {}
-
-                loop = Loop(total=n_steps, progress=progress, desc="prune")
-                loop.run(step, start=0, metrics=MetricsLog())
         finally:
             for q, r in zip(self.model.parameters(), requires, strict=True):
                 q.requires_grad_(r)

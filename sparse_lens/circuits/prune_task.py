@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from jaxtyping import Int
 from torch import Tensor
 
@@ -27,6 +28,7 @@ from sparse_lens.circuits.ablation import make_ablation, model_fingerprint
 from sparse_lens.circuits.circuit import Circuit, circuit_edges
 from sparse_lens.circuits.cleanup import CLEANUP_STAGES, CleanupStage, check_stages
 from sparse_lens.circuits.edges import edge_hooks
+from sparse_lens.circuits.faithfulness import faithfulness_report
 from sparse_lens.circuits.find import (
     SEARCH_METHODS,
     Found,
@@ -40,7 +42,14 @@ from sparse_lens.circuits.hparam_search import SearchConfig
 from sparse_lens.circuits.masks import PruneConfig, Pruner
 from sparse_lens.circuits.nodes import node_label
 from sparse_lens.circuits.summary import summary_row
+from sparse_lens.data.token_data import (
+    model_token_data,
+    run_info_beside,
+    training_mix,
+    windows_digest,
+)
 from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.selection import other_task
 from sparse_lens.tasks.task import Task, TaskBatch, concat_batches, task_batch
 from sparse_lens.validation import require_min
 
@@ -227,8 +236,6 @@ def _other_seeds(pruner: Pruner, found: Found, request: PruneRequest) -> dict[st
 
 def windows_record(windows: Int[Tensor, "batch pos"], seed: int) -> dict[str, Any]:
     """What a circuit file records of the pretraining windows behind its ablation means."""
-    from sparse_lens.data.token_data import windows_digest
-
     return {
         "split": "train",
         "n_windows": int(windows.shape[0]),
@@ -254,10 +261,6 @@ def ablation_windows(
             ``run.json`` is unreadable or records an idiom stream this package cannot rebuild.
         FileNotFoundError: the corpus does not exist.
     """
-    import torch
-
-    from sparse_lens.data.token_data import model_token_data, run_info_beside, training_mix
-
     if model.tokenizer is None:
         raise ValueError(f"{model_dir} has no tokenizer.json")
     data = model_token_data(model, corpus, cache_dir)
@@ -312,9 +315,6 @@ def _faithfulness(
 ) -> dict[str, Any]:
     """The faithfulness report of ``circuit`` under its chosen settings, with the suite task
     the model solves best beside it for specificity."""
-    from sparse_lens.circuits.faithfulness import faithfulness_report
-    from sparse_lens.tasks.selection import other_task
-
     pcfg = request.prune
     abl = make_ablation(pcfg.ablation, model, windows, cache_dir=cache_dir)
     chosen = dataclasses.replace(pcfg, **circuit.hparams["chosen"])
