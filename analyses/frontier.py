@@ -31,13 +31,13 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def _sparse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["kind"] == "sparse" and r.get("geo_mean_edges")]
+    return [r for r in rows if r["kind"] == "sparse" and r.get("geometric_mean_edges")]
 
 
 def frontier_figure(rows: list[dict[str, Any]]) -> Figure | None:
     """Pretraining loss vs geometric-mean circuit edges (see the module docstring)."""
     sparse = [r for r in _sparse(rows) if math.isfinite(r["val_loss"])]
-    dense = [r for r in rows if r["kind"] == "dense" and r.get("geo_mean_edges")]
+    dense = [r for r in rows if r["kind"] == "dense" and r.get("geometric_mean_edges")]
     if not sparse and not dense:
         return None
     fig = new_figure(6.5, 4.0)
@@ -55,13 +55,13 @@ def frontier_figure(rows: list[dict[str, Any]]) -> Figure | None:
             if not line:
                 continue
             label = f"d_model {width}" + (f", afrac {afrac:g}" if len(afracs) > 1 else "")
-            xs, ys = [r["geo_mean_edges"] for r in line], [r["val_loss"] for r in line]
+            xs, ys = [r["geometric_mean_edges"] for r in line], [r["val_loss"] for r in line]
             ax.plot(xs, ys, color=PALETTE[r_w % len(PALETTE)], linewidth=1, label=label)
             ax.scatter(xs, ys, c=[r["l0"] for r in line], cmap="viridis", norm=norm, zorder=3,
                        marker=MARKERS[r_a % len(MARKERS)], edgecolors="k", linewidths=0.5)  # fmt: skip
     for r in dense:
-        ax.scatter([r["geo_mean_edges"]], [r["val_loss"]], marker="x", color="k", zorder=3)
-        ax.annotate(f"dense {r['d_model']}", (r["geo_mean_edges"], r["val_loss"]), fontsize=7,
+        ax.scatter([r["geometric_mean_edges"]], [r["val_loss"]], marker="x", color="k", zorder=3)
+        ax.annotate(f"dense {r['d_model']}", (r["geometric_mean_edges"], r["val_loss"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")  # fmt: skip
     if sparse:
         fig.colorbar(ax.collections[0], ax=ax, label="L0 (nonzero parameters)")
@@ -161,7 +161,7 @@ def _rows_table(rows: list[dict[str, Any]]) -> str:
               "geo-mean edges", "matched dense", "loss gap", "edge ratio", "status"]  # fmt: skip
     body = [
         [r["name"], r["kind"], r["d_model"], _fmt(r["l0"]), r["l0_total"], r["val_loss"],
-         ", ".join(r["solved"]) or "-", r["n_circuits"], _fmt(r["geo_mean_edges"]),
+         ", ".join(r["solved"]) or "-", r["n_circuits"], _fmt(r["geometric_mean_edges"]),
          _fmt(r.get("matched_dense")), _fmt(r.get("loss_gap")), _fmt(r.get("edge_ratio")),
          r.get("status", "-")]
         for r in rows

@@ -30,7 +30,7 @@ import torch
 
 from sparse_lens.circuits.hparam_search import SearchConfig
 from sparse_lens.circuits.masks import PruneConfig
-from sparse_lens.circuits.prune_task import prune_task
+from sparse_lens.circuits.prune_task import PruneRequest, prune_task
 from sparse_lens.data.token_data import prepare_data
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.selection import choose_tasks, task_tables
@@ -52,16 +52,13 @@ def one(
     pcfg = PruneConfig(target_loss=target, steps=args.grid_steps, calibrate=False)
     scfg = SearchConfig(trials=args.trials, budget_minutes=args.budget_minutes)
     t0 = time.perf_counter()
-    circuit = prune_task(
-        model,
-        get_task(name),
-        windows,
-        pcfg,
+    request = PruneRequest(
+        prune=pcfg,
         search="grid" if how == "grid" else "optuna",
         search_cfg=scfg,
         cleanup=() if how == "grid" else ("nodes", "edges"),
-        cache_dir=args.cache_dir,
     )
+    circuit = prune_task(model, get_task(name), windows, request, cache_dir=args.cache_dir)
     return {
         "nodes": circuit.n_nodes,
         "edges": circuit.n_edges,

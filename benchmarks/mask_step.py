@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
-from sparse_lens.circuits.masks import MaskHolder, PruneConfig, Pruner, make_ablation, mask_hooks
+from sparse_lens.circuits.ablation import make_ablation
+from sparse_lens.circuits.masks import MaskHolder, PruneConfig, Pruner, mask_hooks
 from sparse_lens.tasks.task import TaskBatch, mean_task_loss
 
 

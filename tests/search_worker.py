@@ -5,8 +5,9 @@ the best trial's number, value and parameters as JSON when it ends."""
 import json
 import sys
 
+from sparse_lens.circuits.ablation import make_ablation
 from sparse_lens.circuits.hparam_search import SearchConfig, run_search
-from sparse_lens.circuits.masks import PruneConfig, Pruner, make_ablation
+from sparse_lens.circuits.masks import PruneConfig, Pruner
 from tests.circuits.test_masks import planted_batch, planted_model, pretrain_windows
 
 

@@ -1,11 +1,27 @@
-"""The tree's architecture: layers point one way (``analyses -> sparse_lens -> hooks``) and no
-module imports itself back through others, function-level imports included."""
+"""The tree's architecture: layers point one way (``analyses -> sparse_lens -> hooks``), the
+subpackages of ``sparse_lens`` too (``SUBPACKAGES``), and no module imports itself back through
+others, function-level imports included."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("hooks", "sparse_lens", "analyses")  # each may import only those before it
+# The subpackages (and top-level modules) of ``sparse_lens``, lower first: each may import only
+# itself and those before it; ``sparse_lens/__init__.py`` (the public API) sits above them all.
+SUBPACKAGES = (
+    "vocab",
+    "validation",
+    "files",
+    "data",
+    "model",
+    "tasks",
+    "training",
+    "circuits",
+    "bridges",
+    "openai_models",
+    "sweep",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -51,6 +67,49 @@ def test_layers_point_one_way():
             if LAYERS.index(dep.split(".")[0]) > layer:
                 bad.append(f"{name} imports {dep}")
     assert not bad, bad
+
+
+def _subpackage(module: str) -> str | None:
+    """``sparse_lens.X...`` -> ``X``; None for ``sparse_lens`` itself and other packages."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "sparse_lens" and len(parts) > 1 else None
+
+
+def _against_order(graph: dict[str, set[str]], order: tuple[str, ...]) -> list[str]:
+    """Every import of a ``sparse_lens`` subpackage by a lower one (``order``: lower first),
+    and every subpackage ``order`` does not place, as ``"a imports b"`` lines."""
+    bad = []
+    for name, deps in sorted(graph.items()):
+        here = _subpackage(name)
+        if here is None:
+            continue
+        if here not in order:
+            bad.append(f"{name}: subpackage {here!r} is not placed in SUBPACKAGES")
+            continue
+        for dep in sorted(deps):
+            there = _subpackage(dep)
+            if there is not None and there in order and order.index(there) > order.index(here):
+                bad.append(f"{name} imports {dep} ({here} is below {there})")
+    return bad
+
+
+def test_subpackages_point_one_way():
+    """No module of a ``sparse_lens`` subpackage imports one above it in ``SUBPACKAGES``
+    (e.g. ``tasks`` importing ``sweep``: the loop ``circuits -> tasks -> sweep -> circuits``)."""
+    assert _against_order(_graph(), SUBPACKAGES) == []
+
+
+def test_order_check_finds_an_import_against_the_order():
+    graph = {
+        "sparse_lens": {"sparse_lens.sweep.grid"},  # the public API may import anything
+        "sparse_lens.tasks.selection": {"sparse_lens.sweep.grid", "sparse_lens.model.config"},
+        "sparse_lens.sweep.grid": {"sparse_lens.tasks.task", "hooks.topk"},
+        "sparse_lens.extra.thing": set(),
+    }
+    assert _against_order(graph, ("model", "tasks", "sweep")) == [
+        "sparse_lens.extra.thing: subpackage 'extra' is not placed in SUBPACKAGES",
+        "sparse_lens.tasks.selection imports sparse_lens.sweep.grid (tasks is below sweep)",
+    ]
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

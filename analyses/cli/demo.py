@@ -205,14 +205,7 @@ def _prune_chosen(
         chosen = {name: round(max(val_loss[name], test_table[name]["loss"]) + 0.01, 4)}
     else:
         chosen = choose_tasks(val_table, val_loss, relaxed=DEMO_TASKS, min_accuracy=MIN_ACCURACY)
-    circuits: dict[str, dict[str, Any]] = {
-        n: {
-            "skipped": f"full model validation accuracy {val_table[n]['accuracy']:.2f} "
-            f"< {MIN_ACCURACY}"
-        }
-        for n in DEMO_TASKS
-        if n not in chosen
-    }
+    circuits = _not_chosen(chosen, val_table)
     chosen, left = _first_circuits(chosen, val_table, s.max_circuits)
     for name, target in left.items():
         circuits[name] = {
@@ -247,6 +240,20 @@ def _prune_chosen(
             done = {"failed": 2}
         circuits[name] = {"target_loss": target, "seconds": time.perf_counter() - t0} | done
     return circuits
+
+
+def _not_chosen(
+    chosen: dict[str, float], val_table: dict[str, dict[str, float]]
+) -> dict[str, dict[str, Any]]:
+    """Why each demo task not in ``chosen`` is not pruned (its validation accuracy)."""
+    return {
+        n: {
+            "skipped": f"full model validation accuracy {val_table[n]['accuracy']:.2f} "
+            f"< {MIN_ACCURACY}"
+        }
+        for n in DEMO_TASKS
+        if n not in chosen
+    }
 
 
 def check_reused_run(run: Path, preset_name: str) -> None:

@@ -151,8 +151,9 @@ def _import_oai_circuit(args: argparse.Namespace) -> int:
         CLIError: the model has no ``tokenizer.json``, or a file is missing or a value is bad
             (the message is the cause's).
     """
+    from sparse_lens.circuits.ablation import ablation_means, make_ablation
     from sparse_lens.circuits.faithfulness import faithfulness_report, verdict_lines
-    from sparse_lens.circuits.masks import PruneConfig, ablation_means, make_ablation
+    from sparse_lens.circuits.masks import PruneConfig
     from sparse_lens.data.token_data import model_token_data
     from sparse_lens.openai_models.viz_circuit import circuit_from_viz_data, load_viz_data
     from sparse_lens.tasks.selection import other_task

@@ -181,64 +181,74 @@ def prune_run(s: PruneSettings) -> dict[str, dict[str, Any]]:
     Raises:
         CLIError: bad input (settings, model folder, corpus), or with one task, no circuit.
     """
-    import time
-
     import optuna
-    import torch
 
     if not s.verbose:  # one line per trial is noise next to the progress bar
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pcfg, cleanup, scfg, tasks, model, data, provenance = _prepare(s)
-    windows = data.sample(64, model.cfg.n_ctx, torch.Generator().manual_seed(s.seed))
-    provenance = provenance | window_record(windows, s.seed)
+    request, tasks, model, windows = _prepare(s)
+    return write_circuits(
+        model, tasks, windows, request, s.out, all_tasks=s.all_tasks, model_dir=s.model_dir,
+        cache_dir=s.cache_dir.expanduser(), progress=not s.quiet,
+    )  # fmt: skip
+
+
+def write_circuits(
+    model: Any,
+    tasks: list[Any],
+    windows: tuple[Any, dict[str, Any]],
+    request: Any,
+    out: Path,
+    *,
+    all_tasks: bool,
+    model_dir: Path,
+    cache_dir: Path,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """The circuit of every task in ``out`` (``out/{task}.json`` and ``summary.json`` with
+    ``all_tasks``), each through ``circuits.prune_task.prune_to_file``; task name -> its row.
+
+    Raises:
+        CLIError: one task (not ``all_tasks``) and no circuit reaches its target.
+    """
+    from sparse_lens.circuits.prune_task import prune_to_file
+
     summary = {}
     for task in tasks:
-        start = time.perf_counter()
+        path = out / f"{task.name}.json" if all_tasks else out
         try:
-            circuit = _find(s, model, task, windows, pcfg, cleanup, scfg)
+            circuit, row = prune_to_file(
+                model, task, windows, request, path, model_dir=model_dir, cache_dir=cache_dir,
+                progress=progress,
+            )  # fmt: skip
         except ValueError as e:
-            if s.all_tasks:
+            if all_tasks:
                 summary[task.name] = {"skipped": str(e)}
                 continue
             raise CLIError(str(e)) from e
-        circuit.extra["prune_seconds"] = time.perf_counter() - start
-        circuit.extra["model_dir"] = str(s.model_dir.resolve())
-        circuit.extra["ablation_source"] = circuit.extra.get("ablation_source", {}) | {
-            "windows": provenance
-        }
-        if s.faithfulness:
-            _add_faithfulness(s, model, circuit, task, windows, pcfg)
-        path = s.out / f"{task.name}.json" if s.all_tasks else s.out
-        circuit.save(path)
         _log_circuit(task.name, circuit)
-        summary[task.name] = {
-            "nodes": circuit.n_nodes,
-            "edges": circuit.n_edges,
-            "loss": circuit.loss,
-            "test_loss": circuit.test_loss,
-            "calibrated_loss": circuit.calibrated_loss,
-            "seconds": circuit.extra["prune_seconds"],
-            "file": str(path),
-        }
+        summary[task.name] = row
         sys.stdout.write(circuit.summary() + f" -> {path}\n")
-        if s.faithfulness:
+        if "faithfulness" in circuit.extra:
             from sparse_lens.circuits.faithfulness import verdict_lines
 
-            faith = circuit.extra["faithfulness"]
-            summary[task.name]["failed_checks"] = faith["failed"]
-            sys.stdout.write("".join(f"  {line}\n" for line in verdict_lines(faith)))
-    if s.all_tasks:
-        _write_all_tasks(s.out, summary)
+            lines = verdict_lines(circuit.extra["faithfulness"])
+            sys.stdout.write("".join(f"  {line}\n" for line in lines))
+    if all_tasks:
+        _write_all_tasks(out, summary)
     return summary
 
 
-def _prepare(s: PruneSettings) -> tuple:
-    """The pruning, clean-up and search settings, the tasks, the model and its token data."""
+def prune_request(s: PruneSettings) -> Any:  # noqa: ANN401
+    """The ``PruneRequest`` of the command's settings (``circuits.prune_task``).
+
+    Raises:
+        CLIError: a bad setting (clean-up stages, epochs range, storage, ...), named.
+    """
+    from sparse_lens.circuits.ablation import AblationKind
     from sparse_lens.circuits.cleanup import parse_stages
-    from sparse_lens.circuits.masks import AblationKind, PruneConfig
-    from sparse_lens.data.token_data import model_token_data, run_info_beside, training_mix
-    from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.tasks.task import TASK_NAMES, get_task
+    from sparse_lens.circuits.find import SearchMethod
+    from sparse_lens.circuits.masks import PruneConfig
+    from sparse_lens.circuits.prune_task import PruneRequest
 
     try:
         pcfg = PruneConfig(
@@ -249,75 +259,34 @@ def _prepare(s: PruneSettings) -> tuple:
             tie_qk=s.tie_qk,
             seed=s.seed,
         )
-        cleanup = parse_stages(s.cleanup)
-        scfg = _search_config(s)
-        if s.seeds < 1 or s.cleanup_evals < 1:
-            raise CLIError(
-                f"--seeds and --cleanup-evals must be >= 1, got {s.seeds}, {s.cleanup_evals}"
-            )
+        return PruneRequest(
+            prune=pcfg,
+            search=cast(SearchMethod, "none" if s.no_search else s.search),  # argparse's choices
+            search_cfg=_search_config(s),
+            cleanup=parse_stages(s.cleanup),
+            cleanup_evals=s.cleanup_evals,
+            seeds=s.seeds,
+            attribution=True,
+            faithfulness=s.faithfulness,
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+
+
+def _prepare(s: PruneSettings) -> tuple:
+    """The pruning request, the tasks, the model and its ablation windows with their record."""
+    from sparse_lens.circuits.prune_task import ablation_windows
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.tasks.task import TASK_NAMES, get_task
+
+    request = prune_request(s)
+    try:
         tasks = [get_task(s.task)] if s.task else [get_task(n) for n in TASK_NAMES]
         model = HookedSparseTransformer.from_pretrained(s.model_dir).eval()
-        if model.tokenizer is None:
-            raise CLIError(f"{s.model_dir} has no tokenizer.json")
-        data = model_token_data(model, s.corpus, s.cache_dir.expanduser())
-        data, provenance = training_mix(
-            data, model.tokenizer, run_info_beside(s.model_dir), s.cache_dir.expanduser()
-        )
+        windows = ablation_windows(model, s.model_dir, s.corpus, s.cache_dir.expanduser(), s.seed)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e
-    return pcfg, cleanup, scfg, tasks, model, data, provenance
-
-
-def window_record(windows: Any, seed: int) -> dict[str, Any]:
-    """What a circuit file records of the pretraining windows behind its ablation means."""
-    from sparse_lens.data.token_data import windows_digest
-
-    return {
-        "split": "train",
-        "n_windows": int(windows.shape[0]),
-        "n_ctx": int(windows.shape[1]),
-        "seed": seed,
-        "sha256": windows_digest(windows),
-    }
-
-
-def _find(
-    s: PruneSettings, model: Any, task: Any, windows: Any, pcfg: Any, cleanup: Any, scfg: Any
-) -> Any:
-    """The circuit of ``task`` (``prune_task`` with the command's search and clean-up)."""
-    from sparse_lens.circuits.find import SearchMethod
-    from sparse_lens.circuits.prune_task import prune_task
-
-    search = cast(SearchMethod, "none" if s.no_search else s.search)  # argparse's choices
-    return prune_task(
-        model,
-        task,
-        windows,
-        pcfg,
-        search=search,
-        search_cfg=scfg,
-        cleanup=cleanup,
-        seeds=s.seeds,
-        attribution=True,
-        cleanup_evals=s.cleanup_evals,
-        cache_dir=s.cache_dir.expanduser(),
-        progress=not s.quiet,
-    )
-
-
-def _add_faithfulness(
-    s: PruneSettings, model: Any, circuit: Any, task: Any, windows: Any, pcfg: Any
-) -> None:
-    from sparse_lens.circuits.faithfulness import faithfulness_report
-    from sparse_lens.circuits.masks import make_ablation
-    from sparse_lens.tasks.selection import other_task
-
-    abl = make_ablation(pcfg.ablation, model, windows, cache_dir=s.cache_dir.expanduser())
-    chosen = dataclasses.replace(pcfg, **circuit.hparams["chosen"])
-    other = other_task(model, task.name)
-    circuit.extra["faithfulness"] = faithfulness_report(
-        model, circuit, task, abl, chosen, windows, other_task=other
-    )
+    return request, tasks, model, windows
 
 
 def _log_circuit(name: str, circuit: Any) -> None:
@@ -346,8 +315,8 @@ def _write_all_tasks(out: Path, summary: dict[str, dict[str, Any]]) -> None:
     """``summary.json`` of ``prune --all-tasks`` and its table on stdout."""
     import json
 
+    from sparse_lens.circuits.summary import all_tasks_summary
     from sparse_lens.files.atomic import atomic_write_text
-    from sparse_lens.tasks.selection import all_tasks_summary
 
     table = all_tasks_summary(summary)
     atomic_write_text(out / "summary.json", json.dumps(table, indent=2) + "\n")
@@ -366,7 +335,11 @@ def _write_all_tasks(out: Path, summary: dict[str, dict[str, Any]]) -> None:
 
 
 def _search_config(s: PruneSettings) -> Any:  # noqa: ANN401
-    """The Optuna settings of ``prune``; the default storage is an SQLite file beside --out."""
+    """The Optuna settings of ``prune``; the default storage is an SQLite file beside --out.
+
+    Raises:
+        CLIError: ``--epochs`` is not LOW,HIGH integers.
+    """
     from sparse_lens.circuits.hparam_search import SearchConfig
 
     try:

@@ -116,6 +116,15 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prune-examples", type=POSITIVE_INT, default=128, help="val/test pairs (2x to train)"
     )
+    _add_launch(p)
+    p.add_argument("--dry-run", action="store_true", help="list the grid and stop")
+    p.add_argument(
+        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+    )
+
+
+def _add_launch(p: argparse.ArgumentParser) -> None:
+    """How the sweep's points are run: executor, jobs, threads, processes, time limit."""
     p.add_argument(
         "--executor",
         default="local",
@@ -141,10 +150,6 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         help="time limit per job, minutes (at most a year)",
     )
     p.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    p.add_argument("--dry-run", action="store_true", help="list the grid and stop")
-    p.add_argument(
-        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
-    )
 
 
 def _config(args: argparse.Namespace):

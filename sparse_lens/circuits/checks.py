@@ -27,8 +27,8 @@ from torch import Tensor
 
 from hooks import flat, node_mask, record
 from hooks.types import HookList
-from sparse_lens.circuits.circuit import Circuit
-from sparse_lens.circuits.masks import norm_scale_hooks
+from sparse_lens.circuits.ablation import norm_scale_hooks
+from sparse_lens.circuits.circuit import Circuit, node_masks
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
 
@@ -93,11 +93,8 @@ def _ablated_loss(
     batch: TaskBatch,
     nodes: dict[str, list[int]],
 ) -> float:
-    hooks: HookList = []
-    for hook, size in circuit.sizes.items():
-        keep = torch.ones(size)
-        keep[torch.tensor(nodes.get(hook, []), dtype=torch.long)] = 0.0
-        hooks.append((hook, node_mask(keep, torch.tensor(circuit.baselines[hook]))))
+    ablated = node_masks(circuit.sizes, nodes)  # 1 where ablated: keep the complement
+    hooks = circuit.mask_hooks({h: 1 - m for h, m in ablated.items()})
     return float(binary_task_loss(readout(model, batch, hooks).two).mean())
 
 
@@ -169,7 +166,7 @@ def node_agreement(
     tokens = batch.tokens.to(model.W_E.device)
     store: dict[str, Tensor] = {}
     with torch.no_grad():
-        _, full = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+        _, full = model.run_with_cache(tokens, names_filter=wanted)
         model.run_with_hooks(
             tokens,
             fwd_hooks=circuit.fwd_hooks(model, tokens) + [(h, record(store)) for h in wanted],
@@ -230,7 +227,7 @@ def interchange(
     inner = [(h, i) for h, i in kept if h not in final]
     tokens = batch.tokens.to(model.W_E.device)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in circuit.nodes)
+        _, cache = model.run_with_cache(tokens, names_filter=list(circuit.nodes))
     ref = readout(model, batch, [])
     frozen = frozen_norm_hooks(model, circuit, tokens)
     rng = random.Random(f"interchange:{seed}")

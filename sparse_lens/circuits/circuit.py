@@ -12,25 +12,34 @@ weights zeroed), and every removed node is overwritten by its ablation value by 
 of a removed q/k/v or residual-write channel sees the same values as under the hooks.
 """
 
+import copy
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from hooks import node_mask
 from hooks.types import HookList
-from sparse_lens.circuits.edges import Edge, edge_hooks, fold_removed_edges
-from sparse_lens.circuits.masks import (
+from sparse_lens.circuits.ablation import (
     ABLATIONS,
+    PER_EXAMPLE,
     AblationKind,
     model_fingerprint,
     norm_scale_hooks,
 )
+from sparse_lens.circuits.circuit_format import (
+    check_edge_direction,
+    check_field_types,
+    check_structure,
+)
+from sparse_lens.circuits.edges import Edge, edge_hooks, fold_removed_edges
 from sparse_lens.circuits.nodes import Location, NodeKind, node_label, node_locations
 from sparse_lens.files.atomic import atomic_write_json, read_json
 from sparse_lens.model.config import SparseTransformerConfig
@@ -77,6 +86,19 @@ def circuit_edges(
         add(f"{b}.mlp.hook_in", f"{b}.mlp.hook_post", block.mlp.W_in)
         add(f"{b}.mlp.hook_post", f"{b}.hook_mlp_out", block.mlp.W_out)
     return edges
+
+
+def node_masks(
+    sizes: Mapping[str, int], nodes: Mapping[str, Sequence[int]]
+) -> dict[str, Float[Tensor, " channels"]]:
+    """0/1 masks per hook of ``sizes`` (hook -> channels) keeping ``nodes`` (hook -> kept
+    channels; a hook it does not name keeps none)."""
+    out = {}
+    for hook, size in sizes.items():
+        m = torch.zeros(size)
+        m[torch.tensor(list(nodes.get(hook, [])), dtype=torch.long)] = 1.0
+        out[hook] = m
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,8 +242,8 @@ class Circuit:
             )
         recorded = {k: d.pop(k, None) for k in ("n_nodes", "n_edges", "derived_from")}
         d = {k: v for k, v in d.items() if k != "circuit_version"}
-        _check_field_types(d, path)
-        _check_structure(d, path)
+        check_field_types(d, path)
+        check_structure(d, path)
         try:
             d["edges"] = [(s, t, float(w)) for s, t, w in d["edges"]]
             d["curve"] = [(k, float(v)) for k, v in d.get("curve", [])]
@@ -255,7 +277,7 @@ class Circuit:
             "the file was edited by hand: its edges and losses are stale; prune again or restore it"
         )
         for i, (src, dst, _) in enumerate(self.edges):
-            _check_edge_direction(i, src, dst, where)
+            check_edge_direction(i, src, dst, where)
         for name, got in (("n_nodes", self.n_nodes), ("n_edges", self.n_edges)):
             if recorded.get(name) is not None and recorded[name] != got:
                 raise ValueError(
@@ -325,7 +347,7 @@ class Circuit:
                 )
         for hook, chans in self.nodes.items():
             self._check_channels(hook, chans, locs[hook].size, where)
-        if self.ablation != "resample":
+        if self.ablation not in PER_EXAMPLE:  # per-channel values are in the file
             for hook, loc in locs.items():
                 base = self.baselines.get(hook)
                 if not isinstance(base, list) or len(base) != loc.size:
@@ -380,13 +402,27 @@ class Circuit:
             )
         self.validate(model.cfg, where=f"circuit for {self.task!r}")
 
-    def masks(self) -> dict[str, Tensor]:
-        out = {}
-        for hook, size in self.sizes.items():
-            m = torch.zeros(size)
-            m[torch.tensor(self.nodes.get(hook, []), dtype=torch.long)] = 1.0
-            out[hook] = m
-        return out
+    def masks(self) -> dict[str, Float[Tensor, " channels"]]:
+        """0/1 node masks per hook (1 keeps the node)."""
+        return node_masks(self.sizes, self.nodes)
+
+    def mask_hooks(self, masks: Mapping[str, Tensor]) -> HookList:
+        """``node_mask`` hooks for ``masks`` (hook -> ``[channels]``, 1 keeps, 0 takes the
+        circuit's ablation value): every node-mask intervention on a circuit."""
+        return [(h, node_mask(m, torch.tensor(self.baselines[h]))) for h, m in masks.items()]
+
+    def checked_on(self, model: HookedSparseTransformer) -> "Circuit":
+        """This circuit, checked once against ``model`` (``check_model``, which hashes every
+        weight), as a copy whose ``fwd_hooks`` on that model skip the check: for the many runs
+        of one report, while the model's weights do not change.
+
+        Raises:
+            ValueError: as ``check_model``.
+        """
+        self.check_model(model)
+        checked = copy.copy(self)
+        checked.__dict__["_checked_on"] = model
+        return checked
 
     def fwd_hooks(
         self,
@@ -401,22 +437,26 @@ class Circuit:
         ``patches`` (e.g. full-model values for some kept nodes) run after the node masks and
         before the removed edges' hooks, so a removed edge carries the patched value's ablation,
         never the patch; ``masks`` (hook -> ``[channels]``, 1 keeps) replaces ``self.masks()``
-        (e.g. a partly ablated complement).
+        (e.g. a partly ablated complement). The model is checked (``check_model``) unless this
+        circuit came from ``checked_on(model)``.
 
         Raises:
-            ValueError: ``model`` does not match the circuit, the circuit is resample-ablated (use
-                the ``Pruner``), or it freezes norms and ``tokens`` is None.
+            ValueError: ``model`` does not match the circuit, the circuit's ablation values are
+                per example (resample: use the ``Pruner``), or it freezes norms and ``tokens`` is
+                None.
         """
-        self.check_model(model)
-        if self.ablation == "resample":
-            raise ValueError("a resample-ablated circuit needs resample sources; use the Pruner")
+        if self.__dict__.get("_checked_on") is not model:
+            self.check_model(model)
+        if self.ablation in PER_EXAMPLE:
+            raise ValueError(
+                f"a {self.ablation}-ablated circuit needs its per-example values; use the Pruner"
+            )
         hooks: HookList = []
         if self.freeze_norms:
             if tokens is None:
                 raise ValueError("this circuit freezes norm scales: pass the tokens it will run on")
             hooks += norm_scale_hooks(model, tokens)
-        for hook, mask in (self.masks() if masks is None else masks).items():
-            hooks.append((hook, node_mask(mask, torch.tensor(self.baselines[hook]))))
+        hooks += self.mask_hooks(self.masks() if masks is None else masks)
         hooks += patches or []
         return hooks + edge_hooks(model, self.removed_edge_refs(model.cfg), self._fills())
 
@@ -450,7 +490,7 @@ class Circuit:
                 named).
         """
         self.check_model(model)
-        if self.ablation == "resample" or self.freeze_norms:
+        if self.ablation in PER_EXAMPLE or self.freeze_norms:
             raise ValueError(
                 "only mean- or zero-ablated circuits without frozen norms bake into weights"
             )
@@ -533,20 +573,6 @@ def dumps(circuit: Circuit) -> str:
     return json.dumps(circuit.to_dict(), indent=2)
 
 
-# (source kind, destination kind) of every edge (``circuits/nodes.py``): within one block,
-# forward only
-EDGE_KINDS = frozenset(
-    {
-        ("attn_in", "q"),
-        ("attn_in", "k"),
-        ("attn_in", "v"),
-        ("v", "attn_out"),
-        ("mlp_in", "neuron"),
-        ("neuron", "mlp_out"),
-    }
-)
-
-
 def _derived_from(circuit: "Circuit") -> dict[str, str]:
     """SHA-256 digests (hex) of what was computed together: the nodes, the removed edges, the
     edges, the losses (``LOSS_FIELDS``) and the faithfulness report, each as JSON writes it."""
@@ -566,109 +592,3 @@ def _derived_from(circuit: "Circuit") -> dict[str, str]:
 
 
 LOSS_FIELDS = ("loss", "full_loss", "test_loss", "calibrated_loss", "curve")
-
-
-def _label_place(label: str) -> tuple[int, str] | None:
-    """``(layer, kind)`` of a node label (``node_label``: ``1.attn.v.h3.c2``,
-    ``0.mlp.neuron.57``), or None if it is not one."""
-    parts = label.split(".")
-    if len(parts) < 4 or not parts[0].isdigit():
-        return None
-    return int(parts[0]), parts[2]
-
-
-def _check_edge_direction(i: int, src: str, dst: str, where: str) -> None:
-    a, b = _label_place(src), _label_place(dst)
-    if a is None or b is None:
-        bad = src if a is None else dst
-        raise ValueError(
-            f"{where}: edges[{i}] names {bad!r}, not a node label (e.g. 0.mlp.neuron.5)"
-        )
-    if a[0] != b[0] or (a[1], b[1]) not in EDGE_KINDS:
-        raise ValueError(
-            f"{where}: edges[{i}] ({src} -> {dst}) is not an edge of the model: edges join "
-            f"{', '.join(f'{x} -> {y}' for x, y in sorted(EDGE_KINDS))} within one layer"
-        )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_structure(d: dict[str, Any], path: Any) -> None:
-    """Raise ``ValueError`` naming the file and the first entry of the wrong JSON type inside
-    a field: a channel or size that is not an integer (``3.0`` would be truncated), an edge
-    that is not ``[source, destination, weight]``, a curve point that is not ``[k, loss]``.
-
-    Raises:
-        ValueError: the first bad entry, named.
-    """
-    for hook, chans in (d.get("nodes") or {}).items():
-        if not isinstance(chans, list):
-            raise ValueError(
-                f"{path}: nodes[{hook!r}] must be a list of channels, got {chans!r:.60}"
-            )
-        for c in chans:
-            if not _is_int(c):
-                raise ValueError(f"{path}: nodes[{hook!r}] has channel {c!r}, not an integer")
-    for hook, size in (d.get("sizes") or {}).items():
-        if not _is_int(size):
-            raise ValueError(f"{path}: sizes[{hook!r}] is {size!r}, not an integer")
-    for i, e in enumerate(d.get("edges") or []):
-        if not (isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e[:2])
-                and isinstance(e[2], _NUMBER) and not isinstance(e[2], bool)):  # fmt: skip
-            raise ValueError(
-                f"{path}: edges[{i}] must be [source, destination, weight], got {e!r:.80}"
-            )
-    for i, e in enumerate(d.get("removed_edges") or []):
-        if not (isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)):
-            raise ValueError(
-                f"{path}: removed_edges[{i}] must be [source, destination], got {e!r:.80}"
-            )
-    for i, e in enumerate(d.get("curve") or []):
-        if not (
-            isinstance(e, list) and len(e) == 2 and _is_int(e[0]) and isinstance(e[1], _NUMBER)
-        ):
-            raise ValueError(
-                f"{path}: curve[{i}] must be [nodes (an integer), loss], got {e!r:.80}"
-            )
-
-
-_NUMBER = (int, float)
-# JSON type of every circuit field; None allowed where the dataclass default is None.
-_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
-    "task": ((str,), False),
-    "target_loss": (_NUMBER, False),
-    "ablation": ((str,), False),
-    "freeze_norms": ((bool,), False),
-    "nodes": ((dict,), False),
-    "sizes": ((dict,), False),
-    "baselines": ((dict,), False),
-    "edges": ((list,), False),
-    "loss": (_NUMBER, False),
-    "full_loss": (_NUMBER, False),
-    "model_fingerprint": ((str,), False),
-    "calibrated_loss": (_NUMBER, True),
-    "calibration": ((dict,), True),
-    "test_loss": (_NUMBER, True),
-    "curve": ((list,), False),
-    "hparams": ((dict,), False),
-    "extra": ((dict,), False),
-    "removed_edges": ((list,), False),
-}
-
-
-def _check_field_types(d: dict[str, Any], path: Any) -> None:
-    """Raise ``ValueError`` naming the first field of a circuit file of the wrong JSON type."""
-    for name, value in d.items():
-        if name not in _FIELD_TYPES:
-            continue  # unknown keys are reported by the dataclass constructor
-        types, nullable = _FIELD_TYPES[name]
-        if value is None and nullable:
-            continue
-        is_bool = isinstance(value, bool)
-        if not isinstance(value, types) or (is_bool and bool not in types):
-            raise ValueError(
-                f"{path}: field {name!r} must be {' or '.join(t.__name__ for t in types)}"
-                f"{' or null' if nullable else ''}, got {value!r:.60}"
-            )

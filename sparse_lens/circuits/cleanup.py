@@ -18,19 +18,21 @@ loss of every stage (``circuits.prune_task.prune_task`` does).
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 import torch
 from torch import Tensor
 
 from hooks import flat, record
-from sparse_lens.circuits.circuit import circuit_edges
+from hooks.types import HookList
+from sparse_lens.circuits.circuit import circuit_edges, node_masks
 from sparse_lens.circuits.edges import Edge, edge_hooks, edge_site
 from sparse_lens.circuits.masks import Pruner
 from sparse_lens.circuits.nodes import node_label
 
 T = TypeVar("T")
-CLEANUP_STAGES = ("nodes", "edges")
+CleanupStage = Literal["nodes", "edges"]
+CLEANUP_STAGES: tuple[CleanupStage, ...] = get_args(CleanupStage)
 
 
 def greedy_remove(
@@ -70,17 +72,13 @@ class Stage:
 
 
 def _masks(pruner: Pruner, kept: dict[str, list[int]]) -> dict[str, Tensor]:
-    out = {}
-    for loc in pruner.locs:
-        m = torch.zeros(loc.size)
-        m[torch.tensor(kept.get(loc.hook, []), dtype=torch.long)] = 1.0
-        out[loc.hook] = m
-    return out
+    return node_masks({loc.hook: loc.size for loc in pruner.locs}, kept)
 
 
 def circuit_loss(pruner: Pruner, kept: dict[str, list[int]], removed: list[Edge]) -> float:
     """Validation loss of the circuit keeping ``kept`` with ``removed`` edges ablated."""
-    hooks = edge_hooks(pruner.model, removed, pruner.ablation.values) if removed else []
+    values = pruner.ablation.channel_values("an edge ablation") if removed else {}
+    hooks = edge_hooks(pruner.model, removed, values) if removed else []
     return pruner.loss_of(_masks(pruner, kept), extra_hooks=hooks)
 
 
@@ -126,8 +124,8 @@ def edge_candidates(pruner: Pruner, kept: dict[str, list[int]]) -> list[Edge]:
 
 def _cached_reads(pruner: Pruner, masks: dict[str, Tensor], reads: set[str]) -> dict[str, Tensor]:
     store: dict[str, Tensor] = {}
-    hooks = [(r, record(store)) for r in reads]
-    pruner.logits(masks, pruner.val, pruner._resample_idx(pruner.val), hooks)
+    hooks: HookList = [(r, record(store)) for r in reads]
+    pruner.logits(masks, pruner.val, hooks)
     return store
 
 
@@ -139,8 +137,7 @@ def remove_edges(
     Raises:
         ValueError: the pruner's ablation is ``resample`` (edges need per-channel fill values).
     """
-    if pruner.ablation.kind == "resample":
-        raise ValueError("edge clean-up needs a mean or zero ablation (per-channel fill values)")
+    pruner.ablation.channel_values("edge clean-up")  # refuses per-example values
     target = pruner.pcfg.target_loss
     return greedy_remove(
         edge_candidates(pruner, kept),
@@ -149,15 +146,27 @@ def remove_edges(
     )
 
 
-def parse_stages(text: str) -> tuple[str, ...]:
-    """``"nodes,edges"`` -> ("nodes", "edges"); ``""`` or ``"none"`` -> (). Raises ValueError
-    for an unknown stage or one out of order (edges are cleaned after nodes)."""
+def parse_stages(text: str) -> tuple[CleanupStage, ...]:
+    """``"nodes,edges"`` -> ("nodes", "edges"); ``""`` or ``"none"`` -> ().
+
+    Raises:
+        ValueError: an unknown stage or one out of order (edges are cleaned after nodes).
+    """
     if text.strip() in ("", "none"):
         return ()
     stages = tuple(s.strip() for s in text.split(","))
+    check_stages(stages)
+    return tuple(s for s in CLEANUP_STAGES if s in stages)
+
+
+def check_stages(stages: Sequence[str]) -> None:
+    """Raise unless ``stages`` are clean-up stages in the order of ``CLEANUP_STAGES``.
+
+    Raises:
+        ValueError: an unknown stage or one out of order (edges are cleaned after nodes).
+    """
     bad = [s for s in stages if s not in CLEANUP_STAGES]
     if bad:
         raise ValueError(f"unknown clean-up stage(s) {bad}; choose from {CLEANUP_STAGES}")
     if list(stages) != [s for s in CLEANUP_STAGES if s in stages]:
-        raise ValueError(f"clean-up stages must be in the order {CLEANUP_STAGES}, got {text!r}")
-    return stages
+        raise ValueError(f"clean-up stages must be in the order {CLEANUP_STAGES}, got {stages!r}")

@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sparse_lens.circuits.ablation import Ablation
 from sparse_lens.circuits.circuit import circuit_edges
-from sparse_lens.circuits.masks import Ablation, PruneConfig, Pruner
+from sparse_lens.circuits.masks import PruneConfig, Pruner
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch
 

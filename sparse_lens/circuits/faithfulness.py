@@ -32,6 +32,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from sparse_lens.circuits import checks, controls
+from sparse_lens.circuits.ablation import Ablation, make_ablation
 from sparse_lens.circuits.checks import (
     interchange,
     necessity,
@@ -43,7 +44,7 @@ from sparse_lens.circuits.checks import (
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.controls import nonsense_batch, permuted_model
 from sparse_lens.circuits.find import attribution_scores
-from sparse_lens.circuits.masks import Ablation, PruneConfig, Pruner, make_ablation
+from sparse_lens.circuits.masks import PruneConfig, Pruner
 from sparse_lens.circuits.mib import faithfulness_curve
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import Task, TaskBatch, task_batch
@@ -241,6 +242,7 @@ def faithfulness_report(
     tok = model.tokenizer
     if tok is None:
         raise ValueError("the faithfulness report needs a model with a tokenizer")
+    circuit = circuit.checked_on(model)  # once: every check below runs the circuit
     test = task_batch(task, tok, model.cfg.n_ctx, "test", n, pcfg.seed)
     report = circuit_checks(model, circuit, test, pcfg.seed)
     report["n_nodes"] = circuit.n_nodes
@@ -280,7 +282,7 @@ def mib_curve(
 ) -> dict[str, Any]:
     """MIB's faithfulness curve, CPR and CMD (``circuits/mib.py``) with nodes ranked by their
     attribution on the train pairs; ``{"not_run": reason}`` where it is undefined."""
-    if ablation.kind == "resample":
+    if ablation.per_example:
         return {"not_run": "MIB's curve needs fixed ablation values (mean or zero)"}
     pruner = Pruner(model, batches[0], batches[1], ablation, pcfg)
     try:

@@ -79,18 +79,16 @@ def edge_labels(pruner: Pruner, removed: list[Edge]) -> list[tuple[str, str]]:
 
 
 def _run_grid(pruner: Pruner, method: SearchMethod, progress: bool) -> tuple[Found, dict]:
-    base = pruner.pcfg
     full = pruner.full_loss()
     best: Found | None = None
     tried = []
-    for cfg in search_grid(base) if method == "grid" else [base]:
-        pruner.pcfg = cfg
-        taus, _ = pruner.learn_masks(progress)
-        k, loss, curve = pruner.bisect(taus, full)
+    for cfg in search_grid(pruner.pcfg) if method == "grid" else [pruner.pcfg]:
+        run = pruner.with_config(cfg)
+        taus, _ = run.learn_masks(progress)
+        k, loss, curve = run.bisect(taus, full)
         tried.append({"k_coef": cfg.k_coef, "lr": cfg.lr, "k": k, "loss": loss})
         if best is None or (k, loss) < (best.bisected_k, best.loss):
-            best = Found(cfg, _kept_of(pruner, taus, k), [], taus, k, loss, full, curve)
-    pruner.pcfg = base
+            best = Found(cfg, _kept_of(run, taus, k), [], taus, k, loss, full, curve)
     assert best is not None
     return best, {"method": method, "runs": tried}
 
@@ -145,7 +143,8 @@ def find_circuit(
     progress: bool = False,
 ) -> Found:
     """Search, bisect and clean up (module docstring); ``pruner.pcfg`` is the base config.
-    With ``test`` pairs (mean or zero ablation), every stage also reports its test loss.
+    With ``test`` pairs (and per-channel ablation values), every stage also reports its test
+    loss.
 
     Raises:
         ValueError: an unknown method, the full model misses the target, no search trial
@@ -159,21 +158,17 @@ def find_circuit(
     else:
         found, info = _run_grid(pruner, method, progress)
     found.search = info
-    base = pruner.pcfg
-    pruner.pcfg = found.cfg
+    chosen = pruner.with_config(found.cfg)
     tp = None
-    if test is not None and pruner.ablation.kind != "resample":
+    if test is not None and not pruner.ablation.per_example:
         tp = Pruner(pruner.model, test, test, pruner.ablation, found.cfg)
-    try:
-        found.stages = [_stage(pruner, "bisection", found.kept, [], test=tp)]
-        if "nodes" in cleanup:
-            found.kept, evals = remove_nodes(pruner, found.kept, found.score, max_evals)
-            found.stages.append(_stage(pruner, "nodes", found.kept, [], evals, tp))
-        if "edges" in cleanup:
-            found.removed_edges, evals = remove_edges(pruner, found.kept, max_evals)
-            found.stages.append(_stage(pruner, "edges", found.kept, found.removed_edges, evals, tp))
-    finally:
-        pruner.pcfg = base
+    found.stages = [_stage(chosen, "bisection", found.kept, [], test=tp)]
+    if "nodes" in cleanup:
+        found.kept, evals = remove_nodes(chosen, found.kept, found.score, max_evals)
+        found.stages.append(_stage(chosen, "nodes", found.kept, [], evals, tp))
+    if "edges" in cleanup:
+        found.removed_edges, evals = remove_edges(chosen, found.kept, max_evals)
+        found.stages.append(_stage(chosen, "edges", found.kept, found.removed_edges, evals, tp))
     found.loss = found.stages[-1].val_loss
     if not math.isfinite(found.loss):
         raise FloatingPointError("pruned loss is not finite")

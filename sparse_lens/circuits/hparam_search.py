@@ -52,8 +52,9 @@ from filelock import FileLock, Timeout
 from optuna.storages.journal import JournalFileBackend
 from tqdm.auto import tqdm
 
+from sparse_lens.circuits.ablation import model_fingerprint
 from sparse_lens.circuits.circuit import circuit_edges
-from sparse_lens.circuits.masks import PruneConfig, Pruner, model_fingerprint
+from sparse_lens.circuits.masks import PruneConfig, Pruner
 from sparse_lens.files.outputs import check_name_lengths
 from sparse_lens.tasks.task import TaskBatch
 
@@ -326,8 +327,7 @@ def _objective(pruner: Pruner, scfg: SearchConfig, full_loss: float) -> Any:
     target = base.target_loss
 
     def objective(trial: optuna.Trial) -> float:
-        cfg = trial_config(trial, base, scfg)
-        pruner.pcfg = cfg
+        run = pruner.with_config(trial_config(trial, base, scfg))
 
         def report(mark: int, kept: int, loss: float) -> None:
             if not scfg.prune_trials:
@@ -336,9 +336,9 @@ def _objective(pruner: Pruner, scfg: SearchConfig, full_loss: float) -> Any:
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        taus, _ = pruner.learn_masks(report=report)
-        k, loss, curve = pruner.bisect(taus, full_loss)
-        masks = pruner.masks_from_ranking(taus, k)
+        taus, _ = run.learn_masks(report=report)
+        k, loss, curve = run.bisect(taus, full_loss)
+        masks = run.masks_from_ranking(taus, k)
         kept = {h: m.nonzero().squeeze(-1).tolist() for h, m in masks.items()}
         n_edges = len(circuit_edges(pruner.model, kept))
         trial.set_user_attr("k", k)
@@ -458,7 +458,6 @@ def run_search(
         desc="search",
         unit="trial",
     )
-    base = pruner.pcfg
     quiet = _InterruptFilter()
     optuna_log = logging.getLogger("optuna.study._optimize")
     optuna_log.addFilter(quiet)
@@ -479,7 +478,6 @@ def run_search(
             study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
     finally:
         optuna_log.removeFilter(quiet)
-        pruner.pcfg = base
         bar.close()
     return study
 

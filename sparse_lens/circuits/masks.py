@@ -1,12 +1,12 @@
-"""Circuit extraction by learned node masks (arXiv 2511.13653, App. A.5): masks, ablation, bisection.
+"""The pruner: circuit extraction by learned node masks (arXiv 2511.13653, App. A.5).
 
 * One parameter ``tau`` per node (``circuits/nodes.py``), clamped to [-1, 1] after every step. The forward
   pass keeps a node where ``tau >= 0`` (Heaviside); the backward pass uses the derivative of a
   sigmoid of temperature ``heaviside_temp`` (a straight-through estimator).
-* Removed nodes take their ablation value: the mean over the pretraining distribution (post
-  AbsTopK; computed once per model and cached), zero, or a resample from other pretraining
-  windows. ``freeze_norms`` patches every RMSNorm scale with the full model's on the same input
-  (the "LayerNorm cheating" control of Drori 2026, "Weight-Sparse Circuits May Be Interpretable Yet Unfaithful").
+* Removed nodes take their ablation value (``circuits/ablation.py``: mean, zero or resample).
+  ``freeze_norms`` patches every RMSNorm scale with the full model's on the same input (the
+  "LayerNorm cheating" control of Drori 2026, "Weight-Sparse Circuits May Be Interpretable Yet
+  Unfaithful").
 * Objective: task loss + ``k_coef`` x (number of kept nodes); AdamW with warmup and linear decay.
 * Discretisation: nodes ranked by ``tau``; bisection finds the smallest k whose circuit reaches
   the target loss on held-out (validation) pairs. Optional calibration fits a scale and shift on
@@ -15,40 +15,32 @@
 
 All interventions are TL hooks: evaluation runs ``hooks/``'s ``node_mask`` through
 ``run_with_hooks``; mask training installs its hooks once per run (``MaskHolder``) and updates
-the masks they read each step. The search over these settings, the clean-up after bisection,
-seeds and the attribution baseline are in ``circuits/find.py``.
+the masks they read each step. A ``Pruner`` is configured by its constructor and never changed:
+``Pruner.with_config`` gives the same task and model under other settings. The search over these
+settings, the clean-up after bisection, seeds and the attribution baseline are in
+``circuits/find.py``.
 """
 
 import dataclasses
-import hashlib
-import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 from jaxtyping import Float
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from hooks import blend, flat, node_mask, replace
 from hooks.types import HookList
+from sparse_lens.circuits.ablation import ABLATIONS, Ablation, AblationKind
 from sparse_lens.circuits.nodes import Location, node_locations
-from sparse_lens.files.atomic import atomic_write
-from sparse_lens.files.outputs import cache_entry
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss, mean_task_loss
-from sparse_lens.training.loop import Loop, MetricsLog, set_lr
+from sparse_lens.training.loop import set_lr
 from sparse_lens.training.schedules import warmup_linear_decay
 from sparse_lens.validation import require_min
-
-logger = logging.getLogger(__name__)
-
-AblationKind = Literal["mean", "zero", "resample"]
-ABLATIONS: tuple[AblationKind, ...] = get_args(AblationKind)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,174 +118,6 @@ def heaviside_ste(tau: Float[Tensor, " n"], temp: float = 1.0) -> Float[Tensor, 
     return _HeavisideSTE.apply(tau, temp)
 
 
-def model_fingerprint(model: HookedSparseTransformer) -> str:
-    """SHA-256 prefix of the model's config and weights."""
-    h = hashlib.sha256(repr(sorted(model.cfg.to_dict().items())).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def separator_ids(
-    model: HookedSparseTransformer, exclude_separators: bool = True
-) -> tuple[int, ...]:
-    """Token ids whose positions statistics leave out: the tokenizer's ``<|endoftext|>`` (the
-    document separator of the pretraining stream), or none without a tokenizer or if off."""
-    if not exclude_separators or model.tokenizer is None:
-        return ()
-    return (model.tokenizer.eot_id,)
-
-
-def _kept_positions(windows: Tensor, exclude_ids: tuple[int, ...]) -> Tensor:
-    if not exclude_ids:
-        return torch.ones(windows.shape, dtype=torch.bool)
-    return ~torch.isin(windows, torch.tensor(exclude_ids, dtype=windows.dtype))
-
-
-def mean_source(windows: Tensor, exclude_ids: tuple[int, ...]) -> dict[str, Any]:
-    """Where an ablation mean comes from, as recorded in the circuit file."""
-    return {
-        "data": "pretraining windows",
-        "n_windows": int(windows.shape[0]),
-        "n_tokens": int(_kept_positions(windows, exclude_ids).sum()),
-        "excluded_token_ids": list(exclude_ids),
-    }
-
-
-@torch.no_grad()
-def ablation_means(
-    model: HookedSparseTransformer,
-    windows: Tensor,
-    cache_dir: Path | None = None,
-    batch_size: int = 16,
-    exclude_ids: tuple[int, ...] | None = None,
-) -> dict[str, Tensor]:
-    """Mean of every node location's (post-AbsTopK) activation over pretraining ``windows``,
-    cached in ``cache_dir`` under the model fingerprint and the windows' hash.
-
-    Positions holding a token of ``exclude_ids`` are left out (default ``separator_ids``: the
-    ``<|endoftext|>`` separators, which are many in a corpus of short documents and move the
-    means). ``mean_source`` describes the result.
-
-    Raises:
-        ValueError: if every position is excluded.
-    """
-    exclude_ids = separator_ids(model) if exclude_ids is None else tuple(exclude_ids)
-    locs = node_locations(model.cfg)
-    digest = hashlib.sha256(windows.numpy().tobytes() + repr(exclude_ids).encode())
-    key = digest.hexdigest()[:10]
-    if cache_dir is None:
-        return _means(model, windows, locs, batch_size, exclude_ids)
-    path = Path(cache_dir) / f"means-{model_fingerprint(model)}-{key}.safetensors"
-    with cache_entry(path):
-        if path.is_file():
-            try:
-                means = load_file(str(path))
-                if set(means) == {loc.hook for loc in locs}:
-                    return means
-                logger.warning("rebuilding the cache entry %s: other hooks", path)
-            except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-                logger.warning("rebuilding the cache entry %s: it is corrupt (%s)", path, e)
-        means = _means(model, windows, locs, batch_size, exclude_ids)
-        atomic_write(path, lambda p: save_file(means, str(p)))
-    return means
-
-
-def _means(
-    model: HookedSparseTransformer,
-    windows: Tensor,
-    locs: list,
-    batch_size: int,
-    exclude_ids: tuple[int, ...],
-) -> dict[str, Tensor]:
-    kept = _kept_positions(windows, exclude_ids)
-    if not bool(kept.any()):
-        raise ValueError(f"every position of the windows is one of the excluded ids {exclude_ids}")
-    hooks = {loc.hook for loc in locs}
-    sums = {loc.hook: torch.zeros(loc.size, dtype=torch.float64) for loc in locs}
-    for i in range(0, len(windows), batch_size):
-        batch = windows[i : i + batch_size].to(model.W_E.device)
-        weight = kept[i : i + batch_size, :, None].double()
-        _, cache = model.run_with_cache(batch, names_filter=lambda n: n in hooks)
-        for loc in locs:
-            act = flat(cache[loc.hook], loc.size).double().cpu()
-            sums[loc.hook] += (act * weight).sum(dim=(0, 1))
-    count = int(kept.sum())
-    return {h: (s / count).float() for h, s in sums.items()}
-
-
-@dataclass
-class Ablation:
-    """What removed nodes are replaced by, per hook: a ``[channels]`` vector (mean, zero) or a
-    ``[batch pos channels]`` tensor (resample)."""
-
-    kind: AblationKind
-    values: dict[str, Tensor]
-    source: dict[str, Any] = field(default_factory=dict)  # recorded in the circuit file
-
-    def for_batch(self, hook: str, batch_idx: Tensor | None, width: int) -> Tensor:
-        v = self.values[hook]
-        if v.ndim == 1:
-            return v
-        v = v if batch_idx is None else v[batch_idx]
-        return v[:, :width]
-
-
-def make_ablation(
-    kind: AblationKind,
-    model: HookedSparseTransformer,
-    pretrain_windows: Tensor,
-    batch: TaskBatch | None = None,
-    cache_dir: Path | None = None,
-    seed: int = 0,
-    exclude_separators: bool = True,
-) -> Ablation:
-    """Build the ablation values for ``kind`` (mean, zero or resample); a mean leaves out
-    separator positions unless ``exclude_separators`` is False (``ablation_means``).
-
-    Raises:
-        ValueError: an unknown ``kind`` (named); ``resample`` without ``batch``, or with
-            pretraining windows shorter than the task contexts.
-    """
-    locs = node_locations(model.cfg)
-    if kind == "zero":
-        return Ablation("zero", {loc.hook: torch.zeros(loc.size) for loc in locs}, {"data": None})
-    if kind == "mean":
-        ids = separator_ids(model, exclude_separators)
-        means = ablation_means(model, pretrain_windows, cache_dir, exclude_ids=ids)
-        return Ablation("mean", means, mean_source(pretrain_windows, ids))
-    if kind == "resample":
-        if batch is None:
-            raise ValueError("resample ablation needs the task batch it will be applied to")
-        g = torch.Generator().manual_seed(seed)
-        width = batch.tokens.shape[1]
-        if pretrain_windows.shape[1] < width:
-            raise ValueError("pretraining windows are shorter than the task contexts")
-        pick = torch.randint(0, len(pretrain_windows), (len(batch),), generator=g)
-        src = pretrain_windows[pick, :width]
-        hooks = {loc.hook for loc in locs}
-        with torch.no_grad():
-            _, cache = model.run_with_cache(
-                src.to(model.W_E.device), names_filter=lambda n: n in hooks
-            )
-        values = {loc.hook: flat(cache[loc.hook], loc.size).cpu() for loc in locs}
-        source = {"data": "pretraining windows", "n_windows": len(batch), "width": width}
-        return Ablation("resample", values, source)
-    raise ValueError(f"ablation must be one of {ABLATIONS}, got {kind!r}")
-
-
-def norm_scale_hooks(model: HookedSparseTransformer, tokens: Tensor) -> HookList:
-    """Hooks that freeze every RMSNorm scale at the full model's value on ``tokens``."""
-    names = [n for n in model.hook_dict if n.endswith("hook_scale")]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-
-    # ``replace`` checks shapes: a scale saved before e.g. split-QKV was switched on never
-    # broadcasts
-    return [(n, replace(cache[n])) for n in names]
-
-
 def mask_hooks(
     masks: dict[str, Tensor],
     ablation: Ablation,
@@ -355,7 +179,8 @@ class PruneResult:
 
 
 class Pruner:
-    """Learns node masks for one task on one model."""
+    """Learns node masks for one task on one model under one ``PruneConfig`` (read-only
+    ``pcfg``; ``with_config`` gives a pruner of other settings on the same batches)."""
 
     def __init__(
         self,
@@ -369,10 +194,22 @@ class Pruner:
         self.train = train
         self.val = val
         self.ablation = ablation
-        self.pcfg = pcfg
+        self._pcfg = pcfg
         self.locs: list[Location] = node_locations(model.cfg)
         self.n_nodes = sum(loc.size for loc in self.locs)
         self._scales: dict[int, tuple[TaskBatch, dict[str, Tensor]]] = {}
+
+    @property
+    def pcfg(self) -> PruneConfig:
+        """The pruning settings this pruner was built with."""
+        return self._pcfg
+
+    def with_config(self, pcfg: PruneConfig) -> "Pruner":
+        """A pruner of the same model, batches and ablation under ``pcfg``; it shares this
+        one's frozen norm scales (they depend on the batches only)."""
+        other = Pruner(self.model, self.train, self.val, self.ablation, pcfg)
+        other._scales = self._scales
+        return other
 
     def frozen_scales(self, batch: TaskBatch) -> dict[str, Tensor]:
         """The full model's RMSNorm scales on ``batch`` (hook name -> ``[batch pos ...]``),
@@ -382,7 +219,7 @@ class Pruner:
             names = [n for n in self.model.hook_dict if n.endswith("hook_scale")]
             with torch.no_grad():
                 _, cache = self.model.run_with_cache(
-                    batch.tokens.to(self.model.W_E.device), names_filter=lambda n: n in names
+                    batch.tokens.to(self.model.W_E.device), names_filter=names
                 )
             self._scales[id(batch)] = (batch, {n: cache[n] for n in names})
         return self._scales[id(batch)][1]
@@ -404,12 +241,11 @@ class Pruner:
         )
 
     def logits(
-        self,
-        masks: dict[str, Tensor],
-        batch: TaskBatch,
-        idx: Tensor | None = None,
-        extra_hooks: list | None = None,
-    ) -> Tensor:
+        self, masks: dict[str, Tensor], batch: TaskBatch, extra_hooks: HookList | None = None
+    ) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits of ``batch`` (the train or val pairs for a per-example ablation) under
+        ``masks``, then ``extra_hooks``."""
+        idx = self.ablation.rows(batch, self.train, self.val)
         return self.model.run_with_hooks(
             batch.tokens.to(self.model.W_E.device),
             fwd_hooks=self._hooks(masks, batch, idx) + (extra_hooks or []),
@@ -425,17 +261,7 @@ class Pruner:
         """Mean task loss under ``masks`` (validation pairs by default); ``extra_hooks`` run
         after the mask hooks (e.g. ``edges.edge_hooks``)."""
         batch = self.val if batch is None else batch
-        logits = self.logits(masks, batch, self._resample_idx(batch), extra_hooks)
-        return float(mean_task_loss(logits, batch))
-
-    def _resample_idx(self, batch: TaskBatch) -> Tensor | None:
-        if self.ablation.kind != "resample":
-            return None
-        # A resample ablation holds rows for train then val (``concat_batches(train, val)``).
-        if batch is not self.train and batch is not self.val:
-            raise ValueError("a resample ablation only covers the pruner's train and val batches")
-        offset = 0 if batch is self.train else len(self.train)
-        return torch.arange(offset, offset + len(batch))
+        return float(mean_task_loss(self.logits(masks, batch, extra_hooks), batch))
 
     def masks_from_ranking(self, taus: dict[str, Tensor], k: int) -> dict[str, Tensor]:
         """Binary masks keeping the ``k`` nodes with the largest ``tau`` (with ``tie_qk``, a
@@ -506,9 +332,9 @@ class Pruner:
     def learn_masks(
         self, progress: bool = False, report: Callable[[int, int, float], None] | None = None
     ) -> tuple[dict[str, Tensor], list[float]]:
-        """Train ``tau`` (paper §3.2), a step function run by the training loop
-        (``training.loop``). The node-mask hooks are installed once for the whole run and read
-        the current step's masks from a shared holder.
+        """Train ``tau`` (paper §3.2) for ``n_steps()`` AdamW steps under the trainers'
+        learning-rate schedule. The node-mask hooks are installed once for the whole run and
+        read the current step's masks from a shared holder.
 
         ``report(checkpoint, n_kept, task_loss)`` is called at 10 evenly spaced checkpoints
         (0-9) with the learned mask's size and the mean training task loss since the last one;
@@ -532,8 +358,8 @@ class Pruner:
         try:
             with self.model.hooks(fwd_hooks=live.hooks()):
                 batches = self._pair_batches(g)
-
-                def step(i: int, _log: bool) -> dict[str, Any]:
+                bar = tqdm(range(n_steps), disable=not progress, desc="prune", unit="step")
+                for i in bar:
                     set_lr(opt, self._lr_at(i, n_steps))
                     idx = next(batches)
                     masks = self.masks_of(taus)
@@ -550,10 +376,6 @@ class Pruner:
                         since = losses[-max(1, n_steps // 10) :]
                         kept = int(sum(int((t >= 0).sum()) for t in self.masks_of(taus).values()))
                         report(marks[i], kept, sum(since) / len(since))
-                    return {}
-
-                loop = Loop(total=n_steps, progress=progress, desc="prune")
-                loop.run(step, start=0, metrics=MetricsLog())
         finally:
             for q, r in zip(self.model.parameters(), requires, strict=True):
                 q.requires_grad_(r)
@@ -575,7 +397,7 @@ class Pruner:
         ``masks``, with ``live``'s hooks already installed on the model (one mask-training
         forward pass); with frozen norms, the full model's scales of those rows."""
         norm_hooks = self._norm_hooks(sub, idx)
-        live.set(masks, idx if self.ablation.kind == "resample" else None, sub.tokens.shape[1])
+        live.set(masks, idx, sub.tokens.shape[1])  # per-channel values ignore the rows
         with self.model.hooks(fwd_hooks=norm_hooks):
             logits = self.model(sub.tokens.to(self.model.W_E.device))
         return mean_task_loss(logits, sub)
@@ -629,13 +451,8 @@ class Pruner:
     ) -> tuple[dict[str, float], float]:
         """Fit ``logits * scale + shift`` with 16 LBFGS steps on the training pairs."""
         with torch.no_grad():
-            two_train = binary_logits(
-                self.logits(masks, self.train, self._resample_idx(self.train), extra_hooks),
-                self.train,
-            )
-            two_val = binary_logits(
-                self.logits(masks, self.val, self._resample_idx(self.val), extra_hooks), self.val
-            )
+            two_train = binary_logits(self.logits(masks, self.train, extra_hooks), self.train)
+            two_val = binary_logits(self.logits(masks, self.val, extra_hooks), self.val)
         scale = torch.ones((), requires_grad=True)
         shift = torch.zeros((), requires_grad=True)
         opt = torch.optim.LBFGS([scale, shift], max_iter=16, line_search_fn="strong_wolfe")

@@ -28,10 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooks import node_mask
 from hooks.types import HookList
-from sparse_lens.circuits.circuit import Circuit
-from sparse_lens.circuits.masks import norm_scale_hooks
+from sparse_lens.circuits.ablation import norm_scale_hooks
+from sparse_lens.circuits.circuit import Circuit, node_masks
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, binary_logits
@@ -71,10 +70,11 @@ def ranking(circuit: Circuit, scores: dict[str, Tensor]) -> list[tuple[str, int]
 
 
 def _keep_of(order: list[tuple[str, int]], k: int, sizes: dict[str, int]) -> dict[str, Tensor]:
-    keep = {h: torch.zeros(s) for h, s in sizes.items()}
+    """Masks keeping the first ``k`` nodes of ``order``."""
+    kept: dict[str, list[int]] = {}
     for h, c in order[:k]:
-        keep[h][c] = 1.0
-    return keep
+        kept.setdefault(h, []).append(c)
+    return node_masks(sizes, kept)
 
 
 def _prefix_for(
@@ -102,7 +102,7 @@ def _logit_diff(model: HookedSparseTransformer, batch: TaskBatch, hooks: HookLis
 def _hooks(circuit: Circuit, keep: dict[str, Tensor], norms: HookList) -> HookList:
     """Node masks keeping ``keep``, under the circuit's norm regime ``norms`` (the full model's
     scales for a frozen-norm circuit, none for a live-norm one)."""
-    return norms + [(h, node_mask(m, torch.tensor(circuit.baselines[h]))) for h, m in keep.items()]
+    return norms + circuit.mask_hooks(keep)
 
 
 def area(xs: list[float], ys: list[float]) -> float:

@@ -234,7 +234,7 @@ def circuit_from_viz_data(
 ) -> Circuit:
     """A ``Circuit`` of ``model`` keeping the nodes of ``viz["circuit_data"]``.
 
-    ``ablation_values`` are the mean-ablation values per hook (``circuits.masks.ablation_means``). The
+    ``ablation_values`` are the mean-ablation values per hook (``circuits.ablation.ablation_means``). The
     file's losses (halved, per sequence) go to ``loss`` / ``full_loss``; its ``prune_config``,
     raw numbers, own node and edge counts (``file_counts``) and, on its task samples, how
     often the circuit's top token at the answer position is the model's

@@ -5,7 +5,8 @@ A sweep trains one model per grid point: every width ``d_model`` (``d_mlp = 4 d_
 plus one dense baseline per width (weight and embedding density 1, no AbsTopK), each an
 ordinary resumable training run (``training/sparse.py``) in its own folder. It then tables the task suite
 on the test split and prunes every task the model solves (test loss <= ``target_loss``) with
-``sweep.point.find_circuit``, the one place that picks the circuit search.
+``sweep.point.prune_request`` (the one place that picks the sweep's circuit search) and
+``circuits.prune_task.prune_to_file``, as ``sparse-lens prune`` does.
 
 ``L0`` counts the nonzero entries of every sparsified parameter (block matrices, embedding,
 unembedding, biases; the bigram table, norms and sinks are dense and not counted) when the
@@ -46,6 +47,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from hooks.topk import n_keep
+from sparse_lens.circuits.cleanup import CLEANUP_STAGES, CleanupStage, check_stages
 from sparse_lens.circuits.find import SearchMethod
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.sparsity import ParamRole, density_for, param_role
@@ -100,7 +102,7 @@ class SweepConfig:
     prune_steps: int = 80
     prune_search: PruneSearch = "optuna"
     prune_trials: int = 12
-    prune_cleanup: tuple[str, ...] = ("nodes", "edges")
+    prune_cleanup: tuple[CleanupStage, ...] = CLEANUP_STAGES
     prune_cleanup_evals: int = 400
     prune_examples: int = 128
 
@@ -136,9 +138,7 @@ class SweepConfig:
             raise ValueError(
                 f"prune_search must be one of {get_args(PruneSearch)}, got {self.prune_search!r}"
             )
-        from sparse_lens.circuits.cleanup import parse_stages
-
-        parse_stages(",".join(self.prune_cleanup))
+        check_stages(self.prune_cleanup)
         from sparse_lens.tasks.task import get_task
 
         for t in self.tasks:
@@ -348,27 +348,3 @@ def deal(points: list[PointSpec], jobs: int) -> list[list[PointSpec]]:
         raise ValueError(f"jobs must be >= 1, got {jobs!r}")
     groups = [points[i::jobs] for i in range(min(jobs, len(points)))]
     return [g for g in groups if g]
-
-
-def geometric_mean(values: list[int] | list[float]) -> float | None:
-    """Geometric mean of positive ``values``, ``None`` if empty.
-
-    Callers leave out circuits of 0 edges (see ``nonempty_edges``): ``log 0`` has no value, and
-    counting such a circuit as 1 edge would inflate any ratio taken against it.
-
-    Raises:
-        ValueError: a value is not > 0 (named).
-    """
-    if not values:
-        return None
-    bad = [v for v in values if not v > 0]
-    if bad:
-        raise ValueError(f"a geometric mean needs positive values, got {bad[0]!r}")
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
-def nonempty_edges(edges: list[int]) -> tuple[list[int], int]:
-    """(the edge counts above 0, the number of circuits of 0 edges). A circuit of 0 edges is
-    the mean-ablated model alone meeting the target: the task needs no circuit, so it has no
-    size to average (reported as ``n_empty_circuits`` instead)."""
-    return [e for e in edges if e > 0], sum(1 for e in edges if e == 0)

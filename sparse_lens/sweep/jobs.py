@@ -379,8 +379,6 @@ def run_sweep(
             grid is feasible, the folder holds a sweep or points of other settings
             (``check_settings``), or the executor cannot start here; all before any point runs.
     """
-    import submitit
-
     from sparse_lens.tasks.task import load_custom_task
 
     prepared = Prepared.load(scfg, cache_dir)  # before the jobs: they find the cache built
@@ -393,12 +391,7 @@ def run_sweep(
             f"no sparse point of the grid is feasible ({said}); change --widths or --l0"
         )
     out.mkdir(parents=True, exist_ok=True)
-    executor = None
-    if launch.cluster != "debug":
-        try:
-            executor = submitit.AutoExecutor(folder=out / "submitit", cluster=launch.cluster)
-        except RuntimeError as e:  # e.g. no srun/sbatch: not on a SLURM cluster
-            raise ValueError(f"executor {launch.cluster!r} cannot start here: {e}") from e
+    executor = _executor(launch, out)
     # last: it may set results aside, so nothing may refuse after
     check_settings(out, scfg, points, prepared.tokenizer.vocab_size)
     status = {k: f"skipped: {v}" for k, v in status.items()}
@@ -408,15 +401,6 @@ def run_sweep(
         if todo:
             status |= run_points(todo, scfg, out, cache_dir, launch.threads)
         return points, status
-    params: dict[str, Any] = {
-        "name": "sparse-lens-sweep",
-        "timeout_min": launch.timeout_min,
-        "tasks_per_node": launch.tasks_per_point,
-        "cpus_per_task": launch.threads or 1,
-    }
-    if launch.slurm_partition:
-        params["slurm_partition"] = launch.slurm_partition
-    executor.update_parameters(**params)
     groups = deal(todo, launch.jobs) if todo else []
     jobs = []
     if groups:  # an empty batch makes submitit warn "No submission happened"
@@ -436,6 +420,33 @@ def run_sweep(
         _cancel(jobs)
         raise
     return points, status
+
+
+def _executor(launch: Launch, out: Path) -> Any:  # noqa: ANN401
+    """The submitit executor of ``launch`` (jobs' files in ``out/submitit``), or None for
+    ``"debug"`` (points run in this process).
+
+    Raises:
+        ValueError: the executor cannot start here (e.g. SLURM without ``sbatch``).
+    """
+    import submitit
+
+    if launch.cluster == "debug":
+        return None
+    try:
+        executor = submitit.AutoExecutor(folder=out / "submitit", cluster=launch.cluster)
+    except RuntimeError as e:  # e.g. no srun/sbatch: not on a SLURM cluster
+        raise ValueError(f"executor {launch.cluster!r} cannot start here: {e}") from e
+    params: dict[str, Any] = {
+        "name": "sparse-lens-sweep",
+        "timeout_min": launch.timeout_min,
+        "tasks_per_node": launch.tasks_per_point,
+        "cpus_per_task": launch.threads or 1,
+    }
+    if launch.slurm_partition:
+        params["slurm_partition"] = launch.slurm_partition
+    executor.update_parameters(**params)
+    return executor
 
 
 def _cancel(jobs: list[Any], wait_s: float = 30.0) -> None:

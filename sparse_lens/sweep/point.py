@@ -1,5 +1,6 @@
 """One sweep point (``sweep/grid.py``): train or resume its run, table the tasks, prune the solved
-ones through ``find_circuit``, and write ``point.json`` (the point's row of the sweep table)."""
+ones (``circuits.prune_task.prune_to_file`` with the sweep's ``prune_request``), and write
+``point.json`` (the point's row of the sweep table)."""
 
 import dataclasses
 import json
@@ -12,6 +13,10 @@ from typing import Any
 import torch
 
 from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.hparam_search import SearchConfig
+from sparse_lens.circuits.masks import PruneConfig
+from sparse_lens.circuits.prune_task import PruneRequest, ablation_windows, prune_to_file
+from sparse_lens.circuits.summary import GEOMETRIC_MEAN_EDGES, circuit_sizes, summary_row
 from sparse_lens.data.corpus import Corpus
 from sparse_lens.data.idioms import IdiomKind
 from sparse_lens.data.token_data import MixedData, TokenData
@@ -19,54 +24,34 @@ from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_write_json, read_json
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.sweep.grid import (
-    PointSpec,
-    SweepConfig,
-    geometric_mean,
-    nonempty_edges,
-    point_configs,
-)
+from sparse_lens.sweep.grid import PointSpec, SweepConfig, point_configs
 from sparse_lens.tasks.task import Task
 from sparse_lens.training.loop import DistInfo
 from sparse_lens.training.presets import get_preset
 from sparse_lens.training.sparse import TrainConfig
 
 
-def find_circuit(
-    model: HookedSparseTransformer,
-    task: Task,
-    windows: torch.Tensor,
-    scfg: SweepConfig,
-    cache: Path,
-    storage: Path,
-) -> Circuit:
-    """The circuit of ``task`` at ``scfg.target_loss``: ``prune_task`` with the sweep's search
-    and clean-up settings (``SweepConfig``). The Optuna study lives in the SQLite file
-    ``storage``, so a killed sweep resumes the search where it stopped; the search is bounded
-    by trials only (an effectively unlimited wall clock), so its result does not depend on how
-    busy the machine is. ``windows`` [batch, n_ctx] are pretraining windows for the ablation
-    means.
-
-    Raises:
-        ValueError: the search finds no circuit (e.g. the full model misses the target).
-    """
-    from sparse_lens.circuits.hparam_search import SearchConfig
-    from sparse_lens.circuits.masks import PruneConfig
-    from sparse_lens.circuits.prune_task import prune_task
-
-    pcfg = PruneConfig(target_loss=scfg.target_loss, steps=scfg.prune_steps, seed=scfg.seed)
-    search_cfg = SearchConfig(
-        trials=scfg.prune_trials,
-        budget_minutes=1e6,
-        seed=scfg.seed,
-        storage=f"sqlite:///{storage.resolve()}",
-    )
+def prune_request(scfg: SweepConfig, storage: Path) -> PruneRequest:
+    """The ``PruneRequest`` of every solved task of a point: ``SweepConfig``'s search and
+    clean-up settings. The Optuna study lives in the SQLite file ``storage``, so a killed sweep
+    resumes the search where it stopped; the search is bounded by trials only (an effectively
+    unlimited wall clock), so its result does not depend on how busy the machine is."""
     n = scfg.prune_examples
-    return prune_task(
-        model, task, windows, pcfg, n_train=2 * n, n_val=n, n_test=n,
-        search=scfg.prune_search, search_cfg=search_cfg, cleanup=scfg.prune_cleanup,
-        cleanup_evals=scfg.prune_cleanup_evals, cache_dir=cache,
-    )  # fmt: skip
+    return PruneRequest(
+        prune=PruneConfig(target_loss=scfg.target_loss, steps=scfg.prune_steps, seed=scfg.seed),
+        search=scfg.prune_search,
+        search_cfg=SearchConfig(
+            trials=scfg.prune_trials,
+            budget_minutes=1e6,
+            seed=scfg.seed,
+            storage=f"sqlite:///{storage.resolve()}",
+        ),
+        cleanup=scfg.prune_cleanup,
+        cleanup_evals=scfg.prune_cleanup_evals,
+        n_train=2 * n,
+        n_val=n,
+        n_test=n,
+    )
 
 
 def spec_record(
@@ -162,16 +147,11 @@ class Prepared:
 
         return with_idioms(self.data, self.tokenizer, idiom_frac, self.cache_dir, kinds=kinds)
 
-    def windows(self, n_ctx: int, seed: int) -> torch.Tensor:
-        """Pretraining windows for the ablation means (as ``sparse-lens prune`` draws them)."""
-        return self.data.sample(64, n_ctx, torch.Generator().manual_seed(seed))
-
 
 def train_point(
     spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Prepared, dist_info: DistInfo
 ) -> None:
     """Train (or resume, or skip when finished) the point's run in ``pdir/run``."""
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.training.sparse import train
 
     corpus, tokenizer = prepared.corpus, prepared.tokenizer
@@ -200,7 +180,6 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
     """Task table (``tasks.json``: every task the point was ever asked for, so a sweep whose
     tasks change tables only the new ones), one circuit per solved task of the sweep's tasks,
     then ``point.json`` (those tasks only)."""
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.tasks.task import task_table
 
     model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final").eval()
@@ -219,25 +198,62 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
         atomic_write_json(tasks_path, table)
     table = {name: table[name] for name in wanted}  # the sweep's tasks only
     solved = [n for n, r in table.items() if "loss" in r and r["loss"] <= scfg.target_loss]
-    windows = prepared.windows(model.cfg.n_ctx, scfg.seed)
-    for name in solved:
-        path = pdir / "circuits" / f"{name}.json"
-        skip = path.with_suffix(".skip.json")
-        if path.exists() or skip.exists():
-            continue
-        start = time.perf_counter()
-        try:
-            path.parent.mkdir(exist_ok=True)
-            storage = path.with_suffix(".optuna.db")
-            task = _task(name, scfg, prepared)
-            circuit = find_circuit(model, task, windows, scfg, prepared.cache_dir, storage)
-        except (ValueError, FloatingPointError) as e:
-            atomic_write_json(skip, {"task": name, "skipped": str(e)})
-            continue
-        circuit.extra["prune_seconds"] = time.perf_counter() - start
-        circuit.extra["model_dir"] = str((pdir / "run" / "final").resolve())
-        circuit.save(path)
+    todo = [n for n in solved if not _pruned(pdir / "circuits" / f"{n}.json")]
+    if todo:
+        _prune_tasks(model, pdir, todo, scfg, prepared)
     atomic_write_json(pdir / "point.json", point_row(spec, scfg, pdir, table, solved))
+
+
+def _prune_tasks(
+    model: HookedSparseTransformer,
+    pdir: Path,
+    names: list[str],
+    scfg: SweepConfig,
+    prepared: Prepared,
+) -> None:
+    """Prune the tasks ``names`` of the point (``prune_point_task`` with ``prune_request``)."""
+    final = pdir / "run" / "final"
+    windows = ablation_windows(model, final, scfg.corpus, prepared.cache_dir, scfg.seed)
+    (pdir / "circuits").mkdir(exist_ok=True)
+    for name in names:
+        path = pdir / "circuits" / f"{name}.json"
+        try:
+            task = _task(name, scfg, prepared)
+        except ValueError as e:
+            atomic_write_json(path.with_suffix(".skip.json"), {"task": name, "skipped": str(e)})
+            continue
+        request = prune_request(scfg, path.with_suffix(".optuna.db"))
+        prune_point_task(model, pdir, task, windows, request, prepared.cache_dir)
+
+
+def _pruned(path: Path) -> bool:
+    """Whether a task's circuit file, or the file saying why it has none, exists."""
+    return path.exists() or path.with_suffix(".skip.json").exists()
+
+
+def prune_point_task(
+    model: HookedSparseTransformer,
+    pdir: Path,
+    task: Task,
+    windows: tuple[torch.Tensor, dict[str, Any]],
+    request: PruneRequest,
+    cache_dir: Path,
+) -> Path:
+    """Prune ``task`` of the point's model (``pdir/run/final``) into
+    ``pdir/circuits/{task}.json`` (``circuits.prune_task.prune_to_file``), or write why not
+    into ``{task}.skip.json``; returns the file written."""
+    path = pdir / "circuits" / f"{task.name}.json"
+    try:
+        path.parent.mkdir(exist_ok=True)
+        prune_to_file(
+            model, task, windows, request, path, model_dir=pdir / "run" / "final",
+            cache_dir=cache_dir,
+        )  # fmt: skip
+    except (ValueError, FloatingPointError) as e:
+        skip = path.with_suffix(".skip.json")
+        atomic_write_json(skip, {"task": task.name, "skipped": str(e)})
+        return skip
+    return path
 
 
 def _task(name: str, scfg: SweepConfig, prepared: Prepared) -> Task:
@@ -258,7 +274,6 @@ def point_row(
     spec: PointSpec, scfg: SweepConfig, pdir: Path, table: dict[str, Any], solved: list[str]
 ) -> dict[str, Any]:
     """The results of a finished point (one row of the sweep table)."""
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.training.sparse import l0_stats, recorded_idiom_frac
 
     info = read_json(pdir / "run" / "run.json", "run")
@@ -269,15 +284,10 @@ def point_row(
     for name in solved:
         path = pdir / "circuits" / f"{name}.json"
         if path.exists():
-            c = Circuit.load(path)
-            circuits[name] = {
-                "nodes": c.n_nodes, "edges": c.n_edges, "loss": c.loss,
-                "test_loss": c.test_loss, "seconds": c.extra.get("prune_seconds"),
-                "file": str(path.relative_to(pdir)),
-            }  # fmt: skip
+            circuits[name] = summary_row(Circuit.load(path), str(path.relative_to(pdir)))
         else:
             circuits[name] = read_json(path.with_suffix(".skip.json"), "skipped circuit")
-    edges, n_empty = nonempty_edges([c["edges"] for c in circuits.values() if "edges" in c])
+    sizes = circuit_sizes(circuits)
     return dataclasses.asdict(spec) | {
         "d_mlp": mcfg["d_mlp"],
         "n_layers": mcfg["n_layers"],
@@ -291,9 +301,9 @@ def point_row(
         "tasks": table,
         "solved": solved,
         "circuits": circuits,
-        "n_circuits": len(edges) + n_empty,
-        "n_empty_circuits": n_empty,
-        "geo_mean_edges": geometric_mean(edges),
+        "n_circuits": sizes["n_circuits"],
+        "n_empty_circuits": sizes["n_empty_circuits"],
+        GEOMETRIC_MEAN_EDGES: sizes[GEOMETRIC_MEAN_EDGES],
         "timings": _timings(pdir),
     }
 

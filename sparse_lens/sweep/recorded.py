@@ -11,6 +11,7 @@ short or edited into another shape is reported in one line naming it (``read_poi
 from pathlib import Path
 from typing import Any
 
+from sparse_lens.circuits.summary import with_one_name
 from sparse_lens.files.atomic import read_json
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, point_configs
 from sparse_lens.sweep.point import read_spec, spec_differences, spec_record
@@ -33,7 +34,8 @@ MOVES_ROWS = frozenset({"tasks", "custom_tasks"})  # besides PRUNE_KEYS: rows se
 
 def read_point_row(path: Path) -> dict[str, Any]:
     """A finished point's row (``point.json``), after checking it has every field the table
-    reads, of the right type.
+    reads, of the right type; an older file's ``geo_mean_edges`` is read as
+    ``geometric_mean_edges`` (``circuits.summary.with_one_name``).
 
     Raises:
         FileNotFoundError: the file is missing.
@@ -56,7 +58,7 @@ def read_point_row(path: Path) -> dict[str, Any]:
             )
     if not all(isinstance(c, dict) for c in row["circuits"].values()):
         raise ValueError(f"sweep point file {str(path)!r}: a circuit entry is not an object; {fix}")
-    return row
+    return with_one_name(row)
 
 
 def check_points(

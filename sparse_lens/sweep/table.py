@@ -19,14 +19,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sparse_lens.circuits.summary import geometric_mean
 from sparse_lens.files.atomic import atomic_write_json, atomic_write_text
-from sparse_lens.sweep.grid import PointSpec, SweepConfig, geometric_mean
+from sparse_lens.sweep.grid import PointSpec, SweepConfig
 from sparse_lens.sweep.recorded import read_point_row
 
 POINT_COLUMNS = (
     "name", "kind", "d_model", "d_mlp", "n_layers", "afrac", "l0", "weight_density",
     "embed_density", "l0_total", "steps", "tokens", "val_loss", "n_solved", "n_circuits",
-    "n_empty_circuits", "geo_mean_edges", "matched_dense", "loss_gap", "edge_ratio",
+    "n_empty_circuits", "geometric_mean_edges", "matched_dense", "loss_gap", "edge_ratio",
     "n_common_tasks", "n_empty_tasks", "train_s",
     "status",
 )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Which tasks to prune, at what target loss, and the summary over a model's task circuits.
+"""Which tasks to prune, and at what target loss.
 
 The paper prunes each task to a target task loss of 0.15 (arXiv 2511.13653,
 App. A.5). A small model may solve a task only partly; :func:`relaxed_target` gives such a task
@@ -10,7 +10,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sparse_lens.sweep.grid import geometric_mean, nonempty_edges
 from sparse_lens.tasks.task import Task, task_table
 
 PAPER_TARGET = 0.15
@@ -33,7 +32,7 @@ def relaxed_target(loss: float) -> float:
 
 def choose_tasks(
     table: Mapping[str, Mapping[str, float]],
-    worst_loss: Mapping[str, float],
+    val_loss: Mapping[str, float],
     *,
     relaxed: Sequence[str] = RELAXED_TASKS,
     min_accuracy: float = 0.65,
@@ -42,24 +41,25 @@ def choose_tasks(
     """Task name -> target loss of the tasks to prune.
 
     Every task whose ``table`` loss is at most ``target`` is pruned to ``target``; each task of
-    ``relaxed`` not among them is pruned at ``relaxed_target(worst_loss[name])`` when its
+    ``relaxed`` not among them is pruned at ``relaxed_target(val_loss[name])`` when its
     accuracy is at least ``min_accuracy``; failing all that, the task of least loss is.
 
     Args:
         table: task name -> at least ``{"loss": nats, "accuracy": fraction}`` (``task_table``).
-        worst_loss: task name -> the loss a relaxed target starts from (nats).
+        val_loss: task name -> the full model's validation loss, which a relaxed target
+            starts from (nats).
 
     Raises:
         KeyError: a task of ``relaxed`` (or the best task) is missing from ``table`` or
-            ``worst_loss``.
+            ``val_loss``.
     """
     chosen = {n: target for n, r in table.items() if r["loss"] <= target}
     for name in relaxed:
         if name not in chosen and table[name]["accuracy"] >= min_accuracy:
-            chosen[name] = relaxed_target(worst_loss[name])
+            chosen[name] = relaxed_target(val_loss[name])
     if not chosen and table:
         best = min(table, key=lambda n: table[n]["loss"])
-        chosen[best] = relaxed_target(worst_loss[best])
+        chosen[best] = relaxed_target(val_loss[best])
     return chosen
 
 
@@ -93,21 +93,3 @@ def other_task(model: Any, name: str, n: int = 32) -> Task | None:
         if best is None or loss < best[0]:
             best = (loss, other)
     return None if best is None else best[1]
-
-
-def all_tasks_summary(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The summary of one circuit per task: ``{"tasks": per_task, "geometric_mean_edges": g,
-    "n_circuits": k, "n_empty_circuits": z}``, where a task's entry holds ``"edges"`` when it
-    has a circuit (else e.g. ``{"skipped": why}``), ``k`` counts the circuits, ``z`` those of 0
-    edges (the mean-ablated model alone meets the target), and ``g`` is the geometric mean of
-    the edges of the other ``k - z`` (``None`` when there are none): the paper's circuit-size
-    metric (Sec. 3.2). A 0-edge circuit is left out of ``g``: counting it as 1 edge would make
-    the model look smaller than any circuit it has.
-    """
-    edges, n_empty = nonempty_edges([r["edges"] for r in per_task.values() if "edges" in r])
-    return {
-        "tasks": dict(per_task),
-        "geometric_mean_edges": geometric_mean(edges),
-        "n_circuits": len(edges) + n_empty,
-        "n_empty_circuits": n_empty,
-    }

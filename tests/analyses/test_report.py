@@ -28,10 +28,10 @@ from analyses.report import (
 )
 from hooks import node_mask
 from sparse_lens import HookedSparseTransformer
+from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.faithfulness import circuit_checks, model_verdicts
 from sparse_lens.circuits.graph_view.graph import residual_paths
-from sparse_lens.circuits.masks import ablation_means
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.sweep.grid import SweepConfig
 from sparse_lens.sweep.table import match_dense
@@ -416,7 +416,7 @@ def _sweep_rows():
             "name": name, "kind": kind, "d_model": width, "l0": l0, "afrac": 0.25,
             "l0_total": l0 or 10**6, "val_loss": loss, "target_loss": 0.15,
             "solved": sorted(edges), "circuits": circuits, "n_circuits": len(edges),
-            "geo_mean_edges": math.exp(sum(math.log(e) for e in edges.values()) / len(edges)),
+            "geometric_mean_edges": math.exp(sum(math.log(e) for e in edges.values()) / len(edges)),
         }  # fmt: skip
 
     return match_dense([

@@ -17,7 +17,7 @@ from sparse_lens.circuits.explain.positions import (
 )
 from sparse_lens.circuits.explain.roles import NodeFacts, assign_role, head_role
 from sparse_lens.circuits.explain.stats import class_contrast, position_contrast
-from sparse_lens.circuits.masks import ablation_means
+from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.tasks.task import TaskBatch
 from tests.helpers import build_cfg, tiny_tokenizer

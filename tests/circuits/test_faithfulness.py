@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sparse_lens import HookedSparseTransformer
+from sparse_lens.circuits.ablation import make_ablation
 from sparse_lens.circuits.checks import (
     _fvu,
     _pearson,
@@ -20,7 +21,7 @@ from sparse_lens.circuits.controls import (
     rule_balance,
 )
 from sparse_lens.circuits.faithfulness import circuit_checks, control_verdict, model_verdicts
-from sparse_lens.circuits.masks import PruneConfig, make_ablation
+from sparse_lens.circuits.masks import PruneConfig
 from sparse_lens.tasks.task import TaskBatch, mean_task_loss
 from tests.circuits.test_masks import (
     ANS_A,
@@ -314,3 +315,25 @@ def test_a_verdict_edited_by_hand_is_refused_on_load(tmp_path):
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match="faithfulness"):
         Circuit.load(path)
+
+
+def test_a_checked_circuit_fingerprints_its_model_once(monkeypatch):
+    """``checked_on`` checks the model once; its ``fwd_hooks`` (dozens per report) do not hash
+    every weight again, give the same hooks, and still check any other model."""
+    from sparse_lens.circuits import circuit as circuit_module
+
+    model = planted_model()
+    circuit, _ = planted_circuit(model)
+    calls = []
+    real = circuit_module.model_fingerprint
+    monkeypatch.setattr(circuit_module, "model_fingerprint", lambda m: calls.append(m) or real(m))
+    checked = circuit.checked_on(model)
+    assert len(calls) == 1
+    batch = planted_batch(8, 5)
+    for _ in range(3):
+        hooks = checked.fwd_hooks(model, batch.tokens)
+    assert len(calls) == 1 and [h for h, _ in hooks] == [h for h, _ in circuit.fwd_hooks(model)]
+    assert len(calls) == 2  # the unchecked circuit checks every time
+    other = planted_model(norm_channels=True)
+    with pytest.raises(ValueError, match="extracted from model"):
+        checked.fwd_hooks(other, batch.tokens)

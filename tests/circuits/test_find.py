@@ -1,5 +1,6 @@
 """Optuna search, clean-up, removed edges, seeds and the attribution baseline."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import optuna
 import pytest
 import torch
 
+from sparse_lens.circuits.ablation import make_ablation
 from sparse_lens.circuits.circuit import Circuit, circuit_edges
 from sparse_lens.circuits.cleanup import greedy_remove, parse_stages
 from sparse_lens.circuits.find import attribution_baseline, attribution_scores, seed_summary
@@ -20,7 +22,6 @@ from sparse_lens.circuits.hparam_search import (
     open_study,
     run_search,
 )
-from sparse_lens.circuits.masks import make_ablation
 from sparse_lens.circuits.nodes import node_locations
 from tests.helpers import build_model, random_tokens
 from tests.search_worker import planted_pruner, search_config
@@ -132,8 +133,9 @@ def test_seed_summary():
 def test_attribution_scores_are_the_first_order_ablation_effect():
     import dataclasses
 
-    pruner = planted_pruner()
-    pruner.pcfg = dataclasses.replace(pruner.pcfg, freeze_norms=False)  # the reference's norms
+    planted = planted_pruner()
+    # live norms: those of the first-order reference
+    pruner = planted.with_config(dataclasses.replace(planted.pcfg, freeze_norms=False))
     scores = attribution_scores(pruner, pruner.val)
     top = max(((float(v.max()), h) for h, v in scores.items()))[1]
     assert top in {
@@ -323,7 +325,7 @@ def test_a_study_run_with_other_settings_is_refused_not_reused(tmp_path, change,
     scfg = search_config(storage, 2)
     again = planted_pruner()
     if isinstance(change, dict):
-        again.pcfg = dataclasses.replace(again.pcfg, **change)
+        again = again.with_config(dataclasses.replace(again.pcfg, **change))
     elif change == "epochs":
         scfg = dataclasses.replace(scfg, epochs=(9, 24))
     elif change == "ablation":
@@ -338,8 +340,8 @@ def test_a_study_run_with_other_settings_is_refused_not_reused(tmp_path, change,
 def test_a_final_circuit_above_its_target_is_an_error(monkeypatch):
     from sparse_lens.circuits import find
 
-    pruner = planted_pruner()
-    pruner.pcfg = pruner.pcfg.__class__(**{**pruner.pcfg.__dict__, "steps": 20})
+    planted = planted_pruner()
+    pruner = planted.with_config(dataclasses.replace(planted.pcfg, steps=20))
     # a clean-up stage that broke the circuit (what a stale search's nodes did unnoticed)
     monkeypatch.setattr(find, "remove_nodes", lambda p, kept, score, n: ({}, 0))
     with pytest.raises(ValueError, match="above its target"):

@@ -7,14 +7,9 @@ import torch
 from jaxtyping import TypeCheckError
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
+from sparse_lens.circuits.ablation import ablation_means, make_ablation
 from sparse_lens.circuits.circuit import Circuit, circuit_edges
-from sparse_lens.circuits.masks import (
-    PruneConfig,
-    Pruner,
-    ablation_means,
-    heaviside_ste,
-    make_ablation,
-)
+from sparse_lens.circuits.masks import PruneConfig, Pruner, heaviside_ste
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.tasks.task import TaskBatch, concat_batches
 
@@ -244,11 +239,11 @@ def test_bisection_on_a_monotone_curve():
         PruneConfig(),
     )
     losses = {k: 1.0 / (1 + k) for k in range(pruner.n_nodes + 1)}  # monotone decreasing
-    pruner.loss_of = lambda masks, batch=None: losses[int(sum(m.sum() for m in masks.values()))]
     taus = {loc.hook: torch.randn(loc.size) for loc in pruner.locs}
     for target in (0.5, 0.1, 0.02):
-        pruner.pcfg = PruneConfig(target_loss=target)
-        k, loss, _ = pruner.bisect(taus)
+        at = pruner.with_config(PruneConfig(target_loss=target))
+        at.loss_of = lambda masks, batch=None: losses[int(sum(m.sum() for m in masks.values()))]
+        k, loss, _ = at.bisect(taus)
         assert losses[k] <= target < losses[k - 1]
 
 

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from analyses.cli import main
+from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.circuit import Circuit
-from sparse_lens.circuits.masks import ablation_means
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.data.tokenizer import train_bpe
 from sparse_lens.model.config import SparseTransformerConfig

@@ -309,7 +309,7 @@ def test_model_satisfies_tl_protocols():
 
 # ---------------------------------------------------------------- 9: separators in statistics
 def test_ablation_means_leave_out_separators_and_record_source(tokenizer):
-    from sparse_lens.circuits.masks import ablation_means, make_ablation
+    from sparse_lens.circuits.ablation import ablation_means, make_ablation
 
     model = _model(d_vocab=tokenizer.vocab_size, n_ctx=32)
     model.tokenizer = tokenizer

@@ -205,7 +205,7 @@ def test_sweep_config_rejects_bad_values():
     # (under the test-time type checker a bad Literal is a TypeError before the ValueError)
     with pytest.raises((ValueError, TypeError), match="exhaustive"):
         SweepConfig(preset="tiny", widths=(32,), l0s=(1,), prune_search="exhaustive")
-    with pytest.raises(ValueError, match="unknown clean-up stage"):
+    with pytest.raises((ValueError, TypeError), match="weights"):
         SweepConfig(preset="tiny", widths=(32,), l0s=(1,), prune_cleanup=("weights",))
     with pytest.raises(ValueError, match="prune_trials must be >= 1, got 0"):
         SweepConfig(preset="tiny", widths=(32,), l0s=(1,), prune_trials=0)
@@ -263,14 +263,16 @@ def test_point_circuit_search_is_optuna_with_a_resumable_study(sweep, tmp_path):
     beside the circuit, and cleans up; a second call reuses the finished study."""
     import optuna
 
+    from sparse_lens.circuits.circuit import Circuit
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.sweep.point import find_circuit
+    from sparse_lens.sweep.point import prune_point_task, prune_request
     from sparse_lens.tasks.task import load_custom_task
 
     out, common = sweep
     cache = Path(common[common.index("--cache-dir") + 1])
-    point = out / "points" / "w64-dense" / "run" / "final"  # a point that solves the task
-    model = HookedSparseTransformer.from_pretrained(point).eval()
+    pdir = tmp_path / "point"
+    shutil.copytree(out / "points" / "w64-dense" / "run", pdir / "run")  # solves the task
+    model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final").eval()
     scfg = SweepConfig(
         preset="tiny", widths=(32,), l0s=(1,), target_loss=TARGET, prune_trials=2,
         prune_examples=16, prune_cleanup_evals=20,
@@ -280,12 +282,14 @@ def test_point_circuit_search_is_optuna_with_a_resumable_study(sweep, tmp_path):
     )
     storage = tmp_path / "quote.optuna.db"
     task = load_custom_task(common[common.index("--custom-task") + 1], model.tokenizer)
-    circuit = find_circuit(model, task, windows, scfg, cache, storage)
+    request = prune_request(scfg, storage)
+    path = prune_point_task(model, pdir, task, (windows, {}), request, cache)
+    circuit = Circuit.load(path)
     assert circuit.loss <= TARGET and circuit.hparams["search"]["method"] == "optuna"
     assert [st["stage"] for st in circuit.extra["stages"]][-2:] == ["nodes", "edges"]
     studies = optuna.get_all_study_summaries(f"sqlite:///{storage}")
     assert len(studies) == 1 and studies[0].n_trials == 2
-    again = find_circuit(model, task, windows, scfg, cache, storage)
+    again = Circuit.load(prune_point_task(model, pdir, task, (windows, {}), request, cache))
     assert optuna.get_all_study_summaries(f"sqlite:///{storage}")[0].n_trials == 2
     assert again.nodes == circuit.nodes
 
@@ -498,7 +502,7 @@ def test_zero_edge_circuits_are_left_out_of_means_and_ratios():
     ])  # fmt: skip
     assert s["edge_ratio"] == pytest.approx(4.0)  # task a only: b and c have an empty side
     assert s["n_common_tasks"] == 1 and s["n_empty_tasks"] == 2
-    from sparse_lens.sweep.grid import geometric_mean
+    from sparse_lens.circuits.summary import geometric_mean
 
     with pytest.raises(ValueError, match="positive values, got 0"):
         geometric_mean([3, 0])

@@ -1,4 +1,4 @@
-"""``sparse_lens.tasks.selection``: which tasks to prune at what target, and the all-tasks summary."""
+"""``sparse_lens.tasks.selection``: which tasks to prune at what target."""
 
 import math
 
@@ -7,7 +7,6 @@ import pytest
 import sparse_lens.tasks.selection as selection
 from sparse_lens.tasks.selection import (
     PAPER_TARGET,
-    all_tasks_summary,
     choose_tasks,
     relaxed_target,
     task_tables,
@@ -72,26 +71,3 @@ def test_tasks_are_chosen_on_validation_and_reported_on_test(monkeypatch):
     assert calls[:2] == [("test", 200), ("val", 100)]  # the validation split is smaller
     chosen = choose_tasks(val, {n: r["loss"] for n, r in val.items()}, relaxed=())
     assert chosen == {b.name: PAPER_TARGET}  # solved on validation; a's test loss plays no part
-
-
-def test_all_tasks_summary_geometric_mean_over_circuits_only():
-    rows = {
-        "a": {"nodes": 3, "edges": 4, "loss": 0.1},
-        "b": {"nodes": 1, "edges": 0, "loss": 0.1},  # no edges: counted, not averaged
-        "c": {"skipped": "the full model misses the target"},
-        "d": {"nodes": 5, "edges": 16, "loss": 0.1},
-    }
-    summary = all_tasks_summary(rows)
-    assert summary["tasks"] == rows
-    assert summary["n_circuits"] == 3
-    assert summary["n_empty_circuits"] == 1
-    assert summary["geometric_mean_edges"] == pytest.approx(8.0)  # sqrt(4 * 16)
-    empty = all_tasks_summary({"c": rows["c"]})
-    assert empty == {
-        "tasks": {"c": rows["c"]},
-        "geometric_mean_edges": None,
-        "n_circuits": 0,
-        "n_empty_circuits": 0,
-    }
-    only_empty = all_tasks_summary({"b": rows["b"]})
-    assert only_empty["geometric_mean_edges"] is None and only_empty["n_empty_circuits"] == 1

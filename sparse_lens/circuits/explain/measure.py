@@ -29,7 +29,7 @@ from sparse_lens.circuits.explain.positions import (
 )
 from sparse_lens.circuits.explain.protocols import CircuitLike, NodeRefLike
 from sparse_lens.circuits.explain.roles import ExplainConfig
-from sparse_lens.circuits.masks import norm_scale_hooks, separator_ids
+from sparse_lens.circuits.ablation import norm_scale_hooks, separator_ids
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, task_loss
 

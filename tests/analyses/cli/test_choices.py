@@ -6,8 +6,8 @@ from typing import get_args
 import pytest
 
 from analyses.cli.parser import build_parser
+from sparse_lens.circuits.ablation import AblationKind
 from sparse_lens.circuits.find import SearchMethod
-from sparse_lens.circuits.masks import AblationKind
 from sparse_lens.sweep.grid import Cluster
 from sparse_lens.tasks.task import TaskSplit
 

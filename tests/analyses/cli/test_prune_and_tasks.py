@@ -109,6 +109,40 @@ def test_prune_cli_writes_a_loadable_circuit(tiny_run, capsys):
     assert "prune_seconds" in circuit.extra
 
 
+def test_the_sweep_and_the_cli_write_identical_circuit_files(tiny_run, tmp_path):
+    """One request, two writers: ``sparse-lens prune``'s and a sweep point's circuit files are
+    the same file (the seconds it took aside), at a target the empty circuit misses."""
+    from analyses.cli.prune import write_circuits
+    from sparse_lens.circuits.masks import PruneConfig
+    from sparse_lens.circuits.prune_task import PruneRequest, ablation_windows
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.sweep.point import prune_point_task
+    from sparse_lens.tasks.task import get_task, task_table
+
+    root, cache = tiny_run
+    final = root / "run" / "final"  # a sweep point's folder is the run's parent: ``root``
+    model = HookedSparseTransformer.from_pretrained(final).eval()
+    task = get_task("single_double_quote")
+    full = task_table(model, [task], "val", 16)[task.name]["loss"]
+    request = PruneRequest(
+        prune=PruneConfig(target_loss=round(full + 2e-4, 6), steps=3),
+        search="none", cleanup_evals=10, attribution=True, n_train=32, n_val=16, n_test=16,
+    )  # fmt: skip
+    windows = ablation_windows(model, final, None, cache, seed=0)
+    cli = tmp_path / "cli.json"
+    write_circuits(
+        model, [task], windows, request, cli, all_tasks=False, model_dir=final,
+        cache_dir=cache, progress=False,
+    )  # fmt: skip
+    point = prune_point_task(model, root, task, windows, request, cache)
+    assert point == root / "circuits" / f"{task.name}.json"
+    files = [json.loads(p.read_text()) for p in (cli, point)]
+    for f in files:
+        assert f["extra"].pop("prune_seconds") >= 0
+    assert files[0] == files[1]
+    assert files[0]["n_nodes"] > 0  # not the empty circuit: the masks were used
+
+
 @pytest.mark.slow  # trains a second tiny model (~50 s)
 def test_ablation_means_come_from_the_models_own_training_mix(tiny_run, tmp_path):
     """A model trained with idioms is mean-ablated over corpus + idioms (its run.json says so),
