@@ -20,8 +20,10 @@ from analyses.cli.options import (
     check_replaceable_circuit,
     claim,
     int_range,
+    load_model,
     out_path,
 )
+from sparse_lens.vocab import ABLATIONS, SEARCH_METHODS, AblationKind, SearchMethod
 
 logger = logging.getLogger("analyses.cli.prune")
 
@@ -76,7 +78,7 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ablation",
         default="mean",
-        choices=["mean", "zero", "resample"],
+        choices=ABLATIONS,
         help="ablation of removed nodes",
     )
     norms = p.add_mutually_exclusive_group()
@@ -118,7 +120,7 @@ def _add_search(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--search",
         default="optuna",
-        choices=["optuna", "grid", "none"],
+        choices=SEARCH_METHODS,
         help="optuna: TPE over the paper's 8 pruning hyperparameters and epochs (default); "
         "grid: 4 runs of --steps; none: one run of --steps",
     )
@@ -244,9 +246,7 @@ def prune_request(s: PruneSettings) -> Any:  # noqa: ANN401
     Raises:
         CLIError: a bad setting (clean-up stages, epochs range, storage, ...), named.
     """
-    from sparse_lens.circuits.ablation import AblationKind
     from sparse_lens.circuits.cleanup import parse_stages
-    from sparse_lens.circuits.find import SearchMethod
     from sparse_lens.circuits.masks import PruneConfig
     from sparse_lens.circuits.prune_task import PruneRequest
 
@@ -276,13 +276,12 @@ def prune_request(s: PruneSettings) -> Any:  # noqa: ANN401
 def _prepare(s: PruneSettings) -> tuple:
     """The pruning request, the tasks, the model and its ablation windows with their record."""
     from sparse_lens.circuits.prune_task import ablation_windows
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.tasks.task import TASK_NAMES, get_task
 
     request = prune_request(s)
+    model = load_model(s.model_dir, "MODEL_DIR")
     try:
         tasks = [get_task(s.task)] if s.task else [get_task(n) for n in TASK_NAMES]
-        model = HookedSparseTransformer.from_pretrained(s.model_dir).eval()
         windows = ablation_windows(model, s.model_dir, s.corpus, s.cache_dir.expanduser(), s.seed)
     except (FileNotFoundError, ValueError, PermissionError) as e:
         raise CLIError(str(e)) from e

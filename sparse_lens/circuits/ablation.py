@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -34,11 +34,10 @@ from sparse_lens.files.atomic import atomic_write
 from sparse_lens.files.outputs import cache_entry
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch
+from sparse_lens.vocab import ABLATIONS, AblationKind
 
 logger = logging.getLogger(__name__)
 
-AblationKind = Literal["mean", "zero", "resample"]
-ABLATIONS: tuple[AblationKind, ...] = get_args(AblationKind)
 PER_EXAMPLE: frozenset[AblationKind] = frozenset({"resample"})
 """Kinds whose values are per task example (``[batch pos channels]``), not per channel."""
 

@@ -14,7 +14,7 @@ and the attribution baseline.
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,9 +26,7 @@ from sparse_lens.circuits.hparam_search import SearchConfig, run_search
 from sparse_lens.circuits.masks import MaskHolder, PruneConfig, Pruner, search_grid
 from sparse_lens.circuits.nodes import node_label
 from sparse_lens.tasks.task import TaskBatch
-
-SearchMethod = Literal["optuna", "grid", "none"]
-SEARCH_METHODS: tuple[str, ...] = ("optuna", "grid", "none")
+from sparse_lens.vocab import SEARCH_METHODS, SearchMethod
 
 
 @dataclass

@@ -48,17 +48,16 @@ import torch
 
 from hooks.topk import n_keep
 from sparse_lens.circuits.cleanup import CLEANUP_STAGES, CleanupStage, check_stages
-from sparse_lens.circuits.find import SearchMethod
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.sparsity import ParamRole, density_for, param_role
 from sparse_lens.tasks.task import CHANCE_LOSS
 from sparse_lens.training.presets import get_preset
 from sparse_lens.training.sparse import TrainConfig
 from sparse_lens.validation import require_min
+from sparse_lens.vocab import SearchMethod
 
 Kind = Literal["sparse", "dense"]
 PruneSearch = SearchMethod  # the circuit search every point runs (circuits.find)
-Cluster = Literal["local", "slurm", "debug"]
 SWEEP_VERSION = 1
 
 

@@ -21,10 +21,11 @@ import torch
 import torch.distributed as dist
 
 from sparse_lens.files.atomic import atomic_write_json, read_json
-from sparse_lens.sweep.grid import SWEEP_VERSION, Cluster, PointSpec, SweepConfig, deal, grid
+from sparse_lens.sweep.grid import SWEEP_VERSION, PointSpec, SweepConfig, deal, grid
 from sparse_lens.sweep.point import Prepared, table_and_prune, train_point
 from sparse_lens.training.loop import DistInfo
 from sparse_lens.validation import require_min
+from sparse_lens.vocab import Cluster
 
 logger = logging.getLogger(__name__)
 HOLDER = ".holder.json"  # pid and host of the process that holds a point's lock

@@ -22,6 +22,7 @@ from sparse_lens.data.idioms import IdiomKind
 from sparse_lens.data.token_data import MixedData, TokenData
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_write_json, read_json
+from sparse_lens.files.jsonl import read_jsonl
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, point_configs
@@ -278,7 +279,7 @@ def point_row(
 
     info = read_json(pdir / "run" / "run.json", "run")
     mcfg, tcfg = info["model_config"], info["train_config"]
-    records = [r for r in _read_jsonl(pdir / "run" / "metrics.jsonl") if "val_loss" in r]
+    records = [r for r in read_jsonl(pdir / "run" / "metrics.jsonl") if "val_loss" in r]
     model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final")
     circuits: dict[str, Any] = {}
     for name in solved:
@@ -306,7 +307,3 @@ def point_row(
         GEOMETRIC_MEAN_EDGES: sizes[GEOMETRIC_MEAN_EDGES],
         "timings": _timings(pdir),
     }
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

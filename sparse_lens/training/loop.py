@@ -45,6 +45,7 @@ from sparse_lens.files.atomic import (
     fault_point,
     read_json,
 )
+from sparse_lens.files.jsonl import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -227,31 +228,25 @@ def load_trainer_state(
 # metrics.jsonl
 
 
-def kept_metric_lines(path: Path, upto: int) -> list[str]:
-    """The lines of a ``metrics.jsonl`` up to step ``upto``; a truncated last line (a kill while
-    it was written) is dropped.
+def kept_metric_records(path: Path, upto: int) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` up to step ``upto``, read by ``read_jsonl`` (a cut last
+    line, from a kill while it was written, is dropped).
 
     Raises:
-        ValueError: a corrupt line before the last, naming it.
+        ValueError: a corrupt line before the last, or a record without ``step``, naming it.
     """
     if not path.exists():
         return []
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    kept = []
-    for i, line in enumerate(lines, start=1):
-        try:
-            step = json.loads(line)["step"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            if i == len(lines):
-                logger.warning("%s: dropping a truncated last line", path)
-                break
-            raise ValueError(
-                f"{path}:{i} is corrupt ({e}); delete that line (the metrics before it are "
-                "kept) and resume again"
-            ) from e
-        if isinstance(step, int) and step <= upto:
-            kept.append(line)
-    return kept
+    try:
+        records = read_jsonl(path)
+    except ValueError as e:
+        raise ValueError(
+            f"{e}; delete that line (the metrics before it are kept) and resume again"
+        ) from e
+    for record in records:
+        if "step" not in record:
+            raise ValueError(f"{path}: a record without 'step' ({record}); resume needs steps")
+    return [r for r in records if isinstance(r["step"], int) and r["step"] <= upto]
 
 
 @dataclass
@@ -270,9 +265,10 @@ class MetricsLog:
             self.records = [r for r in (saved or []) if r["step"] <= step]
             return
         if self.path.exists() or saved is None:
-            lines = kept_metric_lines(self.path, step) if step > 0 else []
+            kept = kept_metric_records(self.path, step) if step > 0 else []
         else:  # an earlier dense run kept its records in its trainer state
-            lines = [json.dumps(r) for r in saved if r["step"] <= step]
+            kept = [r for r in saved if r["step"] <= step]
+        lines = [json.dumps(r) for r in kept]
         self.records = [json.loads(line) for line in lines]
         atomic_write(self.path, lambda p: p.write_text("".join(k + "\n" for k in lines)))
 

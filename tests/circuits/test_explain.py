@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
+from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.explain import ROLES, ExplainConfig, explain
 from sparse_lens.circuits.explain.positions import marked_positions
-from sparse_lens.circuits.ablation import ablation_means
 from tests.circuits.test_masks import PLANTED, A, B, planted_batch, planted_model, pretrain_windows
 
 DEAD = ("blocks.0.mlp.hook_post", 3)  # a distractor neuron: it feeds nothing the circuit keeps

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sparse_lens import HookedSparseTransformer
+from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.explain import ROLES, Attention, Contrast, ExplainConfig
 from sparse_lens.circuits.explain.positions import (
@@ -17,7 +18,6 @@ from sparse_lens.circuits.explain.positions import (
 )
 from sparse_lens.circuits.explain.roles import NodeFacts, assign_role, head_role
 from sparse_lens.circuits.explain.stats import class_contrast, position_contrast
-from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.tasks.task import TaskBatch
 from tests.helpers import build_cfg, tiny_tokenizer

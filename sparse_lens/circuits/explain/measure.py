@@ -19,6 +19,7 @@ from torch import Tensor
 
 from hooks import flat, node_mask, record
 from hooks.types import HookList
+from sparse_lens.circuits.ablation import norm_scale_hooks, separator_ids
 from sparse_lens.circuits.explain.card import Attention, CorpusProfile
 from sparse_lens.circuits.explain.corpus import corpus_profile, corpus_values
 from sparse_lens.circuits.explain.positions import (
@@ -29,7 +30,6 @@ from sparse_lens.circuits.explain.positions import (
 )
 from sparse_lens.circuits.explain.protocols import CircuitLike, NodeRefLike
 from sparse_lens.circuits.explain.roles import ExplainConfig
-from sparse_lens.circuits.ablation import norm_scale_hooks, separator_ids
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import TaskBatch, task_loss
 

@@ -8,8 +8,8 @@ import torch
 import sparse_lens.data.token_data
 from analyses.cli import main
 from sparse_lens import HookedSparseTransformer
-from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.ablation import ablation_means
+from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.nodes import node_locations
 from tests.helpers import build_cfg, tiny_tokenizer
 

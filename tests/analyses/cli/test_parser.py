@@ -92,18 +92,32 @@ def test_settings_defaults_are_the_parsers(cls, argv, given):
     assert built == cls.from_args(args)
 
 
-def test_demo_prunes_its_demo_tasks_first_then_the_best_solved_others():
-    from analyses.cli.demo import DEMO_TASKS, FULL, _first_circuits
+def test_demo_prunes_the_best_solved_tasks_first():
+    from analyses.cli.demo import FULL, _first_circuits
 
-    table = {"a": {"loss": 0.05}, "b": {"loss": 0.01}, DEMO_TASKS[1]: {"loss": 0.3}}
-    chosen = {"a": 0.15, "b": 0.15, DEMO_TASKS[1]: 0.4}
+    table = {"a": {"loss": 0.05}, "b": {"loss": 0.01}, "c": {"loss": 0.12}}
+    chosen = {"a": 0.15, "b": 0.15, "c": 0.15}
     first, left = _first_circuits(chosen, table, 2)
-    assert list(first) == [DEMO_TASKS[1], "b"] and left == {"a": 0.15}
-    assert _first_circuits(chosen, table, 5) == (
-        {DEMO_TASKS[1]: 0.4, "b": 0.15, "a": 0.15},
-        {},
-    )
+    assert list(first) == ["b", "a"] and left == {"c": 0.15}
+    assert _first_circuits(chosen, table, 5) == ({"b": 0.15, "a": 0.15, "c": 0.15}, {})
     assert FULL.max_circuits >= 1
+
+
+def test_demo_skips_unsolved_tasks_and_says_why():
+    """A task the model does not solve at 0.15 is not pruned at a relaxed target (issue #26:
+    a newcomer first sees circuits of tasks the model solves); the skip names its loss."""
+    from analyses.cli.demo import _not_chosen
+    from sparse_lens.tasks.selection import choose_tasks
+
+    val = {
+        "solved": {"loss": 0.03, "accuracy": 0.99},
+        "single_double_quote": {"loss": 0.42, "accuracy": 0.78},
+    }
+    chosen = choose_tasks(val, {n: r["loss"] for n, r in val.items()}, relaxed=())
+    assert chosen == {"solved": 0.15}
+    skipped = _not_chosen(chosen, val)
+    assert list(skipped) == ["single_double_quote"]
+    assert "loss 0.420" in skipped["single_double_quote"]["skipped"]
 
 
 def test_ctrl_c_is_one_line_and_status_130(tmp_path):
