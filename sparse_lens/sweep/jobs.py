@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from sparse_lens.files.atomic import atomic_write_json, read_json
 from sparse_lens.sweep.grid import SWEEP_VERSION, PointSpec, SweepConfig, deal, grid
-from sparse_lens.sweep.point import Prepared, table_and_prune, train_point
+from sparse_lens.sweep.point import PRUNE_METHOD, Prepared, table_and_prune, train_point
 from sparse_lens.training.loop import DistInfo
 from sparse_lens.validation import require_min
 from sparse_lens.vocab import Cluster
@@ -155,7 +155,7 @@ class Launch:
 
 PRUNE_KEYS = frozenset(
     {"target_loss", "prune_steps", "prune_search", "prune_trials", "prune_cleanup"}
-    | {"prune_cleanup_evals", "prune_examples"}
+    | {"prune_cleanup_evals", "prune_examples", "prune_method"}
 )
 GRID_KEYS = frozenset({"widths", "l0s", "afracs", "dense"})
 CHANGEABLE = (
@@ -305,7 +305,7 @@ def check_settings(
     from sparse_lens.sweep.recorded import check_points
 
     path = out / "sweep.json"
-    mine = _effective(scfg)
+    mine = _effective(scfg) | {"prune_method": PRUNE_METHOD}
     before = _compare(out, path, mine) if path.exists() else None
     if points:  # before anything moves: each point by its own records
         diff = None if before is None else before[2]
@@ -316,7 +316,7 @@ def check_settings(
         earlier = list(old.get("earlier", []))
         for entry in _move_changed(out, diff, theirs, mine):
             earlier.append(entry | {"config": old["config"]})
-    record = {"version": SWEEP_VERSION, "config": scfg.to_dict()}
+    record = {"version": SWEEP_VERSION, "config": scfg.to_dict(), "prune_method": PRUNE_METHOD}
     record["custom_task_hashes"] = mine["custom_tasks"]
     atomic_write_json(path, record | ({"earlier": earlier} if earlier else {}))
 
@@ -334,6 +334,7 @@ def _compare(
     # the content the old sweep tabled, as recorded then: its file may have been edited in
     # place since (an old record without hashes: unknown, so every custom task is redone)
     theirs["custom_tasks"] = old.get("custom_task_hashes") or dict.fromkeys(theirs["custom_tasks"])
+    theirs["prune_method"] = old.get("prune_method")  # none recorded: pruned the first way
     diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
     fixed = [k for k in diff if k not in PRUNE_KEYS | {"dense_lr", "tasks", "custom_tasks"}]
     if fixed:

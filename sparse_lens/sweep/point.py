@@ -31,12 +31,20 @@ from sparse_lens.training.loop import DistInfo
 from sparse_lens.training.presets import get_preset
 from sparse_lens.training.sparse import TrainConfig
 
+# How a sweep prunes, beyond its settings; a sweep folder whose circuits were pruned another way
+# sets them aside and prunes again (``jobs.check_settings``). 2: ablation means over each
+# point's own training mix (``ablation_windows``), and no first trials tuned on the sparse demo
+# model, so that sparse points and dense baselines get the same search.
+PRUNE_METHOD = 2
+
 
 def prune_request(scfg: SweepConfig, storage: Path) -> PruneRequest:
     """The ``PruneRequest`` of every solved task of a point: ``SweepConfig``'s search and
     clean-up settings. The Optuna study lives in the SQLite file ``storage``, so a killed sweep
     resumes the search where it stopped; the search is bounded by trials only (an effectively
-    unlimited wall clock), so its result does not depend on how busy the machine is."""
+    unlimited wall clock), so its result does not depend on how busy the machine is. Every
+    point, sparse or dense, gets the same search: TPE from its seeded start, without the first
+    trials ``sparse-lens prune`` enqueues (``FIRST_TRIALS``, tuned on the sparse demo model)."""
     n = scfg.prune_examples
     return PruneRequest(
         prune=PruneConfig(target_loss=scfg.target_loss, steps=scfg.prune_steps, seed=scfg.seed),
@@ -46,6 +54,7 @@ def prune_request(scfg: SweepConfig, storage: Path) -> PruneRequest:
             budget_minutes=1e6,
             seed=scfg.seed,
             storage=f"sqlite:///{storage.resolve()}",
+            enqueue_first=False,
         ),
         cleanup=scfg.prune_cleanup,
         cleanup_evals=scfg.prune_cleanup_evals,

@@ -657,3 +657,25 @@ def test_a_sweep_of_no_feasible_sparse_point_exits_non_zero(tmp_path, capsys, mo
             assert "no sparse point of the grid is feasible" in err and "w32-l0_1-" in err
             assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_circuits_pruned_the_earlier_way_are_pruned_again(tmp_path):
+    """A sweep folder from before ``PRUNE_METHOD`` 2 (means over the corpus only, the demo's
+    first trials for every point) sets its circuits aside; the request has no first trials."""
+    from sparse_lens.sweep.jobs import check_settings
+    from sparse_lens.sweep.point import PRUNE_METHOD, prune_request
+
+    cfg = SweepConfig(preset="tiny", widths=(32,), l0s=(1,))
+    check_settings(tmp_path, cfg)
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert record["prune_method"] == PRUNE_METHOD == 2
+    check_settings(tmp_path, cfg)  # same method: nothing moves
+    assert "earlier" not in json.loads((tmp_path / "sweep.json").read_text())
+    del record["prune_method"]  # as an earlier version wrote it
+    (tmp_path / "sweep.json").write_text(json.dumps(record))
+    pdir = _fake_point(tmp_path)
+    check_settings(tmp_path, cfg)
+    (earlier,) = json.loads((tmp_path / "sweep.json").read_text())["earlier"]
+    assert earlier["set_aside"] == "circuits, point.json"
+    assert (pdir / f"circuits.{earlier['tag']}" / "a.json").is_file()
+    assert not prune_request(cfg, tmp_path / "s.db").search_cfg.enqueue_first
