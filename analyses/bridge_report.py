@@ -70,7 +70,7 @@ def bridge_page_data(
         sparse=_facts(sparse, quality["ce"]),
         dense=_facts(dense, quality["dense_ce"]),
         bridges=quality,
-        steering=_steering(steer, score, batch, tok),
+        steering=steering_view(steer, score, batch, tok),
         patching=patching,
         sinks=sinks,
         heads=_head_pairs(sparse, dense, batch, pairs, tok),
@@ -117,7 +117,11 @@ def _sinks(profile: dict[str, torch.Tensor]) -> SinkGrids:
     return SinkGrids(**{k: _grid(profile[k]) for k in keys})
 
 
-def _steering(s: SteeringResult, score: float, batch: TaskBatch, tok: Tokenizer) -> SteeringView:
+def steering_view(
+    s: SteeringResult, score: float, batch: TaskBatch, tok: Tokenizer
+) -> SteeringView:
+    """The page data of one steering curve (``analyses.steering.steering_curve``): the node and
+    its separation ``score``, the answers it moves between, the probabilities per strength."""
     shown, counterfactual = paired_batches(batch)  # the pairs the steering curve is over
     return SteeringView(
         node=s.node,

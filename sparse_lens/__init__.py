@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sparse_lens.circuits.circuit import Circuit
     from sparse_lens.circuits.explain import explain
     from sparse_lens.circuits.faithfulness import faithfulness_report
+    from sparse_lens.circuits.prune_task import prune
     from sparse_lens.model.config import SparseTransformerConfig
     from sparse_lens.model.sparsity import project_weights_
     from sparse_lens.model.transformer import HookedSparseTransformer
@@ -35,6 +36,7 @@ _LAZY = {
     "explain": "sparse_lens.circuits.explain",
     "faithfulness_report": "sparse_lens.circuits.faithfulness",
     "get_task": "sparse_lens.tasks.task",
+    "prune": "sparse_lens.circuits.prune_task",
 }
 
 
@@ -64,6 +66,7 @@ __all__ = [
     "get_task",
     "load_dense",
     "project_weights_",
+    "prune",
 ]
 
 

@@ -247,14 +247,15 @@ def windows_record(windows: Int[Tensor, "batch pos"], seed: int) -> dict[str, An
 
 def ablation_windows(
     model: HookedSparseTransformer,
-    model_dir: Path,
+    model_dir: Path | None,
     corpus: str | Path | None,
     cache_dir: Path,
     seed: int,
 ) -> tuple[Int[Tensor, "batch pos"], dict[str, Any]]:
     """64 pretraining windows of ``n_ctx`` tokens drawn with ``seed`` from the model's own
     training mix (its corpus with the idiom stream its ``run.json`` records, ``corpus`` if
-    given), and their record (distribution and ``windows_record``).
+    given), and their record (distribution and ``windows_record``). Without ``model_dir`` (a
+    model built in memory) the corpus alone, and the record says so.
 
     Raises:
         ValueError: the model has no tokenizer, its tokenizer is not the corpus's, or its
@@ -264,7 +265,8 @@ def ablation_windows(
     if model.tokenizer is None:
         raise ValueError(f"{model_dir} has no tokenizer.json")
     data = model_token_data(model, corpus, cache_dir)
-    data, provenance = training_mix(data, model.tokenizer, run_info_beside(model_dir), cache_dir)
+    info = run_info_beside(model_dir) if model_dir is not None else None
+    data, provenance = training_mix(data, model.tokenizer, info, cache_dir)
     windows = data.sample(64, model.cfg.n_ctx, torch.Generator().manual_seed(seed))
     return windows, provenance | windows_record(windows, seed)
 
@@ -320,3 +322,53 @@ def _faithfulness(
     chosen = dataclasses.replace(pcfg, **circuit.hparams["chosen"])
     other = other_task(model, task.name)
     return faithfulness_report(model, circuit, task, abl, chosen, windows, other_task=other)
+
+
+def prune(
+    model: HookedSparseTransformer | str | Path,
+    task: Task | str,
+    *,
+    target_loss: float = 0.15,
+    request: PruneRequest | None = None,
+    model_dir: str | Path | None = None,
+    corpus: str | Path | None = None,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Circuit:
+    """The notebook entry point: the circuit of ``task`` (a ``Task`` or a suite name) in
+    ``model`` (a model, or its folder) at ``target_loss`` (the paper's 0.15 by default, §2),
+    found as ``sparse-lens prune`` finds it: ``request`` (default: the Optuna search and the
+    clean-up, frozen norms, mean ablation), means over 64 windows of the model's training mix
+    (its ``run.json`` beside ``model_dir``, the folder it was loaded from when given as a path;
+    a model object without ``model_dir`` falls back to the corpus alone, and the circuit's
+    ``extra["ablation_source"]`` says which). Does not write a file (``prune_to_file`` does).
+
+    Raises:
+        ValueError: an unknown task name, a model without a tokenizer, or no circuit reaches
+            ``target_loss`` (even the full model misses it).
+        FileNotFoundError: ``model`` or ``corpus`` names a missing folder.
+    """
+    from sparse_lens.tasks.task import get_task
+
+    if isinstance(model, str | Path):
+        model_dir = Path(model) if model_dir is None else model_dir
+        model = HookedSparseTransformer.from_pretrained(model).eval()
+    task = get_task(task) if isinstance(task, str) else task
+    if request is None:
+        request = PruneRequest(prune=PruneConfig(target_loss=target_loss, seed=seed))
+    elif request.prune.target_loss != target_loss:
+        request = dataclasses.replace(
+            request, prune=dataclasses.replace(request.prune, target_loss=target_loss)
+        )
+    where = Path(model_dir) if model_dir is not None else None
+    tokens, record = ablation_windows(model, where, corpus, cache_dir or _default_cache(), seed)
+    circuit = prune_task(model, task, tokens, request, cache_dir=cache_dir, progress=progress)
+    circuit.extra["ablation_source"] = circuit.extra.get("ablation_source", {}) | {
+        "windows": record
+    }
+    return circuit
+
+
+def _default_cache() -> Path:
+    return Path("~/.cache/sparse_lens").expanduser()

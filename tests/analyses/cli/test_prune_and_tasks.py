@@ -143,6 +143,47 @@ def test_the_sweep_and_the_cli_write_identical_circuit_files(tiny_run, tmp_path)
     assert files[0]["n_nodes"] > 0  # not the empty circuit: the masks were used
 
 
+def test_the_top_level_prune_finds_the_clis_circuit(tiny_run, tmp_path):
+    """``sparse_lens.prune(folder, name)`` (the notebook's noun) finds the circuit
+    ``prune_to_file`` writes for the same request, with the training mix's means; a model object
+    without its folder falls back to the corpus and says so."""
+    import sparse_lens
+    from analyses.cli.prune import write_circuits
+    from sparse_lens.circuits.masks import PruneConfig
+    from sparse_lens.circuits.prune_task import PruneRequest, ablation_windows
+    from sparse_lens.model.transformer import HookedSparseTransformer
+    from sparse_lens.tasks.task import get_task, task_table
+
+    root, cache = tiny_run
+    final = root / "run" / "final"
+    model = HookedSparseTransformer.from_pretrained(final).eval()
+    task = get_task("single_double_quote")
+    target = round(task_table(model, [task], "val", 16)[task.name]["loss"] + 2e-4, 6)
+    request = PruneRequest(
+        prune=PruneConfig(target_loss=target, steps=3),
+        search="none", cleanup_evals=10, n_train=32, n_val=16, n_test=16,
+    )  # fmt: skip
+    cli = tmp_path / "cli.json"
+    windows = ablation_windows(model, final, None, cache, seed=0)
+    write_circuits(
+        model, [task], windows, request, cli, all_tasks=False, model_dir=final,
+        cache_dir=cache, progress=False,
+    )  # fmt: skip
+    found = sparse_lens.prune(
+        final, task.name, target_loss=target, request=request, cache_dir=cache
+    )
+    written = json.loads(cli.read_text())
+    assert json.loads(json.dumps(found.to_dict()["nodes"])) == written["nodes"]
+    assert found.n_edges == written["n_edges"] and found.loss == written["loss"]
+    assert (
+        found.extra["ablation_source"]["windows"] == written["extra"]["ablation_source"]["windows"]
+    )
+    loose = sparse_lens.prune(model, task, target_loss=target, request=request, cache_dir=cache)
+    assert "corpus only" in loose.extra["ablation_source"]["windows"]["distribution"]
+    with pytest.raises(ValueError, match="no_such_task"):
+        sparse_lens.prune(model, "no_such_task", request=request, cache_dir=cache)
+
+
 @pytest.mark.slow  # trains a second tiny model (~50 s)
 def test_ablation_means_come_from_the_models_own_training_mix(tiny_run, tmp_path):
     """A model trained with idioms is mean-ablated over corpus + idioms (its run.json says so),
