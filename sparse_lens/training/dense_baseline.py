@@ -128,42 +128,23 @@ def train_dense_hf(
         ValueError: training diverged (the last training loss is not finite), ``out`` holds a
             run and ``resume`` is not set, or the run in ``out`` has other settings.
     """
-    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
-
     out = Path(out)
     state_path = out / TRAINER_STATE
     settings = asdict(cfg)
-    finished = (out / "dense.json").exists()
-    refuse_fresh_start(finished or state_path.exists(), resume, str(out))
-    if finished:
-        refuse_other_settings(
-            read_json(out / "dense.json", "dense run").get("config"), settings, str(out)
-        )
-        log.info("%s is finished; nothing to resume", out)
+    if _finished(out, settings, resume):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    # HF initialises weights from the global generator and takes none: run it on a fork whose
-    # state is an explicit generator's, so the caller's global RNG is left as it was
-    with torch.random.fork_rng(devices=[]):
-        torch.random.set_rng_state(torch.Generator().manual_seed(cfg.seed).get_state())
-        model = GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
+    model, opt = _model_and_optimizer(cfg, tokenizer)
     gen = torch.Generator().manual_seed(cfg.seed)
     objects = {"model": model, "optimizer": opt}
     metrics = MetricsLog()  # written to metrics.jsonl when the run is finished
-    start = 0
     # the run's settings also record the data and tokenizer: resuming on others is refused
     describe = getattr(data, "metadata", None)  # test fakes lack it
     loop_settings = settings | {
         "data": describe() if describe is not None else None,
         "tokenizer_sha256": tokenizer.sha256(),
     }
+    start = 0
     if resume and state_path.exists():
         state = load_trainer_state(state_path, settings=loop_settings, where=str(out))
         state.restore(gen, objects)
@@ -196,24 +177,69 @@ def train_dense_hf(
         save_trainer_state(state_path, state)
 
     loop = Loop(
-        total=cfg.steps,
-        eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
-        halt_after=halt_after,
-        progress=progress,
-        desc="dense",
-    )
+        total=cfg.steps, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
+        halt_after=halt_after, progress=progress, desc="dense",
+    )  # fmt: skip
     end = loop.run(
-        step,
-        start=start,
-        metrics=metrics,
-        checkpoint=checkpoint,
-        evaluate=evaluate,
+        step, start=start, metrics=metrics, checkpoint=checkpoint, evaluate=evaluate,
         postfix=lambda r: {"loss": f"{r['train_loss']:.3f}"},
+    )  # fmt: skip
+    if end == cfg.steps:
+        _finish(model, cfg, tokenizer, out, metrics.records, metadata)
+    return out
+
+
+def _finished(out: Path, settings: dict[str, Any], resume: bool) -> bool:
+    """Whether ``out`` holds a finished run of ``settings`` (nothing to do).
+
+    Raises:
+        ValueError: ``out`` holds a run and ``resume`` is not set, or a finished run of other
+            settings.
+    """
+    finished = (out / "dense.json").exists()
+    refuse_fresh_start(finished or (out / TRAINER_STATE).exists(), resume, str(out))
+    if finished:
+        old = read_json(out / "dense.json", "dense run").get("config")
+        refuse_other_settings(old, settings, str(out))
+        log.info("%s is finished; nothing to resume", out)
+    return finished
+
+
+def _model_and_optimizer(cfg: DenseConfig, tokenizer: Tokenizer) -> tuple[Any, Any]:
+    """A fresh GPT-2 of ``cfg`` (initialised from ``cfg.seed``) and its AdamW."""
+    from transformers import GPT2LMHeadModel
+
+    # HF initialises weights from the global generator and takes none: run it on a fork whose
+    # state is an explicit generator's, so the caller's global RNG is left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.random.set_rng_state(torch.Generator().manual_seed(cfg.seed).get_state())
+        model = GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
     )
-    if end < cfg.steps:
-        return out
-    records = metrics.records
+    return model, opt
+
+
+def _finish(
+    model: Any,
+    cfg: DenseConfig,
+    tokenizer: Tokenizer,
+    out: Path,
+    records: list[dict[str, Any]],
+    metadata: dict[str, Any] | None,
+) -> None:
+    """Save a finished run: weights, tokenizer, metrics, then ``dense.json`` (last: it marks
+    the run finished); the trainer state goes.
+
+    Raises:
+        ValueError: the last training loss is not finite (diverged).
+    """
+    from transformers import PreTrainedTokenizerFast
+
     model.eval()
     if not math.isfinite(records[-1]["train_loss"]):
         raise ValueError("dense training diverged (non-finite loss); lower --lr")
@@ -228,7 +254,6 @@ def train_dense_hf(
     }
     atomic_write_json(out / "dense.json", info | (metadata or {}))  # written last: "finished"
     shutil.rmtree(out / TRAINER_STATE.parent, ignore_errors=True)
-    return out
 
 
 def _check_weights(weights: Path) -> None:

@@ -380,31 +380,10 @@ def train(
     run_dir = Path(run_dir)
     mcfg = model.cfg
     _check_inputs(model, data, tcfg, dist_info)
-    if dist_info.is_main:
-        _check_writable(run_dir)
-    run_info = {
-        "model_config": mcfg.to_dict(),
-        "train_config": tcfg.to_dict(),
-        "data": data.metadata(),
-        "world_size": dist_info.world_size,
-        "torch": torch.__version__,
-    } | (metadata or {})
-    existing = run_dir / "run.json"
     folders = CheckpointFolders(run_dir, tcfg.keep_checkpoints)
-    if dist_info.is_main:
-        remove_stale_temps(folders.root)
-    ckpt = folders.latest() if existing.exists() else None
-    refuse_fresh_start(ckpt is not None, resume, str(run_dir))
-    if resume and existing.exists():
-        _check_same_run(read_json(existing, "run"), run_info, run_dir)
-
     generator = torch.Generator().manual_seed(tcfg.seed)
     optimizer = make_optimizer(model, tcfg)
-    start = 0
-    if resume and ckpt is not None:
-        start = _restore(folders, ckpt, model, optimizer, generator)
-    elif dist_info.is_main:
-        atomic_write_json(existing, run_info)
+    start = _open_run(model, data, tcfg, folders, optimizer, generator, dist_info, metadata, resume)
     metrics = MetricsLog(run_dir / "metrics.jsonl", write=dist_info.is_main)
     metrics.start(start)
 
@@ -426,24 +405,14 @@ def train(
             folders.save(state, lambda tmp, name: write_model_files(model, tmp, name), MODEL_FILES)
 
         loop = Loop(
-            total=tcfg.steps,
-            log_every=tcfg.log_every,
-            eval_every=tcfg.eval_every,
-            checkpoint_every=tcfg.checkpoint_every,
-            checkpoint_at_end=True,
-            halt_after=halt_after,
-            progress=progress,
-            desc="train",
-        )
+            total=tcfg.steps, log_every=tcfg.log_every, eval_every=tcfg.eval_every,
+            checkpoint_every=tcfg.checkpoint_every, checkpoint_at_end=True,
+            halt_after=halt_after, progress=progress, desc="train",
+        )  # fmt: skip
         end = loop.run(
-            step,
-            start=start,
-            metrics=metrics,
-            checkpoint=checkpoint,
-            evaluate=eval_record,
-            postfix=_postfix,
-            dist_info=dist_info,
-        )
+            step, start=start, metrics=metrics, checkpoint=checkpoint, evaluate=eval_record,
+            postfix=_postfix, dist_info=dist_info,
+        )  # fmt: skip
     if end == tcfg.steps and dist_info.is_main:
         model.eval()
         if not math.isfinite(evaluate(model, val[:4])):
@@ -451,6 +420,47 @@ def train(
         model.save_pretrained(run_dir / "final")
     dist_info.barrier()
     return model
+
+
+def _open_run(
+    model: HookedSparseTransformer,
+    data: TokenData | MixedData,
+    tcfg: TrainConfig,
+    folders: CheckpointFolders,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    dist_info: DistInfo,
+    metadata: dict[str, Any] | None,
+    resume: bool,
+) -> int:
+    """Check the run folder, write its ``run.json`` (a fresh run) or restore the latest
+    checkpoint into ``model``, ``optimizer`` and ``generator`` (``resume``); the steps done.
+
+    Raises:
+        ValueError: an unwritable folder, a run there without ``resume``, or another run there.
+    """
+    run_dir = folders.run_dir
+    if dist_info.is_main:
+        _check_writable(run_dir)
+    run_info = {
+        "model_config": model.cfg.to_dict(),
+        "train_config": tcfg.to_dict(),
+        "data": data.metadata(),
+        "world_size": dist_info.world_size,
+        "torch": torch.__version__,
+    } | (metadata or {})
+    existing = run_dir / "run.json"
+    if dist_info.is_main:
+        remove_stale_temps(folders.root)
+    ckpt = folders.latest() if existing.exists() else None
+    refuse_fresh_start(ckpt is not None, resume, str(run_dir))
+    if resume and existing.exists():
+        _check_same_run(read_json(existing, "run"), run_info, run_dir)
+    if resume and ckpt is not None:
+        return _restore(folders, ckpt, model, optimizer, generator)
+    if dist_info.is_main:
+        atomic_write_json(existing, run_info)
+    return 0
 
 
 def _check_inputs(
