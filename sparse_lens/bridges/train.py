@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sparse_lens.bridges.maps import Bridges, bridge_losses, check_pair
+from sparse_lens.bridges.maps import Bridges, bridge_losses, check_pair, run_sites
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.training.loop import (
     Loop,
@@ -160,8 +160,6 @@ def fit_bridges(
     if gen is None:
         gen = torch.Generator().manual_seed(seed)
         if init_windows > 0:
-            from sparse_lens.bridges.maps import run_sites
-
             tokens = data.sample(init_windows, sparse.cfg.n_ctx, gen)
             with torch.no_grad():
                 _, d_resid = run_sites(dense, tokens, bridges.sites)

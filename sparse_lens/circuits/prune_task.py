@@ -50,7 +50,7 @@ from sparse_lens.data.token_data import (
 )
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.selection import other_task
-from sparse_lens.tasks.task import Task, TaskBatch, concat_batches, task_batch
+from sparse_lens.tasks.task import Task, TaskBatch, concat_batches, get_task, task_batch
 from sparse_lens.validation import require_min
 
 
@@ -349,7 +349,6 @@ def prune(
             ``target_loss`` (even the full model misses it).
         FileNotFoundError: ``model`` or ``corpus`` names a missing folder.
     """
-    from sparse_lens.tasks.task import get_task
 
     if isinstance(model, str | Path):
         model_dir = Path(model) if model_dir is None else model_dir

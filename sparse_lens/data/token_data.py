@@ -20,10 +20,10 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from sparse_lens.data.corpus import Corpus, Split
-from sparse_lens.data.idioms import IdiomKind
-from sparse_lens.data.tokenizer import Tokenizer
-from sparse_lens.files.atomic import atomic_write
+from sparse_lens.data.corpus import Corpus, Split, load_corpus
+from sparse_lens.data.idioms import IDIOMS_VERSION, IdiomKind, check_kinds, idiom_documents
+from sparse_lens.data.tokenizer import Tokenizer, cached_tokenizer
+from sparse_lens.files.atomic import atomic_write, read_json
 from sparse_lens.files.outputs import cache_entry
 
 
@@ -76,7 +76,6 @@ def build_idiom_shard(
 ) -> Path:
     """Tokenise ``n_docs`` idiom snippets of ``kinds`` (seed ``seed``) into a cached ``uint16``
     shard."""
-    from sparse_lens.data.idioms import IDIOMS_VERSION, idiom_documents
     from sparse_lens.data.statement_idioms import STATEMENTS_VERSION
 
     tag = f"v{IDIOMS_VERSION}"
@@ -221,7 +220,6 @@ def with_idioms(
     """
     if idiom_frac == 0:
         return data
-    from sparse_lens.data.idioms import IDIOMS_VERSION, check_kinds
     from sparse_lens.data.statement_idioms import STATEMENTS_VERSION
 
     kinds = check_kinds(kinds)
@@ -277,7 +275,6 @@ def run_info_beside(model_dir: Path) -> dict[str, Any] | None:
     Raises:
         ValueError: a ``run.json`` that is not a JSON object (named).
     """
-    from sparse_lens.files.atomic import read_json
 
     for folder in (model_dir, model_dir.parent, model_dir.parent.parent):
         path = folder / "run.json"
@@ -303,8 +300,6 @@ def prepare_data(
     vocab_size: int = 2048,
 ) -> tuple[Corpus, Tokenizer, TokenData]:
     """Corpus, its cached tokenizer and its cached token shards, in one call."""
-    from sparse_lens.data.corpus import load_corpus
-    from sparse_lens.data.tokenizer import cached_tokenizer
 
     corpus = load_corpus(corpus_path, val_frac=val_frac)
     texts = [t for _, t in corpus.documents("train")]
@@ -323,7 +318,6 @@ def model_token_data(model: Any, corpus_path: str | Path | None, cache_dir: Path
     Raises:
         ValueError: a model of ours whose tokenizer is not the corpus's.
     """
-    from sparse_lens.data.corpus import load_corpus
 
     if getattr(model.cfg, "model_name", None) == "circuit_sparsity":
         return TokenData.build(load_corpus(corpus_path, val_frac=0.02), model.tokenizer, cache_dir)

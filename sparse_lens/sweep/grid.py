@@ -50,9 +50,9 @@ from hooks.topk import n_keep
 from sparse_lens.circuits.cleanup import CLEANUP_STAGES, CleanupStage, check_stages
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.sparsity import ParamRole, density_for, param_role
-from sparse_lens.tasks.task import CHANCE_LOSS
+from sparse_lens.tasks.task import CHANCE_LOSS, TASK_NAMES, get_task
 from sparse_lens.training.presets import get_preset
-from sparse_lens.training.sparse import TrainConfig
+from sparse_lens.training.sparse import TrainConfig, check_sparsity_budget
 from sparse_lens.validation import require_min
 from sparse_lens.vocab import SearchMethod
 
@@ -138,7 +138,6 @@ class SweepConfig:
                 f"prune_search must be one of {get_args(PruneSearch)}, got {self.prune_search!r}"
             )
         check_stages(self.prune_cleanup)
-        from sparse_lens.tasks.task import get_task
 
         for t in self.tasks:
             get_task(t)
@@ -161,8 +160,6 @@ class SweepConfig:
         """The names of the tasks every point tables: the built-in ones, then the custom."""
         from pathlib import Path
 
-        from sparse_lens.tasks.task import TASK_NAMES
-
         return [*(self.tasks or TASK_NAMES), *(Path(p).stem for p in self.custom_tasks)]
 
     def train_overrides(self) -> dict[str, Any]:
@@ -181,8 +178,6 @@ def _check_custom_tasks(paths: tuple[str, ...]) -> None:
         ValueError: a missing file, or a stem that is a built-in task or given twice (named).
     """
     from pathlib import Path
-
-    from sparse_lens.tasks.task import TASK_NAMES
 
     stems = [Path(p).stem for p in paths]
     for path, stem in zip(paths, stems, strict=True):
@@ -297,7 +292,6 @@ def densities_for_l0(
 
 def _check_budget(mcfg: Any) -> None:
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.training.sparse import check_sparsity_budget
 
     with torch.device("meta"):
         check_sparsity_budget(HookedSparseTransformer(mcfg))

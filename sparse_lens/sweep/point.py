@@ -19,17 +19,17 @@ from sparse_lens.circuits.prune_task import PruneRequest, ablation_windows, prun
 from sparse_lens.circuits.summary import GEOMETRIC_MEAN_EDGES, circuit_sizes, summary_row
 from sparse_lens.data.corpus import Corpus
 from sparse_lens.data.idioms import IdiomKind
-from sparse_lens.data.token_data import MixedData, TokenData
+from sparse_lens.data.token_data import MixedData, TokenData, prepare_data, with_idioms
 from sparse_lens.data.tokenizer import Tokenizer
 from sparse_lens.files.atomic import atomic_write_json, read_json
 from sparse_lens.files.jsonl import read_jsonl
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.sweep.grid import PointSpec, SweepConfig, point_configs
-from sparse_lens.tasks.task import Task
+from sparse_lens.tasks.task import Task, get_task, load_custom_task, task_table
 from sparse_lens.training.loop import DistInfo
 from sparse_lens.training.presets import get_preset
-from sparse_lens.training.sparse import TrainConfig
+from sparse_lens.training.sparse import TrainConfig, l0_stats, recorded_idiom_frac, train
 
 # How a sweep prunes, beyond its settings; a sweep folder whose circuits were pruned another way
 # sets them aside and prunes again (``jobs.check_settings``). 2: ablation means over each
@@ -142,7 +142,6 @@ class Prepared:
 
     @classmethod
     def load(cls, scfg: SweepConfig, cache_dir: Path) -> "Prepared":
-        from sparse_lens.data.token_data import prepare_data, with_idioms
 
         corpus, tokenizer, data = prepare_data(scfg.corpus, cache_dir)
         prepared = cls(corpus, tokenizer, data, cache_dir)
@@ -153,7 +152,6 @@ class Prepared:
     def mixed(
         self, idiom_frac: float, kinds: tuple[IdiomKind, ...] = ("literals",)
     ) -> TokenData | MixedData:
-        from sparse_lens.data.token_data import with_idioms
 
         return with_idioms(self.data, self.tokenizer, idiom_frac, self.cache_dir, kinds=kinds)
 
@@ -162,7 +160,6 @@ def train_point(
     spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Prepared, dist_info: DistInfo
 ) -> None:
     """Train (or resume, or skip when finished) the point's run in ``pdir/run``."""
-    from sparse_lens.training.sparse import train
 
     corpus, tokenizer = prepared.corpus, prepared.tokenizer
     mcfg, tcfg = point_configs(spec, scfg, tokenizer.vocab_size)
@@ -190,7 +187,6 @@ def table_and_prune(spec: PointSpec, scfg: SweepConfig, pdir: Path, prepared: Pr
     """Task table (``tasks.json``: every task the point was ever asked for, so a sweep whose
     tasks change tables only the new ones), one circuit per solved task of the sweep's tasks,
     then ``point.json`` (those tasks only)."""
-    from sparse_lens.tasks.task import task_table
 
     model = HookedSparseTransformer.from_pretrained(pdir / "run" / "final").eval()
     tasks_path = pdir / "tasks.json"
@@ -272,7 +268,6 @@ def _task(name: str, scfg: SweepConfig, prepared: Prepared) -> Task:
     Raises:
         ValueError: an unknown name, or a malformed custom task file (its line named).
     """
-    from sparse_lens.tasks.task import get_task, load_custom_task
 
     for path in scfg.custom_tasks:
         if Path(path).stem == name:
@@ -284,7 +279,6 @@ def point_row(
     spec: PointSpec, scfg: SweepConfig, pdir: Path, table: dict[str, Any], solved: list[str]
 ) -> dict[str, Any]:
     """The results of a finished point (one row of the sweep table)."""
-    from sparse_lens.training.sparse import l0_stats, recorded_idiom_frac
 
     info = read_json(pdir / "run" / "run.json", "run")
     mcfg, tcfg = info["model_config"], info["train_config"]

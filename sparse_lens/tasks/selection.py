@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sparse_lens.tasks.task import Task, task_table
+from sparse_lens.tasks.task import TASK_NAMES, Task, get_task, task_table
 
 PAPER_TARGET = 0.15
 """The paper's target task loss for a circuit (App. A.5), in nats per sequence."""
@@ -82,7 +82,6 @@ def other_task(model: Any, name: str, n: int = 32) -> Task | None:
     """The suite task other than ``name`` that ``model`` solves best on the validation split
     (``n`` examples each; tasks without an example that fits the model are passed over), for
     a circuit's specificity check; None if there is none."""
-    from sparse_lens.tasks.task import TASK_NAMES, get_task
 
     best: tuple[float, Task] | None = None
     for other in (get_task(t) for t in TASK_NAMES if t != name):
