@@ -67,7 +67,6 @@ def load_viz_data(path: str | Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError, UnsafeCheckpointError, ValueError (corrupt or not a dict).
     """
-    import numpy as np
     from numpy._core.multiarray import _reconstruct
 
     # NumPy arrays as data; pickles from NumPy 1.x name the function numpy.core.multiarray
