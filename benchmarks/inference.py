@@ -28,45 +28,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import train_step  # benchmarks/train_step.py: the same model family
 
 from hooks.weight_sparsity import project_
-from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
+from sparse_lens import HookedSparseTransformer
 from sparse_lens.model.sparse_matmul import clear_csr_weights, refresh_csr_weights
 from sparse_lens.model.sparsity import sparse_params
 
-VARIANTS = ("dense", "sparse_dense_kernels", "sparse")
-
 
 def build(d_model: int, sparse: bool, n_layers: int, n_ctx: int) -> HookedSparseTransformer:
-    """A random model of the paper's shape family; ``sparse``: at the paper's densities, its
-    weights projected to their top-k magnitudes (``hooks.weight_sparsity.project_``)."""
-    cfg = SparseTransformerConfig(
-        d_model=d_model,
-        d_head=16,
-        n_heads=d_model // 16,
-        d_mlp=4 * d_model,
-        n_layers=n_layers,
-        n_ctx=n_ctx,
-        d_vocab=2048,
-        seed=0,
-        afrac=0.25 if sparse else 1.0,
-        weight_density=1 / 64 if sparse else 1.0,
-        embed_density=1 / 16 if sparse else 1.0,
-    )
-    model = HookedSparseTransformer(cfg).eval()
+    """``train_step.build``'s model in eval mode; ``sparse``: its weights projected to their
+    top-k magnitudes at the paper's densities (``hooks.weight_sparsity.project_``)."""
+    model = train_step.build(d_model, sparse, n_layers, n_ctx).eval()
     if sparse:  # a trained model's weights are projected; a fresh one's are not yet
+        cfg = model.cfg
         densities = {"matrix": cfg.weight_density, "embed": cfg.embed_density}
         project_(sparse_params(model), densities, min_per_neuron=cfg.min_nonzero_per_neuron)
     return model
 
 
-def _median_time(fn: Callable[[], object], n: int) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _seconds(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def time_width(d_model: int, args: argparse.Namespace) -> dict[str, float]:
@@ -92,7 +76,7 @@ def time_width(d_model: int, args: argparse.Namespace) -> dict[str, float]:
             fn()
         for _ in range(args.rounds):
             for key, fn in calls.items():
-                samples[key].append(_median_time(fn, 1))
+                samples[key].append(_seconds(fn))
     row: dict[str, float] = {key: statistics.median(v) for key, v in samples.items()}
     for what in ("forward", "cache"):
         row[f"dense_over_sparse_{what}"] = row[f"dense_{what}_s"] / row[f"sparse_{what}_s"]
