@@ -175,8 +175,9 @@ def _rules(card: CircuitCard) -> str:
 
 def card_markdown(card: CircuitCard) -> str:
     """The card as one Markdown document (module docstring)."""
-    parts = [
-        f"# Circuit card: `{card.task}`\n",
+    parts = [f"# Circuit card: `{card.task}`\n"]
+    parts += [f"> **Warning:** {w}\n" for w in card.warnings]
+    parts += [
         card.summary + "\n",
         "## Computed on\n",
         _provenance(card) + "\n",

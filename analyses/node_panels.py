@@ -1,10 +1,8 @@
 """What each node of a circuit does: knockout effects, top corpus contexts, task activations.
 
-* ``knockout_effects``: task-loss increase when one kept node is also ablated (to the circuit's
-  own ablation value) while the rest of the circuit stays; exact, one forward pass per node.
-* ``attribution_effects``: the first-order estimate of all knockout effects from one
-  forward/backward pass (attribution patching); the report ranks nodes by it, then computes
-  exact knockouts for the top ones.
+* ``attribution_effects``: the first-order estimate of every kept node's knockout effect (the
+  exact one is ``sparse_lens.circuits.explain.circuit_knockouts``) from one forward/backward
+  pass (attribution patching), shown beside the exact knockouts on the circuit page.
 * ``top_contexts``: the pretraining windows where a node is most active (largest ``|value|``),
   with the activation on every token of a short context ending at the peak (full model).
 * ``node_values``: a node's value at every position of some token sequences (full model).
@@ -18,12 +16,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooks import flat, node_mask, record
+from hooks import flat, record
 from sparse_lens.circuits.circuit import Circuit, NodeRef
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import TaskBatch, mean_task_loss, task_loss
+from sparse_lens.tasks.task import TaskBatch, mean_task_loss
 
 
 def attribution_effects(
@@ -57,36 +55,6 @@ def attribution_effects(
         for r in refs[name]:
             out[r.label] = float(per[r.channel])
     return out
-
-
-@torch.no_grad()
-def knockout_effects(
-    model: HookedSparseTransformer,
-    circuit: Circuit,
-    batch: TaskBatch,
-    labels: list[str] | None = None,
-) -> tuple[float, dict[str, float]]:
-    """The circuit's task loss on ``batch`` and, per node label (all, or ``labels``), the exact
-    loss increase when that node alone is removed as well."""
-    base_hooks = circuit.fwd_hooks(model, batch.tokens)
-    masks = circuit.masks()
-    index: dict[str, int] = {}
-    for i, (name, _) in enumerate(base_hooks):  # the node mask comes before any edge hook there
-        if isinstance(name, str) and name in masks:
-            index.setdefault(name, i)
-    base = task_loss(model, batch, base_hooks)
-    effects = {}
-    wanted = None if labels is None else set(labels)
-    for ref in circuit.node_refs(model.cfg):
-        if wanted is not None and ref.label not in wanted:
-            continue
-        mask = masks[ref.hook].clone()
-        mask[ref.channel] = 0.0
-        hooks = list(base_hooks)
-        baseline = torch.tensor(circuit.baselines[ref.hook])
-        hooks[index[ref.hook]] = (ref.hook, node_mask(mask, baseline))
-        effects[ref.label] = task_loss(model, batch, hooks) - base
-    return base, effects
 
 
 @torch.no_grad()

@@ -31,7 +31,6 @@ from analyses.html import Page, RawHTML, circuitsvis_html, esc, table
 from analyses.node_panels import (
     attribution_effects,
     circuit_patterns,
-    knockout_effects,
     node_values,
     top_contexts,
 )
@@ -45,7 +44,7 @@ from analyses.page_data import (
 )
 from analyses.plots import Series, bar_chart, chart_html, line_chart
 from sparse_lens.circuits.circuit import Circuit, NodeRef
-from sparse_lens.circuits.explain import CircuitCard, explain
+from sparse_lens.circuits.explain import CircuitCard, circuit_knockouts, explain
 from sparse_lens.circuits.graph_view.card_html import card_view
 from sparse_lens.circuits.graph_view.graph import CORE_SHARE
 from sparse_lens.circuits.graph_view.show import graph_of
@@ -162,7 +161,8 @@ def circuit_page_data(
     if model.tokenizer is None:
         raise ValueError("a circuit report needs a model with a tokenizer")
     batch = task_batch(task, model.tokenizer, model.cfg.n_ctx, "test", rcfg.n_examples, rcfg.seed)
-    fx = _node_effects(model, circuit, batch, rcfg.n_exact_knockouts)
+    card, card_note = _card(model, circuit, batch, windows, progress)
+    fx = _node_effects(model, circuit, batch, rcfg.n_exact_knockouts, card)
     sub = batch.subset(_class_examples(batch))
     heads = _heads_data(model, circuit, sub, rcfg, fx.effects)
     shown = fx.ranked[: rcfg.max_node_panels]
@@ -174,12 +174,13 @@ def circuit_page_data(
         )
         for r in tqdm(shown, desc="node panels", disable=not progress)
     )
-    card, card_note = _card(model, circuit, batch, windows)
     graph, _ = graph_of(circuit, model.cfg, card, core_share=rcfg.core_share)
     return CircuitPageData(
         facts=circuit_facts(circuit, task),
         graph=graph,
-        card=card_view(card, examples="the test split, as the rest of this page")
+        card=card_view(
+            card, examples="test split; the knockouts and node panels below use the same examples"
+        )
         if card is not None
         else None,
         card_note=card_note,
@@ -200,26 +201,39 @@ def _card(
     circuit: Circuit,
     batch: TaskBatch,
     windows: Int[torch.Tensor, "batch pos"],
+    progress: bool,
 ) -> tuple[CircuitCard | None, str]:
     """The explain card of ``circuit`` on ``batch`` and ``windows``, or None and why not."""
     source = {"data": "the report's pretraining windows"}
     try:
-        return explain(model, circuit, batch, windows=windows, windows_source=source), ""
+        card = explain(
+            model, circuit, batch, windows=windows, windows_source=source, progress=progress
+        )
     except ValueError as e:
         log.warning("no circuit card for %s: %s", circuit.task, e)
         return None, str(e)
+    return card, ""
 
 
 def _node_effects(
-    model: HookedSparseTransformer, circuit: Circuit, batch: TaskBatch, n_exact: int
+    model: HookedSparseTransformer,
+    circuit: Circuit,
+    batch: TaskBatch,
+    n_exact: int,
+    card: CircuitCard | None,
 ) -> _Effects:
-    """Attribution estimates for every kept node, exact knockouts for the ``n_exact`` with the
-    largest estimate."""
+    """Attribution estimates for every kept node and exact knockouts: the card's (every node,
+    on the same ``batch``) or, without a card, for the ``n_exact`` with the largest estimate."""
     attribution = attribution_effects(model, circuit, batch)
     refs = circuit.node_refs(model.cfg)
-    by_estimate = sorted(refs, key=lambda r: -abs(attribution[r.label]))
-    exact = [r.label for r in by_estimate[:n_exact]]
-    loss, knockouts = knockout_effects(model, circuit, batch, exact)
+    if card is not None:
+        loss = card.losses["circuit"]
+        knockouts = {n.label: n.knockout_circuit for n in card.nodes}
+    else:
+        by_estimate = sorted(refs, key=lambda r: -abs(attribution[r.label]))
+        labels = [r.label for r in by_estimate[:n_exact]]
+        loss, knockouts = circuit_knockouts(model, circuit, batch, labels)
+    exact = [r.label for r in refs if r.label in knockouts]
     ranked = sorted(refs, key=lambda r: -abs(knockouts.get(r.label, attribution[r.label])))
     effects = {r.label: knockouts.get(r.label, attribution[r.label]) for r in refs}
     info = {

@@ -17,6 +17,7 @@ from analyses.circuit_graph import circuit_dot
 from analyses.circuit_view import render_circuit_page
 from analyses.report import ReportConfig, circuit_page_data, index_page
 from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.circuit_format import read_circuit_dict
 from sparse_lens.data.token_data import model_token_data
 from sparse_lens.files.atomic import atomic_write_text, read_json
 from sparse_lens.files.jsonl import read_jsonl
@@ -49,12 +50,9 @@ def find_sources(source: Path, model_dir: Path | None = None) -> ReportSources:
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
     if source.is_file():
-        circuit = read_json(source, "circuit")
-        if not isinstance(circuit, dict) or not isinstance(circuit.get("extra") or {}, dict):
-            raise ValueError(
-                f"{source}: not a circuit file (a JSON object with an 'extra' object); "
-                "pass a file written by `sparse-lens prune`"
-            )
+        circuit = read_circuit_dict(source)
+        if not isinstance(circuit.get("extra") or {}, dict):
+            raise ValueError(f"{source}: malformed circuit file: 'extra' is not a JSON object")
         recorded = (circuit.get("extra") or {}).get("model_dir")
         model = model_dir or (Path(recorded) if recorded else None)
         if model is None:

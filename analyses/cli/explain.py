@@ -62,11 +62,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
             not fit together (the message is the cause's).
     """
     check_device(args.device)
+    try:
+        model_dir = _model_dir(args)  # before --out is claimed: a wrong CIRCUIT creates nothing
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
     out = args.out if args.out is not None else args.circuit.parent / "cards"
     with contextlib.ExitStack() as stack:
         out = claim(stack, out, "explain", owned=CARD_FILES, within=("demo",))
         try:
-            path = write_card(args, out)
+            path = write_card(args, out, model_dir)
         except (FileNotFoundError, ValueError, PermissionError, KeyError) as e:
             raise CLIError(str(e)) from e
     sys.stdout.write(f"card written to {path} and {path.with_suffix('.json')}\n")
@@ -77,14 +81,17 @@ def _model_dir(args: argparse.Namespace) -> Path:
     """``--model``, else the model folder the circuit file records.
 
     Raises:
-        ValueError: neither is there, or the circuit file is not a JSON object.
+        FileNotFoundError: nothing is at ``args.circuit``.
+        ValueError: ``args.circuit`` is not a circuit file (``read_circuit_dict`` says what it
+            is), or no model folder is given or recorded.
     """
-    from sparse_lens.files.atomic import read_json
+    from sparse_lens.circuits.circuit_format import read_circuit_dict
 
+    data = read_circuit_dict(args.circuit)  # a folder or a config.json is named as such
     if args.model is not None:
         return args.model
-    data = read_json(args.circuit, "circuit")
-    recorded = (data.get("extra") or {}).get("model_dir") if isinstance(data, dict) else None
+    extra = data.get("extra")
+    recorded = extra.get("model_dir") if isinstance(extra, dict) else None
     if not recorded:
         raise ValueError(f"{args.circuit}: no model folder recorded in the circuit; pass --model")
     return Path(recorded)
@@ -114,7 +121,7 @@ def _windows(args: argparse.Namespace, model: Any, model_dir: Path) -> tuple[Any
     return windows, source
 
 
-def write_card(args: argparse.Namespace, out: Path) -> Path:
+def write_card(args: argparse.Namespace, out: Path, model_dir: Path) -> Path:
     """Explain the circuit and write its card into ``out``; returns the Markdown file's path.
 
     Raises:
@@ -126,9 +133,6 @@ def write_card(args: argparse.Namespace, out: Path) -> Path:
     from sparse_lens.files.atomic import atomic_write_json, atomic_write_text
     from sparse_lens.model.transformer import HookedSparseTransformer
 
-    if not args.circuit.is_file():
-        raise FileNotFoundError(f"circuit file {str(args.circuit)!r} does not exist")
-    model_dir = _model_dir(args)
     model = HookedSparseTransformer.from_pretrained(model_dir, device=args.device).eval()
     circuit = Circuit.load(args.circuit, model=model)
     windows, source = _windows(args, model, model_dir)

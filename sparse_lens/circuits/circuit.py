@@ -35,17 +35,17 @@ from sparse_lens.circuits.ablation import (
     norm_scale_hooks,
 )
 from sparse_lens.circuits.circuit_format import (
+    CIRCUIT_VERSION,
     check_edge_direction,
     check_field_types,
     check_structure,
+    read_circuit_dict,
 )
 from sparse_lens.circuits.edges import Edge, edge_hooks, fold_removed_edges
 from sparse_lens.circuits.nodes import Location, NodeKind, node_label, node_locations
-from sparse_lens.files.atomic import atomic_write_json, read_json
+from sparse_lens.files.atomic import atomic_write_json
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
-
-CIRCUIT_VERSION = 1
 
 
 def _by_hook(cfg: SparseTransformerConfig) -> dict[str, Location]:
@@ -233,13 +233,7 @@ class Circuit:
                 integer, ...), derived fields that do not match the nodes, or (with ``model``)
                 an entry that does not exist in the model; the file and the field named.
         """
-        d = read_json(Path(path), "circuit")
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: not a circuit file (a JSON {type(d).__name__})")
-        if d.get("circuit_version") != CIRCUIT_VERSION:
-            raise ValueError(
-                f"{path}: circuit_version {d.get('circuit_version')!r} is not supported"
-            )
+        d = read_circuit_dict(path)
         recorded = {k: d.pop(k, None) for k in ("n_nodes", "n_edges", "derived_from")}
         d = {k: v for k, v in d.items() if k != "circuit_version"}
         check_field_types(d, path)

@@ -4,7 +4,12 @@ direction (``EDGE_KINDS``, as ``circuits/nodes.py`` defines edges). Each check r
 ``ValueError`` naming the file and the first bad entry.
 """
 
+from pathlib import Path
 from typing import Any
+
+from sparse_lens.files.atomic import read_json
+
+CIRCUIT_VERSION = 1
 
 # (source kind, destination kind) of every edge (``circuits/nodes.py``): within one block,
 # forward only
@@ -134,3 +139,42 @@ def check_field_types(d: dict[str, Any], path: Any) -> None:
                 f"{path}: field {name!r} must be {' or '.join(t.__name__ for t in types)}"
                 f"{' or null' if nullable else ''}, got {value!r:.60}"
             )
+
+
+def read_circuit_dict(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a circuit file, with a message that says what ``path`` is instead
+    when it is not one (a folder, a model's ``config.json``, a card, another JSON file).
+
+    Raises:
+        FileNotFoundError: nothing is at ``path``.
+        ValueError: ``path`` is a folder, not valid JSON, not a JSON object, or has no supported
+            ``circuit_version``; the path and what it looks like named.
+    """
+    path = Path(path)
+    if path.is_dir():
+        model = (path / "config.json").is_file() or (path / "final" / "config.json").is_file()
+        what = "a model or run folder" if model else "a folder"
+        raise ValueError(
+            f"{str(path)!r} is {what}, not a circuit file: pass the circuit JSON that "
+            "`sparse-lens prune --out` writes (a model folder goes to --model)"
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"circuit file {str(path)!r} does not exist")
+    d = read_json(path, "circuit")
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not a circuit file (a JSON {type(d).__name__})")
+    if "circuit_version" not in d:
+        raise ValueError(f"{path}: not a circuit file ({_looks_like(d)}, no circuit_version)")
+    if d["circuit_version"] != CIRCUIT_VERSION:
+        raise ValueError(f"{path}: circuit_version {d['circuit_version']!r} is not supported")
+    return d
+
+
+def _looks_like(d: dict[str, Any]) -> str:
+    """What a JSON object without ``circuit_version`` seems to be, for the error message."""
+    if "d_model" in d or "n_layers" in d:
+        return "a model config; a model folder goes to --model"
+    if "rules" in d and "nodes" in d and "summary" in d:
+        return "a circuit card written by `sparse-lens explain`"
+    keys = ", ".join(sorted(d)[:6])
+    return f"a JSON object with keys {keys}" if d else "an empty JSON object"

@@ -17,7 +17,7 @@ from analyses.circuit_graph import circuit_dot, circuit_view_graph
 from analyses.circuit_view import failed_banner, render_circuit_page
 from analyses.frontier import frontier_page
 from analyses.html import circuitsvis_bundle, esc
-from analyses.node_panels import attribution_effects, circuit_patterns, knockout_effects
+from analyses.node_panels import attribution_effects, circuit_patterns
 from analyses.plots import Series, bar_chart, embed, heatmap, line_chart
 from analyses.report import (
     ReportConfig,
@@ -30,6 +30,7 @@ from hooks import node_mask
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.circuit import Circuit
+from sparse_lens.circuits.explain import circuit_knockouts
 from sparse_lens.circuits.faithfulness import circuit_checks, model_verdicts
 from sparse_lens.circuits.graph_view.graph import residual_paths
 from sparse_lens.circuits.nodes import node_locations
@@ -149,11 +150,30 @@ def test_page_sections_and_numbers(setup):
     failed = circuit.extra["faithfulness"]["failed"]
     assert ("This circuit fails" in html) == bool(failed)
     assert set(data["attribution_effects"]) == set(circuit.node_labels(setup[0].cfg))
-    assert len(data["knockout_effects"]) == 6
+    # the card's exact knockouts of every node (same examples), not a top-6 recomputation
+    assert set(data["knockout_effects"]) == set(circuit.node_labels(setup[0].cfg))
     assert all(0 <= h["sink_mass_last"] <= 1 for h in data["heads"])
     description = get_task(TASK).description
     assert "``" in description and esc(description) not in html  # RST literals shown plain
     assert esc(re.sub(r"``(.+?)``", r"\1", description)) in html
+
+
+def test_a_page_without_a_card_computes_its_own_top_knockouts(setup, monkeypatch):
+    """When ``explain`` refuses a circuit (e.g. one answer class in the examples) the page has
+    no card, says why, and computes exact knockouts for the ``n_exact_knockouts`` nodes of
+    largest attribution estimate."""
+    import analyses.report
+
+    def refuse(*args, **kwargs):
+        raise ValueError("the batch gives one answer class")
+
+    monkeypatch.setattr(analyses.report, "explain", refuse)
+    model, circuit, _, _ = setup
+    windows = torch.randint(0, model.cfg.d_vocab, (8, 64), generator=torch.Generator())
+    rcfg = ReportConfig(n_examples=8, n_windows=8, max_node_panels=1, n_exact_knockouts=6)
+    page = circuit_page_data(model, circuit, get_task(TASK), windows, rcfg)
+    assert page.card is None and "one answer class" in page.card_note
+    assert len(page.knockout_effects) == 6 and page.n_exact == 6
 
 
 class _ResourceFinder(HTMLParser):
@@ -209,7 +229,7 @@ def test_attribution_is_the_derivative_of_the_masked_loss(setup):
     batch = task_batch(get_task(TASK), model.tokenizer, 64, "test", 8)
     attr = attribution_effects(model, circuit, batch)
     ref = max(circuit.node_refs(model.cfg), key=lambda r: abs(attr[r.label]))
-    base, exact = knockout_effects(model, circuit, batch, [ref.label])
+    base, exact = circuit_knockouts(model, circuit, batch, [ref.label])
     assert set(exact) == {ref.label}
 
     @torch.no_grad()

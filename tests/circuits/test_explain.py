@@ -65,7 +65,7 @@ def test_numbers_state_what_they_were_computed_on(planted_card):
     pos = detector.position_contrast
     assert pos is not None and pos.n_a == len(batch) and pos.p_value <= 0.002
     assert "n=64" in detector.caption and "p<=0.001" in detector.caption
-    assert card.rules["knockout_threshold_nats"] > 0 and len(card.rules["rules"]) == 8
+    assert card.rules["knockout_threshold_nats"] > 0 and len(card.rules["rules"]) == 9
     assert card.losses["circuit"] < card.losses["empty"]
     assert [s.name for s in card.stages] == ["Layer 0 attention", "Layer 0 MLP", "Final residual"]
     text = json.dumps(card.to_json())  # plain JSON: an infinite t is written as null
@@ -129,3 +129,29 @@ def test_the_notebook_nouns_are_top_level():
     assert {"Circuit", "explain", "get_task", "faithfulness_report"} <= set(sparse_lens.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         sparse_lens.nope  # noqa: B018
+
+
+def test_the_card_warns_first_when_its_reading_is_limited(planted_card):
+    """A circuit above its target, a task the full model fails, and too few examples for any
+    contrast to be significant each give a warning, shown first in the Markdown and the page;
+    the planted circuit on 32 examples gives none."""
+    import dataclasses
+
+    from analyses.card import card_markdown
+    from sparse_lens.circuits.graph_view.card_html import card_html, card_view
+
+    model, circuit, batch, card = planted_card
+    assert card.warnings == ()
+    strict = dataclasses.replace(circuit, target_loss=card.losses["circuit"] / 2)
+    missed = explain(model, strict, batch)
+    assert len(missed.warnings) == 1 and "misses its target" in missed.warnings[0]
+    flipped = dataclasses.replace(batch, correct=batch.incorrect, incorrect=batch.correct)
+    failed = explain(model, circuit, flipped)
+    assert any("full model does not solve this task" in w for w in failed.warnings)
+    few = explain(model, circuit, batch.subset(list(range(6))))
+    assert any("smallest p-value a class contrast can reach" in w for w in few.warnings)
+    md = card_markdown(missed)
+    assert md.index("**Warning:**") < md.index(missed.summary)
+    page = card_html(card_view(missed))
+    assert page.index("card-warning") < page.index('class="summary"')
+    assert "card-warning" not in card_html(card_view(card))

@@ -143,8 +143,18 @@ def test_the_detector_rule_needs_a_significant_position_contrast():
 def test_rule_order():
     quiet = _facts(knockout_circuit=0.001, knockout_full=-0.002, kind="final", direct_effect=5.0)
     assert assign_role(quiet, CFG, 0.01)[0] == "no measurable role"
-    harmful = _facts(knockout_circuit=-0.5)  # removing it helps a lot: measurable
-    assert assign_role(harmful, CFG, 0.01)[0] == "contributor"
+    harmful = _facts(knockout_circuit=-0.5, knockout_full=0.0)  # removing it helps a lot
+    assert assign_role(harmful, CFG, 0.01)[:2] == (
+        "suppressor",
+        "rule 9: " + ("knockout only lowers the loss, no other rule holds"),
+    )
+    # the full model's knockout alone: it helps there, so it does not contribute
+    assert assign_role(_facts(knockout_circuit=0.0, knockout_full=-0.3), CFG, 0.01)[0] == (
+        "suppressor"
+    )
+    # a node that helps in the full model but only hurts in the circuit still contributes
+    both = _facts(knockout_circuit=-0.2, knockout_full=0.3)
+    assert assign_role(both, CFG, 0.01)[0] == "contributor"
     assert assign_role(_facts(kind="attn_out", direct_effect=-0.4), CFG, 0.01)[0] == "output"
     amp = _facts(contrasts={"answer": _contrast("answer", -2.0, 0.001)})
     assert assign_role(amp, CFG, 0.01)[0] == "amplifier"
@@ -179,3 +189,35 @@ def test_circuit_explain_builds_its_task_batch():
     assert len(card.nodes) == circuit.n_nodes and all(n.role in ROLES for n in card.nodes)
     assert card.classes[0] != card.classes[1]
     assert [s.index for s in card.stages] == list(range(len(card.stages)))
+
+
+def test_head_role_is_given_in_the_circuit_and_in_the_full_model():
+    """A head whose pruned attention is diffuse while the full model's moves says so: its
+    caption names both roles and calls the circuit's attention an artefact of pruning."""
+    from sparse_lens.circuits.explain.captions import head_caption
+
+    moving = Attention(shares={}, sink=0.0, top_class="marked", top_share=0.8, lift=8.0)
+    uniform = Attention(shares={}, sink=0.0, top_class="other", top_share=0.4, lift=1.0)
+    roles = (head_role(uniform, True, CFG), head_role(moving, True, CFG))
+    assert roles == ("diffuse", "mover")
+    text = head_caption("1.2", roles, uniform, moving)
+    assert "(diffuse)" in text and "In the full model it is mover" in text
+    assert "artefact of pruning" in text
+    same = head_caption("1.2", ("mover", "mover"), moving, moving)
+    assert "artefact" not in same
+
+
+def test_smallest_p_value_says_when_no_contrast_can_be_significant():
+    from sparse_lens.circuits.explain.stats import smallest_p_value
+
+    # 3 vs 3 values: 20 label splits, so p cannot go below 1/20 whatever the permutations
+    assert smallest_p_value("classes", 3, 3, 999) == pytest.approx(1 / 20)
+    assert smallest_p_value("classes", 32, 32, 999) == pytest.approx(1 / 1000)
+    assert smallest_p_value("classes", 32, 32, 50) == pytest.approx(1 / 51)
+    assert smallest_p_value("positions", 4, 4, 999) == pytest.approx(2 / 16)
+    # the bound is real: a perfect separation of 3 vs 3 gets p near 2/20 (two-sided), not 0.001
+    a, b = torch.tensor([5.0, 6.0, 7.0]), torch.tensor([0.0, 1.0, 2.0])
+    c = class_contrast(a, b, where="answer", sd=1.0, n_permutations=999, generator=gen())
+    assert c.p_value >= smallest_p_value("classes", 3, 3, 999)
+    with pytest.raises(ValueError, match="n_a, n_b"):
+        smallest_p_value("classes", 0, 3, 999)

@@ -351,7 +351,7 @@ def test_a_final_circuit_above_its_target_is_an_error(monkeypatch):
 def test_knockout_effects_with_removed_edges_equal_the_smaller_circuit():
     """A node knocked out on a circuit with removed edges: the edge hooks that share the
     node's hook point stay in place (regression: the edge's read hook was replaced)."""
-    from analyses.node_panels import knockout_effects
+    from sparse_lens.circuits.explain import circuit_knockouts as knockout_effects
     from sparse_lens.tasks.task import TaskBatch, task_loss
 
     model = build_model()

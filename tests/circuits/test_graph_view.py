@@ -10,6 +10,7 @@ from sparse_lens.circuits.graph_view.core import core_drawing, group_key
 from sparse_lens.circuits.graph_view.graph import (
     CORE_SHARE,
     NO_ROLE,
+    SITE_ORDER,
     Drawing,
     Item,
     Link,
@@ -206,3 +207,21 @@ def test_the_renderers_import_without_torch():
     out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
                          timeout=60, check=True).stdout  # fmt: skip
     assert out.strip() == "[]"
+
+
+def test_a_small_core_reads_in_one_row_with_the_final_residual_at_the_right():
+    """Bands fill like lines of text: layers that fit one page width share a band, so a small
+    circuit is one left-to-right row and its final residual is its rightmost column."""
+    items = [
+        Item(key="a", column=(0, SITE_ORDER["attn_in"]), text="L0 attn in 1", kind="attn_in"),
+        Item(key="n", column=(0, SITE_ORDER["neuron"]), text="L0 mlp 7", kind="neuron"),
+        Item(key="v", column=(1, SITE_ORDER["v"]), text="L1 H2 v 0", kind="v"),
+        Item(key="f", column=(1, SITE_ORDER["final"]), text="final 3", kind="final"),
+    ]
+    drawing = Drawing(task="t", view="core", items=tuple(items), links=())
+    lay = layered_layout(drawing)
+    assert len({b.y for b in lay.boxes.values()}) == 1  # one row
+    assert max(lay.boxes.values(), key=lambda b: b.x).key == "f"
+    # a wide graph still wraps into bands within the width, in forward order
+    wide = layered_layout(full_drawing(synthetic_graph()))
+    assert wide.width <= MAX_WIDTH and wide.height > (MAX_ROWS + 2) * ROW_H

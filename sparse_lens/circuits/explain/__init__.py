@@ -13,6 +13,11 @@ from sparse_lens.circuits.explain.card import (
     Role,
     Stage,
 )
+from sparse_lens.circuits.explain.measure import (
+    circuit_knockouts,
+    empty_circuit_loss,
+    full_knockouts,
+)
 from sparse_lens.circuits.explain.roles import RULES, ExplainConfig
 from sparse_lens.circuits.explain.stats import Contrast
 
@@ -29,5 +34,8 @@ __all__ = [
     "NodeExplanation",
     "Role",
     "Stage",
+    "circuit_knockouts",
+    "empty_circuit_loss",
     "explain",
+    "full_knockouts",
 ]

@@ -42,8 +42,14 @@ from sparse_lens.circuits.explain.roles import (
     rules_table,
     stages,
 )
-from sparse_lens.circuits.explain.stats import Contrast, class_contrast, position_contrast
+from sparse_lens.circuits.explain.stats import (
+    Contrast,
+    class_contrast,
+    position_contrast,
+    smallest_p_value,
+)
 from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.tasks.selection import PAPER_TARGET
 from sparse_lens.tasks.task import TaskBatch, get_task, task_batch
 
 
@@ -180,7 +186,8 @@ def _heads(
     for layer, head in sorted(m.attention):
         members = [r for r in refs if (r.layer, r.head) == (layer, head)]
         circuit, full = m.attention[(layer, head)], attention_of(m.full, (layer, head), s.codes)
-        role = head_role(circuit, any(r.kind == "v" for r in members), cfg)
+        has_value = any(r.kind == "v" for r in members)
+        roles = (head_role(circuit, has_value, cfg), head_role(full, has_value, cfg))
         label = f"{layer}.{head}"
         out.append(
             HeadExplanation(
@@ -190,8 +197,9 @@ def _heads(
                 nodes=tuple(r.label for r in members),
                 circuit=circuit,
                 full=full,
-                role=role,
-                caption=head_caption(label, role, circuit, full, s.where_text["marked"]),
+                role=roles[0],
+                full_role=roles[1],
+                caption=head_caption(label, roles, circuit, full, s.where_text["marked"]),
             )
         )
     return tuple(out)
@@ -237,6 +245,7 @@ def explain(
     windows: Int[Tensor, "window pos"] | None = None,
     windows_source: dict[str, Any] | None = None,
     config: ExplainConfig | None = None,
+    progress: bool = False,
 ) -> CircuitCard:
     """Explain ``circuit`` (pruned from ``model``): every kept node's measurements and role.
 
@@ -249,6 +258,7 @@ def explain(
             no corpus profiles, the sd is over the task examples' positions).
         windows_source: how ``windows`` were drawn, recorded in the card's provenance.
         config: thresholds and sample sizes (``ExplainConfig``).
+        progress: tqdm bars over the knockouts (two forward passes per node).
 
     Returns:
         A ``CircuitCard`` (JSON via ``to_json()``; Markdown via ``analyses.card``).
@@ -270,7 +280,7 @@ def explain(
         )
     s = task_view(batch, _decoder(model))
     refs = list(circuit.node_refs(model.cfg))
-    m, losses = measure(model, circuit, refs, s, windows, cfg)
+    m, losses = measure(model, circuit, refs, s, windows, cfg, progress=progress)
     ko_min = cfg.knockout_threshold(losses["circuit"], losses["empty"])
     nodes = tuple(_node(r, m, s, cfg, ko_min, model.cfg.d_head) for r in refs)
     heads = _heads(refs, m, s, cfg)
@@ -288,7 +298,38 @@ def explain(
         heads=heads,
         stages=stages(nodes),
         summary=_summary(nodes, heads, losses, s, circuit.task),
+        warnings=card_warnings(losses, circuit.target_loss, split, s, cfg),
     )
+
+
+def card_warnings(
+    losses: dict[str, float], target: float, split: str, s: TaskView, cfg: ExplainConfig
+) -> tuple[str, ...]:
+    """What limits the card's reading on these examples (``CircuitCard.warnings``)."""
+    out = []
+    n = len(s.batch)
+    if losses["full"] > PAPER_TARGET:
+        out.append(
+            f"The full model does not solve this task on these examples: its task loss "
+            f"{losses['full']:.3f} is above the paper's target {PAPER_TARGET} ({split}, n={n}); "
+            "the roles describe how it fails as much as how it works."
+        )
+    if losses["circuit"] > target:
+        out.append(
+            f"The circuit misses its target on these examples: task loss {losses['circuit']:.3f} "
+            f"> {target:.3g} ({split}, n={n}); it does less of the task than its size suggests."
+        )
+    n_a = int(s.is_a.sum())
+    if min(n_a, n - n_a) >= 1:
+        floor = smallest_p_value("classes", n_a, n - n_a, cfg.n_permutations)
+        if floor >= cfg.alpha:
+            out.append(
+                f"With {n_a}/{n - n_a} examples per answer and {cfg.n_permutations} "
+                f"permutations the smallest p-value a class contrast can reach is {floor:.2g}, "
+                f"not below alpha {cfg.alpha}: no class contrast can be significant, so no node "
+                "can be a detector, classifier or amplifier; use more examples or permutations."
+            )
+    return tuple(out)
 
 
 def _provenance(

@@ -106,15 +106,29 @@ def role_evidence(
         return f"fires at {where_text['marked']} whatever the answer ({contrast_text(position)})"
     if role in ("classifier", "amplifier") and c is not None and where is not None:
         return f"{tell} at {where_text[where]} ({contrast_text(c)})"
+    if role == "suppressor":
+        return "knocking it out lowers the task loss (it works against the answer); no contrast, attention or direct-effect rule holds"
     return "no contrast, attention or direct-effect rule holds"
 
 
 def head_caption(
-    label: str, role: str, circuit: Attention, full: Attention, marked: str = "the marked token"
+    label: str,
+    roles: tuple[str, str],
+    circuit: Attention,
+    full: Attention,
+    marked: str = "the marked token",
 ) -> str:
-    """E.g. ``Head 0.0 (mover): from the answer position, 67% on the marked token ...``."""
+    """E.g. ``Head 0.0 (mover): from the answer position, 67% on the marked token ...``;
+    ``roles`` is ``(in the circuit, in the full model)``, and a head whose roles differ says
+    that pruning changed where it attends."""
     agree = "as in" if full.top_class == circuit.top_class else "unlike"
-    return (
-        f"Head {label} ({role}): from the answer position, {attention_text(circuit, marked)} in "
-        f"the circuit; {agree} the full model ({attention_text(full, marked)})."
+    text = (
+        f"Head {label} ({roles[0]}): from the answer position, {attention_text(circuit, marked)} "
+        f"in the circuit; {agree} the full model ({attention_text(full, marked)})."
     )
+    if roles[0] != roles[1]:
+        text += (
+            f" In the full model it is {roles[1]}: the pruned circuit changed where it attends, "
+            "so read its circuit attention as an artefact of pruning, not the head's behaviour."
+        )
+    return text

@@ -12,7 +12,14 @@ from sparse_lens.circuits.explain.stats import Contrast
 from sparse_lens.circuits.nodes import NodeKind
 
 Role = Literal[
-    "detector", "classifier", "mover", "amplifier", "output", "contributor", "no measurable role"
+    "detector",
+    "classifier",
+    "mover",
+    "amplifier",
+    "output",
+    "contributor",
+    "suppressor",
+    "no measurable role",
 ]
 ROLES: tuple[Role, ...] = get_args(Role)
 HeadRole = Literal["mover", "local", "sink", "diffuse"]
@@ -62,8 +69,10 @@ class Attention:
 @dataclass(frozen=True, kw_only=True)
 class HeadExplanation:
     """A head with kept q/k/v nodes: its attention in the circuit and the full model, and a
-    role (``mover``: most attention on one earlier position class, with kept value channels;
-    ``local``: on the answer position; ``sink``: on the sink; ``diffuse``: none of these)."""
+    role by the same rule in each (``mover``: most attention on one earlier position class,
+    with kept value channels; ``local``: on the answer position; ``sink``: on the sink;
+    ``diffuse``: none of these). ``role != full_role`` says that pruning changed where the head
+    attends (e.g. ``diffuse`` in the circuit, ``mover`` in the full model)."""
 
     label: str
     layer: int
@@ -72,6 +81,7 @@ class HeadExplanation:
     circuit: Attention
     full: Attention
     role: HeadRole
+    full_role: HeadRole
     caption: str
 
 
@@ -123,7 +133,10 @@ class Stage:
 @dataclass(frozen=True, kw_only=True)
 class CircuitCard:
     """A circuit explained: what it was computed on (``provenance``), the rules and thresholds
-    (``rules``), the losses, every node and head, the stages and a summary paragraph."""
+    (``rules``), the losses, every node and head, the stages and a summary paragraph.
+    ``warnings``: what limits the reading (the circuit misses its target or the full model does
+    not solve the task on these examples; too few examples or permutations for any contrast to
+    be significant), shown first wherever the card is."""
 
     task: str
     classes: tuple[str, str]
@@ -137,6 +150,7 @@ class CircuitCard:
     heads: tuple[HeadExplanation, ...]
     stages: tuple[Stage, ...]
     summary: str
+    warnings: tuple[str, ...] = ()
 
     def node(self, label: str) -> NodeExplanation:
         """The node of ``label``.

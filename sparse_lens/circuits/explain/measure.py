@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from hooks import flat, node_mask, record
 from hooks.types import HookList
@@ -89,25 +90,44 @@ def norm_hooks(model: HookedSparseTransformer, circuit: CircuitLike, batch: Task
     return norm_scale_hooks(model, batch.tokens.to(model.W_E.device))
 
 
+def _bar(items: list[Any], desc: str, progress: bool) -> Any:
+    """``items`` with a tqdm progress bar when ``progress``."""
+    return tqdm(items, desc=desc, disable=not progress, leave=False)
+
+
 @torch.no_grad()
 def circuit_knockouts(
-    model: HookedSparseTransformer, circuit: CircuitLike, batch: TaskBatch
-) -> tuple[float, float, dict[str, float]]:
-    """``(circuit loss, empty-circuit loss, label -> loss increase)``: each kept node alone
-    removed from the circuit (set to its ablation value), the rest of the circuit kept."""
+    model: HookedSparseTransformer,
+    circuit: CircuitLike,
+    batch: TaskBatch,
+    labels: Sequence[str] | None = None,
+    *,
+    progress: bool = False,
+) -> tuple[float, dict[str, float]]:
+    """``(circuit loss, label -> loss increase)``: each kept node (all, or those of ``labels``)
+    alone removed from the circuit (set to its ablation value), the rest of the circuit kept;
+    exact, one forward pass of ``batch`` per node, in nats.
+
+    Raises:
+        KeyError: a label of ``labels`` is not a kept node's.
+    """
     tokens = batch.tokens.to(model.W_E.device)
     base_hooks = circuit.fwd_hooks(model, tokens)
     masks = circuit.masks()
-    empty = circuit.fwd_hooks(
-        model, tokens, masks={h: torch.zeros_like(m) for h, m in masks.items()}
-    )
     index: dict[str, int] = {}
     for i, (name, _) in enumerate(base_hooks):  # a node mask comes before any edge hook there
         if isinstance(name, str) and name in masks:
             index.setdefault(name, i)
+    refs = list(circuit.node_refs(model.cfg))
+    if labels is not None:
+        by_label = {r.label: r for r in refs}
+        missing = [x for x in labels if x not in by_label]
+        if missing:
+            raise KeyError(f"not kept nodes of the circuit: {missing[:4]}")
+        refs = [by_label[x] for x in labels]
     base = task_loss(model, batch, base_hooks)
     effects = {}
-    for ref in circuit.node_refs(model.cfg):
+    for ref in _bar(refs, "knockouts (circuit)", progress):
         mask = masks[ref.hook].clone()
         mask[ref.channel] = 0.0
         hooks = list(base_hooks)
@@ -116,19 +136,33 @@ def circuit_knockouts(
             node_mask(mask, torch.tensor(circuit.baselines[ref.hook])),
         )
         effects[ref.label] = task_loss(model, batch, hooks) - base
-    return base, task_loss(model, batch, empty), effects
+    return base, effects
+
+
+@torch.no_grad()
+def empty_circuit_loss(
+    model: HookedSparseTransformer, circuit: CircuitLike, batch: TaskBatch
+) -> float:
+    """Task loss (nats) with every node at its ablation value, in the circuit's norm regime."""
+    tokens = batch.tokens.to(model.W_E.device)
+    zeros = {h: torch.zeros_like(m) for h, m in circuit.masks().items()}
+    return task_loss(model, batch, circuit.fwd_hooks(model, tokens, masks=zeros))
 
 
 @torch.no_grad()
 def full_knockouts(
-    model: HookedSparseTransformer, circuit: CircuitLike, batch: TaskBatch
+    model: HookedSparseTransformer,
+    circuit: CircuitLike,
+    batch: TaskBatch,
+    *,
+    progress: bool = False,
 ) -> tuple[float, dict[str, float]]:
     """``(full-model loss, label -> loss increase)``: each kept node alone set to its ablation
-    value in the full model."""
+    value in the full model (nats)."""
     norms = norm_hooks(model, circuit, batch)
     base = task_loss(model, batch, norms)
     effects = {}
-    for ref in circuit.node_refs(model.cfg):
+    for ref in _bar(list(circuit.node_refs(model.cfg)), "knockouts (full model)", progress):
         mask = torch.ones(circuit.sizes[ref.hook])
         mask[ref.channel] = 0.0
         baseline = torch.tensor(circuit.baselines[ref.hook])
@@ -205,6 +239,8 @@ def measure(
     s: TaskView,
     windows: Tensor | None,
     cfg: ExplainConfig,
+    *,
+    progress: bool = False,
 ) -> tuple[Measured, dict[str, float]]:
     """Every forward pass: full and circuit runs, knockouts, and the pretraining sample."""
     heads = sorted({(r.layer, r.head) for r in refs if r.head is not None})
@@ -212,8 +248,9 @@ def measure(
     norms = norm_hooks(model, circuit, s.batch)
     full = record_run(model, s.batch, refs, heads, norms, circuit.sizes)
     circ = record_run(model, s.batch, refs, heads, circuit.fwd_hooks(model, tokens), circuit.sizes)
-    loss_c, loss_e, ko_c = circuit_knockouts(model, circuit, s.batch)
-    loss_f, ko_f = full_knockouts(model, circuit, s.batch)
+    loss_c, ko_c = circuit_knockouts(model, circuit, s.batch, progress=progress)
+    loss_e = empty_circuit_loss(model, circuit, s.batch)
+    loss_f, ko_f = full_knockouts(model, circuit, s.batch, progress=progress)
     profiles = None
     if windows is not None:
         data = corpus_values(model, refs, circuit.sizes, windows, separator_ids(model))

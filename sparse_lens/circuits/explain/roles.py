@@ -24,11 +24,15 @@ threshold is ``max(min_knockout, knockout_share * (empty-circuit loss - circuit 
    it carries or strengthens the class at the answer position for later nodes.
 7. **mover** (query or key channel): a q/k channel of a head whose attention meets rule 2: it
    steers the head to its source.
-8. **contributor**: a measurable knockout but none of the rules above.
+8. **contributor**: knocking it out raises the task loss by at least the threshold (in the
+   circuit or in the full model), none of the rules above.
+9. **suppressor**: its measurable knockouts all *lower* the task loss: it works against the
+   answer, none of the rules above.
 
 Heads (``head_role``): ``mover`` when rule 2's attention condition holds and the head keeps a
 value channel, ``local`` when it puts ``attention_share`` on the answer position, ``sink`` on
-the sink, ``diffuse`` otherwise.
+the sink, ``diffuse`` otherwise; the rule is applied to the circuit's attention (``role``) and
+to the full model's (``full_role``), so a head whose pruned attention differs is visible.
 """
 
 from dataclasses import dataclass
@@ -48,7 +52,10 @@ RULES: tuple[str, ...] = (
     "5. classifier: a class contrast at the marked token or at the source position",
     "6. amplifier: a class contrast at the answer position",
     "7. mover: a query/key channel of a head that meets rule 2's attention condition",
-    "8. contributor: a measurable knockout, no other rule",
+    "8. contributor: knockout raises the loss by >= the threshold (circuit or full model), "
+    "no other rule",
+    "9. suppressor: measurable knockouts only lower the loss (it works against the answer), "
+    "no other rule",
 )
 MOVE_CLASSES = ("marked", "candidate", "other")  # earlier positions a head can move from
 WRITES: tuple[NodeKind, ...] = ("attn_out", "mlp_out", "final")
@@ -157,7 +164,9 @@ def assign_role(f: NodeFacts, cfg: ExplainConfig, ko_min: float) -> tuple[Role, 
         return "amplifier", "rule 6: class contrast at the answer position", "answer"
     if f.kind in ("q", "k") and cfg.moves(f.attention):
         return "mover", "rule 7: query/key of a head that attends to an earlier class", None
-    return "contributor", "rule 8: measurable knockout, no other rule holds", None
+    if max(f.knockout_circuit, f.knockout_full) >= ko_min:
+        return "contributor", "rule 8: knockout raises the loss, no other rule holds", None
+    return "suppressor", "rule 9: knockout only lowers the loss, no other rule holds", None
 
 
 def head_role(attention: Attention, has_value: bool, cfg: ExplainConfig) -> HeadRole:

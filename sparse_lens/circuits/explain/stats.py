@@ -137,3 +137,23 @@ def position_contrast(
         n_b=len(elsewhere),
         n_permutations=n_permutations,
     )
+
+
+def smallest_p_value(test: ContrastTest, n_a: int, n_b: int, n_permutations: int) -> float:
+    """About the smallest p-value a contrast of ``test`` on ``n_a``/``n_b`` values can reach:
+    the larger of ``1 / (n_permutations + 1)`` (the Monte Carlo floor) and the share of the
+    distinct rearrangements that are as extreme as the observed one at best
+    (``1 / C(n_a + n_b, n_a)`` label splits for ``classes``; ``2 / 2**n_a`` sign flips for
+    ``positions``, the flip of every sign being as extreme). When it is not below ``alpha`` no
+    contrast of that size can be significant, whatever the node does.
+
+    Raises:
+        ValueError: ``n_a`` or ``n_b`` below 1, or ``n_permutations`` below 1.
+    """
+    if min(n_a, n_b, n_permutations) < 1:
+        raise ValueError(f"need n_a, n_b, n_permutations >= 1, got {n_a}, {n_b}, {n_permutations}")
+    if test == "classes":
+        exact = 1 / math.comb(n_a + n_b, n_a)
+    else:
+        exact = 2 / 2.0**n_a
+    return max(1 / (n_permutations + 1), exact)

@@ -37,6 +37,7 @@ class CardView:
     computed_on: str
     stages: tuple[StageView, ...]
     heads: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def card_view(card: "CircuitCard", *, examples: str | None = None) -> CardView:
@@ -59,7 +60,13 @@ def card_view(card: "CircuitCard", *, examples: str | None = None) -> CardView:
         f"{p['n_permutations']} permutations per test; knockouts: {p['knockouts']}."
     )
     heads = tuple(h.caption for h in card.heads)
-    return CardView(summary=card.summary, computed_on=computed_on, stages=stages, heads=heads)
+    return CardView(
+        summary=card.summary,
+        computed_on=computed_on,
+        stages=stages,
+        heads=heads,
+        warnings=tuple(card.warnings),
+    )
 
 
 def _text(text: str) -> str:
@@ -76,8 +83,10 @@ def _caption(text: str) -> str:
 def card_html(card: CardView) -> str:
     """The ``<section class="circuit-card">`` of ``card`` (module docstring); a stage with a
     node of some role is open, one with none is closed."""
-    out = [
-        f'<section class="circuit-card"><p class="summary">{_text(card.summary)}</p>',
+    out = ['<section class="circuit-card">']
+    out += [f'<p class="card-warning"><b>Warning:</b> {_text(w)}</p>' for w in card.warnings]
+    out += [
+        f'<p class="summary">{_text(card.summary)}</p>',
         f'<p class="note">Computed on {_text(card.computed_on)}</p>',
     ]
     for i, st in enumerate(card.stages):

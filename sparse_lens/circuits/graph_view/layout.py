@@ -158,25 +158,42 @@ def _column_width(col: list[Item], max_rows: int) -> float:
     return sum(widths) + SUB_GAP * (len(subs) - 1)
 
 
-def _bands(cols: list[list[Item]], max_rows: int, max_width: float) -> list[list[list[Item]]]:
-    """The columns cut into bands: at each layer, and, where a layer is wider than
-    ``max_width``, between its attention and its MLP (no edge crosses either cut: edges stay
-    within a block, and the attention's writes reach the MLP's reads by residual paths only)."""
+def _units(cols: list[list[Item]], max_rows: int, max_width: float) -> list[list[list[Item]]]:
+    """The columns by layer; a layer wider than ``max_width`` is cut between its attention and
+    its MLP (no edge crosses either cut: edges stay within a block, and the attention's writes
+    reach the MLP's reads by residual paths only)."""
     layers: dict[int, list[list[Item]]] = {}
     for col in cols:
         layers.setdefault(col[0].column[0], []).append(col)
-    bands: list[list[list[Item]]] = []
+    units: list[list[list[Item]]] = []
     for layer in layers.values():
-        width = LEFT + sum(_column_width(col, max_rows) + COL_GAP for col in layer) - COL_GAP
         mlp = [
             col for col in layer if SITE_ORDER["mlp_in"] <= col[0].column[1] < SITE_ORDER["final"]
         ]
         attn = [col for col in layer if col[0].column[1] < SITE_ORDER["mlp_in"]]
-        if width > max_width and attn and mlp:
+        if _width(layer, max_rows) > max_width and attn and mlp:
             final = [col for col in layer if col[0].column[1] == SITE_ORDER["final"]]
-            bands += [attn, mlp + final]
+            units += [attn, mlp + final]
         else:
-            bands.append(layer)
+            units.append(layer)
+    return units
+
+
+def _width(cols: list[list[Item]], max_rows: int) -> float:
+    """The width of a band of ``cols``, margins included."""
+    return 2 * LEFT + sum(_column_width(col, max_rows) + COL_GAP for col in cols) - COL_GAP
+
+
+def _bands(cols: list[list[Item]], max_rows: int, max_width: float) -> list[list[list[Item]]]:
+    """The columns in bands, like lines of text: whole layers (or half-layers, ``_units``) in
+    forward order, each band filled left to right while it stays within ``max_width``, so a
+    small circuit reads in one row and the final residual stays at the right of its band."""
+    bands: list[list[list[Item]]] = []
+    for unit in _units(cols, max_rows, max_width):
+        if bands and _width(bands[-1] + unit, max_rows) <= max_width:
+            bands[-1] = bands[-1] + unit
+        else:
+            bands.append(unit)
     return bands
 
 
@@ -187,10 +204,11 @@ def layered_layout(
     sweeps: int = 4,
     max_width: float | None = MAX_WIDTH,
 ) -> Layout:
-    """Boxes of ``drawing``'s items in columns (module docstring). Each layer's columns are a
-    band of their own, stacked top to bottom (the final residual closes the last band); a layer
-    wider than ``max_width`` px is cut between its attention and its MLP (``_bands``; None:
-    one band, however wide). A half-layer wider than that is left wide (a page scrolls it).
+    """Boxes of ``drawing``'s items in columns (module docstring). The columns are set in bands
+    stacked top to bottom, each filled with whole layers left to right while it fits
+    ``max_width`` px (``_bands``; None: one band, however wide); a layer wider than that is cut
+    between its attention and its MLP, and a half-layer wider still is left wide (a page
+    scrolls it). The final residual closes the last band.
 
     Raises:
         ValueError: ``max_rows`` is below 1.

@@ -11,6 +11,7 @@ GRAPH_CSS = """
 .graph { overflow-x: auto; border: 1px solid #eee; max-width: 100%; }
 details.full-graph > summary, details.stage > summary { cursor: pointer; margin: 6px 0; }
 .circuit-card .summary { font-size: 1.05em; line-height: 1.45; }
+.card-warning { background: #fde8e8; border: 1px solid #b00; padding: 0.5em; }
 """
 
 

@@ -73,3 +73,37 @@ def test_explain_errors(saved, tmp_path, capsys):
     assert not (tmp_path / "c").exists()  # refused before writing: nothing left
     assert main(["explain", str(tmp_path / "missing.json"), "--out", str(tmp_path / "c")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("what", "says"),
+    [
+        ("model folder", "is a model or run folder, not a circuit file"),
+        ("model config", "not a circuit file (a model config"),
+        ("card", "not a circuit file (a circuit card"),
+        ("other json", "not a circuit file (a JSON object with keys a, b"),
+        ("json list", "not a circuit file (a JSON list)"),
+    ],
+)
+def test_explain_names_what_it_was_given_instead_of_a_circuit(saved, tmp_path, capsys, what, says):
+    """``explain`` (and ``report`` for a file) says what the path is when it is not a circuit
+    file (a model folder or its config.json, a card, another JSON) and creates nothing."""
+    root, _ = saved
+    path = {
+        "model folder": root / "model",
+        "model config": root / "model" / "config.json",
+    }.get(what)
+    if path is None:
+        path = tmp_path / "x.json"
+        body = {"card": {"rules": [], "nodes": [], "summary": ""}, "other json": {"a": 1, "b": 2}}
+        path.write_text(json.dumps(body.get(what, [1, 2])))
+    commands = [["explain", str(path)]]
+    commands += [["report", str(path)]] if path.is_file() else []  # report takes run folders
+    for command in commands:
+        out = tmp_path / "out"
+        assert main([*command, "--out", str(out), *(FAST if command[0] == "explain" else [])]) == 2
+        err = capsys.readouterr().err
+        assert says in err, (command, err)
+        assert not out.exists()
+    with pytest.raises(ValueError, match="not a circuit file"):
+        Circuit.load(path)
