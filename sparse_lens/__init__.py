@@ -21,7 +21,22 @@ if TYPE_CHECKING:
     from sparse_lens.model.config import SparseTransformerConfig
     from sparse_lens.model.sparsity import project_weights_
     from sparse_lens.model.transformer import HookedSparseTransformer
-    from sparse_lens.tasks.task import get_task
+    from sparse_lens.bridges.maps import BridgeConfig, Bridges, hybrid_forward
+    from sparse_lens.bridges.train import evaluate_bridges, fit_bridges
+    from sparse_lens.circuits.ablation import make_ablation
+    from sparse_lens.circuits.explain import circuit_knockouts
+    from sparse_lens.circuits.masks import PruneConfig
+    from sparse_lens.circuits.prune_task import PruneRequest, prune_task
+    from sparse_lens.data.token_data import prepare_data
+    from sparse_lens.tasks.selection import relaxed_target
+    from sparse_lens.tasks.task import (
+        binary_logits,
+        get_task,
+        task_batch,
+        task_loss,
+        task_metrics,
+        task_table,
+    )
 
 __version__ = "0.1.0"
 
@@ -37,6 +52,24 @@ _LAZY = {
     "faithfulness_report": "sparse_lens.circuits.faithfulness",
     "get_task": "sparse_lens.tasks.task",
     "prune": "sparse_lens.circuits.prune_task",
+    # what the tutorials use: tasks, data, pruning, knockouts, bridges
+    "binary_logits": "sparse_lens.tasks.task",
+    "task_batch": "sparse_lens.tasks.task",
+    "task_loss": "sparse_lens.tasks.task",
+    "task_metrics": "sparse_lens.tasks.task",
+    "task_table": "sparse_lens.tasks.task",
+    "relaxed_target": "sparse_lens.tasks.selection",
+    "prepare_data": "sparse_lens.data.token_data",
+    "PruneConfig": "sparse_lens.circuits.masks",
+    "PruneRequest": "sparse_lens.circuits.prune_task",
+    "prune_task": "sparse_lens.circuits.prune_task",
+    "make_ablation": "sparse_lens.circuits.ablation",
+    "circuit_knockouts": "sparse_lens.circuits.explain",
+    "BridgeConfig": "sparse_lens.bridges.maps",
+    "Bridges": "sparse_lens.bridges.maps",
+    "hybrid_forward": "sparse_lens.bridges.maps",
+    "evaluate_bridges": "sparse_lens.bridges.train",
+    "fit_bridges": "sparse_lens.bridges.train",
 }
 
 
@@ -53,21 +86,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = [
-    "ACT_SITES",
-    "PAPER_ACT_SITES",
-    "Circuit",
-    "HookedSparseTransformer",
-    "SparseTransformerConfig",
-    "abs_topk",
-    "explain",
-    "faithfulness_report",
-    "from_circuit_sparsity",
-    "get_task",
-    "load_dense",
-    "project_weights_",
-    "prune",
-]
+__all__ = ["ACT_SITES", "PAPER_ACT_SITES", "from_circuit_sparsity", "load_dense", *_LAZY]
 
 
 def from_circuit_sparsity(*args, **kwargs):  # noqa: ANN002, ANN003

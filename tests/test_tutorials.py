@@ -29,6 +29,36 @@ def test_three_tutorials_without_outputs():
                 assert not cell.outputs and cell.execution_count is None, path.name
 
 
+def test_tutorials_import_our_names_from_the_top_level_only():
+    """A notebook reads ``from sparse_lens import ...`` (and ``analyses``, ``hooks``), never a
+    module path inside them, and every name it imports is there."""
+    import ast
+
+    import analyses
+    import hooks
+    import sparse_lens
+
+    ours = {"sparse_lens": sparse_lens, "analyses": analyses, "hooks": hooks}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    modules = (
+                        [node.module or ""]
+                        if isinstance(node, ast.ImportFrom)
+                        else [a.name for a in node.names]
+                    )
+                    for module in modules:
+                        root = module.split(".")[0]
+                        assert root not in ours or module == root, (path.name, module)
+                if isinstance(node, ast.ImportFrom) and node.module in ours:
+                    for alias in node.names:
+                        assert hasattr(ours[node.module], alias.name), (path.name, alias.name)
+
+
 @pytest.fixture(scope="module")
 def kernel_env(tmp_path_factory):
     env = {"SPARSE_LENS_CACHE": str(tmp_path_factory.mktemp("tutorial_cache"))}
