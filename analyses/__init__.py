@@ -51,4 +51,20 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = list(_LAZY)
+__all__ = [
+    "attribution_effects",
+    "command",
+    "corresponding_heads",
+    "embed",
+    "heatmap",
+    "node_values",
+    "paired_batches",
+    "patching_pair",
+    "pick_read_node",
+    "sink_mass",
+    "sink_profile",
+    "steering_curve",
+    "steering_plot",
+    "steering_view",
+    "top_contexts",
+]

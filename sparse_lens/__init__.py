@@ -14,20 +14,18 @@ from sparse_lens.vocab import ACT_SITES, PAPER_ACT_SITES
 
 if TYPE_CHECKING:
     from hooks.topk import abs_topk
-    from sparse_lens.circuits.circuit import Circuit
-    from sparse_lens.circuits.explain import explain
-    from sparse_lens.circuits.faithfulness import faithfulness_report
-    from sparse_lens.circuits.prune_task import prune
-    from sparse_lens.model.config import SparseTransformerConfig
-    from sparse_lens.model.sparsity import project_weights_
-    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.bridges.maps import BridgeConfig, Bridges, hybrid_forward
     from sparse_lens.bridges.train import evaluate_bridges, fit_bridges
     from sparse_lens.circuits.ablation import make_ablation
-    from sparse_lens.circuits.explain import circuit_knockouts
+    from sparse_lens.circuits.circuit import Circuit
+    from sparse_lens.circuits.explain import circuit_knockouts, explain
+    from sparse_lens.circuits.faithfulness import faithfulness_report
     from sparse_lens.circuits.masks import PruneConfig
-    from sparse_lens.circuits.prune_task import PruneRequest, prune_task
+    from sparse_lens.circuits.prune_task import PruneRequest, prune, prune_task
     from sparse_lens.data.token_data import prepare_data
+    from sparse_lens.model.config import SparseTransformerConfig
+    from sparse_lens.model.sparsity import project_weights_
+    from sparse_lens.model.transformer import HookedSparseTransformer
     from sparse_lens.tasks.selection import relaxed_target
     from sparse_lens.tasks.task import (
         binary_logits,
@@ -86,7 +84,38 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["ACT_SITES", "PAPER_ACT_SITES", "from_circuit_sparsity", "load_dense", *_LAZY]
+__all__ = [
+    "ACT_SITES",
+    "PAPER_ACT_SITES",
+    "BridgeConfig",
+    "Bridges",
+    "Circuit",
+    "HookedSparseTransformer",
+    "PruneConfig",
+    "PruneRequest",
+    "SparseTransformerConfig",
+    "abs_topk",
+    "binary_logits",
+    "circuit_knockouts",
+    "evaluate_bridges",
+    "explain",
+    "faithfulness_report",
+    "fit_bridges",
+    "from_circuit_sparsity",
+    "get_task",
+    "hybrid_forward",
+    "load_dense",
+    "make_ablation",
+    "prepare_data",
+    "project_weights_",
+    "prune",
+    "prune_task",
+    "relaxed_target",
+    "task_batch",
+    "task_loss",
+    "task_metrics",
+    "task_table",
+]
 
 
 def from_circuit_sparsity(*args, **kwargs):  # noqa: ANN002, ANN003

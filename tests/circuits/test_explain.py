@@ -129,6 +129,13 @@ def test_the_notebook_nouns_are_top_level():
     assert {"Circuit", "explain", "get_task", "faithfulness_report"} <= set(sparse_lens.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         sparse_lens.nope  # noqa: B018
+    import analyses
+
+    for package in (sparse_lens, analyses):  # every exported name resolves, none is missing
+        assert all(getattr(package, name) is not None for name in package.__all__)
+        assert set(package._LAZY) <= set(package.__all__)
+    with pytest.raises(AttributeError, match="module 'analyses' has no attribute 'nope'"):
+        analyses.nope  # noqa: B018
 
 
 def test_the_card_warns_first_when_its_reading_is_limited(planted_card):
