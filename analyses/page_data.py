@@ -136,6 +136,10 @@ class CircuitPageData:
             "n_panels": self.n_panels,
             "core_share": self.graph.core_share,
             "core": [n.label for n in self.graph.core()],  # [] without a card or a gap
+            "n_nodes": len(self.graph.nodes),
+            "n_test": self.n_test,
+            "card_losses": {"circuit": self.graph.circuit_loss, "empty": self.graph.empty_loss},
+            "card_warnings": list(self.card.warnings) if self.card is not None else [],
         }
 
 

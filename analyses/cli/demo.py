@@ -160,6 +160,10 @@ def run_demo(
             raise CLIError(str(e)) from e
     sys.stdout.write(f"report written to {index}\n")
     timings["report_s"] = time.perf_counter() - t0
+    for name, done in circuits.items():
+        if "file" in done:
+            done |= circuit_readout(Path(done["file"]), report / "circuits" / f"{name}.report.json")
+            sys.stdout.write(_readout_line(name, done))
     timings["total_s"] = time.perf_counter() - start
     summary = {
         "model": str(model_dir),
@@ -172,6 +176,39 @@ def run_demo(
     sys.stdout.write(
         f"demo written to {out}: open {out / 'report' / 'index.html'} "
         f"({timings['total_s']:.0f} s)\n"
+    )
+
+
+def circuit_readout(circuit_file: Path, page_numbers: Path) -> dict[str, Any]:
+    """What a newcomer should know of one demo circuit: its size, its test-split loss against
+    its target (from the circuit file) and its core (the report page's numbers, from the
+    explain card: nodes whose knockout costs at least ``core_share`` of the empty-circuit gap,
+    with the card's warnings). A missing page number is None.
+
+    Raises:
+        FileNotFoundError, ValueError: a file is missing or not JSON.
+    """
+    from sparse_lens.files.atomic import read_json
+
+    c = read_json(circuit_file, "circuit")
+    page = read_json(page_numbers, "report numbers")
+    return {
+        "n_nodes": c.get("n_nodes"),
+        "n_edges": c.get("n_edges"),
+        "test_loss": c.get("test_loss"),
+        "core_nodes": len(page["core"]) if page.get("card_losses", {}).get("empty") else None,
+        "core_share": page.get("core_share"),
+        "card_warnings": page.get("card_warnings", []),
+    }
+
+
+def _readout_line(name: str, d: Mapping[str, Any]) -> str:
+    test = "none" if d.get("test_loss") is None else f"{d['test_loss']:.3f}"
+    core = "no core (no card)" if d["core_nodes"] is None else f"core {d['core_nodes']} nodes"
+    warn = f"; {len(d['card_warnings'])} card warning(s)" if d["card_warnings"] else ""
+    return (
+        f"{name}: {d['n_nodes']} nodes / {d['n_edges']} edges, test loss {test} "
+        f"(target {d['target_loss']}), {core}{warn}\n"
     )
 
 

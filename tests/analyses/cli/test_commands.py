@@ -48,6 +48,15 @@ def test_demo_quick_writes_everything(demo, capsys):
     for stage in ("bisection", "nodes", "edges"):
         assert f"<td>{stage}</td>" in text
     assert {"train_s", "tasks_s", "report_s", "total_s"} <= set(summary["timings"])
+    # each circuit's readout: size, test loss against target, and the card's core
+    numbers = json.loads(page.with_suffix(".report.json").read_text())
+    for c in summary["circuits"].values():
+        if "file" in c:
+            circuit = Circuit.load(c["file"])
+            assert (c["n_nodes"], c["n_edges"]) == (circuit.n_nodes, circuit.n_edges)
+            assert c["test_loss"] == circuit.test_loss
+            assert c["core_nodes"] is None or c["core_nodes"] == len(numbers["core"])
+            assert c["core_nodes"] is not None  # the quick circuit gets a card and a core
 
 
 def test_demo_resumes_without_retraining(demo):
@@ -286,3 +295,13 @@ def test_demo_reads_a_missing_training_setting_as_its_default(tmp_path):
     run["data"]["idiom_frac"] = preset.idiom_frac
     (tmp_path / "run.json").write_text(json.dumps(run))
     check_reused_run(tmp_path, "demo")
+
+
+def test_demo_readout_line_says_size_test_loss_target_and_core():
+    from analyses.cli.demo import _readout_line
+
+    d = {"n_nodes": 178, "n_edges": 390, "test_loss": 0.149, "target_loss": 0.15}
+    line = _readout_line("else_elif", d | {"core_nodes": 7, "card_warnings": []})
+    assert line == "else_elif: 178 nodes / 390 edges, test loss 0.149 (target 0.15), core 7 nodes\n"
+    line = _readout_line("t", d | {"core_nodes": None, "card_warnings": ["x"], "test_loss": None})
+    assert "test loss none" in line and "no core (no card)" in line and "1 card warning" in line
