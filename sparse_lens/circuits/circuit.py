@@ -15,6 +15,7 @@ of a removed q/k/v or residual-write channel sees the same values as under the h
 import copy
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,6 +47,8 @@ from sparse_lens.circuits.nodes import Location, NodeKind, node_label, node_loca
 from sparse_lens.files.atomic import atomic_write_json
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
+
+log = logging.getLogger(__name__)
 
 
 def _by_hook(cfg: SparseTransformerConfig) -> dict[str, Location]:
@@ -278,23 +281,47 @@ class Circuit:
                     f"{where}: field {name!r} is {recorded[name]!r} but the file lists {got}; "
                     + stale
                 )
-        digests = recorded.get("derived_from")
-        if digests is not None:
-            now = _derived_from(self)
-            if not isinstance(digests, dict):
-                raise ValueError(
-                    f"{where}: field 'derived_from' must be an object, got {digests!r:.60}"
-                )
-            for name, digest in now.items():
-                # a digest a file predates (e.g. "faithfulness") is not asked of it
-                if (name in digests or name != "faithfulness") and digests.get(name) != digest:
-                    raise ValueError(
-                        f"{where}: field {name!r} does not match the digest recorded when the "
-                        f"circuit was computed (derived_from.{name} "
-                        f"{str(digests.get(name))[:12]!r}, now {digest[:12]!r}): " + stale
-                    )
+        self._check_digests(recorded.get("derived_from"), where, stale)
         if model is not None:
             self._check_edges_against(model, where, stale)
+
+    def _check_digests(self, digests: Any, where: str, stale: str) -> None:
+        """``derived_from`` against the fields now; a file older than a digest (none at all,
+        or none of ``LATER_DIGESTS``) is read with a logged warning naming what is unchecked."""
+        now = _derived_from(self)
+        if digests is None:
+            log.warning(
+                "%s: written before circuit files recorded digests: its nodes, edges, losses "
+                "and settings are not checked against each other",
+                where,
+            )
+            return
+        if not isinstance(digests, dict):
+            raise ValueError(
+                f"{where}: field 'derived_from' must be an object, got {digests!r:.60}"
+            )
+        missing = [name for name in LATER_DIGESTS if name not in digests]
+        if missing:
+            log.warning(
+                "%s: written before the %s digest(s): those fields are not checked",
+                where,
+                ", ".join(missing),
+            )
+        for name, digest in now.items():
+            if name in missing:
+                continue
+            if digests.get(name) != digest:
+                what = (
+                    f"one of the fields {', '.join(SETTING_FIELDS)} does"
+                    if name == "settings"
+                    else f"field {name!r} does"
+                )
+                raise ValueError(
+                    f"{where}: {what} not match the digest recorded when the circuit was "
+                    "computed "
+                    f"(derived_from.{name} {str(digests.get(name))[:12]!r}, now {digest[:12]!r}): "
+                    + stale
+                )
 
     def _check_edges_against(self, model: HookedSparseTransformer, where: str, stale: str) -> None:
         if model_fingerprint(model) != self.model_fingerprint:
@@ -569,7 +596,8 @@ def dumps(circuit: Circuit) -> str:
 
 def _derived_from(circuit: "Circuit") -> dict[str, str]:
     """SHA-256 digests (hex) of what was computed together: the nodes, the removed edges, the
-    edges, the losses (``LOSS_FIELDS``) and the faithfulness report, each as JSON writes it."""
+    edges, the losses (``LOSS_FIELDS``), the settings they were computed under
+    (``SETTING_FIELDS``) and the faithfulness report, each as JSON writes it."""
 
     def digest(value: Any) -> str:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"))
@@ -580,9 +608,23 @@ def _derived_from(circuit: "Circuit") -> dict[str, str]:
         "removed_edges": digest([list(e) for e in circuit.removed_edges]),
         "edges": digest([list(e) for e in circuit.edges]),
         "losses": digest({name: getattr(circuit, name) for name in LOSS_FIELDS}),
+        # what the losses mean: the target, the ablation and its values, the norms, the model
+        "settings": digest({name: getattr(circuit, name) for name in SETTING_FIELDS}),
         # the faithfulness report with its verdicts: a verdict edited by hand is refused too
         "faithfulness": digest(circuit.extra.get("faithfulness")),
     }
 
 
 LOSS_FIELDS = ("loss", "full_loss", "test_loss", "calibrated_loss", "curve")
+SETTING_FIELDS = (
+    "task",
+    "target_loss",
+    "ablation",
+    "freeze_norms",
+    "sizes",
+    "baselines",
+    "model_fingerprint",
+    "calibration",
+    "hparams",
+)
+LATER_DIGESTS = ("faithfulness", "settings")  # digests added after the first; older files lack them

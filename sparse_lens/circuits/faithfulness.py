@@ -14,7 +14,7 @@ test split by ``circuits/checks.py`` and ``circuits/controls.py``:
 | ``specificity`` | ablating the circuit raises another task's loss by at most ``MAX_OTHER_SHARE`` of what it raises its own task's |
 | ``node_agreement`` | at most ``MAX_FVU_SHARE`` of kept nodes have FVU above 0.5 |
 | ``interchange`` | KL(full, circuit) on the two candidates <= ``MAX_KL`` nats at every patched fraction |
-| ``partial_complement_random`` | worst loss over random partial ablations of the complement <= target |
+| ``partial_complement_random`` | worst loss over random partial ablations of the complement <= (1 + ``PARTIAL_SLACK``) x max(target, circuit loss) |
 | ``partial_complement_adversarial`` | likewise over adversarially chosen partial ablations |
 | ``random_control`` | a permuted-weight model's masks at the circuit's size miss the target, and reaching it needs > ``CONTROL_FACTOR`` x the nodes |
 | ``nonsense_control`` | likewise for the nonsense rule on this model |
@@ -68,6 +68,10 @@ MIN_NECESSITY_SHARE = 0.75
 MAX_OTHER_SHARE = 0.5
 MAX_FVU_SHARE = 0.2
 CONTROL_FACTOR = 2.0
+# partial complement: the worst loss may exceed the larger of the target and the circuit's own
+# loss by this share of it (a circuit bisected to just under its target is not failed by a
+# 0.004-nat wobble; one that leans on the whole complement being ablated rises by nats)
+PARTIAL_SLACK = 0.1
 MIN_RULE_BALANCE = 0.2
 Status = Literal["pass", "fail", "not run"]
 
@@ -108,6 +112,7 @@ def model_verdicts(report: dict[str, Any], target: float) -> list[dict]:
     nec, agree = report["necessity"], report["node_agreement"]
     inter, part = report["interchange"], report["partial_complement"]
     worst_kl = max(r["kl"] for r in inter["fractions"].values())
+    limit, limit_text = partial_limit(target, suff["loss"])
     norm_checks = [
         verdict("frozen_norms", frozen["loss"] <= target, frozen["loss"], f"<= target {target}",
                 "circuit with every RMSNorm scale frozen at the full model's: a circuit that "
@@ -139,23 +144,33 @@ def model_verdicts(report: dict[str, Any], target: float) -> list[dict]:
         verdict("interchange", worst_kl <= MAX_KL, worst_kl, f"KL <= {MAX_KL} nats",
                 "random fractions of the circuit's non-final nodes take the full model's "
                 "values, norms frozen; distance from the full model"),
-        verdict("partial_complement_random", part["worst_random"]["loss"] <= target,
-                part["worst_random"]["loss"], f"<= target {target}",
+        verdict("partial_complement_random", part["worst_random"]["loss"] <= limit,
+                part["worst_random"]["loss"], limit_text,
                 f"worst loss over {part['patterns']} random parts of the complement ablated "
                 "(norms live)"),
-        _adversarial_verdict(part, target),
+        _adversarial_verdict(part, limit, limit_text),
     ]  # fmt: skip
 
 
-def _adversarial_verdict(part: dict[str, Any], target: float) -> dict:
+def partial_limit(target: float, circuit_loss: float) -> tuple[float, str]:
+    """The partial-complement checks' threshold (nats) and how it is stated: the larger of the
+    target and the circuit's own loss, plus ``PARTIAL_SLACK`` of it."""
+    base = max(target, circuit_loss)
+    limit = (1 + PARTIAL_SLACK) * base
+    return limit, (
+        f"<= {limit:.4g} ({1 + PARTIAL_SLACK:g} x max(target {target}, circuit {circuit_loss:.4g}))"
+    )
+
+
+def _adversarial_verdict(part: dict[str, Any], limit: float, limit_text: str) -> dict:
     worst = part["worst_adversarial"]
     if worst is None:
         return verdict("partial_complement_adversarial", None, None, "-", "no adversary asked")
     return verdict(
         "partial_complement_adversarial",
-        worst["loss"] <= target,
+        worst["loss"] <= limit,
         worst["loss"],
-        f"<= target {target}",
+        limit_text,
         f"worst loss over {part['adversarial']} complement patterns chosen by gradient ascent on "
         "the task loss: whether the circuit's loss relies on the complement being ablated all "
         "together (ablation effects that cancel)",

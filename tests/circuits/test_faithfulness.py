@@ -337,3 +337,19 @@ def test_a_checked_circuit_fingerprints_its_model_once(monkeypatch):
     other = planted_model(norm_channels=True)
     with pytest.raises(ValueError, match="extracted from model"):
         checked.fwd_hooks(other, batch.tokens)
+
+
+def test_partial_complement_allows_a_wobble_not_a_rise(norm_model_reports):
+    """A circuit bisected to just under its target (0.149 at 0.15) is not failed because one
+    random pattern of its complement gives 0.1541 (what the demo's else_elif circuit met); a
+    rise to twice the target still fails, and so does the cheating circuit's (0.28 here)."""
+    from sparse_lens.circuits.faithfulness import PARTIAL_SLACK, partial_limit
+
+    limit, text = partial_limit(0.15, 0.149)
+    assert 0.1541 <= limit < 0.3 and limit == pytest.approx(0.165)
+    assert f"{1 + PARTIAL_SLACK:g} x max(target 0.15, circuit 0.149)" in text
+    assert partial_limit(0.15, 0.4)[0] == pytest.approx(0.44)  # judged against its own loss
+    report, verdicts = norm_model_reports["cheating"]
+    worst = report["partial_complement"]["worst_random"]["loss"]
+    assert worst > partial_limit(0.15, report["sufficiency"]["loss"])[0]
+    assert verdicts["partial_complement_random"]["status"] == "fail"

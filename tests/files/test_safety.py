@@ -5,6 +5,7 @@ One section per class of problem (runs that kill a real process are in ``test_ki
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -233,6 +234,11 @@ def _add_node(d):
         (lambda d: d["edges"].pop(), "n_edges"),
         (lambda d: (d["edges"].pop(), d.update(n_edges=d["n_edges"] - 1)), "'edges'"),
         (lambda d: d.update(loss=0.01), "'losses'"),
+        # a setting that changes what the losses mean: refused like a loss
+        (lambda d: d.update(target_loss=0.5), "target_loss"),
+        (lambda d: d.update(freeze_norms=not d["freeze_norms"]), "freeze_norms"),
+        (lambda d: d.update(ablation="zero"), "ablation"),
+        (lambda d: d["hparams"].update(k_coef=1.0), "hparams"),
     ],
 )
 def test_a_circuit_edited_by_hand_is_refused_not_reported_stale(circuit_file, tamper, field):
@@ -249,7 +255,7 @@ def test_a_circuit_edited_by_hand_is_refused_not_reported_stale(circuit_file, ta
         assert "\n" not in str(info.value)
 
 
-def test_a_circuit_written_before_the_digests_is_checked_against_the_model(circuit_file):
+def test_a_circuit_written_before_the_digests_is_checked_against_the_model(circuit_file, caplog):
     """A file without ``derived_from`` and counts (as older versions or a careful hand wrote):
     it loads, and nodes added to it are caught by recomputing the edges from the model."""
     model, path = circuit_file
@@ -257,7 +263,9 @@ def test_a_circuit_written_before_the_digests_is_checked_against_the_model(circu
     for key in ("derived_from", "n_nodes", "n_edges"):
         del d[key]
     path.write_text(json.dumps(d))
-    Circuit.load(path, model=model)
+    with caplog.at_level(logging.WARNING):
+        Circuit.load(path, model=model)
+    assert "written before circuit files recorded digests" in caplog.text  # not silent
     _add_node(d)
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"c\.json.*field 'edges' does not match.*edited by hand"):
@@ -776,3 +784,19 @@ def test_a_users_file_named_like_an_old_marker_is_never_adopted(
     assert f"is not a {marker} that" in _err(capsys)
     assert [p.name for p in tmp_path.iterdir()] == [marker]
     assert (tmp_path / marker).read_text() == text
+
+
+def test_a_circuit_written_before_the_settings_digest_loads_with_a_warning(circuit_file, caplog):
+    """A file from before the settings digest: read, and the log says its settings (target,
+    ablation, norms...) are not checked; a file with every digest loads without a warning."""
+    model, path = circuit_file
+    with caplog.at_level(logging.WARNING):
+        Circuit.load(path, model=model)
+    assert "digest" not in caplog.text
+    d = json.loads(path.read_text())
+    del d["derived_from"]["settings"]
+    d["target_loss"] = 0.5  # unchecked in such a file: the warning says so
+    path.write_text(json.dumps(d))
+    with caplog.at_level(logging.WARNING):
+        Circuit.load(path, model=model)
+    assert "written before the settings digest(s)" in caplog.text
