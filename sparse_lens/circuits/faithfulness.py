@@ -48,6 +48,7 @@ from sparse_lens.circuits.masks import PruneConfig, Pruner
 from sparse_lens.circuits.mib import faithfulness_curve
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.task import Task, TaskBatch, task_batch
+from sparse_lens.vocab import CHANCE_LOSS
 
 __all__ = [
     "faithfulness_report",
@@ -126,9 +127,24 @@ def model_verdicts(report: dict[str, Any], target: float) -> list[dict]:
         why = ("the circuit runs with the full model's norm scales (pruned with frozen norms), so "
                "the norm cannot rescale it; this check applies to live-norm circuits")  # fmt: skip
         norm_checks = [verdict(v["check"], None, v["value"], "-", why) for v in norm_checks]
+    sufficiency = verdict(
+        "sufficiency",
+        suff["loss"] <= target,
+        suff["loss"],
+        f"<= target {target}",
+        "circuit alone, every other node ablated",
+    )
+    if target >= CHANCE_LOSS:  # a target at chance is met by a circuit that knows nothing
+        sufficiency = verdict(
+            "sufficiency",
+            None,
+            suff["loss"],
+            f"target < {CHANCE_LOSS:.3f}",
+            f"the target {target} is at or above chance (ln 2): reaching it "
+            "says nothing about the task",
+        )
     return [
-        verdict("sufficiency", suff["loss"] <= target, suff["loss"], f"<= target {target}",
-                "circuit alone, every other node ablated"),
+        sufficiency,
         *norm_checks,
         verdict("logit_diff", _in_band(suff["logit_diff_ratio"], LOGIT_DIFF_BAND),
                 suff["logit_diff_ratio"], f"in ({LOGIT_DIFF_BAND[0]:.3g}, {LOGIT_DIFF_BAND[1]})",

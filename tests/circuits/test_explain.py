@@ -155,6 +155,8 @@ def test_the_card_warns_first_when_its_reading_is_limited(planted_card):
     flipped = dataclasses.replace(batch, correct=batch.incorrect, incorrect=batch.correct)
     failed = explain(model, circuit, flipped)
     assert any("full model does not solve this task" in w for w in failed.warnings)
+    at_chance = explain(model, dataclasses.replace(circuit, target_loss=0.718), batch)
+    assert any("at or above chance" in w for w in at_chance.warnings)
     few = explain(model, circuit, batch.subset(list(range(6))))
     assert any("smallest p-value a class contrast can reach" in w for w in few.warnings)
     md = card_markdown(missed)

@@ -353,3 +353,13 @@ def test_partial_complement_allows_a_wobble_not_a_rise(norm_model_reports):
     worst = report["partial_complement"]["worst_random"]["loss"]
     assert worst > partial_limit(0.15, report["sufficiency"]["loss"])[0]
     assert verdicts["partial_complement_random"]["status"] == "fail"
+
+
+def test_sufficiency_at_a_target_at_chance_is_not_a_pass(norm_model_reports):
+    """A target at or above ln 2 is met by a circuit that knows nothing: sufficiency says
+    "not run" with the reason, never "pass" (the untrained smoke demo's 0.718 was such a case)."""
+    report, _ = norm_model_reports["faithful"]
+    by_check = {v["check"]: v for v in model_verdicts(report, 0.718)}
+    assert by_check["sufficiency"]["status"] == "not run"
+    assert "at or above chance" in by_check["sufficiency"]["reason"]
+    assert {v["check"]: v for v in model_verdicts(report, 0.15)}["sufficiency"]["status"] == "pass"

@@ -51,6 +51,7 @@ from sparse_lens.circuits.explain.stats import (
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.selection import PAPER_TARGET
 from sparse_lens.tasks.task import TaskBatch, get_task, task_batch
+from sparse_lens.vocab import CHANCE_LOSS
 
 
 def _decoder(model: HookedSparseTransformer) -> Callable[[int], str]:
@@ -313,6 +314,11 @@ def card_warnings(
             f"The full model does not solve this task on these examples: its task loss "
             f"{losses['full']:.3f} is above the paper's target {PAPER_TARGET} ({split}, n={n}); "
             "the roles describe how it fails as much as how it works."
+        )
+    if target >= CHANCE_LOSS:
+        out.append(
+            f"The circuit's target {target:.3g} is at or above chance (ln 2 = {CHANCE_LOSS:.3f}): "
+            "a circuit that knows nothing of the task reaches it, so its nodes need not do it."
         )
     if losses["circuit"] > target:
         out.append(
