@@ -52,6 +52,7 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--permutations", type=POSITIVE_INT, default=999, help="per significance test")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the examples, windows, tests")
     p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -142,7 +143,14 @@ def write_card(args: argparse.Namespace, out: Path, model_dir: Path) -> Path:
         seed=args.seed,
         n_permutations=args.permutations,
     )
-    card = explain(model, circuit, windows=windows, windows_source=source, config=cfg)
+    card = explain(
+        model,
+        circuit,
+        windows=windows,
+        windows_source=source,
+        config=cfg,
+        progress=not args.quiet,
+    )
     stem = args.circuit.stem
     atomic_write_json(out / f"{stem}.card.json", card.to_json())
     atomic_write_text(out / f"{stem}.card.md", card_markdown(card))

@@ -107,3 +107,14 @@ def test_explain_names_what_it_was_given_instead_of_a_circuit(saved, tmp_path, c
         assert not out.exists()
     with pytest.raises(ValueError, match="not a circuit file"):
         Circuit.load(path)
+
+
+def test_explain_shows_progress_unless_quiet(saved, tmp_path, capsys):
+    """Two forward passes per node take minutes on a real circuit: the knockouts show tqdm
+    bars on stderr, and ``--quiet`` turns them off."""
+    root, _ = saved
+    args = ["explain", str(root / "circuits" / "quote.json"), "--windows", "0", *FAST]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "knockouts (circuit)" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "knockouts" not in capsys.readouterr().err
