@@ -207,7 +207,13 @@ def _card(
     source = {"data": "the report's pretraining windows"}
     try:
         card = explain(
-            model, circuit, batch, windows=windows, windows_source=source, progress=progress
+            model,
+            circuit,
+            batch,
+            windows=windows,
+            windows_source=source,
+            progress=progress,
+            batch_split="test",
         )
     except ValueError as e:
         log.warning("no circuit card for %s: %s", circuit.task, e)

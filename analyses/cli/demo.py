@@ -61,7 +61,7 @@ FULL = DemoSettings(
     faithfulness=True,
     node_panels=12,
     windows=16,
-    examples=64,
+    examples=128,  # the test pairs the circuit's file and faithfulness report use: one loss
     max_circuits=2,
 )
 # The smoke run: the tiny preset's untrained model, one 3-step pruning run, a small report.

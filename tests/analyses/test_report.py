@@ -512,3 +512,14 @@ def test_a_failed_check_is_named_at_the_top_of_the_page(setup):
     assert failed_banner(circuit_facts(bad, get_task(TASK)).failed_checks) == ""
     del bad.extra["faithfulness"]
     assert circuit_facts(bad, get_task(TASK)).failed_checks == ()
+
+
+def test_the_page_card_says_its_examples_are_the_test_split(setup):
+    from analyses.report import _card
+
+    model, circuit, _, _ = setup
+    batch = task_batch(get_task(TASK), model.tokenizer, 64, "test", 8)
+    windows = torch.randint(0, model.cfg.d_vocab, (4, 64), generator=torch.Generator())
+    card, note = _card(model, circuit, batch, windows, False)
+    assert note == "" and card is not None
+    assert card.provenance["split"] == "test" and card.provenance["n_examples"] == 8

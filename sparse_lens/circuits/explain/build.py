@@ -247,6 +247,7 @@ def explain(
     windows_source: dict[str, Any] | None = None,
     config: ExplainConfig | None = None,
     progress: bool = False,
+    batch_split: str | None = None,
 ) -> CircuitCard:
     """Explain ``circuit`` (pruned from ``model``): every kept node's measurements and role.
 
@@ -260,6 +261,8 @@ def explain(
         windows_source: how ``windows`` were drawn, recorded in the card's provenance.
         config: thresholds and sample sizes (``ExplainConfig``).
         progress: tqdm bars over the knockouts (two forward passes per node).
+        batch_split: which split the caller's ``batch`` is from, for the provenance and the
+            warnings (default: "caller's batch").
 
     Returns:
         A ``CircuitCard`` (JSON via ``to_json()``; Markdown via ``analyses.card``).
@@ -273,7 +276,7 @@ def explain(
     if circuit.ablation == "resample":
         raise ValueError("explain needs a mean- or zero-ablated circuit, not 'resample'")
     circuit.check_model(model)
-    split = cfg.split if batch is None else "caller's batch"
+    split = cfg.split if batch is None else batch_split or "caller's batch"
     if batch is None:
         tok = model.require_tokenizer()
         batch = task_batch(
