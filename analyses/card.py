@@ -50,7 +50,8 @@ def _provenance(card: CircuitCard) -> str:
     return "\n".join(
         [
             f"- **Task examples:** `{card.task}`, split {p['split']}, n={p['n_examples']} "
-            f"(classes by {p['classes_by']}: {code(card.classes[0])} vs {code(card.classes[1])}); "
+            f"(classes by {p['classes_by']}: {card.class_text[0] or code(card.classes[0])} vs "
+            f"{card.class_text[1] or code(card.classes[1])}); "
             f"seed {p['seed']}.",
             f"- **Circuit:** {card.n_nodes} nodes, {card.n_edges} edges; {ablation}; norms "
             f"{p['norms']}. Task loss: circuit {card.losses['circuit']:.3f}, full model "

@@ -1,5 +1,6 @@
 """``explain``'s parts: the statistics, the position classes and the role rules."""
 
+import dataclasses
 import math
 
 import pytest
@@ -221,3 +222,30 @@ def test_smallest_p_value_says_when_no_contrast_can_be_significant():
     assert c.p_value >= smallest_p_value("classes", 3, 3, 999)
     with pytest.raises(ValueError, match="n_a, n_b"):
         smallest_p_value("classes", 0, 3, 999)
+
+
+def test_class_text_names_every_answer_when_a_class_has_several():
+    """``else_elif``'s second class is the tested variable, a different token per example: the
+    card must not name one example's variable as if it were the class (``data`` vs ``name``)."""
+    from sparse_lens.circuits.explain.positions import task_view
+
+    varied = [6, 7, 8, 9, 6]
+    correct, incorrect = [], []
+    for v in varied:  # pairs (a, b): a answers 5 against v, b answers v against 5
+        correct += [5, v]
+        incorrect += [v, 5]
+    n = len(correct)
+    batch = TaskBatch(
+        tokens=torch.randint(10, 20, (n, 6), generator=gen()),
+        last=torch.full((n,), 5),
+        correct=torch.tensor(correct),
+        incorrect=torch.tensor(incorrect),
+        contexts=[""] * n,
+    )
+    view = task_view(batch, lambda t: f"t{t}")
+    assert view.classes == ("t5", "t6")  # the most common of each class, as the JSON keeps it
+    assert view.class_text == ("`t5`", "`t6`, `t7` or 2 other tokens")
+    two = dataclasses.replace(
+        batch, correct=batch.correct.clamp(max=7), incorrect=batch.incorrect.clamp(max=7)
+    )
+    assert task_view(two, lambda t: f"t{t}").class_text[1] in ("`t7` or `t6`", "`t6` or `t7`")

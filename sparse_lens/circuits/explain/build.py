@@ -154,7 +154,7 @@ def _node(
     name = node_name(ref, d_head)
     profile = m.profiles[ref.label] if m.profiles is not None else None
     evidence = role_evidence(
-        role, where, contrasts, pos, direct, attention, s.classes, s.where_text
+        role, where, contrasts, pos, direct, attention, s.class_text, s.where_text
     )
     if role == "no measurable role":
         evidence = f"knocking it out changes the task loss by less than {ko_min:.3g} nats in the circuit and in the full model"
@@ -231,7 +231,7 @@ def _summary(
     )
     none = sum(n.role == "no measurable role" for n in card_nodes)
     return (
-        f"{task}: `{s.classes[0]}` vs `{s.classes[1]}`. Task loss {losses['circuit']:.3f} for the "
+        f"{task}: {s.class_text[0]} vs {s.class_text[1]}. Task loss {losses['circuit']:.3f} for the "
         f"circuit, {losses['full']:.3f} for the full model, {losses['empty']:.3f} with every "
         f"node ablated (n={len(s.batch)}). Flow: {flow}.{moves} {none} of {len(card_nodes)} "
         "nodes have no measurable role."
@@ -292,6 +292,7 @@ def explain(
     return CircuitCard(
         task=circuit.task,
         classes=s.classes,
+        class_text=s.class_text,
         marked=s.where_text["marked"],
         n_nodes=circuit.n_nodes,
         n_edges=circuit.n_edges,

@@ -89,8 +89,9 @@ def role_evidence(
     classes: tuple[str, str],
     where_text: dict[str, str],
 ) -> str:
-    """The numbers behind ``role`` (read at position kind ``where``), in words."""
-    tell = f"tells `{classes[0]}` from `{classes[1]}`"
+    """The numbers behind ``role`` (read at position kind ``where``), in words; ``classes``
+    are the two classes' answers as Markdown (``TaskView.class_text``)."""
+    tell = f"tells {classes[0]} from {classes[1]}"
     c = contrasts.get(where) if where is not None else None
     if role == "mover" and attention is not None:
         moved = f"; at its source it {tell} ({contrast_text(c)})" if c is not None else ""

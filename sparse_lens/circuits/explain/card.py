@@ -139,7 +139,7 @@ class CircuitCard:
     be significant), shown first wherever the card is."""
 
     task: str
-    classes: tuple[str, str]
+    classes: tuple[str, str]  # each class's most common answer token
     marked: str | None
     n_nodes: int
     n_edges: int
@@ -151,6 +151,7 @@ class CircuitCard:
     stages: tuple[Stage, ...]
     summary: str
     warnings: tuple[str, ...] = ()
+    class_text: tuple[str, str] = ("", "")  # each class's answer tokens, Markdown
 
     def node(self, label: str) -> NodeExplanation:
         """The node of ``label``.

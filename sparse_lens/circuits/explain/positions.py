@@ -121,6 +121,7 @@ class TaskView:
     decode: Callable[[int], str]
     classes: tuple[str, str]
     where_text: dict[str, str]
+    class_text: tuple[str, str] = ("", "")  # each class's answer tokens in words (Markdown)
 
 
 def task_view(batch: TaskBatch, decode: Callable[[int], str]) -> TaskView:
@@ -136,7 +137,17 @@ def task_view(batch: TaskBatch, decode: Callable[[int], str]) -> TaskView:
     def common(ids: Tensor) -> str:
         return decode(Counter(ids.tolist()).most_common(1)[0][0]) if len(ids) else "?"
 
+    def describe(ids: Tensor) -> str:
+        """A class's answers: ```:```, or ```x`` or ``y```, or ``` data``, ``name`` or 9
+        other tokens`` when they vary by example (e.g. a variable the answer copies)."""
+        counts = [f"`{decode(t)}`" for t, _ in Counter(ids.tolist()).most_common()]
+        if len(counts) <= 2:
+            return " or ".join(counts) or "`?`"
+        rest = len(counts) - 2
+        return f"{counts[0]}, {counts[1]} or {rest} other token{'s' if rest > 1 else ''}"
+
     classes = (common(batch.correct[is_a]), common(batch.correct[~is_a]))
+    class_text = (describe(batch.correct[is_a]), describe(batch.correct[~is_a]))
     has = marked >= 0
     at = batch.tokens[torch.arange(len(batch)), marked.clamp(min=0)]
     mark = (
@@ -150,4 +161,4 @@ def task_view(batch: TaskBatch, decode: Callable[[int], str]) -> TaskView:
         "source": "its source position (where its head, or the circuit's heads, attend most)",
     }
     codes = position_classes(batch, marked)
-    return TaskView(batch, is_a, marked, codes, decode, classes, where_text)
+    return TaskView(batch, is_a, marked, codes, decode, classes, where_text, class_text)
