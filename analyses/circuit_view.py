@@ -69,6 +69,11 @@ def failed_banner(failed: tuple[str, ...] | list[str]) -> str:
     )
 
 
+def _split(name: str, n: Any) -> str:
+    """``validation split, n = 128`` (without the n when the file does not record it)."""
+    return f"{name} split" + (f", n = {n}" if n is not None else "")
+
+
 def _summary_rows(facts: CircuitFacts) -> list[list[Any]]:
     rows = [
         ["task", facts.task],
@@ -76,12 +81,22 @@ def _summary_rows(facts: CircuitFacts) -> list[list[Any]]:
         ["nodes / total", f"{facts.n_nodes} / {facts.n_total}"],
         ["edges", facts.n_edges],
         ["target loss", facts.target_loss],
-        ["circuit loss (val)", facts.loss],
-        ["circuit loss (test)", facts.test_loss if facts.test_loss is not None else "-"],
-        ["full-model loss", facts.full_loss],
+        [f"circuit loss ({_split('validation', facts.n_val)})", facts.loss],
+        [f"full-model loss ({_split('validation', facts.n_val)})", facts.full_loss],
+        [
+            f"circuit loss ({_split('test', facts.n_test)})",
+            facts.test_loss if facts.test_loss is not None else "-",
+        ],
         ["ablation", facts.ablation + (", frozen norms" if facts.freeze_norms else "")],
         ["model fingerprint", facts.model_fingerprint],
     ]
+    faith = facts.faithfulness or {}
+    if faith.get("full_model_loss") is not None:
+        on = faith.get("computed_on", {})
+        split = _split(on.get("split", "test"), on.get("n"))
+        rows.append(
+            [f"full-model loss ({split}, as the faithfulness checks)", faith["full_model_loss"]]
+        )
     if facts.calibrated_loss is not None:  # only when asked for (PruneConfig.calibrate)
         rows.append(["logit-calibrated loss (not a faithfulness measure)", facts.calibrated_loss])
     if facts.prune_seconds is not None:
@@ -278,7 +293,10 @@ def _node_panel(page: Page, panel: NodePanelData) -> str:
         f"(attribution estimate {panel.attribution:+.4f}) · "
         f"ablation value {panel.ablation_value:.4g} · {panel.n_in} edges in, {panel.n_out} out</p>"
     ]
-    parts.append("<b>Top pretraining contexts</b> (|value|, peak at the last but three tokens)")
+    parts.append(
+        "<b>Top pretraining contexts</b> (colour: the node's value; each context ends 3 tokens "
+        "after the token where |value| peaks, fewer where its window ends)"
+    )
     parts.append(page.panel(panel.contexts))
     parts.append("<b>On the task</b>")
     for example in panel.on_task:

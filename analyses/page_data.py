@@ -47,6 +47,8 @@ class CircuitFacts:
     seeds: Mapping[str, Any] | None = None  # extra["seeds"]: core, union, Jaccard
     faithfulness: Mapping[str, Any] | None = None  # extra["faithfulness"]: the report
     failed_checks: tuple[str, ...] = ()  # extra["faithfulness"]["failed"]
+    n_val: int | None = None  # extra["n_val"]: pairs of the validation loss and full loss
+    n_test: int | None = None  # extra["n_test"]: pairs of the test loss
 
 
 @dataclass(frozen=True, kw_only=True)

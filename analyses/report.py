@@ -135,6 +135,8 @@ def circuit_facts(circuit: Circuit, task: Task) -> CircuitFacts:
         seeds=extra.get("seeds") or None,
         faithfulness=faith,
         failed_checks=tuple(faith.get("failed", [])) if isinstance(faith, dict) else (),
+        n_val=extra.get("n_val"),
+        n_test=extra.get("n_test"),
     )
 
 
@@ -388,7 +390,9 @@ def training_plots(records: list[dict[str, Any]], png_dir: Path | None = None) -
 
 def task_section(task_table: dict[str, dict[str, Any]], png_dir: Path | None = None) -> str:
     rows = sorted(task_table.items(), key=lambda kv: kv[1]["loss"])
-    title = "Task loss of the full model (test split)"
+    ns = {r.get("n") for _, r in rows}
+    n = f", n = {ns.pop()} per task" if len(ns) == 1 and None not in ns else ""
+    title = f"Task loss of the full model (test split{n})"
     fig = bar_chart(
         [(name, r["loss"]) for name, r in rows],
         title=title,
@@ -483,7 +487,7 @@ def _circuits_section(circuits: list[tuple[Circuit, str]], png_dir: Path | None)
         ]
         for c, link in circuits
     ]
-    header = ["task", "nodes", "edges", "target", "loss (val)", "loss (test)", "full model"]
+    header = ["task", "nodes", "edges", "target", "loss (val)", "loss (test)", "full model (val)"]
     parts.append(table(header, rows))
     if circuits:
         series = [

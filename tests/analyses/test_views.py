@@ -287,3 +287,21 @@ def test_views_import_no_model_no_torch_no_analysis(module):
     }
     assert {m for m in names if m.split(".")[0] in ("analyses", "sparse_lens", "hooks")} <= allowed
     assert not {m for m in names if m.split(".")[0] in ("torch", "transformer_lens", "circuitsvis")}
+
+
+def test_every_loss_in_the_circuit_summary_names_its_split_and_n():
+    """A reader saw four full-model losses (0.028, 0.032, 0.029, 0.0294) and could not tell
+    them apart: each now says its split and number of pairs."""
+    import dataclasses
+
+    from analyses.circuit_view import _summary_rows
+
+    facts = dataclasses.replace(
+        _circuit_data().facts, n_val=128, n_test=128, faithfulness={"full_model_loss": 0.0294,
+        "computed_on": {"split": "test", "n": 128}}, failed_checks=()
+    )  # fmt: skip
+    labels = [row[0] for row in _summary_rows(facts)]
+    assert "circuit loss (validation split, n = 128)" in labels
+    assert "full-model loss (validation split, n = 128)" in labels
+    assert "circuit loss (test split, n = 128)" in labels
+    assert "full-model loss (test split, n = 128, as the faithfulness checks)" in labels
