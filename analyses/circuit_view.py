@@ -149,7 +149,13 @@ def curve_plot(facts: CircuitFacts, png_dir: Path | None = None) -> str:
         hlines=[(facts.target_loss, "target"), (facts.full_loss, "full model")],
         vlines=[(float(facts.n_nodes), f"{facts.n_nodes} nodes")],
     )
-    return chart_html(fig, f"curve-{facts.task}", title, png_dir)
+    note = (
+        '<p class="note">Each point: the validation loss with the k nodes of largest learned '
+        "mask kept and every other node ablated, as the bisection tried them (one mask, so the "
+        "curve need not fall as k grows: nodes the mask ranks low were trained to be ablated, "
+        "and keeping them can raise the loss).</p>"
+    )
+    return chart_html(fig, f"curve-{facts.task}", title, png_dir) + note
 
 
 def search_section(facts: CircuitFacts) -> str:
