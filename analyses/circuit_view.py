@@ -32,7 +32,7 @@ def render_circuit_page(
     page = Page(title=f"Circuit for {facts.task}")
     if back_link:
         page.add(f'<nav><a href="{esc(back_link)}">← index</a></nav>')
-    page.add(failed_banner(facts.failed_checks))
+    page.add(failed_banner(facts.failed_checks) + unchecked_banner(facts.unchecked))
     page.add(table(["", ""], _summary_rows(facts)))
     _card_section(page, data)
     _graph_section(page, data, dot_name)
@@ -55,6 +55,18 @@ def render_circuit_page(
     for panel in data.panels:
         page.add(_node_panel(page, panel))
     return page.render()
+
+
+def unchecked_banner(unchecked: tuple[str, ...]) -> str:
+    """A warning that the circuit file lacked the digests ``unchecked`` (so its numbers there
+    may have been edited by hand), for the top of a circuit page ("" if none)."""
+    if not unchecked:
+        return ""
+    return (
+        '<p class="warn"><strong>Unchecked file:</strong> this circuit file carries no digest '
+        f"of its {esc(', '.join(unchecked))}, so those numbers could not be checked against its "
+        "nodes on load (an older file, or one edited by hand). Prune again to trust them.</p>"
+    )
 
 
 def failed_banner(failed: tuple[str, ...] | list[str]) -> str:

@@ -49,6 +49,7 @@ class CircuitFacts:
     failed_checks: tuple[str, ...] = ()  # extra["faithfulness"]["failed"]
     n_val: int | None = None  # extra["n_val"]: pairs of the validation loss and full loss
     n_test: int | None = None  # extra["n_test"]: pairs of the test loss
+    unchecked: tuple[str, ...] = ()  # digests the file lacked (Circuit.unchecked_fields)
 
 
 @dataclass(frozen=True, kw_only=True)

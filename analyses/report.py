@@ -137,6 +137,7 @@ def circuit_facts(circuit: Circuit, task: Task) -> CircuitFacts:
         failed_checks=tuple(faith.get("failed", [])) if isinstance(faith, dict) else (),
         n_val=extra.get("n_val"),
         n_test=extra.get("n_test"),
+        unchecked=circuit.unchecked_fields,
     )
 
 

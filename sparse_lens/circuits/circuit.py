@@ -222,13 +222,21 @@ class Circuit:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, model: HookedSparseTransformer | None = None) -> "Circuit":
+    def load(
+        cls,
+        path: str | Path,
+        model: HookedSparseTransformer | None = None,
+        *,
+        unchecked: bool = False,
+    ) -> "Circuit":
         """Read a circuit file; with ``model``, also check it against the model (``validate``).
 
         The fields derived from the nodes are checked too (``check_derived``): the counts, the
         digests of the nodes and removed edges the edges and losses were computed for (a file
         edited by hand is refused, not reported with stale edges and loss), edges only within a
         block in the forward direction, and with ``model`` the edges recomputed from its weights.
+        A file without any digest is refused unless ``unchecked`` (then, as for a file older than
+        some digests, ``unchecked_fields`` names what could not be checked and pages say so).
 
         Raises:
             FileNotFoundError: no such file.
@@ -250,7 +258,7 @@ class Circuit:
             raise ValueError(f"{path}: malformed circuit file: {e}") from e
         if model is not None:
             circuit.validate(model.cfg, where=str(path))
-        circuit.check_derived(recorded, where=str(path), model=model)
+        circuit.check_derived(recorded, where=str(path), model=model, unchecked=unchecked)
         return circuit
 
     def check_derived(
@@ -259,6 +267,7 @@ class Circuit:
         *,
         where: str = "circuit",
         model: HookedSparseTransformer | None = None,
+        unchecked: bool = False,
     ) -> None:
         """Check what a circuit file derives from its nodes against the nodes: every edge
         within one block and in the forward direction (``EDGE_KINDS``), ``recorded``
@@ -281,26 +290,32 @@ class Circuit:
                     f"{where}: field {name!r} is {recorded[name]!r} but the file lists {got}; "
                     + stale
                 )
-        self._check_digests(recorded.get("derived_from"), where, stale)
+        self._check_digests(recorded.get("derived_from"), where, stale, unchecked)
         if model is not None:
             self._check_edges_against(model, where, stale)
 
-    def _check_digests(self, digests: Any, where: str, stale: str) -> None:
-        """``derived_from`` against the fields now; a file older than a digest (none at all,
-        or none of ``LATER_DIGESTS``) is read with a logged warning naming what is unchecked."""
+    def _check_digests(self, digests: Any, where: str, stale: str, unchecked: bool) -> None:
+        """``derived_from`` against the fields now. A file without it is refused unless
+        ``unchecked``; one older than some of ``LATER_DIGESTS`` is read. Either way a logged
+        warning and ``unchecked_fields`` name what is not checked."""
         now = _derived_from(self)
         if digests is None:
-            log.warning(
-                "%s: written before circuit files recorded digests: its nodes, edges, losses "
-                "and settings are not checked against each other",
-                where,
-            )
+            if not unchecked:
+                raise ValueError(
+                    f"{where}: records no digests (derived_from): written before circuit files "
+                    "had them, or edited by hand with them removed, so its losses and settings "
+                    "cannot be checked against its nodes; prune again, or read it with "
+                    "Circuit.load(path, unchecked=True), which every page then marks unchecked"
+                )
+            self.__dict__["_unchecked"] = tuple(now)
+            log.warning("%s: read without digests: %s are not checked", where, ", ".join(now))
             return
         if not isinstance(digests, dict):
             raise ValueError(
                 f"{where}: field 'derived_from' must be an object, got {digests!r:.60}"
             )
         missing = [name for name in LATER_DIGESTS if name not in digests]
+        self.__dict__["_unchecked"] = tuple(missing)
         if missing:
             log.warning(
                 "%s: written before the %s digest(s): those fields are not checked",
@@ -322,6 +337,13 @@ class Circuit:
                     f"(derived_from.{name} {str(digests.get(name))[:12]!r}, now {digest[:12]!r}): "
                     + stale
                 )
+
+    @property
+    def unchecked_fields(self) -> tuple[str, ...]:
+        """The digests (``derived_from`` names: ``losses``, ``settings``, ...) this circuit's
+        file did not carry, so what they cover was not checked on load (empty: all checked, or
+        not read from a file)."""
+        return self.__dict__.get("_unchecked", ())
 
     def _check_edges_against(self, model: HookedSparseTransformer, where: str, stale: str) -> None:
         if model_fingerprint(model) != self.model_fingerprint:

@@ -263,13 +263,16 @@ def test_a_circuit_written_before_the_digests_is_checked_against_the_model(circu
     for key in ("derived_from", "n_nodes", "n_edges"):
         del d[key]
     path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"c\.json: records no digests.*unchecked=True"):
+        Circuit.load(path, model=model)  # refused by default: its losses cannot be checked
     with caplog.at_level(logging.WARNING):
-        Circuit.load(path, model=model)
-    assert "written before circuit files recorded digests" in caplog.text  # not silent
+        loaded = Circuit.load(path, model=model, unchecked=True)
+    assert "read without digests" in caplog.text  # not silent
+    assert set(loaded.unchecked_fields) >= {"losses", "settings", "nodes"}
     _add_node(d)
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"c\.json.*field 'edges' does not match.*edited by hand"):
-        Circuit.load(path, model=model)
+        Circuit.load(path, model=model, unchecked=True)
 
 
 @pytest.mark.parametrize(
@@ -791,12 +794,17 @@ def test_a_circuit_written_before_the_settings_digest_loads_with_a_warning(circu
     ablation, norms...) are not checked; a file with every digest loads without a warning."""
     model, path = circuit_file
     with caplog.at_level(logging.WARNING):
-        Circuit.load(path, model=model)
+        assert Circuit.load(path, model=model).unchecked_fields == ()
     assert "digest" not in caplog.text
     d = json.loads(path.read_text())
     del d["derived_from"]["settings"]
     d["target_loss"] = 0.5  # unchecked in such a file: the warning says so
     path.write_text(json.dumps(d))
     with caplog.at_level(logging.WARNING):
-        Circuit.load(path, model=model)
+        loaded = Circuit.load(path, model=model)
     assert "written before the settings digest(s)" in caplog.text
+    assert loaded.unchecked_fields == ("settings",)
+    from analyses.circuit_view import unchecked_banner
+
+    assert "Unchecked file" in unchecked_banner(loaded.unchecked_fields)
+    assert unchecked_banner(()) == ""
