@@ -54,13 +54,14 @@ from sparse_lens.training.sparse import recorded_idiom_frac
 from sparse_lens.validation import require_min
 
 log = logging.getLogger(__name__)
+DEFAULT_EXAMPLES = 64  # test pairs of a circuit page when its file records none
 
 
 @dataclass(frozen=True, kw_only=True)
 class ReportConfig:
     """How much a report computes: task examples, corpus windows, node panels, heads shown."""
 
-    n_examples: int = 64
+    n_examples: int | None = None  # None: the circuit's own test pairs (extra["n_test"]), else 64
     n_windows: int = 32
     max_node_panels: int = 24
     n_contexts: int = 5
@@ -71,9 +72,9 @@ class ReportConfig:
     core_share: float = CORE_SHARE  # core view: share of the empty-circuit gap a knockout costs
 
     def __post_init__(self) -> None:
-        require_min(
-            self, ("n_examples", "n_windows", "n_contexts", "max_heads", "n_exact_knockouts"), 1
-        )
+        require_min(self, ("n_windows", "n_contexts", "max_heads", "n_exact_knockouts"), 1)
+        if self.n_examples is not None and self.n_examples < 1:
+            raise ValueError(f"n_examples must be >= 1, got {self.n_examples!r}")
         require_min(self, ("max_node_panels",), 0)
         if not 0 < self.core_share <= 1:
             raise ValueError(f"core_share must be in (0, 1], got {self.core_share!r}")
@@ -163,7 +164,8 @@ def circuit_page_data(
     rcfg = rcfg or ReportConfig()
     if model.tokenizer is None:
         raise ValueError("a circuit report needs a model with a tokenizer")
-    batch = task_batch(task, model.tokenizer, model.cfg.n_ctx, "test", rcfg.n_examples, rcfg.seed)
+    n = rcfg.n_examples or int(circuit.extra.get("n_test") or DEFAULT_EXAMPLES)
+    batch = task_batch(task, model.tokenizer, model.cfg.n_ctx, "test", n, rcfg.seed)
     card, card_note = _card(model, circuit, batch, windows, progress)
     fx = _node_effects(model, circuit, batch, rcfg.n_exact_knockouts, card)
     sub = batch.subset(_class_examples(batch))

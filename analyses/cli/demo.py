@@ -40,7 +40,7 @@ class DemoSettings:
     faithfulness: bool  # add the faithfulness report to each circuit
     node_panels: int  # report: node panels per circuit
     windows: int  # report: corpus windows for top contexts
-    examples: int  # report: task examples per circuit
+    examples: int | None  # report: test pairs per circuit (None: the circuit file's n_test)
     max_circuits: int = 2  # circuits pruned: the demo tasks first, then the best-solved others
     smoke: bool = False  # an untrained model: prune SMOKE_TASK to its own loss + 0.01
 
@@ -61,7 +61,7 @@ FULL = DemoSettings(
     faithfulness=True,
     node_panels=12,
     windows=16,
-    examples=128,  # the test pairs the circuit's file and faithfulness report use: one loss
+    examples=None,  # the circuit file's own test pairs (its n_test): one loss, one n
     max_circuits=2,
 )
 # The smoke run: the tiny preset's untrained model, one 3-step pruning run, a small report.

@@ -42,7 +42,12 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", default="test", choices=["train", "val", "test"], help="task split measured"
     )
-    p.add_argument("--examples", type=POSITIVE_INT, default=64, help="task examples measured")
+    p.add_argument(
+        "--examples",
+        type=POSITIVE_INT,
+        default=None,
+        help="task examples measured (default: the circuit file's test pairs, n_test; else 64)",
+    )
     p.add_argument(
         "--windows",
         type=number(int, 0),
@@ -139,7 +144,7 @@ def write_card(args: argparse.Namespace, out: Path, model_dir: Path) -> Path:
     windows, source = _windows(args, model, model_dir)
     cfg = ExplainConfig(
         split=args.split,
-        n_examples=args.examples,
+        n_examples=args.examples or int(circuit.extra.get("n_test") or 64),
         seed=args.seed,
         n_permutations=args.permutations,
     )

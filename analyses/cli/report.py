@@ -30,7 +30,12 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--windows", type=POSITIVE_INT, default=32, help="corpus windows for top contexts"
     )
-    p.add_argument("--examples", type=POSITIVE_INT, default=64, help="task examples per circuit")
+    p.add_argument(
+        "--examples",
+        type=POSITIVE_INT,
+        default=None,
+        help="test pairs per circuit page (default: the circuit file's own, n_test; else 64)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -523,3 +523,19 @@ def test_the_page_card_says_its_examples_are_the_test_split(setup):
     card, note = _card(model, circuit, batch, windows, False)
     assert note == "" and card is not None
     assert card.provenance["split"] == "test" and card.provenance["n_examples"] == 8
+
+
+def test_a_page_measures_the_circuit_files_own_test_pairs_by_default(setup):
+    """Without ``n_examples`` the page reads as many test pairs as the circuit file records
+    (``extra["n_test"]``), so its card, knockouts and the file report one loss."""
+    import dataclasses
+
+    model, circuit, _, _ = setup
+    own = dataclasses.replace(circuit, extra=circuit.extra | {"n_test": 6})
+    windows = torch.randint(0, model.cfg.d_vocab, (4, 64), generator=torch.Generator())
+    rcfg = ReportConfig(n_windows=4, max_node_panels=1)
+    assert rcfg.n_examples is None
+    page = circuit_page_data(model, own, get_task(TASK), windows, rcfg)
+    assert page.n_test == 6
+    with pytest.raises(ValueError, match="n_examples must be >= 1"):
+        ReportConfig(n_examples=0)
