@@ -249,3 +249,29 @@ def test_class_text_names_every_answer_when_a_class_has_several():
         batch, correct=batch.correct.clamp(max=7), incorrect=batch.incorrect.clamp(max=7)
     )
     assert task_view(two, lambda t: f"t{t}").class_text[1] in ("`t7` or `t6`", "`t6` or `t7`")
+
+
+def test_equal_data_gives_equal_p_values():
+    """Where the marked token is the answer position (``else_elif``), the answer and marked
+    contrasts read the same values and must report the same p-value (they differed by the
+    permutations drawn, 0.016 against 0.015)."""
+    from sparse_lens.circuits.explain.build import _contrasts
+    from sparse_lens.circuits.explain.positions import task_view
+
+    n = 16
+    base = torch.randint(10, 20, (n // 2, 6), generator=gen(1))
+    tokens = base.repeat_interleave(2, dim=0)
+    tokens[:, 5] = torch.tensor([3, 4] * (n // 2))  # pairs differ at the last token only
+    batch = TaskBatch(
+        tokens=tokens,
+        last=torch.full((n,), 5),
+        correct=torch.tensor([5, 6] * (n // 2)),
+        incorrect=torch.tensor([6, 5] * (n // 2)),
+        contexts=[""] * n,
+    )
+    view = task_view(batch, str)
+    assert view.marked.tolist() == [5] * n
+    values = torch.randn(n, 6, generator=gen(2)) + view.is_a[:, None].float() * 0.8
+    out = _contrasts(values, view, None, 1.0, CFG)
+    assert out["answer"].p_value == out["marked"].p_value
+    assert out["answer"].contrast_sd == out["marked"].contrast_sd

@@ -73,7 +73,6 @@ def _contrasts(
     source: Tensor | None,
     sd: float,
     cfg: ExplainConfig,
-    gen: torch.Generator,
 ) -> dict[str, Contrast]:
     """Class contrasts of one node's ``values`` ``[batch pos]`` at each position kind."""
     rows = torch.arange(len(values))
@@ -86,14 +85,19 @@ def _contrasts(
         v = values[rows, pos.clamp(min=0)]
         a, b = v[ok & s.is_a], v[ok & ~s.is_a]
         if len(a) >= 2 and len(b) >= 2:
-            out[name] = class_contrast(
-                a, b, where=name, sd=sd, n_permutations=cfg.n_permutations, generator=gen
+            out[name] = class_contrast(  # one seed per test: equal data, equal p-value
+                a,
+                b,
+                where=name,
+                sd=sd,
+                n_permutations=cfg.n_permutations,
+                generator=torch.Generator().manual_seed(cfg.seed),
             )
     return out
 
 
 def _position_contrast(
-    values: Tensor, s: TaskView, sd: float, cfg: ExplainConfig, gen: torch.Generator
+    values: Tensor, s: TaskView, sd: float, cfg: ExplainConfig
 ) -> Contrast | None:
     """The value at the marked token against the mean over the example's ``other`` positions."""
     other = (s.codes == POSITION_CLASSES.index("other")).float()
@@ -103,7 +107,12 @@ def _position_contrast(
     at = values[torch.arange(len(values)), s.marked.clamp(min=0)][ok]
     elsewhere = ((values * other).sum(dim=1) / other.sum(dim=1).clamp(min=1))[ok]
     return position_contrast(
-        at, elsewhere, where="marked", sd=sd, n_permutations=cfg.n_permutations, generator=gen
+        at,
+        elsewhere,
+        where="marked",
+        sd=sd,
+        n_permutations=cfg.n_permutations,
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
@@ -131,13 +140,12 @@ def _direct(ref: NodeRefLike, m: Measured, s: TaskView) -> tuple[float | None, f
 def _node(
     ref: NodeRefLike, m: Measured, s: TaskView, cfg: ExplainConfig, ko_min: float, d_head: int
 ) -> NodeExplanation:
-    gen = torch.Generator().manual_seed(cfg.seed)
     sd = _unit_sd(ref, m, s)
     key = (ref.layer, ref.head) if ref.head is not None else None
     source = m.sources.get(key)
-    contrasts = _contrasts(m.circuit.values[ref.label], s, source, sd, cfg, gen)
-    full_contrasts = _contrasts(m.full.values[ref.label], s, source, sd, cfg, gen)
-    pos = _position_contrast(m.circuit.values[ref.label], s, sd, cfg, gen)
+    contrasts = _contrasts(m.circuit.values[ref.label], s, source, sd, cfg)
+    full_contrasts = _contrasts(m.full.values[ref.label], s, source, sd, cfg)
+    pos = _position_contrast(m.circuit.values[ref.label], s, sd, cfg)
     direct = _direct(ref, m, s)
     attention = m.attention[key] if key is not None else None
     kos = (m.knockout_circuit[ref.label], m.knockout_full[ref.label])
