@@ -152,6 +152,10 @@ def test_the_card_warns_first_when_its_reading_is_limited(planted_card):
     strict = dataclasses.replace(circuit, target_loss=card.losses["circuit"] / 2)
     missed = explain(model, strict, batch)
     assert len(missed.warnings) == 1 and "misses its target" in missed.warnings[0]
+    # the summary says which sd a contrast counts in: the pretraining sample's, or (without
+    # one) the task examples' positions, which gives other numbers for the same node
+    assert "sd over the pretraining sample" in card.summary
+    assert "sd over the task examples' positions" in missed.summary
     flipped = dataclasses.replace(batch, correct=batch.incorrect, incorrect=batch.correct)
     failed = explain(model, circuit, flipped)
     assert any("full model does not solve this task" in w for w in failed.warnings)

@@ -220,6 +220,7 @@ def _summary(
     losses: dict[str, float],
     s: TaskView,
     task: str,
+    sd_unit: str,
 ) -> str:
     flow = " -> ".join(
         f"{st.name} ({', '.join(f'{n} {r}' for r, n in st.roles.items())})"
@@ -238,11 +239,12 @@ def _summary(
         for h in movers
     )
     none = sum(n.role == "no measurable role" for n in card_nodes)
+    flow_text = f" Flow: {flow}." if flow else " The circuit keeps no node."
     return (
         f"{task}: {s.class_text[0]} vs {s.class_text[1]}. Task loss {losses['circuit']:.3f} for the "
         f"circuit, {losses['full']:.3f} for the full model, {losses['empty']:.3f} with every "
-        f"node ablated (n={len(s.batch)}). Flow: {flow}.{moves} {none} of {len(card_nodes)} "
-        "nodes have no measurable role."
+        f"node ablated (n={len(s.batch)}).{flow_text}{moves} {none} of {len(card_nodes)} "
+        f"nodes have no measurable role. Contrasts are in units of each node's sd over {sd_unit}."
     )
 
 
@@ -310,7 +312,17 @@ def explain(
         nodes=nodes,
         heads=heads,
         stages=stages(nodes),
-        summary=_summary(nodes, heads, losses, s, circuit.task),
+        summary=_summary(
+            nodes,
+            heads,
+            losses,
+            s,
+            circuit.task,
+            "the pretraining sample"
+            if windows is not None
+            else "the task examples' positions "
+            "(no pretraining sample given: pass windows for the pretraining sd)",
+        ),
         warnings=card_warnings(losses, circuit.target_loss, split, s, cfg),
     )
 
