@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from analyses.attention_sinks import sink_mass
     from analyses.bridge_report import steering_view
     from analyses.bridge_view import steering_plot
+    from analyses.card import card_markdown
     from analyses.cli import main as command
     from analyses.node_panels import attribution_effects, node_values, top_contexts
     from analyses.plots import embed, heatmap
@@ -23,6 +24,7 @@ _LAZY = {
     "steering_view": ("analyses.bridge_report", "steering_view"),
     "steering_plot": ("analyses.bridge_view", "steering_plot"),
     "command": ("analyses.cli", "main"),  # the `sparse-lens` command, in-process
+    "card_markdown": ("analyses.card", "card_markdown"),
     "attribution_effects": ("analyses.node_panels", "attribution_effects"),
     "node_values": ("analyses.node_panels", "node_values"),
     "top_contexts": ("analyses.node_panels", "top_contexts"),
@@ -53,6 +55,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "attribution_effects",
+    "card_markdown",
     "command",
     "corresponding_heads",
     "embed",

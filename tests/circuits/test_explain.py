@@ -138,6 +138,20 @@ def test_the_notebook_nouns_are_top_level():
         analyses.nope  # noqa: B018
 
 
+def test_a_card_shows_itself_in_a_notebook(planted_card):
+    """``circuit.explain(model)`` in Jupyter: a one-line repr (the dataclass's ran to 239,132
+    characters) and the card section as HTML; the Markdown is ``analyses.card_markdown``."""
+    from analyses import card_markdown
+
+    *_, card = planted_card
+    text = repr(card)
+    assert len(text) < 300 and text.startswith("CircuitCard(task='planted', n_nodes=")
+    assert "'mover': 1" in text and "warnings=0" in text
+    html = card._repr_html_()
+    assert html.startswith('<section class="circuit-card">') and "Task loss" in html
+    assert card_markdown(card).startswith("# Circuit card: `planted`")
+
+
 def test_the_card_warns_first_when_its_reading_is_limited(planted_card):
     """A circuit above its target, a task the full model fails, and too few examples for any
     contrast to be significant each give a warning, shown first in the Markdown and the page;

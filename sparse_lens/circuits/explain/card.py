@@ -181,6 +181,24 @@ class CircuitCard:
         """The card as plain JSON values (non-finite floats as None)."""
         return _finite(asdict(self))
 
+    def __repr__(self) -> str:
+        """One line (the fields run to hundreds of thousands of characters): the task, the
+        size, the nodes per role and the number of warnings."""
+        roles: dict[str, int] = {}
+        for n in self.nodes:
+            roles[n.role] = roles.get(n.role, 0) + 1
+        return (
+            f"CircuitCard(task={self.task!r}, n_nodes={self.n_nodes}, n_edges={self.n_edges}, "
+            f"roles={roles}, warnings={len(self.warnings)})"
+        )
+
+    def _repr_html_(self) -> str:
+        """The card section of the circuit page (warnings, summary, stages, heads), so a
+        notebook shows the card itself; ``analyses.card_markdown`` gives all of it."""
+        from sparse_lens.circuits.graph_view.card_html import card_html, card_view
+
+        return card_html(card_view(self))
+
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
