@@ -225,3 +225,11 @@ def test_a_small_core_reads_in_one_row_with_the_final_residual_at_the_right():
     # a wide graph still wraps into bands within the width, in forward order
     wide = layered_layout(full_drawing(synthetic_graph()))
     assert wide.width <= MAX_WIDTH and wide.height > (MAX_ROWS + 2) * ROW_H
+
+
+def test_every_site_has_its_own_colour():
+    """The legend names each site once: two sites of one colour read as one (a fresh user saw
+    attn_in and mlp_in, attn_out and mlp_out, in the same colour)."""
+    from sparse_lens.circuits.graph_view.svg import KIND_COLOUR
+
+    assert len(set(KIND_COLOUR.values())) == len(KIND_COLOUR) == len(SITE_ORDER)

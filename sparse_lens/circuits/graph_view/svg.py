@@ -18,10 +18,10 @@ from sparse_lens.circuits.graph_view.layout import (
     layered_layout,
 )
 
-KIND_COLOUR = {
-    "attn_in": "#6b8fb5", "mlp_in": "#6b8fb5", "final": "#333333",
+KIND_COLOUR = {  # one colour per site, so the legend names each once
+    "attn_in": "#6b8fb5", "mlp_in": "#1f3f7a", "final": "#333333",
     "q": "#2ca02c", "k": "#ff7f0e", "v": "#9467bd",
-    "attn_out": "#17becf", "neuron": "#d62728", "mlp_out": "#17becf",
+    "attn_out": "#17becf", "neuron": "#d62728", "mlp_out": "#8c6d31",
 }  # fmt: skip
 GROUP_COLOUR = "#9a9a9a"
 
