@@ -205,10 +205,10 @@ def circuit_readout(circuit_file: Path, page_numbers: Path) -> dict[str, Any]:
 def _readout_line(name: str, d: Mapping[str, Any]) -> str:
     test = "none" if d.get("test_loss") is None else f"{d['test_loss']:.3f}"
     core = "no core (no card)" if d["core_nodes"] is None else f"core {d['core_nodes']} nodes"
-    warn = f"; {len(d['card_warnings'])} card warning(s)" if d["card_warnings"] else ""
+    warn = "".join(f"  warning: {w}\n" for w in d["card_warnings"])
     return (
         f"{name}: {d['n_nodes']} nodes / {d['n_edges']} edges, test loss {test} "
-        f"(target {d['target_loss']}), {core}{warn}\n"
+        f"(target {d['target_loss']}), {core}\n{warn}"
     )
 
 
