@@ -165,7 +165,8 @@ def _rules(card: CircuitCard) -> str:
     r: dict[str, Any] = card.rules
     lines = [f"{i}" for i in r["rules"]]
     thresholds = (
-        f"Significant: permutation p < {r['alpha']} and |contrast| >= {r['min_contrast_sd']} sd. "
+        f"Significant: Benjamini-Hochberg q (over every contrast of the card, from permutation "
+        f"p-values) < {r['alpha']} and |contrast| >= {r['min_contrast_sd']} sd. "
         f"Measurable knockout: >= {r['knockout_threshold_nats']:.3g} nats (the larger of "
         f"{r['min_knockout_nats']} and {r['knockout_share']:.0%} of the empty-circuit gap). "
         f"Source: >= {r['attention_share']:.0%} of a head's attention, >= {r['min_lift']}x "

@@ -275,3 +275,34 @@ def test_equal_data_gives_equal_p_values():
     out = _contrasts(values, view, None, 1.0, CFG)
     assert out["answer"].p_value == out["marked"].p_value
     assert out["answer"].contrast_sd == out["marked"].contrast_sd
+
+
+def test_bh_q_values_by_hand():
+    from sparse_lens.circuits.explain.stats import bh_q_values
+
+    # m = 4, sorted p 0.001, 0.01, 0.01, 0.2: p * m / rank = 0.004, 0.02, 0.0133, 0.2, then the
+    # running minimum from the largest rank down: 0.004, 0.0133, 0.0133, 0.2
+    q = bh_q_values([0.01, 0.001, 0.2, 0.01])
+    assert q == pytest.approx([0.04 / 3, 0.004, 0.2, 0.04 / 3])
+    assert bh_q_values([]) == [] and bh_q_values([0.9, 0.95]) == pytest.approx([0.95, 0.95])
+    # a contrast is judged by its q when it has one: p 0.005 alone passes, q 0.02 does not
+    c = _contrast("answer", 2.0, 0.005)
+    assert c.significant(0.01, 1.0)
+    assert not dataclasses.replace(c, q_value=0.02).significant(0.01, 1.0)
+
+
+def test_many_null_nodes_give_no_significant_contrast():
+    """300 nodes of pure noise at alpha 0.05 give about 15 'significant' contrasts one by one
+    (12 here); over the card's q-values none survives (a fresh user saw p at its floor on
+    hundreds of tests at once: significance is now controlled for the number of tests)."""
+    from sparse_lens.circuits.explain.stats import bh_q_values
+
+    g = gen(5)
+    contrasts = [
+        class_contrast(torch.randn(16, generator=g), torch.randn(16, generator=g), where="answer",
+                       sd=1.0, n_permutations=199, generator=gen(i))
+        for i in range(300)
+    ]  # fmt: skip
+    raw = sum(c.p_value < 0.05 for c in contrasts)
+    q = bh_q_values([c.p_value for c in contrasts])
+    assert raw >= 5 and min(q) > 0.05

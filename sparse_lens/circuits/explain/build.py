@@ -10,7 +10,9 @@ pretraining windows, each node's top windows and tokens (``corpus``). Roles foll
 rules of ``roles`` (arXiv 2511.13653, Fig. 4's detector, classifier and mover).
 """
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,6 +46,7 @@ from sparse_lens.circuits.explain.roles import (
 )
 from sparse_lens.circuits.explain.stats import (
     Contrast,
+    bh_q_values,
     class_contrast,
     position_contrast,
     smallest_p_value,
@@ -137,15 +140,58 @@ def _direct(ref: NodeRefLike, m: Measured, s: TaskView) -> tuple[float | None, f
     return circuit, full
 
 
-def _node(
-    ref: NodeRefLike, m: Measured, s: TaskView, cfg: ExplainConfig, ko_min: float, d_head: int
-) -> NodeExplanation:
+@dataclass(frozen=True)
+class _Tests:
+    """One node's significance tests: class contrasts in the circuit run and in the full
+    model (by position kind), and the position contrast (circuit run)."""
+
+    contrasts: dict[str, Contrast]
+    full: dict[str, Contrast]
+    position: Contrast | None
+
+
+def _tests(ref: NodeRefLike, m: Measured, s: TaskView, cfg: ExplainConfig) -> _Tests:
     sd = _unit_sd(ref, m, s)
     key = (ref.layer, ref.head) if ref.head is not None else None
     source = m.sources.get(key)
-    contrasts = _contrasts(m.circuit.values[ref.label], s, source, sd, cfg)
-    full_contrasts = _contrasts(m.full.values[ref.label], s, source, sd, cfg)
-    pos = _position_contrast(m.circuit.values[ref.label], s, sd, cfg)
+    return _Tests(
+        contrasts=_contrasts(m.circuit.values[ref.label], s, source, sd, cfg),
+        full=_contrasts(m.full.values[ref.label], s, source, sd, cfg),
+        position=_position_contrast(m.circuit.values[ref.label], s, sd, cfg),
+    )
+
+
+def with_q_values(tests: list[_Tests]) -> list[_Tests]:
+    """Every test of the card with its Benjamini-Hochberg q-value over all of them."""
+    flat = [c for t in tests for c in (*t.contrasts.values(), *t.full.values())]
+    flat += [t.position for t in tests if t.position is not None]
+    q = iter(bh_q_values([c.p_value for c in flat]))
+    qs = {id(c): next(q) for c in flat}
+
+    def adj(c: Contrast) -> Contrast:
+        return dataclasses.replace(c, q_value=qs[id(c)])
+
+    return [
+        _Tests(
+            contrasts={k: adj(c) for k, c in t.contrasts.items()},
+            full={k: adj(c) for k, c in t.full.items()},
+            position=adj(t.position) if t.position is not None else None,
+        )
+        for t in tests
+    ]
+
+
+def _node(
+    ref: NodeRefLike,
+    tests: _Tests,
+    m: Measured,
+    s: TaskView,
+    cfg: ExplainConfig,
+    ko_min: float,
+    d_head: int,
+) -> NodeExplanation:
+    key = (ref.layer, ref.head) if ref.head is not None else None
+    contrasts, full_contrasts, pos = tests.contrasts, tests.full, tests.position
     direct = _direct(ref, m, s)
     attention = m.attention[key] if key is not None else None
     kos = (m.knockout_circuit[ref.label], m.knockout_full[ref.label])
@@ -296,7 +342,10 @@ def explain(
     refs = list(circuit.node_refs(model.cfg))
     m, losses = measure(model, circuit, refs, s, windows, cfg, progress=progress)
     ko_min = cfg.knockout_threshold(losses["circuit"], losses["empty"])
-    nodes = tuple(_node(r, m, s, cfg, ko_min, model.cfg.d_head) for r in refs)
+    tests = with_q_values([_tests(r, m, s, cfg) for r in refs])
+    nodes = tuple(
+        _node(r, t, m, s, cfg, ko_min, model.cfg.d_head) for r, t in zip(refs, tests, strict=True)
+    )
     heads = _heads(refs, m, s, cfg)
     provenance = _provenance(circuit, batch, split, cfg, windows, windows_source)
     return CircuitCard(
@@ -395,4 +444,7 @@ def _provenance(
         "the full model's scale; logits",
         "pretraining_sample": sample,
         "n_permutations": cfg.n_permutations,
+        "multiple_testing": "Benjamini-Hochberg q-values over every contrast of the card "
+        "(class contrasts in the circuit and the full model, position contrasts); a contrast "
+        "is significant when its q is below alpha",
     }

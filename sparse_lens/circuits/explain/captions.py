@@ -47,7 +47,8 @@ def contrast_text(c: Contrast) -> str:
     t = "inf" if abs(c.t) == float("inf") else f"{c.t:.1f}"
     test = "Welch t" if c.test == "classes" else "paired t"
     n = f"n={c.n_a}/{c.n_b}" if c.test == "classes" else f"n={c.n_a}"
-    return f"contrast {size} sd, {test} {t}, {p_text(c)}, {n}"
+    q = f", q={c.q_value:.2g}" if c.q_value is not None else ""
+    return f"contrast {size} sd, {test} {t}, {p_text(c)}{q}, {n}"
 
 
 def attention_text(att: Attention, marked: str = "the marked token") -> str:

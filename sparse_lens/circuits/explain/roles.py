@@ -1,7 +1,8 @@
 """The role rules of ``explain`` and their thresholds (``ExplainConfig``).
 
-A node's role is the first rule that holds (a contrast is *significant* when its permutation
-p-value is below ``alpha`` and its size is at least ``min_contrast_sd`` sd; the knockout
+A node's role is the first rule that holds (a contrast is *significant* when its
+Benjamini-Hochberg q-value over all the card's contrasts (from permutation p-values) is below
+``alpha`` and its size is at least ``min_contrast_sd`` sd; the knockout
 threshold is ``max(min_knockout, knockout_share * (empty-circuit loss - circuit loss))``):
 
 1. **no measurable role**: knocking the node out changes the task loss by less than the

@@ -42,10 +42,13 @@ class Contrast:
     n_a: int
     n_b: int
     n_permutations: int
+    q_value: float | None = None  # Benjamini-Hochberg over the card's tests (``bh_q_values``)
 
     def significant(self, alpha: float, min_contrast_sd: float) -> bool:
-        """``p_value < alpha`` and ``|contrast_sd| >= min_contrast_sd``."""
-        return self.p_value < alpha and abs(self.contrast_sd) >= min_contrast_sd
+        """``q_value`` (else ``p_value``) below ``alpha`` and ``|contrast_sd| >=
+        min_contrast_sd``."""
+        p = self.q_value if self.q_value is not None else self.p_value
+        return p < alpha and abs(self.contrast_sd) >= min_contrast_sd
 
 
 def _ratio(num: float, den: float) -> float:
@@ -157,3 +160,19 @@ def smallest_p_value(test: ContrastTest, n_a: int, n_b: int, n_permutations: int
     else:
         exact = 2 / 2.0**n_a
     return max(1 / (n_permutations + 1), exact)
+
+
+def bh_q_values(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg q-values of ``p_values`` (same order): ``q_i = min over j with
+    p_j >= p_i of p_j * m / rank_j``, capped at 1. Calling a test significant when its q is
+    below ``alpha`` keeps the expected share of false discoveries among the significant ones at
+    most ``alpha`` (Benjamini & Hochberg 1995), however many nodes a card tests."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    q = [1.0] * m
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p_values[i] * m / rank)
+        q[i] = min(1.0, running)
+    return q
