@@ -10,12 +10,9 @@ import the card's measurement code.
 import html
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from sparse_lens.circuits.graph_view.graph import NO_ROLE
-
-if TYPE_CHECKING:
-    from sparse_lens.circuits.explain.card import CircuitCard
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,9 +37,10 @@ class CardView:
     warnings: tuple[str, ...] = ()
 
 
-def card_view(card: "CircuitCard", *, examples: str | None = None) -> CardView:
-    """The section's strings of ``card``; ``examples`` says which examples it ran on (default:
-    its provenance's split, or ``caller's batch``)."""
+def card_view(card: Any, *, examples: str | None = None) -> CardView:
+    """The section's strings of ``card`` (a ``CircuitCard``, read by attribute: naming its type
+    here would make an import cycle with ``CircuitCard._repr_html_``); ``examples`` says which
+    examples it ran on (default: its provenance's split, or ``caller's batch``)."""
     nodes = {n.label: n for n in card.nodes}
     stages = tuple(
         StageView(

@@ -95,7 +95,7 @@ def test_report_from_a_circuit_file(demo, tmp_path, capsys):
     out, cache = demo
     circuit = out / "circuits" / "single_double_quote.json"
     args = ["report", str(circuit), "--out", str(tmp_path / "r"), "--cache-dir", str(cache)]
-    assert main([*args, "--quiet", "--node-panels", "2", "--windows", "2"]) == 0
+    assert main([*args, "--quiet", "--node-panels", "2", "--windows", "2", "--examples", "16"]) == 0
     assert (tmp_path / "r" / "circuits" / "single_double_quote.html").is_file()
     assert "report written to" in capsys.readouterr().out
 
@@ -114,9 +114,9 @@ def test_one_circuit_report_needs_only_its_own_task(demo, tmp_path, monkeypatch,
     monkeypatch.setattr(analyses.report_sources, "get_task", only_own)
     circuit = out / "circuits" / "single_double_quote.json"
     args = ["report", str(circuit), "--out", str(tmp_path / "r"), "--cache-dir", str(cache)]
-    assert main([*args, "--quiet", "--node-panels", "1", "--windows", "2"]) == 0, (
-        capsys.readouterr().err
-    )
+    assert (
+        main([*args, "--quiet", "--node-panels", "1", "--windows", "2", "--examples", "16"]) == 0
+    ), capsys.readouterr().err
     assert "single_double_quote" in (tmp_path / "r" / "index.html").read_text()
 
 

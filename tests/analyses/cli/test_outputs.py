@@ -61,8 +61,10 @@ def test_every_out_refuses_to_overwrite_a_users_file(command, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    # report reads its source first (cheap, no work): a circuit file naming a model folder
-    (inputs / "source").write_text('{"extra": {"model_dir": "model"}}')
+    # report and explain read their circuit file first (cheap, no work, and a wrong one is
+    # named before --out is taken): a circuit file naming a model folder
+    for name in ("source", "circuit"):
+        (inputs / name).write_text('{"circuit_version": 1, "extra": {"model_dir": "model"}}')
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
     mine = tmp_path / "mine"
