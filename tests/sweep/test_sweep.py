@@ -294,6 +294,7 @@ def test_point_circuit_search_is_optuna_with_a_resumable_study(sweep, tmp_path):
     assert again.nodes == circuit.nodes
 
 
+@pytest.mark.slow  # 160 s on 2 cores: a whole sweep re-run
 def test_other_pruning_settings_reprune_without_retraining(sweep, tmp_path, capsys):
     """A new target loss keeps the trained runs and task tables, sets the old circuits aside
     (nothing deleted) and prunes again; training settings are still refused."""
@@ -331,6 +332,7 @@ def test_other_pruning_settings_reprune_without_retraining(sweep, tmp_path, caps
     assert "other settings (steps: 300 there, 5 now)" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 150 s on 2 cores: a whole sweep re-run
 def test_another_dense_lr_retrains_only_the_dense_points(sweep, tmp_path):
     out, common = sweep
     copy = tmp_path / "sw"
