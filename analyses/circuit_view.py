@@ -114,7 +114,7 @@ def _summary_rows(facts: CircuitFacts) -> list[list[Any]]:
     if facts.prune_seconds is not None:
         rows.append(["pruning time (s)", round(facts.prune_seconds, 1)])
     if facts.chosen_hparams:
-        rows.append(["chosen hyperparameters", json.dumps(facts.chosen_hparams)])
+        rows.append(["chosen hyperparameters", settings_text(facts.chosen_hparams)])
     return rows
 
 
@@ -218,13 +218,39 @@ def _seeds_tables(seeds: Mapping[str, Any]) -> str:
     )
 
 
+def settings_text(settings: Mapping[str, Any]) -> str:
+    """``name value, name value`` of a flat settings dict, numbers to 3 significant digits."""
+    return ", ".join(
+        f"{k} {format(v, '.3g') if isinstance(v, float) else v}" for k, v in settings.items()
+    )
+
+
+def ablation_source_text(source: Any) -> str:  # noqa: ANN401 - a JSON value from the file
+    """Where the ablation values came from, in words: the windows' data, split, count and seed,
+    the idiom share of the training mix, and the windows' digest; anything else as JSON."""
+    if not isinstance(source, Mapping):
+        return f"source: {json.dumps(source)}"
+    win = source.get("windows")
+    if not isinstance(win, Mapping):
+        return f"source: {json.dumps(source)}"
+    idioms = win.get("idioms") if isinstance(win.get("idioms"), Mapping) else {}
+    kinds = ", ".join(idioms.get("kinds", [])) if idioms else ""
+    mix = f", {win['idiom_frac']:.0%} idioms ({kinds})" if win.get("idiom_frac") else ""
+    return (
+        f"means over {source.get('n_windows', '?')} {source.get('data', 'windows')} of "
+        f"{win.get('n_ctx', '?')} tokens ({source.get('n_tokens', '?')} tokens counted): "
+        f"{win.get('distribution', '?')}{mix}, {win.get('split', '?')} split, seed "
+        f"{win.get('seed', '?')}, sha256 {win.get('sha256', '?')}"
+    )
+
+
 def faithfulness_section(report: Mapping[str, Any]) -> str:
     """The verdict table (check, status, value, threshold, reason), what it was computed on,
     then the measurements behind it."""
     on = report.get("computed_on", {})
     where = (
         f"Computed on the {on.get('split', '?')} split, n = {on.get('n', '?')} examples, "
-        f"{on.get('ablation', '?')} ablation (source: {json.dumps(on.get('ablation_source'))}), "
+        f"{on.get('ablation', '?')} ablation ({ablation_source_text(on.get('ablation_source'))}), "
         f"seed {on.get('seed', '?')}."
     )
     colour = {"pass": "good", "fail": "bad", "not run": "note"}

@@ -92,7 +92,10 @@ def line_chart(
     ax = fig.add_subplot()
     for i, (s, pts) in enumerate(drawn):
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        # a lone point has no line to draw: it gets a marker
         style = {"linestyle": "none", "marker": "o", "markersize": 4} if s.markers else {}
+        if len(pts) == 1 and not s.markers:
+            style = {"marker": "o", "markersize": 5}
         ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)], label=s.name, **style)
     # reference labels inside the axes (right end of a line, top of a column): clear of the
     # title and of the legend outside the axes

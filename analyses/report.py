@@ -57,6 +57,13 @@ log = logging.getLogger(__name__)
 DEFAULT_EXAMPLES = 64  # test pairs of a circuit page when its file records none
 
 
+def examples_for(circuit: Circuit, requested: int | None) -> int:
+    """How many test examples a circuit's page or card measures: ``requested`` unless None, else
+    the circuit file's own test pairs (``extra["n_test"]``: one loss, one n), else
+    ``DEFAULT_EXAMPLES``."""
+    return requested or int(circuit.extra.get("n_test") or DEFAULT_EXAMPLES)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ReportConfig:
     """How much a report computes: task examples, corpus windows, node panels, heads shown."""
@@ -164,7 +171,7 @@ def circuit_page_data(
     rcfg = rcfg or ReportConfig()
     if model.tokenizer is None:
         raise ValueError("a circuit report needs a model with a tokenizer")
-    n = rcfg.n_examples or int(circuit.extra.get("n_test") or DEFAULT_EXAMPLES)
+    n = examples_for(circuit, rcfg.n_examples)
     batch = task_batch(task, model.tokenizer, model.cfg.n_ctx, "test", n, rcfg.seed)
     card, card_note = _card(model, circuit, batch, windows, progress)
     fx = _node_effects(model, circuit, batch, rcfg.n_exact_knockouts, card)

@@ -139,8 +139,10 @@ def build_report(
     task_n: int = 100,
     title: str | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> Path:
-    """Write the report of ``source`` into ``out``; returns the index page's path.
+    """Write the report of ``source`` into ``out``, its model run on ``device``; returns the
+    index page's path.
 
     Raises:
         FileNotFoundError: as ``find_sources``, or a model file is missing.
@@ -148,7 +150,7 @@ def build_report(
     """
     rcfg = rcfg or ReportConfig()
     src = find_sources(source, model_dir)
-    model = HookedSparseTransformer.from_pretrained(src.model_dir).eval()
+    model = HookedSparseTransformer.from_pretrained(src.model_dir, device=device).eval()
     if model.tokenizer is None:
         raise ValueError(f"{src.model_dir} has no tokenizer.json")
     circuits = [Circuit.load(p, model=model) for p in src.circuits]

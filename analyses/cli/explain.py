@@ -18,6 +18,7 @@ from analyses.cli.options import (
     device_name,
     number,
     out_path,
+    pair_count,
 )
 
 CARD_FILES = ("*.card.json", "*.card.md")
@@ -26,7 +27,11 @@ CARD_FILES = ("*.card.json", "*.card.md")
 def add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="circuit card: each kept node's role, by stated rules")
     p.set_defaults(handler=cmd_explain)
-    p.add_argument("circuit", type=Path, help="a circuit JSON written by `sparse-lens prune`")
+    p.add_argument(
+        "circuit",
+        type=Path,
+        help="a circuit JSON written by `sparse-lens prune` (default: %(default)s)",
+    )
     p.add_argument(
         "--model", type=Path, default=None, help="model folder (default: the circuit's record)"
     )
@@ -37,14 +42,20 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
         "--corpus", default=None, help="pretraining corpus for top contexts (default: the run's)"
     )
     p.add_argument(
-        "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
+        "--cache-dir",
+        type=out_path,
+        default=DEFAULT_CACHE,
+        help="tokenizer/token cache (default: %(default)s)",
     )
     p.add_argument(
-        "--split", default="test", choices=["train", "val", "test"], help="task split measured"
+        "--split",
+        default="test",
+        choices=["train", "val", "test"],
+        help="task split measured (default: %(default)s)",
     )
     p.add_argument(
         "--examples",
-        type=POSITIVE_INT,
+        type=pair_count,
         default=None,
         help="task examples measured (default: the circuit file's test pairs, n_test; else 64)",
     )
@@ -52,11 +63,26 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
         "--windows",
         type=number(int, 0),
         default=64,
-        help="pretraining windows sampled for top contexts (0: none)",
+        help="pretraining windows sampled for top contexts (0: none; default: %(default)s)",
     )
-    p.add_argument("--permutations", type=POSITIVE_INT, default=999, help="per significance test")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the examples, windows, tests")
-    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument(
+        "--permutations",
+        type=POSITIVE_INT,
+        default=999,
+        help="permutations per significance test (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=SEED,
+        default=0,
+        help="seed of the examples, windows, tests (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device",
+        type=device_name,
+        default="cpu",
+        help="cpu, cuda or cuda:N (default: %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -134,6 +160,7 @@ def write_card(args: argparse.Namespace, out: Path, model_dir: Path) -> Path:
         FileNotFoundError, ValueError: as ``Circuit.load``, ``from_pretrained`` or ``explain``.
     """
     from analyses.card import card_markdown
+    from analyses.report import examples_for
     from sparse_lens.circuits.circuit import Circuit
     from sparse_lens.circuits.explain import ExplainConfig, explain
     from sparse_lens.files.atomic import atomic_write_json, atomic_write_text
@@ -144,7 +171,7 @@ def write_card(args: argparse.Namespace, out: Path, model_dir: Path) -> Path:
     windows, source = _windows(args, model, model_dir)
     cfg = ExplainConfig(
         split=args.split,
-        n_examples=args.examples or int(circuit.extra.get("n_test") or 64),
+        n_examples=examples_for(circuit, args.examples),
         seed=args.seed,
         n_permutations=args.permutations,
     )

@@ -67,6 +67,21 @@ POSITIVE_FLOAT = number(float, 0, open_low=True)
 FRACTION = number(float, 0, 1)
 
 
+def pair_count(text: str) -> int:
+    """An argparse ``type`` for a number of task examples that come as minimal pairs: a positive
+    even integer (``--examples 3`` would silently measure 4).
+
+    Raises:
+        argparse.ArgumentTypeError: not a positive integer, or odd (named).
+    """
+    n = POSITIVE_INT(text)
+    if n % 2:
+        raise argparse.ArgumentTypeError(
+            f"{n} is odd: task examples come in minimal pairs (2 each); use {n - 1 or 2} or {n + 1}"
+        )
+    return n
+
+
 def _target_loss(text: str) -> float:
     """An argparse ``type`` for a task target loss in nats: ``0 < t < ln 2``. Every task is a
     choice between two tokens, so ``ln 2`` (0.693) is a coin flip's loss: a target at or above it
@@ -195,11 +210,11 @@ def check_replaceable_circuit(path: Path) -> None:
 
 
 def load_model(
-    path: Path, option: str, *, need_tokenizer: bool = True
+    path: Path, option: str, *, need_tokenizer: bool = True, device: str = "cpu"
 ) -> "HookedSparseTransformer":
-    """The sparse model in the folder ``path`` (written by ``save_pretrained``), in eval mode;
-    every command opens a model folder through this. ``option`` names the argument in errors
-    (``--model``, ``MODEL_DIR``).
+    """The sparse model in the folder ``path`` (written by ``save_pretrained``), in eval mode, on
+    ``device`` (checked first: :func:`check_device`); every command opens a model folder through
+    this. ``option`` names the argument in errors (``--model``, ``MODEL_DIR``).
 
     Raises:
         CLIError: ``path`` is missing or a file, a model file is missing or corrupt, or (with
@@ -215,7 +230,8 @@ def load_model(
             "model.safetensors, tokenizer.json), e.g. RUN/final"
         )
     try:
-        model = HookedSparseTransformer.from_pretrained(folder).eval()
+        check_device(device)
+        model = HookedSparseTransformer.from_pretrained(folder, device=device).eval()
     except (FileNotFoundError, ValueError) as e:
         raise CLIError(f"{option}: {e}") from e  # the library's message names the path
     if need_tokenizer and model.tokenizer is None:

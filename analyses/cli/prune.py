@@ -17,8 +17,10 @@ from analyses.cli.options import (
     POSITIVE_INT,
     SEED,
     CLIError,
+    check_device,
     check_replaceable_circuit,
     claim,
+    device_name,
     int_range,
     load_model,
     out_path,
@@ -54,6 +56,7 @@ class PruneSettings:
     corpus: str | None = None
     cache_dir: Path = DEFAULT_CACHE
     seed: int = 0
+    device: str = "cpu"
     quiet: bool = False
     verbose: bool = False
 
@@ -113,6 +116,9 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token/means cache"
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed")
+    p.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (CUDA untested)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -163,6 +169,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Take ``--out`` (a circuit file, or a folder with ``--all-tasks``) before any work."""
     from sparse_lens.tasks.task import TASK_NAMES
 
+    check_device(args.device)  # before --out is taken
     with contextlib.ExitStack() as stack:
         if args.all_tasks:
             owned = (*(f"{n}.json" for n in TASK_NAMES), "summary.json", "optuna.db")
@@ -279,7 +286,7 @@ def _prepare(s: PruneSettings) -> tuple:
     from sparse_lens.tasks.task import TASK_NAMES, get_task
 
     request = prune_request(s)
-    model = load_model(s.model_dir, "MODEL_DIR")
+    model = load_model(s.model_dir, "MODEL_DIR", device=s.device)
     try:
         tasks = [get_task(s.task)] if s.task else [get_task(n) for n in TASK_NAMES]
         windows = ablation_windows(model, s.model_dir, s.corpus, s.cache_dir.expanduser(), s.seed)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from analyses.cli.options import POSITIVE_INT, SEED, CLIError, load_model
+from analyses.cli.options import POSITIVE_INT, SEED, CLIError, device_name, load_model
 from sparse_lens.vocab import SPLITS
 
 # The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
@@ -30,6 +30,9 @@ def add_tasks(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=SEED, default=0, help="generator seed")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (CUDA untested)"
+    )
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -42,7 +45,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     """
     from sparse_lens.tasks.task import TASK_NAMES, get_task, load_custom_task, task_table
 
-    model = load_model(args.model_dir, "MODEL_DIR")
+    model = load_model(args.model_dir, "MODEL_DIR", device=args.device)
     try:
         tok = model.require_tokenizer()
         custom = None if args.custom is None else load_custom_task(args.custom, tok)

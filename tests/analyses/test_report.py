@@ -539,3 +539,34 @@ def test_a_page_measures_the_circuit_files_own_test_pairs_by_default(setup):
     assert page.n_test == 6
     with pytest.raises(ValueError, match="n_examples must be >= 1"):
         ReportConfig(n_examples=0)
+
+
+def test_a_lone_point_is_drawn_with_a_marker():
+    """A series of one point (the smoke circuit's curve) has no line to draw; it gets a marker,
+    so the chart is not an empty frame."""
+    fig = line_chart([Series(name="a", points=[(5, 0.7)])], title="t", xlabel="x", ylabel="y",
+                     xlog=True, ylog=True)  # fmt: skip
+    assert fig is not None
+    (line,) = fig.axes[0].get_lines()
+    assert line.get_marker() == "o"
+    two = line_chart([Series(name="a", points=[(5, 0.7), (9, 0.5)])], title="t", xlabel="x",
+                     ylabel="y")  # fmt: skip
+    assert two is not None and two.axes[0].get_lines()[0].get_marker() in ("None", "", None)
+
+
+def test_faithfulness_provenance_and_hyperparameters_read_as_words():
+    """The page states where ablation means came from and the chosen hyperparameters in words,
+    not as raw JSON; an unknown shape of source still shows, as JSON."""
+    from analyses.circuit_view import ablation_source_text, settings_text
+
+    source = {
+        "data": "pretraining windows", "n_tokens": 8173, "n_windows": 64,
+        "windows": {"distribution": "training mix: corpus and idiom stream", "idiom_frac": 0.35,
+                    "idioms": {"kinds": ["literals"]}, "n_ctx": 128, "seed": 0,
+                    "sha256": "c9fd49def92efa6a", "split": "train"},
+    }  # fmt: skip
+    text = ablation_source_text(source)
+    assert "{" not in text and "64 pretraining windows of 128 tokens" in text
+    assert "35% idioms (literals)" in text and "train split" in text and "c9fd49def92efa6a" in text
+    assert ablation_source_text({"odd": 1}) == 'source: {"odd": 1}'
+    assert settings_text({"lr": 0.0151234, "epochs": 17}) == "lr 0.0151, epochs 17"

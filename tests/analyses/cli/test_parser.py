@@ -161,6 +161,10 @@ SWEEP = ["sweep", "--preset", "tiny", "--widths", "32", "--l0", "1", "--out", "o
         ([*SWEEP, "--timeout-min", "99999999"], "out of range"),
         ([*SWEEP, "--widths", "32,"], "comma-separated"),
         ([*SWEEP, "--l0", "1,,2"], "comma-separated"),
+        (["explain", "c.json", "--examples", "3"], "3 is odd: task examples come in minimal pairs"),
+        (["report", "c.json", "--out", "r", "--examples", "7"], "use 6 or 8"),
+        (["prune", "m", "--task", "else_elif", "--out", "c.json", "--device", "gpu"], "cuda:N"),
+        (["tasks", "m", "--device", "cuda:x"], "cpu, cuda or cuda:N"),
     ],
 )
 def test_options_are_checked_by_the_parser(tmp_path, monkeypatch, capsys, argv, message):
@@ -226,3 +230,24 @@ def test_prune_storage_of_a_name_too_long_is_one_line(tmp_path, capsys, storage,
     assert main([*argv, "--out", str(tmp_path / "c.json"), "--storage", storage]) == 2
     err = capsys.readouterr().err
     assert message in err and storage[:60] in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune", "m", "--task", "else_elif", "--out", "c.json", "--device", "cuda"],
+        ["tasks", "m", "--device", "cuda"],
+        ["report", "c.json", "--out", "r", "--device", "cuda:0"],
+    ],
+)
+def test_a_missing_cuda_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, argv):
+    import torch
+
+    from analyses.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert "CUDA is not available on this machine" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
