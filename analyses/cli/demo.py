@@ -41,15 +41,17 @@ class DemoSettings:
     node_panels: int  # report: node panels per circuit
     windows: int  # report: corpus windows for top contexts
     examples: int | None  # report: test pairs per circuit (None: the circuit file's n_test)
-    max_circuits: int = 2  # circuits pruned: the demo tasks first, then the best-solved others
+    max_circuits: int = 1  # circuits pruned, the best-solved (least validation loss) first
     smoke: bool = False  # an untrained model: prune SMOKE_TASK to its own loss + 0.01
 
 
-# The demo's budget on 2 cores: training takes about 5 minutes, so the task table, two circuits
-# (an Optuna search that stops starting trials after 15 s, so it runs the first enqueued trial,
-# and at most 150 clean-up evaluations a stage, with faithfulness reports) and the report share
-# the other 4-5 minutes and the demo stays under 10 (measured in README.md). The default
-# `prune` search takes 5 minutes a task.
+# The demo's budget on 2 cores (measured in README.md, "Models per CPU-minute"): training about
+# 135 s, the task table a few seconds, one circuit (an Optuna search that stops starting trials
+# after 15 s, so it runs the first enqueued trial, then at most 150 clean-up evaluations a stage,
+# and the faithfulness report: about 140 s together) and its report page (about 50 s). Each
+# further circuit costs about 3 minutes more, so the demo prunes one and lists the other solved
+# tasks with the `sparse-lens prune` command for each. The default `prune` search takes 5 minutes
+# a task.
 FULL = DemoSettings(
     preset="demo",
     task_examples=200,
@@ -62,7 +64,7 @@ FULL = DemoSettings(
     node_panels=12,
     windows=16,
     examples=None,  # the circuit file's own test pairs (its n_test): one loss, one n
-    max_circuits=2,
+    max_circuits=1,
 )
 # The smoke run: the tiny preset's untrained model, one 3-step pruning run, a small report.
 QUICK = DemoSettings(
@@ -245,7 +247,8 @@ def _prune_chosen(
     chosen, left = _first_circuits(chosen, val_table, s.max_circuits)
     for name, target in left.items():
         circuits[name] = {
-            "not_pruned": f"the demo prunes {s.max_circuits} circuits; run `sparse-lens prune "
+            "not_pruned": f"the demo prunes {s.max_circuits} circuit"
+            f"{'s' if s.max_circuits != 1 else ''}; run `sparse-lens prune "
             f"{model_dir} --task {name} --target-loss {target} --out {name}.json`"
         }
     for name, target in chosen.items():

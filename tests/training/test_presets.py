@@ -30,9 +30,10 @@ def test_study_preset_is_wider_longer_and_trains(tmp_path):
     demo_m, demo_t = get_preset("demo").build(300)
     mcfg, tcfg = get_preset("study").build(300, steps=2, batch_size=4)
     assert mcfg.d_model > demo_m.d_model
-    assert get_preset("study").idiom_frac > get_preset("demo").idiom_frac > 0
-    assert get_preset("demo").idiom_kinds == ("literals",)
+    assert get_preset("study").idiom_frac >= get_preset("demo").idiom_frac > 0
+    assert get_preset("demo").idiom_kinds == ("literals", "statements")
     assert get_preset("study").idiom_kinds == ("literals", "statements")
+    assert get_preset("study").model.n_layers > demo_m.n_layers
     full = get_preset("study").build(300)[1]
     assert full.steps * full.batch_size > 2 * demo_t.steps * demo_t.batch_size
     model = HookedSparseTransformer(mcfg)
