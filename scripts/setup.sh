@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 # torch first: 2.13.0 is the local CPU wheel; any other spec pulls gigabytes of CUDA packages.
-if python -m pip install -q uv; then
+if python -m pip install -qq uv; then
     mapfile -t OPTS < <(python -m pip config list | python -c '
 import shlex, sys
 flag = {"find-links": "--find-links", "extra-index-url": "--extra-index-url",
