@@ -482,6 +482,18 @@ def _run_facts(run_info: dict[str, Any]) -> list[list[Any]]:
     return facts
 
 
+def _failed_checks(circuit: Circuit) -> Any:  # noqa: ANN401 - a table cell
+    """The index's verdict cell: the failed checks in red, "none" when every check that ran
+    passed, "not run" without a faithfulness report."""
+    report = circuit.extra.get("faithfulness")
+    if not isinstance(report, dict) or "verdicts" not in report:
+        return "not run"
+    failed = report.get("failed") or []
+    if not failed:
+        return RawHTML('<span class="good">none</span>')
+    return RawHTML(f'<span class="bad">{esc(", ".join(failed))}</span>')
+
+
 def _circuits_section(circuits: list[tuple[Circuit, str]], png_dir: Path | None) -> list[str]:
     """The circuits' table (each linked to its page) and their loss-vs-size curves."""
     parts = [] if circuits else ['<p class="note">No circuits.</p>']
@@ -494,10 +506,12 @@ def _circuits_section(circuits: list[tuple[Circuit, str]], png_dir: Path | None)
             c.loss,
             c.test_loss if c.test_loss is not None else "-",
             c.full_loss,
+            _failed_checks(c),
         ]
         for c, link in circuits
     ]
-    header = ["task", "nodes", "edges", "target", "loss (val)", "loss (test)", "full model (val)"]
+    header = ["task", "nodes", "edges", "target", "loss (val)", "loss (test)", "full model (val)",
+              "faithfulness checks failed"]  # fmt: skip
     parts.append(table(header, rows))
     if circuits:
         series = [

@@ -5,17 +5,33 @@
 #
 #   bash scripts/gpu_check.sh [OUT]        # default OUT: runs/gpu_check (replaced)
 #   DEVICE=cuda:1 STEPS=300 bash scripts/gpu_check.sh
-#   DEVICE=cpu PRESET=tiny STEPS=20 bash scripts/gpu_check.sh /tmp/check   # the script's own test
+#   DEVICE=cpu PRESET=tiny STEPS=20 CHECKS=0 bash scripts/gpu_check.sh /tmp/check   # its own test
+#   (CHECKS=0 leaves out the faithfulness report, the slowest step on a CPU)
 #
 # Until this script has run on a GPU, CUDA is untested (README, "CUDA").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash scripts/setup.sh
-. .venv/bin/activate
 OUT=${1:-runs/gpu_check}
 DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-300}
 PRESET=${PRESET:-demo}
+CHECKS=${CHECKS:-1}
+fail() { echo "gpu_check: $*" >&2; exit 2; }
+# every setting checked before anything is installed, written or removed
+[[ $DEVICE =~ ^(cpu|cuda|cuda:[0-9]+)$ ]] || fail "DEVICE=$DEVICE: must be cpu, cuda or cuda:N"
+[[ $PRESET =~ ^(tiny|demo|study|paper)$ ]] || fail "PRESET=$PRESET: must be tiny, demo, study or paper"
+[[ $STEPS =~ ^[1-9][0-9]*$ ]] || fail "STEPS=$STEPS: must be a positive integer"
+[[ $CHECKS =~ ^[01]$ ]] || fail "CHECKS=$CHECKS: must be 1 (faithfulness report) or 0"
+FAITH=()
+[ "$CHECKS" = 1 ] && FAITH=(--faithfulness)
+if [ -e "$OUT" ] && [ ! -f "$OUT/timings.txt" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then
+    fail "$OUT exists and is not an earlier check's folder (no timings.txt); name another OUT"
+fi
+# an active environment with sparse-lens is used as it is; else the repository's .venv
+if ! command -v sparse-lens >/dev/null; then
+    [ -x .venv/bin/python ] || bash scripts/setup.sh
+    . .venv/bin/activate
+fi
 [ "$DEVICE" = cpu ] || python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: torch ' + torch.__version__ + ' sees none')"
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -34,7 +50,7 @@ rows = json.load(open(sys.argv[1]))
 name = min(rows, key=lambda n: rows[n]['loss'])
 print(name, round(max(0.15, rows[name]['loss'] + 0.05), 3))" "$OUT/tasks.json")
 step prune sparse-lens prune "$OUT/run/final" --task "$TASK" --target-loss "$TARGET" \
-    --trials 2 --budget-minutes 1 --cleanup-evals 200 --faithfulness \
+    --trials 2 --budget-minutes 1 --cleanup-evals 200 "${FAITH[@]}" \
     --out "$OUT/circuits/$TASK.json" --device "$DEVICE" --quiet
 step report sparse-lens report "$OUT/circuits/$TASK.json" --model "$OUT/run/final" \
     --out "$OUT/report" --node-panels 8 --windows 16 --device "$DEVICE" --quiet

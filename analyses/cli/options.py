@@ -77,7 +77,8 @@ def pair_count(text: str) -> int:
     n = POSITIVE_INT(text)
     if n % 2:
         raise argparse.ArgumentTypeError(
-            f"{n} is odd: task examples come in minimal pairs (2 each); use {n - 1 or 2} or {n + 1}"
+            f"{n} is odd: task examples come in minimal pairs (2 each); use "
+            + (f"{n - 1} or {n + 1}" if n > 1 else "2")
         )
     return n
 

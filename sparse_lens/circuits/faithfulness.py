@@ -168,6 +168,27 @@ def model_verdicts(report: dict[str, Any], target: float) -> list[dict]:
     ]  # fmt: skip
 
 
+# Checks that say something about a circuit only through its nodes: with none kept, each would
+# pass vacuously (no node disagrees, nothing to patch, nothing of the circuit to ablate).
+NODE_CHECKS = (
+    "necessity", "node_agreement", "interchange", "partial_complement_random",
+    "partial_complement_adversarial", "specificity",
+)  # fmt: skip
+
+
+def empty_circuit_verdicts(verdicts: list[dict], n_nodes: int) -> list[dict]:
+    """``verdicts`` with every check of ``NODE_CHECKS`` "not run" when the circuit keeps no
+    node: the task is then met (or not) by the ablation values alone, and a check of the
+    circuit's nodes would pass with nothing to test."""
+    if n_nodes > 0:
+        return verdicts
+    why = "the circuit keeps no node: nothing of it to test (its loss is the ablation values')"
+    return [
+        verdict(v["check"], None, v["value"], "-", why) if v["check"] in NODE_CHECKS else v
+        for v in verdicts
+    ]
+
+
 def partial_limit(target: float, circuit_loss: float) -> tuple[float, str]:
     """The partial-complement checks' threshold (nats) and how it is stated: the larger of the
     target and the circuit's own loss, plus ``PARTIAL_SLACK`` of it."""
@@ -288,6 +309,7 @@ def faithfulness_report(
         other = task_batch(other_task, tok, model.cfg.n_ctx, "test", n, pcfg.seed)
         report["specificity"] = specificity(model, circuit, other, other_task.name)
     verdicts = [*model_verdicts(report, circuit.target_loss), specificity_verdict(report)]
+    verdicts = empty_circuit_verdicts(verdicts, circuit.n_nodes)
     sizes = (circuit.extra.get("n_train", n), circuit.extra.get("n_val", n))
     batches = [task_batch(task, tok, model.cfg.n_ctx, s, k, pcfg.seed)
                for s, k in zip(("train", "val"), sizes, strict=True)]  # fmt: skip

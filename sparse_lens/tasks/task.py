@@ -82,7 +82,10 @@ class Task:
             if split_of_text(pair.a + "\0" + pair.b) == split:
                 out.append(pair)
         if len(out) < n:
-            raise ValueError(f"task {self.name!r} yields only {len(out)} distinct {split} pairs")
+            raise ValueError(
+                f"task {self.name!r} yields only {len(out)} distinct {split} pairs, {n} asked "
+                f"({2 * n} examples); ask for at most {2 * len(out)} examples"
+            )
         return out
 
     def examples(self, split: TaskSplit, n: int, seed: int = 0) -> list[TaskExample]:

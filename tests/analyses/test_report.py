@@ -1,6 +1,7 @@
 """Circuit reports: graph, panels, plots, offline-ness, and a headless-Chromium rendering test."""
 
 import copy
+import dataclasses
 import math
 import os
 import re
@@ -364,6 +365,23 @@ def test_index_page_links_circuits(setup):
     )
     assert 'href="circuits/x.html"' in html and "CircuitsVis" not in html
     assert network_loads(html) == []
+    # the circuits table states each circuit's faithfulness verdicts, not only its page
+    assert "faithfulness checks failed" in html
+    failing = dataclasses.replace(
+        circuit,
+        extra=circuit.extra | {"faithfulness": {"verdicts": [], "failed": ["logit_diff"]}},
+    )
+    passing = dataclasses.replace(
+        circuit, extra=circuit.extra | {"faithfulness": {"verdicts": [], "failed": []}}
+    )
+    for c, expected in (
+        (failing, '<span class="bad">logit_diff</span>'),
+        (passing, '<span class="good">none</span>'),
+        (circuit, "not run"),
+    ):
+        page = index_page(title="r", run_info=None, metrics=None, task_table={},
+                          circuits=[(c, "c.html")])  # fmt: skip
+        assert expected in page
 
 
 def _chromium() -> str | None:

@@ -363,3 +363,16 @@ def test_sufficiency_at_a_target_at_chance_is_not_a_pass(norm_model_reports):
     assert by_check["sufficiency"]["status"] == "not run"
     assert "at or above chance" in by_check["sufficiency"]["reason"]
     assert {v["check"]: v for v in model_verdicts(report, 0.15)}["sufficiency"]["status"] == "pass"
+
+
+def test_an_empty_circuit_gets_no_vacuous_pass():
+    """A circuit with no node passes node agreement, interchange, necessity ... by having
+    nothing to test; those verdicts are "not run" with the reason, its loss verdict stays."""
+    from sparse_lens.circuits.faithfulness import NODE_CHECKS, empty_circuit_verdicts, verdict
+
+    verdicts = [verdict(c, True, 0.0, "t", "r") for c in ("sufficiency", *NODE_CHECKS)]
+    empty = {v["check"]: v for v in empty_circuit_verdicts(verdicts, 0)}
+    assert empty["sufficiency"]["status"] == "pass"
+    assert all(empty[c]["status"] == "not run" for c in NODE_CHECKS)
+    assert "keeps no node" in empty["node_agreement"]["reason"]
+    assert empty_circuit_verdicts(verdicts, 3) == verdicts

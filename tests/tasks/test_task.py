@@ -157,3 +157,17 @@ def test_tokenize_drops_pairs_a_tokenizer_cannot_express(tokenizer):
     exs = [TaskExample("x = ", "zzzqqq", "'"), TaskExample("y = ", "'", "zzzqqq")]
     with pytest.raises(ValueError, match="no example survives"):
         tokenize_examples(exs, tokenizer, 16, task="t")
+
+
+def test_too_many_examples_of_a_small_split_names_the_most_there_are():
+    """``tasks --split val`` with the default --n once stopped at lambda_func's 74 validation
+    pairs with no way forward; the error says how many examples there are."""
+    import re
+
+    from sparse_lens.tasks.task import get_task
+
+    task = get_task("lambda_func")
+    with pytest.raises(ValueError, match=r"ask for at most \d+ examples") as e:
+        task.pairs("val", 1000)
+    most = int(re.search(r"at most (\d+) examples", str(e.value)).group(1))  # type: ignore[union-attr]
+    assert len(task.pairs("val", most // 2)) == most // 2
