@@ -374,10 +374,13 @@ def test_index_page_links_circuits(setup):
     passing = dataclasses.replace(
         circuit, extra=circuit.extra | {"faithfulness": {"verdicts": [], "failed": []}}
     )
+    bare = dataclasses.replace(
+        circuit, extra={k: v for k, v in circuit.extra.items() if k != "faithfulness"}
+    )
     for c, expected in (
         (failing, '<span class="bad">logit_diff</span>'),
         (passing, '<span class="good">none</span>'),
-        (circuit, "not run"),
+        (bare, "not run"),
     ):
         page = index_page(title="r", run_info=None, metrics=None, task_table={},
                           circuits=[(c, "c.html")])  # fmt: skip
