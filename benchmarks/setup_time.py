@@ -33,22 +33,13 @@ TORCH = "torch==2.13.0"
 
 
 def pip_options() -> list[str]:
-    """The machine's pip configuration (find-links, extra indexes, constraints) as uv options."""
+    """The machine's pip configuration as uv options (``scripts/uv_options.py``, which
+    ``scripts/setup.sh`` uses too)."""
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
-    ).stdout
-    opts: list[str] = []
-    for line in out.splitlines():
-        key, _, value = line.partition("=")
-        value = value.strip().strip("'\"")
-        name = key.rsplit(".", 1)[-1]
-        if name == "find-links":
-            opts += [f"--find-links={v}" for v in value.split()]
-        elif name == "extra-index-url":
-            opts += [f"--extra-index-url={v}" for v in value.split()]
-        elif name == "constraint":
-            opts += [f"--constraint={v}" for v in value.split()]
-    return opts
+        [sys.executable, str(ROOT / "scripts" / "uv_options.py")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.split()
 
 
 def run(cmd: list[str], cwd: Path = ROOT) -> None:

@@ -12,18 +12,7 @@ fi
 . .venv/bin/activate
 # torch first: 2.13.0 is the local CPU wheel; any other spec pulls gigabytes of CUDA packages.
 if python -m pip install -qq uv; then
-    mapfile -t OPTS < <(python -m pip config list | python -c '
-import shlex, sys
-flag = {"find-links": "--find-links", "extra-index-url": "--extra-index-url",
-        "index-url": "--index-url", "constraint": "--constraint"}
-for line in sys.stdin:
-    key, _, value = line.strip().partition("=")
-    name = key.rsplit(".", 1)[-1]
-    if name in flag:
-        for v in shlex.split(value):
-            for part in v.split():
-                print(f"{flag[name]}={part}")
-' | sort -u)
+    mapfile -t OPTS < <(python scripts/uv_options.py)
     uv pip install -q --index-strategy unsafe-best-match "${OPTS[@]}" torch==2.13.0
     uv pip install -q --index-strategy unsafe-best-match "${OPTS[@]}" -e '.[dev]'
 else

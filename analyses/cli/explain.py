@@ -30,7 +30,7 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "circuit",
         type=Path,
-        help="a circuit JSON written by `sparse-lens prune` (default: %(default)s)",
+        help="a circuit JSON written by `sparse-lens prune`",
     )
     p.add_argument(
         "--model", type=Path, default=None, help="model folder (default: the circuit's record)"

@@ -26,14 +26,12 @@ REPORT_FILES = ("index.html", "circuits", "figures")
 def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="offline HTML report of a run's circuits (or one circuit)")
     p.set_defaults(handler=cmd_report)
-    p.add_argument(
-        "source", type=Path, help="a demo/run folder or a circuit JSON (default: %(default)s)"
-    )
+    p.add_argument("source", type=Path, help="a demo/run folder or a circuit JSON")
     p.add_argument(
         "--out",
         type=out_path,
         required=True,
-        help="folder for index.html and circuits/ (default: %(default)s)",
+        help="folder for index.html and circuits/",
     )
     p.add_argument("--model", type=Path, default=None, help="model folder (default: found)")
     p.add_argument("--corpus", default=None, help="pretraining corpus (default: the run's)")
@@ -65,7 +63,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         "--device",
         type=device_name,
         default="cpu",
-        help="cpu, cuda or cuda:N (CUDA untested) (default: %(default)s)",
+        help="cpu, cuda or cuda:N (CUDA untested; default: %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -162,26 +162,26 @@ def _tests(ref: NodeRefLike, m: Measured, s: TaskView, cfg: ExplainConfig) -> _T
 
 
 def with_q_values(tests: list[_Tests]) -> list[_Tests]:
-    """Every test of the card with its Benjamini-Hochberg q-value over all of them (matched by
-    position in one flat order, so a contrast shared by two tests gets a q for each)."""
-    flat = [c for t in tests for c in (*t.contrasts.values(), *t.full.values())]
-    flat += [t.position for t in tests if t.position is not None]
-    q = iter(bh_q_values([c.p_value for c in flat]))
+    """Every test of the card with its Benjamini-Hochberg q-value over all of them. The q-values
+    are matched by position: the flat list and the rebuilt tests read each test's contrasts,
+    full-model contrasts and position contrast in the same order (keyword arguments evaluate
+    left to right), so a contrast shared by two tests gets a q for each."""
+
+    def own(t: _Tests) -> list[Contrast]:
+        return [*t.contrasts.values(), *t.full.values(), *([t.position] if t.position else [])]
+
+    q = iter(bh_q_values([c.p_value for t in tests for c in own(t)]))
 
     def adj(c: Contrast) -> Contrast:
         return dataclasses.replace(c, q_value=next(q))
 
-    out = [
+    return [
         _Tests(
             contrasts={k: adj(c) for k, c in t.contrasts.items()},
             full={k: adj(c) for k, c in t.full.items()},
-            position=None,
+            position=adj(t.position) if t.position is not None else None,
         )
         for t in tests
-    ]
-    return [
-        dataclasses.replace(o, position=adj(t.position) if t.position is not None else None)
-        for o, t in zip(out, tests, strict=True)
     ]
 
 
