@@ -1,8 +1,9 @@
 """``sparse-lens demo [--out DIR] [--quick]``: the project's main job. It trains (or resumes) the
 demo model, tables its task losses (``tasks.json``), prunes the tasks it solves
 (``sparse_lens.tasks.selection.choose_tasks``) into ``circuits/``, writes the HTML report
-(``report/``) and ``summary.json`` with the timings. ``--quick`` is a one-minute smoke version
-on the tiny preset.
+(``report/``) and ``summary.json`` with the timings. ``--quick`` is a smoke run of about 20 s
+on 2 cores: the tiny preset's untrained model, one 3-step pruning run and a small report, to
+check the pipeline end to end, not to find a circuit.
 
 Every size and time setting of the demo is in :data:`FULL` and :data:`QUICK` below.
 """
@@ -66,7 +67,8 @@ FULL = DemoSettings(
     examples=None,  # the circuit file's own test pairs (its n_test): one loss, one n
     max_circuits=1,
 )
-# The smoke run: the tiny preset's untrained model, one 3-step pruning run, a small report.
+# The smoke run (about 20 s on 2 cores): the tiny preset's model (20 steps: in effect untrained,
+# it solves no task), one 3-step pruning run, a small report.
 QUICK = DemoSettings(
     preset="tiny",
     task_examples=20,
@@ -87,7 +89,11 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: train, evaluate tasks, prune, write the report")
     p.set_defaults(handler=cmd_demo)
     p.add_argument("--out", type=out_path, default=Path("runs/demo"), help="output folder")
-    p.add_argument("--quick", action="store_true", help="a one-minute smoke version (tiny preset)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of about 20 s on 2 cores (tiny preset, untrained): checks the pipeline",
+    )
     p.add_argument(
         "--cache-dir", type=out_path, default=DEFAULT_CACHE, help="tokenizer/token cache"
     )
