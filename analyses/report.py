@@ -398,11 +398,18 @@ def training_plots(records: list[dict[str, Any]], png_dir: Path | None = None) -
     )
 
 
-def task_section(task_table: dict[str, dict[str, Any]], png_dir: Path | None = None) -> str:
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def task_section(
+    task_table: dict[str, dict[str, Any]], png_dir: Path | None = None, split: str = "test"
+) -> str:
+    """The full model's loss per task on ``split`` (the library's name: train, val or test),
+    a bar chart and a table."""
     rows = sorted(task_table.items(), key=lambda kv: kv[1]["loss"])
     ns = {r.get("n") for _, r in rows}
     n = f", n = {ns.pop()} per task" if len(ns) == 1 and None not in ns else ""
-    title = f"Task loss of the full model (test split{n})"
+    title = f"Task loss of the full model ({SPLIT_WORDS.get(split, split)} split{n})"
     fig = bar_chart(
         [(name, r["loss"]) for name, r in rows],
         title=title,
@@ -424,11 +431,12 @@ def index_page(
     metrics: list[dict[str, Any]] | None,
     task_table: dict[str, dict[str, Any]] | None,
     circuits: list[tuple[Circuit, str]],
+    task_split: str = "test",
     notes: Sequence[str] = (),
     png_dir: Path | None = None,
 ) -> str:
-    """The summary page: run facts, training curves, task table, circuits (with page links);
-    every chart is inline SVG, and a PNG in ``png_dir`` when given."""
+    """The summary page: run facts, training curves, task table (of ``task_split``), circuits
+    (with page links); every chart is inline SVG, and a PNG in ``png_dir`` when given."""
     page = Page(title=title)
     for note in notes:
         page.p(note, "note")
@@ -440,7 +448,7 @@ def index_page(
         page.add(training_plots(metrics, png_dir))
     if task_table:
         page.h2("Tasks", "tasks")
-        page.add(task_section(task_table, png_dir))
+        page.add(task_section(task_table, png_dir, task_split))
     page.h2("Circuits", "circuits")
     for part in _circuits_section(circuits, png_dir):
         page.add(part)

@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -108,6 +109,24 @@ def check_report_out(src: ReportSources, source: Path, out: Path) -> None:
         )
 
 
+def read_task_table(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
+    """The full model's task table a report shows, and its split, from ``path``: the test
+    table of a demo's ``tasks.json`` (``analyses.cli.demo.task_tables_record``: a table per
+    split, each with its split and n), or a flat ``{task: row}`` table (a sweep point's, or a
+    demo's from before the splits were recorded), which is the test split's.
+
+    Raises:
+        FileNotFoundError, ValueError: ``path`` is missing, not JSON, or holds no table.
+    """
+    data = read_json(path, "task table")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a task table is a JSON object, not a JSON {type(data).__name__}")
+    test = data.get("test")
+    if isinstance(test, dict) and isinstance(test.get("losses"), dict):
+        return test["losses"], str(test.get("split", "test"))
+    return data, "test"
+
+
 def _is_circuit(path: Path) -> bool:
     try:
         return "circuit_version" in json.loads(path.read_text())
@@ -163,8 +182,9 @@ def build_report(
     metrics = None
     if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
         metrics = read_jsonl(src.run_dir / "metrics.jsonl")
+    split = "test"
     if src.task_table:
-        table = read_json(src.task_table, "task table")
+        table, split = read_task_table(src.task_table)
     else:  # a lone circuit needs only its own task; a run folder tables every task it can
         names = [c.task for c in circuits] if Path(source).is_file() else list(TASK_NAMES)
         table = _task_table(model, names, task_n, rcfg.seed, src.notes)
@@ -175,6 +195,7 @@ def build_report(
         run_info=run_info,
         metrics=metrics,
         task_table=table,
+        task_split=split,
         circuits=links,
         notes=src.notes,
         png_dir=out / "figures",

@@ -1,9 +1,10 @@
 """``sparse-lens demo [--out DIR] [--quick]``: the project's main job. It trains (or resumes) the
-demo model, tables its task losses (``tasks.json``), prunes the tasks it solves
+demo model, tables its task losses on the test and validation splits (``tasks.json``: each
+table with its split and n), prunes the tasks it solves on validation
 (``sparse_lens.tasks.selection.choose_tasks``) into ``circuits/``, writes the HTML report
-(``report/``) and ``summary.json`` with the timings. ``--quick`` is a smoke run of about 20 s
-on 2 cores: the tiny preset's untrained model, one 3-step pruning run and a small report, to
-check the pipeline end to end, not to find a circuit.
+(``report/``) and ``summary.json`` with the task tables and the timings. ``--quick`` is a smoke
+run of about 20 s on 2 cores: the tiny preset's untrained model, one 3-step pruning run and a
+small report, to check the pipeline end to end, not to find a circuit.
 
 Every size and time setting of the demo is in :data:`FULL` and :data:`QUICK` below.
 """
@@ -145,10 +146,10 @@ def run_demo(
     timings["train_s"] = time.perf_counter() - start
     model_dir = run / "final"
     t0 = time.perf_counter()
-    task_table, val_table = _task_table(model_dir, s.task_examples)
-    atomic_write_text(out / "tasks.json", json.dumps(task_table, indent=2) + "\n")
+    tables = _task_tables(model_dir, s.task_examples)
+    atomic_write_text(out / "tasks.json", json.dumps(tables, indent=2) + "\n")
     timings["tasks_s"] = time.perf_counter() - t0
-    circuits = _prune_chosen(out, s, model_dir, (task_table, val_table), cache_dir, quiet, verbose)
+    circuits = _prune_chosen(out, s, model_dir, tables, cache_dir, quiet, verbose)
     t0 = time.perf_counter()
     rcfg = ReportConfig(max_node_panels=s.node_panels, n_windows=s.windows, n_examples=s.examples)
     with contextlib.ExitStack() as stack:
@@ -175,7 +176,7 @@ def run_demo(
     timings["total_s"] = time.perf_counter() - start
     summary = {
         "model": str(model_dir),
-        "tasks": task_table,
+        "tasks": tables,
         "circuits": circuits,
         "report": str(out / "report" / "index.html"),
         "timings": timings,
@@ -233,16 +234,17 @@ def _prune_chosen(
     out: Path,
     s: DemoSettings,
     model_dir: Path,
-    tables: tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]],
+    tables: Mapping[str, Mapping[str, Any]],
     cache_dir: Path,
     quiet: bool,
     verbose: bool,
 ) -> dict[str, dict[str, Any]]:
     """One circuit per chosen task in ``out/circuits``; per demo task what became of it. Tasks
-    and targets are chosen on the validation table (``tables``: test, validation) only."""
+    and targets are chosen on the validation table (``tables``: :func:`task_tables_record`)
+    only."""
     from sparse_lens.tasks.selection import choose_tasks
 
-    test_table, val_table = tables
+    test_table, val_table = tables["test"]["losses"], tables["validation"]["losses"]
     val_loss = {name: row["loss"] for name, row in val_table.items()}
     if s.smoke:  # the smoke run's model is untrained: a target its loss reaches on any split
         name = SMOKE_TASK
@@ -345,13 +347,36 @@ def check_reused_run(run: Path, preset_name: str) -> None:
                 )
 
 
-def _task_table(
-    model_dir: Path, n: int
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Test- and validation-split task tables of the model in ``model_dir``
-    (``sparse_lens.tasks.selection.task_tables``)."""
+def _task_tables(model_dir: Path, n: int) -> dict[str, dict[str, Any]]:
+    """Test- and validation-split task tables of the model in ``model_dir``, ``n`` test
+    examples a task (``sparse_lens.tasks.selection.task_tables``), as
+    :func:`task_tables_record`."""
     from sparse_lens.tasks.selection import task_tables
     from sparse_lens.tasks.task import TASK_NAMES, get_task
 
     model = load_model(model_dir, "the demo's model")
-    return task_tables(model, [get_task(name) for name in TASK_NAMES], n)
+    test, val = task_tables(model, [get_task(name) for name in TASK_NAMES], n)
+    return task_tables_record(test, val, n)
+
+
+def task_tables_record(
+    test: Mapping[str, Mapping[str, Any]], val: Mapping[str, Mapping[str, Any]], n: int
+) -> dict[str, dict[str, Any]]:
+    """``tasks.json`` (and ``summary.json``'s ``tasks``): the full model's test-split table
+    (``n`` examples asked per task) and validation-split table
+    (``sparse_lens.tasks.selection.val_examples(n)``), each with its split (the name
+    ``sparse-lens tasks --split`` takes) and ``n``; each row's own ``n`` is the examples its
+    task had. The demo chooses the tasks it prunes and their targets on the validation table
+    only; the test table reports.
+    """
+    from sparse_lens.tasks.selection import val_examples
+
+    return {
+        "test": {"split": "test", "n": n, "losses": dict(test)},
+        "validation": {
+            "split": "val",
+            "n": val_examples(n),
+            "losses": dict(val),
+            "use": "chooses the tasks pruned and their target losses",
+        },
+    }

@@ -63,10 +63,16 @@ def choose_tasks(
     return chosen
 
 
+def val_examples(n: int) -> int:
+    """Examples a task of the validation table of :func:`task_tables` asks for beside ``n``
+    test examples: ``max(n // 2, 16)`` (the validation split is smaller)."""
+    return max(n // 2, 16)
+
+
 def task_tables(
     model: Any, tasks: Sequence[Task], n: int
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """The test-split (``n`` examples a task) and validation-split (``max(n // 2, 16)``: the
+    """The test-split (``n`` examples a task) and validation-split (:func:`val_examples`: the
     split is smaller) task tables of ``model``. Tasks and relaxed targets are chosen on the
     validation table only
     (``choose_tasks(val, {name: val[name]["loss"]})``); the test table reports, so the split a
@@ -75,7 +81,7 @@ def task_tables(
     Raises:
         ValueError: a task has no example that fits the model's tokenizer and context.
     """
-    return task_table(model, tasks, "test", n), task_table(model, tasks, "val", max(n // 2, 16))
+    return task_table(model, tasks, "test", n), task_table(model, tasks, "val", val_examples(n))
 
 
 def other_task(model: Any, name: str, n: int = 32) -> Task | None:

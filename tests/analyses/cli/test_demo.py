@@ -1,7 +1,59 @@
-"""``sparse-lens demo``'s own files, with the model, the pruning and the report stubbed out:
-what ``tasks.json`` and ``summary.json`` record (the demo run itself: ``test_commands.py``)."""
+"""``sparse-lens demo`` without its slow steps (model, pruning and report stubbed out): what
+``tasks.json`` and ``summary.json`` record, and its help (the demo run itself:
+``test_commands.py``)."""
+
+import json
 
 import analyses.cli.demo as demo
+import analyses.report_sources
+from analyses.cli import main
+from sparse_lens.tasks import selection
+from sparse_lens.tasks.task import TASK_NAMES
+
+
+def _row(n: int) -> dict[str, float]:
+    return {"loss": 0.25, "accuracy": 0.9, "n": n, "dropped": 0}
+
+
+def _fake_tables(model, tasks, n):  # noqa: ANN001, ANN202 - selection.task_tables' stand-in
+    val = selection.val_examples(n)
+    return {t.name: _row(n) for t in tasks}, {t.name: _row(val) for t in tasks}
+
+
+def test_tasks_json_and_summary_say_each_tables_split_and_n(tmp_path, monkeypatch, capsys):
+    """A reader could not tell which split or how many examples the listed losses were, and
+    the validation table that chose the pruned tasks was not saved: both files now hold a
+    table per split, each with its split and n."""
+    chosen_on = []
+
+    def prune_chosen(out, s, model_dir, tables, *rest):  # noqa: ANN001, ANN002, ANN202
+        chosen_on.append(tables)
+        return {}
+
+    def build_report(source, out, **kw):  # noqa: ANN001, ANN003, ANN202
+        return out / "index.html"
+
+    out = tmp_path / "demo"
+    (out / "run" / "final").mkdir(parents=True)
+    (out / "run" / "final" / "config.json").write_text("{}")  # a trained run: no training
+    monkeypatch.setattr(demo, "check_reused_run", lambda run, preset: None)
+    monkeypatch.setattr(demo, "load_model", lambda path, what: None)
+    monkeypatch.setattr(selection, "task_tables", _fake_tables)
+    monkeypatch.setattr(demo, "_prune_chosen", prune_chosen)
+    monkeypatch.setattr(analyses.report_sources, "build_report", build_report)
+    args = ["demo", "--quick", "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    tables = json.loads((out / "tasks.json").read_text())
+    n = demo.QUICK.task_examples
+    assert {k: (v["split"], v["n"]) for k, v in tables.items()} == {
+        "test": ("test", n),
+        "validation": ("val", selection.val_examples(n)),
+    }
+    for table in tables.values():
+        assert set(table["losses"]) == set(TASK_NAMES)
+        assert {row["n"] for row in table["losses"].values()} == {table["n"]}
+    assert json.loads((out / "summary.json").read_text())["tasks"] == tables
+    assert chosen_on == [tables]  # the validation table that chose the tasks is the saved one
 
 
 def test_the_quick_demo_says_how_long_it_takes():
