@@ -177,6 +177,31 @@ def test_options_are_checked_by_the_parser(tmp_path, monkeypatch, capsys, argv, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["demo", "--bogus"], "sparse-lens demo: error: unrecognized arguments: --bogus"),
+        (["demo", "--quick", "x"], "sparse-lens demo: error: unrecognized arguments: x"),
+        (["prune", "m"], "sparse-lens prune: error: the following arguments are required: "),
+        ([*SWEEP, "--widths", "32,"], "sparse-lens sweep: error: argument --widths: must be "),
+        (["--bogus", "demo"], "sparse-lens: error: unrecognized arguments: --bogus"),
+        (["bogus"], "sparse-lens: error: argument command: invalid choice: 'bogus'"),
+        ([], "sparse-lens: error: the following arguments are required: command"),
+    ],
+)
+def test_an_argument_error_is_one_line_and_where_to_find_the_help(capsys, argv, error):
+    """argparse printed its whole usage block before the one-line error; an argument error is
+    now the command's name and the error, then a pointer to that command's help, status 2."""
+    from analyses.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    lines = capsys.readouterr().err.splitlines()
+    command = error.split(": error: ")[0]
+    assert exc.value.code == 2 and len(lines) == 2, lines
+    assert lines[0].startswith(error) and lines[1] == f"(see {command} --help)"
+
+
 def test_train_input_refused_before_any_work(tmp_path, capsys):
     """--resume of nothing, idiom kinds without idioms, CUDA where there is none: one line each,
     nothing left behind."""
