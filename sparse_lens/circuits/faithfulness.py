@@ -230,6 +230,21 @@ def specificity_verdict(report: dict[str, Any]) -> dict:
     )
 
 
+def other_task_specificity(
+    model: HookedSparseTransformer, circuit: Circuit, other_task: Task, n: int, seed: int
+) -> dict[str, Any]:
+    """``checks.specificity`` on ``n`` test pairs of ``other_task``, with the ``split`` and
+    ``n`` (pairs it had) it was computed on: the report's ``computed_on`` is the circuit's own
+    task's.
+
+    Raises:
+        ValueError: ``model`` has no tokenizer, or ``other_task`` cannot be built with it.
+    """
+    tok = model.require_tokenizer()
+    other = task_batch(other_task, tok, model.cfg.n_ctx, "test", n, seed)
+    return specificity(model, circuit, other, other_task.name) | {"split": "test", "n": len(other)}
+
+
 def control_verdict(name: str, ctl: dict[str, Any], target: float, real_nodes: int) -> dict:
     """A control passes when its masks miss the target at the real circuit's size and any
     circuit that reaches the target is over ``CONTROL_FACTOR`` times larger."""
@@ -306,8 +321,7 @@ def faithfulness_report(
         "seed": pcfg.seed,
     }
     if other_task is not None:
-        other = task_batch(other_task, tok, model.cfg.n_ctx, "test", n, pcfg.seed)
-        report["specificity"] = specificity(model, circuit, other, other_task.name)
+        report["specificity"] = other_task_specificity(model, circuit, other_task, n, pcfg.seed)
     verdicts = [*model_verdicts(report, circuit.target_loss), specificity_verdict(report)]
     verdicts = empty_circuit_verdicts(verdicts, circuit.n_nodes)
     sizes = (circuit.extra.get("n_train", n), circuit.extra.get("n_val", n))

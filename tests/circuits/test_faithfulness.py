@@ -376,3 +376,22 @@ def test_an_empty_circuit_gets_no_vacuous_pass():
     assert all(empty[c]["status"] == "not run" for c in NODE_CHECKS)
     assert "keeps no node" in empty["node_agreement"]["reason"]
     assert empty_circuit_verdicts(verdicts, 3) == verdicts
+
+
+def test_specificity_records_the_split_and_n_of_the_other_tasks_pairs():
+    """The report's ``computed_on`` is the circuit's own task's; specificity runs on another
+    task's pairs, so it records their split and n itself (the page showed neither)."""
+    from sparse_lens.circuits.ablation import ablation_means
+    from sparse_lens.circuits.faithfulness import other_task_specificity
+    from sparse_lens.circuits.nodes import node_locations
+    from sparse_lens.tasks.task import get_task
+    from tests.helpers import build_cfg, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size, n_ctx=64), tokenizer=tok)
+    windows = torch.randint(0, tok.vocab_size, (4, 64), generator=torch.Generator().manual_seed(0))
+    nodes = {loc.hook: [0] for loc in node_locations(model.cfg)}
+    circuit = Circuit.from_nodes(model, nodes, ablation_means(model, windows), task="for_while")
+    spec = other_task_specificity(model, circuit, get_task("single_double_quote"), 8, 0)
+    assert (spec["task"], spec["split"], spec["n"]) == ("single_double_quote", "test", 8)
+    assert spec["increase"] == pytest.approx(spec["ablated_loss"] - spec["full_loss"])
