@@ -178,7 +178,8 @@ def search_section(facts: CircuitFacts) -> str:
     search = facts.search or {}
     if search:
         keys = ("method", "trials", "complete", "pruned", "best_trial", "study")
-        parts.append(table(["search", "value"], [[k, search[k]] for k in keys if k in search]))
+        rows = [[label(k), search[k]] for k in keys if k in search]
+        parts.append(table(["search", "value"], rows))
     if facts.stages:
         rows = [
             [st["stage"], st["nodes"], st["edges"], st["val_loss"], st.get("test_loss", "-")]
@@ -260,7 +261,7 @@ def faithfulness_section(report: Mapping[str, Any]) -> str:
             RawHTML(f'<span class="{colour[v["status"]]}">{esc(v["status"].upper())}</span>'),
             v["value"],
             v["threshold"],
-            v["reason"],
+            _why(v, report),
         ]
         for v in report.get("verdicts", [])
     ]
@@ -273,35 +274,115 @@ def faithfulness_section(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _why(v: Mapping[str, Any], report: Mapping[str, Any]) -> str:
+    """A verdict's reason; specificity's with the split and n of the other task's pairs it ran
+    on (the section's split and n are the circuit's own task's)."""
+    spec = report.get("specificity")
+    if v["check"] != "specificity" or v["status"] == "not run" or not isinstance(spec, Mapping):
+        return v["reason"]
+    if "split" not in spec:
+        return f"{v['reason']} (its split and n are not recorded: a file from before they were)"
+    return f"{v['reason']} ({_split(spec['split'], spec.get('n'))})"
+
+
+# Every key of a circuit file the page shows, in words: the faithfulness report's checks,
+# measurements and the parts of a measured run (sparse_lens.circuits.faithfulness, .checks),
+# and the search record (sparse_lens.circuits.find). A key missing here shows with spaces for
+# its underscores.
+LABELS: dict[str, str] = {
+    "full_model_loss": "full-model loss",
+    "n_nodes": "nodes kept",
+    "sufficiency": "circuit alone",
+    "frozen_norms": "circuit with norm scales frozen at the full model's",
+    "norm_scale": "final-norm scale check",
+    "logit_diff": "logit-difference check",
+    "node_agreement": "node agreement",
+    "interchange": "interchange",
+    "partial_complement_random": "partial complement, random parts",
+    "partial_complement_adversarial": "partial complement, adversarial parts",
+    "loss": "task loss",
+    "delta_loss": "task loss minus the full model's",
+    "kl": "KL(full model, circuit) on the two candidates (nats)",
+    "logit_diff_ratio": "logit difference, circuit / full model",
+    "norm_scale_ratio": "final-norm scale, circuit / full model",
+    "mean": "mean correlation with the full model",
+    "min": "lowest correlation",
+    "fraction_below_0.5": "fraction of nodes with correlation below 0.5",
+    "fvu_median": "median FVU (fraction of variance unexplained)",
+    "fvu_max": "largest FVU",
+    "fraction_fvu_above_0.5": "fraction of nodes with FVU above 0.5",
+    "method": "method",
+    "trials": "trials in the study",
+    "complete": "trials completed",
+    "pruned": "trials stopped early (pruned)",
+    "best_trial": "number of the best trial",
+    "study": "study name",
+}
+
+
+def label(key: str) -> str:
+    """``key`` of a circuit file in words (:data:`LABELS`)."""
+    return LABELS.get(key, key.replace("_", " "))
+
+
 def _measurements(report: Mapping[str, Any]) -> list[list[Any]]:
-    """The faithfulness report's numbers, one ``[name, value]`` row each."""
-    measured: list[list[Any]] = []
+    """The faithfulness report's numbers, one ``[name, value]`` row each; the rows of a check
+    whose verdict is "not run" give way to one line saying so."""
+    not_run = {v["check"] for v in report.get("verdicts", []) if v.get("status") == "not run"}
+    rows: list[list[Any]] = []
+    said: set[str] = set()
+    for check, name, value in _measured(report):
+        if check is None or check not in not_run:
+            rows.append([name, value])
+        elif check not in said:
+            said.add(check)
+            rows.append([label(check), f"not run (see the {check} verdict above)"])
+    mib = report.get("mib")
+    if isinstance(mib, Mapping) and "not_run" in mib:
+        rows.append(["MIB faithfulness curve", f"not run: {mib['not_run']}"])
+    return rows
+
+
+# the check whose verdict a measured number backs, where it is not its group's own
+_CHECK_OF = {"logit_diff_ratio": "logit_diff", "norm_scale_ratio": "norm_scale"}
+
+
+def _measured(report: Mapping[str, Any]) -> list[tuple[str | None, str, Any]]:
+    """``(check, name, value)`` of each number of the faithfulness report the page shows;
+    ``check``: the verdict it backs (None: no verdict's alone)."""
+    out: list[tuple[str | None, str, Any]] = []
     for key in ("full_model_loss", "n_nodes"):
         if key in report:
-            measured.append([key.replace("_", " "), report[key]])
-    for key in ("sufficiency", "frozen_norms"):
-        if isinstance(report.get(key), dict):
-            measured += [[f"{key} {k}", v] for k, v in report[key].items()]
+            out.append((None, label(key), report[key]))
+    for group in ("sufficiency", "frozen_norms"):
+        if isinstance(report.get(group), Mapping):
+            for k, v in report[group].items():
+                check = _CHECK_OF.get(k, group) if group == "sufficiency" else group
+                out.append((check, f"{label(group)}: {label(k)}", v))
     agree = report.get("node_agreement")
-    if isinstance(agree, dict):
-        measured += [[f"node agreement {k}", v] for k, v in agree.items() if _number(v)]
+    if isinstance(agree, Mapping):
+        out += [("node_agreement", f"{label('node_agreement')}: {label(k)}", v)
+                for k, v in agree.items() if _number(v)]  # fmt: skip
     inter = report.get("interchange")
-    if isinstance(inter, dict) and isinstance(inter.get("fractions"), dict):
+    if isinstance(inter, Mapping) and isinstance(inter.get("fractions"), Mapping):
         for k, v in inter["fractions"].items():
-            measured.append(
-                [f"interchange at fraction {k} (loss, KL)", f"{v['loss']:.4g}, {v['kl']:.4g}"]
-            )
+            name = f"interchange at fraction {k} (loss, KL)"
+            out.append(("interchange", name, f"{v['loss']:.4g}, {v['kl']:.4g}"))
     part = report.get("partial_complement")
-    if isinstance(part, dict):
-        measured.append(["partial complement: worst loss", part["worst"]["loss"]])
-        measured.append(["partial complement: median random loss", part["random_median"]])
+    if isinstance(part, Mapping):
         adv = ", ".join(f"{x:.4g}" for x in part["adversarial_losses"]) or "-"
-        measured.append(["partial complement: adversarial losses", adv])
+        out += [
+            ("partial_complement_random", "partial complement: worst loss", part["worst"]["loss"]),
+            ("partial_complement_random", "partial complement: median random loss",
+             part["random_median"]),
+            ("partial_complement_adversarial", "partial complement: adversarial losses", adv),
+        ]  # fmt: skip
     mib = report.get("mib")
-    if isinstance(mib, dict) and "cpr" in mib:
-        measured += [["MIB CPR (higher is better)", mib["cpr"]], ["MIB CMD (lower is better)", mib["cmd"]]]  # fmt: skip
-        measured.append(["MIB f of this circuit", mib["circuit_f"]])
-    return measured
+    if isinstance(mib, Mapping) and "cpr" in mib:
+        out += [(None, "MIB CPR (higher is better)", mib["cpr"]),
+                (None, "MIB CMD (lower is better)", mib["cmd"]),
+                (None, "MIB f of this circuit", mib["circuit_f"])]  # fmt: skip
+    return out
 
 
 def _number(v: Any) -> bool:

@@ -108,17 +108,43 @@ def _card() -> CardView:
     )
 
 
+def _run(loss: float) -> dict[str, float]:
+    """A run measured against the full model (``checks.compare``)."""
+    return {"loss": loss, "delta_loss": loss - 0.5, "kl": 0.25, "logit_diff_ratio": 0.75,
+            "norm_scale_ratio": 1.0}  # fmt: skip
+
+
 def _circuit_data(failed: tuple[str, ...] = ("necessity",)) -> CircuitPageData:
     verdicts = [
         {"check": "sufficiency", "status": "pass", "value": 0.61, "threshold": 0.7, "reason": "ok"},
+        {"check": "frozen_norms", "status": "not run", "value": 0.61, "threshold": "-",
+         "reason": "pruned with frozen norms"},
+        {"check": "norm_scale", "status": "not run", "value": 1.0, "threshold": "-",
+         "reason": "pruned with frozen norms"},
         {"check": "necessity", "status": "fail", "value": 0.65, "threshold": 0.69, "reason": "low"},
+        {"check": "node_agreement", "status": "pass", "value": 0.0, "threshold": "<= 0.2",
+         "reason": "kept nodes"},
+        {"check": "specificity", "status": "pass", "value": 0.01, "threshold": "<= 0.05",
+         "reason": "loss increase of task 'other' when only the circuit is ablated"},
     ]  # fmt: skip
+    agreement = {"mean": 0.875, "min": 0.5, "fraction_below_0.5": 0.0, "fvu_median": 0.125,
+                 "fvu_max": 0.25, "fraction_fvu_above_0.5": 0.0, "per_node": {"x[1]": 0.875}}  # fmt: skip
     faithfulness = {
         "computed_on": {"split": "test", "n": 8, "ablation": "mean", "seed": 0},
         "verdicts": verdicts,
         "failed": list(failed),
         "full_model_loss": 0.5,
-        "sufficiency": {"loss": 0.61},
+        "sufficiency": _run(0.61),
+        "frozen_norms": _run(0.61),
+        "node_agreement": agreement,
+        "specificity": {
+            "task": "other",
+            "full_loss": 0.3,
+            "ablated_loss": 0.31,
+            "increase": 0.01,
+            "split": "test",
+            "n": 6,
+        },  # fmt: skip
     }
     facts = CircuitFacts(
         task="quotes",
@@ -136,7 +162,7 @@ def _circuit_data(failed: tuple[str, ...] = ("necessity",)) -> CircuitPageData:
         prune_seconds=12.345,
         chosen_hparams={"lr": 0.01},
         curve=((0, 0.9), (3, 0.61), (100, 0.5)),
-        search={"method": "tpe", "trials": 4},
+        search={"method": "optuna", "trials": 4, "complete": 3, "pruned": 1, "best_trial": 2},
         stages=({"stage": "bisection", "nodes": 4, "edges": 3, "val_loss": 0.6},),
         faithfulness=faithfulness,
         failed_checks=failed,
@@ -202,6 +228,48 @@ def test_circuit_page_snapshot():
     numbers = data.numbers()
     assert numbers["core"] == ["0.attn.v.h0.c1", "0.attn.attn_out.1"]
     assert numbers["n_panels"] == 3 and numbers["heads"][0]["head"] == "L0H0"
+
+
+def _faithfulness(html: str) -> str:
+    return html[html.index('id="faithfulness"') : html.index('id="heads"')]
+
+
+def test_faithfulness_measurements_are_in_words():
+    """Measurement and search labels showed raw keys (``fraction_below_0.5``, ``best_trial``);
+    each is words, from one mapping."""
+    html = render_circuit_page(_circuit_data())
+    measured = re.findall(r"<tr><td>([^<]*)</td>", html[html.index("<th>measurement</th>") :])
+    searched = re.findall(r"<tr><td>([^<]*)</td>", html[html.index("<th>search</th>") :])
+    assert measured and not [name for name in measured if "_" in name]
+    assert searched[:5] and not [name for name in searched[:5] if "_" in name]
+    assert "node agreement: fraction of nodes with correlation below 0.5" in measured
+    assert "circuit alone: logit difference, circuit / full model" in measured
+    assert "number of the best trial" in searched
+
+
+def test_a_check_not_run_shows_no_measurements_but_one_line():
+    """The frozen-norm check is "not run" on a frozen-norm circuit: its measurements (and the
+    norm-scale check's) are one line each saying so, not numbers that look checked."""
+    section = _faithfulness(render_circuit_page(_circuit_data()))
+    assert "circuit with norm scales frozen at the full model&#x27;s:" not in section
+    assert "not run (see the frozen_norms verdict above)" in section
+    assert "not run (see the norm_scale verdict above)" in section
+    assert "circuit alone: final-norm scale" not in section
+    assert "circuit alone: task loss" in section  # the sufficiency check ran: its numbers stay
+
+
+def test_the_specificity_row_names_its_split_and_n():
+    """Specificity runs on another task's pairs: its row says their split and n, as the rows of
+    the circuit's own task do (an older file, without them, says they are not recorded)."""
+    data = _circuit_data()
+    section = _faithfulness(render_circuit_page(data))
+    assert "when only the circuit is ablated (test split, n = 6)" in section
+    faith = dict(data.facts.faithfulness or {})
+    faith["specificity"] = {
+        k: v for k, v in faith["specificity"].items() if k not in ("split", "n")
+    }
+    older = dataclasses.replace(data, facts=dataclasses.replace(data.facts, faithfulness=faith))
+    assert "its split and n are not recorded" in _faithfulness(render_circuit_page(older))
 
 
 def test_circuit_page_without_failures_reports_or_heads():
