@@ -21,7 +21,7 @@ from sparse_lens.circuits.circuit import Circuit, NodeRef
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import TaskBatch, mean_task_loss
+from sparse_lens.tasks.task import TaskBatch, answer_logits, mean_task_loss
 
 
 def attribution_effects(
@@ -35,8 +35,7 @@ def attribution_effects(
     keep = record(acts, detach=False)
     hooks = circuit.fwd_hooks(model, batch.tokens) + [(h, keep) for h in masks]
     with torch.enable_grad():
-        logits = model.run_with_hooks(batch.tokens.to(model.W_E.device), fwd_hooks=hooks)
-        loss = mean_task_loss(logits, batch)
+        loss = mean_task_loss(answer_logits(model, batch, hooks), batch)
         names = sorted(acts)
         grads = torch.autograd.grad(loss, [acts[n] for n in names], allow_unused=True)
     sizes = {loc.hook: loc.size for loc in node_locations(model.cfg)}

@@ -30,7 +30,7 @@ from hooks.types import HookList
 from sparse_lens.circuits.ablation import norm_scale_hooks
 from sparse_lens.circuits.circuit import Circuit, node_masks
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss
+from sparse_lens.tasks.task import TaskBatch, answer_logits, binary_logits, binary_task_loss
 
 FINAL_SCALE = "ln_final.hook_scale"
 
@@ -48,9 +48,7 @@ def readout(model: HookedSparseTransformer, batch: TaskBatch, hooks: HookList) -
     """Run ``model`` on ``batch`` under ``hooks`` (no gradient) and read the ``Readout``."""
     store: dict[str, Tensor] = {}
     with torch.no_grad():
-        logits = model.run_with_hooks(
-            batch.tokens.to(model.W_E.device), fwd_hooks=[*hooks, (FINAL_SCALE, record(store))]
-        )
+        logits = answer_logits(model, batch, [*hooks, (FINAL_SCALE, record(store))])
     rows = torch.arange(len(batch))
     scale = store[FINAL_SCALE].reshape(len(batch), -1)[rows, batch.last.to(rows.device)]
     return Readout(two=binary_logits(logits, batch).float().cpu(), scale=scale.float().cpu())
@@ -331,8 +329,7 @@ def _adversary(
     for _ in range(steps):
         ablate = {h: torch.sigmoid(t) for h, t in logits.items()}
         hooks = circuit.fwd_hooks(model, tokens, masks=_complement_masks(circuit, ablate))
-        out = model.run_with_hooks(tokens, fwd_hooks=hooks)
-        loss = -binary_task_loss(binary_logits(out, batch)).mean()
+        loss = -binary_task_loss(binary_logits(answer_logits(model, batch, hooks), batch)).mean()
         grads = torch.autograd.grad(loss, list(logits.values()), allow_unused=True)
         for t, grad in zip(logits.values(), grads, strict=True):
             t.grad = grad

@@ -125,7 +125,7 @@ def edge_candidates(pruner: Pruner, kept: dict[str, list[int]]) -> list[Edge]:
 def _cached_reads(pruner: Pruner, masks: dict[str, Tensor], reads: set[str]) -> dict[str, Tensor]:
     store: dict[str, Tensor] = {}
     hooks: HookList = [(r, record(store)) for r in reads]
-    pruner.logits(masks, pruner.val, hooks)
+    pruner.answer_logits(masks, pruner.val, hooks)
     return store
 
 

@@ -37,7 +37,13 @@ from hooks.types import HookList
 from sparse_lens.circuits.ablation import ABLATIONS, Ablation, AblationKind
 from sparse_lens.circuits.nodes import Location, node_locations
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import TaskBatch, binary_logits, binary_task_loss, mean_task_loss
+from sparse_lens.tasks.task import (
+    TaskBatch,
+    answer_logits,
+    binary_logits,
+    binary_task_loss,
+    mean_task_loss,
+)
 from sparse_lens.training.loop import set_lr
 from sparse_lens.training.schedules import warmup_linear_decay
 from sparse_lens.validation import require_min
@@ -240,15 +246,14 @@ class Pruner:
             masks, self.ablation, idx, batch.tokens.shape[1]
         )
 
-    def logits(
+    def answer_logits(
         self, masks: dict[str, Tensor], batch: TaskBatch, extra_hooks: HookList | None = None
-    ) -> Float[Tensor, "batch pos d_vocab"]:
-        """Logits of ``batch`` (the train or val pairs for a per-example ablation) under
-        ``masks``, then ``extra_hooks``."""
+    ) -> Float[Tensor, "batch d_vocab"]:
+        """Logits at each answer position of ``batch`` (the train or val pairs for a per-example
+        ablation) under ``masks``, then ``extra_hooks``."""
         idx = self.ablation.rows(batch, self.train, self.val)
-        return self.model.run_with_hooks(
-            batch.tokens.to(self.model.W_E.device),
-            fwd_hooks=self._hooks(masks, batch, idx) + (extra_hooks or []),
+        return answer_logits(
+            self.model, batch, self._hooks(masks, batch, idx) + (extra_hooks or [])
         )
 
     @torch.no_grad()
@@ -261,7 +266,7 @@ class Pruner:
         """Mean task loss under ``masks`` (validation pairs by default); ``extra_hooks`` run
         after the mask hooks (e.g. ``edges.edge_hooks``)."""
         batch = self.val if batch is None else batch
-        return float(mean_task_loss(self.logits(masks, batch, extra_hooks), batch))
+        return float(mean_task_loss(self.answer_logits(masks, batch, extra_hooks), batch))
 
     def masks_from_ranking(self, taus: dict[str, Tensor], k: int) -> dict[str, Tensor]:
         """Binary masks keeping the ``k`` nodes with the largest ``tau`` (with ``tie_qk``, a
@@ -399,8 +404,8 @@ class Pruner:
         norm_hooks = self._norm_hooks(sub, idx)
         live.set(masks, idx, sub.tokens.shape[1])  # per-channel values ignore the rows
         with self.model.hooks(fwd_hooks=norm_hooks):
-            logits = self.model(sub.tokens.to(self.model.W_E.device))
-        return mean_task_loss(logits, sub)
+            logits = self.model(sub.tokens.to(self.model.W_E.device), logits_at=sub.last)
+        return mean_task_loss(logits[:, 0], sub)
 
     # -- discretisation ----------------------------------------------------------------------
     def full_loss(self) -> float:
@@ -451,8 +456,10 @@ class Pruner:
     ) -> tuple[dict[str, float], float]:
         """Fit ``logits * scale + shift`` with 16 LBFGS steps on the training pairs."""
         with torch.no_grad():
-            two_train = binary_logits(self.logits(masks, self.train, extra_hooks), self.train)
-            two_val = binary_logits(self.logits(masks, self.val, extra_hooks), self.val)
+            two_train = binary_logits(
+                self.answer_logits(masks, self.train, extra_hooks), self.train
+            )
+            two_val = binary_logits(self.answer_logits(masks, self.val, extra_hooks), self.val)
         scale = torch.ones((), requires_grad=True)
         shift = torch.zeros((), requires_grad=True)
         opt = torch.optim.LBFGS([scale, shift], max_iter=16, line_search_fn="strong_wolfe")

@@ -33,7 +33,7 @@ from sparse_lens.circuits.ablation import norm_scale_hooks
 from sparse_lens.circuits.circuit import Circuit, node_masks
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import TaskBatch, binary_logits
+from sparse_lens.tasks.task import TaskBatch, answer_logits, binary_logits
 
 EDGE_PERCENTS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
@@ -94,8 +94,7 @@ def _prefix_for(
 
 def _logit_diff(model: HookedSparseTransformer, batch: TaskBatch, hooks: HookList) -> float:
     with torch.no_grad():
-        logits = model.run_with_hooks(batch.tokens.to(model.W_E.device), fwd_hooks=hooks)
-    two = binary_logits(logits, batch)
+        two = binary_logits(answer_logits(model, batch, hooks), batch)
     return float((two[:, 0] - two[:, 1]).mean())
 
 

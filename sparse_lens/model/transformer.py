@@ -459,6 +459,7 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
         stop_at_layer: None = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
         past_kv_cache: KVCache | None = None,
+        logits_at: Tensor | None = None,  # [batch] int positions, checked with a ValueError
     ) -> Logits: ...
     @overload
     def forward(
@@ -529,6 +530,7 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
         stop_at_layer: int | None = None,
         attention_mask: Int[Tensor, "batch pos"] | None = None,
         past_kv_cache: KVCache | None = None,
+        logits_at: Tensor | None = None,  # [batch] int positions, checked with a ValueError
     ) -> Logits | Loss | tuple[Logits, Loss] | Residual | None:
         """Run the model.
 
@@ -550,6 +552,11 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
                 string lists). Padded keys are hidden and padded targets left out of the loss.
             past_kv_cache: a ``KVCache`` (``KVCache.empty(n_layers)``) that ``input`` continues;
                 it is extended in place. Not with ``start_at_layer``/``stop_at_layer``.
+            logits_at: one position per sequence ``[batch]``: the logits are computed there only
+                and returned as ``[batch 1 d_vocab]`` (what a task loss reads, without the
+                unembedding of every position). Hooks before ``ln_final``'s output see every
+                position; ``bigram.hook_logits`` sees ``[batch 1 d_vocab]``. Only with
+                ``return_type="logits"``.
 
         Raises:
             ValueError: on bad input shapes, ids, masks, or a missing ``tokens``.
@@ -558,6 +565,11 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
             raise ValueError(f"return_type must be logits, loss, both or None, got {return_type!r}")
         if past_kv_cache is not None and (start_at_layer, stop_at_layer) != (None, None):
             raise ValueError("past_kv_cache cannot be combined with start_at_layer/stop_at_layer")
+        if logits_at is not None and (return_type != "logits" or stop_at_layer is not None):
+            raise ValueError(
+                f"logits_at needs return_type='logits' and no stop_at_layer, got "
+                f"return_type={return_type!r}, stop_at_layer={stop_at_layer!r}"
+            )
         if start_at_layer is None:
             resid, tokens, _, attention_mask = self.input_to_embed(
                 input, prepend_bos, padding_side, attention_mask, past_kv_cache
@@ -579,7 +591,10 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
             return resid
         if self.cfg.circuit_overrides:
             resid = self.override_final(resid)
-        logits = self.unembed(self.ln_final(resid))
+        normalized = self.ln_final(resid)
+        if logits_at is not None:
+            normalized, tokens = _at_positions(normalized, tokens, logits_at)
+        logits = self.unembed(normalized)
         if self.cfg.use_bigram_table:
             if tokens is None:
                 raise ValueError("the bigram table needs tokens=...: pass the input's token ids")
@@ -628,6 +643,26 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
     ) -> "HookedSparseTransformer":
         """Load a folder written by ``save_pretrained``; strict, with errors naming the file."""
         return load_pretrained(directory, cls, device=device)
+
+
+def _at_positions(
+    x: Float[Tensor, "batch pos d_model"],
+    tokens: Int[Tensor, "batch pos"] | None,
+    at: Tensor,  # [batch] integer positions, checked here with a ValueError
+) -> tuple[Float[Tensor, "batch 1 d_model"], Int[Tensor, "batch 1"] | None]:
+    """``x`` (and ``tokens``) at one position per sequence, ``at``.
+
+    Raises:
+        ValueError: ``at`` is not one integer position per sequence inside ``pos`` (named).
+    """
+    batch, n_pos = x.shape[0], x.shape[1]
+    if at.dtype.is_floating_point or at.shape != (batch,):
+        raise ValueError(f"logits_at must be {batch} integer positions, got {tuple(at.shape)}")
+    at = at.to(x.device)
+    if batch and (int(at.min()) < 0 or int(at.max()) >= n_pos):
+        raise ValueError(f"logits_at must lie in [0, {n_pos}), got {at}")
+    rows = torch.arange(batch, device=x.device)
+    return x[rows, at][:, None], None if tokens is None else tokens[rows, at][:, None]
 
 
 __all__ = ["HookedSparseTransformer", "lm_cross_entropy"]

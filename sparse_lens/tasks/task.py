@@ -272,12 +272,31 @@ def task_batch(
 
 
 def binary_logits(
-    logits: Float[Tensor, "batch pos d_vocab"], batch: TaskBatch
+    logits: Float[Tensor, "batch pos d_vocab"] | Float[Tensor, "batch d_vocab"], batch: TaskBatch
 ) -> Float[Tensor, "batch 2"]:
-    """``[correct, incorrect]`` logits at each example's last context position."""
-    last = logits[torch.arange(len(batch.last)), batch.last.to(logits.device)]
+    """``[correct, incorrect]`` logits at each example's last context position: ``logits`` of
+    every position ``[batch pos d_vocab]``, or already at that position ``[batch d_vocab]``
+    (``answer_logits``)."""
+    last = logits
+    if logits.ndim == 3:
+        last = logits[torch.arange(len(batch.last)), batch.last.to(logits.device)]
     idx = torch.stack([batch.correct, batch.incorrect], dim=1).to(logits.device)
     return last.gather(1, idx)
+
+
+def answer_logits(
+    model: Any, batch: TaskBatch, fwd_hooks: HookList | None = None
+) -> Float[Tensor, "batch d_vocab"]:
+    """Logits of ``model`` (under ``fwd_hooks``) at each example's answer position ``batch.last``,
+    gradient kept. A ``HookedSparseTransformer`` unembeds that position only (``logits_at``);
+    another model (a TL dense model) runs in full and is indexed."""
+    device = model.W_E.device
+    tokens = batch.tokens.to(device)
+    if isinstance(model, HookedSparseTransformer):
+        logits = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks or [], logits_at=batch.last)
+        return logits[:, 0]
+    logits = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks or [])
+    return logits[torch.arange(len(batch)), batch.last.to(device)]
 
 
 def binary_task_loss(two: Float[Tensor, "batch 2"]) -> Float[Tensor, " batch"]:
@@ -286,10 +305,11 @@ def binary_task_loss(two: Float[Tensor, "batch 2"]) -> Float[Tensor, " batch"]:
 
 
 def mean_task_loss(
-    logits: Float[Tensor, "batch pos d_vocab"], batch: TaskBatch
+    logits: Float[Tensor, "batch pos d_vocab"] | Float[Tensor, "batch d_vocab"], batch: TaskBatch
 ) -> Float[Tensor, ""]:
-    """Mean task loss of ``logits`` on ``batch`` (a differentiable scalar): the loss every
-    pruning, evaluation and analysis path computes."""
+    """Mean task loss of ``logits`` (every position, or at the answer: ``binary_logits``) on
+    ``batch`` (a differentiable scalar): the loss every pruning, evaluation and analysis path
+    computes."""
     return binary_task_loss(binary_logits(logits, batch)).mean()
 
 
@@ -312,9 +332,7 @@ def task_metrics(logits: Float[Tensor, "batch pos d_vocab"], batch: TaskBatch) -
 def task_loss(model: Any, batch: TaskBatch, fwd_hooks: HookList | None = None) -> float:
     """Mean task loss of ``model`` under ``fwd_hooks`` on the whole ``batch`` in one forward
     pass (hooks tied to the batch, e.g. frozen norm scales, need exactly that batch)."""
-    device = next(model.parameters()).device
-    logits = model.run_with_hooks(batch.tokens.to(device), fwd_hooks=fwd_hooks or [])
-    return float(mean_task_loss(logits, batch))
+    return float(mean_task_loss(answer_logits(model, batch, fwd_hooks), batch))
 
 
 def task_table(
@@ -344,9 +362,7 @@ def evaluate_task(
     losses, correct = [], []
     for i in range(0, len(batch), batch_size):
         sub = batch.subset(range(i, min(i + batch_size, len(batch))))
-        tokens = sub.tokens.to(model.W_E.device)
-        logits = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks or [])
-        two = binary_logits(logits, sub)
+        two = binary_logits(answer_logits(model, sub, fwd_hooks), sub)
         losses.append(binary_task_loss(two).cpu())
         correct.append(binary_accuracy(two).cpu())
     return {

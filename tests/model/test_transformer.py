@@ -405,3 +405,31 @@ def test_sparsity_stats_counts_nonzeros_and_dead_units():
     assert stats["params"]["blocks.0.mlp.W_in"]["nonzero"] == 16 * 29
     assert stats["dead_neurons"] == 3
     assert stats["total_nonzero"] == sum(int((p != 0).sum()) for p in model.parameters())
+
+
+def test_logits_at_equals_full_logits_at_those_positions(model):
+    tokens = random_tokens(3, 7, model.cfg.d_vocab)
+    at = torch.tensor([6, 0, 3])
+    scales: list[tuple] = []
+    hooks = [("ln_final.hook_scale", lambda x, hook: scales.append(x.shape))]
+    with torch.no_grad():
+        full = model(tokens)
+        part = model.run_with_hooks(tokens, fwd_hooks=hooks, logits_at=at)
+    assert part.shape == (3, 1, model.cfg.d_vocab)
+    torch.testing.assert_close(part[:, 0], full[torch.arange(3), at], rtol=1e-5, atol=1e-5)
+    assert scales == [(3, 7, 1)]  # the final norm's hooks still see every position
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(logits_at=torch.tensor([0, 9])), r"in \[0, 7\)"),
+        (dict(logits_at=torch.tensor([0])), "2 integer positions"),
+        (dict(logits_at=torch.tensor([0.0, 1.0])), "2 integer positions"),
+        (dict(logits_at=torch.tensor([0, 1]), return_type="loss"), "return_type='loss'"),
+    ],
+)
+def test_logits_at_rejects_bad_positions(kwargs, match):
+    model = build_model()
+    with pytest.raises(ValueError, match=match):
+        model(random_tokens(2, 7, model.cfg.d_vocab), **kwargs)

@@ -171,3 +171,35 @@ def test_too_many_examples_of_a_small_split_names_the_most_there_are():
         task.pairs("val", 1000)
     most = int(re.search(r"at most (\d+) examples", str(e.value)).group(1))  # type: ignore[union-attr]
     assert len(task.pairs("val", most // 2)) == most // 2
+
+
+def test_answer_logits_match_full_forward_for_sparse_and_other_models():
+    from sparse_lens.tasks.task import answer_logits, binary_logits
+    from tests.helpers import build_model
+
+    model = build_model()
+    tokens = torch.randint(0, model.cfg.d_vocab, (4, 6), generator=torch.Generator().manual_seed(0))
+    batch = TaskBatch(
+        tokens=tokens,
+        last=torch.tensor([5, 2, 4, 1]),
+        correct=torch.tensor([1, 2, 3, 4]),
+        incorrect=torch.tensor([5, 6, 7, 8]),
+        contexts=["a", "b", "c", "d"],
+    )
+
+    class Plain(torch.nn.Module):  # a model without logits_at (as a TL dense model)
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+            self.W_E = model.W_E
+
+        def run_with_hooks(self, tokens, fwd_hooks):
+            return self.inner.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
+
+    with torch.no_grad():
+        full = model(tokens)
+        want = binary_logits(full, batch)
+        for m in (model, Plain()):
+            got = answer_logits(m, batch)
+            assert got.shape == (4, model.cfg.d_vocab)
+            torch.testing.assert_close(binary_logits(got, batch), want, rtol=1e-5, atol=1e-5)
