@@ -9,11 +9,13 @@ holds a trained model is scored again, not retrained (its recorded training time
 
 It writes one JSON: per variant the settings, training seconds (wall clock of ``train_run``,
 data preparation included), tokens, the tasks solved at the paper's target 0.15 on each split,
-and every task loss; and per variant the ratios to the first (``baseline``): training seconds
+and every task loss; and per variant the ratios to the first of the run (``baseline`` by default): training seconds
 and solved tasks per training minute.
 
     python benchmarks/demo_recipe.py --out benchmarks/results/demo_recipe.json --work /tmp/recipes
     python benchmarks/demo_recipe.py --variants baseline two_layers ...   # a subset
+
+A run of a subset keeps the file's rows of the other variants.
 """
 
 import argparse
@@ -37,6 +39,12 @@ PREVIOUS_DEMO: dict[str, Any] = {
 # name -> fields replaced in PREVIOUS_DEMO: "model"/"train" (PresetModel/PresetTrain fields),
 # "tcfg" (other TrainConfig fields), and Preset fields (idiom_frac, idiom_kinds)
 BOTH = {"idiom_kinds": ["literals", "statements"]}
+DEMO: dict[str, Any] = {  # the demo preset now
+    "train": {"steps": 750, "batch_size": 32},
+    "model": {"n_ctx": 64, "n_layers": 2, "weight_density": 0.25},
+    "idiom_frac": 0.5,
+    **BOTH,
+}
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"train": {"steps": 450}},
     "statements_50": {"train": {"steps": 450}, "idiom_frac": 0.5, **BOTH},
@@ -69,11 +77,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "train": {"steps": 750, "batch_size": 32}, "model": {"n_ctx": 64, "n_layers": 2},
         "idiom_frac": 0.65, **BOTH,
     },
-    "two_layers_density4": {
-        "train": {"steps": 750, "batch_size": 32},
-        "model": {"n_ctx": 64, "n_layers": 2, "weight_density": 0.25},
-        "idiom_frac": 0.5, **BOTH,
-    },
+    "two_layers_density4": DEMO,
+    # variants of the demo preset (two_layers_density4)
+    "demo_seed1": DEMO | {"seed": 1},
+    "demo_idioms70": DEMO | {"idiom_frac": 0.7},
+    "demo_900": DEMO | {"train": {"steps": 900, "batch_size": 32}},
+    "demo_lr_half": DEMO | {"train": {"steps": 750, "batch_size": 32, "lr": 0.0064}},
+    "demo_density2": DEMO | {"model": DEMO["model"] | {"weight_density": 0.5}},
 }  # fmt: skip
 
 
@@ -94,25 +104,23 @@ def preset_of(spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
 
 def train_variant(spec: dict[str, Any], out: Path) -> float:
-    """Train the variant into ``out`` (``train_run``, the ``demo`` preset swapped for it in
-    this process only); returns the wall-clock seconds."""
+    """Train the variant into ``out`` with ``train``'s own code (``train_run`` given the
+    variant's preset and TrainConfig fields); returns the wall-clock seconds."""
     from analyses.cli.train import TrainSettings, train_run
-    from sparse_lens.training import presets
 
-    preset, tcfg = preset_of(spec)
-    saved_preset, saved_build = presets.PRESETS["demo"], presets.Preset.build
-
-    def build(self: Any, *a: Any, **k: Any) -> Any:
-        mcfg, t = saved_build(self, *a, **k)
-        return mcfg, dataclasses.replace(t, **tcfg)
-
-    presets.PRESETS["demo"], presets.Preset.build = preset, build  # type: ignore[method-assign]
-    try:
-        t0 = time.perf_counter()
-        train_run(TrainSettings(preset="demo", out=out, quiet=True))
-        return time.perf_counter() - t0
-    finally:
-        presets.PRESETS["demo"], presets.Preset.build = saved_preset, saved_build  # type: ignore[method-assign]
+    seed = spec.get("seed", 0)
+    preset, tcfg = preset_of({k: v for k, v in spec.items() if k != "seed"})
+    t0 = time.perf_counter()
+    settings = TrainSettings(
+        preset=preset.name,
+        out=out,
+        quiet=True,
+        seed=seed,
+        custom_preset=preset,
+        train_overrides=tcfg,
+    )
+    train_run(settings)
+    return time.perf_counter() - t0
 
 
 def score(model_dir: Path) -> dict[str, dict[str, float]]:
@@ -135,7 +143,7 @@ def run_variant(name: str, work: Path) -> dict[str, Any]:
     if not (out / "final" / "config.json").exists():
         seconds_file.parent.mkdir(parents=True, exist_ok=True)
         seconds_file.write_text(str(train_variant(spec, out)))
-    preset, _ = preset_of(spec)
+    preset, _ = preset_of({k: v for k, v in spec.items() if k != "seed"})
     losses = score(out / "final")
     row: dict[str, Any] = {
         "spec": spec,
@@ -154,7 +162,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder for the trained models")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
-    rows = {name: run_variant(name, args.work) for name in args.variants}
+    old = json.loads(args.out.read_text())["variants"] if args.out.exists() else {}
+    # the rows of variants not run this time are kept from the file (their specs unchanged)
+    rows = {k: v for k, v in old.items() if k in VARIANTS and k not in args.variants}
+    rows |= {name: run_variant(name, args.work) for name in args.variants}
     first = rows[args.variants[0]]
     for row in rows.values():
         if row["train_seconds"]:  # None: trained before the timing was recorded

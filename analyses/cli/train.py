@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from sparse_lens.vocab import PRESET_NAMES
 if TYPE_CHECKING:  # annotations only: the library imports torch
     from sparse_lens.data.idioms import IdiomKind
     from sparse_lens.training.loop import DistInfo
+    from sparse_lens.training.presets import Preset
 
 # The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
 # --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
@@ -73,10 +75,15 @@ class TrainSettings:
     device: str = "cpu"
     cache_dir: Path = DEFAULT_CACHE
     quiet: bool = False
+    # Library use only (no flag): a Preset object trained in place of the named one (a
+    # benchmark's recipe variant), and further TrainConfig fields (e.g. anneal_end).
+    custom_preset: "Preset | None" = None
+    train_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "TrainSettings":
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+        given = vars(args)
+        return cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -219,7 +226,7 @@ def _preset_and_kinds(s: TrainSettings) -> tuple[Any, tuple["IdiomKind", ...]]:
     from sparse_lens.training.presets import get_preset
 
     try:
-        preset = get_preset(s.preset)
+        preset = s.custom_preset or get_preset(s.preset)
         kinds = preset.idiom_kinds
         if s.idiom_kinds is not None:
             kinds = check_kinds(tuple(k.strip() for k in s.idiom_kinds.split(",")))
@@ -278,6 +285,7 @@ def _prepare(
             batch_size=s.batch_size,
             lr=s.lr,
             sparse_matmul_max_density=0.0 if s.dense_kernels else None,
+            **s.train_overrides,
         )
         data = with_idioms(data, tokenizer, preset.idioms(s.idiom_frac), cache_dir, kinds=kinds)
     except (FileNotFoundError, ValueError, PermissionError) as e:

@@ -335,3 +335,34 @@ def test_circuit_search_benchmark_quick(tiny_run, tmp_path):
     assert summary["grid_over_search_edges"] == pytest.approx(
         summary["grid_geomean_edges"] / summary["search_geomean_edges"]
     )
+
+
+def test_train_run_takes_a_preset_object_and_train_config_fields(tiny_run, tmp_path):
+    """A benchmark trains a recipe variant through train's own code: a Preset object in place
+    of the named one, and TrainConfig fields the command has no flag for."""
+    import dataclasses
+
+    from analyses.cli.train import TrainSettings, train_run
+    from sparse_lens.training.presets import get_preset
+
+    _, cache = tiny_run
+    tiny = get_preset("tiny")
+    variant = dataclasses.replace(
+        tiny,
+        model=dataclasses.replace(tiny.model, d_mlp=64),
+        train=dataclasses.replace(tiny.train, steps=4, eval_every=2, checkpoint_every=2),
+    )
+    out = tmp_path / "run"
+    train_run(
+        TrainSettings(
+            preset="tiny",
+            out=out,
+            cache_dir=cache,
+            quiet=True,
+            custom_preset=variant,
+            train_overrides={"anneal_end": 0.3},
+        )
+    )
+    run = json.loads((out / "run.json").read_text())
+    assert run["train_config"]["anneal_end"] == 0.3 and run["train_config"]["steps"] == 4
+    assert json.loads((out / "final" / "config.json").read_text())["d_mlp"] == 64
