@@ -87,7 +87,11 @@ def test_every_command_in_the_help_runs_a_handler():
 def test_settings_defaults_are_the_parsers(cls, argv, given):
     """The demo fills the settings directly: their defaults must be the command's."""
     args = build_parser().parse_args(argv)
-    required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     built = cls(**{name: getattr(args, name) for name in required | given})
     assert built == cls.from_args(args)
 
