@@ -47,19 +47,19 @@ class DemoSettings:
     smoke: bool = False  # an untrained model: prune SMOKE_TASK to its own loss + 0.01
 
 
-# The demo's budget on 2 cores (measured in README.md, "Models per CPU-minute"): training about
-# 135 s, the task table a few seconds, one circuit (an Optuna search that stops starting trials
-# after 15 s, so it runs the first enqueued trial, then at most 150 clean-up evaluations a stage,
-# and the faithfulness report: about 140 s together) and its report page (about 50 s). Each
-# further circuit costs about 3 minutes more, so the demo prunes one and lists the other solved
-# tasks with the `sparse-lens prune` command for each. The default `prune` search takes 5 minutes
-# a task.
+# The demo's budget on 2 cores (measured in README.md, Quickstart): training 135-175 s, the task
+# table 5 s, one circuit (the Optuna search's two enqueued first trials, FIRST_TRIALS: a count,
+# not a wall-clock budget, so every machine finds the same circuit; then at most 150 clean-up
+# evaluations a stage and the faithfulness report: 105-125 s together) and the report (about
+# 25 s). Each further circuit costs about 2 minutes more, so the demo prunes one and lists the
+# other solved tasks with the `sparse-lens prune` command for each. The default `prune` search
+# takes 5 minutes a task.
 FULL = DemoSettings(
     preset="demo",
     task_examples=200,
     search="optuna",
-    trials=16,
-    budget_minutes=0.25,
+    trials=2,
+    budget_minutes=10.0,  # a guard only: the two trials take about 30 s
     cleanup_evals=150,
     prune_steps=80,
     faithfulness=True,

@@ -64,3 +64,13 @@ def test_the_quick_demo_says_how_long_it_takes():
     quick = next(a for a in sub._actions if "--quick" in a.option_strings)
     for text in (quick.help or "", " ".join((demo.__doc__ or "").split())):
         assert "about 20 s on 2 cores" in text and "minute" not in text
+
+
+def test_demo_search_is_a_trial_count_not_a_clock():
+    """The demo runs the search's enqueued first trials and no others, so a slow machine finds
+    the same circuit as a fast one (a 15 s wall-clock budget ran 2 trials here, 1 elsewhere)."""
+    from analyses.cli.demo import FULL
+    from sparse_lens.circuits.hparam_search import FIRST_TRIALS
+
+    assert FULL.search == "optuna" and FULL.trials == len(FIRST_TRIALS)
+    assert FULL.budget_minutes >= 5  # a guard, far above the trials' ~30 s
