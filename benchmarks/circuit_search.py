@@ -23,7 +23,6 @@ One run, in one process; run it on a quiet machine.
 """
 
 import argparse
-import json
 import math
 import platform
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import optuna
 import torch
+from report_json import emit  # benchmarks/report_json.py
 
 from sparse_lens.circuits.hparam_search import SearchConfig
 from sparse_lens.circuits.masks import PruneConfig
@@ -159,11 +159,7 @@ def main() -> None:
     args.trials = args.trials or (2 if args.quick else 24)
     args.budget_minutes = args.budget_minutes or (1.0 if args.quick else 5.0)
     result = run(args)
-    text = json.dumps(result, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text, end="")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report_json import emit  # benchmarks/report_json.py
+
 PAPER_TARGET = 0.15
 
 # The previous demo preset, which every variant starts from (so the variants stay what was
@@ -173,8 +175,7 @@ def main() -> None:
             if first["train_seconds"]:
                 row["train_seconds_over_first"] = row["train_seconds"] / first["train_seconds"]
     result = {"target": PAPER_TARGET, "first": args.variants[0], "variants": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
     print(json.dumps({k: (r["train_seconds"], r["solved_test"]) for k, r in rows.items()}))
 
 

@@ -20,7 +20,6 @@ density 1/64, d_model 1024).
 """
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 import train_step  # benchmarks/train_step.py: the same model family
+from report_json import emit  # benchmarks/report_json.py
 
 from hooks.weight_sparsity import project_
 from sparse_lens import HookedSparseTransformer
@@ -111,11 +111,7 @@ def main() -> None:
             >= 3.0,
         },
     }
-    text = json.dumps(result, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text, end="")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ every step).
 
 import argparse
 import cProfile
-import json
 import platform
 import pstats
 import statistics
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from report_json import emit  # benchmarks/report_json.py
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.circuits.ablation import make_ablation
@@ -176,11 +176,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the mask step")
     args = parser.parse_args()
     result = run(args.quick, args.repeats or (5 if args.quick else 30), args.profile)
-    text = json.dumps(result, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text, end="")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ It writes a JSON of seconds, the ratios to ``pip_dev``, and per variant the inst
 """
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report_json import emit  # benchmarks/report_json.py
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"
@@ -101,8 +102,7 @@ def main() -> None:
         "errors": errors,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ both alike; the JSON holds medians and ratios ``lever_over_baseline`` (below 1 p
 import argparse
 import contextlib
 import dataclasses
-import json
 import platform
 import statistics
 import time
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from report_json import emit  # benchmarks/report_json.py
 
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.training.presets import get_preset
@@ -113,8 +113,7 @@ def main() -> None:
         **run(preset, 2 if args.quick else args.steps),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

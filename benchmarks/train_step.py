@@ -17,7 +17,6 @@ It writes a JSON of medians and ratios (the target: sparse/dense <= 1.25 at d_mo
 """
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -25,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from report_json import emit  # benchmarks/report_json.py
 
 from hooks.topk import n_keep, naive_topk_weight_mask, topk_weight_indices
 from hooks.weight_sparsity import NEURON_FAN_DIM
@@ -148,8 +148,7 @@ def main() -> None:
         result["target"]["sparse_over_dense_at_paper_n_ctx"] = paper["sparse_over_dense"]
         result["target"]["met_at_paper_n_ctx"] = paper["sparse_over_dense"] <= 1.25
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

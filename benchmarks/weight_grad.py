@@ -22,7 +22,6 @@ three products with the current kernels: the most any weight-gradient rule can s
 """
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -31,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from report_json import emit  # benchmarks/report_json.py
 
 from sparse_lens.model.sparse_matmul import csr_weight
 
@@ -98,11 +98,7 @@ def main() -> None:
         "shapes": {k: list(v) for k, v in SHAPES.items()} if scale == 1 else "quick",
         "rows": rows,
     }
-    text = json.dumps(result, indent=2) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text, end="")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

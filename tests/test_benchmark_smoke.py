@@ -25,3 +25,17 @@ def test_quick_benchmark_writes_its_json(script, key, tmp_path):
         for k, v in row.items()
         if k.endswith("_s")
     )
+
+
+def test_emit_prints_and_replaces_the_file_whole(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from report_json import emit
+
+    out = tmp_path / "sub" / "r.json"
+    emit({"a": 1}, out)
+    emit({"a": 2}, out)
+    assert json.loads(out.read_text()) == {"a": 2}
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # no temporary file left
+    assert capsys.readouterr().out.count('"a"') == 2
+    emit({"b": 3}, None)  # stdout only
+    assert '"b": 3' in capsys.readouterr().out
