@@ -39,8 +39,9 @@ def number(
         argparse.ArgumentTypeError: (from the returned parser) ``text`` is not a ``kind``, not
             finite, or out of range (the range is named).
     """
-    lo = "" if low is None else (f"> {low:g}" if open_low else f">= {low:g}")
-    hi = "" if high is None else f"<= {high:g}"
+    fmt = "d" if kind is int else "g"  # an integer bound in digits, not 9.22337e+18
+    lo = "" if low is None else (f"> {low:{fmt}}" if open_low else f">= {low:{fmt}}")
+    hi = "" if high is None else f"<= {high:{fmt}}"
     want = " and ".join(x for x in (lo, hi) if x) or "finite"
     noun = "an integer" if kind is int else "a number"
 
@@ -63,6 +64,9 @@ def number(
 
 POSITIVE_INT = number(int, 1)
 SEED = number(int, 0, 2**63 - 1)
+# examples per task: the suite's generators and one forward pass a batch make 10,000 a few
+# minutes of work; more is a typo (1e8 ran silently for minutes)
+TASK_EXAMPLES = number(int, 1, 10_000)
 POSITIVE_FLOAT = number(float, 0, open_low=True)
 FRACTION = number(float, 0, 1)
 

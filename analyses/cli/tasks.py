@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from analyses.cli.options import POSITIVE_INT, SEED, CLIError, device_name, load_model
+from analyses.cli.options import SEED, TASK_EXAMPLES, CLIError, device_name, load_model
 from sparse_lens.vocab import SPLITS
 
 # The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
@@ -24,7 +24,7 @@ def add_tasks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     p.add_argument(
         "--n",
-        type=POSITIVE_INT,
+        type=TASK_EXAMPLES,
         default=200,
         help="examples per task (an odd N is rounded up to whole minimal pairs)",
     )

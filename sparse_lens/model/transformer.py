@@ -648,7 +648,7 @@ class HookedSparseTransformer(GenerationMixin, WeightSurfaceMixin, HookedRootMod
 def _at_positions(
     x: Float[Tensor, "batch pos d_model"],
     tokens: Int[Tensor, "batch pos"] | None,
-    at: Tensor,  # [batch] integer positions, checked here with a ValueError
+    at: object,  # [batch] integer positions; anything else is refused here with a ValueError
 ) -> tuple[Float[Tensor, "batch 1 d_model"], Int[Tensor, "batch 1"] | None]:
     """``x`` (and ``tokens``) at one position per sequence, ``at``.
 
@@ -656,8 +656,14 @@ def _at_positions(
         ValueError: ``at`` is not one integer position per sequence inside ``pos`` (named).
     """
     batch, n_pos = x.shape[0], x.shape[1]
-    if at.dtype.is_floating_point or at.shape != (batch,):
-        raise ValueError(f"logits_at must be {batch} integer positions, got {tuple(at.shape)}")
+    if not isinstance(at, Tensor) or at.dtype.is_floating_point or at.dtype == torch.bool:
+        got = f"a {at.dtype} tensor" if isinstance(at, Tensor) else repr(at)
+        raise ValueError(f"logits_at must be an integer tensor [batch], got {got}")
+    if at.shape != (batch,):
+        raise ValueError(
+            f"logits_at must hold one position per sequence, shape ({batch},), "
+            f"got shape {tuple(at.shape)}"
+        )
     at = at.to(x.device)
     if batch and (int(at.min()) < 0 or int(at.max()) >= n_pos):
         raise ValueError(f"logits_at must lie in [0, {n_pos}), got {at}")

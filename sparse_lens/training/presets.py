@@ -11,7 +11,7 @@ The ``demo`` preset is the recipe that solved the most tasks per CPU-minute of t
 those ``benchmarks/demo_recipe.py`` measured (its JSON and the README's "Models per CPU-minute"):
 two layers, windows of 64 tokens, block density 1/4, and half of every batch from the synthetic
 idiom stream's ``literals`` and ``statements`` kinds (:mod:`sparse_lens.data.idioms`, the
-offline stand-in for the paper's simple-idiom component). It trains in about 135 s on 2 cores
+offline stand-in for the paper's simple-idiom component). It trains in 135-180 s on 2 cores
 (1.5M tokens) and solved 5 tasks at 0.15 on the validation split and 4 on the test split,
 against 1-2 for the previous demo preset (4 layers, n_ctx 128, 1000 x 16, 35% literals only)
 in 280-330 s. Earlier measurements of the idiom share, on the previous preset (same budget,

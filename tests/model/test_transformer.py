@@ -424,8 +424,8 @@ def test_logits_at_equals_full_logits_at_those_positions(model):
     "kwargs, match",
     [
         (dict(logits_at=torch.tensor([0, 9])), r"in \[0, 7\)"),
-        (dict(logits_at=torch.tensor([0])), "2 integer positions"),
-        (dict(logits_at=torch.tensor([0.0, 1.0])), "2 integer positions"),
+        (dict(logits_at=torch.tensor([0])), r"shape \(2,\), got shape \(1,\)"),
+        (dict(logits_at=torch.tensor([0.0, 1.0])), "integer tensor.*float32"),
         (dict(logits_at=torch.tensor([0, 1]), return_type="loss"), "return_type='loss'"),
     ],
 )
@@ -433,3 +433,10 @@ def test_logits_at_rejects_bad_positions(kwargs, match):
     model = build_model()
     with pytest.raises(ValueError, match=match):
         model(random_tokens(2, 7, model.cfg.d_vocab), **kwargs)
+
+
+def test_logits_at_that_is_not_a_tensor_is_named():
+    from sparse_lens.model.transformer import _at_positions
+
+    with pytest.raises(ValueError, match="integer tensor.*got 3"):
+        _at_positions(torch.zeros(2, 5, 4), None, 3)

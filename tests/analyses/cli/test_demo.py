@@ -74,3 +74,22 @@ def test_demo_search_is_a_trial_count_not_a_clock():
 
     assert FULL.search == "optuna" and FULL.trials == len(FIRST_TRIALS)
     assert FULL.budget_minutes >= 5  # a guard, far above the trials' ~30 s
+
+
+def test_demo_suggests_the_prune_command_of_its_own_settings():
+    """The command listed for a solved task that the demo does not prune runs the demo's
+    search, clean-up and faithfulness report, not the 5-10 minute default search."""
+    from pathlib import Path
+
+    from analyses.cli.demo import FULL, _prune_command
+    from analyses.cli.parser import build_parser
+
+    cmd = _prune_command(FULL, Path("runs/demo/run/final"), "while_return_true", 0.15)
+    args = build_parser().parse_args(cmd.split()[1:])
+    assert (args.trials, args.budget_minutes, args.cleanup_evals) == (
+        FULL.trials,
+        FULL.budget_minutes,
+        FULL.cleanup_evals,
+    )
+    assert args.faithfulness == FULL.faithfulness and args.search == FULL.search
+    assert args.task == "while_return_true" and args.target_loss == 0.15

@@ -280,3 +280,16 @@ def test_a_missing_cuda_is_refused_before_anything_is_written(tmp_path, monkeypa
     assert main(argv) == 2
     assert "CUDA is not available on this machine" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tasks", "m", "--n", "100000000"], "<= 10000"),
+        (["tasks", "m", "--seed", "-1"], "<= 9223372036854775807"),  # digits, not 9.2e+18
+    ],
+)
+def test_numeric_limits_are_named_in_digits(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
