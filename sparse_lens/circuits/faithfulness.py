@@ -90,10 +90,14 @@ def verdict(check: str, passed: bool | None, value: Any, threshold: str, reason:
 
 
 def verdict_lines(report: dict[str, Any]) -> list[str]:
-    """One line per verdict of a faithfulness report, then the computed-on line and the
-    failed checks (``[]`` for a report without verdicts)."""
+    """One line per verdict of a faithfulness report (a check not run gives its reason, not a
+    value), then the computed-on line and the failed checks (``[]`` for a report without
+    verdicts)."""
     lines = []
     for v in report.get("verdicts", []):
+        if v["status"] == "not run":
+            lines.append(f"{'NOT RUN':8} {v['check']:18} ({v['reason']})")
+            continue
         value = f"{v['value']:.4g}" if isinstance(v["value"], float) else v["value"]
         lines.append(f"{v['status'].upper():8} {v['check']:18} {value} ({v['threshold']})")
     if lines:

@@ -395,3 +395,21 @@ def test_specificity_records_the_split_and_n_of_the_other_tasks_pairs():
     spec = other_task_specificity(model, circuit, get_task("single_double_quote"), 8, 0)
     assert (spec["task"], spec["split"], spec["n"]) == ("single_double_quote", "test", 8)
     assert spec["increase"] == pytest.approx(spec["ablated_loss"] - spec["full_loss"])
+
+
+def test_verdict_lines_give_a_not_run_checks_reason_not_a_value():
+    from sparse_lens.circuits.faithfulness import verdict, verdict_lines
+
+    report = {
+        "verdicts": [
+            verdict("sufficiency", True, 0.1449, "<= 0.15", "ok"),
+            verdict("frozen_norms", None, 0.1449, "-", "pruned with frozen norms"),
+        ],
+        "computed_on": {"split": "test", "n": 128},
+        "failed": [],
+    }
+    lines = verdict_lines(report)
+    assert lines[0].startswith("PASS") and "0.1449 (<= 0.15)" in lines[0]
+    assert lines[1].startswith("NOT RUN") and lines[1].endswith("(pruned with frozen norms)")
+    assert "0.1449" not in lines[1]
+    assert lines[2:] == ["computed on the test split, n = 128", "failed: none"]
