@@ -31,7 +31,7 @@ from typing import Any
 
 import optuna
 import torch
-from report_json import emit  # benchmarks/report_json.py
+from report_json import benchmark_parser, emit  # benchmarks/report_json.py
 
 from sparse_lens.circuits.hparam_search import SearchConfig
 from sparse_lens.circuits.masks import PruneConfig
@@ -143,12 +143,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__, quick="tiny budgets, one loose task")
     parser.add_argument("--model", type=Path, default=Path("runs/demo/run/final"))
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: stdout)")
     parser.add_argument("--corpus", default=None, help="pretraining corpus (default: stdlib)")
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/sparse_lens"))
-    parser.add_argument("--quick", action="store_true", help="tiny budgets, one loose task")
     parser.add_argument("--grid-steps", type=int, default=None, help="steps per grid run (80)")
     parser.add_argument("--trials", type=int, default=None, help="search trials per task (24)")
     parser.add_argument("--budget-minutes", type=float, default=None, help="per task (5)")

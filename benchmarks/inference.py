@@ -21,14 +21,12 @@ density 1/64, d_model 1024).
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import train_step  # benchmarks/train_step.py: the same model family
-from report_json import emit  # benchmarks/report_json.py
+from report_json import benchmark_parser, emit  # benchmarks/report_json.py
+from timing import interleaved_medians  # benchmarks/timing.py
 
 from hooks.weight_sparsity import project_
 from sparse_lens import HookedSparseTransformer
@@ -45,12 +43,6 @@ def build(d_model: int, sparse: bool, n_layers: int, n_ctx: int) -> HookedSparse
         densities = {"matrix": cfg.weight_density, "embed": cfg.embed_density}
         project_(sparse_params(model), densities, min_per_neuron=cfg.min_nonzero_per_neuron)
     return model
-
-
-def _seconds(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def time_width(d_model: int, args: argparse.Namespace) -> dict[str, float]:
@@ -70,14 +62,8 @@ def time_width(d_model: int, args: argparse.Namespace) -> dict[str, float]:
     for name, model in models.items():
         calls[f"{name}_forward_s"] = lambda m=model: m(tokens)
         calls[f"{name}_cache_s"] = lambda m=model: m.run_with_cache(tokens, names_filter=wanted)
-    samples: dict[str, list[float]] = {key: [] for key in calls}
     with torch.no_grad():
-        for fn in calls.values():  # warm-up
-            fn()
-        for _ in range(args.rounds):
-            for key, fn in calls.items():
-                samples[key].append(_seconds(fn))
-    row: dict[str, float] = {key: statistics.median(v) for key, v in samples.items()}
+        row = interleaved_medians(calls, args.rounds)
     for what in ("forward", "cache"):
         row[f"dense_over_sparse_{what}"] = row[f"dense_{what}_s"] / row[f"sparse_{what}_s"]
         row[f"sparse_dense_kernels_over_sparse_{what}"] = (
@@ -88,10 +74,7 @@ def time_width(d_model: int, args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: stdout)")
-    parser.add_argument("--quick", action="store_true", help="small shapes, few rounds")
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__, quick="small shapes, few rounds").parse_args()
     widths = (256,) if args.quick else (256, 1024)
     args.n_layers, args.batch, args.n_ctx = (1, 1, 32) if args.quick else (4, 4, 256)
     args.rounds = 2 if args.quick else 5

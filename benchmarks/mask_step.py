@@ -18,17 +18,14 @@ every step).
     python benchmarks/mask_step.py --quick --profile  # cProfile of the mask step (hotspots)
 """
 
-import argparse
 import cProfile
 import platform
 import pstats
-import statistics
 import sys
-import time
-from pathlib import Path
 
 import torch
-from report_json import emit  # benchmarks/report_json.py
+from report_json import benchmark_parser, emit  # benchmarks/report_json.py
+from timing import interleaved_medians  # benchmarks/timing.py
 
 from sparse_lens import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.circuits.ablation import make_ablation
@@ -123,27 +120,18 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
             mask_step()
         prof.disable()
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(20)
-    times: dict[str, list[float]] = {
-        "mask": [],
-        "rebuilt": [],
-        "plain": [],
-        "frozen": [],
-        "frozen_per_step": [],
-    }
-    steps = (
-        ("mask", mask_step),
-        ("rebuilt", rebuilt_step),
-        ("plain", plain_step),
-        ("frozen", frozen_step),
-        ("frozen_per_step", lambda: frozen_step(per_step=True)),
+    med = interleaved_medians(
+        {
+            "mask": mask_step,
+            "rebuilt": rebuilt_step,
+            "plain": plain_step,
+            "frozen": frozen_step,
+            "frozen_per_step": lambda: frozen_step(per_step=True),
+        },
+        repeats,
+        warmup=0,  # the warm-up calls above
     )
-    for _ in range(repeats):
-        for name, fn in steps:
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    mask, plain = statistics.median(times["mask"]), statistics.median(times["plain"])
-    rebuilt = statistics.median(times["rebuilt"])
+    mask, plain, rebuilt = med["mask"], med["plain"], med["rebuilt"]
     cfg = model.cfg
     return {
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
@@ -161,17 +149,15 @@ def run(quick: bool, repeats: int, profile: bool) -> dict:
         "rebuilt_hooks_step_s": rebuilt,
         "mask_over_plain": mask / plain,
         "rebuilt_hooks_over_plain": rebuilt / plain,
-        "frozen_norms_step_s": statistics.median(times["frozen"]),
-        "frozen_per_step_s": statistics.median(times["frozen_per_step"]),
-        "frozen_over_mask": statistics.median(times["frozen"]) / mask,
-        "frozen_per_step_over_mask": statistics.median(times["frozen_per_step"]) / mask,
+        "frozen_norms_step_s": med["frozen"],
+        "frozen_per_step_s": med["frozen_per_step"],
+        "frozen_over_mask": med["frozen"] / mask,
+        "frozen_per_step_over_mask": med["frozen_per_step"] / mask,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: stdout)")
-    parser.add_argument("--quick", action="store_true", help="tiny model (smoke test)")
+    parser = benchmark_parser(__doc__, quick="tiny model (smoke test)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps of each kind")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the mask step")
     args = parser.parse_args()

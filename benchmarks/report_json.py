@@ -2,6 +2,7 @@
 (written to a temporary file beside it, then renamed, so a killed run leaves the old result
 whole). Standard library only, so every benchmark can use it, whatever it imports."""
 
+import argparse
 import json
 import os
 import tempfile
@@ -24,3 +25,16 @@ def emit(result: dict[str, Any], out: Path | None) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     print(text, end="")
+
+
+def benchmark_parser(
+    doc: str | None, *, quick: str, default_out: Path | None = None
+) -> argparse.ArgumentParser:
+    """The options every benchmark shares: ``--out`` (the JSON file; ``default_out``, or stdout
+    only when None) and ``--quick`` (the smoke-test mode, described by ``quick``). The
+    description is the first line of ``doc`` (the script's docstring)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    where = default_out or "stdout only"
+    parser.add_argument("--out", type=Path, default=default_out, help=f"JSON file ({where})")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser

@@ -15,17 +15,16 @@ both alike; the JSON holds medians and ratios ``lever_over_baseline`` (below 1 p
     python benchmarks/train_levers.py --quick   # tiny preset, a few steps (smoke test)
 """
 
-import argparse
 import contextlib
 import dataclasses
 import platform
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from report_json import emit  # benchmarks/report_json.py
+from report_json import benchmark_parser, emit  # benchmarks/report_json.py
+from timing import interleaved_medians  # benchmarks/timing.py
 
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.training.presets import get_preset
@@ -67,6 +66,16 @@ def variant(preset: str, *, ctx_div: int = 1, compiled: bool = False, project: b
     return step
 
 
+def one_thread(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` run under ``torch.set_num_threads(1)``, the old count restored after."""
+
+    def run() -> None:
+        with threads(1):
+            fn()
+
+    return run
+
+
 def timed(fn: Callable[[], None]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -87,24 +96,20 @@ def run(preset: str, n_steps: int) -> dict:
         steps["compile"] = compiled
     except Exception as e:  # a lever that does not run is a result too  # noqa: BLE001
         result["compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-    times: dict[str, list[float]] = {v: [] for v in steps}
-    for i in range(n_steps + 2):
-        for name, fn in steps.items():
-            with threads(1) if name == "threads_1" else contextlib.nullcontext():
-                t = timed(fn)
-            if i >= 2:  # warm-up
-                times[name].append(t)
-    med = {v: statistics.median(t) for v, t in times.items()}
+    steps["threads_1"] = one_thread(steps["threads_1"])
+    med = interleaved_medians(steps, n_steps, warmup=2)
     result |= {f"{v}_step_s": s for v, s in med.items()}
     result |= {f"{v}_over_baseline": med[v] / med["baseline"] for v in med if v != "baseline"}
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_levers.json"))
+    parser = benchmark_parser(
+        __doc__,
+        quick="tiny preset, 2 steps",
+        default_out=Path("benchmarks/results/train_levers.json"),
+    )
     parser.add_argument("--steps", type=int, default=9, help="timed steps per variant")
-    parser.add_argument("--quick", action="store_true", help="tiny preset, 2 steps")
     args = parser.parse_args()
     preset = "tiny" if args.quick else "demo"
     result = {

@@ -18,13 +18,12 @@ It writes a JSON of medians and ratios (the target: sparse/dense <= 1.25 at d_mo
 
 import argparse
 import platform
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from report_json import emit  # benchmarks/report_json.py
+from timing import interleaved_medians  # benchmarks/timing.py
 
 from hooks.topk import n_keep, naive_topk_weight_mask, topk_weight_indices
 from hooks.weight_sparsity import NEURON_FAN_DIM
@@ -64,15 +63,10 @@ def time_steps(d_model: int, n_steps: int, batch: int, n_ctx: int, n_layers: int
         vcfg = replace(tcfg, sparse_matmul_max_density=0.0) if v.endswith("kernels") else tcfg
         runs[v] = (model, make_optimizer(model, vcfg), vcfg)
     tokens = torch.randint(0, 2048, (batch, n_ctx), generator=torch.Generator().manual_seed(0))
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    for i in range(n_steps + 2):
-        for v in VARIANTS:
-            model, opt, vcfg = runs[v]
-            t0 = time.perf_counter()
-            train_step(model, model, opt, tokens, 10**5, vcfg)
-            if i >= 2:  # warm-up
-                times[v].append(time.perf_counter() - t0)
-    med = {v: statistics.median(t) for v, t in times.items()}
+    calls = {
+        v: lambda r=runs[v]: train_step(r[0], r[0], r[1], tokens, 10**5, r[2]) for v in VARIANTS
+    }
+    med = interleaved_medians(calls, n_steps, warmup=2)
     return {f"{v}_step_s": med[v] for v in VARIANTS} | {
         f"{v}_over_dense": med[v] / med["dense"] for v in VARIANTS[1:]
     }
@@ -80,23 +74,26 @@ def time_steps(d_model: int, n_steps: int, batch: int, n_ctx: int, n_layers: int
 
 def time_projection(d_model: int, repeats: int) -> dict:
     model = build(d_model, True, 1, 64)
-    naive, ours = [], []
-    for _ in range(repeats):
-        for impl, out in ((naive_topk_weight_mask, naive), (topk_weight_indices, ours)):
-            t0 = time.perf_counter()
-            for name, p in model.named_parameters():
-                role = param_role(name)
-                density = density_for(role, 1 / 64, 1 / 16)
-                if density >= 1:
-                    continue
-                k = n_keep(p.numel(), density)
-                if impl is naive_topk_weight_mask:
-                    impl(p, k)
-                else:
-                    fan = NEURON_FAN_DIM.get(name.rsplit(".", 1)[-1]) if role == "matrix" else None
-                    impl(p, k, fan_dim=fan, min_per_neuron=4)
-            out.append(time.perf_counter() - t0)
-    n, o = statistics.median(naive), statistics.median(ours)
+
+    def project_all(naive: bool) -> None:
+        for name, p in model.named_parameters():
+            role = param_role(name)
+            density = density_for(role, 1 / 64, 1 / 16)
+            if density >= 1:
+                continue
+            k = n_keep(p.numel(), density)
+            if naive:
+                naive_topk_weight_mask(p, k)
+            else:
+                fan = NEURON_FAN_DIM.get(name.rsplit(".", 1)[-1]) if role == "matrix" else None
+                topk_weight_indices(p, k, fan_dim=fan, min_per_neuron=4)
+
+    med = interleaved_medians(
+        {"naive": lambda: project_all(True), "ours": lambda: project_all(False)},
+        repeats,
+        warmup=0,
+    )
+    n, o = med["naive"], med["ours"]
     return {"naive_topk_s": n, "ours_s": o, "ours_over_naive": o / n}
 
 

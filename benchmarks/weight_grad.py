@@ -21,16 +21,13 @@ three products with the current kernels: the most any weight-gradient rule can s
     python benchmarks/weight_grad.py --quick
 """
 
-import argparse
 import platform
-import statistics
-import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from report_json import emit  # benchmarks/report_json.py
+from report_json import benchmark_parser, emit  # benchmarks/report_json.py
+from timing import interleaved_medians  # benchmarks/timing.py
 
 from sparse_lens.model.sparse_matmul import csr_weight
 
@@ -64,15 +61,7 @@ def time_shape(d_in: int, d_out: int, tokens: int, density: float, rounds: int) 
         "forward_csr": lambda: torch.mm(csr.fwd, x.t()).t(),
         "input_grad_csr": lambda: torch.mm(csr.bwd, gy.t()).t(),
     }
-    samples: dict[str, list[float]] = {k: [] for k in calls}
-    for fn in calls.values():  # warm-up
-        fn()
-    for _ in range(rounds):
-        for key, fn in calls.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[key].append(time.perf_counter() - t0)
-    row = {f"{k}_s": statistics.median(v) for k, v in samples.items()}
+    row = {f"{k}_s": v for k, v in interleaved_medians(calls, rounds).items()}
     for k in ("sampled_grad_kept", "sampled_grad_4x"):
         row[f"{k}_over_dense_grad"] = row[f"{k}_s"] / row["dense_grad_s"]
     three = row["dense_grad_s"] + row["forward_csr_s"] + row["input_grad_csr_s"]
@@ -81,10 +70,7 @@ def time_shape(d_in: int, d_out: int, tokens: int, density: float, rounds: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: stdout)")
-    parser.add_argument("--quick", action="store_true", help="small shapes, few rounds")
-    args = parser.parse_args()
+    args = benchmark_parser(__doc__, quick="small shapes, few rounds").parse_args()
     tokens, rounds, scale = (256, 2, 8) if args.quick else (2048, 7, 1)
     rows = {
         name: time_shape(d_in // scale, d_out // scale, tokens, 1 / 64, rounds)

@@ -39,3 +39,43 @@ def test_emit_prints_and_replaces_the_file_whole(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.count('"a"') == 2
     emit({"b": 3}, None)  # stdout only
     assert '"b": 3' in capsys.readouterr().out
+
+
+def test_interleaved_medians_times_round_robin_after_warmup(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import timing
+
+    order: list[str] = []
+    clock = iter(range(1000))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(clock)))
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    med = timing.interleaved_medians(calls, 3, warmup=2)
+    assert order == ["a", "b"] * 5  # two untimed rounds, then three timed, interleaved
+    assert med == {"a": 1.0, "b": 1.0}  # each call spans one tick of the fake clock
+    with pytest.raises(ValueError, match="rounds must be >= 1, got 0"):
+        timing.interleaved_medians(calls, 0)
+    with pytest.raises(ValueError, match="warmup must be >= 0, got -1"):
+        timing.interleaved_medians(calls, 1, warmup=-1)
+    with pytest.raises(ValueError, match="at least one call"):
+        timing.interleaved_medians({}, 1)
+
+
+def test_interleaved_medians_takes_the_median(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import timing
+
+    ticks = iter([0.0, 5.0, 0.0, 1.0, 0.0, 2.0])  # call durations 5, 1, 2 s
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(ticks))
+    assert timing.interleaved_medians({"x": lambda: None}, 3, warmup=0) == {"x": 2.0}
+
+
+def test_benchmark_parser_shares_out_and_quick(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from report_json import benchmark_parser
+
+    parser = benchmark_parser("Benchmark: X.\n\nMore.", quick="tiny", default_out=tmp_path / "r")
+    assert parser.description == "Benchmark: X."
+    assert parser.parse_args([]).out == tmp_path / "r"
+    args = parser.parse_args(["--quick", "--out", "o.json"])
+    assert args.quick and args.out == Path("o.json")
+    assert benchmark_parser(None, quick="tiny").parse_args([]).out is None
