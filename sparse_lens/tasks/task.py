@@ -36,6 +36,16 @@ from sparse_lens.vocab import SPLITS, TaskSplit
 TASK_NAMES: tuple[str, ...] = tuple(GENERATORS)
 
 
+SPLIT_USES: dict[TaskSplit, str] = {
+    "train": "70% of each task's pairs: the pruner trains its masks on them",
+    "val": "10% of each task's pairs: the demo's task choice (tasks.json) scores the full model "
+    "on some, a circuit search bisects on its own n_val of them",
+    "test": "20% of each task's pairs: for reporting, never for choosing",
+}
+"""What each split of :func:`split_of_text` is for (the splits are drawn by a hash of a pair's
+text, so they never overlap)."""
+
+
 def split_of_text(text: str) -> TaskSplit:
     h = int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big") / 2**64
     return "train" if h < 0.7 else "val" if h < 0.8 else "test"
