@@ -96,7 +96,7 @@ def test_imported_folder_works_with_tasks_command(tok_dir, tmp_path, capsys):
     assert main(["import-oai", str(src), "--out", str(out), "--tokenizer", str(tok_dir)]) == 0
     capsys.readouterr()
     assert main(["tasks", str(out), "--task", "var_swap", "--n", "10", "--json"]) == 0
-    row = json.loads(capsys.readouterr().out)["var_swap"]
+    row = json.loads(capsys.readouterr().out)["losses"]["var_swap"]
     # reference: the independent forward pass on the test split's contexts (n=10, seed 0)
     model = HookedSparseTransformer.from_pretrained(out)
     batch = task_batch(get_task("var_swap"), model.tokenizer, model.cfg.n_ctx, "test", 10, 0)

@@ -52,7 +52,7 @@ def test_tasks_table_and_json(tiny_run, capsys):
         )
         == 0
     )
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["losses"]
     assert set(out) == {"single_double_quote"} and 0 <= out["single_double_quote"]["accuracy"] <= 1
     assert main(["tasks", str(root / "run" / "final"), "--n", "10"]) == 0
     table = capsys.readouterr().out
@@ -73,7 +73,7 @@ def test_tasks_picks_a_custom_task_by_its_name(tiny_run, tmp_path, capsys):
         (["--task", "lambda_func"], {"lambda_func"}),
     ]:
         assert main(["tasks", final, "--custom", str(path), *picks, "--n", "10", "--json"]) == 0
-        got = set(json.loads(capsys.readouterr().out))
+        got = set(json.loads(capsys.readouterr().out)["losses"])
         assert got == want if want else "mine" in got and "if_equals" in got, (picks, got)
 
 

@@ -1,0 +1,105 @@
+"""``sparse-lens tasks``: the table names its split, examples asked, seed and target, marks the
+solved tasks and the examples dropped at token boundaries; ``--json`` is one
+``table_record``. The scores are stubbed (``task_table``): what is
+tested is what the command says about them."""
+
+import json
+
+import pytest
+
+import sparse_lens.tasks.task as task_module
+from analyses.cli import main
+from analyses.cli.parser import build_parser
+from analyses.cli.tasks import n_column
+from sparse_lens import HookedSparseTransformer
+from sparse_lens.tasks.selection import PAPER_TARGET
+from tests.helpers import build_cfg, tiny_tokenizer
+
+ROWS = {
+    "else_elif": {"loss": 0.021, "accuracy": 1.0, "n": 200, "dropped": 0},
+    "var_if": {"loss": 0.15, "accuracy": 0.94, "n": 200, "dropped": 0},  # at the target: solved
+    "class_init": {"loss": 0.863, "accuracy": 0.51, "n": 146, "dropped": 54},
+}
+
+
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory):
+    """A demo folder's layout (``run/final`` the model folder) around a tiny model."""
+    root = tmp_path_factory.mktemp("demo")
+    tok = tiny_tokenizer()
+    model = HookedSparseTransformer(build_cfg(d_vocab=tok.vocab_size), tokenizer=tok)
+    model.save_pretrained(root / "run" / "final")
+    return root
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    """``task_table`` stubbed with :data:`ROWS`; the calls it got (split, n, seed)."""
+    calls = []
+
+    def table(model, tasks, split, n, seed):  # noqa: ANN001, ANN202
+        calls.append((split, n, seed))
+        return {t.name: ROWS[t.name] for t in tasks}
+
+    monkeypatch.setattr(task_module, "task_table", table)
+    return calls
+
+
+def _run(capsys, folder, *extra: str) -> tuple[str, str]:
+    picks = [arg for name in ROWS for arg in ("--task", name)]
+    assert main(["tasks", str(folder), *picks, *extra]) == 0, capsys.readouterr().err
+    got = capsys.readouterr()
+    return got.out, got.err
+
+
+def test_the_table_names_split_n_seed_and_target_and_marks_solved_tasks(demo_folder, asked, capsys):
+    out, _ = _run(capsys, demo_folder / "run" / "final", "--split", "val", "--n", "200")
+    header, columns, *rows = out.splitlines()
+    assert "val split, 200 examples asked per task, seed 0" in header
+    assert f"solved = task loss <= {PAPER_TARGET:g} nats (the paper's target)" in header
+    assert columns.split()[-1] == "solved"
+    solved = {line.split()[0]: line.split()[-1] for line in rows[:3]}
+    assert solved == {"else_elif": "yes", "var_if": "yes", "class_init": "no"}
+    assert "solved: 2 of 3 tasks at task loss <= 0.15" in out
+    assert any(line.startswith("val split: 10% of each task's pairs") for line in rows)
+    assert asked == [("val", 200, 0)]
+
+
+def test_the_target_is_an_option_validated_and_the_papers_by_default(demo_folder, asked, capsys):
+    out, _ = _run(capsys, demo_folder / "run" / "final", "--target-loss", "0.02", "--seed", "3")
+    assert "seed 3; solved = task loss <= 0.02 nats (the paper's is 0.15)" in out
+    assert "solved: 0 of 3 tasks at task loss <= 0.02" in out
+    for bad in ("0", "0.7", "nan", "x"):
+        with pytest.raises(SystemExit):
+            main(["tasks", str(demo_folder), "--target-loss", bad])
+        assert repr(bad) in capsys.readouterr().err
+    sub = build_parser()._subparsers._group_actions[0].choices["tasks"]
+    help_text = next(a.help for a in sub._actions if "--target-loss" in a.option_strings)
+    assert f"{PAPER_TARGET:g}" in (help_text or "") and "PAPER_TARGET" in (help_text or "")
+
+
+def test_dropped_examples_are_marked_and_explained(demo_folder, asked, capsys):
+    """class_init kept 146 of 200: the n column said 146 and nothing else."""
+    out, _ = _run(capsys, demo_folder / "run" / "final")
+    row = next(line for line in out.splitlines() if line.startswith("class_init"))
+    assert "146 (54 dropped)" in row
+    assert out.splitlines()[-1].startswith("dropped: a built-in example is scored only where")
+    assert n_column({"n": 200, "dropped": 0}, 200) == "200"
+    assert n_column({"n": 3, "dropped": 0}, 20) == "3 (all there are)"  # a short custom task
+
+
+def test_json_holds_split_n_seed_target_and_solved(demo_folder, asked, capsys):
+    out, _ = _run(capsys, demo_folder / "run" / "final", "--n", "50", "--seed", "2", "--json")
+    record = json.loads(out)
+    assert {k: v for k, v in record.items() if k != "losses"} == {
+        "split": "test",
+        "n": 50,
+        "seed": 2,
+        "target_loss": PAPER_TARGET,
+    }
+    assert {name: r["solved"] for name, r in record["losses"].items()} == {
+        "else_elif": True,
+        "var_if": True,
+        "class_init": False,
+    }
+    assert record["losses"]["class_init"]["dropped"] == 54
