@@ -1,7 +1,8 @@
 """``sparse-lens tasks MODEL_DIR [--task NAME ...] [--custom FILE] [--target-loss T] [--json]``:
 the task suite's loss and accuracy of a model, as a table (a header naming the split, the
 examples asked per task, the seed and the target; which tasks are solved; examples dropped at
-token boundaries) or JSON (``sparse_lens.tasks.selection.table_record``)."""
+token boundaries) or JSON (``sparse_lens.tasks.selection.table_record``). ``MODEL_DIR`` may
+also be a training run or demo folder: its model folder is used, with a note on stderr."""
 
 import argparse
 import json
@@ -39,7 +40,7 @@ def add_tasks(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model_dir",
         type=Path,
-        help="a model folder (e.g. RUN/final)",
+        help="a model folder (e.g. RUN/final); a training run or demo folder means its model",
     )
     p.add_argument(
         "--task", action="append", default=None, help="task name (repeatable); default all"
@@ -72,13 +73,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     exit code.
 
     Raises:
-        CLIError: ``MODEL_DIR`` is not a model folder, the model has no ``tokenizer.json``, or loading
+        CLIError: ``MODEL_DIR`` holds no model, the model has no ``tokenizer.json``, or loading
             or scoring fails on a missing file or a bad value (the message is the cause's).
     """
     from sparse_lens.tasks.selection import PAPER_TARGET, table_record
     from sparse_lens.tasks.task import task_table
 
-    model_dir = args.model_dir
+    model_dir = resolve_model_dir(args.model_dir)
     model = load_model(model_dir, "MODEL_DIR", device=args.device)
     target = PAPER_TARGET if args.target_loss is None else args.target_loss
     try:
@@ -112,6 +113,33 @@ def _tasks(args: argparse.Namespace, tok: Any) -> list[Any]:
     if custom is not None and (not args.task or own in args.task):
         tasks.append(custom)
     return tasks
+
+
+def resolve_model_dir(path: Path) -> Path:
+    """The model folder ``MODEL_DIR`` means: ``path`` itself when it holds ``config.json`` or is
+    not a folder (``load_model`` then names the problem); else the model of the training run
+    (``final/``) or demo folder (``run/final/``) ``path`` is, as ``sparse-lens report`` finds it
+    (``analyses.report_sources.find_sources``), with a note on stderr naming both paths.
+
+    Raises:
+        CLIError: ``path`` is a folder that neither is nor holds a model (named).
+    """
+    folder = path.expanduser()
+    if not folder.is_dir() or (folder / "config.json").is_file():
+        return path
+    from analyses.report_sources import find_sources
+
+    try:
+        model = find_sources(folder).model_dir
+    except (FileNotFoundError, ValueError):
+        raise CLIError(
+            f"MODEL_DIR {str(path)!r} is not a model folder (no config.json) and holds none (no "
+            "final/config.json as a training run has, no run/final/config.json as a demo "
+            "folder has); name a model folder, e.g. RUN/final or runs/demo/run/final"
+        ) from None
+    kind = "a demo folder" if model == folder / "run" / "final" else "a training run folder"
+    sys.stderr.write(f"note: MODEL_DIR {path} is {kind}; scoring its model folder {model}\n")
+    return model
 
 
 def table_lines(record: Mapping[str, Any], model_dir: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """``sparse-lens tasks``: the table names its split, examples asked, seed and target, marks the
-solved tasks and the examples dropped at token boundaries; ``--json`` is one
-``table_record``. The scores are stubbed (``task_table``): what is
+solved tasks and the examples dropped at token boundaries; a run or demo folder means its
+model; ``--json`` is one ``table_record``. The scores are stubbed (``task_table``): what is
 tested is what the command says about them."""
 
 import json
@@ -103,3 +103,21 @@ def test_json_holds_split_n_seed_target_and_solved(demo_folder, asked, capsys):
         "class_init": False,
     }
     assert record["losses"]["class_init"]["dropped"] == 54
+
+
+@pytest.mark.parametrize("layout", ["demo", "run"])
+def test_a_demo_or_run_folder_means_its_model_folder(demo_folder, asked, capsys, layout):
+    """``sparse-lens tasks runs/demo`` failed on a missing ``runs/demo/config.json``."""
+    folder = demo_folder if layout == "demo" else demo_folder / "run"
+    out, err = _run(capsys, folder)
+    model = demo_folder / "run" / "final"
+    kind = "a demo folder" if layout == "demo" else "a training run folder"
+    assert f"note: MODEL_DIR {folder} is {kind}; scoring its model folder {model}" in err
+    assert out.startswith(f"{model}: test split")
+
+
+def test_a_folder_without_a_model_is_named_with_where_models_are(tmp_path, capsys):
+    assert main(["tasks", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"MODEL_DIR {str(tmp_path)!r} is not a model folder" in err
+    assert "run/final/config.json" in err and "runs/demo/run/final" in err
