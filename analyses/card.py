@@ -9,7 +9,13 @@ nodes with a role; the role rules and their thresholds (arXiv 2511.13653, Fig. 4
 
 from typing import Any
 
-from sparse_lens.circuits.explain import Attention, CircuitCard, Contrast, NodeExplanation
+from sparse_lens.circuits.explain import (
+    Attention,
+    CircuitCard,
+    Contrast,
+    NodeExplanation,
+    sample_text,
+)
 
 NONE = "no measurable role"
 MAX_CONTEXT_NODES = 12
@@ -35,12 +41,6 @@ def _num(value: float | None, fmt: str = "+.3f") -> str:
 
 def _provenance(card: CircuitCard) -> str:
     p = card.provenance
-    sample = p.get("pretraining_sample")
-    corpus = (
-        "none (no corpus contexts)"
-        if sample is None
-        else ", ".join(f"{k} {v}" for k, v in sample.items())
-    )
     source = p.get("ablation_source") or {}
     ablation = f"{p['ablation']} ablation" + (
         f" (means over {source.get('data')}, {source.get('n_tokens')} tokens)"
@@ -59,7 +59,7 @@ def _provenance(card: CircuitCard) -> str:
             f"- **Contrasts:** {p['contrasts']}; in units of {p['sd_unit']}; "
             f"{p['n_permutations']} permutations per test.",
             f"- **Knockouts:** {p['knockouts']}. **Direct effects:** {p['direct_effects']}.",
-            f"- **Pretraining sample:** {corpus}.",
+            f"- **Pretraining sample:** {sample_text(p.get('pretraining_sample'))}.",
         ]
     )
 

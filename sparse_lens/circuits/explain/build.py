@@ -318,7 +318,9 @@ def explain(
             circuit's built-in task (seed ``config.seed``), tokenised by the model's tokenizer.
         windows: a sample of pretraining windows for the top contexts and the sd unit (none:
             no corpus profiles, the sd is over the task examples' positions).
-        windows_source: how ``windows`` were drawn, recorded in the card's provenance.
+        windows_source: how ``windows`` were drawn, recorded in the card's provenance
+            (``PretrainingSample.description`` of ``draw_sample``/``load_sample``: the draw
+            ``sparse-lens explain`` and the report share).
         config: thresholds and sample sizes (``ExplainConfig``).
         progress: tqdm bars over the knockouts (two forward passes per node).
         batch_split: which split the caller's ``batch`` is from, for the provenance and the
