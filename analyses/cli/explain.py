@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from analyses.cli.options import (
     DEFAULT_CACHE,
@@ -21,7 +21,14 @@ from analyses.cli.options import (
     pair_count,
 )
 
+if TYPE_CHECKING:  # for annotations only: importing them imports torch
+    from sparse_lens.circuits.explain.sample import PretrainingSample
+    from sparse_lens.model.transformer import HookedSparseTransformer
+
 CARD_FILES = ("*.card.json", "*.card.md")
+DEFAULT_WINDOWS = 32  # sparse_lens.circuits.explain.sample's (not imported: torch at parse time)
+DEFAULT_SPLIT = "val"
+SAMPLE_SPLITS = ("val", "train")
 
 
 def add_explain(sub: argparse._SubParsersAction) -> None:
@@ -62,8 +69,16 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--windows",
         type=number(int, 0),
-        default=64,
-        help="pretraining windows sampled for top contexts (0: none; default: %(default)s)",
+        default=DEFAULT_WINDOWS,
+        help="pretraining windows for top contexts and the sd unit, as the report's "
+        "(0: none; default: %(default)s)",
+    )
+    p.add_argument(
+        "--windows-split",
+        default=DEFAULT_SPLIT,
+        choices=SAMPLE_SPLITS,
+        help="val: the validation split's evenly spaced windows, as the report's; train: "
+        "random training windows of --seed (default: %(default)s)",
     )
     p.add_argument(
         "--permutations",
@@ -75,7 +90,7 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
         "--seed",
         type=SEED,
         default=0,
-        help="seed of the examples, windows, tests (default: %(default)s)",
+        help="seed of the examples, the tests and train windows (default: %(default)s)",
     )
     p.add_argument(
         "--device",
@@ -129,28 +144,26 @@ def _model_dir(args: argparse.Namespace) -> Path:
     return Path(recorded)
 
 
-def _windows(args: argparse.Namespace, model: Any, model_dir: Path) -> tuple[Any, dict | None]:
-    """``--windows`` pretraining windows (training split, seeded) and how they were drawn."""
-    import torch
-
-    from sparse_lens.data.token_data import model_token_data, run_info_beside, windows_digest
+def _sample(
+    args: argparse.Namespace, model: "HookedSparseTransformer", model_dir: Path
+) -> "PretrainingSample | None":
+    """``--windows`` pretraining windows of ``--windows-split`` (``load_sample``, as the report
+    draws them: the same defaults give the report page's card) with their description; None
+    for ``--windows 0``."""
+    from sparse_lens.circuits.explain.sample import load_sample
+    from sparse_lens.data.token_data import run_info_beside
 
     if args.windows == 0:
-        return None, None
-    corpus = args.corpus
-    info = run_info_beside(model_dir)
-    if corpus is None and info and info.get("corpus", {}).get("source") not in (None, "stdlib"):
-        corpus = info["corpus"]["source"]
-    data = model_token_data(model, corpus, args.cache_dir.expanduser())
-    gen = torch.Generator().manual_seed(args.seed)
-    windows = data.sample(args.windows, model.cfg.n_ctx, gen)
-    source = {
-        "data": "pretraining corpus, training split, random windows",
-        "corpus": corpus or "stdlib",
-        "seed": args.seed,
-        "digest": windows_digest(windows),
-    }
-    return windows, source
+        return None
+    return load_sample(
+        model,
+        corpus=args.corpus,
+        run_info=run_info_beside(model_dir),
+        cache_dir=args.cache_dir.expanduser(),
+        split=args.windows_split,
+        n_windows=args.windows,
+        seed=args.seed,
+    )
 
 
 def write_card(args: argparse.Namespace, out: Path, model_dir: Path) -> Path:
@@ -168,7 +181,7 @@ def write_card(args: argparse.Namespace, out: Path, model_dir: Path) -> Path:
 
     model = HookedSparseTransformer.from_pretrained(model_dir, device=args.device).eval()
     circuit = Circuit.load(args.circuit, model=model)
-    windows, source = _windows(args, model, model_dir)
+    sample = _sample(args, model, model_dir)
     cfg = ExplainConfig(
         split=args.split,
         n_examples=examples_for(circuit, args.examples),
@@ -178,8 +191,8 @@ def write_card(args: argparse.Namespace, out: Path, model_dir: Path) -> Path:
     card = explain(
         model,
         circuit,
-        windows=windows,
-        windows_source=source,
+        windows=sample.windows if sample is not None else None,
+        windows_source=sample.description if sample is not None else None,
         config=cfg,
         progress=not args.quiet,
     )

@@ -49,18 +49,36 @@ def test_explain_writes_the_card_as_json_and_markdown(saved, capsys):
 
 
 def test_explain_samples_pretraining_windows(saved, data, tmp_path, monkeypatch, capsys):
-    """``--windows N`` draws N seeded windows from the model's corpus (here the test corpus,
-    tokenised by the same tiny tokenizer) for each node's top contexts."""
+    """``--windows N`` takes N windows of the model's corpus (here the test corpus, tokenised by
+    the same tiny tokenizer) for each node's top contexts: by default the validation split's
+    evenly spaced windows, as the report does; ``--windows-split train`` random training
+    windows of ``--seed``. The card records which."""
     root, _ = saved
     monkeypatch.setattr(sparse_lens.data.token_data, "model_token_data", lambda *a: data)
-    out = tmp_path / "cards"
-    args = ["explain", str(root / "circuits" / "quote.json"), "--out", str(out), *FAST]
-    assert main([*args, "--windows", "6", "--model", str(root / "model")]) == 0
-    card = json.loads((out / "quote.card.json").read_text())
-    sample = card["provenance"]["pretraining_sample"]
-    assert sample["n_windows"] == 6 and sample["seed"] == 0 and len(sample["digest"]) == 16
-    assert all(n["corpus"] is not None for n in card["nodes"])
-    assert "pretraining sample" in card["provenance"]["sd_unit"]
+    run = {"corpus": {"source": "stdlib", "fingerprint": "f" * 16}}
+    monkeypatch.setattr(sparse_lens.data.token_data, "run_info_beside", lambda d: run)
+    args = ["explain", str(root / "circuits" / "quote.json"), *FAST, "--windows", "6"]
+    samples = {}
+    for split in ("val", "train"):
+        out = tmp_path / split
+        assert main([*args, "--out", str(out), "--windows-split", split, "--seed", "4"]) == 0
+        card = json.loads((out / "quote.card.json").read_text())
+        samples[split] = card["provenance"]["pretraining_sample"]
+        assert all(n["corpus"] is not None for n in card["nodes"])
+        assert "pretraining sample" in card["provenance"]["sd_unit"]
+    val, train = samples["val"], samples["train"]
+    assert val == {
+        "corpus": "stdlib",
+        "corpus_fingerprint": "f" * 16,
+        "split": "val",
+        "sampling": "evenly spaced",
+        "seed": None,
+        "n_windows": 6,
+        "n_ctx": 64,
+        "digest": val["digest"],
+    }
+    assert (train["split"], train["sampling"], train["seed"]) == ("train", "random", 4)
+    assert train["digest"] != val["digest"] and len(train["digest"]) == 16
 
 
 def test_explain_errors(saved, tmp_path, capsys):
