@@ -401,11 +401,9 @@ class Pruner:
         """Mean task loss of one training batch ``sub`` (``self.train.subset(idx)``) under
         ``masks``, with ``live``'s hooks already installed on the model (one mask-training
         forward pass); with frozen norms, the full model's scales of those rows."""
-        norm_hooks = self._norm_hooks(sub, idx)
         live.set(masks, idx, sub.tokens.shape[1])  # per-channel values ignore the rows
-        with self.model.hooks(fwd_hooks=norm_hooks):
-            logits = self.model(sub.tokens.to(self.model.W_E.device), logits_at=sub.last)
-        return mean_task_loss(logits[:, 0], sub)
+        # run_with_hooks removes only the hooks it adds (TL's context levels): live's stay
+        return mean_task_loss(answer_logits(self.model, sub, self._norm_hooks(sub, idx)), sub)
 
     # -- discretisation ----------------------------------------------------------------------
     def full_loss(self) -> float:

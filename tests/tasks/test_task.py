@@ -203,3 +203,33 @@ def test_answer_logits_match_full_forward_for_sparse_and_other_models():
             got = answer_logits(m, batch)
             assert got.shape == (4, model.cfg.d_vocab)
             torch.testing.assert_close(binary_logits(got, batch), want, rtol=1e-5, atol=1e-5)
+
+
+def test_answer_logits_leaves_hooks_installed_around_it_in_place():
+    """Mask training installs its mask hooks once (``model.hooks``) and computes each step's
+    loss with ``answer_logits`` inside: the hooks ``answer_logits`` adds go on return, the outer
+    ones stay and act on that forward pass too."""
+    from sparse_lens.tasks.task import answer_logits
+    from tests.helpers import build_model
+
+    model = build_model()
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 5), generator=torch.Generator().manual_seed(1))
+    batch = TaskBatch(
+        tokens=tokens,
+        last=torch.tensor([4, 2]),
+        correct=torch.tensor([1, 2]),
+        incorrect=torch.tensor([3, 4]),
+        contexts=["a", "b"],
+    )
+    seen: list[str] = []
+    outer = ("hook_embed", lambda x, hook: seen.append("outer") or x * 0)
+    inner = ("blocks.0.hook_resid_pre", lambda x, hook: seen.append("inner") or x)
+    with torch.no_grad(), model.hooks(fwd_hooks=[outer]):
+        got = answer_logits(model, batch, [inner])
+        assert seen == ["outer", "inner"]
+        model(tokens)  # after return only the outer hook fires
+        assert seen == ["outer", "inner", "outer"]
+        want = model(tokens)[torch.arange(2), batch.last]
+    torch.testing.assert_close(got, want)
+    with torch.no_grad():
+        assert not torch.allclose(model(tokens)[torch.arange(2), batch.last], want)
