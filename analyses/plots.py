@@ -82,9 +82,11 @@ def line_chart(
     ylog: bool = False,
     hlines: Sequence[tuple[float, str]] = (),
     vlines: Sequence[tuple[float, str]] = (),
+    ylim: tuple[float, float] | None = None,
 ) -> Figure | None:
-    """Lines (or dots) of ``series`` with labelled dashed reference lines; ``None`` when no
-    point can be drawn (non-finite, or not positive on a log axis)."""
+    """Lines (or dots) of ``series`` with labelled dashed reference lines, the y axis over
+    ``ylim`` when given (else fitted to the data); ``None`` when no point can be drawn
+    (non-finite, or not positive on a log axis)."""
     drawn = [(s, _finite(s.points, xlog, ylog)) for s in series]
     if not any(pts for _, pts in drawn):
         return None
@@ -110,6 +112,8 @@ def line_chart(
             ax.annotate(label, (v, 0.98), xycoords=("data", "axes fraction"), fontsize=8,
                         ha="right", va="top", rotation=90, color="#333")  # fmt: skip
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if ylim is not None:  # before the scale: a log scale of flat data warns of a singular axis
+        ax.set_ylim(*ylim)
     ax.set_xscale("log" if xlog else "linear")
     ax.set_yscale("log" if ylog else "linear")
     if xlog:
@@ -148,6 +152,26 @@ def log_ticks(axis: Axis, limits: tuple[float, float]) -> None:
             if lo <= t <= hi
         ]
     axis.set_major_locator(FixedLocator(ticks))
+
+
+def nice_log_limits(lo: float, hi: float) -> tuple[float, float]:
+    """Log-axis limits that reach past ``lo`` and ``hi`` to the nearest 1x, 2x or 5x power of
+    ten (``229,952 .. 898,200`` -> ``200,000 .. 1,000,000``), so ``log_ticks`` labels a tick at
+    or beyond each end of the data; ``lo == hi`` on such a value gets the next one above.
+
+    Raises:
+        ValueError: ``lo`` or ``hi`` is not positive and finite, or ``lo > hi``.
+    """
+    if not (0 < lo <= hi < math.inf):
+        raise ValueError(f"log limits need 0 < lo <= hi < inf, got lo={lo!r}, hi={hi!r}")
+
+    def steps(k: int) -> list[float]:
+        return [m * 10.0**k for m in (1, 2, 5)]
+
+    below = [t for t in steps(math.floor(math.log10(lo))) if t <= lo * (1 + 1e-12)]
+    top = [t for k in (0, 1) for t in steps(math.floor(math.log10(hi)) + k)]
+    above = [t for t in top if t >= hi and t > max(below)]  # lo == hi: one step up
+    return max(below), min(above)
 
 
 def bar_chart(

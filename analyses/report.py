@@ -25,6 +25,7 @@ import circuitsvis.tokens
 import circuitsvis.topk_samples
 import torch
 from jaxtyping import Float, Int
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from analyses.html import Page, RawHTML, circuitsvis_html, esc, table
@@ -42,7 +43,7 @@ from analyses.page_data import (
     HeadSink,
     NodePanelData,
 )
-from analyses.plots import Series, bar_chart, chart_html, line_chart
+from analyses.plots import Series, bar_chart, chart_html, line_chart, nice_log_limits
 from sparse_lens.circuits.circuit import Circuit, NodeRef
 from sparse_lens.circuits.explain import CircuitCard, circuit_knockouts, explain
 from sparse_lens.circuits.graph_view.card_html import card_view
@@ -364,37 +365,106 @@ def _node_panel_data(
 # -- index page and training curves -----------------------------------------------------------
 
 
-def training_plots(records: list[dict[str, Any]], png_dir: Path | None = None) -> str:
-    """Loss, L0 and learning-rate curves of a run (PNGs into ``png_dir`` when given)."""
+@dataclass(frozen=True, kw_only=True)
+class LossStreams:
+    """What the two loss curves of a run are measured on: their legend names and a caption."""
+
+    train: str
+    val: str
+    caption: str
+
+
+def loss_streams(run_info: dict[str, Any] | None) -> LossStreams:
+    """Name the training and validation loss curves by the data each is measured on, from a
+    run's ``run.json`` (training batches mix in idiom windows at the recorded share; the
+    validation windows are held-out corpus documents only); generic names without it."""
+    if not run_info:
+        return LossStreams(
+            train="train: batches",
+            val="val: held-out windows",
+            caption="Next-token cross-entropy, nats per token. train: the loss of the logged "
+            "training batch; val: fixed windows of held-out documents.",
+        )
+    tcfg, cfg = run_info.get("train_config", {}), run_info.get("model_config", {})
+    share = recorded_idiom_frac(run_info)
+    source = run_info.get("corpus", {}).get("source", "corpus")
+    n_ctx, batch = cfg.get("n_ctx", "?"), tcfg.get("batch_size", "?")
+    mix = f"{share:.0%} idiom windows, the rest {source} training documents"
+    train = f"train: batches, {share:.0%} idioms" if share > 0 else "train: batches"
+    val = f"val: held-out {source}" + (", no idioms" if share > 0 else "")
+    caption = (
+        f"Next-token cross-entropy, nats per token. train: the loss of the logged step's "
+        f"training batch ({batch} windows of {n_ctx} tokens"
+        + (f": {mix})" if share > 0 else f" of {source} training documents)")
+        + f"; val: {tcfg.get('val_windows', '?')} fixed windows of {n_ctx} tokens from "
+        f"held-out {source} documents"
+        + (" (no idiom windows)" if share > 0 else "")
+        + f", every {tcfg.get('eval_every', '?')} steps and at the end."
+    )
+    if share > 0:
+        caption += (
+            " The curves are measured on different data, so the gap between them is not a "
+            "generalisation gap: only the training batches hold idiom windows."
+        )
+    return LossStreams(train=train, val=val, caption=caption)
+
+
+def l0_points(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """``(step, nonzero parameters)`` of each record that logs ``l0_total``, in step order."""
+    return sorted((float(r["step"]), float(r["l0_total"])) for r in records if "l0_total" in r)
+
+
+def l0_chart(records: list[dict[str, Any]]) -> Figure | None:
+    """Nonzero parameters against step on a log axis whose limits reach past the data to a
+    labelled tick at each end (``nice_log_limits``), the final L0 marked and labelled with its
+    value; ``None`` when no record logs a positive L0."""
+    pts = [(x, y) for x, y in l0_points(records) if y > 0]
+    if not pts:
+        return None
+    final = pts[-1][1]
+    ys = [y for _, y in pts]
+    return line_chart(
+        [Series(name="L0 total", points=pts)],
+        title="Nonzero parameters (L0)",
+        xlabel="step",
+        ylabel="nonzero parameters (log)",
+        ylog=True,
+        ylim=nice_log_limits(min(ys), max(ys)),
+        hlines=[(final, f"final {final:,.0f}")],
+    )
+
+
+def training_plots(
+    records: list[dict[str, Any]],
+    png_dir: Path | None = None,
+    run_info: dict[str, Any] | None = None,
+) -> str:
+    """Loss, L0 and learning-rate curves of a run (PNGs into ``png_dir`` when given), the loss
+    curves named by what they are measured on (``loss_streams`` of ``run_info``)."""
     if not records:
         return '<p class="note">no metrics recorded</p>'
 
     def pts(key: str) -> list[tuple[float, float]]:
         return [(float(r["step"]), float(r[key])) for r in records if key in r]
 
+    streams = loss_streams(run_info)
     loss = line_chart(
         [
-            Series(name="train", points=pts("train_loss")),
-            Series(name="val", points=pts("val_loss")),
+            Series(name=streams.train, points=pts("train_loss")),
+            Series(name=streams.val, points=pts("val_loss")),
         ],
         title="Loss",
         xlabel="step",
-        ylabel="cross-entropy (nats)",
-    )
-    l0 = line_chart(
-        [Series(name="L0 total", points=pts("l0_total"))],
-        title="Nonzero parameters",
-        xlabel="step",
-        ylabel="L0",
-        ylog=True,
+        ylabel="cross-entropy (nats per token)",
     )
     lr = line_chart(
         [Series(name="lr", points=pts("lr"))], title="Learning rate", xlabel="step", ylabel="lr"
     )
     return (
         chart_html(loss, "training-loss", "Loss", png_dir)
-        + chart_html(l0, "training-l0", "Nonzero parameters", png_dir)
+        + chart_html(l0_chart(records), "training-l0", "Nonzero parameters", png_dir)
         + chart_html(lr, "training-lr", "Learning rate", png_dir)
+        + f'<p class="note">{esc(streams.caption)}</p>'
     )
 
 
@@ -445,7 +515,7 @@ def index_page(
         page.add(table(["", ""], _run_facts(run_info)))
     if metrics is not None:
         page.h2("Training", "training")
-        page.add(training_plots(metrics, png_dir))
+        page.add(training_plots(metrics, png_dir, run_info))
     if task_table:
         page.h2("Tasks", "tasks")
         page.add(task_section(task_table, png_dir, task_split))
