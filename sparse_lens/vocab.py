@@ -84,6 +84,10 @@ PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
 # Every task is a choice between two candidate tokens, so ln 2 nats is a coin flip's loss.
 CHANCE_LOSS = math.log(2)
 
+PAPER_TARGET = 0.15
+"""The paper's target task loss for a circuit (App. A.5), in nats per sequence; a task whose
+full-model loss is at most this counts as *solved* (``sparse_lens.tasks.selection.is_solved``)."""
+
 __all__ = [
     "ABLATIONS",
     "ACT_SITES",
@@ -92,6 +96,7 @@ __all__ = [
     "NODE_KINDS",
     "NODE_KIND_SITE",
     "PAPER_ACT_SITES",
+    "PAPER_TARGET",
     "PRESET_NAMES",
     "SEARCH_METHODS",
     "SPLITS",

@@ -49,3 +49,30 @@ def test_every_preset_name_is_a_preset():
     assert sorted(PRESETS) == sorted(vocab.PRESET_NAMES)
     for name in vocab.PRESET_NAMES:
         assert get_preset(name).name == name
+
+
+def test_every_default_target_is_the_papers_one_constant():
+    """The paper's target loss 0.15 (App. A.5) is spelled once, ``vocab.PAPER_TARGET``; every
+    default target of the library and the command line is that constant (seven modules once
+    held their own 0.15)."""
+    import inspect
+
+    from analyses.cli.parser import build_parser
+    from analyses.cli.prune import PruneSettings
+    from sparse_lens.circuits.circuit import Circuit
+    from sparse_lens.circuits.masks import PruneConfig
+    from sparse_lens.circuits.prune_task import prune
+    from sparse_lens.openai_models.viz_circuit import circuit_from_viz_data
+    from sparse_lens.sweep.grid import SweepConfig
+    from sparse_lens.tasks.selection import PAPER_TARGET
+
+    assert vocab.PAPER_TARGET == PAPER_TARGET == 0.15
+    fields = {c: c.__dataclass_fields__["target_loss"].default for c in (PruneConfig, SweepConfig)}
+    fields[PruneSettings] = PruneSettings.__dataclass_fields__["target_loss"].default
+    assert set(fields.values()) == {vocab.PAPER_TARGET}, fields
+    for fn in (prune, circuit_from_viz_data, Circuit.from_nodes):
+        assert inspect.signature(fn).parameters["target_loss"].default == vocab.PAPER_TARGET
+    subs = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for cmd in ("prune", "sweep", "tasks"):
+        action = next(a for a in subs[cmd]._actions if "--target-loss" in a.option_strings)
+        assert action.default == vocab.PAPER_TARGET, cmd

@@ -25,7 +25,7 @@ from analyses.cli.options import (
     load_model,
     out_path,
 )
-from sparse_lens.vocab import ABLATIONS, SEARCH_METHODS, AblationKind, SearchMethod
+from sparse_lens.vocab import ABLATIONS, PAPER_TARGET, SEARCH_METHODS, AblationKind, SearchMethod
 
 logger = logging.getLogger("analyses.cli.prune")
 
@@ -38,7 +38,7 @@ class PruneSettings:
     out: Path
     task: str | None = None
     all_tasks: bool = False
-    target_loss: float = 0.15
+    target_loss: float = PAPER_TARGET
     ablation: str = "mean"
     freeze_norms: bool = True
     search: str = "optuna"
@@ -76,7 +76,10 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
         "--out", type=out_path, required=True, help="circuit JSON (a folder with --all-tasks)"
     )
     p.add_argument(
-        "--target-loss", type=POSITIVE_FLOAT, default=0.15, help="task loss the circuit must reach"
+        "--target-loss",
+        type=POSITIVE_FLOAT,
+        default=PAPER_TARGET,
+        help="task loss the circuit must reach (default: the paper's %(default)s)",
     )
     p.add_argument(
         "--ablation",

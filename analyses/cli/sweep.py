@@ -27,7 +27,7 @@ from analyses.cli.options import (
     number,
     out_path,
 )
-from sparse_lens.vocab import CLUSTERS, SEARCH_METHODS
+from sparse_lens.vocab import CLUSTERS, PAPER_TARGET, SEARCH_METHODS
 
 
 def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any, ...]]:
@@ -91,7 +91,12 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--corpus", default=None, help="corpus (default: the stdlib)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of every point")
-    p.add_argument("--target-loss", type=TARGET_LOSS, default=0.15, help="solved/pruning target")
+    p.add_argument(
+        "--target-loss",
+        type=TARGET_LOSS,
+        default=PAPER_TARGET,
+        help="solved/pruning target (default: the paper's %(default)s)",
+    )
     p.add_argument("--task", action="append", default=None, help="task (repeatable; default all)")
     p.add_argument(
         "--custom-task",

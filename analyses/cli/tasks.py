@@ -19,11 +19,10 @@ from analyses.cli.options import (
     device_name,
     load_model,
 )
-from sparse_lens.vocab import SPLITS
+from sparse_lens.vocab import PAPER_TARGET, SPLITS
 
 # The library (and torch) is imported inside the handlers, when a command runs: `sparse-lens
-# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py), so the
-# --target-loss default (sparse_lens.tasks.selection.PAPER_TARGET) is filled in by the handler.
+# --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
 
 DROPPED_NOTE = (
     "dropped: a built-in example is scored only where its answer is one token right after the "
@@ -57,10 +56,10 @@ def add_tasks(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target-loss",
         type=TARGET_LOSS,
-        default=None,
+        default=PAPER_TARGET,
         metavar="NATS",
         help="a task is solved at a task loss at or below this (default: the paper's target "
-        "0.15, sparse_lens.tasks.selection.PAPER_TARGET)",
+        "%(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
@@ -76,12 +75,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         CLIError: ``MODEL_DIR`` holds no model, the model has no ``tokenizer.json``, or loading
             or scoring fails on a missing file or a bad value (the message is the cause's).
     """
-    from sparse_lens.tasks.selection import PAPER_TARGET, table_record
+    from sparse_lens.tasks.selection import table_record
     from sparse_lens.tasks.task import task_table
 
     model_dir = resolve_model_dir(args.model_dir)
     model = load_model(model_dir, "MODEL_DIR", device=args.device)
-    target = PAPER_TARGET if args.target_loss is None else args.target_loss
+    target = args.target_loss
     try:
         rows = task_table(
             model, _tasks(args, model.require_tokenizer()), args.split, args.n, args.seed
@@ -147,7 +146,6 @@ def table_lines(record: Mapping[str, Any], model_dir: Path) -> list[str]:
     asked per task, seed, target), one row per task (loss in nats, accuracy, examples scored
     with those dropped or missing, solved), the mean over tasks, the solved count and a
     footnote per mark used."""
-    from sparse_lens.tasks.selection import PAPER_TARGET
     from sparse_lens.tasks.task import SPLIT_USES
 
     rows, asked, target = record["losses"], record["n"], record["target_loss"]

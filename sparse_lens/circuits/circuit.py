@@ -47,6 +47,7 @@ from sparse_lens.circuits.nodes import Location, NodeKind, node_label, node_loca
 from sparse_lens.files.atomic import atomic_write_json
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.vocab import PAPER_TARGET
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class Circuit:
         task: str,
         ablation: AblationKind = "mean",
         freeze_norms: bool = False,
-        target_loss: float = 0.15,
+        target_loss: float = PAPER_TARGET,
         loss: float = float("nan"),
         full_loss: float = float("nan"),
         removed_edges: list[tuple[str, str]] | None = None,

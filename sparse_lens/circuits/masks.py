@@ -47,6 +47,7 @@ from sparse_lens.tasks.task import (
 from sparse_lens.training.loop import set_lr
 from sparse_lens.training.schedules import warmup_linear_decay
 from sparse_lens.validation import require_min
+from sparse_lens.vocab import PAPER_TARGET
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,7 +74,7 @@ class PruneConfig:
     faithfulness. It is kept only to compare with the paper's logit-scaled sweeps.
     """
 
-    target_loss: float = 0.15
+    target_loss: float = PAPER_TARGET
     ablation: AblationKind = "mean"
     freeze_norms: bool = True
     k_coef: float = 1e-4

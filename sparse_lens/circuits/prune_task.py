@@ -52,6 +52,7 @@ from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.tasks.selection import other_task
 from sparse_lens.tasks.task import Task, TaskBatch, concat_batches, get_task, task_batch
 from sparse_lens.validation import require_min
+from sparse_lens.vocab import PAPER_TARGET
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -328,7 +329,7 @@ def prune(
     model: HookedSparseTransformer | str | Path,
     task: Task | str,
     *,
-    target_loss: float = 0.15,
+    target_loss: float = PAPER_TARGET,
     request: PruneRequest | None = None,
     model_dir: str | Path | None = None,
     corpus: str | Path | None = None,

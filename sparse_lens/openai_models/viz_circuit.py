@@ -47,6 +47,7 @@ from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.model.transformer import HookedSparseTransformer
 from sparse_lens.openai_models.weights import safe_torch_load
+from sparse_lens.vocab import PAPER_TARGET
 
 _PARTS = {
     "attn.act_in": "attn.hook_in",
@@ -229,7 +230,7 @@ def circuit_from_viz_data(
     ablation_values: dict[str, Tensor],
     *,
     task: str,
-    target_loss: float = 0.15,
+    target_loss: float = PAPER_TARGET,
 ) -> Circuit:
     """A ``Circuit`` of ``model`` keeping the nodes of ``viz["circuit_data"]``.
 

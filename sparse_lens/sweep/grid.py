@@ -54,7 +54,7 @@ from sparse_lens.tasks.task import CHANCE_LOSS, TASK_NAMES, get_task
 from sparse_lens.training.presets import get_preset
 from sparse_lens.training.sparse import TrainConfig, check_sparsity_budget
 from sparse_lens.validation import require_min
-from sparse_lens.vocab import SearchMethod
+from sparse_lens.vocab import PAPER_TARGET, SearchMethod
 
 Kind = Literal["sparse", "dense"]
 PruneSearch = SearchMethod  # the circuit search every point runs (circuits.find)
@@ -94,7 +94,7 @@ class SweepConfig:
     dense_lr: float | None = None
     corpus: str | None = None
     seed: int = 0
-    target_loss: float = 0.15
+    target_loss: float = PAPER_TARGET
     tasks: tuple[str, ...] = ()
     custom_tasks: tuple[str, ...] = ()
     task_n: int = 200

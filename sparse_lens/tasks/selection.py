@@ -17,11 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sparse_lens.tasks.task import TASK_NAMES, Task, get_task, task_table
-from sparse_lens.vocab import TaskSplit
-
-PAPER_TARGET = 0.15
-"""The paper's target task loss for a circuit (App. A.5), in nats per sequence; a task whose
-full-model loss is at most this counts as *solved* (:func:`is_solved`)."""
+from sparse_lens.vocab import PAPER_TARGET, TaskSplit
 
 SELECTION = "selection"
 """``tasks.json``'s key of the table that chooses the tasks pruned (``val`` split)."""
