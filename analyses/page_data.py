@@ -3,7 +3,8 @@
 ``circuit_page_data`` (``analyses/report.py``) runs the model and returns a ``CircuitPageData``;
 ``render_circuit_page`` (``analyses/circuit_view.py``) turns it into HTML without a model.
 ``bridge_page_data`` (``analyses/bridge_report.py``) and ``render_bridge_page``
-(``analyses/bridge_view.py``) do the same for the sparse <-> dense bridge page. Every field is a
+(``analyses/bridge_view.py``) do the same for the sparse <-> dense bridge page; ``TaskTable`` is
+one full-model task table of the index page (``analyses/report.py``). Every field is a
 number, a string, a small tuple of them, a JSON record from a circuit file, or circuitsvis HTML
 already rendered (``CircuitsvisHTML``): never a tensor or a model.
 """
@@ -144,6 +145,26 @@ class CircuitPageData:
             "card_losses": {"circuit": self.graph.circuit_loss, "empty": self.graph.empty_loss},
             "card_warnings": list(self.card.warnings) if self.card is not None else [],
         }
+
+
+# -- the index page ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskTable:
+    """The full model's loss per task on one split, as the index page shows it: ``rows`` maps
+    a task to its ``loss`` (binary cross-entropy of the two answers, nats per example),
+    ``accuracy`` and ``n`` (the examples its task kept). ``n`` is the examples asked per task
+    (None when not recorded), ``use`` what the table is for as ``tasks.json`` says it,
+    ``chose_tasks`` whether it chose the tasks pruned and their targets, ``target_loss`` the
+    solved threshold it records (nats; None when it records none)."""
+
+    rows: Mapping[str, Mapping[str, Any]]
+    split: str = "test"  # the library's name: train, val or test
+    n: int | None = None
+    use: str = ""
+    chose_tasks: bool = False
+    target_loss: float | None = None
 
 
 # -- the bridge page -----------------------------------------------------------------------------

@@ -179,25 +179,44 @@ def bar_chart(
     *,
     title: str,
     xlabel: str,
-    reference: tuple[float, str] | None = None,
+    references: Sequence[tuple[float, str]] = (),
+    mark_at_most: tuple[float, str] | None = None,
 ) -> Figure | None:
-    """Horizontal bars, one per ``(label, value)`` (top to bottom), with an optional dashed
-    reference line; non-finite values get no bar. ``None`` when ``rows`` is empty."""
+    """Horizontal bars, one per ``(label, value)`` (top to bottom), each labelled with its
+    value, and a dashed vertical line per ``(x, label)`` of ``references`` (named in a legend
+    under the axes). With ``mark_at_most = (x, label)`` the bars of value at most ``x`` are
+    green and named ``label`` in the legend. The x axis runs from 0 past the longest bar and
+    every reference line with room for the value labels. Non-finite values get no bar (their
+    label says ``nan``). ``None`` when ``rows`` is empty."""
     if not rows:
         return None
-    fig = new_figure(6.5, 1.4 + 0.22 * len(rows))
+    fig = new_figure(6.5, 1.8 + 0.22 * len(rows))
     ax = fig.add_subplot()
     values = [v if math.isfinite(v) else 0.0 for _, v in rows]
-    bars = ax.barh(range(len(rows)), values, color=PALETTE[0])
+    marked = [mark_at_most is not None and v <= mark_at_most[0] for v in values]
+    colors = [PALETTE[2] if m else PALETTE[0] for m in marked]
+    bars = ax.barh(range(len(rows)), values, color=colors)
     ax.bar_label(bars, labels=[f"{v:.3g}" for _, v in rows], fontsize=7, padding=2)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
-    if reference is not None:
-        ax.axvline(reference[0], color=PALETTE[1], linestyle="--", linewidth=1)
-        ax.annotate(reference[1], (reference[0], 0), xycoords=("data", "axes fraction"),
-                    color=PALETTE[1], fontsize=8)  # fmt: skip
+    if mark_at_most is not None and any(marked):
+        bars[marked.index(True)].set_label(mark_at_most[1])
+    for i, (x, label) in enumerate(references):
+        color = ("#d62728", "#555", "#9467bd")[i % 3]
+        ax.axvline(x, color=color, linestyle="--", linewidth=1.2, label=label)
+    ax.set_xlim(0, bar_axis_end([*values, *(x for x, _ in references)]))
     ax.set(title=title, xlabel=xlabel)
+    if references or (mark_at_most is not None and any(marked)):
+        fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     return fig
+
+
+def bar_axis_end(values: Sequence[float], room: float = 0.18) -> float:
+    """Where a bar chart's value axis ends: ``room`` (a share of the largest value) past the
+    largest finite non-negative value, so a value label beside the longest bar fits inside the
+    axes; 1 when there is no positive value."""
+    top = max((v for v in values if math.isfinite(v) and v > 0), default=0.0)
+    return top * (1 + room) if top > 0 else 1.0
 
 
 def heatmap(

@@ -9,12 +9,13 @@ from the bisection, the faithfulness report, the circuit's heads (attention patt
 examples with their sink mass, circuitsvis ``attention_heads``) and a panel per important node
 (ranked by knockout effect): its top-activating pretraining contexts (``topk_samples``) and its
 values on one example of each answer (``colored_tokens``). The index page (``index_page``) shows
-the training curves, the task-loss table and every circuit. All pages are self-contained
+the training curves (each loss named by the data it is measured on), the full model's task
+tables (each with its split and n; the one that chose the pruned tasks says so) against the
+solved target, and every circuit with its loss-vs-size curve. All pages are self-contained
 (``analyses/html.py``).
 """
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from jaxtyping import Float, Int
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from analyses.html import Page, RawHTML, circuitsvis_html, esc, table
+from analyses.html import Page, RawHTML, circuitsvis_html, esc
+from analyses.html import table as table_html
 from analyses.node_panels import (
     attribution_effects,
     circuit_patterns,
@@ -42,6 +44,7 @@ from analyses.page_data import (
     HeadsData,
     HeadSink,
     NodePanelData,
+    TaskTable,
 )
 from analyses.plots import Series, bar_chart, chart_html, line_chart, nice_log_limits
 from sparse_lens.circuits.circuit import Circuit, NodeRef
@@ -50,7 +53,13 @@ from sparse_lens.circuits.graph_view.card_html import card_view
 from sparse_lens.circuits.graph_view.graph import CORE_SHARE
 from sparse_lens.circuits.graph_view.show import graph_of
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.task import Task, TaskBatch, task_batch
+from sparse_lens.tasks.selection import (
+    LEGACY_SELECTION,
+    PAPER_TARGET,
+    SELECTION,
+    TABLE_USES,
+)
+from sparse_lens.tasks.task import CHANCE_LOSS, Task, TaskBatch, task_batch
 from sparse_lens.training.sparse import recorded_idiom_frac
 from sparse_lens.validation import require_min
 
@@ -469,29 +478,130 @@ def training_plots(
 
 
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+SELECTION_KEYS = (SELECTION, LEGACY_SELECTION)  # tasks.json's key of the choosing table
+
+
+def task_tables_of(record: Any, source: str = "tasks.json") -> tuple[TaskTable, ...]:  # noqa: ANN401 - JSON
+    """The task tables of a ``tasks.json`` record, the reporting (test) table first: a demo's
+    ``{"test": table, "selection" (or, older, "validation"): table}``, each table with its
+    ``split``, ``n``, ``losses`` and perhaps ``use`` and ``target_loss``; or one flat
+    ``{task: row}`` table (a sweep point's, or a demo's from before the splits were recorded),
+    which is the test split's.
+
+    Raises:
+        ValueError: ``record`` is not a JSON object (``source`` names it).
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"{source}: a task table is a JSON object, not a JSON {json_kind(record)}")
+    tables = []
+    for key in ("test", *SELECTION_KEYS):
+        t = record.get(key)
+        if not isinstance(t, dict) or not isinstance(t.get("losses"), dict):
+            continue
+        chose = key in SELECTION_KEYS
+        use = TABLE_USES[SELECTION if chose else "test"]
+        target = t.get("target_loss")
+        tables.append(
+            TaskTable(
+                rows=t["losses"],
+                split=str(t.get("split", "val" if chose else "test")),
+                n=t.get("n"),
+                use=str(t.get("use") or use),
+                chose_tasks=chose,
+                target_loss=float(target) if isinstance(target, int | float) else None,
+            )
+        )
+        if chose:
+            break  # a file has one choosing table; "validation" is its older name
+    return tuple(tables) or (TaskTable(rows=record),)
+
+
+def json_kind(value: Any) -> str:  # noqa: ANN401 - any JSON value
+    """The JSON name of ``value``'s type (``list``, ``number``, ...), for error messages."""
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def solved_target(tables: Sequence[TaskTable], circuits: Sequence[Circuit]) -> tuple[float, str]:
+    """The target task loss (nats) at which a task counts as solved, and where it is recorded:
+    the task tables' ``target_loss``, else the one target every circuit was pruned to, else the
+    paper's ``PAPER_TARGET``."""
+    recorded = {t.target_loss for t in tables if t.target_loss is not None}
+    if len(recorded) == 1:
+        return recorded.pop(), "tasks.json"
+    targets = {c.target_loss for c in circuits}
+    if len(targets) == 1:
+        return targets.pop(), "the circuit files"
+    return PAPER_TARGET, "the paper's"
+
+
+def task_chart(table: TaskTable, target: tuple[float, str]) -> Figure | None:
+    """``table``'s losses as bars (lowest first), the tasks at or below the target loss green,
+    with dashed lines at the target (``(value in nats, where it is recorded)``) and at chance
+    (ln 2)."""
+    rows = sorted(table.rows.items(), key=lambda kv: kv[1]["loss"])
+    value, where = target
+    return bar_chart(
+        [(name, r["loss"]) for name, r in rows],
+        title=f"Full model, {_split_and_n(table)}",
+        xlabel="task loss (nats per example)",
+        references=[(value, f"target {value:g} ({where})"), (CHANCE_LOSS, "chance (ln 2)")],
+        mark_at_most=(value, f"solved (loss <= {value:g})"),
+    )
+
+
+def _split_and_n(table: TaskTable) -> str:
+    """``test split, n = 200 per task``: the n asked when the table records it, else the rows'
+    n when they all agree, else no n."""
+    n = table.n
+    if n is None:
+        ns = {r.get("n") for r in table.rows.values()}
+        n = ns.pop() if len(ns) == 1 else None
+    per_task = f", n = {n} per task" if n is not None else ""
+    return f"{SPLIT_WORDS.get(table.split, table.split)} split{per_task}"
+
+
+def task_table_section(
+    table: TaskTable,
+    target: tuple[float, str],
+    pruned: dict[str, float],
+    png_dir: Path | None = None,
+    chart: bool = True,
+) -> str:
+    """One task table under a heading with its split and n (and, for the table that chose the
+    pruned tasks, saying so), a note with its recorded use and the tasks ``pruned`` from it
+    (task -> target, nats), a bar chart when ``chart``, and the table: loss, accuracy, the
+    row's n, solved (at most the target ``(value, where recorded)``), pruned."""
+    value, _ = target
+    title = f"Task loss of the full model ({_split_and_n(table)})"
+    heading = title + (": chose the pruned tasks" if table.chose_tasks else "")
+    note = f"Used for: {table.use}." if table.use else ""
+    if table.chose_tasks:
+        names = ", ".join(f"{k} (target {v:g})" for k, v in sorted(pruned.items()))
+        note += f" Pruned from it: {names or 'no circuit on this page'}."
+    parts = [f"<h3>{esc(heading)}</h3>"] + ([f'<p class="note">{esc(note)}</p>'] if note else [])
+    if chart:
+        name = "task-loss-selection" if table.chose_tasks else "task-loss"
+        parts.append(chart_html(task_chart(table, target), name, title, png_dir))
+    rows = sorted(table.rows.items(), key=lambda kv: kv[1]["loss"])
+    header = ["task", "loss (nats)", "accuracy", "n", f"solved (loss <= {value:g})"]
+    header += ["pruned"] if table.chose_tasks else []
+    body = [
+        [name, r["loss"], r["accuracy"], r.get("n", "-"), "yes" if r["loss"] <= value else ""]
+        + ([f"target {pruned[name]:g}" if name in pruned else ""] if table.chose_tasks else [])
+        for name, r in rows
+    ]
+    return "".join(parts) + table_html(header, body)
 
 
 def task_section(
     task_table: dict[str, dict[str, Any]], png_dir: Path | None = None, split: str = "test"
 ) -> str:
     """The full model's loss per task on ``split`` (the library's name: train, val or test),
-    a bar chart and a table."""
-    rows = sorted(task_table.items(), key=lambda kv: kv[1]["loss"])
-    ns = {r.get("n") for _, r in rows}
-    n = f", n = {ns.pop()} per task" if len(ns) == 1 and None not in ns else ""
-    title = f"Task loss of the full model ({SPLIT_WORDS.get(split, split)} split{n})"
-    fig = bar_chart(
-        [(name, r["loss"]) for name, r in rows],
-        title=title,
-        xlabel="binary cross-entropy (ln 2 = chance)",
-        reference=(math.log(2), "chance"),
+    a bar chart and a table, against the paper's target."""
+    return task_table_section(
+        TaskTable(rows=task_table, split=split), (PAPER_TARGET, "the paper's"), {}, png_dir
     )
-    chart = chart_html(fig, "task-loss", title, png_dir)
-    body = table(
-        ["task", "loss", "accuracy", "n"],
-        [[name, r["loss"], r["accuracy"], r.get("n", "-")] for name, r in rows],
-    )
-    return chart + body
 
 
 def index_page(
@@ -499,26 +609,33 @@ def index_page(
     title: str,
     run_info: dict[str, Any] | None,
     metrics: list[dict[str, Any]] | None,
-    task_table: dict[str, dict[str, Any]] | None,
+    task_table: dict[str, dict[str, Any]] | None = None,
     circuits: list[tuple[Circuit, str]],
     task_split: str = "test",
+    task_tables: Sequence[TaskTable] = (),
     notes: Sequence[str] = (),
     png_dir: Path | None = None,
 ) -> str:
-    """The summary page: run facts, training curves, task table (of ``task_split``), circuits
-    (with page links); every chart is inline SVG, and a PNG in ``png_dir`` when given."""
+    """The summary page: run facts, training curves, task tables (``task_tables``, the first
+    charted; or the one ``task_table`` of ``task_split``), circuits (with page links); every
+    chart is inline SVG, and a PNG in ``png_dir`` when given."""
     page = Page(title=title)
     for note in notes:
         page.p(note, "note")
     if run_info:
         page.h2("Model", "model")
-        page.add(table(["", ""], _run_facts(run_info)))
+        page.add(table_html(["", ""], _run_facts(run_info)))
     if metrics is not None:
         page.h2("Training", "training")
         page.add(training_plots(metrics, png_dir, run_info))
-    if task_table:
+    if not task_tables and task_table:
+        task_tables = (TaskTable(rows=task_table, split=task_split),)
+    target = solved_target(task_tables, [c for c, _ in circuits])
+    if task_tables:
         page.h2("Tasks", "tasks")
-        page.add(task_section(task_table, png_dir, task_split))
+        pruned = {c.task: c.target_loss for c, _ in circuits}
+        for i, t in enumerate(task_tables):
+            page.add(task_table_section(t, target, pruned, png_dir, chart=i == 0))
     page.h2("Circuits", "circuits")
     for part in _circuits_section(circuits, png_dir):
         page.add(part)
@@ -590,7 +707,7 @@ def _circuits_section(circuits: list[tuple[Circuit, str]], png_dir: Path | None)
     ]
     header = ["task", "nodes", "edges", "target", "loss (val)", "loss (test)", "full model (val)",
               "faithfulness checks failed"]  # fmt: skip
-    parts.append(table(header, rows))
+    parts.append(table_html(header, rows))
     if circuits:
         series = [
             Series(name=c.task, points=sorted((float(k), v) for k, v in c.curve if k > 0))

@@ -16,7 +16,8 @@ from jaxtyping import Int
 
 from analyses.circuit_graph import circuit_dot
 from analyses.circuit_view import render_circuit_page
-from analyses.report import ReportConfig, circuit_page_data, index_page
+from analyses.page_data import TaskTable
+from analyses.report import ReportConfig, circuit_page_data, index_page, task_tables_of
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.circuit_format import read_circuit_dict
 from sparse_lens.data.token_data import model_token_data
@@ -118,13 +119,8 @@ def read_task_table(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
     Raises:
         FileNotFoundError, ValueError: ``path`` is missing, not JSON, or holds no table.
     """
-    data = read_json(path, "task table")
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a task table is a JSON object, not a JSON {type(data).__name__}")
-    test = data.get("test")
-    if isinstance(test, dict) and isinstance(test.get("losses"), dict):
-        return test["losses"], str(test.get("split", "test"))
-    return data, "test"
+    first = task_tables_of(read_json(path, "task table"), str(path))[0]
+    return {name: dict(row) for name, row in first.rows.items()}, first.split
 
 
 def _is_circuit(path: Path) -> bool:
@@ -182,20 +178,19 @@ def build_report(
     metrics = None
     if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
         metrics = read_jsonl(src.run_dir / "metrics.jsonl")
-    split = "test"
     if src.task_table:
-        table, split = read_task_table(src.task_table)
+        tables = task_tables_of(read_json(src.task_table, "task table"), str(src.task_table))
     else:  # a lone circuit needs only its own task; a run folder tables every task it can
         names = [c.task for c in circuits] if Path(source).is_file() else list(TASK_NAMES)
         table = _task_table(model, names, task_n, rcfg.seed, src.notes)
+        tables = (TaskTable(rows=table, split="test", n=task_n),)
     out.mkdir(parents=True, exist_ok=True)
     links = _circuit_pages(model, circuits, windows, out, rcfg, progress)
     index = index_page(
         title=title or f"sparse_lens report: {src.model_dir}",
         run_info=run_info,
         metrics=metrics,
-        task_table=table,
-        task_split=split,
+        task_tables=tables,
         circuits=links,
         notes=src.notes,
         png_dir=out / "figures",

@@ -1,22 +1,34 @@
 """The report's index page: what its charts draw (target lines, axis limits, labels that fit),
 the task tables it shows with their split and n, and what its loss curves are measured on."""
 
+import dataclasses
+import json
+
 import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from analyses.cli.demo import task_tables_record
+from analyses.html import esc
+from analyses.page_data import TaskTable
 from analyses.plots import nice_log_limits
 from analyses.report import (
+    index_page,
     l0_chart,
     loss_streams,
+    solved_target,
+    task_chart,
+    task_tables_of,
     training_plots,
 )
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.nodes import node_locations
+from sparse_lens.tasks.selection import SELECTION, TABLE_USES
+from sparse_lens.tasks.selection import task_tables_record as selection_record
 from tests.helpers import build_cfg, tiny_tokenizer
 
 # the demo run's numbers a fresh user saw cut off or unlabelled
@@ -96,6 +108,75 @@ def test_the_l0_axis_has_a_labelled_tick_at_or_below_the_final_l0():
     assert min(shown) <= FINAL_L0 and max(shown) >= 898_200, shown
     assert f"final {FINAL_L0:,}" in {t.get_text() for t in ax.texts}
     assert l0_chart([{"step": 1, "train_loss": 3.0}]) is None
+
+
+# -- 3. the task chart: the target line, and labels inside the figure ---------------------------
+
+
+def test_the_task_chart_draws_the_recorded_target_and_keeps_every_label_inside():
+    table = TaskTable(rows=TEST_ROWS, split="test", n=200, target_loss=0.15)
+    fig = _drawn(task_chart(table, (0.15, "tasks.json")))
+    ax = fig.axes[0]
+    vertical = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines()}  # type: ignore[index]
+    assert vertical["target 0.15 (tasks.json)"] == 0.15
+    assert "3.02" in {t.get_text() for t in _texts(fig)}  # the longest bar's label
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    box = fig.bbox
+    for t in _texts(fig):
+        e = t.get_window_extent(renderer)
+        inside = e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y0 >= box.y0 - 1
+        assert inside and e.y1 <= box.y1 + 1, f"{t.get_text()!r} is clipped: {e} outside {box}"
+    bar_labels = [t for t in ax.texts if t.get_text() == "3.02"]
+    assert bar_labels[0].get_window_extent(renderer).x1 <= ax.bbox.x1  # inside the axes too
+
+
+def test_the_solved_target_is_the_recorded_one(circuit):
+    """The target line is the tasks.json table's target when it records one, else the one
+    target the circuits were pruned to, else the paper's 0.15."""
+    recorded = TaskTable(rows=TEST_ROWS, target_loss=0.2)
+    assert solved_target([recorded], [circuit]) == (0.2, "tasks.json")
+    assert solved_target([TaskTable(rows=TEST_ROWS)], [circuit]) == (0.15, "the circuit files")
+    other = dataclasses.replace(circuit, target_loss=0.3)
+    assert solved_target([], [circuit, other]) == (0.15, "the paper's")
+
+
+# -- 4. both task tables, each with its split and n, and the one that chose ---------------------
+
+
+def test_a_demo_tasks_json_gives_the_test_and_the_validation_table(tmp_path, circuit):
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(task_tables_record(TEST_ROWS, VAL_ROWS, 200)))
+    test, val = task_tables_of(json.loads(path.read_text()))
+    assert (test.split, test.n, test.chose_tasks) == ("test", 200, False)
+    assert (val.split, val.n, val.chose_tasks) == ("val", 100, True)
+    assert val.rows == VAL_ROWS
+    html = index_page(title="r", run_info=None, metrics=None, task_tables=(test, val),
+                      circuits=[(circuit, "c.html")])  # fmt: skip
+    assert "<h3>Task loss of the full model (test split, n = 200 per task)</h3>" in html
+    chose = "<h3>Task loss of the full model (validation split, n = 100 per task): chose the"
+    assert chose + " pruned tasks</h3>" in html
+    assert "Pruned from it: else_elif (target 0.15)." in html
+    assert html.index("(test split, n = 200") < html.index("(validation split, n = 100")
+    val_part = html[html.index("(validation split, n = 100") :]
+    assert "<td>var_if</td><td>0.141</td>" in val_part  # the validation row, not the test one
+    assert "<td>target 0.15</td>" in val_part
+
+
+def test_the_tables_recorded_split_n_use_and_target_are_read():
+    """tasks.json as ``sparse_lens.tasks.selection`` writes it: the choosing table named
+    ``selection``, each table with its use and target; a flat table is one test table without
+    a use; a non-object is refused."""
+    test, val = task_tables_of(selection_record(TEST_ROWS, VAL_ROWS, 50, target=0.2))
+    assert (test.split, test.n, test.target_loss, test.chose_tasks) == ("test", 50, 0.2, False)
+    assert (val.split, val.n, val.target_loss, val.chose_tasks) == ("val", 25, 0.2, True)
+    assert test.use == TABLE_USES["test"] and val.use == TABLE_USES[SELECTION]
+    assert solved_target([test, val], []) == (0.2, "tasks.json")
+    html = index_page(title="r", run_info=None, metrics=None, task_tables=(test, val), circuits=[])
+    assert esc(f"Used for: {TABLE_USES[SELECTION]}. Pruned from it: no circuit on") in html
+    assert "solved (loss &lt;= 0.2)" in html
+    assert task_tables_of(TEST_ROWS) == (TaskTable(rows=TEST_ROWS),)
+    with pytest.raises(ValueError, match="not a JSON list"):
+        task_tables_of([1, 2])
 
 
 # -- 5. the loss curves say what each is measured on --------------------------------------------

@@ -312,7 +312,8 @@ def test_plots(tmp_path):
         is None
     )
     bars = embed(
-        bar_chart([("a", 0.5), ("b", math.nan)], title="t", xlabel="x", reference=(0.69, "c")), "b"
+        bar_chart([("a", 0.5), ("b", math.nan)], title="t", xlabel="x", references=[(0.69, "c")]),
+        "b",
     )
     assert ">a<" in bars and ">nan<" in bars and ">c<" in bars
     assert bar_chart([], title="t", xlabel="x") is None
