@@ -53,15 +53,11 @@ from sparse_lens.circuits.graph_view.card_html import card_view
 from sparse_lens.circuits.graph_view.graph import CORE_SHARE
 from sparse_lens.circuits.graph_view.show import graph_of
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.selection import (
-    LEGACY_SELECTION,
-    PAPER_TARGET,
-    SELECTION,
-    TABLE_USES,
-)
-from sparse_lens.tasks.task import CHANCE_LOSS, Task, TaskBatch, task_batch
+from sparse_lens.tasks.selection import LEGACY_SELECTION, SELECTION, TABLE_USES
+from sparse_lens.tasks.task import Task, TaskBatch, task_batch
 from sparse_lens.training.sparse import recorded_idiom_frac
 from sparse_lens.validation import require_min
+from sparse_lens.vocab import CHANCE_LOSS, PAPER_TARGET
 
 log = logging.getLogger(__name__)
 DEFAULT_EXAMPLES = 64  # test pairs of a circuit page when its file records none
@@ -709,17 +705,55 @@ def _circuits_section(circuits: list[tuple[Circuit, str]], png_dir: Path | None)
               "faithfulness checks failed"]  # fmt: skip
     parts.append(table_html(header, rows))
     if circuits:
-        series = [
-            Series(name=c.task, points=sorted((float(k), v) for k, v in c.curve if k > 0))
-            for c, _ in circuits
-        ]
-        fig = line_chart(
-            series,
-            title="Task loss vs circuit size",
-            xlabel="nodes kept (log)",
-            ylabel="task loss (log)",
-            xlog=True,
-            ylog=True,
-        )
+        kept = [c for c, _ in circuits]
+        fig = circuit_size_chart(kept)
         parts.append(chart_html(fig, "circuit-sizes", "Task loss vs circuit size", png_dir))
+        parts.append(f'<p class="note">{esc(circuit_curve_note(kept))}</p>')
     return parts
+
+
+def circuit_size_chart(circuits: Sequence[Circuit]) -> Figure | None:
+    """Each circuit's bisection curve (task loss in nats against nodes kept, both log) with a
+    dashed line at each target loss; ``None`` when no curve has a point to draw."""
+    series = [
+        Series(name=c.task, points=sorted((float(k), v) for k, v in c.curve if k > 0))
+        for c in circuits
+    ]
+    return line_chart(
+        series,
+        title="Task loss vs circuit size",
+        xlabel="nodes kept (log)",
+        ylabel="task loss, nats per example (log)",
+        xlog=True,
+        ylog=True,
+        hlines=circuit_target_lines(circuits),
+    )
+
+
+def circuit_target_lines(circuits: Sequence[Circuit]) -> list[tuple[float, str]]:
+    """One dashed line per distinct target loss of ``circuits`` (nats), labelled with the
+    target and, when the circuits differ, the tasks pruned to it."""
+    targets = sorted({c.target_loss for c in circuits})
+    if len(targets) == 1:
+        return [(targets[0], f"target {targets[0]:g}")]
+    return [
+        (t, f"target {t:g}: " + ", ".join(c.task for c in circuits if c.target_loss == t))
+        for t in targets
+    ]
+
+
+def circuit_curve_note(circuits: Sequence[Circuit]) -> str:
+    """The caption of the loss-vs-size chart: what a point is (split, examples, ablation,
+    units), the dashed target, and where each kept circuit lies."""
+    n_val = sorted({str(c.extra.get("n_val", "?")) for c in circuits})
+    ablations = sorted({c.ablation for c in circuits})
+    targets = ", ".join(f"{t:g}" for t in sorted({c.target_loss for c in circuits}))
+    kept = "; ".join(f"{c.task}: {c.n_nodes} nodes, validation loss {c.loss:.3f}" for c in circuits)
+    return (
+        "Each line: one circuit's task loss (binary cross-entropy of the two answers, nats per "
+        f"example, log axis) on its task's validation split ({'/'.join(n_val)} examples, the "
+        "circuit file's n_val) with the k nodes of largest learned mask kept and every other "
+        f"node {'/'.join(ablations)}-ablated, as the bisection tried k (k = 0 is off the log "
+        f"axis). Dashed: the target loss ({targets} nats) the pruning had to reach. The circuits "
+        f"kept: {kept}; the table above gives their test loss."
+    )

@@ -15,6 +15,8 @@ from analyses.html import esc
 from analyses.page_data import TaskTable
 from analyses.plots import nice_log_limits
 from analyses.report import (
+    circuit_curve_note,
+    circuit_size_chart,
     index_page,
     l0_chart,
     loss_streams,
@@ -81,6 +83,30 @@ def _texts(fig: Figure) -> list[Text]:
             hidden |= {id(t) for t in labels if not lo <= t.get_position()[i] <= hi}
     shown = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
     return [t for t in shown if id(t) not in hidden]
+
+
+# -- 1. the circuit size curve: a target line and a caption -------------------------------------
+
+
+def test_the_circuit_size_chart_draws_each_circuits_target_loss(circuit):
+    ax = _drawn(circuit_size_chart([circuit])).axes[0]
+    flat = [ln for ln in ax.get_lines() if len(set(ln.get_ydata())) == 1]  # type: ignore[arg-type]
+    assert [ln.get_ydata()[0] for ln in flat] == [0.15]  # type: ignore[index]
+    assert "target 0.15" in {t.get_text() for t in ax.texts}
+    relaxed = dataclasses.replace(circuit, task="var_if", target_loss=0.243)
+    ax = _drawn(circuit_size_chart([circuit, relaxed])).axes[0]
+    labels = {t.get_text() for t in ax.texts}
+    assert labels == {"target 0.15: else_elif", "target 0.243: var_if"}
+
+
+def test_the_circuit_size_chart_has_a_caption_with_units_split_and_target(circuit):
+    note = circuit_curve_note([circuit])
+    for words in ("nats per example", "validation split", "128 examples", "mean-ablated",
+                  "target loss (0.15 nats)", "else_elif: "):  # fmt: skip
+        assert words in note, words
+    html = index_page(title="r", run_info=None, metrics=None, circuits=[(circuit, "c.html")])
+    assert esc(note) in html
+    assert html.index('data-name="circuit-sizes"') < html.index("Each line: one circuit")
 
 
 # -- 2. the L0 chart reaches its final value ----------------------------------------------------
