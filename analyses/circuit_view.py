@@ -47,9 +47,10 @@ def render_circuit_page(
         page.p("No faithfulness report in this circuit file (prune with --faithfulness).", "note")
     _heads_section(page, data.heads)
     page.h2("Nodes", "nodes")
+    corpus = data.windows_sample or f"{data.n_windows} pretraining windows"
     page.p(
         f"The {len(data.panels)} nodes with the largest knockout effect, of {facts.n_nodes}. "
-        f"Corpus contexts are {data.n_windows} pretraining windows; values are the full model's.",
+        f"Corpus contexts come from {corpus}; values are the full model's.",
         "note",
     )
     for panel in data.panels:
@@ -93,8 +94,14 @@ def _summary_rows(facts: CircuitFacts) -> list[list[Any]]:
         ["nodes / total", f"{facts.n_nodes} / {facts.n_total}"],
         ["edges", facts.n_edges],
         ["target loss", facts.target_loss],
-        [f"circuit loss ({_split('validation', facts.n_val)})", facts.loss],
-        [f"full-model loss ({_split('validation', facts.n_val)})", facts.full_loss],
+        [
+            f"circuit loss (the pruner's validation examples: {_split('val', facts.n_val)})",
+            facts.loss,
+        ],
+        [
+            f"full-model loss (the pruner's validation examples: {_split('val', facts.n_val)})",
+            facts.full_loss,
+        ],
         [
             f"circuit loss ({_split('test', facts.n_test)})",
             facts.test_loss if facts.test_loss is not None else "-",

@@ -122,6 +122,7 @@ class CircuitPageData:
     heads: HeadsData
     n_windows: int  # pretraining windows the top contexts come from
     panels: tuple[NodePanelData, ...]
+    windows_sample: str = ""  # those windows in words (explain's sample_text); "" if unknown
 
     @property
     def n_panels(self) -> int:

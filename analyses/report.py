@@ -48,7 +48,7 @@ from analyses.page_data import (
 )
 from analyses.plots import Series, bar_chart, chart_html, line_chart, nice_log_limits
 from sparse_lens.circuits.circuit import Circuit, NodeRef
-from sparse_lens.circuits.explain import CircuitCard, circuit_knockouts, explain
+from sparse_lens.circuits.explain import CircuitCard, circuit_knockouts, explain, sample_text
 from sparse_lens.circuits.graph_view.card_html import card_view
 from sparse_lens.circuits.graph_view.graph import CORE_SHARE
 from sparse_lens.circuits.graph_view.show import graph_of
@@ -57,7 +57,7 @@ from sparse_lens.tasks.selection import LEGACY_SELECTION, SELECTION, TABLE_USES
 from sparse_lens.tasks.task import Task, TaskBatch, task_batch
 from sparse_lens.training.sparse import recorded_idiom_frac
 from sparse_lens.validation import require_min
-from sparse_lens.vocab import CHANCE_LOSS, PAPER_TARGET
+from sparse_lens.vocab import CHANCE_LOSS, PAPER_TARGET, SAMPLE_WINDOWS
 
 log = logging.getLogger(__name__)
 DEFAULT_EXAMPLES = 64  # test pairs of a circuit page when its file records none
@@ -75,7 +75,7 @@ class ReportConfig:
     """How much a report computes: task examples, corpus windows, node panels, heads shown."""
 
     n_examples: int | None = None  # None: the circuit's own test pairs (extra["n_test"]), else 64
-    n_windows: int = 32
+    n_windows: int = SAMPLE_WINDOWS
     max_node_panels: int = 24
     n_contexts: int = 5
     max_heads: int = 12
@@ -163,6 +163,7 @@ def circuit_page_data(
     rcfg: ReportConfig | None = None,
     *,
     progress: bool = False,
+    windows_source: dict[str, Any] | None = None,
 ) -> CircuitPageData:
     """Run ``model`` as ``circuit`` on ``task``'s test examples and on the pretraining
     ``windows`` for everything the circuit page shows (``render_circuit_page``).
@@ -179,7 +180,7 @@ def circuit_page_data(
         raise ValueError("a circuit report needs a model with a tokenizer")
     n = examples_for(circuit, rcfg.n_examples)
     batch = task_batch(task, model.tokenizer, model.cfg.n_ctx, "test", n, rcfg.seed)
-    card, card_note = _card(model, circuit, batch, windows, progress)
+    card, card_note = _card(model, circuit, batch, windows, progress, windows_source)
     fx = _node_effects(model, circuit, batch, rcfg.n_exact_knockouts, card)
     sub = batch.subset(_class_examples(batch))
     heads = _heads_data(model, circuit, sub, rcfg, fx.effects)
@@ -197,7 +198,9 @@ def circuit_page_data(
         facts=circuit_facts(circuit, task),
         graph=graph,
         card=card_view(
-            card, examples="test split; the knockouts and node panels below use the same examples"
+            card,
+            examples="test split; the knockouts and node panels below use the same examples",
+            sample=sample_text(card.provenance.get("pretraining_sample")),
         )
         if card is not None
         else None,
@@ -211,6 +214,7 @@ def circuit_page_data(
         heads=heads,
         n_windows=rcfg.n_windows,
         panels=panels,
+        windows_sample=sample_text(windows_source) if windows_source is not None else "",
     )
 
 
@@ -220,9 +224,10 @@ def _card(
     batch: TaskBatch,
     windows: Int[torch.Tensor, "batch pos"],
     progress: bool,
+    windows_source: dict[str, Any] | None = None,
 ) -> tuple[CircuitCard | None, str]:
     """The explain card of ``circuit`` on ``batch`` and ``windows``, or None and why not."""
-    source = {"data": "the report's pretraining windows"}
+    source = windows_source or {"data": "the report's pretraining windows"}
     try:
         card = explain(
             model,

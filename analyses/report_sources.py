@@ -11,16 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from jaxtyping import Int
-
 from analyses.circuit_graph import circuit_dot
 from analyses.circuit_view import render_circuit_page
 from analyses.page_data import TaskTable
 from analyses.report import ReportConfig, circuit_page_data, index_page, task_tables_of
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.circuit_format import read_circuit_dict
-from sparse_lens.data.token_data import model_token_data
+from sparse_lens.circuits.explain.sample import PretrainingSample, load_sample
 from sparse_lens.files.atomic import atomic_write_text, read_json
 from sparse_lens.files.jsonl import read_jsonl
 from sparse_lens.model.transformer import HookedSparseTransformer
@@ -170,11 +167,14 @@ def build_report(
         raise ValueError(f"{src.model_dir} has no tokenizer.json")
     circuits = [Circuit.load(p, model=model) for p in src.circuits]
     run_info = read_json(src.run_dir / "run.json", "run") if src.run_dir else None
-    recorded = (run_info or {}).get("corpus", {}).get("source")
-    if corpus is None and recorded not in (None, "stdlib"):  # the run's own, unless the default
-        corpus = recorded
-    data = model_token_data(model, corpus, cache_dir)
-    windows = data.val_windows(rcfg.n_windows, model.cfg.n_ctx)
+    sample = load_sample(  # explain's draw: the run's corpus unless named, validation windows
+        model,
+        corpus=corpus,
+        run_info=run_info,
+        cache_dir=cache_dir,
+        n_windows=rcfg.n_windows,
+        seed=rcfg.seed,
+    )
     metrics = None
     if src.run_dir and (src.run_dir / "metrics.jsonl").is_file():
         metrics = read_jsonl(src.run_dir / "metrics.jsonl")
@@ -185,7 +185,7 @@ def build_report(
         table = _task_table(model, names, task_n, rcfg.seed, src.notes)
         tables = (TaskTable(rows=table, split="test", n=task_n),)
     out.mkdir(parents=True, exist_ok=True)
-    links = _circuit_pages(model, circuits, windows, out, rcfg, progress)
+    links = _circuit_pages(model, circuits, sample, out, rcfg, progress)
     index = index_page(
         title=title or f"sparse_lens report: {src.model_dir}",
         run_info=run_info,
@@ -202,7 +202,7 @@ def build_report(
 def _circuit_pages(
     model: HookedSparseTransformer,
     circuits: list[Circuit],
-    windows: Int[torch.Tensor, "window n_ctx"],
+    sample: PretrainingSample,
     out: Path,
     rcfg: ReportConfig,
     progress: bool,
@@ -214,7 +214,15 @@ def _circuit_pages(
         task = get_task(circuit.task)
         dot = f"{circuit.task}.dot"
         atomic_write_text(out / "circuits" / dot, circuit_dot(circuit, model.cfg))
-        page = circuit_page_data(model, circuit, task, windows, rcfg, progress=progress)
+        page = circuit_page_data(
+            model,
+            circuit,
+            task,
+            sample.windows,
+            rcfg,
+            progress=progress,
+            windows_source=sample.description,
+        )
         html = render_circuit_page(page, dot_name=dot, back_link="../index.html")
         atomic_write_text(out / "circuits" / f"{circuit.task}.html", html)
         atomic_write_text(

@@ -88,6 +88,11 @@ PAPER_TARGET = 0.15
 """The paper's target task loss for a circuit (App. A.5), in nats per sequence; a task whose
 full-model loss is at most this counts as *solved* (``sparse_lens.tasks.selection.is_solved``)."""
 
+SAMPLE_WINDOWS = 32
+"""Pretraining windows a circuit card's node statistics and top contexts are measured on, by
+default: ``sparse-lens explain --windows``, ``sparse-lens report --windows`` (and the demo's
+report), so a card on a report page and one from ``explain`` are the same numbers."""
+
 __all__ = [
     "ABLATIONS",
     "ACT_SITES",
@@ -97,6 +102,7 @@ __all__ = [
     "NODE_KIND_SITE",
     "PAPER_ACT_SITES",
     "PAPER_TARGET",
+    "SAMPLE_WINDOWS",
     "PRESET_NAMES",
     "SEARCH_METHODS",
     "SPLITS",

@@ -20,13 +20,14 @@ from analyses.cli.options import (
     out_path,
     pair_count,
 )
+from sparse_lens.vocab import SAMPLE_WINDOWS
 
 if TYPE_CHECKING:  # for annotations only: importing them imports torch
     from sparse_lens.circuits.explain.sample import PretrainingSample
     from sparse_lens.model.transformer import HookedSparseTransformer
 
 CARD_FILES = ("*.card.json", "*.card.md")
-DEFAULT_WINDOWS = 32  # sparse_lens.circuits.explain.sample's (not imported: torch at parse time)
+DEFAULT_WINDOWS = SAMPLE_WINDOWS  # the one default of explain, report and the demo
 DEFAULT_SPLIT = "val"
 SAMPLE_SPLITS = ("val", "train")
 

@@ -16,6 +16,7 @@ from analyses.cli.options import (
     out_path,
     pair_count,
 )
+from sparse_lens.vocab import SAMPLE_WINDOWS
 
 # The report's modules (and torch) are imported inside the handler, when the command runs:
 # `sparse-lens --help` imports this module and stays torch-free (tests/analyses/cli/test_parser.py).
@@ -50,7 +51,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--windows",
         type=POSITIVE_INT,
-        default=32,
+        default=SAMPLE_WINDOWS,
         help="corpus windows for top contexts (default: %(default)s)",
     )
     p.add_argument(

@@ -3,6 +3,7 @@ command's default settings, are the same numbers (they were not: -3.7 sd on the 
 from explain, and other top pretraining tokens, from two different pretraining samples)."""
 
 import json
+from html import escape as html_escape
 
 import pytest
 
@@ -17,7 +18,7 @@ from sparse_lens import HookedSparseTransformer
 from sparse_lens.circuits.ablation import ablation_means
 from sparse_lens.circuits.circuit import Circuit
 from sparse_lens.circuits.explain import DEFAULT_WINDOWS
-from sparse_lens.circuits.explain.sample import DEFAULT_SPLIT, SAMPLE_SPLITS
+from sparse_lens.circuits.explain.sample import DEFAULT_SPLIT, SAMPLE_SPLITS, sample_text
 from sparse_lens.circuits.nodes import node_locations
 from sparse_lens.tasks.task import get_task, task_batch
 from tests.helpers import build_cfg, tiny_tokenizer
@@ -62,7 +63,8 @@ def cards(tmp_path_factory, data):
         assert main(["report", str(root), "--out", str(root / "report"), "--quiet"]) == 0
     explained = json.loads((root / "cards" / f"{TASK}.card.json").read_text())
     (page,) = page_cards
-    return explained, json.loads(json.dumps(page.to_json()))
+    html = (root / "report" / "circuits" / f"{TASK}.html").read_text()
+    return explained, json.loads(json.dumps(page.to_json())), html
 
 
 def test_explain_and_the_report_draw_the_same_sample_by_default():
@@ -84,7 +86,7 @@ def _without_sample(card: dict) -> dict:
 
 
 def test_the_page_card_and_the_explain_card_are_the_same_numbers(cards):
-    explained, page = (_without_sample(c) for c in cards)
+    explained, page = (_without_sample(c) for c in cards[:2])
     explained_sample = cards[0]["provenance"]["pretraining_sample"]
     page_sample = cards[1]["provenance"]["pretraining_sample"]
     assert page == explained  # every node's contrasts, sd units, top tokens, knockouts, roles
@@ -95,7 +97,7 @@ def test_the_page_card_and_the_explain_card_are_the_same_numbers(cards):
 
 
 def test_both_cards_measure_the_circuit_files_own_test_pairs(cards, data):
-    explained, page = cards
+    explained, page, _ = cards
     assert explained["provenance"]["n_examples"] == page["provenance"]["n_examples"]
     tok = tiny_tokenizer()
     assert explained["provenance"]["n_examples"] == len(
@@ -103,12 +105,16 @@ def test_both_cards_measure_the_circuit_files_own_test_pairs(cards, data):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analyses/report.py's _card still records {'data': \"the report's pretraining "
-    "windows\"}; it passes load_sample's description once the report draws with load_sample "
-    "(then remove this mark)",
-)
 def test_the_page_card_names_the_sample_explain_names(cards):
-    explained, page = cards
+    explained, page, _ = cards
     assert page["provenance"]["pretraining_sample"] == explained["provenance"]["pretraining_sample"]
+
+
+def test_the_page_says_in_words_which_sample_its_card_and_contexts_come_from(cards):
+    """The page named its corpus contexts only as "N pretraining windows": the card's
+    "Computed on" line and the node section now give the sample as explain's card does."""
+    explained, _, html = cards
+    words = sample_text(explained["provenance"]["pretraining_sample"])
+    assert words.startswith(f"{DEFAULT_WINDOWS} windows of 64 tokens, evenly spaced over the")
+    assert f"Node statistics and top contexts: {html_escape(words)}." in html
+    assert f"Corpus contexts come from {html_escape(words)};" in html

@@ -369,7 +369,7 @@ def test_every_loss_in_the_circuit_summary_names_its_split_and_n():
         "computed_on": {"split": "test", "n": 128}}, failed_checks=()
     )  # fmt: skip
     labels = [row[0] for row in _summary_rows(facts)]
-    assert "circuit loss (validation split, n = 128)" in labels
-    assert "full-model loss (validation split, n = 128)" in labels
+    assert "circuit loss (the pruner's validation examples: val split, n = 128)" in labels
+    assert "full-model loss (the pruner's validation examples: val split, n = 128)" in labels
     assert "circuit loss (test split, n = 128)" in labels
     assert "full-model loss (test split, n = 128, as the faithfulness checks)" in labels

@@ -195,9 +195,11 @@ class CircuitCard:
     def _repr_html_(self) -> str:
         """The card section of the circuit page (warnings, summary, stages, heads), so a
         notebook shows the card itself; ``analyses.card_markdown`` gives all of it."""
+        from sparse_lens.circuits.explain.sample import sample_text
         from sparse_lens.circuits.graph_view.card_html import card_html, card_view
 
-        return card_html(card_view(self))
+        sample = sample_text(self.provenance.get("pretraining_sample"))
+        return card_html(card_view(self, sample=sample))
 
 
 def _finite(value: Any) -> Any:

@@ -22,10 +22,11 @@ from torch import Tensor
 
 from sparse_lens.data.token_data import WindowSource, windows_digest
 from sparse_lens.model.transformer import HookedSparseTransformer
+from sparse_lens.vocab import SAMPLE_WINDOWS
 
 SampleSplit = Literal["val", "train"]
 SAMPLE_SPLITS: tuple[SampleSplit, ...] = ("val", "train")
-DEFAULT_WINDOWS = 32  # explain's --windows and the report's ReportConfig.n_windows
+DEFAULT_WINDOWS = SAMPLE_WINDOWS  # explain's --windows, the report's (and the demo's)
 DEFAULT_SPLIT: SampleSplit = "val"
 SAMPLE_KEYS = ("corpus", "corpus_fingerprint", "split", "sampling", "seed", "n_windows", "n_ctx")
 _SPLIT_WORDS = {"val": "validation", "train": "training"}

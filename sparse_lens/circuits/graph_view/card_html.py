@@ -37,10 +37,12 @@ class CardView:
     warnings: tuple[str, ...] = ()
 
 
-def card_view(card: Any, *, examples: str | None = None) -> CardView:
+def card_view(card: Any, *, examples: str | None = None, sample: str | None = None) -> CardView:
     """The section's strings of ``card`` (a ``CircuitCard``, read by attribute: naming its type
     here would make an import cycle with ``CircuitCard._repr_html_``); ``examples`` says which
-    examples it ran on (default: its provenance's split, or ``caller's batch``)."""
+    examples it ran on (default: its provenance's split, or ``caller's batch``); ``sample``
+    names the pretraining sample its node statistics come from
+    (``sparse_lens.circuits.explain.sample_text``; this module stays torch-free)."""
     nodes = {n.label: n for n in card.nodes}
     stages = tuple(
         StageView(
@@ -57,6 +59,8 @@ def card_view(card: Any, *, examples: str | None = None) -> CardView:
         f"{p['ablation']} ablation, "
         f"{p['n_permutations']} permutations per test; knockouts: {p['knockouts']}."
     )
+    if sample is not None:
+        computed_on += f" Node statistics and top contexts: {sample}."
     heads = tuple(h.caption for h in card.heads)
     return CardView(
         summary=card.summary,

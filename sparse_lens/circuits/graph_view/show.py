@@ -161,4 +161,9 @@ def show(
         card = explain(model, circuit, **explain_kwargs)  # type: ignore[arg-type]
     cfg = model.cfg if model is not None else None
     graph, note = graph_of(circuit, cfg, card, core_share=core_share)
-    return CircuitView(graph=graph, card=card_view(card) if card else None, note=note)
+    view = None
+    if card is not None:
+        from sparse_lens.circuits.explain.sample import sample_text
+
+        view = card_view(card, sample=sample_text(card.provenance.get("pretraining_sample")))
+    return CircuitView(graph=graph, card=view, note=note)
