@@ -1,6 +1,7 @@
 """``sparse-lens demo [--out DIR] [--quick]``: the project's main job. It trains (or resumes) the
-demo model, tables its task losses on the test and validation splits (``tasks.json``: each
-table with its split and n), prunes the tasks it solves on validation
+demo model, tables its task losses on the test split and on the selection table of the ``val``
+split (``tasks.json``: each table with its split, n and use), prunes the tasks it solves on the
+selection table
 (``sparse_lens.tasks.selection.choose_tasks``) into ``circuits/``, writes the HTML report
 (``report/``) and ``summary.json`` with the task tables and the timings. ``--quick`` is a smoke
 run of about 20 s on 2 cores: the tiny preset's untrained model, one 3-step pruning run and a
@@ -23,6 +24,7 @@ from analyses.cli.options import DEFAULT_CACHE, CLIError, claim, load_model, out
 from analyses.cli.prune import PruneSettings, prune_run
 from analyses.cli.report import REPORT_FILES
 from analyses.cli.train import RUN_FILES, TrainSettings, train_run
+from sparse_lens.vocab import SAMPLE_WINDOWS
 
 DEMO_FILES = ("run", "tasks.json", "circuits", "report", "summary.json")
 SMOKE_TASK = "single_double_quote"  # the smoke run's task (an untrained model solves none)
@@ -64,7 +66,7 @@ FULL = DemoSettings(
     prune_steps=80,
     faithfulness=True,
     node_panels=12,
-    windows=16,
+    windows=SAMPLE_WINDOWS,  # as explain and report: the page's card is explain's
     examples=None,  # the circuit file's own test pairs (its n_test): one loss, one n
     max_circuits=1,
 )
@@ -240,11 +242,11 @@ def _prune_chosen(
     verbose: bool,
 ) -> dict[str, dict[str, Any]]:
     """One circuit per chosen task in ``out/circuits``; per demo task what became of it. Tasks
-    and targets are chosen on the validation table (``tables``: :func:`task_tables_record`)
-    only."""
-    from sparse_lens.tasks.selection import choose_tasks
+    and targets are chosen on the selection table (``tables``: ``tasks.json``'s record,
+    ``sparse_lens.tasks.selection.task_tables_record``) only."""
+    from sparse_lens.tasks.selection import choose_tasks, selection_table
 
-    test_table, val_table = tables["test"]["losses"], tables["validation"]["losses"]
+    test_table, val_table = tables["test"]["losses"], selection_table(tables)
     val_loss = {name: row["loss"] for name, row in val_table.items()}
     if s.smoke:  # the smoke run's model is untrained: a target its loss reaches on any split
         name = SMOKE_TASK
@@ -309,8 +311,8 @@ def _not_chosen(
 
     return {
         n: {
-            "skipped": f"not solved at the paper's target {PAPER_TARGET}: full model validation "
-            f"loss {r['loss']:.3f}, accuracy {r['accuracy']:.2f}"
+            "skipped": f"not solved at the paper's target {PAPER_TARGET}: full model loss "
+            f"{r['loss']:.3f}, accuracy {r['accuracy']:.2f} on the selection table (val split)"
         }
         for n, r in val_table.items()
         if n not in chosen
@@ -359,35 +361,12 @@ def check_reused_run(run: Path, preset_name: str) -> None:
 
 
 def _task_tables(model_dir: Path, n: int) -> dict[str, dict[str, Any]]:
-    """Test- and validation-split task tables of the model in ``model_dir``, ``n`` test
-    examples a task (``sparse_lens.tasks.selection.task_tables``), as
-    :func:`task_tables_record`."""
-    from sparse_lens.tasks.selection import task_tables
+    """The test table (``n`` examples a task) and the selection table (``val`` split) of the
+    model in ``model_dir`` (``sparse_lens.tasks.selection.task_tables``), as
+    ``tasks.json`` holds them (``sparse_lens.tasks.selection.task_tables_record``)."""
+    from sparse_lens.tasks.selection import task_tables, task_tables_record
     from sparse_lens.tasks.task import TASK_NAMES, get_task
 
     model = load_model(model_dir, "the demo's model")
     test, val = task_tables(model, [get_task(name) for name in TASK_NAMES], n)
     return task_tables_record(test, val, n)
-
-
-def task_tables_record(
-    test: Mapping[str, Mapping[str, Any]], val: Mapping[str, Mapping[str, Any]], n: int
-) -> dict[str, dict[str, Any]]:
-    """``tasks.json`` (and ``summary.json``'s ``tasks``): the full model's test-split table
-    (``n`` examples asked per task) and validation-split table
-    (``sparse_lens.tasks.selection.val_examples(n)``), each with its split (the name
-    ``sparse-lens tasks --split`` takes) and ``n``; each row's own ``n`` is the examples its
-    task had. The demo chooses the tasks it prunes and their targets on the validation table
-    only; the test table reports.
-    """
-    from sparse_lens.tasks.selection import val_examples
-
-    return {
-        "test": {"split": "test", "n": n, "losses": dict(test)},
-        "validation": {
-            "split": "val",
-            "n": val_examples(n),
-            "losses": dict(val),
-            "use": "chooses the tasks pruned and their target losses",
-        },
-    }

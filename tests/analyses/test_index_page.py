@@ -10,7 +10,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from analyses.cli.demo import task_tables_record
 from analyses.html import esc
 from analyses.page_data import TaskTable
 from analyses.plots import nice_log_limits
@@ -171,11 +170,11 @@ def test_the_solved_target_is_the_recorded_one(circuit):
 
 def test_a_demo_tasks_json_gives_the_test_and_the_validation_table(tmp_path, circuit):
     path = tmp_path / "tasks.json"
-    path.write_text(json.dumps(task_tables_record(TEST_ROWS, VAL_ROWS, 200)))
+    path.write_text(json.dumps(selection_record(TEST_ROWS, VAL_ROWS, 200)))
     test, val = task_tables_of(json.loads(path.read_text()))
     assert (test.split, test.n, test.chose_tasks) == ("test", 200, False)
     assert (val.split, val.n, val.chose_tasks) == ("val", 100, True)
-    assert val.rows == VAL_ROWS
+    assert {k: {f: r[f] for f in VAL_ROWS[k]} for k, r in val.rows.items()} == VAL_ROWS
     html = index_page(title="r", run_info=None, metrics=None, task_tables=(test, val),
                       circuits=[(circuit, "c.html")])  # fmt: skip
     assert "<h3>Task loss of the full model (test split, n = 200 per task)</h3>" in html

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from analyses.cli.demo import task_tables_record
 from analyses.report import task_section
 from analyses.report_sources import read_task_table
+from sparse_lens.tasks.selection import table_record, task_tables_record
 
 
 def _row(loss: float, n: int) -> dict[str, float]:
@@ -20,7 +20,7 @@ def test_the_report_shows_the_demos_test_table_under_its_split_and_n(tmp_path):
     test, val = {"a": _row(0.2, 200), "b": _row(0.4, 200)}, {"a": _row(0.3, 100)}
     path.write_text(json.dumps(task_tables_record(test, val, 200)))
     table, split = read_task_table(path)
-    assert (table, split) == (test, "test")
+    assert (table, split) == (table_record(test, split="test", n=200)["losses"], "test")
     assert "Task loss of the full model (test split, n = 200 per task)" in task_section(table)
     assert "(validation split, n = 100 per task)" in task_section(val, split="val")
 

@@ -26,10 +26,10 @@ def test_demo_quick_writes_everything(demo, capsys):
     out, _ = demo
     summary = json.loads((out / "summary.json").read_text())
     tables = json.loads((out / "tasks.json").read_text())
-    assert summary["tasks"] == tables and set(tables) == {"test", "validation"}
-    assert (tables["test"]["split"], tables["validation"]["split"]) == ("test", "val")
+    assert summary["tasks"] == tables and set(tables) == {"test", "selection"}
+    assert (tables["test"]["split"], tables["selection"]["split"]) == ("test", "val")
     assert set(tables["test"]["losses"]) >= {"single_double_quote", "bracket_counting"}
-    assert set(tables["validation"]["losses"]) == set(tables["test"]["losses"])
+    assert set(tables["selection"]["losses"]) == set(tables["test"]["losses"])
     files = [c["file"] for c in summary["circuits"].values() if "file" in c]
     assert files
     for f in files:  # each circuit is a bisection's answer: it reaches its target, as recorded

@@ -47,13 +47,14 @@ def test_tasks_json_and_summary_say_each_tables_split_and_n(tmp_path, monkeypatc
     n = demo.QUICK.task_examples
     assert {k: (v["split"], v["n"]) for k, v in tables.items()} == {
         "test": ("test", n),
-        "validation": ("val", selection.val_examples(n)),
+        "selection": ("val", selection.val_examples(n)),
     }
     for table in tables.values():
         assert set(table["losses"]) == set(TASK_NAMES)
         assert {row["n"] for row in table["losses"].values()} == {table["n"]}
     assert json.loads((out / "summary.json").read_text())["tasks"] == tables
-    assert chosen_on == [tables]  # the validation table that chose the tasks is the saved one
+    assert chosen_on == [tables]  # the selection table that chose the tasks is the saved one
+    assert tables["selection"]["use"] == selection.TABLE_USES["selection"]
 
 
 def test_the_quick_demo_says_how_long_it_takes():
