@@ -27,6 +27,21 @@ def test_quick_benchmark_writes_its_json(script, key, tmp_path):
     )
 
 
+def test_quick_step_floor_writes_both_floors(tmp_path):
+    out = tmp_path / "floor.json"
+    cmd = [sys.executable, "benchmarks/step_floor.py", "--quick", "--out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    train, infer = result["training"], result["inference"]
+    assert train["floor_s"] == train["weight_grad_s"] + train["optimizer_s"] > 0
+    assert train["floor_over_dense"] == train["floor_s"] / train["dense_step_s"]
+    assert infer["non_product_s"] == infer["sparse_forward_s"] - infer["sparse_products_s"]
+    assert infer["weight_matrices"] == 4 * 6 + 1  # Q, K, V, O, in, out a layer; W_U
+    goals = result["goals"]
+    assert goals["training_reachable_with_dense_gradients"] == (train["floor_over_dense"] <= 0.5)
+    assert goals["inference_reachable_by_product_kernels"] == (infer["max_speedup"] >= 3.0)
+
+
 def test_emit_prints_and_replaces_the_file_whole(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from report_json import emit
