@@ -132,18 +132,23 @@ def plain_number(value: float, _pos: object = None) -> str:
 
 def log_ticks(axis: Axis, limits: tuple[float, float]) -> None:
     """Log-axis ticks that never run into each other: powers of ten labelled as plain numbers,
-    minor ticks unlabelled. An axis spanning less than a decade is labelled at 1x, 2x and 5x
-    powers of ten if two of them fall on it, else at four or so round numbers.
+    minor ticks unlabelled, where at least two powers of ten fall on the axis. Otherwise (less
+    than about two decades: a circuit-size curve's 0.02..0.4 showed the one label 0.1) the
+    axis is labelled at 1x, 2x and 5x powers of ten if two of them fall on it, else at four or
+    so round numbers.
     """
     lo, hi = sorted(limits)
     minor = LogLocator(base=10, subs=tuple(float(i) for i in range(2, 10)))
     axis.set_minor_locator(minor)
     axis.set_minor_formatter(NullFormatter())
     axis.set_major_formatter(FuncFormatter(plain_number))
-    if lo <= 0 or hi / lo >= 10:
+    if lo <= 0:
         axis.set_major_locator(LogLocator(base=10))
         return
     k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    if sum(lo <= 10.0**k <= hi for k in range(k0, k1 + 1)) >= 2:
+        axis.set_major_locator(LogLocator(base=10))
+        return
     ticks = [m * 10.0**k for k in range(k0, k1 + 1) for m in (1, 2, 5) if lo <= m * 10.0**k <= hi]
     if len(ticks) < 2:
         ticks = [

@@ -12,7 +12,7 @@ from matplotlib.text import Text
 
 from analyses.html import esc
 from analyses.page_data import TaskTable
-from analyses.plots import nice_log_limits
+from analyses.plots import Series, line_chart, nice_log_limits
 from analyses.report import (
     circuit_curve_note,
     circuit_size_chart,
@@ -106,6 +106,23 @@ def test_the_circuit_size_chart_has_a_caption_with_units_split_and_target(circui
     html = index_page(title="r", run_info=None, metrics=None, circuits=[(circuit, "c.html")])
     assert esc(note) in html
     assert html.index('data-name="circuit-sizes"') < html.index("Each line: one circuit")
+
+
+def test_a_log_axis_of_under_two_decades_labels_more_than_one_tick(circuit):
+    """The demo's size curve spans 0.02..0.4 nats: the y axis had one label, 0.1."""
+    fig = line_chart(title="t", xlabel="x", ylabel="y", ylog=True,
+                     series=[Series(name="c", points=[(1, 0.02), (2, 0.4)])])  # fmt: skip
+    ax = _drawn(fig).axes[0]
+    lo, hi = ax.get_ylim()
+    labels = [t.get_text() for t in ax.yaxis.get_ticklabels() if t.get_text()]
+    shown = [t.get_position()[1] for t in ax.yaxis.get_ticklabels() if t.get_text()]
+    assert len([y for y in shown if lo <= y <= hi]) >= 3, labels
+    fig = line_chart(title="t", xlabel="x", ylabel="y", ylog=True,
+                     series=[Series(name="c", points=[(1, 0.005), (2, 3.0)])])  # fmt: skip
+    ax = _drawn(fig).axes[0]
+    lo, hi = ax.get_ylim()
+    wide = [t.get_position()[1] for t in ax.yaxis.get_ticklabels() if t.get_text()]
+    assert {0.01, 0.1, 1.0} <= {round(y, 6) for y in wide if lo <= y <= hi}  # powers of ten
 
 
 # -- 2. the L0 chart reaches its final value ----------------------------------------------------
