@@ -30,7 +30,10 @@ DROPPED_NOTE = (
     "the boundary); other examples are left out with the other side of their minimal pair, so "
     "n is the examples scored"
 )
-SHORT_NOTE = "all there are: the custom task's file has fewer examples of this split than asked"
+SHORT_NOTE = (
+    "all there are: the task has fewer distinct examples of this split than asked (a custom "
+    "task's file, or a generator's distinct minimal pairs), so it is scored on all of them"
+)
 
 
 def add_tasks(sub: argparse._SubParsersAction) -> None:
@@ -82,9 +85,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     model = load_model(model_dir, "MODEL_DIR", device=args.device)
     target = args.target_loss
     try:
-        rows = task_table(
-            model, _tasks(args, model.require_tokenizer()), args.split, args.n, args.seed
-        )
+        tasks = _tasks(args, model.require_tokenizer())
+        # a task with fewer examples of the split than asked is scored on all it has (marked)
+        rows = task_table(model, tasks, args.split, args.n, args.seed, up_to=True)
     except ValueError as e:
         raise CLIError(str(e)) from e
     record = table_record(rows, split=args.split, n=args.n, seed=args.seed, target=target)
@@ -174,8 +177,9 @@ def table_lines(record: Mapping[str, Any], model_dir: Path) -> list[str]:
 
 def n_column(row: Mapping[str, Any], asked: int) -> str:
     """A row's ``n`` cell: the examples scored, ``146 (54 dropped)`` when examples were dropped
-    at token boundaries, ``3 (all there are)`` when a custom task has fewer than ``asked``."""
+    at token boundaries, ``3 (all there are)`` when the task has fewer than ``asked`` (both
+    marks when both hold)."""
     n, dropped = int(row["n"]), int(row.get("dropped", 0))
-    if dropped:
-        return f"{n} ({dropped} dropped)"
-    return f"{n} (all there are)" if n < asked else str(n)
+    marks = ["all there are"] if n + dropped < asked else []
+    marks += [f"{dropped} dropped"] if dropped else []
+    return f"{n} ({', '.join(marks)})" if marks else str(n)

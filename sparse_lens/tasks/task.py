@@ -67,12 +67,16 @@ class Task:
     generator: Generator | None = None
     fixed: tuple[TaskExample, ...] = ()
 
-    def pairs(self, split: TaskSplit, n: int, seed: int = 0) -> list[TaskPair]:
-        """``n`` distinct minimal pairs of ``split``, deterministic in ``seed``.
+    def pairs(
+        self, split: TaskSplit, n: int, seed: int = 0, *, up_to: bool = False
+    ) -> list[TaskPair]:
+        """``n`` distinct minimal pairs of ``split``, deterministic in ``seed``; with ``up_to``,
+        all there are when the generator yields fewer (the first of them in the same order).
 
         Raises:
             ValueError: the task has fixed examples (no generator), ``split`` is unknown (named), or
-                the generator yields fewer than ``n`` distinct pairs of ``split``.
+                (without ``up_to``) the generator yields fewer than ``n`` distinct pairs of
+                ``split``.
         """
         if self.generator is None:
             raise ValueError(f"task {self.name!r} has fixed examples, not pairs")
@@ -91,21 +95,24 @@ class Task:
             seen.add(key)
             if split_of_text(pair.a + "\0" + pair.b) == split:
                 out.append(pair)
-        if len(out) < n:
+        if len(out) < n and not up_to:
             raise ValueError(
                 f"task {self.name!r} yields only {len(out)} distinct {split} pairs, {n} asked "
                 f"({2 * n} examples); ask for at most {2 * len(out)} examples"
             )
         return out
 
-    def examples(self, split: TaskSplit, n: int, seed: int = 0) -> list[TaskExample]:
+    def examples(
+        self, split: TaskSplit, n: int, seed: int = 0, *, up_to: bool = False
+    ) -> list[TaskExample]:
         """``n`` examples of ``split``: ``ceil(n / 2)`` pairs, each giving the ``a`` and ``b``
-        sides (an odd ``n`` is rounded up so that both sides of every pair are kept)."""
+        sides (an odd ``n`` is rounded up so that both sides of every pair are kept); ``up_to``:
+        fewer if the task has fewer (``pairs``)."""
         if self.generator is None:
             chosen = [e for e in self.fixed if split_of_text(e.context) == split]
             return chosen[:n]
         out = []
-        for p in self.pairs(split, (n + 1) // 2, seed):
+        for p in self.pairs(split, (n + 1) // 2, seed, up_to=up_to):
             out.append(TaskExample(p.a, p.a_target, p.b_target))
             out.append(TaskExample(p.b, p.b_target, p.a_target))
         return out[:n] if n % 2 == 0 else out
@@ -269,11 +276,19 @@ def tokenize_examples(
 
 
 def task_batch(
-    task: Task, tokenizer: Tokenizer, n_ctx: int, split: TaskSplit, n: int, seed: int = 0
+    task: Task,
+    tokenizer: Tokenizer,
+    n_ctx: int,
+    split: TaskSplit,
+    n: int,
+    seed: int = 0,
+    *,
+    up_to: bool = False,
 ) -> TaskBatch:
-    """``n`` tokenised examples of ``task`` (fewer if some are dropped at token boundaries)."""
+    """``n`` tokenised examples of ``task`` (fewer if some are dropped at token boundaries;
+    ``up_to``: or if the task has fewer distinct examples of ``split``)."""
     return tokenize_examples(
-        task.examples(split, n, seed),
+        task.examples(split, n, seed, up_to=up_to),
         tokenizer,
         n_ctx,
         task=task.name,
@@ -351,15 +366,20 @@ def task_table(
     split: TaskSplit = "test",
     n: int = 200,
     seed: int = 0,
+    *,
+    up_to: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Loss, accuracy, n and dropped examples of ``model`` on each task's ``split``.
+    """Loss, accuracy, n and dropped examples of ``model`` on each task's ``split``; ``up_to``
+    scores a task with fewer than ``n`` distinct examples of ``split`` on all it has.
 
     Raises:
-        ValueError: the model has no tokenizer, or a task cannot be built with it.
+        ValueError: the model has no tokenizer, a task cannot be built with it, or (without
+            ``up_to``) a task has fewer than ``n`` examples of ``split`` (named).
     """
     rows = {}
     for task in tasks:
-        batch = task_batch(task, model.require_tokenizer(), model.cfg.n_ctx, split, n, seed)
+        tok, n_ctx = model.require_tokenizer(), model.cfg.n_ctx
+        batch = task_batch(task, tok, n_ctx, split, n, seed, up_to=up_to)
         rows[task.name] = evaluate_task(model, batch) | {"dropped": batch.n_dropped}
     return rows
 

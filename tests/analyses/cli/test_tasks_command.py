@@ -13,6 +13,7 @@ from analyses.cli.parser import build_parser
 from analyses.cli.tasks import n_column
 from sparse_lens import HookedSparseTransformer
 from sparse_lens.tasks.selection import PAPER_TARGET
+from sparse_lens.tasks.task import get_task
 from tests.helpers import build_cfg, tiny_tokenizer
 
 ROWS = {
@@ -37,7 +38,8 @@ def asked(monkeypatch):
     """``task_table`` stubbed with :data:`ROWS`; the calls it got (split, n, seed)."""
     calls = []
 
-    def table(model, tasks, split, n, seed):  # noqa: ANN001, ANN202
+    def table(model, tasks, split, n, seed, up_to=False):  # noqa: ANN001, ANN202
+        assert up_to  # the command scores a short task on all it has
         calls.append((split, n, seed))
         return {t.name: ROWS[t.name] for t in tasks}
 
@@ -122,3 +124,18 @@ def test_a_folder_without_a_model_is_named_with_where_models_are(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"MODEL_DIR {str(tmp_path)!r} is not a model folder" in err
     assert "run/final/config.json" in err and "runs/demo/run/final" in err
+
+
+def test_a_task_with_fewer_pairs_than_asked_is_scored_on_all_it_has(demo_folder, capsys):
+    """``tasks --split val`` at the default n = 200 stopped the whole table: lambda_func has
+    only 74 distinct validation pairs (148 examples). Its row now holds all of them, marked."""
+    out, _ = _run(capsys, demo_folder / "run" / "final", "--split", "val", "--task",
+                  "lambda_func", "--task", "else_elif", "--n", "200")  # fmt: skip
+    row = next(line for line in out.splitlines() if line.startswith("lambda_func"))
+    assert "(all there are" in row
+    assert int(row.split()[3]) < 200
+    assert out.splitlines()[-1].startswith("all there are: the task has fewer distinct")
+    assert n_column({"n": 140, "dropped": 8}, 200) == "140 (all there are, 8 dropped)"
+    assert n_column({"n": 146, "dropped": 54}, 200) == "146 (54 dropped)"
+    with pytest.raises(ValueError, match="ask for at most"):  # the library still refuses
+        get_task("lambda_func").pairs("val", 100)
