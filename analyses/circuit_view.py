@@ -266,7 +266,7 @@ def faithfulness_section(report: Mapping[str, Any]) -> str:
         [
             v["check"],
             RawHTML(f'<span class="{colour[v["status"]]}">{esc(v["status"].upper())}</span>'),
-            v["value"],
+            "-" if v["status"] == "not run" else v["value"],  # no verdict rests on it
             v["threshold"],
             _why(v, report),
         ]

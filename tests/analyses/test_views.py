@@ -256,6 +256,10 @@ def test_a_check_not_run_shows_no_measurements_but_one_line():
     assert "not run (see the norm_scale verdict above)" in section
     assert "circuit alone: final-norm scale" not in section
     assert "circuit alone: task loss" in section  # the sufficiency check ran: its numbers stay
+    # the verdict rows too: a check that did not run shows no value (it showed 0.61 and 1)
+    for check in ("frozen_norms", "norm_scale"):
+        row = section[section.index(f"<tr><td>{check}</td>") :].split("</tr>")[0]
+        assert "<td>0.61</td>" not in row and "<td>1</td>" not in row and "<td>-</td>" in row
 
 
 def test_the_specificity_row_names_its_split_and_n():
