@@ -151,7 +151,14 @@ def run_demo(
     tables = _task_tables(model_dir, s.task_examples)
     atomic_write_text(out / "tasks.json", json.dumps(tables, indent=2) + "\n")
     timings["tasks_s"] = time.perf_counter() - t0
+    sys.stdout.writelines(task_choice_lines(tables))
     circuits = _prune_chosen(out, s, model_dir, tables, cache_dir, quiet, verbose)
+    left = sorted(n for n, c in circuits.items() if "not_pruned" in c)
+    if left:
+        sys.stdout.write(
+            f"also solved, not pruned: {', '.join(left)} (summary.json holds a prune command "
+            "for each, with the demo's settings)\n"
+        )
     t0 = time.perf_counter()
     rcfg = ReportConfig(max_node_panels=s.node_panels, n_windows=s.windows, n_examples=s.examples)
     with contextlib.ExitStack() as stack:
@@ -188,6 +195,23 @@ def run_demo(
         f"demo written to {out}: open {out / 'report' / 'index.html'} "
         f"({timings['total_s']:.0f} s)\n"
     )
+
+
+def task_choice_lines(tables: Mapping[str, Any]) -> list[str]:
+    """What the demo prints of its ``tasks.json`` (``task_tables_record``): per table its split,
+    n and use, and the tasks it counts solved."""
+    from sparse_lens.tasks.selection import SELECTION
+
+    lines = []
+    for name, use in (("test", "reports, chooses nothing"), (SELECTION, "chooses what is pruned")):
+        record = tables[name]
+        solved = sorted(t for t, r in record["losses"].items() if r["solved"])
+        lines.append(
+            f"{name} table ({record['split']} split, n = {record['n']} a task; {use}): "
+            f"{len(solved)} of {len(record['losses'])} solved at task loss <= "
+            f"{record['target_loss']:g}: {', '.join(solved) or 'none'}\n"
+        )
+    return lines
 
 
 def circuit_readout(circuit_file: Path, page_numbers: Path) -> dict[str, Any]:

@@ -593,9 +593,12 @@ class Circuit:
             if self.calibrated_loss is not None
             else ""
         )
+        n_val = self.extra.get("n_val")
+        on = f" on the pruner's validation examples (n = {n_val})" if n_val is not None else ""
         return (
             f"{self.task}: {self.n_nodes} nodes, {self.n_edges} edges, loss {self.loss:.3f}{cal} "
-            f"(target {self.target_loss}, full model {self.full_loss:.3f}, {self.ablation} ablation)"
+            f"(target {self.target_loss}, full model {self.full_loss:.3f}, {self.ablation} "
+            f"ablation){on}"
         )
 
     def explain(self, model: HookedSparseTransformer, *args: Any, **kwargs: Any) -> Any:

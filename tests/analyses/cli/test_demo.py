@@ -28,7 +28,7 @@ def test_tasks_json_and_summary_say_each_tables_split_and_n(tmp_path, monkeypatc
 
     def prune_chosen(out, s, model_dir, tables, *rest):  # noqa: ANN001, ANN002, ANN202
         chosen_on.append(tables)
-        return {}
+        return {"var_if": {"not_pruned": "the demo prunes 1 circuit"}}
 
     def build_report(source, out, **kw):  # noqa: ANN001, ANN003, ANN202
         return out / "index.html"
@@ -55,6 +55,30 @@ def test_tasks_json_and_summary_say_each_tables_split_and_n(tmp_path, monkeypatc
     assert json.loads((out / "summary.json").read_text())["tasks"] == tables
     assert chosen_on == [tables]  # the selection table that chose the tasks is the saved one
     assert tables["selection"]["use"] == selection.TABLE_USES["selection"]
+    # the terminal says which table chose and what it counts solved (it said nothing of either)
+    printed = capsys.readouterr().out
+    val_n = selection.val_examples(n)
+    assert (
+        f"selection table (val split, n = {val_n} a task; chooses what is pruned): 0 of 20 "
+        "solved at task loss <= 0.15: none" in printed
+    )
+    assert f"test table (test split, n = {n} a task; reports, chooses nothing)" in printed
+    assert "also solved, not pruned: var_if (summary.json holds a prune command" in printed
+
+
+def test_the_circuit_summary_line_names_the_examples_its_losses_are_on():
+    """The prune line 'loss 0.150 (target 0.15, full model 0.020, mean ablation)' did not say
+    these were the pruner's validation examples (the test loss is another number)."""
+    from sparse_lens.circuits.circuit import Circuit
+
+    circuit = Circuit(task="t", target_loss=0.15, ablation="mean", freeze_norms=True, nodes={},
+                      sizes={}, baselines={}, edges=[], loss=0.15, full_loss=0.02,
+                      model_fingerprint="f")  # fmt: skip
+    assert "on the pruner's validation examples" not in circuit.summary()
+    circuit.extra["n_val"] = 128
+    assert circuit.summary().endswith(
+        "mean ablation) on the pruner's validation examples (n = 128)"
+    )
 
 
 def test_the_quick_demo_says_how_long_it_takes():
