@@ -711,10 +711,26 @@ def _circuits_section(circuits: list[tuple[Circuit, str]], png_dir: Path | None)
     parts.append(table_html(header, rows))
     if circuits:
         kept = [c for c, _ in circuits]
+        parts.append(f'<p class="note">{esc(circuit_splits_note(kept))}</p>')
         fig = circuit_size_chart(kept)
         parts.append(chart_html(fig, "circuit-sizes", "Task loss vs circuit size", png_dir))
         parts.append(f'<p class="note">{esc(circuit_curve_note(kept))}</p>')
     return parts
+
+
+def circuit_splits_note(circuits: Sequence[Circuit]) -> str:
+    """Which examples the circuit table's losses are on: each circuit file's own validation
+    and test examples (their n as recorded), not the task tables above."""
+
+    def ns(key: str) -> str:
+        found = sorted({str(c.extra[key]) for c in circuits if key in c.extra})
+        return f"n = {' / '.join(found)}" if found else "n not recorded"
+
+    return (
+        f"val: the pruner's own validation examples ({ns('n_val')}), which it bisects and "
+        f"cleans up on; test: the circuit file's test examples ({ns('n_test')}); neither is "
+        "the task tables' examples, so the full model's loss here differs from theirs."
+    )
 
 
 def circuit_size_chart(circuits: Sequence[Circuit]) -> Figure | None:

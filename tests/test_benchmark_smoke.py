@@ -40,10 +40,7 @@ def test_quick_step_floor_writes_both_floors(tmp_path):
     )
     assert infer["non_product_s"] == infer["sparse_forward_s"] - infer["sparse_products_s"]
     assert infer["weight_matrices"] == 4 * 6 + 1  # Q, K, V, O, in, out a layer; W_U
-    goals = result["goals"]
-    reachable = train["floor_over_dense_fused_adam"] <= 0.5
-    assert goals["training_reachable_with_dense_gradients"] == reachable
-    assert goals["inference_reachable_by_product_kernels"] == (infer["max_speedup"] >= 3.0)
+    assert result["goals"] is None  # the goals are set at d_model 1024, not the quick shapes
 
 
 def test_emit_prints_and_replaces_the_file_whole(tmp_path, capsys, monkeypatch):

@@ -22,7 +22,7 @@ from analyses.cli.sweep import add_sweep
 from analyses.cli.tasks import add_tasks
 from analyses.cli.train import add_train
 
-DESCRIPTION = "The ``sparse-lens`` command line."
+DESCRIPTION = "sparse_lens: train, prune, check, bridge and view weight-sparse transformers (start with: sparse-lens demo)."
 
 Adder = Callable[[argparse._SubParsersAction], None]
 ADDERS: tuple[Adder, ...] = (
