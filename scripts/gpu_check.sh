@@ -46,7 +46,7 @@ step tasks sh -c "sparse-lens tasks '$OUT/run/final' --split val --n 100 --json 
 # the task with the least validation loss, at the paper's target 0.15 or 0.05 above its loss
 read -r TASK TARGET < <(python -c "
 import json, sys
-rows = json.load(open(sys.argv[1]))
+rows = json.load(open(sys.argv[1]))['losses']  # tasks --json: {split, n, seed, target_loss, losses}
 name = min(rows, key=lambda n: rows[n]['loss'])
 print(name, round(max(0.15, rows[name]['loss'] + 0.05), 3))" "$OUT/tasks.json")
 step prune sparse-lens prune "$OUT/run/final" --task "$TASK" --target-loss "$TARGET" \
