@@ -27,12 +27,19 @@ def core_note(graph: ViewGraph) -> str:
             f"The empty circuit's task loss ({graph.empty_loss:.3f}) is not above the circuit's "
             f"({graph.circuit_loss:.3f}): no knockout gap defines a core."
         )
-    n_core = len(graph.core())
+    core = graph.core()
+    left = [n for n in graph.nodes if n not in core]
+    nearest = max(left, key=lambda n: n.knockout or 0.0, default=None)
+    miss = (
+        f"; the largest knockout left out is {nearest.knockout or 0.0:.4g} nats ({nearest.label})"
+        if nearest is not None
+        else ""
+    )
     return (
-        f"Core: the {n_core} of {len(graph.nodes)} nodes whose single-node knockout in the "
+        f"Core: the {len(core)} of {len(graph.nodes)} nodes whose single-node knockout in the "
         f"circuit costs at least {graph.core_share:.0%} of the gap between the empty circuit's "
         f"task loss ({graph.empty_loss:.3f}) and the circuit's ({graph.circuit_loss:.3f}), "
-        f"i.e. at least {graph.core_threshold:.3g} nats (explain card). Each is labelled with "
+        f"i.e. at least {graph.core_threshold:.4g} nats (explain card){miss}. Each is labelled with "
         "its role; the other nodes are collapsed into one box per layer and site with their "
         "count. Grey lines aggregate the edges to a collapsed box (width grows with their count, "
         "hover for it); blue and red lines are single weights (positive, negative; width |w|); "
