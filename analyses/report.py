@@ -53,7 +53,7 @@ from sparse_lens.circuits.graph_view.card_html import card_view
 from sparse_lens.circuits.graph_view.graph import CORE_SHARE
 from sparse_lens.circuits.graph_view.show import graph_of
 from sparse_lens.model.transformer import HookedSparseTransformer
-from sparse_lens.tasks.selection import LEGACY_SELECTION, SELECTION, TABLE_USES
+from sparse_lens.tasks.selection import LEGACY_SELECTION, SELECTION, TABLE_USES, is_solved
 from sparse_lens.tasks.task import Task, TaskBatch, task_batch
 from sparse_lens.training.sparse import recorded_idiom_frac
 from sparse_lens.validation import require_min
@@ -588,7 +588,13 @@ def task_table_section(
     header = ["task", "loss (nats)", "accuracy", "n", f"solved (loss <= {value:g})"]
     header += ["pruned"] if table.chose_tasks else []
     body = [
-        [name, r["loss"], r["accuracy"], r.get("n", "-"), "yes" if r["loss"] <= value else ""]
+        [
+            name,
+            r["loss"],
+            r["accuracy"],
+            r.get("n", "-"),
+            "yes" if is_solved(r["loss"], value) else "",
+        ]
         + ([f"target {pruned[name]:g}" if name in pruned else ""] if table.chose_tasks else [])
         for name, r in rows
     ]
